@@ -1,0 +1,153 @@
+"""Stable error codes and the one exception root of paycore.
+
+Every rejection paycore can give has a stable snake_case ``ErrorCode``. The ledger
+returns codes as values (a batch has one result per item); everything else raises::
+
+    PaycoreError                 code, HTTP status, retryable, detail
+    ├── RequestError             the caller's input or the state it names is wrong (4xx)
+    │   └── IdempotencyError     Idempotency-Key reused with another body, or still running
+    └── UnavailableError         a shard or dependency cannot be reached (503, retryable)
+
+Foreign exceptions (sqlite3, psycopg, network) are translated into these at the
+storage and client boundaries, never further up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+__all__ = [
+    "ERROR_SPECS",
+    "ErrorCode",
+    "ErrorSpec",
+    "IdempotencyError",
+    "PaycoreError",
+    "RequestError",
+    "UnavailableError",
+]
+
+
+class ErrorCode(StrEnum):
+    """Every reason paycore may refuse something; values are part of the API contract."""
+
+    # request shape
+    INVALID_REQUEST = "invalid_request"
+    BATCH_TOO_LARGE = "batch_too_large"
+    REQUEST_TOO_LARGE = "request_too_large"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    # accounts
+    ACCOUNT_NOT_FOUND = "account_not_found"
+    ACCOUNT_EXISTS_WITH_DIFFERENT_FIELDS = "account_exists_with_different_fields"
+    ACCOUNT_CLOSED = "account_closed"
+    ACCOUNT_HAS_PENDING_TRANSFERS = "account_has_pending_transfers"
+    # transfers
+    TRANSFER_NOT_FOUND = "transfer_not_found"
+    TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS = "transfer_exists_with_different_fields"
+    ACCOUNTS_MUST_BE_DIFFERENT = "accounts_must_be_different"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    EXCEEDS_CREDIT_LIMIT = "exceeds_credit_limit"
+    OVERFLOW = "overflow"
+    TIMEOUT_RESERVED_FOR_PENDING_TRANSFER = "timeout_reserved_for_pending_transfer"
+    PENDING_TRANSFER_NOT_FOUND = "pending_transfer_not_found"
+    PENDING_TRANSFER_NOT_PENDING = "pending_transfer_not_pending"
+    PENDING_TRANSFER_ALREADY_POSTED = "pending_transfer_already_posted"
+    PENDING_TRANSFER_ALREADY_VOIDED = "pending_transfer_already_voided"
+    PENDING_TRANSFER_EXPIRED = "pending_transfer_expired"
+    AMOUNT_EXCEEDS_PENDING_AMOUNT = "amount_exceeds_pending_amount"
+    LINKED_EVENT_FAILED = "linked_event_failed"
+    LINKED_EVENT_CHAIN_OPEN = "linked_event_chain_open"
+    # idempotency
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    IDEMPOTENCY_KEY_IN_USE = "idempotency_key_in_use"
+    # infrastructure
+    STORE_UNAVAILABLE = "store_unavailable"
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSpec:
+    """How a code is presented: HTTP status, a short title, and whether a retry may help."""
+
+    status: int
+    title: str
+    retryable: bool = False
+
+
+_E = ErrorCode
+ERROR_SPECS: Final[dict[ErrorCode, ErrorSpec]] = {
+    _E.INVALID_REQUEST: ErrorSpec(422, "The request is not valid"),
+    _E.BATCH_TOO_LARGE: ErrorSpec(422, "The batch has too many items"),
+    _E.REQUEST_TOO_LARGE: ErrorSpec(413, "The request body is too large"),
+    _E.NOT_FOUND: ErrorSpec(404, "No such resource"),
+    _E.METHOD_NOT_ALLOWED: ErrorSpec(405, "Method not allowed"),
+    _E.ACCOUNT_NOT_FOUND: ErrorSpec(404, "Account not found"),
+    _E.ACCOUNT_EXISTS_WITH_DIFFERENT_FIELDS: ErrorSpec(
+        409, "An account with this id exists with different fields"
+    ),
+    _E.ACCOUNT_CLOSED: ErrorSpec(409, "The account is closed"),
+    _E.ACCOUNT_HAS_PENDING_TRANSFERS: ErrorSpec(
+        409, "The account has pending transfers and cannot be closed"
+    ),
+    _E.TRANSFER_NOT_FOUND: ErrorSpec(404, "Transfer not found"),
+    _E.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS: ErrorSpec(
+        409, "A transfer with this id exists with different fields"
+    ),
+    _E.ACCOUNTS_MUST_BE_DIFFERENT: ErrorSpec(422, "Debit and credit accounts must differ"),
+    _E.CURRENCY_MISMATCH: ErrorSpec(422, "Currencies do not match"),
+    _E.INSUFFICIENT_FUNDS: ErrorSpec(409, "Insufficient funds"),
+    _E.EXCEEDS_CREDIT_LIMIT: ErrorSpec(409, "The transfer exceeds the credit limit"),
+    _E.OVERFLOW: ErrorSpec(409, "A balance counter would overflow"),
+    _E.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER: ErrorSpec(
+        422, "A timeout is only allowed on a pending transfer"
+    ),
+    _E.PENDING_TRANSFER_NOT_FOUND: ErrorSpec(404, "Pending transfer not found"),
+    _E.PENDING_TRANSFER_NOT_PENDING: ErrorSpec(409, "The transfer is not a pending transfer"),
+    _E.PENDING_TRANSFER_ALREADY_POSTED: ErrorSpec(409, "The pending transfer is already posted"),
+    _E.PENDING_TRANSFER_ALREADY_VOIDED: ErrorSpec(409, "The pending transfer is already voided"),
+    _E.PENDING_TRANSFER_EXPIRED: ErrorSpec(409, "The pending transfer has expired"),
+    _E.AMOUNT_EXCEEDS_PENDING_AMOUNT: ErrorSpec(
+        409, "The amount exceeds the pending transfer's amount"
+    ),
+    _E.LINKED_EVENT_FAILED: ErrorSpec(409, "Another transfer of the linked chain failed"),
+    _E.LINKED_EVENT_CHAIN_OPEN: ErrorSpec(422, "The linked chain is not closed"),
+    _E.IDEMPOTENCY_KEY_REUSED: ErrorSpec(
+        409, "The Idempotency-Key was used with a different request"
+    ),
+    _E.IDEMPOTENCY_KEY_IN_USE: ErrorSpec(
+        409, "A request with this Idempotency-Key is still running", retryable=True
+    ),
+    _E.STORE_UNAVAILABLE: ErrorSpec(503, "The ledger store is unavailable", retryable=True),
+    _E.INTERNAL_ERROR: ErrorSpec(500, "Internal error", retryable=True),
+}
+
+
+class PaycoreError(Exception):
+    """Root of every error paycore raises on purpose; carries a stable code."""
+
+    def __init__(self, code: ErrorCode, detail: str = "") -> None:
+        spec = ERROR_SPECS[code]
+        super().__init__(detail or spec.title)
+        self.code = code
+        self.detail = detail or spec.title
+        self.status = spec.status
+        self.retryable = spec.retryable
+
+
+class RequestError(PaycoreError):
+    """The request, or the state it refers to, makes it impossible; retrying won't help."""
+
+
+class IdempotencyError(RequestError):
+    """An Idempotency-Key was reused with another body or is still in flight."""
+
+
+class UnavailableError(PaycoreError):
+    """A store or dependency is down; the request changed nothing and may be retried."""
+
+    def __init__(self, detail: str, retry_after: int = 1) -> None:
+        super().__init__(ErrorCode.STORE_UNAVAILABLE, detail)
+        self.retry_after = retry_after

@@ -1,0 +1,555 @@
+"""The double-entry rules, applied to an in-memory working set: no I/O.
+
+A store loads the accounts and transfers a batch refers to into a ``WorkingSet``,
+calls ``apply_transfers`` (once per request; a group commit calls it several times
+on the same set), then writes what the set reports as changed, all in one
+database transaction. The rules therefore see every earlier item of the batch,
+exactly as TigerBeetle's ``create_transfers`` does.
+
+Each item either fails before it changes anything, or succeeds; a ``linked``
+chain is undone as a whole when one of its items fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import msgspec
+
+from paycore.errors import ErrorCode
+from paycore.ledger.model import (
+    PENDING_TRANSITIONS,
+    Account,
+    AccountRequest,
+    BalanceRecord,
+    PendingStatus,
+    Transfer,
+    TransferRequest,
+    is_valid_id,
+)
+from paycore.money import MAX_AMOUNT, is_currency, is_valid_amount
+
+__all__ = [
+    "MAX_TIMEOUT_SECONDS",
+    "AccountResult",
+    "AccountState",
+    "PendingState",
+    "TransferResult",
+    "WorkingSet",
+    "check_account_request",
+    "close_account",
+    "new_account",
+]
+
+MAX_TIMEOUT_SECONDS = 2**31 - 1
+_E = ErrorCode
+
+
+class TransferResult(msgspec.Struct, frozen=True):
+    """Outcome of one transfer item: the transfer, or an error code with a detail."""
+
+    id: str
+    transfer: Transfer | None = None
+    code: ErrorCode | None = None
+    detail: str = ""
+    exists: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.code is None
+
+
+class AccountResult(msgspec.Struct, frozen=True):
+    """Outcome of one account creation or close."""
+
+    id: str
+    account: Account | None = None
+    code: ErrorCode | None = None
+    detail: str = ""
+    exists: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.code is None
+
+
+class AccountState:
+    """Mutable working copy of one account's counters during a batch."""
+
+    __slots__ = ("account", "cp", "cpo", "dirty", "dp", "dpo", "history", "limit")
+
+    def __init__(self, account: Account) -> None:
+        self.account = account
+        self.dp = account.debits_pending
+        self.dpo = account.debits_posted
+        self.cp = account.credits_pending
+        self.cpo = account.credits_posted
+        self.limit = account.flags.debit_limit()
+        self.history = account.flags.history
+        self.dirty = False
+
+    def counters(self) -> tuple[int, int, int, int]:
+        return (self.dp, self.dpo, self.cp, self.cpo)
+
+    def restore(self, counters: tuple[int, int, int, int]) -> None:
+        self.dp, self.dpo, self.cp, self.cpo = counters
+
+    def to_account(self) -> Account:
+        return msgspec.structs.replace(
+            self.account,
+            debits_pending=self.dp,
+            debits_posted=self.dpo,
+            credits_pending=self.cp,
+            credits_posted=self.cpo,
+        )
+
+
+class PendingState:
+    """A pending transfer and its current status during a batch."""
+
+    __slots__ = ("resolved_by", "status", "transfer")
+
+    def __init__(
+        self, transfer: Transfer, status: PendingStatus, resolved_by: str | None = None
+    ) -> None:
+        self.transfer = transfer
+        self.status = status
+        self.resolved_by = resolved_by
+
+    def move_to(self, status: PendingStatus, resolved_by: str | None) -> None:
+        if status not in PENDING_TRANSITIONS[self.status]:
+            raise ValueError(f"illegal pending transition {self.status} -> {status}")
+        self.status = status
+        self.resolved_by = resolved_by
+
+
+class _Rejected(Exception):
+    """Raised inside an item's checks to return its code; never escapes this module."""
+
+    def __init__(self, code: ErrorCode, detail: str = "") -> None:
+        self.code = code
+        self.detail = detail
+
+
+class WorkingSet:
+    """Accounts, transfers and holds that a batch touches, plus what it changed.
+
+    ``transfers`` holds the stored transfers the batch names (for ``exists`` checks
+    and pending lookups) and every transfer the batch creates.
+    """
+
+    def __init__(
+        self,
+        accounts: Iterable[Account],
+        transfers: Iterable[Transfer],
+        pendings: Iterable[tuple[Transfer, PendingStatus, str | None]],
+        *,
+        now: int,
+        last_timestamp: int,
+    ) -> None:
+        self.accounts: dict[str, AccountState] = {a.id: AccountState(a) for a in accounts}
+        self.transfers: dict[str, Transfer] = {t.id: t for t in transfers}
+        self.pendings: dict[str, PendingState] = {
+            t.id: PendingState(t, s, r) for t, s, r in pendings
+        }
+        self.now = now
+        self.last_timestamp = last_timestamp
+        self.created: list[Transfer] = []
+        self.history: list[BalanceRecord] = []
+        self.changed_pendings: dict[str, PendingState] = {}
+        # Undo log of the open linked chain; None outside a chain.
+        self._undo: _Undo | None = None
+
+    # -- public ---------------------------------------------------------------
+
+    def apply_transfers(self, requests: Sequence[TransferRequest]) -> list[TransferResult]:
+        """Apply one request's items in order; linked chains succeed or fail as one."""
+        results: list[TransferResult] = []
+        chain_start: int | None = None
+        chain_failed = False
+        for index, request in enumerate(requests):
+            linked = request.flags.linked
+            if chain_start is None and linked:
+                chain_start = index
+                chain_failed = False
+                self._undo = _Undo(self)
+            if chain_start is not None and chain_failed:
+                results.append(_fail(request.id, _E.LINKED_EVENT_FAILED))
+            else:
+                result = self._apply_one(request)
+                results.append(result)
+                if chain_start is not None and not result.ok:
+                    chain_failed = True
+            if chain_start is not None and not linked:  # this item closes the chain
+                if chain_failed:
+                    self._fail_chain(results, chain_start, _E.LINKED_EVENT_FAILED)
+                self._undo = None
+                chain_start = None
+        if chain_start is not None:  # batch ended with the chain still open
+            self._fail_chain(results, chain_start, _E.LINKED_EVENT_CHAIN_OPEN, all_items=True)
+            self._undo = None
+        return results
+
+    def expire_due(self) -> list[PendingState]:
+        """Release every loaded hold whose timeout has passed; returns those expired."""
+        expired = []
+        for state in self.pendings.values():
+            at = state.transfer.expires_at
+            if state.status is PendingStatus.PENDING and at is not None and at <= self.now:
+                t = state.transfer
+                debit, credit = (
+                    self.accounts[t.debit_account_id],
+                    self.accounts[t.credit_account_id],
+                )
+                debit.dp -= t.amount
+                credit.cp -= t.amount
+                state.move_to(PendingStatus.EXPIRED, None)
+                self.changed_pendings[t.id] = state
+                self._touched(debit, credit, self._next_timestamp())
+                expired.append(state)
+        return expired
+
+    def dirty_accounts(self) -> list[AccountState]:
+        return [a for a in self.accounts.values() if a.dirty]
+
+    # -- one item ---------------------------------------------------------------
+
+    def _apply_one(self, request: TransferRequest) -> TransferResult:
+        try:
+            return self._apply_checked(request)
+        except _Rejected as rejected:
+            return _fail(request.id, rejected.code, rejected.detail)
+
+    def _apply_checked(self, r: TransferRequest) -> TransferResult:
+        if not is_valid_id(r.id):
+            raise _Rejected(_E.INVALID_REQUEST, "id must be 1-64 chars of [A-Za-z0-9_.:-]")
+        flags = r.flags
+        if flags.pending + flags.post_pending + flags.void_pending > 1:
+            raise _Rejected(
+                _E.INVALID_REQUEST, "pending, post_pending and void_pending exclude each other"
+            )
+        if r.amount is not None and not is_valid_amount(r.amount):
+            raise _Rejected(_E.INVALID_REQUEST, "amount must be an integer in 1..2^63-1")
+        if type(r.timeout_seconds) is not int or not 0 <= r.timeout_seconds <= MAX_TIMEOUT_SECONDS:
+            raise _Rejected(_E.INVALID_REQUEST, "timeout_seconds must be in 0..2^31-1")
+        existing = self.transfers.get(r.id)
+        if existing is not None:
+            return self._exists(r, existing)
+        if flags.post_pending or flags.void_pending:
+            return self._resolve_pending(r)
+        return self._create(r)
+
+    def _create(self, r: TransferRequest) -> TransferResult:
+        if r.debit_account_id is None or r.credit_account_id is None:
+            raise _Rejected(
+                _E.INVALID_REQUEST, "debit_account_id and credit_account_id are required"
+            )
+        if r.amount is None:
+            raise _Rejected(_E.INVALID_REQUEST, "amount is required")
+        if r.pending_id is not None:
+            raise _Rejected(_E.INVALID_REQUEST, "pending_id is only for post_pending/void_pending")
+        if r.timeout_seconds and not r.flags.pending:
+            raise _Rejected(_E.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER)
+        if r.debit_account_id == r.credit_account_id:
+            raise _Rejected(_E.ACCOUNTS_MUST_BE_DIFFERENT)
+        debit = self._account(r.debit_account_id, "debit")
+        credit = self._account(r.credit_account_id, "credit")
+        currency = debit.account.currency
+        if credit.account.currency != currency:
+            raise _Rejected(
+                _E.CURRENCY_MISMATCH,
+                f"debit account is {currency}, credit account is {credit.account.currency}",
+            )
+        if r.currency is not None and r.currency != currency:
+            raise _Rejected(
+                _E.CURRENCY_MISMATCH, f"transfer is {r.currency}, accounts are {currency}"
+            )
+        if debit.account.flags.closed:
+            raise _Rejected(_E.ACCOUNT_CLOSED, f"debit account {debit.account.id!r} is closed")
+        if credit.account.flags.closed:
+            raise _Rejected(_E.ACCOUNT_CLOSED, f"credit account {credit.account.id!r} is closed")
+        amount = r.amount
+        limit = debit.limit
+        if limit is not None:
+            headroom = debit.cpo + limit - debit.dpo - debit.dp
+            if r.flags.balancing:
+                amount = min(amount, headroom)
+            if amount > headroom or amount <= 0:
+                code = _E.INSUFFICIENT_FUNDS if limit == 0 else _E.EXCEEDS_CREDIT_LIMIT
+                raise _Rejected(code, f"available {headroom}, requested {r.amount}")
+        pending = r.flags.pending
+        if pending:
+            if debit.dp + amount > MAX_AMOUNT or credit.cp + amount > MAX_AMOUNT:
+                raise _Rejected(_E.OVERFLOW, "pending counters would overflow")
+        elif debit.dpo + amount > MAX_AMOUNT or credit.cpo + amount > MAX_AMOUNT:
+            raise _Rejected(_E.OVERFLOW, "posted counters would overflow")
+        # -- every check passed: mutate
+        self._snapshot(debit, credit)
+        ts = self._next_timestamp()
+        transfer = Transfer(
+            id=r.id,
+            debit_account_id=r.debit_account_id,
+            credit_account_id=r.credit_account_id,
+            amount=amount,
+            currency=currency,
+            code=r.code,
+            flags=r.flags,
+            pending_id=None,
+            timeout_seconds=r.timeout_seconds,
+            metadata=r.metadata,
+            timestamp=ts,
+        )
+        if pending:
+            debit.dp += amount
+            credit.cp += amount
+            state = PendingState(transfer, PendingStatus.PENDING)
+            self.pendings[r.id] = state
+            self._record_pending(state, new=True)
+        else:
+            debit.dpo += amount
+            credit.cpo += amount
+        self._record_transfer(transfer)
+        self._touched(debit, credit, ts)
+        return TransferResult(id=r.id, transfer=transfer)
+
+    def _resolve_pending(self, r: TransferRequest) -> TransferResult:
+        if r.pending_id is None:
+            raise _Rejected(_E.INVALID_REQUEST, "pending_id is required to post or void")
+        if r.timeout_seconds:
+            raise _Rejected(_E.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER)
+        target = self.transfers.get(r.pending_id)
+        if target is None:
+            raise _Rejected(_E.PENDING_TRANSFER_NOT_FOUND, f"no transfer {r.pending_id!r}")
+        state = self.pendings.get(r.pending_id)
+        if not target.flags.pending or state is None:
+            raise _Rejected(_E.PENDING_TRANSFER_NOT_PENDING, f"{r.pending_id!r} is not a hold")
+        for field, given, held in (
+            ("debit_account_id", r.debit_account_id, target.debit_account_id),
+            ("credit_account_id", r.credit_account_id, target.credit_account_id),
+        ):
+            if given is not None and given != held:
+                raise _Rejected(_E.INVALID_REQUEST, f"{field} differs from the pending transfer")
+        if r.currency is not None and r.currency != target.currency:
+            raise _Rejected(_E.CURRENCY_MISMATCH, f"pending transfer is {target.currency}")
+        status = state.status
+        if status is PendingStatus.POSTED:
+            raise _Rejected(_E.PENDING_TRANSFER_ALREADY_POSTED, f"posted by {state.resolved_by!r}")
+        if status is PendingStatus.VOIDED:
+            raise _Rejected(_E.PENDING_TRANSFER_ALREADY_VOIDED, f"voided by {state.resolved_by!r}")
+        expires_at = target.expires_at
+        if status is PendingStatus.EXPIRED or (expires_at is not None and expires_at <= self.now):
+            raise _Rejected(_E.PENDING_TRANSFER_EXPIRED)
+        posting = r.flags.post_pending
+        amount = target.amount if r.amount is None else r.amount
+        if amount > target.amount:
+            raise _Rejected(
+                _E.AMOUNT_EXCEEDS_PENDING_AMOUNT, f"pending {target.amount}, requested {amount}"
+            )
+        if not posting and amount != target.amount:
+            raise _Rejected(_E.INVALID_REQUEST, "a void releases the whole pending amount")
+        debit = self.accounts[target.debit_account_id]
+        credit = self.accounts[target.credit_account_id]
+        if posting and (debit.dpo + amount > MAX_AMOUNT or credit.cpo + amount > MAX_AMOUNT):
+            raise _Rejected(_E.OVERFLOW, "posted counters would overflow")
+        # -- mutate
+        self._snapshot(debit, credit)
+        self._snapshot_pending(state)
+        ts = self._next_timestamp()
+        debit.dp -= target.amount
+        credit.cp -= target.amount
+        if posting:
+            debit.dpo += amount
+            credit.cpo += amount
+        state.move_to(PendingStatus.POSTED if posting else PendingStatus.VOIDED, r.id)
+        self._record_pending(state, new=False)
+        transfer = Transfer(
+            id=r.id,
+            debit_account_id=target.debit_account_id,
+            credit_account_id=target.credit_account_id,
+            amount=amount,
+            currency=target.currency,
+            code=r.code or target.code,
+            flags=r.flags,
+            pending_id=r.pending_id,
+            timeout_seconds=0,
+            metadata=r.metadata,
+            timestamp=ts,
+        )
+        self._record_transfer(transfer)
+        self._touched(debit, credit, ts)
+        return TransferResult(id=r.id, transfer=transfer)
+
+    def _exists(self, r: TransferRequest, t: Transfer) -> TransferResult:
+        same = (
+            r.flags == t.flags
+            and r.code in (0, t.code)
+            and r.pending_id == t.pending_id
+            and r.timeout_seconds == t.timeout_seconds
+            and r.metadata == t.metadata
+            and r.debit_account_id in (None, t.debit_account_id)
+            and r.credit_account_id in (None, t.credit_account_id)
+            and r.currency in (None, t.currency)
+            and (
+                r.amount is None
+                or r.amount == t.amount
+                or (t.flags.balancing and r.amount >= t.amount)
+            )
+        )
+        if not same:
+            return _fail(r.id, _E.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS)
+        return TransferResult(id=r.id, transfer=t, exists=True)
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _account(self, account_id: str, side: str) -> AccountState:
+        state = self.accounts.get(account_id)
+        if state is None:
+            raise _Rejected(_E.ACCOUNT_NOT_FOUND, f"{side} account {account_id!r} not found")
+        return state
+
+    def _next_timestamp(self) -> int:
+        ts = self.now if self.now > self.last_timestamp else self.last_timestamp + 1
+        self.last_timestamp = ts
+        return ts
+
+    def _touched(self, debit: AccountState, credit: AccountState, ts: int) -> None:
+        debit.dirty = credit.dirty = True
+        for state in (debit, credit):
+            if state.history:
+                self.history.append(
+                    BalanceRecord(state.account.id, ts, state.dp, state.dpo, state.cp, state.cpo)
+                )
+
+    def _record_transfer(self, transfer: Transfer) -> None:
+        self.transfers[transfer.id] = transfer
+        self.created.append(transfer)
+
+    def _record_pending(self, state: PendingState, *, new: bool) -> None:
+        pending_id = state.transfer.id
+        if self._undo is not None:
+            if new:
+                self._undo.new_pendings.append(pending_id)
+            self._undo.changed.append((pending_id, self.changed_pendings.get(pending_id)))
+        self.changed_pendings[pending_id] = state
+
+    def _snapshot(self, *states: AccountState) -> None:
+        if self._undo is not None:
+            for s in states:
+                self._undo.accounts.setdefault(s.account.id, (s, s.counters()))
+
+    def _snapshot_pending(self, state: PendingState) -> None:
+        if self._undo is not None:
+            self._undo.pendings.setdefault(
+                state.transfer.id, (state, state.status, state.resolved_by)
+            )
+
+    def _fail_chain(
+        self, results: list[TransferResult], start: int, code: ErrorCode, *, all_items: bool = False
+    ) -> None:
+        """Undo a failed chain and mark its successful items (or all) with ``code``."""
+        assert self._undo is not None
+        self._undo.rollback()
+        for i in range(start, len(results)):
+            if all_items or results[i].ok:
+                results[i] = _fail(results[i].id, code)
+
+
+class _Undo:
+    """What a linked chain changed, so that a failure can restore the working set."""
+
+    def __init__(self, ws: WorkingSet) -> None:
+        self.ws = ws
+        self.created_len = len(ws.created)
+        self.history_len = len(ws.history)
+        self.last_timestamp = ws.last_timestamp
+        self.accounts: dict[str, tuple[AccountState, tuple[int, int, int, int]]] = {}
+        self.pendings: dict[str, tuple[PendingState, PendingStatus, str | None]] = {}
+        self.new_pendings: list[str] = []
+        self.changed: list[tuple[str, PendingState | None]] = []
+
+    def rollback(self) -> None:
+        ws = self.ws
+        for state, counters in self.accounts.values():
+            state.restore(counters)
+        for hold, status, resolved_by in self.pendings.values():
+            hold.status, hold.resolved_by = status, resolved_by
+        for pending_id in self.new_pendings:
+            ws.pendings.pop(pending_id, None)
+        for transfer in ws.created[self.created_len :]:
+            ws.transfers.pop(transfer.id, None)
+        del ws.created[self.created_len :]
+        del ws.history[self.history_len :]
+        for pending_id, before in reversed(self.changed):
+            if before is None:
+                ws.changed_pendings.pop(pending_id, None)
+            else:
+                ws.changed_pendings[pending_id] = before
+        # Timestamps stay consumed: they only need to be unique and increasing.
+
+
+def _fail(transfer_id: str, code: ErrorCode, detail: str = "") -> TransferResult:
+    return TransferResult(id=transfer_id, code=code, detail=detail)
+
+
+# -- accounts -------------------------------------------------------------------
+
+
+def check_account_request(r: AccountRequest) -> tuple[ErrorCode, str] | None:
+    """Validate an account creation request; None when acceptable."""
+    if not is_valid_id(r.id):
+        return _E.INVALID_REQUEST, "id must be 1-64 chars of [A-Za-z0-9_.:-]"
+    if not is_currency(r.currency):
+        return _E.INVALID_REQUEST, f"unknown ISO 4217 currency {r.currency!r}"
+    f = r.flags
+    if f.closed:
+        return _E.INVALID_REQUEST, "an account cannot be created closed"
+    if f.credit_limit is not None:
+        if f.no_overdraft:
+            return _E.INVALID_REQUEST, "no_overdraft and credit_limit exclude each other"
+        if type(f.credit_limit) is not int or not 0 <= f.credit_limit <= MAX_AMOUNT:
+            return _E.INVALID_REQUEST, "credit_limit must be an integer in 0..2^63-1"
+    if type(r.code) is not int or not 0 <= r.code < 2**31:
+        return _E.INVALID_REQUEST, "code must be an integer in 0..2^31-1"
+    return None
+
+
+def new_account(r: AccountRequest, existing: Account | None, timestamp: int) -> AccountResult:
+    """Create an account, or report that it exists (same or different fields)."""
+    problem = check_account_request(r)
+    if problem is not None:
+        return AccountResult(id=r.id, code=problem[0], detail=problem[1])
+    if existing is not None:
+        same = (
+            existing.currency == r.currency
+            and existing.code == r.code
+            and msgspec.structs.replace(existing.flags, closed=False) == r.flags
+            and existing.metadata == r.metadata
+        )
+        if not same:
+            return AccountResult(id=r.id, code=_E.ACCOUNT_EXISTS_WITH_DIFFERENT_FIELDS)
+        return AccountResult(id=r.id, account=existing, exists=True)
+    account = Account(
+        id=r.id,
+        currency=r.currency,
+        code=r.code,
+        flags=r.flags,
+        metadata=r.metadata,
+        timestamp=timestamp,
+    )
+    return AccountResult(id=r.id, account=account)
+
+
+def close_account(account: Account | None, account_id: str) -> AccountResult:
+    """Close an account with no holds; closing a closed account returns it unchanged."""
+    if account is None:
+        return AccountResult(id=account_id, code=_E.ACCOUNT_NOT_FOUND)
+    if account.flags.closed:
+        return AccountResult(id=account_id, account=account, exists=True)
+    if account.debits_pending or account.credits_pending:
+        return AccountResult(
+            id=account_id,
+            code=_E.ACCOUNT_HAS_PENDING_TRANSFERS,
+            detail=f"pending debits {account.debits_pending}, credits {account.credits_pending}",
+        )
+    flags = msgspec.structs.replace(account.flags, closed=True)
+    return AccountResult(id=account_id, account=msgspec.structs.replace(account, flags=flags))

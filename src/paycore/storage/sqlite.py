@@ -1,0 +1,649 @@
+"""The embedded ledger store: one SQLite file per shard, WAL, one writer thread.
+
+Durability: ``synchronous=FULL`` by default, so a command is answered only after
+its transaction's WAL frames are fsynced; ``NORMAL`` may lose the last commits on
+power loss (never on a process crash) and is only taken when asked for, loudly.
+
+Every write goes through the group-commit writer: the commands queued while the
+previous transaction ran are applied together in one ``BEGIN IMMEDIATE``
+transaction with set-based statements, and each account's counters are written
+once per group. Reads use per-thread read-only connections and see committed
+state only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from paycore.errors import ErrorCode, IdempotencyError, PaycoreError, UnavailableError
+from paycore.ledger.model import (
+    Account,
+    BalanceRecord,
+    PendingStatus,
+    Transfer,
+    TransferRequest,
+    TransferView,
+)
+from paycore.ledger.rules import (
+    AccountResult,
+    WorkingSet,
+    close_account,
+    new_account,
+)
+from paycore.storage.base import (
+    CloseAccount,
+    Command,
+    CreateAccounts,
+    CreateTransfers,
+    ExpirePending,
+    Idempotency,
+    LedgerSnapshot,
+    PurgeIdempotency,
+    StoredResponse,
+    TransferPage,
+)
+from paycore.storage.codec import (
+    ACCOUNT_COLUMNS,
+    TRANSFER_COLUMNS,
+    account_flags_bits,
+    account_from_row,
+    encode_metadata,
+    transfer_from_row,
+    transfer_row,
+)
+from paycore.storage.group_commit import GroupCommitWriter, Job
+
+__all__ = ["SQLiteStore", "map_sqlite_errors", "migrate"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_ids_json = msgspec.json.Encoder()
+
+_T_COLS = ", ".join(f"t.{c.strip()}" for c in TRANSFER_COLUMNS.split(","))
+_A_COLS = ", ".join(f"a.{c.strip()}" for c in ACCOUNT_COLUMNS.split(","))
+
+
+@contextlib.contextmanager
+def map_sqlite_errors(store: str) -> Iterator[None]:
+    """Translate sqlite3 exceptions at the storage boundary.
+
+    Operational errors (locked, I/O, disk full, cannot open) mean the shard cannot
+    serve right now: 503 and retryable, with nothing committed. Anything else is a
+    bug or corruption and surfaces as an internal error.
+    """
+    try:
+        yield
+    except PaycoreError:
+        raise
+    except sqlite3.OperationalError as exc:
+        raise UnavailableError(f"shard {store}: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise PaycoreError(ErrorCode.INTERNAL_ERROR, f"shard {store}: {exc}") from exc
+
+
+def _connect(path: Path, synchronous: str, *, readonly: bool = False) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache, bounded
+    conn.execute("PRAGMA temp_store=MEMORY")
+    if readonly:
+        conn.execute("PRAGMA query_only=1")
+    return conn
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    folder = resources.files("paycore.storage.migrations") / "sqlite"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text()))
+    return sorted(found)
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply the migrations this file lacks, each in its own transaction."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+    )
+    done = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
+    applied = []
+    for version, name, sql in _migrations():
+        if version in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _split_sql(sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, time.time_ns())
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied
+
+
+def _split_sql(script: str) -> list[str]:
+    lines = [ln for ln in script.splitlines() if not ln.lstrip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+class _Group:
+    """State shared by the commands of one transaction."""
+
+    def __init__(self, conn: sqlite3.Connection, now: int, last_timestamp: int) -> None:
+        self.conn = conn
+        self.now = now
+        self.last_timestamp = last_timestamp
+        self.idempotency: dict[str, tuple[str, StoredResponse, int]] = {}
+
+    def next_timestamp(self) -> int:
+        self.last_timestamp = max(self.now, self.last_timestamp + 1)
+        return self.last_timestamp
+
+
+class SQLiteStore:
+    """A ledger shard in one SQLite file (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        name: str = "shard-0",
+        synchronous: str = "FULL",
+        clock: Callable[[], int] = time.time_ns,
+        max_group_jobs: int = 512,
+    ) -> None:
+        if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA"}:
+            raise ValueError("synchronous must be FULL, EXTRA or NORMAL")
+        self.name = name
+        self.path = Path(path)
+        self.synchronous = synchronous.upper()
+        self.clock = clock
+        self._writer_conn: sqlite3.Connection | None = None
+        self._writer = GroupCommitWriter(name, self._run_group, max_jobs=max_group_jobs)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.synchronous == "NORMAL":
+            log.warning(
+                "shard %s runs with synchronous=NORMAL: acknowledged transfers may be lost "
+                "on power loss (not on a process crash)",
+                self.name,
+            )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with map_sqlite_errors(self.name):
+            conn = _connect(self.path, self.synchronous)
+            migrate(conn)
+        self._writer_conn = conn
+        self._writer.start()
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self._writer.stop)
+        if self._writer_conn is not None:
+            self._writer_conn.close()
+            self._writer_conn = None
+        with self._readers_lock:
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
+        self._local = threading.local()
+
+    # -- writes -------------------------------------------------------------------
+
+    async def execute(self, command: Command) -> Any:
+        return await self._writer.submit(command, None, _weight(command))
+
+    async def execute_idempotent(
+        self, command: Command, idempotency: Idempotency
+    ) -> tuple[StoredResponse, bool]:
+        outcome: tuple[StoredResponse, bool] = await self._writer.submit(
+            command, idempotency, _weight(command)
+        )
+        return outcome
+
+    def _run_group(self, jobs: Sequence[Job]) -> None:
+        """Writer thread: run ``jobs`` in one transaction; on failure, one by one."""
+        conn = self._writer_conn
+        assert conn is not None
+        try:
+            with map_sqlite_errors(self.name):
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    (last,) = conn.execute(
+                        "SELECT value FROM shard_meta WHERE key = 'last_timestamp'"
+                    ).fetchone()
+                    group = _Group(conn, self.clock(), last)
+                    self._apply(group, jobs)
+                    conn.execute(
+                        "UPDATE shard_meta SET value = ? WHERE key = 'last_timestamp'",
+                        (group.last_timestamp,),
+                    )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+        except Exception as exc:  # noqa: BLE001 - any failure rolls back; callers get an answer
+            for job in jobs:
+                job.outcome, job.error = None, None
+            if len(jobs) > 1:  # isolate the command that broke the group
+                for job in jobs:
+                    self._run_group([job])
+                return
+            jobs[0].error = exc if isinstance(exc, PaycoreError) else _internal(self.name, exc)
+
+    def _apply(self, group: _Group, jobs: Sequence[Job]) -> None:
+        i = 0
+        while i < len(jobs):
+            if isinstance(jobs[i].command, CreateTransfers):
+                j = i
+                while j < len(jobs) and isinstance(jobs[j].command, CreateTransfers):
+                    j += 1
+                self._apply_transfers(group, jobs[i:j])
+                i = j
+                continue
+            job = jobs[i]
+            if not self._replayed(group, job):
+                self._finish(group, job, self._apply_other(group, job.command))
+            i += 1
+
+    def _apply_transfers(self, group: _Group, jobs: Sequence[Job]) -> None:
+        requests = [r for job in jobs for r in job.command.requests]
+        ws = self._load_working_set(group, requests)
+        for job in jobs:
+            if not self._replayed(group, job):
+                self._finish(group, job, ws.apply_transfers(job.command.requests))
+        self._flush(group.conn, ws)
+        group.last_timestamp = ws.last_timestamp
+
+    def _apply_other(self, group: _Group, command: Command) -> Any:
+        conn = group.conn
+        if isinstance(command, CreateAccounts):
+            return self._create_accounts(group, command)
+        if isinstance(command, CloseAccount):
+            found = _accounts_by_ids(conn, [command.account_id], with_metadata=True)
+            result = close_account(found.get(command.account_id), command.account_id)
+            if result.ok and not result.exists and result.account is not None:
+                conn.execute(
+                    "UPDATE accounts SET flags = ? WHERE id = ?",
+                    (account_flags_bits(result.account.flags), command.account_id),
+                )
+            return result
+        if isinstance(command, ExpirePending):
+            return self._expire(group, command.limit)
+        if isinstance(command, PurgeIdempotency):
+            cur = conn.execute(
+                "DELETE FROM idempotency WHERE key IN "
+                "(SELECT key FROM idempotency WHERE expires_at <= ? LIMIT ?)",
+                (group.now, command.limit),
+            )
+            return cur.rowcount
+        raise TypeError(f"unknown command {command!r}")
+
+    def _create_accounts(self, group: _Group, command: CreateAccounts) -> list[AccountResult]:
+        conn = group.conn
+        known = _accounts_by_ids(conn, [r.id for r in command.requests], with_metadata=True)
+        results = []
+        rows, metadata_rows = [], []
+        for request in command.requests:
+            result = new_account(request, known.get(request.id), group.next_timestamp())
+            results.append(result)
+            if result.ok and not result.exists and result.account is not None:
+                a = result.account
+                known[a.id] = a
+                rows.append(
+                    (a.id, a.currency, a.code, account_flags_bits(a.flags), a.flags.credit_limit,
+                     a.timestamp, 0, 0, 0, 0)
+                )  # fmt: skip
+                if a.metadata is not None:
+                    metadata_rows.append((a.id, encode_metadata(a.metadata)))
+        conn.executemany(f"INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ({_q(10)})", rows)
+        conn.executemany("INSERT INTO account_metadata VALUES (?, ?)", metadata_rows)
+        return results
+
+    def _expire(self, group: _Group, limit: int) -> list[str]:
+        conn = group.conn
+        rows = conn.execute(
+            f"SELECT {_T_COLS}, p.status, p.resolved_by FROM pending_transfers p "
+            "JOIN transfers t ON t.id = p.id "
+            "WHERE p.status = 'pending' AND p.expires_at IS NOT NULL AND p.expires_at <= ? "
+            "ORDER BY p.expires_at LIMIT ?",
+            (group.now, limit),
+        ).fetchall()
+        if not rows:
+            return []
+        holds = [transfer_from_row(row) for row in rows]
+        ids = {t.debit_account_id for t in holds} | {t.credit_account_id for t in holds}
+        accounts = _accounts_by_ids(conn, list(ids)).values()
+        ws = WorkingSet(
+            accounts,
+            holds,
+            [(t, PendingStatus.PENDING, None) for t in holds],
+            now=group.now,
+            last_timestamp=group.last_timestamp,
+        )
+        expired = ws.expire_due()
+        self._flush(conn, ws)
+        group.last_timestamp = ws.last_timestamp
+        return [state.transfer.id for state in expired]
+
+    # -- idempotency ----------------------------------------------------------------
+
+    def _replayed(self, group: _Group, job: Job) -> bool:
+        """Answer ``job`` from its stored response if its key was seen; True if done."""
+        idem: Idempotency | None = job.idempotency
+        if idem is None:
+            return False
+        seen = group.idempotency.get(idem.key)
+        if seen is None:
+            row = group.conn.execute(
+                "SELECT fingerprint, status, body, content_type, expires_at "
+                "FROM idempotency WHERE key = ?",
+                (idem.key,),
+            ).fetchone()
+            if row is not None:
+                seen = (row[0], StoredResponse(row[1], row[2], row[3]), row[4])
+        if seen is None or seen[2] <= group.now:  # unknown, or past retention
+            return False
+        if seen[0] != idem.fingerprint:
+            job.error = IdempotencyError(
+                ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                "this Idempotency-Key was first used with a different request",
+            )
+        else:
+            job.outcome = (seen[1], True)
+        return True
+
+    def _finish(self, group: _Group, job: Job, result: Any) -> None:
+        idem: Idempotency | None = job.idempotency
+        if idem is None:
+            job.outcome = result
+            return
+        response = idem.render(result)
+        expires_at = group.now + idem.retention_seconds * 1_000_000_000
+        group.conn.execute(
+            "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (idem.key, idem.fingerprint, response.status, response.body,
+             response.content_type, group.now, expires_at),
+        )  # fmt: skip
+        group.idempotency[idem.key] = (idem.fingerprint, response, expires_at)
+        job.outcome = (response, False)
+
+    # -- working set ----------------------------------------------------------------
+
+    def _load_working_set(self, group: _Group, requests: list[TransferRequest]) -> WorkingSet:
+        conn = group.conn
+        ids: set[str] = set()
+        pending_ids: set[str] = set()
+        account_ids: set[str] = set()
+        for r in requests:
+            ids.add(r.id)
+            if r.pending_id is not None:
+                pending_ids.add(r.pending_id)
+            if r.debit_account_id is not None:
+                account_ids.add(r.debit_account_id)
+            if r.credit_account_id is not None:
+                account_ids.add(r.credit_account_id)
+        transfers = _transfers_by_ids(conn, ids | pending_ids)
+        holds = [t for t in transfers if t.flags.pending and t.id in pending_ids]
+        pendings = []
+        if holds:
+            for t in holds:
+                account_ids.add(t.debit_account_id)
+                account_ids.add(t.credit_account_id)
+            status = {
+                row[0]: (PendingStatus(row[1]), row[2])
+                for row in conn.execute(
+                    "SELECT id, status, resolved_by FROM pending_transfers "
+                    "WHERE id IN (SELECT value FROM json_each(?))",
+                    (_ids_json.encode([t.id for t in holds]).decode(),),
+                )
+            }
+            pendings = [(t, *status[t.id]) for t in holds]
+        accounts = _accounts_by_ids(conn, list(account_ids)).values()
+        return WorkingSet(
+            accounts, transfers, pendings, now=group.now, last_timestamp=group.last_timestamp
+        )
+
+    def _flush(self, conn: sqlite3.Connection, ws: WorkingSet) -> None:
+        """Write what a working set changed: a few set-based statements."""
+        if ws.created:
+            conn.executemany(
+                f"INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES ({_q(10)})",
+                [transfer_row(t) for t in ws.created],
+            )
+            conn.executemany(
+                "INSERT INTO transfer_metadata VALUES (?, ?)",
+                [(t.id, encode_metadata(t.metadata)) for t in ws.created if t.metadata is not None],
+            )
+        if ws.changed_pendings:
+            conn.executemany(
+                "INSERT INTO pending_transfers (id, status, expires_at, resolved_by) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE "
+                "SET status = excluded.status, resolved_by = excluded.resolved_by",
+                [
+                    (s.transfer.id, s.status.value, s.transfer.expires_at, s.resolved_by)
+                    for s in ws.changed_pendings.values()
+                ],
+            )
+        conn.executemany(
+            "UPDATE accounts SET debits_pending = ?, debits_posted = ?, "
+            "credits_pending = ?, credits_posted = ? WHERE id = ?",
+            [(a.dp, a.dpo, a.cp, a.cpo, a.account.id) for a in ws.dirty_accounts()],
+        )
+        if ws.history:
+            conn.executemany(
+                "INSERT INTO account_balances VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (h.account_id, h.timestamp, h.debits_pending, h.debits_posted,
+                     h.credits_pending, h.credits_posted)
+                    for h in ws.history
+                ],
+            )  # fmt: skip
+
+    # -- reads ------------------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path, self.synchronous, readonly=True)
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with map_sqlite_errors(self.name):
+            return fn(self._reader())
+
+    async def get_accounts(self, ids: list[str]) -> dict[str, Account]:
+        return self._read(lambda c: _accounts_by_ids(c, ids, with_metadata=True))
+
+    async def get_transfer(self, transfer_id: str) -> TransferView | None:
+        def read(conn: sqlite3.Connection) -> TransferView | None:
+            row = conn.execute(
+                f"SELECT {_T_COLS}, m.metadata, p.status, p.resolved_by FROM transfers t "
+                "LEFT JOIN transfer_metadata m ON m.id = t.id "
+                "LEFT JOIN pending_transfers p ON p.id = t.id WHERE t.id = ?",
+                (transfer_id,),
+            ).fetchone()
+            return None if row is None else _view(row)
+
+        return self._read(read)
+
+    async def account_transfers(
+        self,
+        account_id: str,
+        *,
+        limit: int,
+        cursor: int | None = None,
+        descending: bool = False,
+        side: str = "both",
+    ) -> TransferPage:
+        order = "DESC" if descending else "ASC"
+        if cursor is None:
+            cursor = 2**63 - 1 if descending else -1
+        cmp = "<" if descending else ">"
+        sides = {"both": ("debit", "credit"), "debits": ("debit",), "credits": ("credit",)}[side]
+        parts = [
+            f"SELECT * FROM (SELECT {_T_COLS} FROM transfers t WHERE t.{s}_account_id = ? "
+            f"AND t.timestamp {cmp} ? ORDER BY t.timestamp {order} LIMIT ?)"
+            for s in sides
+        ]
+        sql = (
+            f"SELECT {_T_COLS}, m.metadata, p.status, p.resolved_by FROM ("
+            + " UNION ALL ".join(parts)
+            + ") t LEFT JOIN transfer_metadata m ON m.id = t.id "
+            f"LEFT JOIN pending_transfers p ON p.id = t.id ORDER BY t.timestamp {order} LIMIT ?"
+        )
+        params: list[Any] = []
+        for _ in sides:
+            params += [account_id, cursor, limit + 1]
+        params.append(limit + 1)
+
+        def read(conn: sqlite3.Connection) -> TransferPage:
+            views = [_view(row) for row in conn.execute(sql, params)]
+            more = len(views) > limit
+            views = views[:limit]
+            return TransferPage(views, views[-1].transfer.timestamp if more else None)
+
+        return self._read(read)
+
+    async def balance_history(
+        self, account_id: str, *, at: int | None = None, limit: int = 100, cursor: int | None = None
+    ) -> list[BalanceRecord]:
+        def read(conn: sqlite3.Connection) -> list[BalanceRecord]:
+            if at is not None:
+                rows = conn.execute(
+                    "SELECT * FROM account_balances WHERE account_id = ? AND timestamp <= ? "
+                    "ORDER BY timestamp DESC LIMIT 1",
+                    (account_id, at),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT * FROM account_balances WHERE account_id = ? AND timestamp > ? "
+                    "ORDER BY timestamp LIMIT ?",
+                    (account_id, -1 if cursor is None else cursor, limit),
+                ).fetchall()
+            return [BalanceRecord(*row) for row in rows]
+
+        return self._read(read)
+
+    async def ping(self) -> None:
+        self._read(lambda c: c.execute("SELECT 1").fetchone())
+        if self._writer_conn is None:
+            raise UnavailableError(f"shard {self.name} is not started")
+
+    async def with_snapshot(self, reader: Callable[[LedgerSnapshot], T]) -> T:
+        def run() -> T:
+            with map_sqlite_errors(self.name):
+                conn = _connect(self.path, self.synchronous, readonly=True)
+                try:
+                    conn.execute("BEGIN")  # one WAL snapshot for every query below
+                    return reader(_Snapshot(conn, self.clock()))
+                finally:
+                    conn.close()
+
+        return await asyncio.to_thread(run)
+
+    # -- stats --------------------------------------------------------------------------
+
+    @property
+    def writer_stats(self) -> tuple[int, int]:
+        """(transactions committed, commands run) by the writer so far."""
+        return self._writer.groups, self._writer.jobs
+
+
+class _Snapshot:
+    def __init__(self, conn: sqlite3.Connection, now: int) -> None:
+        self.conn = conn
+        self.now = now
+
+    def accounts(self) -> Iterator[Account]:
+        for row in self.conn.execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts"):
+            yield account_from_row(row)
+
+    def transfers(self) -> Iterator[Transfer]:
+        for row in self.conn.execute(
+            f"SELECT {TRANSFER_COLUMNS} FROM transfers ORDER BY timestamp"
+        ):
+            yield transfer_from_row(row)
+
+    def pendings(self) -> Iterator[tuple[str, PendingStatus, str | None]]:
+        for row in self.conn.execute("SELECT id, status, resolved_by FROM pending_transfers"):
+            yield row[0], PendingStatus(row[1]), row[2]
+
+    def balance_history(self) -> Iterator[BalanceRecord]:
+        for row in self.conn.execute("SELECT * FROM account_balances ORDER BY timestamp"):
+            yield BalanceRecord(*row)
+
+
+def _q(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _weight(command: Command) -> int:
+    if isinstance(command, CreateTransfers | CreateAccounts):
+        return max(1, len(command.requests))
+    return 1
+
+
+def _internal(store: str, exc: BaseException) -> PaycoreError:
+    log.error("shard %s: unexpected error in writer", store, exc_info=exc)
+    return PaycoreError(ErrorCode.INTERNAL_ERROR, f"shard {store}: {type(exc).__name__}")
+
+
+def _accounts_by_ids(
+    conn: sqlite3.Connection, ids: Iterable[str], *, with_metadata: bool = False
+) -> dict[str, Account]:
+    ids_json = _ids_json.encode(list(ids)).decode()
+    if with_metadata:
+        rows = conn.execute(
+            f"SELECT {_A_COLS}, m.metadata FROM accounts a "
+            "LEFT JOIN account_metadata m ON m.id = a.id "
+            "WHERE a.id IN (SELECT value FROM json_each(?))",
+            (ids_json,),
+        )
+        return {row[0]: account_from_row(row, row[10]) for row in rows}
+    rows = conn.execute(
+        f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id IN (SELECT value FROM json_each(?))",
+        (ids_json,),
+    )
+    return {row[0]: account_from_row(row) for row in rows}
+
+
+def _transfers_by_ids(conn: sqlite3.Connection, ids: Iterable[str]) -> list[Transfer]:
+    rows = conn.execute(
+        f"SELECT {_T_COLS}, m.metadata FROM transfers t "
+        "LEFT JOIN transfer_metadata m ON m.id = t.id "
+        "WHERE t.id IN (SELECT value FROM json_each(?))",
+        (_ids_json.encode(list(ids)).decode(),),
+    )
+    return [transfer_from_row(row, row[10]) for row in rows]
+
+
+def _view(row: tuple[Any, ...]) -> TransferView:
+    transfer = transfer_from_row(row, row[10])
+    status = None if row[11] is None else PendingStatus(row[11])
+    return TransferView.of(transfer, status, row[12])
