@@ -30,14 +30,15 @@ __all__ = [
 ]
 
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
-_ID = re.compile(ID_PATTERN)
+# fullmatch, not ID_PATTERN: "$" would also accept a trailing newline.
+_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 
 Metadata = dict[str, Any]
 
 
 def is_valid_id(value: object) -> bool:
     """Client ids are 1-64 chars of ``[A-Za-z0-9_.:-]`` (the API contract)."""
-    return isinstance(value, str) and _ID.match(value) is not None
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
 
 
 class AccountFlags(msgspec.Struct, frozen=True, omit_defaults=False):

@@ -30,6 +30,7 @@ from paycore.ledger.model import (
 from paycore.money import MAX_AMOUNT, is_currency, is_valid_amount
 
 __all__ = [
+    "MAX_CODE",
     "MAX_TIMEOUT_SECONDS",
     "AccountResult",
     "AccountState",
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 MAX_TIMEOUT_SECONDS = 2**31 - 1
+MAX_CODE = 2**31 - 1
 _E = ErrorCode
 
 
@@ -230,6 +232,10 @@ class WorkingSet:
             )
         if r.amount is not None and not is_valid_amount(r.amount):
             raise _Rejected(_E.INVALID_REQUEST, "amount must be an integer in 1..2^63-1")
+        if type(r.code) is not int or not 0 <= r.code <= MAX_CODE:
+            raise _Rejected(_E.INVALID_REQUEST, "code must be an integer in 0..2^31-1")
+        if r.pending_id is not None and not is_valid_id(r.pending_id):
+            raise _Rejected(_E.INVALID_REQUEST, "pending_id must be 1-64 chars of [A-Za-z0-9_.:-]")
         if type(r.timeout_seconds) is not int or not 0 <= r.timeout_seconds <= MAX_TIMEOUT_SECONDS:
             raise _Rejected(_E.INVALID_REQUEST, "timeout_seconds must be in 0..2^31-1")
         existing = self.transfers.get(r.id)
@@ -508,7 +514,7 @@ def check_account_request(r: AccountRequest) -> tuple[ErrorCode, str] | None:
             return _E.INVALID_REQUEST, "no_overdraft and credit_limit exclude each other"
         if type(f.credit_limit) is not int or not 0 <= f.credit_limit <= MAX_AMOUNT:
             return _E.INVALID_REQUEST, "credit_limit must be an integer in 0..2^63-1"
-    if type(r.code) is not int or not 0 <= r.code < 2**31:
+    if type(r.code) is not int or not 0 <= r.code <= MAX_CODE:
         return _E.INVALID_REQUEST, "code must be an integer in 0..2^31-1"
     return None
 

@@ -52,15 +52,27 @@ def account_flags_bits(flags: AccountFlags) -> int:
     )
 
 
+# Flag values are immutable and few: share them instead of building one per row.
+_account_flags_cache: dict[tuple[int, int | None], AccountFlags] = {}
+
+
+def _account_flags(bits: int, credit_limit: int | None) -> AccountFlags:
+    flags = _account_flags_cache.get((bits, credit_limit))
+    if flags is None:
+        flags = AccountFlags(
+            no_overdraft=bool(bits & _NO_OVERDRAFT),
+            credit_limit=credit_limit,
+            history=bool(bits & _HISTORY),
+            closed=bool(bits & _CLOSED),
+        )
+        if len(_account_flags_cache) < 4096:  # credit limits vary; keep the cache bounded
+            _account_flags_cache[(bits, credit_limit)] = flags
+    return flags
+
+
 def account_from_row(row: tuple[Any, ...], metadata: str | bytes | None = None) -> Account:
     """Build an Account from ``ACCOUNT_COLUMNS`` order."""
-    bits = row[3]
-    flags = AccountFlags(
-        no_overdraft=bool(bits & _NO_OVERDRAFT),
-        credit_limit=row[4],
-        history=bool(bits & _HISTORY),
-        closed=bool(bits & _CLOSED),
-    )
+    flags = _account_flags(row[3], row[4])
     return Account(
         id=row[0],
         currency=row[1],

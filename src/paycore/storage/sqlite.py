@@ -503,7 +503,8 @@ class SQLiteStore:
     ) -> TransferPage:
         order = "DESC" if descending else "ASC"
         if cursor is None:
-            cursor = 2**63 - 1 if descending else -1
+            cursor = _MAX_TS if descending else -1
+        cursor = _clamp_ts(cursor)
         cmp = "<" if descending else ">"
         sides = {"both": ("debit", "credit"), "debits": ("debit",), "credits": ("credit",)}[side]
         parts = [
@@ -538,13 +539,13 @@ class SQLiteStore:
                 rows = conn.execute(
                     "SELECT * FROM account_balances WHERE account_id = ? AND timestamp <= ? "
                     "ORDER BY timestamp DESC LIMIT 1",
-                    (account_id, at),
+                    (account_id, _clamp_ts(at)),
                 ).fetchall()
             else:
                 rows = conn.execute(
                     "SELECT * FROM account_balances WHERE account_id = ? AND timestamp > ? "
                     "ORDER BY timestamp LIMIT ?",
-                    (account_id, -1 if cursor is None else cursor, limit),
+                    (account_id, -1 if cursor is None else _clamp_ts(cursor), limit),
                 ).fetchall()
             return [BalanceRecord(*row) for row in rows]
 
@@ -597,6 +598,14 @@ class _Snapshot:
     def balance_history(self) -> Iterator[BalanceRecord]:
         for row in self.conn.execute("SELECT * FROM account_balances ORDER BY timestamp"):
             yield BalanceRecord(*row)
+
+
+_MAX_TS = 2**63 - 1
+
+
+def _clamp_ts(value: int) -> int:
+    """Keep caller-given timestamps inside bigint so a wild cursor reads nothing, not 500."""
+    return max(-1, min(value, _MAX_TS))
 
 
 def _q(n: int) -> str:

@@ -1,0 +1,7 @@
+"""HTTP route handlers, one module per resource; each binds its handlers to a store."""
+
+from paycore.api.routes.accounts import account_routes
+from paycore.api.routes.ops import ops_routes
+from paycore.api.routes.transfers import transfer_routes
+
+__all__ = ["account_routes", "ops_routes", "transfer_routes"]

@@ -1,0 +1,206 @@
+"""``/v1/accounts``: create, read, close, list an account's transfers, balance history."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath, FromQuery, QueryParameter
+
+from paycore.api.idempotency import WriteExecutor
+from paycore.api.problems import problem
+from paycore.api.routes._docs import documented
+from paycore.api.schemas import (
+    AccountIn,
+    AccountOut,
+    BalancePageOut,
+    EmptyIn,
+    TransferPageOut,
+    account_out,
+    balance_record_out,
+    decode_body,
+    encode,
+    parse_rfc3339,
+    transfer_out,
+)
+from paycore.config import Settings
+from paycore.errors import ErrorCode, RequestError
+from paycore.ledger.model import Account, BalanceRecord
+from paycore.ledger.rules import AccountResult
+from paycore.storage.base import CloseAccount, CreateAccounts, Store, StoredResponse
+
+__all__ = ["account_routes", "decode_cursor", "encode_cursor", "new_account_id"]
+
+_JSON = "application/json"
+DEFAULT_PAGE_SIZE = 100
+_MAX_TIMESTAMP = 2**63 - 1  # timestamps are signed 64-bit in both backends
+
+
+def new_account_id() -> str:
+    """A fresh id for an account created without one (36 chars of the id alphabet)."""
+    return f"acc_{uuid.uuid4().hex}"
+
+
+def encode_cursor(timestamp: int | None) -> str | None:
+    """Cursors are opaque to clients; today they carry the last timestamp seen."""
+    return None if timestamp is None else str(timestamp)
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    # Length first: int() of thousands of digits is slow, and refused past 4300.
+    valid = len(cursor) <= 19 and cursor.isascii() and cursor.isdigit()
+    if not valid or int(cursor) > _MAX_TIMESTAMP:
+        raise RequestError(ErrorCode.INVALID_REQUEST, "cursor is not one this API handed out")
+    return int(cursor)
+
+
+def check_limit(limit: int, settings: Settings) -> int:
+    if not 1 <= limit <= settings.max_page_size:
+        raise RequestError(
+            ErrorCode.INVALID_REQUEST, f"limit must be in 1..{settings.max_page_size}"
+        )
+    return limit
+
+
+def _account_response(result: AccountResult, created_status: int) -> StoredResponse:
+    if result.code is not None or result.account is None:
+        return problem(result.code or ErrorCode.INTERNAL_ERROR, result.detail)
+    status = 200 if result.exists else created_status
+    return StoredResponse(status, encode(account_out(result.account)), _JSON)
+
+
+def render_created(results: list[AccountResult]) -> StoredResponse:
+    """201 for a new account, 200 when the same account already existed."""
+    return _account_response(results[0], 201)
+
+
+def render_closed(result: AccountResult) -> StoredResponse:
+    return _account_response(result, 200)
+
+
+async def _existing_account(store: Store, account_id: str) -> Account:
+    account = (await store.get_accounts([account_id])).get(account_id)
+    if account is None:
+        raise RequestError(ErrorCode.ACCOUNT_NOT_FOUND, f"account {account_id!r} not found")
+    return account
+
+
+def account_routes(
+    store: Store, writes: WriteExecutor, settings: Settings
+) -> list[HTTPRouteHandler]:
+    """The account handlers, bound to one store."""
+    decode_account = msgspec.json.Decoder(AccountIn)
+    decode_empty = msgspec.json.Decoder(EmptyIn)
+
+    @post(
+        "/v1/accounts",
+        operation_class=documented({201: AccountOut, 200: AccountOut}, body=AccountIn),
+        tags=["accounts"],
+    )
+    async def create_account(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Create an account; the same id with the same fields returns it again (200)."""
+        body = decode_body(decode_account, await request.body())
+        command = CreateAccounts((body.to_request(body.id or new_account_id()),))
+        return await writes.run(request, command, render_created, body)
+
+    @get(
+        "/v1/accounts/{account_id:str}",
+        operation_class=documented({200: AccountOut}),
+        tags=["accounts"],
+    )
+    async def read_account(account_id: FromPath[str]) -> Response[bytes]:
+        """An account with its balance counters."""
+        account = await _existing_account(store, account_id)
+        return Response(encode(account_out(account)), media_type=_JSON)
+
+    @post(
+        "/v1/accounts/{account_id:str}/close",
+        operation_class=documented({200: AccountOut}, body=EmptyIn),
+        tags=["accounts"],
+    )
+    async def close_account(
+        request: Request[Any, Any, Any], account_id: FromPath[str]
+    ) -> Response[bytes]:
+        """Close an account without holds; it refuses new transfers from then on."""
+        body = decode_body(decode_empty, await request.body(), empty=b"{}")
+        return await writes.run(request, CloseAccount(account_id), render_closed, body)
+
+    @get(
+        "/v1/accounts/{account_id:str}/transfers",
+        operation_class=documented({200: TransferPageOut}),
+        tags=["accounts"],
+    )
+    async def account_transfers(
+        account_id: FromPath[str],
+        limit: Annotated[int, QueryParameter(ge=1)] = DEFAULT_PAGE_SIZE,
+        cursor: FromQuery[str | None] = None,
+        order: FromQuery[Literal["asc", "desc"]] = "asc",
+        side: FromQuery[Literal["both", "debits", "credits"]] = "both",
+    ) -> Response[bytes]:
+        """Transfers touching an account, by time; follow ``next_cursor`` for more."""
+        check_limit(limit, settings)
+        after = decode_cursor(cursor)
+        await _existing_account(store, account_id)
+        page = await store.account_transfers(
+            account_id, limit=limit, cursor=after, descending=order == "desc", side=side
+        )
+        out = TransferPageOut(
+            data=[transfer_out(view.transfer, view.status) for view in page.data],
+            next_cursor=encode_cursor(page.next_cursor),
+        )
+        return Response(encode(out), media_type=_JSON)
+
+    @get(
+        "/v1/accounts/{account_id:str}/balances",
+        operation_class=documented({200: BalancePageOut}),
+        tags=["accounts"],
+    )
+    async def account_balances(
+        account_id: FromPath[str],
+        at: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1)] = DEFAULT_PAGE_SIZE,
+        cursor: FromQuery[str | None] = None,
+    ) -> Response[bytes]:
+        """Balance after each transfer of a ``history`` account; ``at`` gives the one then."""
+        check_limit(limit, settings)
+        after = decode_cursor(cursor)
+        account = await _existing_account(store, account_id)
+        if not account.flags.history:
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST,
+                f"account {account_id!r} does not keep balance history (flags.history)",
+            )
+        if at is not None:
+            records = await _balance_at(store, account, at)
+            next_cursor = None
+        else:
+            records = await store.balance_history(account_id, limit=limit + 1, cursor=after)
+            next_cursor = records[limit - 1].timestamp if len(records) > limit else None
+            records = records[:limit]
+        out = BalancePageOut(
+            data=[balance_record_out(r) for r in records],
+            next_cursor=encode_cursor(next_cursor),
+        )
+        return Response(encode(out), media_type=_JSON)
+
+    return [create_account, read_account, close_account, account_transfers, account_balances]
+
+
+async def _balance_at(store: Store, account: Account, at: str) -> list[BalanceRecord]:
+    """The balance in force at ``at``: the last snapshot before it, else zero if it existed."""
+    try:
+        at_ns = parse_rfc3339(at)
+    except ValueError as exc:
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"at: {exc}") from None
+    if at_ns < account.timestamp:
+        return []  # the account did not exist yet
+    records = await store.balance_history(account.id, at=min(at_ns, _MAX_TIMESTAMP))
+    if records:
+        return records
+    # No transfer had touched the account yet: its balance was the opening zero.
+    return [BalanceRecord(account.id, account.timestamp, 0, 0, 0, 0)]

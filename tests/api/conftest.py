@@ -1,0 +1,64 @@
+"""Fixtures for the API tests: the real app over a real SQLiteStore in a temporary directory.
+
+The app owns the store's lifecycle (the client's context runs the lifespan);
+maintenance workers are off, so a test drives expiry itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from litestar.testing import AsyncTestClient
+
+from api.support import Api, ManualClock
+from paycore.api import create_app
+from paycore.config import Settings
+from paycore.storage.sqlite import SQLiteStore
+
+ClientFactory = Callable[..., AbstractAsyncContextManager[AsyncTestClient[Any]]]
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=str(tmp_path))
+
+
+@pytest.fixture
+def store(settings: Settings, clock: ManualClock) -> SQLiteStore:
+    """The store behind the app; started and stopped by the app's lifespan."""
+    return SQLiteStore(settings.shard_path, clock=clock)
+
+
+@pytest.fixture
+def open_client(store: SQLiteStore, settings: Settings) -> ClientFactory:
+    """Opens a client on an app over ``store``; keyword arguments override settings."""
+
+    @asynccontextmanager
+    async def factory(**overrides: Any) -> AsyncIterator[AsyncTestClient[Any]]:
+        app_settings = msgspec.structs.replace(settings, **overrides)
+        app = create_app(store, app_settings, start_workers=False)
+        async with AsyncTestClient(app=app) as client:
+            yield client
+
+    return factory
+
+
+@pytest.fixture
+async def client(open_client: ClientFactory) -> AsyncIterator[AsyncTestClient[Any]]:
+    async with open_client() as c:
+        yield c
+
+
+@pytest.fixture
+def api(client: AsyncTestClient[Any]) -> Api:
+    return Api(client)

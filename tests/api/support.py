@@ -1,0 +1,93 @@
+"""Helpers for the API tests: a hand-driven clock and a thin client for common calls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from litestar.testing import AsyncTestClient
+
+from paycore.errors import ERROR_SPECS, ErrorCode
+
+__all__ = ["NS", "Api", "ManualClock", "assert_problem"]
+
+NS = 1_000_000_000
+
+
+class ManualClock:
+    """A clock that moves only when the test says so (the store's writer reads it)."""
+
+    def __init__(self, start_seconds: int = 1_700_000_000) -> None:
+        self.now = start_seconds * NS
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += int(seconds * NS)
+
+
+def assert_problem(response: httpx.Response, code: ErrorCode) -> dict[str, Any]:
+    """``response`` is the problem+json for ``code``, with the status its spec gives."""
+    spec = ERROR_SPECS[code]
+    assert response.status_code == spec.status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code.value
+    assert body["status"] == spec.status
+    assert body["title"] == spec.title
+    assert body["type"] == f"https://paycore.dev/problems/{code.value}"
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
+    return body
+
+
+class Api:
+    """The calls most tests make, over an in-process client."""
+
+    def __init__(self, client: AsyncTestClient[Any]) -> None:
+        self.client = client
+
+    async def account(self, account_id: str, currency: str = "USD", **fields: Any) -> None:
+        response = await self.client.post(
+            "/v1/accounts", json={"id": account_id, "currency": currency, **fields}
+        )
+        assert response.status_code == 201, response.text
+
+    async def transfer(
+        self,
+        transfer_id: str,
+        debit: str,
+        credit: str,
+        amount: int,
+        currency: str = "USD",
+        **fields: Any,
+    ) -> httpx.Response:
+        return await self.client.post(
+            "/v1/transfers",
+            json={
+                "id": transfer_id,
+                "debit_account_id": debit,
+                "credit_account_id": credit,
+                "amount": amount,
+                "currency": currency,
+                **fields,
+            },
+        )
+
+    async def ok_transfer(
+        self, transfer_id: str, debit: str, credit: str, amount: int, **fields: Any
+    ) -> dict[str, Any]:
+        response = await self.transfer(transfer_id, debit, credit, amount, **fields)
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def balance(self, account_id: str) -> dict[str, int]:
+        response = await self.client.get(f"/v1/accounts/{account_id}")
+        assert response.status_code == 200, response.text
+        balance: dict[str, int] = response.json()["balance"]
+        return balance
+
+    async def balances(self, *account_ids: str) -> list[dict[str, int]]:
+        return [await self.balance(a) for a in account_ids]

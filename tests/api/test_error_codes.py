@@ -1,0 +1,286 @@
+"""Every ErrorCode is reachable over HTTP, each with the status and shape its spec promises.
+
+One scenario per code; the table must name every code, so a new code fails this
+module until someone shows how a client meets it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from litestar.testing import AsyncTestClient
+
+from api.support import Api, ManualClock, assert_problem
+from paycore.errors import ErrorCode, UnavailableError
+from paycore.money import MAX_AMOUNT
+from paycore.storage.sqlite import SQLiteStore
+
+E = ErrorCode
+
+
+@dataclass
+class World:
+    """What a scenario may touch: the client, its store and clock, and monkeypatch."""
+
+    api: Api
+    client: AsyncTestClient[Any]
+    store: SQLiteStore
+    clock: ManualClock
+    monkeypatch: pytest.MonkeyPatch
+
+
+# A scenario returns the HTTP answer (a problem) or, for batch-only codes, the item's code.
+Scenario = Callable[[World], Awaitable[httpx.Response | str]]
+
+
+async def _setup(api: Api) -> None:
+    await api.account("a")  # no limits: the bank
+    await api.account("b", flags={"no_overdraft": True})
+    await api.account("c", flags={"credit_limit": 100})
+    await api.account("e", "EUR")
+
+
+def _item(**fields: Any) -> dict[str, Any]:
+    return {"debit_account_id": "a", "credit_account_id": "b", "currency": "USD", **fields}
+
+
+async def _batch_error(w: World, items: list[dict[str, Any]], index: int) -> str:
+    response = await w.client.post("/v1/transfers/batch", json={"transfers": items})
+    assert response.status_code == 200, response.text
+    code: str = response.json()["results"][index]["error"]["code"]
+    return code
+
+
+async def invalid_request(w: World) -> httpx.Response:
+    return await w.api.transfer("t1", "a", "b", 1.5)  # type: ignore[arg-type]
+
+
+async def batch_too_large(w: World) -> httpx.Response:
+    items = [_item(id=f"t{i}", amount=1) for i in range(8190)]
+    return await w.client.post("/v1/transfers/batch", json={"transfers": items})
+
+
+async def request_too_large(w: World) -> httpx.Response:
+    return await w.api.transfer("t1", "a", "b", 1, metadata={"note": "x" * 2000})
+
+
+async def not_found(w: World) -> httpx.Response:
+    return await w.client.get("/v1/nothing-here")
+
+
+async def method_not_allowed(w: World) -> httpx.Response:
+    response = await w.client.delete("/v1/accounts/a")
+    assert "GET" in response.headers["allow"]
+    return response
+
+
+async def account_not_found(w: World) -> httpx.Response:
+    return await w.api.transfer("t1", "a", "ghost", 1)
+
+
+async def account_exists_with_different_fields(w: World) -> httpx.Response:
+    return await w.client.post("/v1/accounts", json={"id": "a", "currency": "EUR"})
+
+
+async def account_closed(w: World) -> httpx.Response:
+    assert (await w.client.post("/v1/accounts/b/close")).status_code == 200
+    return await w.api.transfer("t1", "a", "b", 1)
+
+
+async def account_has_pending_transfers(w: World) -> httpx.Response:
+    await w.api.ok_transfer("h1", "a", "b", 5, pending=True)
+    return await w.client.post("/v1/accounts/b/close")
+
+
+async def transfer_not_found(w: World) -> httpx.Response:
+    return await w.client.get("/v1/transfers/ghost")
+
+
+async def transfer_exists_with_different_fields(w: World) -> httpx.Response:
+    await w.api.ok_transfer("t1", "a", "b", 5)
+    return await w.api.transfer("t1", "a", "b", 6)
+
+
+async def accounts_must_be_different(w: World) -> httpx.Response:
+    return await w.api.transfer("t1", "a", "a", 1)
+
+
+async def currency_mismatch(w: World) -> httpx.Response:
+    return await w.api.transfer("t1", "a", "e", 1)
+
+
+async def insufficient_funds(w: World) -> httpx.Response:
+    return await w.api.transfer("t1", "b", "a", 1)
+
+
+async def exceeds_credit_limit(w: World) -> httpx.Response:
+    return await w.api.transfer("t1", "c", "a", 101)
+
+
+async def overflow(w: World) -> httpx.Response:
+    await w.api.ok_transfer("t1", "a", "b", MAX_AMOUNT)
+    return await w.api.transfer("t2", "a", "b", 1)
+
+
+async def timeout_reserved_for_pending_transfer(w: World) -> httpx.Response:
+    return await w.api.transfer("t1", "a", "b", 1, timeout_seconds=10)
+
+
+async def pending_transfer_not_found(w: World) -> httpx.Response:
+    return await w.client.post("/v1/transfers/ghost/post")
+
+
+async def pending_transfer_not_pending(w: World) -> httpx.Response:
+    await w.api.ok_transfer("t1", "a", "b", 5)
+    return await w.client.post("/v1/transfers/t1/void")
+
+
+async def pending_transfer_already_posted(w: World) -> httpx.Response:
+    await w.api.ok_transfer("h1", "a", "b", 5, pending=True)
+    assert (await w.client.post("/v1/transfers/h1/post", json={"id": "p1"})).status_code == 201
+    return await w.client.post("/v1/transfers/h1/post", json={"id": "p2"})
+
+
+async def pending_transfer_already_voided(w: World) -> httpx.Response:
+    await w.api.ok_transfer("h1", "a", "b", 5, pending=True)
+    assert (await w.client.post("/v1/transfers/h1/void")).status_code == 201
+    return await w.client.post("/v1/transfers/h1/post")
+
+
+async def pending_transfer_expired(w: World) -> httpx.Response:
+    await w.api.ok_transfer("h1", "a", "b", 5, pending=True, timeout_seconds=1)
+    w.clock.advance(2)
+    return await w.client.post("/v1/transfers/h1/post")
+
+
+async def amount_exceeds_pending_amount(w: World) -> httpx.Response:
+    await w.api.ok_transfer("h1", "a", "b", 5, pending=True)
+    return await w.client.post("/v1/transfers/h1/post", json={"amount": 6})
+
+
+async def linked_event_failed(w: World) -> str:
+    items = [_item(id="t1", amount=1, linked=True), _item(id="t2", amount=1, debit_account_id="b")]
+    return await _batch_error(w, items, 0)
+
+
+async def linked_event_chain_open(w: World) -> str:
+    return await _batch_error(w, [_item(id="t1", amount=1, linked=True)], 0)
+
+
+async def idempotency_key_reused(w: World) -> httpx.Response:
+    key = {"Idempotency-Key": "k1"}
+    body = _item(id="t1", amount=1)
+    assert (await w.client.post("/v1/transfers", json=body, headers=key)).status_code == 201
+    return await w.client.post("/v1/transfers", json={**body, "amount": 2}, headers=key)
+
+
+async def idempotency_key_in_use(w: World) -> httpx.Response:
+    key = {"Idempotency-Key": "k1"}
+    body = _item(id="t1", amount=1)
+    execute_idempotent = w.store.execute_idempotent
+    seen: list[httpx.Response] = []
+
+    async def second_request_arrives_meanwhile(command: Any, idempotency: Any) -> Any:
+        # The test client runs the app on its own loop and one request at a time, so
+        # the overlapping request is sent from inside the first, straight to the app.
+        transport = httpx.ASGITransport(app=w.client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as other:
+            seen.append(await other.post("/v1/transfers", json=body, headers=key))
+        return await execute_idempotent(command, idempotency)
+
+    w.monkeypatch.setattr(w.store, "execute_idempotent", second_request_arrives_meanwhile)
+    first = await w.client.post("/v1/transfers", json=body, headers=key)
+    assert first.status_code == 201
+    return seen[0]
+
+
+async def store_unavailable(w: World) -> httpx.Response:
+    async def shard_down(command: Any) -> Any:
+        raise UnavailableError("shard shard-0: disk I/O error", retry_after=3)
+
+    w.monkeypatch.setattr(w.store, "execute", shard_down)
+    response = await w.api.transfer("t1", "a", "b", 1)
+    assert response.headers["retry-after"] == "3"
+    return response
+
+
+async def internal_error(w: World) -> httpx.Response:
+    async def broken(transfer_id: str) -> Any:
+        raise RuntimeError("secret internals")
+
+    w.monkeypatch.setattr(w.store, "get_transfer", broken)
+    response = await w.client.get("/v1/transfers/t1")
+    assert "secret" not in response.text
+    return response
+
+
+SCENARIOS: dict[ErrorCode, tuple[dict[str, Any], Scenario]] = {
+    E.INVALID_REQUEST: ({}, invalid_request),
+    E.BATCH_TOO_LARGE: ({}, batch_too_large),
+    E.REQUEST_TOO_LARGE: ({"max_body_bytes": 1024}, request_too_large),
+    E.NOT_FOUND: ({}, not_found),
+    E.METHOD_NOT_ALLOWED: ({}, method_not_allowed),
+    E.ACCOUNT_NOT_FOUND: ({}, account_not_found),
+    E.ACCOUNT_EXISTS_WITH_DIFFERENT_FIELDS: ({}, account_exists_with_different_fields),
+    E.ACCOUNT_CLOSED: ({}, account_closed),
+    E.ACCOUNT_HAS_PENDING_TRANSFERS: ({}, account_has_pending_transfers),
+    E.TRANSFER_NOT_FOUND: ({}, transfer_not_found),
+    E.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS: ({}, transfer_exists_with_different_fields),
+    E.ACCOUNTS_MUST_BE_DIFFERENT: ({}, accounts_must_be_different),
+    E.CURRENCY_MISMATCH: ({}, currency_mismatch),
+    E.INSUFFICIENT_FUNDS: ({}, insufficient_funds),
+    E.EXCEEDS_CREDIT_LIMIT: ({}, exceeds_credit_limit),
+    E.OVERFLOW: ({}, overflow),
+    E.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER: ({}, timeout_reserved_for_pending_transfer),
+    E.PENDING_TRANSFER_NOT_FOUND: ({}, pending_transfer_not_found),
+    E.PENDING_TRANSFER_NOT_PENDING: ({}, pending_transfer_not_pending),
+    E.PENDING_TRANSFER_ALREADY_POSTED: ({}, pending_transfer_already_posted),
+    E.PENDING_TRANSFER_ALREADY_VOIDED: ({}, pending_transfer_already_voided),
+    E.PENDING_TRANSFER_EXPIRED: ({}, pending_transfer_expired),
+    E.AMOUNT_EXCEEDS_PENDING_AMOUNT: ({}, amount_exceeds_pending_amount),
+    E.LINKED_EVENT_FAILED: ({}, linked_event_failed),
+    E.LINKED_EVENT_CHAIN_OPEN: ({}, linked_event_chain_open),
+    E.IDEMPOTENCY_KEY_REUSED: ({}, idempotency_key_reused),
+    E.IDEMPOTENCY_KEY_IN_USE: ({}, idempotency_key_in_use),
+    E.STORE_UNAVAILABLE: ({}, store_unavailable),
+    E.INTERNAL_ERROR: ({}, internal_error),
+}
+
+
+@dataclass
+class Tools:
+    store: SQLiteStore
+    clock: ManualClock
+    monkeypatch: pytest.MonkeyPatch
+
+
+@pytest.fixture
+def tools(store: SQLiteStore, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> Tools:
+    return Tools(store, clock, monkeypatch)
+
+
+def test_every_error_code_has_a_scenario() -> None:
+    """The scenario table names every ErrorCode, so none is left unreachable or untested."""
+    assert set(SCENARIOS) == set(ErrorCode)
+
+
+@pytest.mark.parametrize("code", list(ErrorCode), ids=lambda code: code.value)
+async def test_error_code_is_reachable_over_http(
+    code: ErrorCode, open_client: Any, tools: Tools, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client can meet this code, as problem+json with the spec's status (or a batch item)."""
+    overrides, scenario = SCENARIOS[code]
+    async with open_client(**overrides) as client:
+        api = Api(client)
+        await _setup(api)
+        outcome = await scenario(World(api, client, tools.store, tools.clock, tools.monkeypatch))
+    if isinstance(outcome, str):
+        assert outcome == code.value
+    else:
+        assert_problem(outcome, code)
+    if code is E.INTERNAL_ERROR:
+        assert "secret internals" in caplog.text  # logged for operators, hidden from clients
