@@ -235,7 +235,8 @@ class WorkingSet:
         if type(r.code) is not int or not 0 <= r.code <= MAX_CODE:
             raise _Rejected(_E.INVALID_REQUEST, "code must be an integer in 0..2^31-1")
         if r.pending_id is not None and not is_valid_id(r.pending_id):
-            raise _Rejected(_E.INVALID_REQUEST, "pending_id must be 1-64 chars of [A-Za-z0-9_.:-]")
+            # No transfer can carry such an id, so none can be found under it.
+            raise _Rejected(_E.PENDING_TRANSFER_NOT_FOUND, "pending_id is not a valid transfer id")
         if type(r.timeout_seconds) is not int or not 0 <= r.timeout_seconds <= MAX_TIMEOUT_SECONDS:
             raise _Rejected(_E.INVALID_REQUEST, "timeout_seconds must be in 0..2^31-1")
         existing = self.transfers.get(r.id)
