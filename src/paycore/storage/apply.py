@@ -1,0 +1,285 @@
+"""How a group of commands becomes one transaction, whatever the database.
+
+Backends implement ``LedgerTx`` (a handful of set-based reads and writes on one open
+transaction); ``apply_group`` does the rest, identically for SQLite and PostgreSQL:
+idempotency lookups and answers, loading the working set a run of transfer commands
+needs, applying the pure rules, writing back what changed. It runs on the writer's
+thread, so the ``LedgerTx`` methods are synchronous.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+from paycore.errors import ErrorCode, IdempotencyError, PaycoreError
+from paycore.ledger.model import Account, PendingStatus, Transfer, TransferRequest
+from paycore.ledger.rules import AccountResult, WorkingSet, close_account, new_account
+from paycore.storage.base import (
+    CloseAccount,
+    Command,
+    CreateAccounts,
+    CreateTransfers,
+    ExpirePending,
+    Idempotency,
+    PurgeIdempotency,
+    StoredResponse,
+)
+from paycore.storage.group_commit import Job
+
+__all__ = ["GroupClock", "LedgerTx", "WriteSession", "apply_group", "command_weight", "run_group"]
+
+log = logging.getLogger(__name__)
+
+
+class LedgerTx(Protocol):
+    """One open write transaction on a shard."""
+
+    def transfers_by_ids(self, ids: Iterable[str]) -> list[Transfer]:
+        """Stored transfers with these ids, metadata included."""
+
+    def pending_statuses(self, ids: Iterable[str]) -> dict[str, tuple[PendingStatus, str | None]]:
+        """Status and resolving transfer of these holds."""
+
+    def accounts_by_ids(self, ids: Iterable[str], *, with_metadata: bool) -> dict[str, Account]:
+        """Accounts with current counters, locked for this transaction where that applies."""
+
+    def insert_accounts(self, accounts: Sequence[Account]) -> None: ...
+
+    def set_account_flags(self, account: Account) -> None: ...
+
+    def due_holds(self, now: int, limit: int) -> list[Transfer]:
+        """Pending holds whose timeout passed, oldest first."""
+
+    def write(self, ws: WorkingSet) -> None:
+        """Persist what the working set created and changed (a few set-based statements)."""
+
+    def purge_idempotency(self, now: int, limit: int) -> int: ...
+
+    def idempotency_record(self, key: str) -> tuple[str, StoredResponse, int] | None:
+        """(fingerprint, response, expires_at) stored under ``key``."""
+
+    def save_idempotency(
+        self, key: str, fingerprint: str, response: StoredResponse, now: int, expires_at: int
+    ) -> None: ...
+
+
+class WriteSession(LedgerTx, Protocol):
+    """A ``LedgerTx`` that can open and close its own transaction."""
+
+    def begin(self) -> int:
+        """Start a transaction holding the shard's write turn; return its last timestamp."""
+
+    def commit(self, last_timestamp: int) -> None:
+        """Record the last timestamp handed out and commit durably."""
+
+    def rollback(self) -> None: ...
+
+    def errors(self) -> contextlib.AbstractContextManager[None]:
+        """The backend's boundary that turns driver exceptions into PaycoreErrors."""
+
+
+def run_group(session: WriteSession, now: Callable[[], int], jobs: Sequence[Job]) -> None:
+    """Run ``jobs`` in one transaction; if that fails, each job in its own.
+
+    Every job ends with an outcome or an error. Nothing is answered before the
+    commit returned, so a job that gets an outcome is durable; a job that gets an
+    error changed nothing (the transaction rolled back or never committed).
+    """
+    try:
+        with session.errors():
+            last = session.begin()
+            try:
+                clock = GroupClock(now(), last)
+                apply_group(session, clock, jobs)
+                session.commit(clock.last_timestamp)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    session.rollback()
+                raise
+    except Exception as exc:
+        for job in jobs:
+            job.outcome, job.error = None, None
+        if len(jobs) > 1:  # isolate the command that broke the group
+            for job in jobs:
+                run_group(session, now, [job])
+            return
+        if not isinstance(exc, PaycoreError):
+            log.error("unexpected error in a shard writer", exc_info=exc)
+            exc = PaycoreError(ErrorCode.INTERNAL_ERROR, type(exc).__name__)
+        jobs[0].error = exc
+
+
+class GroupClock:
+    """The time of a group and the shard's timestamp sequence within it."""
+
+    def __init__(self, now: int, last_timestamp: int) -> None:
+        self.now = now
+        self.last_timestamp = last_timestamp
+
+    def next_timestamp(self) -> int:
+        self.last_timestamp = max(self.now, self.last_timestamp + 1)
+        return self.last_timestamp
+
+
+def command_weight(command: Command) -> int:
+    """How much work a command is, so that one group stays bounded."""
+    if isinstance(command, CreateTransfers | CreateAccounts):
+        return max(1, len(command.requests))
+    return 1
+
+
+def apply_group(tx: LedgerTx, clock: GroupClock, jobs: Sequence[Job]) -> None:
+    """Run every job's command in ``tx``; set each job's outcome or error."""
+    answered: dict[str, tuple[str, StoredResponse, int]] = {}
+    i = 0
+    while i < len(jobs):
+        if isinstance(jobs[i].command, CreateTransfers):
+            j = i
+            while j < len(jobs) and isinstance(jobs[j].command, CreateTransfers):
+                j += 1
+            _apply_transfer_run(tx, clock, jobs[i:j], answered)
+            i = j
+            continue
+        job = jobs[i]
+        if not _replayed(tx, clock, job, answered):
+            _finish(tx, clock, job, _apply_other(tx, clock, job.command), answered)
+        i += 1
+
+
+def _apply_transfer_run(
+    tx: LedgerTx,
+    clock: GroupClock,
+    jobs: Sequence[Job],
+    answered: dict[str, tuple[str, StoredResponse, int]],
+) -> None:
+    """Consecutive transfer commands share one working set: one load, one write."""
+    requests = [r for job in jobs for r in job.command.requests]
+    ws = _load_working_set(tx, clock, requests)
+    for job in jobs:
+        if not _replayed(tx, clock, job, answered):
+            _finish(tx, clock, job, ws.apply_transfers(job.command.requests), answered)
+    tx.write(ws)
+    clock.last_timestamp = ws.last_timestamp
+
+
+def _load_working_set(
+    tx: LedgerTx, clock: GroupClock, requests: Sequence[TransferRequest]
+) -> WorkingSet:
+    ids: set[str] = set()
+    pending_ids: set[str] = set()
+    account_ids: set[str] = set()
+    for r in requests:
+        ids.add(r.id)
+        if r.pending_id is not None:
+            pending_ids.add(r.pending_id)
+        if r.debit_account_id is not None:
+            account_ids.add(r.debit_account_id)
+        if r.credit_account_id is not None:
+            account_ids.add(r.credit_account_id)
+    transfers = tx.transfers_by_ids(ids | pending_ids)
+    holds = [t for t in transfers if t.flags.pending and t.id in pending_ids]
+    pendings: list[tuple[Transfer, PendingStatus, str | None]] = []
+    if holds:
+        for t in holds:
+            account_ids.add(t.debit_account_id)
+            account_ids.add(t.credit_account_id)
+        status = tx.pending_statuses(t.id for t in holds)
+        pendings = [(t, *status[t.id]) for t in holds]
+    accounts = tx.accounts_by_ids(account_ids, with_metadata=False).values()
+    return WorkingSet(
+        accounts, transfers, pendings, now=clock.now, last_timestamp=clock.last_timestamp
+    )
+
+
+def _apply_other(tx: LedgerTx, clock: GroupClock, command: Command) -> Any:
+    if isinstance(command, CreateAccounts):
+        return _create_accounts(tx, clock, command)
+    if isinstance(command, CloseAccount):
+        found = tx.accounts_by_ids([command.account_id], with_metadata=True)
+        result = close_account(found.get(command.account_id), command.account_id)
+        if result.ok and not result.exists and result.account is not None:
+            tx.set_account_flags(result.account)
+        return result
+    if isinstance(command, ExpirePending):
+        return _expire(tx, clock, command.limit)
+    if isinstance(command, PurgeIdempotency):
+        return tx.purge_idempotency(clock.now, command.limit)
+    raise TypeError(f"unknown command {command!r}")
+
+
+def _create_accounts(
+    tx: LedgerTx, clock: GroupClock, command: CreateAccounts
+) -> list[AccountResult]:
+    known = tx.accounts_by_ids([r.id for r in command.requests], with_metadata=True)
+    results = []
+    created: list[Account] = []
+    for request in command.requests:
+        result = new_account(request, known.get(request.id), clock.next_timestamp())
+        results.append(result)
+        if result.ok and not result.exists and result.account is not None:
+            known[result.id] = result.account
+            created.append(result.account)
+    tx.insert_accounts(created)
+    return results
+
+
+def _expire(tx: LedgerTx, clock: GroupClock, limit: int) -> list[str]:
+    holds = tx.due_holds(clock.now, limit)
+    if not holds:
+        return []
+    ids = {t.debit_account_id for t in holds} | {t.credit_account_id for t in holds}
+    ws = WorkingSet(
+        tx.accounts_by_ids(ids, with_metadata=False).values(),
+        holds,
+        [(t, PendingStatus.PENDING, None) for t in holds],
+        now=clock.now,
+        last_timestamp=clock.last_timestamp,
+    )
+    expired = ws.expire_due()
+    tx.write(ws)
+    clock.last_timestamp = ws.last_timestamp
+    return [state.transfer.id for state in expired]
+
+
+def _replayed(
+    tx: LedgerTx,
+    clock: GroupClock,
+    job: Job,
+    answered: dict[str, tuple[str, StoredResponse, int]],
+) -> bool:
+    """Answer ``job`` from the stored response if its key was seen; True if done."""
+    idem: Idempotency | None = job.idempotency
+    if idem is None:
+        return False
+    seen = answered.get(idem.key) or tx.idempotency_record(idem.key)
+    if seen is None or seen[2] <= clock.now:  # unknown, or past its retention
+        return False
+    if seen[0] != idem.fingerprint:
+        job.error = IdempotencyError(
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            "this Idempotency-Key was first used with a different request",
+        )
+    else:
+        job.outcome = (seen[1], True)
+    return True
+
+
+def _finish(
+    tx: LedgerTx,
+    clock: GroupClock,
+    job: Job,
+    result: Any,
+    answered: dict[str, tuple[str, StoredResponse, int]],
+) -> None:
+    idem: Idempotency | None = job.idempotency
+    if idem is None:
+        job.outcome = result
+        return
+    response = idem.render(result)
+    expires_at = clock.now + idem.retention_seconds * 1_000_000_000
+    tx.save_idempotency(idem.key, idem.fingerprint, response, clock.now, expires_at)
+    answered[idem.key] = (idem.fingerprint, response, expires_at)
+    job.outcome = (response, False)

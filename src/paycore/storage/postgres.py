@@ -1,0 +1,545 @@
+"""A ledger shard in PostgreSQL (psycopg 3): the same semantics as the SQLite store.
+
+Writes: one writer per shard and node drains queued commands into one transaction
+(group commit, see ``group_commit``), on its own synchronous connection; the
+command logic is the backend-independent ``apply_group``. The transaction first
+locks the shard's ``last_timestamp`` row, so writers of several API nodes take
+turns on a shard and every shard keeps one total order of transfers; inside a
+turn everything is set-based (``unnest`` arrays), one statement per table.
+
+Reads: an async connection pool (psycopg_pool), binary protocol, committed data
+only. A libpq multi-host DSN with ``target_session_attrs=read-write`` lets both
+follow a failover; a transaction cut by one answers 503 and changes nothing
+(its retry is safe: every write is idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from importlib import resources
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from paycore.errors import ErrorCode, PaycoreError, UnavailableError
+from paycore.ledger.model import (
+    Account,
+    BalanceRecord,
+    PendingStatus,
+    Transfer,
+    TransferView,
+)
+from paycore.ledger.rules import WorkingSet
+from paycore.storage.apply import command_weight, run_group
+from paycore.storage.base import (
+    Command,
+    Idempotency,
+    LedgerSnapshot,
+    StoredResponse,
+    TransferPage,
+)
+from paycore.storage.codec import (
+    ACCOUNT_COLUMNS,
+    TRANSFER_COLUMNS,
+    account_flags_bits,
+    account_from_row,
+    encode_metadata,
+    transfer_flags_bits,
+    transfer_from_row,
+)
+from paycore.storage.group_commit import GroupCommitWriter, Job
+
+__all__ = ["PostgresStore", "map_postgres_errors", "migrate_postgres"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_T_COLS = ", ".join(f"t.{c.strip()}" for c in TRANSFER_COLUMNS.split(","))
+_A_COLS = ", ".join(f"a.{c.strip()}" for c in ACCOUNT_COLUMNS.split(","))
+_MAX_TS = 2**63 - 1
+
+
+def redact_dsn(dsn: str) -> str:
+    """A DSN safe to print: any password replaced by ``***``."""
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<unparsable dsn>"
+    if "password" in params:
+        params["password"] = "***"  # noqa: S105 - the redaction marker, not a secret
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
+
+
+@contextlib.contextmanager
+def map_postgres_errors(store: str) -> Iterator[None]:
+    """Translate psycopg exceptions at the storage boundary.
+
+    Lost connections, failovers, serialization failures, deadlocks, lock and
+    statement timeouts, a read-only standby and admin shutdowns mean the shard
+    cannot serve right now: 503, retryable, nothing acknowledged. Anything else is
+    a bug or corruption and surfaces as an internal error.
+    """
+    try:
+        yield
+    except PaycoreError:
+        raise
+    except (
+        psycopg.OperationalError,
+        psycopg.errors.SerializationFailure,
+        psycopg.errors.DeadlockDetected,
+        psycopg.errors.LockNotAvailable,
+        psycopg.errors.QueryCanceled,
+        psycopg.errors.ReadOnlySqlTransaction,
+        psycopg.errors.AdminShutdown,
+        psycopg.errors.CannotConnectNow,
+    ) as exc:
+        raise UnavailableError(f"shard {store}: {type(exc).__name__}") from exc
+    except psycopg.Error as exc:
+        raise PaycoreError(ErrorCode.INTERNAL_ERROR, f"shard {store}: {exc}") from exc
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    folder = resources.files("paycore.storage.migrations") / "postgres"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.name, entry.read_text()))
+    return sorted(found)
+
+
+def migrate_postgres(dsn: str) -> list[str]:
+    """Apply missing migrations; an advisory lock keeps concurrent nodes from racing."""
+    applied = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(7412001)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version integer PRIMARY KEY, name text NOT NULL, applied_at bigint NOT NULL)"
+            )
+        for version, name, script in _migrations():
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(7412001)")
+                done = conn.execute(
+                    "SELECT 1 FROM schema_migrations WHERE version = %s", (version,)
+                ).fetchone()
+                if done:
+                    continue
+                conn.execute(sql.SQL(script))
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (%s, %s, %s)",
+                    (version, name, time.time_ns()),
+                )
+                applied.append(name)
+    return applied
+
+
+class _PostgresTx:
+    """``LedgerTx`` on one synchronous connection (the writer's)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], store: str) -> None:
+        self.conn = conn
+        self.store = store
+
+    # -- transaction control (run_group) ---------------------------------------------
+
+    def begin(self) -> int:
+        self.conn.execute("BEGIN")
+        row = self.conn.execute(
+            "SELECT value FROM shard_meta WHERE key = 'last_timestamp' FOR UPDATE"
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def commit(self, last_timestamp: int) -> None:
+        self.conn.execute(
+            "UPDATE shard_meta SET value = %s WHERE key = 'last_timestamp'", (last_timestamp,)
+        )
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if not self.conn.closed and not self.conn.broken:
+            self.conn.execute("ROLLBACK")
+
+    def errors(self) -> contextlib.AbstractContextManager[None]:
+        return map_postgres_errors(self.store)
+
+    # -- LedgerTx ------------------------------------------------------------------------
+
+    def transfers_by_ids(self, ids: Iterable[str]) -> list[Transfer]:
+        rows = self.conn.execute(
+            f"SELECT {_T_COLS}, m.metadata FROM transfers t "
+            "LEFT JOIN transfer_metadata m ON m.id = t.id WHERE t.id = ANY(%s)",
+            (list(ids),),
+        )
+        return [transfer_from_row(row, row[10]) for row in rows]
+
+    def pending_statuses(self, ids: Iterable[str]) -> dict[str, tuple[PendingStatus, str | None]]:
+        rows = self.conn.execute(
+            "SELECT id, status, resolved_by FROM pending_transfers WHERE id = ANY(%s)",
+            (list(ids),),
+        )
+        return {row[0]: (PendingStatus(row[1]), row[2]) for row in rows}
+
+    def accounts_by_ids(self, ids: Iterable[str], *, with_metadata: bool) -> dict[str, Account]:
+        return _accounts_by_ids(self.conn, ids, with_metadata=with_metadata)
+
+    def insert_accounts(self, accounts: Sequence[Account]) -> None:
+        if not accounts:
+            return
+        self.conn.execute(
+            f"INSERT INTO accounts ({ACCOUNT_COLUMNS}) SELECT * FROM unnest("
+            "%s::text[], %s::text[], %s::int[], %s::int[], %s::bigint[], %s::bigint[], "
+            "%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])",
+            (
+                [a.id for a in accounts],
+                [a.currency for a in accounts],
+                [a.code for a in accounts],
+                [account_flags_bits(a.flags) for a in accounts],
+                [a.flags.credit_limit for a in accounts],
+                [a.timestamp for a in accounts],
+                *([0] * len(accounts) for _ in range(4)),
+            ),
+        )
+        with_meta = [a for a in accounts if a.metadata is not None]
+        if with_meta:
+            self.conn.execute(
+                "INSERT INTO account_metadata SELECT * FROM unnest(%s::text[], %s::text[])",
+                ([a.id for a in with_meta], [encode_metadata(a.metadata) for a in with_meta]),
+            )
+
+    def set_account_flags(self, account: Account) -> None:
+        self.conn.execute(
+            "UPDATE accounts SET flags = %s WHERE id = %s",
+            (account_flags_bits(account.flags), account.id),
+        )
+
+    def due_holds(self, now: int, limit: int) -> list[Transfer]:
+        rows = self.conn.execute(
+            f"SELECT {_T_COLS} FROM pending_transfers p JOIN transfers t ON t.id = p.id "
+            "WHERE p.status = 'pending' AND p.expires_at IS NOT NULL AND p.expires_at <= %s "
+            "ORDER BY p.expires_at LIMIT %s",
+            (now, limit),
+        )
+        return [transfer_from_row(row) for row in rows]
+
+    def write(self, ws: WorkingSet) -> None:
+        conn = self.conn
+        created = ws.created
+        if created:
+            conn.execute(
+                f"INSERT INTO transfers ({TRANSFER_COLUMNS}) SELECT * FROM unnest("
+                "%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[], %s::int[], "
+                "%s::int[], %s::text[], %s::int[], %s::bigint[])",
+                (
+                    [t.id for t in created],
+                    [t.debit_account_id for t in created],
+                    [t.credit_account_id for t in created],
+                    [t.amount for t in created],
+                    [t.currency for t in created],
+                    [t.code for t in created],
+                    [transfer_flags_bits(t.flags) for t in created],
+                    [t.pending_id for t in created],
+                    [t.timeout_seconds for t in created],
+                    [t.timestamp for t in created],
+                ),
+            )
+            with_meta = [t for t in created if t.metadata is not None]
+            if with_meta:
+                conn.execute(
+                    "INSERT INTO transfer_metadata SELECT * FROM unnest(%s::text[], %s::text[])",
+                    ([t.id for t in with_meta], [encode_metadata(t.metadata) for t in with_meta]),
+                )
+        if ws.changed_pendings:
+            states = list(ws.changed_pendings.values())
+            conn.execute(
+                "INSERT INTO pending_transfers (id, status, expires_at, resolved_by) "
+                "SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[]) "
+                "ON CONFLICT (id) DO UPDATE "
+                "SET status = excluded.status, resolved_by = excluded.resolved_by",
+                (
+                    [s.transfer.id for s in states],
+                    [s.status.value for s in states],
+                    [s.transfer.expires_at for s in states],
+                    [s.resolved_by for s in states],
+                ),
+            )
+        dirty = ws.dirty_accounts()
+        if dirty:
+            conn.execute(
+                "UPDATE accounts a SET debits_pending = v.dp, debits_posted = v.dpo, "
+                "credits_pending = v.cp, credits_posted = v.cpo FROM unnest("
+                "%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[]) "
+                "AS v (id, dp, dpo, cp, cpo) WHERE a.id = v.id",
+                (
+                    [a.account.id for a in dirty],
+                    [a.dp for a in dirty],
+                    [a.dpo for a in dirty],
+                    [a.cp for a in dirty],
+                    [a.cpo for a in dirty],
+                ),
+            )
+        if ws.history:
+            h = ws.history
+            conn.execute(
+                "INSERT INTO account_balances SELECT * FROM unnest(%s::text[], %s::bigint[], "
+                "%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])",
+                (
+                    [r.account_id for r in h],
+                    [r.timestamp for r in h],
+                    [r.debits_pending for r in h],
+                    [r.debits_posted for r in h],
+                    [r.credits_pending for r in h],
+                    [r.credits_posted for r in h],
+                ),
+            )
+
+    def purge_idempotency(self, now: int, limit: int) -> int:
+        cur = self.conn.execute(
+            "DELETE FROM idempotency WHERE key IN "
+            "(SELECT key FROM idempotency WHERE expires_at <= %s LIMIT %s)",
+            (now, limit),
+        )
+        return cur.rowcount
+
+    def idempotency_record(self, key: str) -> tuple[str, StoredResponse, int] | None:
+        row = self.conn.execute(
+            "SELECT fingerprint, status, body, content_type, expires_at "
+            "FROM idempotency WHERE key = %s",
+            (key,),
+        ).fetchone()
+        if row is None:
+            return None
+        return row[0], StoredResponse(row[1], bytes(row[2]), row[3]), row[4]
+
+    def save_idempotency(
+        self, key: str, fingerprint: str, response: StoredResponse, now: int, expires_at: int
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO idempotency VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, "
+            "status = excluded.status, body = excluded.body, "
+            "content_type = excluded.content_type, created_at = excluded.created_at, "
+            "expires_at = excluded.expires_at",
+            (key, fingerprint, response.status, response.body, response.content_type,
+             now, expires_at),
+        )  # fmt: skip
+
+
+class PostgresStore:
+    """A ledger shard in one PostgreSQL database (see the module docstring)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        name: str = "shard-0",
+        clock: Callable[[], int] = time.time_ns,
+        migrate: bool = True,
+        pool_size: int = 8,
+        max_group_jobs: int = 512,
+    ) -> None:
+        self.name = name
+        self.dsn = dsn
+        self.clock = clock
+        self._migrate = migrate
+        self._pool = AsyncConnectionPool(
+            dsn, min_size=1, max_size=pool_size, open=False, kwargs={"autocommit": True}
+        )
+        self._tx: _PostgresTx | None = None
+        self._writer = GroupCommitWriter(name, self._run_group, max_jobs=max_group_jobs)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        with map_postgres_errors(self.name):
+            if self._migrate:
+                await asyncio.to_thread(migrate_postgres, self.dsn)
+            await self._pool.open(wait=True, timeout=30)
+        self._writer.start()
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self._writer.stop)
+        if self._tx is not None:
+            self._tx.conn.close()
+            self._tx = None
+        await self._pool.close()
+
+    # -- writes ------------------------------------------------------------------------
+
+    async def execute(self, command: Command) -> Any:
+        return await self._writer.submit(command, None, command_weight(command))
+
+    async def execute_idempotent(
+        self, command: Command, idempotency: Idempotency
+    ) -> tuple[StoredResponse, bool]:
+        outcome: tuple[StoredResponse, bool] = await self._writer.submit(
+            command, idempotency, command_weight(command)
+        )
+        return outcome
+
+    def _session(self) -> _PostgresTx:
+        """The writer's connection, reopened after a failure (e.g. a failover)."""
+        if self._tx is None or self._tx.conn.closed or self._tx.conn.broken:
+            with map_postgres_errors(self.name):
+                conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
+            self._tx = _PostgresTx(conn, self.name)
+        return self._tx
+
+    def _run_group(self, jobs: Sequence[Job]) -> None:
+        try:
+            session = self._session()
+        except PaycoreError as exc:
+            for job in jobs:
+                job.error = exc
+            return
+        run_group(session, self.clock, jobs)
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def _fetch(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with map_postgres_errors(self.name):
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(query, params)
+                return await cur.fetchall()
+
+    async def get_accounts(self, ids: list[str]) -> dict[str, Account]:
+        rows = await self._fetch(
+            f"SELECT {_A_COLS}, m.metadata FROM accounts a "
+            "LEFT JOIN account_metadata m ON m.id = a.id WHERE a.id = ANY(%s)",
+            (ids,),
+        )
+        return {row[0]: account_from_row(row, row[10]) for row in rows}
+
+    async def get_transfer(self, transfer_id: str) -> TransferView | None:
+        rows = await self._fetch(
+            f"SELECT {_T_COLS}, m.metadata, p.status, p.resolved_by FROM transfers t "
+            "LEFT JOIN transfer_metadata m ON m.id = t.id "
+            "LEFT JOIN pending_transfers p ON p.id = t.id WHERE t.id = %s",
+            (transfer_id,),
+        )
+        return _view(rows[0]) if rows else None
+
+    async def account_transfers(
+        self,
+        account_id: str,
+        *,
+        limit: int,
+        cursor: int | None = None,
+        descending: bool = False,
+        side: str = "both",
+    ) -> TransferPage:
+        order = "DESC" if descending else "ASC"
+        if cursor is None:
+            cursor = _MAX_TS if descending else -1
+        cursor = max(-1, min(cursor, _MAX_TS))
+        cmp = "<" if descending else ">"
+        sides = {"both": ("debit", "credit"), "debits": ("debit",), "credits": ("credit",)}[side]
+        parts = [
+            f"(SELECT {_T_COLS} FROM transfers t WHERE t.{s}_account_id = %s "
+            f"AND t.timestamp {cmp} %s ORDER BY t.timestamp {order} LIMIT %s)"
+            for s in sides
+        ]
+        query = (
+            f"SELECT {_T_COLS}, m.metadata, p.status, p.resolved_by FROM ("
+            + " UNION ALL ".join(parts)
+            + ") t LEFT JOIN transfer_metadata m ON m.id = t.id "
+            f"LEFT JOIN pending_transfers p ON p.id = t.id ORDER BY t.timestamp {order} LIMIT %s"
+        )
+        params: list[Any] = []
+        for _ in sides:
+            params += [account_id, cursor, limit + 1]
+        params.append(limit + 1)
+        views = [_view(row) for row in await self._fetch(query, params)]
+        more = len(views) > limit
+        views = views[:limit]
+        return TransferPage(views, views[-1].transfer.timestamp if more else None)
+
+    async def balance_history(
+        self, account_id: str, *, at: int | None = None, limit: int = 100, cursor: int | None = None
+    ) -> list[BalanceRecord]:
+        if at is not None:
+            rows = await self._fetch(
+                "SELECT * FROM account_balances WHERE account_id = %s AND timestamp <= %s "
+                "ORDER BY timestamp DESC LIMIT 1",
+                (account_id, max(-1, min(at, _MAX_TS))),
+            )
+        else:
+            after = -1 if cursor is None else max(-1, min(cursor, _MAX_TS))
+            rows = await self._fetch(
+                "SELECT * FROM account_balances WHERE account_id = %s AND timestamp > %s "
+                "ORDER BY timestamp LIMIT %s",
+                (account_id, after, limit),
+            )
+        return [BalanceRecord(*row) for row in rows]
+
+    async def ping(self) -> None:
+        await self._fetch("SELECT 1", ())
+
+    async def with_snapshot(self, reader: Callable[[LedgerSnapshot], T]) -> T:
+        def run() -> T:
+            with map_postgres_errors(self.name), psycopg.connect(self.dsn) as conn:
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                return reader(_Snapshot(conn, self.clock()))
+
+        return await asyncio.to_thread(run)
+
+    @property
+    def writer_stats(self) -> tuple[int, int]:
+        return self._writer.groups, self._writer.jobs
+
+
+class _Snapshot:
+    """Server-side cursors inside one REPEATABLE READ transaction: constant memory."""
+
+    def __init__(self, conn: psycopg.Connection[Any], now: int) -> None:
+        self.conn = conn
+        self.now = now
+
+    def _rows(self, query: str) -> Iterator[tuple[Any, ...]]:
+        with self.conn.cursor(name=f"audit_{id(query)}") as cur:
+            cur.itersize = 10_000
+            cur.execute(query)
+            yield from cur
+
+    def accounts(self) -> Iterator[Account]:
+        for row in self._rows(f"SELECT {ACCOUNT_COLUMNS} FROM accounts"):
+            yield account_from_row(row)
+
+    def transfers(self) -> Iterator[Transfer]:
+        for row in self._rows(f"SELECT {TRANSFER_COLUMNS} FROM transfers ORDER BY timestamp"):
+            yield transfer_from_row(row)
+
+    def pendings(self) -> Iterator[tuple[str, PendingStatus, str | None]]:
+        for row in self._rows("SELECT id, status, resolved_by FROM pending_transfers"):
+            yield row[0], PendingStatus(row[1]), row[2]
+
+    def balance_history(self) -> Iterator[BalanceRecord]:
+        for row in self._rows("SELECT * FROM account_balances ORDER BY timestamp"):
+            yield BalanceRecord(*row)
+
+
+def _accounts_by_ids(
+    conn: psycopg.Connection[Any], ids: Iterable[str], *, with_metadata: bool
+) -> dict[str, Account]:
+    if with_metadata:
+        rows = conn.execute(
+            f"SELECT {_A_COLS}, m.metadata FROM accounts a "
+            "LEFT JOIN account_metadata m ON m.id = a.id WHERE a.id = ANY(%s)",
+            (list(ids),),
+        )
+        return {row[0]: account_from_row(row, row[10]) for row in rows}
+    rows = conn.execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY(%s)", (list(ids),))
+    return {row[0]: account_from_row(row) for row in rows}
+
+
+def _view(row: tuple[Any, ...]) -> TransferView:
+    transfer = transfer_from_row(row, row[10])
+    status = None if row[11] is None else PendingStatus(row[11])
+    return TransferView.of(transfer, status, row[12])
