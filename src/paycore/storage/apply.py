@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from paycore.errors import ErrorCode, IdempotencyError, PaycoreError
+from paycore.errors import ErrorCode, IdempotencyError, PaycoreError, UnavailableError
 from paycore.ledger.model import Account, PendingStatus, Transfer, TransferRequest
 from paycore.ledger.rules import AccountResult, WorkingSet, close_account, new_account
 from paycore.storage.base import (
@@ -102,6 +102,10 @@ def run_group(session: WriteSession, now: Callable[[], int], jobs: Sequence[Job]
     except Exception as exc:
         for job in jobs:
             job.outcome, job.error = None, None
+        if isinstance(exc, UnavailableError):  # the shard is down, not a command: fail fast
+            for job in jobs:
+                job.error = exc
+            return
         if len(jobs) > 1:  # isolate the command that broke the group
             for job in jobs:
                 run_group(session, now, [job])
@@ -279,7 +283,7 @@ def _finish(
         job.outcome = result
         return
     response = idem.render(result)
-    expires_at = clock.now + idem.retention_seconds * 1_000_000_000
+    expires_at = min(clock.now + idem.retention_seconds * 1_000_000_000, 2**63 - 1)
     tx.save_idempotency(idem.key, idem.fingerprint, response, clock.now, expires_at)
     answered[idem.key] = (idem.fingerprint, response, expires_at)
     job.outcome = (response, False)

@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
+from paycore.errors import ErrorCode, RequestError
 from paycore.ledger.model import (
     Account,
     AccountRequest,
@@ -28,6 +29,7 @@ from paycore.ledger.model import (
 )
 
 __all__ = [
+    "PAGE_SIDES",
     "CloseAccount",
     "Command",
     "CreateAccounts",
@@ -39,6 +41,7 @@ __all__ = [
     "Store",
     "StoredResponse",
     "TransferPage",
+    "check_page_arguments",
 ]
 
 T = TypeVar("T")
@@ -97,6 +100,17 @@ class Idempotency:
     fingerprint: str
     render: Callable[[Any], StoredResponse]
     retention_seconds: int = 72 * 3600
+
+
+PAGE_SIDES = ("both", "debits", "credits")
+
+
+def check_page_arguments(limit: int, side: str) -> None:
+    """Refuse page arguments no backend can serve, with a 422 rather than a crash."""
+    if type(limit) is not int or limit < 1:
+        raise RequestError(ErrorCode.INVALID_REQUEST, "limit must be a positive integer")
+    if side not in PAGE_SIDES:
+        raise RequestError(ErrorCode.INVALID_REQUEST, f"side must be one of {PAGE_SIDES}")
 
 
 class TransferPage(msgspec.Struct, frozen=True):

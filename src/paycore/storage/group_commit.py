@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from paycore.errors import UnavailableError
+
 __all__ = ["GroupCommitWriter", "Job"]
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,13 @@ def _deliver(job: Job) -> None:
         job.future.set_result(job.outcome)
 
 
+def _answer(job: Job) -> None:
+    try:
+        job.loop.call_soon_threadsafe(_deliver, job)
+    except RuntimeError:  # the caller's event loop is closed: nobody is waiting any more
+        log.debug("dropped the answer of a job whose event loop is closed")
+
+
 class GroupCommitWriter:
     """Owns a thread that runs ``run_group(jobs)`` on batches of queued jobs.
 
@@ -65,27 +74,34 @@ class GroupCommitWriter:
         self._max_weight = max_weight
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        # Guards the running/closing switch, so that no job is queued behind the stop mark.
+        self._state_lock = threading.Lock()
         self.groups = 0
         self.jobs = 0
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name=f"writer-{self._name}", daemon=True)
-        self._thread.start()
+        with self._state_lock:
+            self._thread = threading.Thread(
+                target=self._loop, name=f"writer-{self._name}", daemon=True
+            )
+            self._thread.start()
 
     def stop(self) -> None:
-        """Finish what is queued, then end the thread."""
-        if self._thread is None:
-            return
-        self._queue.put(None)
-        self._thread.join()
-        self._thread = None
+        """Finish what is queued, then end the thread; later submits get 503."""
+        with self._state_lock:
+            thread, self._thread = self._thread, None
+            if thread is None:
+                return
+            self._queue.put(None)
+        thread.join()
 
     async def submit(self, command: Any, idempotency: Any = None, weight: int = 1) -> Any:
-        if self._thread is None:
-            raise RuntimeError(f"writer {self._name} is not running")
         loop = asyncio.get_running_loop()
         job = Job(command, idempotency, loop, loop.create_future(), weight)
-        self._queue.put(job)
+        with self._state_lock:
+            if self._thread is None:
+                raise UnavailableError(f"shard {self._name} is not running")
+            self._queue.put(job)
         return await job.future
 
     def _loop(self) -> None:
@@ -116,4 +132,4 @@ class GroupCommitWriter:
             self.groups += 1
             self.jobs += len(group)
             for job in group:
-                job.loop.call_soon_threadsafe(_deliver, job)
+                _answer(job)

@@ -43,6 +43,7 @@ from paycore.storage.base import (
     LedgerSnapshot,
     StoredResponse,
     TransferPage,
+    check_page_arguments,
 )
 from paycore.storage.codec import (
     ACCOUNT_COLUMNS,
@@ -435,6 +436,7 @@ class PostgresStore:
         descending: bool = False,
         side: str = "both",
     ) -> TransferPage:
+        check_page_arguments(limit, side)
         order = "DESC" if descending else "ASC"
         if cursor is None:
             cursor = _MAX_TS if descending else -1

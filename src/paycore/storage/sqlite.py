@@ -26,32 +26,25 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from paycore.errors import ErrorCode, IdempotencyError, PaycoreError, UnavailableError
+from paycore.errors import ErrorCode, PaycoreError, UnavailableError
 from paycore.ledger.model import (
     Account,
     BalanceRecord,
     PendingStatus,
     Transfer,
-    TransferRequest,
     TransferView,
 )
 from paycore.ledger.rules import (
-    AccountResult,
     WorkingSet,
-    close_account,
-    new_account,
 )
+from paycore.storage.apply import command_weight, run_group
 from paycore.storage.base import (
-    CloseAccount,
     Command,
-    CreateAccounts,
-    CreateTransfers,
-    ExpirePending,
     Idempotency,
     LedgerSnapshot,
-    PurgeIdempotency,
     StoredResponse,
     TransferPage,
+    check_page_arguments,
 )
 from paycore.storage.codec import (
     ACCOUNT_COLUMNS,
@@ -126,6 +119,12 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
             continue
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Another process may have applied it while we waited for the write lock.
+            if conn.execute(
+                "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
+            ).fetchone():
+                conn.execute("ROLLBACK")
+                continue
             for statement in _split_sql(sql):
                 conn.execute(statement)
             conn.execute(
@@ -144,290 +143,83 @@ def _split_sql(script: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-class _Group:
-    """State shared by the commands of one transaction."""
+class _SQLiteTx:
+    """``LedgerTx`` and ``WriteSession`` on the writer's connection."""
 
-    def __init__(self, conn: sqlite3.Connection, now: int, last_timestamp: int) -> None:
+    def __init__(self, conn: sqlite3.Connection, store: str) -> None:
         self.conn = conn
-        self.now = now
-        self.last_timestamp = last_timestamp
-        self.idempotency: dict[str, tuple[str, StoredResponse, int]] = {}
+        self.store = store
 
-    def next_timestamp(self) -> int:
-        self.last_timestamp = max(self.now, self.last_timestamp + 1)
-        return self.last_timestamp
+    # -- transaction control (run_group) ---------------------------------------------
 
+    def begin(self) -> int:
+        self.conn.execute("BEGIN IMMEDIATE")  # the file's one write lock, taken up front
+        (last,) = self.conn.execute(
+            "SELECT value FROM shard_meta WHERE key = 'last_timestamp'"
+        ).fetchone()
+        return int(last)
 
-class SQLiteStore:
-    """A ledger shard in one SQLite file (see the module docstring)."""
-
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        name: str = "shard-0",
-        synchronous: str = "FULL",
-        clock: Callable[[], int] = time.time_ns,
-        max_group_jobs: int = 512,
-    ) -> None:
-        if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA"}:
-            raise ValueError("synchronous must be FULL, EXTRA or NORMAL")
-        self.name = name
-        self.path = Path(path)
-        self.synchronous = synchronous.upper()
-        self.clock = clock
-        self._writer_conn: sqlite3.Connection | None = None
-        self._writer = GroupCommitWriter(name, self._run_group, max_jobs=max_group_jobs)
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
-
-    # -- lifecycle ----------------------------------------------------------------
-
-    async def start(self) -> None:
-        if self.synchronous == "NORMAL":
-            log.warning(
-                "shard %s runs with synchronous=NORMAL: acknowledged transfers may be lost "
-                "on power loss (not on a process crash)",
-                self.name,
-            )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with map_sqlite_errors(self.name):
-            conn = _connect(self.path, self.synchronous)
-            migrate(conn)
-        self._writer_conn = conn
-        self._writer.start()
-
-    async def stop(self) -> None:
-        await asyncio.to_thread(self._writer.stop)
-        if self._writer_conn is not None:
-            self._writer_conn.close()
-            self._writer_conn = None
-        with self._readers_lock:
-            for reader in self._readers:
-                reader.close()
-            self._readers.clear()
-        self._local = threading.local()
-
-    # -- writes -------------------------------------------------------------------
-
-    async def execute(self, command: Command) -> Any:
-        return await self._writer.submit(command, None, _weight(command))
-
-    async def execute_idempotent(
-        self, command: Command, idempotency: Idempotency
-    ) -> tuple[StoredResponse, bool]:
-        outcome: tuple[StoredResponse, bool] = await self._writer.submit(
-            command, idempotency, _weight(command)
+    def commit(self, last_timestamp: int) -> None:
+        self.conn.execute(
+            "UPDATE shard_meta SET value = ? WHERE key = 'last_timestamp'", (last_timestamp,)
         )
-        return outcome
+        self.conn.execute("COMMIT")
 
-    def _run_group(self, jobs: Sequence[Job]) -> None:
-        """Writer thread: run ``jobs`` in one transaction; on failure, one by one."""
-        conn = self._writer_conn
-        assert conn is not None
-        try:
-            with map_sqlite_errors(self.name):
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    (last,) = conn.execute(
-                        "SELECT value FROM shard_meta WHERE key = 'last_timestamp'"
-                    ).fetchone()
-                    group = _Group(conn, self.clock(), last)
-                    self._apply(group, jobs)
-                    conn.execute(
-                        "UPDATE shard_meta SET value = ? WHERE key = 'last_timestamp'",
-                        (group.last_timestamp,),
-                    )
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-        except Exception as exc:  # noqa: BLE001 - any failure rolls back; callers get an answer
-            for job in jobs:
-                job.outcome, job.error = None, None
-            if len(jobs) > 1:  # isolate the command that broke the group
-                for job in jobs:
-                    self._run_group([job])
-                return
-            jobs[0].error = exc if isinstance(exc, PaycoreError) else _internal(self.name, exc)
+    def rollback(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
 
-    def _apply(self, group: _Group, jobs: Sequence[Job]) -> None:
-        i = 0
-        while i < len(jobs):
-            if isinstance(jobs[i].command, CreateTransfers):
-                j = i
-                while j < len(jobs) and isinstance(jobs[j].command, CreateTransfers):
-                    j += 1
-                self._apply_transfers(group, jobs[i:j])
-                i = j
-                continue
-            job = jobs[i]
-            if not self._replayed(group, job):
-                self._finish(group, job, self._apply_other(group, job.command))
-            i += 1
+    def errors(self) -> contextlib.AbstractContextManager[None]:
+        return map_sqlite_errors(self.store)
 
-    def _apply_transfers(self, group: _Group, jobs: Sequence[Job]) -> None:
-        requests = [r for job in jobs for r in job.command.requests]
-        ws = self._load_working_set(group, requests)
-        for job in jobs:
-            if not self._replayed(group, job):
-                self._finish(group, job, ws.apply_transfers(job.command.requests))
-        self._flush(group.conn, ws)
-        group.last_timestamp = ws.last_timestamp
+    # -- LedgerTx ------------------------------------------------------------------------
 
-    def _apply_other(self, group: _Group, command: Command) -> Any:
-        conn = group.conn
-        if isinstance(command, CreateAccounts):
-            return self._create_accounts(group, command)
-        if isinstance(command, CloseAccount):
-            found = _accounts_by_ids(conn, [command.account_id], with_metadata=True)
-            result = close_account(found.get(command.account_id), command.account_id)
-            if result.ok and not result.exists and result.account is not None:
-                conn.execute(
-                    "UPDATE accounts SET flags = ? WHERE id = ?",
-                    (account_flags_bits(result.account.flags), command.account_id),
-                )
-            return result
-        if isinstance(command, ExpirePending):
-            return self._expire(group, command.limit)
-        if isinstance(command, PurgeIdempotency):
-            cur = conn.execute(
-                "DELETE FROM idempotency WHERE key IN "
-                "(SELECT key FROM idempotency WHERE expires_at <= ? LIMIT ?)",
-                (group.now, command.limit),
-            )
-            return cur.rowcount
-        raise TypeError(f"unknown command {command!r}")
+    def transfers_by_ids(self, ids: Iterable[str]) -> list[Transfer]:
+        return _transfers_by_ids(self.conn, ids)
 
-    def _create_accounts(self, group: _Group, command: CreateAccounts) -> list[AccountResult]:
-        conn = group.conn
-        known = _accounts_by_ids(conn, [r.id for r in command.requests], with_metadata=True)
-        results = []
-        rows, metadata_rows = [], []
-        for request in command.requests:
-            result = new_account(request, known.get(request.id), group.next_timestamp())
-            results.append(result)
-            if result.ok and not result.exists and result.account is not None:
-                a = result.account
-                known[a.id] = a
-                rows.append(
-                    (a.id, a.currency, a.code, account_flags_bits(a.flags), a.flags.credit_limit,
-                     a.timestamp, 0, 0, 0, 0)
-                )  # fmt: skip
-                if a.metadata is not None:
-                    metadata_rows.append((a.id, encode_metadata(a.metadata)))
-        conn.executemany(f"INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ({_q(10)})", rows)
-        conn.executemany("INSERT INTO account_metadata VALUES (?, ?)", metadata_rows)
-        return results
+    def pending_statuses(self, ids: Iterable[str]) -> dict[str, tuple[PendingStatus, str | None]]:
+        rows = self.conn.execute(
+            "SELECT id, status, resolved_by FROM pending_transfers "
+            "WHERE id IN (SELECT value FROM json_each(?))",
+            (_ids_json.encode(list(ids)).decode(),),
+        )
+        return {row[0]: (PendingStatus(row[1]), row[2]) for row in rows}
 
-    def _expire(self, group: _Group, limit: int) -> list[str]:
-        conn = group.conn
-        rows = conn.execute(
-            f"SELECT {_T_COLS}, p.status, p.resolved_by FROM pending_transfers p "
-            "JOIN transfers t ON t.id = p.id "
+    def accounts_by_ids(self, ids: Iterable[str], *, with_metadata: bool) -> dict[str, Account]:
+        return _accounts_by_ids(self.conn, ids, with_metadata=with_metadata)
+
+    def insert_accounts(self, accounts: Sequence[Account]) -> None:
+        self.conn.executemany(
+            f"INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ({_q(10)})",
+            [
+                (a.id, a.currency, a.code, account_flags_bits(a.flags), a.flags.credit_limit,
+                 a.timestamp, 0, 0, 0, 0)
+                for a in accounts
+            ],
+        )  # fmt: skip
+        self.conn.executemany(
+            "INSERT INTO account_metadata VALUES (?, ?)",
+            [(a.id, encode_metadata(a.metadata)) for a in accounts if a.metadata is not None],
+        )
+
+    def set_account_flags(self, account: Account) -> None:
+        self.conn.execute(
+            "UPDATE accounts SET flags = ? WHERE id = ?",
+            (account_flags_bits(account.flags), account.id),
+        )
+
+    def due_holds(self, now: int, limit: int) -> list[Transfer]:
+        rows = self.conn.execute(
+            f"SELECT {_T_COLS} FROM pending_transfers p JOIN transfers t ON t.id = p.id "
             "WHERE p.status = 'pending' AND p.expires_at IS NOT NULL AND p.expires_at <= ? "
             "ORDER BY p.expires_at LIMIT ?",
-            (group.now, limit),
-        ).fetchall()
-        if not rows:
-            return []
-        holds = [transfer_from_row(row) for row in rows]
-        ids = {t.debit_account_id for t in holds} | {t.credit_account_id for t in holds}
-        accounts = _accounts_by_ids(conn, list(ids)).values()
-        ws = WorkingSet(
-            accounts,
-            holds,
-            [(t, PendingStatus.PENDING, None) for t in holds],
-            now=group.now,
-            last_timestamp=group.last_timestamp,
+            (now, limit),
         )
-        expired = ws.expire_due()
-        self._flush(conn, ws)
-        group.last_timestamp = ws.last_timestamp
-        return [state.transfer.id for state in expired]
+        return [transfer_from_row(row) for row in rows]
 
-    # -- idempotency ----------------------------------------------------------------
-
-    def _replayed(self, group: _Group, job: Job) -> bool:
-        """Answer ``job`` from its stored response if its key was seen; True if done."""
-        idem: Idempotency | None = job.idempotency
-        if idem is None:
-            return False
-        seen = group.idempotency.get(idem.key)
-        if seen is None:
-            row = group.conn.execute(
-                "SELECT fingerprint, status, body, content_type, expires_at "
-                "FROM idempotency WHERE key = ?",
-                (idem.key,),
-            ).fetchone()
-            if row is not None:
-                seen = (row[0], StoredResponse(row[1], row[2], row[3]), row[4])
-        if seen is None or seen[2] <= group.now:  # unknown, or past retention
-            return False
-        if seen[0] != idem.fingerprint:
-            job.error = IdempotencyError(
-                ErrorCode.IDEMPOTENCY_KEY_REUSED,
-                "this Idempotency-Key was first used with a different request",
-            )
-        else:
-            job.outcome = (seen[1], True)
-        return True
-
-    def _finish(self, group: _Group, job: Job, result: Any) -> None:
-        idem: Idempotency | None = job.idempotency
-        if idem is None:
-            job.outcome = result
-            return
-        response = idem.render(result)
-        expires_at = group.now + idem.retention_seconds * 1_000_000_000
-        group.conn.execute(
-            "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (idem.key, idem.fingerprint, response.status, response.body,
-             response.content_type, group.now, expires_at),
-        )  # fmt: skip
-        group.idempotency[idem.key] = (idem.fingerprint, response, expires_at)
-        job.outcome = (response, False)
-
-    # -- working set ----------------------------------------------------------------
-
-    def _load_working_set(self, group: _Group, requests: list[TransferRequest]) -> WorkingSet:
-        conn = group.conn
-        ids: set[str] = set()
-        pending_ids: set[str] = set()
-        account_ids: set[str] = set()
-        for r in requests:
-            ids.add(r.id)
-            if r.pending_id is not None:
-                pending_ids.add(r.pending_id)
-            if r.debit_account_id is not None:
-                account_ids.add(r.debit_account_id)
-            if r.credit_account_id is not None:
-                account_ids.add(r.credit_account_id)
-        transfers = _transfers_by_ids(conn, ids | pending_ids)
-        holds = [t for t in transfers if t.flags.pending and t.id in pending_ids]
-        pendings = []
-        if holds:
-            for t in holds:
-                account_ids.add(t.debit_account_id)
-                account_ids.add(t.credit_account_id)
-            status = {
-                row[0]: (PendingStatus(row[1]), row[2])
-                for row in conn.execute(
-                    "SELECT id, status, resolved_by FROM pending_transfers "
-                    "WHERE id IN (SELECT value FROM json_each(?))",
-                    (_ids_json.encode([t.id for t in holds]).decode(),),
-                )
-            }
-            pendings = [(t, *status[t.id]) for t in holds]
-        accounts = _accounts_by_ids(conn, list(account_ids)).values()
-        return WorkingSet(
-            accounts, transfers, pendings, now=group.now, last_timestamp=group.last_timestamp
-        )
-
-    def _flush(self, conn: sqlite3.Connection, ws: WorkingSet) -> None:
+    def write(self, ws: WorkingSet) -> None:
         """Write what a working set changed: a few set-based statements."""
+        conn = self.conn
         if ws.created:
             conn.executemany(
                 f"INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES ({_q(10)})",
@@ -461,6 +253,108 @@ class SQLiteStore:
                     for h in ws.history
                 ],
             )  # fmt: skip
+
+    def purge_idempotency(self, now: int, limit: int) -> int:
+        cur = self.conn.execute(
+            "DELETE FROM idempotency WHERE key IN "
+            "(SELECT key FROM idempotency WHERE expires_at <= ? LIMIT ?)",
+            (now, limit),
+        )
+        return cur.rowcount
+
+    def idempotency_record(self, key: str) -> tuple[str, StoredResponse, int] | None:
+        row = self.conn.execute(
+            "SELECT fingerprint, status, body, content_type, expires_at "
+            "FROM idempotency WHERE key = ?",
+            (key,),
+        ).fetchone()
+        if row is None:
+            return None
+        return row[0], StoredResponse(row[1], row[2], row[3]), row[4]
+
+    def save_idempotency(
+        self, key: str, fingerprint: str, response: StoredResponse, now: int, expires_at: int
+    ) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (key, fingerprint, response.status, response.body, response.content_type,
+             now, expires_at),
+        )  # fmt: skip
+
+
+class SQLiteStore:
+    """A ledger shard in one SQLite file (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        name: str = "shard-0",
+        synchronous: str = "FULL",
+        clock: Callable[[], int] = time.time_ns,
+        max_group_jobs: int = 512,
+    ) -> None:
+        if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA"}:
+            raise ValueError("synchronous must be FULL, EXTRA or NORMAL")
+        self.name = name
+        self.path = Path(path)
+        self.synchronous = synchronous.upper()
+        self.clock = clock
+        self._session: _SQLiteTx | None = None
+        self._writer = GroupCommitWriter(name, self._run_group, max_jobs=max_group_jobs)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.synchronous == "NORMAL":
+            log.warning(
+                "shard %s runs with synchronous=NORMAL: acknowledged transfers may be lost "
+                "on power loss (not on a process crash)",
+                self.name,
+            )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UnavailableError(f"shard {self.name}: cannot create {self.path.parent}") from exc
+        with map_sqlite_errors(self.name):
+            conn = _connect(self.path, self.synchronous)
+            migrate(conn)
+        self._session = _SQLiteTx(conn, self.name)
+        self._writer.start()
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self._writer.stop)
+        if self._session is not None:
+            with contextlib.suppress(sqlite3.Error):  # leave a small file behind
+                self._session.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._session.conn.close()
+            self._session = None
+        with self._readers_lock:
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
+        self._local = threading.local()
+
+    # -- writes -------------------------------------------------------------------
+
+    async def execute(self, command: Command) -> Any:
+        return await self._writer.submit(command, None, command_weight(command))
+
+    async def execute_idempotent(
+        self, command: Command, idempotency: Idempotency
+    ) -> tuple[StoredResponse, bool]:
+        outcome: tuple[StoredResponse, bool] = await self._writer.submit(
+            command, idempotency, command_weight(command)
+        )
+        return outcome
+
+    def _run_group(self, jobs: Sequence[Job]) -> None:
+        """Writer thread: run ``jobs`` in one transaction (see ``apply.run_group``)."""
+        assert self._session is not None
+        run_group(self._session, self.clock, jobs)
 
     # -- reads ------------------------------------------------------------------------
 
@@ -501,6 +395,7 @@ class SQLiteStore:
         descending: bool = False,
         side: str = "both",
     ) -> TransferPage:
+        check_page_arguments(limit, side)
         order = "DESC" if descending else "ASC"
         if cursor is None:
             cursor = _MAX_TS if descending else -1
@@ -553,7 +448,7 @@ class SQLiteStore:
 
     async def ping(self) -> None:
         self._read(lambda c: c.execute("SELECT 1").fetchone())
-        if self._writer_conn is None:
+        if self._session is None:
             raise UnavailableError(f"shard {self.name} is not started")
 
     async def with_snapshot(self, reader: Callable[[LedgerSnapshot], T]) -> T:
@@ -610,17 +505,6 @@ def _clamp_ts(value: int) -> int:
 
 def _q(n: int) -> str:
     return ", ".join("?" * n)
-
-
-def _weight(command: Command) -> int:
-    if isinstance(command, CreateTransfers | CreateAccounts):
-        return max(1, len(command.requests))
-    return 1
-
-
-def _internal(store: str, exc: BaseException) -> PaycoreError:
-    log.error("shard %s: unexpected error in writer", store, exc_info=exc)
-    return PaycoreError(ErrorCode.INTERNAL_ERROR, f"shard {store}: {type(exc).__name__}")
 
 
 def _accounts_by_ids(

@@ -1,0 +1,214 @@
+"""The ``paycore`` command: ``demo``, ``serve``, ``audit`` and ``bench``.
+
+Each sub-command parses its options here, then runs an async core from
+``paycore.ops`` under ``asyncio.run``; ``main`` returns the exit status
+(0 fine, 1 a promise broken or a target missed where that fails the command,
+2 a usage or environment problem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+from rich.console import Console
+
+from paycore.config import Settings, load_settings
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``paycore`` script; returns the process exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    _configure_logging(getattr(args, "log_level", "warning"))
+    status: int = args.handler(args)
+    return status
+
+
+def _configure_logging(level: str) -> None:
+    """paycore logs to stderr; the web framework and uvicorn add nothing of their own."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paycore", description="A payment core: double-entry ledger, API and tools."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="run a concurrent wallet workload on a fresh embedded ledger, then audit it",
+        description="Create wallets, a merchant and a funding account on a fresh data dir, "
+        "run a concurrent mixed workload through the HTTP API in-process, then print "
+        "throughput, latency and the audit. Exits 1 if any promise is broken.",
+    )
+    demo.add_argument("--data-dir", type=Path, help="default: ./paycore-data/demo-<timestamp>")
+    demo.add_argument("--wallets", type=int, default=2000, help="number of wallets (2000)")
+    demo.add_argument("--clients", type=int, default=64, help="concurrent clients (64)")
+    demo.add_argument("--duration", type=float, default=10.0, help="workload seconds (10)")
+    demo.add_argument(
+        "--synchronous", default="FULL", help="SQLite synchronous: FULL (default) or NORMAL"
+    )
+    demo.add_argument("--seed", type=int, default=None, help="random seed (reproducible mix)")
+    demo.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    demo.set_defaults(handler=_demo)
+
+    serve = sub.add_parser("serve", help="serve the HTTP API (uvicorn, uvloop, httptools)")
+    serve.add_argument("--config", type=Path, help="TOML settings file")
+    serve.add_argument("--data-dir", help="override the data directory")
+    serve.add_argument("--host", help="override the listen address")
+    serve.add_argument("--port", type=int, help="override the port")
+    serve.add_argument("--log-level", default="info", help="uvicorn log level (info)")
+    serve.set_defaults(handler=_serve)
+
+    audit = sub.add_parser(
+        "audit",
+        help="check every ledger invariant on a data directory; exits 1 on any violation",
+    )
+    where = audit.add_mutually_exclusive_group()
+    where.add_argument("--data-dir", help="data directory (default: the settings' one)")
+    where.add_argument("--config", type=Path, help="TOML settings file")
+    audit.add_argument("--json", action="store_true", help="print the report as JSON only")
+    audit.add_argument(
+        "--grace",
+        type=float,
+        default=60.0,
+        help="seconds a hold may stay pending past its timeout (60)",
+    )
+    audit.add_argument("--max-violations", type=int, default=1000)
+    audit.set_defaults(handler=_audit)
+
+    from paycore.ops.bench import add_arguments  # noqa: PLC0415 - keeps start-up light
+
+    bench = sub.add_parser(
+        "bench",
+        help="measure transfers/s and latency in-process and over HTTP",
+        description="Benchmarks (a) in-process batches, (b) HTTP single transfers from a "
+        "separate load-generator process against a `paycore serve` subprocess, (c) a "
+        "hot-account variant of both, (d) the server's peak RSS; compares with targets.",
+    )
+    add_arguments(bench)
+    bench.set_defaults(handler=_bench)
+    return parser
+
+
+def _console() -> Console:
+    return Console(highlight=False)
+
+
+# -- demo ------------------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from paycore.ops.demo import DemoOptions, run_demo  # noqa: PLC0415
+
+    options = DemoOptions(
+        data_dir=args.data_dir,
+        wallets=args.wallets,
+        clients=args.clients,
+        duration=args.duration,
+        synchronous=args.synchronous,
+        seed=args.seed,
+        json_path=args.json,
+    )
+    return asyncio.run(run_demo(options, _console()))
+
+
+# -- serve -----------------------------------------------------------------------------
+
+
+def _settings(config: Path | None, *, data_dir: str | None = None, **overrides: object) -> Settings:
+    settings = load_settings(config)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if data_dir is not None:
+        changes["data_dir"] = data_dir
+    return msgspec.structs.replace(settings, **changes) if changes else settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn  # noqa: PLC0415
+
+    from paycore.api.app import create_app  # noqa: PLC0415
+    from paycore.storage.sqlite import SQLiteStore  # noqa: PLC0415
+
+    settings = _settings(args.config, data_dir=args.data_dir, host=args.host, port=args.port)
+    console = _console()
+    store = SQLiteStore(settings.shard_path, synchronous=settings.synchronous)
+    app = create_app(store, settings)
+    console.print(
+        f"[bold]paycore[/] serving http://{settings.host}:{settings.port}  "
+        f"data={settings.shard_path}  synchronous={settings.synchronous}  "
+        f"docs=http://{settings.host}:{settings.port}/docs"
+    )
+    # The app itself warns loudly at start-up when auth is open.
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=args.log_level,
+        access_log=False,
+    )
+    return 0
+
+
+# -- audit -----------------------------------------------------------------------------
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from paycore.ops.audit import audit_store, print_report  # noqa: PLC0415
+    from paycore.storage.sqlite import SQLiteStore  # noqa: PLC0415
+
+    console = _console()
+    settings = _settings(args.config, data_dir=args.data_dir)
+    path = settings.shard_path
+    if not path.exists():
+        Console(stderr=True).print(f"[red]no ledger at {path}[/]")
+        return 2
+
+    async def run() -> int:
+        store = SQLiteStore(path, synchronous=settings.synchronous)
+        await store.start()
+        try:
+            report = await audit_store(
+                store, grace_seconds=args.grace, max_violations=args.max_violations
+            )
+        finally:
+            await store.stop()
+        if args.json:
+            sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+        else:
+            console.print(f"audit of {path}")
+            print_report(report, console)
+        return 0 if report.ok else 1
+
+    return asyncio.run(run())
+
+
+# -- bench -----------------------------------------------------------------------------
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from paycore.ops.bench import run_bench  # noqa: PLC0415
+
+    return run_bench(args, _console())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,721 @@
+"""The auditor: replay a shard's history and check every promise against its state.
+
+``check_snapshot`` is pure: it reads one consistent ``LedgerSnapshot`` (accounts,
+transfers in timestamp order, hold statuses, balance history) and returns an
+``AuditReport`` with per-currency totals and every violation found, each with a
+stable ``ViolationKind``. ``audit_store`` runs it on a store's snapshot in a thread.
+
+What is checked (the kinds in brackets):
+
+* conservation, per currency, on the stored counters: the sum of
+  ``credits_posted - debits_posted`` is zero [``posted_not_conserved``] and
+  pending debits equal pending credits [``pending_not_conserved``];
+* every transfer is well formed: unique id [``transfer_duplicate_id``], strictly
+  increasing timestamp [``transfer_out_of_order``], amount > 0 and distinct sides
+  [``transfer_invalid``], existing accounts [``transfer_unknown_account``] of the
+  transfer's currency [``transfer_currency_mismatch``];
+* a post or void names an earlier hold, with its accounts, currency and an allowed
+  amount [``resolution_invalid``], and resolves it once [``hold_resolved_twice``];
+* each hold's status agrees with the transfers that resolve it
+  [``hold_status_missing``, ``hold_status_inconsistent``], and no hold is still
+  pending more than ``grace_seconds`` after its timeout [``hold_overdue``];
+* every account's four counters equal the replay of the history: a plain transfer
+  moves the posted counters, a hold the pending ones, a post releases the whole hold
+  and posts the captured amount, a void or an expiry releases the hold
+  [``counter_mismatch``];
+* no account with ``no_overdraft`` or ``credit_limit`` is, or ever was, below its
+  limit, holds included [``limit_exceeded``]; in the replay an expired hold is
+  released at its deadline, never later than the store did, so this never
+  reports a limit the store kept;
+* every ``history`` account has one balance row per transfer touching it and per
+  expiry of one of its holds, equal to the replay at that timestamp
+  [``history_mismatch``, ``history_missing``].
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from paycore.ledger.model import Account, BalanceRecord, PendingStatus, Transfer
+from paycore.money import format_minor
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from paycore.storage.base import LedgerSnapshot, Store
+
+__all__ = [
+    "AuditReport",
+    "CurrencyTotals",
+    "Violation",
+    "ViolationKind",
+    "audit_store",
+    "check_snapshot",
+    "print_report",
+]
+
+_NS = 1_000_000_000
+
+
+class ViolationKind(StrEnum):
+    """Why the auditor objects; values are stable (scripts and alerts match on them)."""
+
+    POSTED_NOT_CONSERVED = "posted_not_conserved"
+    PENDING_NOT_CONSERVED = "pending_not_conserved"
+    TRANSFER_DUPLICATE_ID = "transfer_duplicate_id"
+    TRANSFER_OUT_OF_ORDER = "transfer_out_of_order"
+    TRANSFER_INVALID = "transfer_invalid"
+    TRANSFER_UNKNOWN_ACCOUNT = "transfer_unknown_account"
+    TRANSFER_CURRENCY_MISMATCH = "transfer_currency_mismatch"
+    RESOLUTION_INVALID = "resolution_invalid"
+    HOLD_RESOLVED_TWICE = "hold_resolved_twice"
+    HOLD_STATUS_MISSING = "hold_status_missing"
+    HOLD_STATUS_INCONSISTENT = "hold_status_inconsistent"
+    HOLD_OVERDUE = "hold_overdue"
+    COUNTER_MISMATCH = "counter_mismatch"
+    LIMIT_EXCEEDED = "limit_exceeded"
+    HISTORY_MISMATCH = "history_mismatch"
+    HISTORY_MISSING = "history_missing"
+
+
+class Violation(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One broken promise, with the account or transfer it concerns."""
+
+    kind: ViolationKind
+    detail: str
+    account_id: str | None = None
+    transfer_id: str | None = None
+    currency: str | None = None
+
+
+class CurrencyTotals(msgspec.Struct, frozen=True):
+    """Sums of the stored counters of one currency; ``net_posted`` must be 0."""
+
+    currency: str
+    accounts: int
+    transfers: int
+    debits_posted: int
+    credits_posted: int
+    debits_pending: int
+    credits_pending: int
+    net_posted: int
+
+
+class AuditReport(msgspec.Struct, frozen=True):
+    """What an audit saw and found; ``ok`` when ``violations`` is empty.
+
+    ``violations`` keeps the first ``max_violations``; ``violation_count`` counts all.
+    """
+
+    ok: bool
+    now: int
+    accounts: int
+    transfers: int
+    holds_pending: int
+    balance_rows: int
+    totals: list[CurrencyTotals]
+    violations: list[Violation]
+    violation_count: int
+
+    def kinds(self) -> set[ViolationKind]:
+        """The distinct kinds found (handy in tests and alerts)."""
+        return {v.kind for v in self.violations}
+
+
+async def audit_store(
+    store: Store, *, grace_seconds: float = 60.0, max_violations: int = 1000
+) -> AuditReport:
+    """Audit ``store`` on one consistent snapshot (read in a worker thread)."""
+
+    def read(snapshot: LedgerSnapshot) -> AuditReport:
+        return check_snapshot(snapshot, grace_seconds=grace_seconds, max_violations=max_violations)
+
+    return await store.with_snapshot(read)
+
+
+def check_snapshot(
+    snapshot: LedgerSnapshot, *, grace_seconds: float = 60.0, max_violations: int = 1000
+) -> AuditReport:
+    """Check every promise on ``snapshot``; see the module docstring for the list."""
+    audit = _Audit(snapshot.now, int(grace_seconds * _NS), max_violations)
+    audit.load_accounts(snapshot.accounts())
+    audit.load_pendings(snapshot.pendings())
+    audit.replay(snapshot.transfers(), snapshot.balance_history())
+    return audit.report()
+
+
+def print_report(report: AuditReport, console: Console, *, limit: int = 50) -> None:
+    """Render ``report`` for humans: totals per currency, then the violations."""
+    from rich.table import Table  # noqa: PLC0415 - only the CLI renders
+
+    console.print(
+        f"accounts {report.accounts:,}  transfers {report.transfers:,}  "
+        f"holds pending {report.holds_pending:,}  balance rows {report.balance_rows:,}"
+    )
+    totals = Table(title="Totals per currency (stored counters)", title_justify="left")
+    for name in ("currency", "accounts", "transfers", "debits posted", "credits posted"):
+        totals.add_column(name, justify="left" if name == "currency" else "right")
+    for name in ("pending debits", "pending credits", "net posted"):
+        totals.add_column(name, justify="right")
+    for t in report.totals:
+        net = format_minor(t.net_posted, t.currency)
+        totals.add_row(
+            t.currency,
+            f"{t.accounts:,}",
+            f"{t.transfers:,}",
+            format_minor(t.debits_posted, t.currency),
+            format_minor(t.credits_posted, t.currency),
+            format_minor(t.debits_pending, t.currency),
+            format_minor(t.credits_pending, t.currency),
+            net if t.net_posted == 0 else f"[red]{net}[/]",
+        )
+    console.print(totals)
+    if report.ok:
+        console.print(
+            "[green]✓ audit clean[/]: money conserved per currency, every counter equals the "
+            "replay of its history, limits held, holds consistent"
+        )
+        return
+    table = Table(title=f"[red]✗ {report.violation_count:,} violation(s)[/]", title_justify="left")
+    for name in ("kind", "account", "transfer", "detail"):
+        table.add_column(name, overflow="fold")
+    for v in report.violations[:limit]:
+        table.add_row(v.kind.value, v.account_id or "", v.transfer_id or "", v.detail)
+    console.print(table)
+    if report.violation_count > limit:
+        console.print(f"... and {report.violation_count - limit:,} more (use --json for all)")
+
+
+# -- the replay -------------------------------------------------------------------------
+
+
+class _Counters:
+    """Replayed counters of one account."""
+
+    __slots__ = ("cp", "cpo", "dp", "dpo")
+
+    def __init__(self) -> None:
+        self.dp = self.dpo = self.cp = self.cpo = 0
+
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        return (self.dp, self.dpo, self.cp, self.cpo)
+
+
+@dataclass(slots=True)
+class _Hold:
+    transfer: Transfer
+    status: PendingStatus | None  # None: no row in pending_transfers
+    resolved_by: str | None
+    resolvers: list[Transfer] = field(default_factory=list)
+    released: bool = False  # by a post/void/expiry in the main replay
+
+
+@dataclass(slots=True)
+class _HistoryTrack:
+    """Replay of one ``history`` account as the store saw it (expiries when recorded)."""
+
+    counters: _Counters = field(default_factory=_Counters)
+    expected: set[int] = field(default_factory=set)  # transfer timestamps needing a row
+    expired_holds: list[_Hold] = field(default_factory=list)  # not yet seen expire
+
+
+_FIELDS = ("debits_pending", "debits_posted", "credits_pending", "credits_posted")
+
+
+class _Audit:
+    def __init__(self, now: int, grace_ns: int, max_violations: int) -> None:
+        self.now = now
+        self.grace_ns = grace_ns
+        self.max_violations = max_violations
+        self.violations: list[Violation] = []
+        self.violation_count = 0
+        self.accounts: dict[str, Account] = {}
+        self.replayed: dict[str, _Counters] = {}
+        self.statuses: dict[str, tuple[PendingStatus, str | None]] = {}
+        self.holds: dict[str, _Hold] = {}
+        self.history: dict[str, _HistoryTrack] = {}
+        self.transfer_count: dict[str, int] = {}
+        self.transfers = 0
+        self.balance_rows = 0
+
+    def flag(
+        self,
+        kind: ViolationKind,
+        detail: str,
+        *,
+        account_id: str | None = None,
+        transfer_id: str | None = None,
+        currency: str | None = None,
+    ) -> None:
+        self.violation_count += 1
+        if len(self.violations) < self.max_violations:
+            self.violations.append(Violation(kind, detail, account_id, transfer_id, currency))
+
+    # -- loading --------------------------------------------------------------------
+
+    def load_accounts(self, accounts: Iterator[Account]) -> None:
+        for account in accounts:
+            self.accounts[account.id] = account
+            self.replayed[account.id] = _Counters()
+            if account.flags.history:
+                self.history[account.id] = _HistoryTrack()
+
+    def load_pendings(self, rows: Iterator[tuple[str, PendingStatus, str | None]]) -> None:
+        for hold_id, status, resolved_by in rows:
+            self.statuses[hold_id] = (PendingStatus(status), resolved_by)
+
+    # -- replay ---------------------------------------------------------------------
+
+    def replay(self, transfers: Iterator[Transfer], history: Iterator[BalanceRecord]) -> None:
+        seen: set[str] = set()
+        last_ts: int | None = None
+        # Expired holds, released at their deadline (see the module docstring).
+        deadlines: list[tuple[int, str]] = []
+        rows = _Rows(history)
+        for t in transfers:
+            self.transfers += 1
+            if t.id in seen:
+                self.flag(
+                    ViolationKind.TRANSFER_DUPLICATE_ID,
+                    "two transfers share this id",
+                    transfer_id=t.id,
+                )
+                continue
+            seen.add(t.id)
+            if last_ts is not None and t.timestamp <= last_ts:
+                self.flag(
+                    ViolationKind.TRANSFER_OUT_OF_ORDER,
+                    f"timestamp {t.timestamp} does not follow {last_ts}",
+                    transfer_id=t.id,
+                )
+            last_ts = t.timestamp if last_ts is None else max(last_ts, t.timestamp)
+            while deadlines and deadlines[0][0] <= t.timestamp:
+                self._release_expired(self.holds[heapq.heappop(deadlines)[1]])
+            self._check_history_rows(rows, before=t.timestamp)
+            self._apply(t, deadlines)
+        while deadlines:
+            self._release_expired(self.holds[heapq.heappop(deadlines)[1]])
+        self._check_history_rows(rows, before=None)
+        self._check_holds()
+        self._check_counters()
+        self._check_history_end()
+
+    def _apply(self, t: Transfer, deadlines: list[tuple[int, str]]) -> None:
+        self.transfer_count[t.currency] = self.transfer_count.get(t.currency, 0) + 1
+        if t.amount <= 0:
+            self.flag(
+                ViolationKind.TRANSFER_INVALID,
+                f"amount {t.amount} is not positive",
+                transfer_id=t.id,
+            )
+        if t.debit_account_id == t.credit_account_id:
+            self.flag(
+                ViolationKind.TRANSFER_INVALID,
+                "debit and credit accounts are the same",
+                transfer_id=t.id,
+            )
+        kinds = t.flags.pending + t.flags.post_pending + t.flags.void_pending
+        if kinds > 1:
+            self.flag(
+                ViolationKind.TRANSFER_INVALID,
+                "pending, post_pending and void_pending are exclusive",
+                transfer_id=t.id,
+            )
+        for side, account_id in (("debit", t.debit_account_id), ("credit", t.credit_account_id)):
+            account = self.accounts.get(account_id)
+            if account is None:
+                self.flag(
+                    ViolationKind.TRANSFER_UNKNOWN_ACCOUNT,
+                    f"{side} account {account_id!r} does not exist",
+                    account_id=account_id,
+                    transfer_id=t.id,
+                )
+            elif account.currency != t.currency:
+                self.flag(
+                    ViolationKind.TRANSFER_CURRENCY_MISMATCH,
+                    f"transfer is {t.currency}, {side} account is {account.currency}",
+                    account_id=account_id,
+                    transfer_id=t.id,
+                    currency=t.currency,
+                )
+        debit = self.replayed.get(t.debit_account_id)
+        credit = self.replayed.get(t.credit_account_id)
+        if t.flags.post_pending or t.flags.void_pending:
+            self._resolve(t)
+        elif t.flags.pending:
+            status, resolved_by = self.statuses.get(t.id, (None, None))
+            hold = _Hold(t, status, resolved_by)
+            self.holds[t.id] = hold
+            if debit is not None:
+                debit.dp += t.amount
+            if credit is not None:
+                credit.cp += t.amount
+            expires_at = t.expires_at
+            if status is PendingStatus.EXPIRED and expires_at is not None:
+                heapq.heappush(deadlines, (expires_at, t.id))
+            self._check_limit(t)
+        else:
+            if debit is not None:
+                debit.dpo += t.amount
+            if credit is not None:
+                credit.cpo += t.amount
+            self._check_limit(t)
+        self._track_history(t)
+
+    def _resolve(self, t: Transfer) -> None:
+        verb = "post" if t.flags.post_pending else "void"
+        hold = None if t.pending_id is None else self.holds.get(t.pending_id)
+        if hold is None:
+            self.flag(
+                ViolationKind.RESOLUTION_INVALID,
+                f"{verb} names {t.pending_id!r}, which is no earlier hold",
+                transfer_id=t.id,
+            )
+            # Keep the replay going as if it were a plain transfer of its amount: the
+            # counters then show where the effect landed.
+            if t.flags.post_pending:
+                self._move_posted(t, t.amount)
+            return
+        h = hold.transfer
+        problems = []
+        if (t.debit_account_id, t.credit_account_id) != (h.debit_account_id, h.credit_account_id):
+            problems.append("its accounts differ from the hold's")
+        if t.currency != h.currency:
+            problems.append(f"it is {t.currency}, the hold is {h.currency}")
+        if t.flags.post_pending and t.amount > h.amount:
+            problems.append(f"it posts {t.amount} of a hold of {h.amount}")
+        if t.flags.void_pending and t.amount != h.amount:
+            problems.append(f"it voids {t.amount} of a hold of {h.amount}")
+        if problems:
+            self.flag(
+                ViolationKind.RESOLUTION_INVALID,
+                f"{verb} of {h.id!r}: " + "; ".join(problems),
+                transfer_id=t.id,
+            )
+        hold.resolvers.append(t)
+        if len(hold.resolvers) > 1:
+            self.flag(
+                ViolationKind.HOLD_RESOLVED_TWICE,
+                f"hold {h.id!r} resolved by " + ", ".join(repr(r.id) for r in hold.resolvers),
+                transfer_id=h.id,
+            )
+            if t.flags.post_pending:  # the hold was released already: only the posting
+                self._move_posted(t, t.amount)
+            return
+        if hold.released:  # expired before this resolution: inconsistent, flagged later
+            if t.flags.post_pending:
+                self._move_posted(t, t.amount)
+            return
+        self._release(hold)
+        if t.flags.post_pending:
+            self._move_posted(t, t.amount)
+
+    def _move_posted(self, t: Transfer, amount: int) -> None:
+        debit = self.replayed.get(t.debit_account_id)
+        credit = self.replayed.get(t.credit_account_id)
+        if debit is not None:
+            debit.dpo += amount
+        if credit is not None:
+            credit.cpo += amount
+
+    def _release(self, hold: _Hold) -> None:
+        h = hold.transfer
+        hold.released = True
+        debit = self.replayed.get(h.debit_account_id)
+        credit = self.replayed.get(h.credit_account_id)
+        if debit is not None:
+            debit.dp -= h.amount
+        if credit is not None:
+            credit.cp -= h.amount
+
+    def _release_expired(self, hold: _Hold) -> None:
+        if hold.released or hold.resolvers:
+            return  # a post or void came first: the status check reports it
+        self._release(hold)
+        for account_id in (hold.transfer.debit_account_id, hold.transfer.credit_account_id):
+            track = self.history.get(account_id)
+            if track is not None:
+                track.expired_holds.append(hold)
+
+    def _check_limit(self, t: Transfer) -> None:
+        account = self.accounts.get(t.debit_account_id)
+        if account is None:
+            return
+        limit = account.flags.debit_limit()
+        c = self.replayed[t.debit_account_id]
+        if limit is not None and c.dpo + c.dp > c.cpo + limit:
+            self.flag(
+                ViolationKind.LIMIT_EXCEEDED,
+                f"after this transfer, debits {c.dpo} + pending {c.dp} exceed "
+                f"credits {c.cpo} + limit {limit}",
+                account_id=account.id,
+                transfer_id=t.id,
+                currency=account.currency,
+            )
+
+    # -- balance history --------------------------------------------------------------
+
+    def _track_history(self, t: Transfer) -> None:
+        """Apply ``t`` to the history replay of its ``history`` accounts."""
+        for side, account_id in (("debit", t.debit_account_id), ("credit", t.credit_account_id)):
+            track = self.history.get(account_id)
+            if track is None:
+                continue
+            track.expected.add(t.timestamp)
+            c = track.counters
+            debit = side == "debit"
+            if t.flags.pending:
+                if debit:
+                    c.dp += t.amount
+                else:
+                    c.cp += t.amount
+                continue
+            if t.flags.post_pending or t.flags.void_pending:
+                hold = self.holds.get(t.pending_id or "")
+                if hold is not None and hold.resolvers and hold.resolvers[0] is t:
+                    if debit:
+                        c.dp -= hold.transfer.amount
+                    else:
+                        c.cp -= hold.transfer.amount
+                if t.flags.void_pending:
+                    continue
+            if debit:
+                c.dpo += t.amount
+            else:
+                c.cpo += t.amount
+
+    def _check_history_rows(self, rows: _Rows, before: int | None) -> None:
+        """Check the balance rows older than ``before`` (all when None)."""
+        while (row := rows.peek()) is not None and (before is None or row.timestamp < before):
+            rows.pop()
+            self.balance_rows += 1
+            self._check_history_row(row)
+
+    def _check_history_row(self, row: BalanceRecord) -> None:
+        track = self.history.get(row.account_id)
+        if track is None:
+            self.flag(
+                ViolationKind.HISTORY_MISMATCH,
+                f"balance row at {row.timestamp} for an account without history",
+                account_id=row.account_id,
+            )
+            return
+        got = (row.debits_pending, row.debits_posted, row.credits_pending, row.credits_posted)
+        c = track.counters
+        if row.timestamp in track.expected:
+            track.expected.discard(row.timestamp)
+            if got != c.as_tuple():
+                self._history_mismatch(row, got, c.as_tuple())
+            return
+        # No transfer of this account at this time: it must be the expiry of one of
+        # its holds, due by then.
+        for i, hold in enumerate(track.expired_holds):
+            h = hold.transfer
+            expires_at = h.expires_at
+            if expires_at is None or expires_at > row.timestamp:
+                continue
+            after = (
+                c.dp - (h.amount if h.debit_account_id == row.account_id else 0),
+                c.dpo,
+                c.cp - (h.amount if h.credit_account_id == row.account_id else 0),
+                c.cpo,
+            )
+            if after == got:
+                c.dp, c.dpo, c.cp, c.cpo = after
+                del track.expired_holds[i]
+                return
+        self.flag(
+            ViolationKind.HISTORY_MISMATCH,
+            f"balance row at {row.timestamp} matches no transfer or expiry of the account",
+            account_id=row.account_id,
+        )
+
+    def _history_mismatch(
+        self, row: BalanceRecord, got: tuple[int, ...], want: tuple[int, ...]
+    ) -> None:
+        diffs = ", ".join(
+            f"{name} {g} (replay {w})"
+            for name, g, w in zip(_FIELDS, got, want, strict=True)
+            if g != w
+        )
+        self.flag(
+            ViolationKind.HISTORY_MISMATCH,
+            f"balance row at {row.timestamp}: {diffs}",
+            account_id=row.account_id,
+        )
+
+    def _check_history_end(self) -> None:
+        for account_id, track in self.history.items():
+            for ts in sorted(track.expected):
+                self.flag(
+                    ViolationKind.HISTORY_MISSING,
+                    f"no balance row for the transfer at {ts}",
+                    account_id=account_id,
+                )
+            for hold in track.expired_holds:
+                self.flag(
+                    ViolationKind.HISTORY_MISSING,
+                    f"no balance row for the expiry of hold {hold.transfer.id!r}",
+                    account_id=account_id,
+                    transfer_id=hold.transfer.id,
+                )
+
+    # -- holds ------------------------------------------------------------------------
+
+    def _check_holds(self) -> None:
+        for hold_id in self.statuses.keys() - self.holds.keys():
+            self.flag(
+                ViolationKind.HOLD_STATUS_INCONSISTENT,
+                "a hold status exists for no pending transfer",
+                transfer_id=hold_id,
+            )
+        for hold in self.holds.values():
+            self._check_hold(hold)
+
+    def _check_hold(self, hold: _Hold) -> None:
+        h = hold.transfer
+        status, resolved_by, resolvers = hold.status, hold.resolved_by, hold.resolvers
+        expires_at = h.expires_at
+
+        def inconsistent(detail: str) -> None:
+            self.flag(ViolationKind.HOLD_STATUS_INCONSISTENT, detail, transfer_id=h.id)
+
+        if status is None:
+            self.flag(ViolationKind.HOLD_STATUS_MISSING, "hold has no status row", transfer_id=h.id)
+            return
+        if status in (PendingStatus.POSTED, PendingStatus.VOIDED):
+            want = "post_pending" if status is PendingStatus.POSTED else "void_pending"
+            if not resolvers:
+                inconsistent(f"status {status} but no {want} transfer names it")
+                return
+            first = resolvers[0]
+            if not getattr(first.flags, want):
+                inconsistent(f"status {status} but {first.id!r} is not a {want}")
+            if resolved_by != first.id:
+                inconsistent(f"status {status} by {resolved_by!r} but resolved by {first.id!r}")
+            return
+        if resolvers:
+            inconsistent(f"status {status} but resolved by {resolvers[0].id!r}")
+        if resolved_by is not None:
+            inconsistent(f"status {status} names a resolving transfer {resolved_by!r}")
+        if status is PendingStatus.EXPIRED:
+            if expires_at is None:
+                inconsistent("expired but the hold has no timeout")
+            elif expires_at > self.now:
+                inconsistent(f"expired {(expires_at - self.now) / _NS:.1f}s before its timeout")
+        elif expires_at is not None and self.now - expires_at > self.grace_ns:
+            self.flag(
+                ViolationKind.HOLD_OVERDUE,
+                f"still pending {(self.now - expires_at) / _NS:.1f}s after its timeout",
+                account_id=h.debit_account_id,
+                transfer_id=h.id,
+            )
+
+    # -- stored state -------------------------------------------------------------------
+
+    def _check_counters(self) -> None:
+        for account in self.accounts.values():
+            got = (
+                account.debits_pending,
+                account.debits_posted,
+                account.credits_pending,
+                account.credits_posted,
+            )
+            want = self.replayed[account.id].as_tuple()
+            if got != want:
+                diffs = ", ".join(
+                    f"{name} {g} (replay {w})"
+                    for name, g, w in zip(_FIELDS, got, want, strict=True)
+                    if g != w
+                )
+                self.flag(
+                    ViolationKind.COUNTER_MISMATCH,
+                    diffs,
+                    account_id=account.id,
+                    currency=account.currency,
+                )
+            limit = account.flags.debit_limit()
+            if limit is not None and got[1] + got[0] > got[3] + limit:
+                self.flag(
+                    ViolationKind.LIMIT_EXCEEDED,
+                    f"debits {got[1]} + pending {got[0]} exceed credits {got[3]} + limit {limit}",
+                    account_id=account.id,
+                    currency=account.currency,
+                )
+
+    def totals(self) -> list[CurrencyTotals]:
+        sums: dict[str, list[int]] = {}
+        for a in self.accounts.values():
+            s = sums.setdefault(a.currency, [0, 0, 0, 0, 0])
+            s[0] += 1
+            s[1] += a.debits_posted
+            s[2] += a.credits_posted
+            s[3] += a.debits_pending
+            s[4] += a.credits_pending
+        out = []
+        for currency in sorted(sums.keys() | self.transfer_count.keys()):
+            n, dpo, cpo, dp, cp = sums.get(currency, [0, 0, 0, 0, 0])
+            out.append(
+                CurrencyTotals(
+                    currency=currency,
+                    accounts=n,
+                    transfers=self.transfer_count.get(currency, 0),
+                    debits_posted=dpo,
+                    credits_posted=cpo,
+                    debits_pending=dp,
+                    credits_pending=cp,
+                    net_posted=cpo - dpo,
+                )
+            )
+        return out
+
+    def report(self) -> AuditReport:
+        totals = self.totals()
+        for t in totals:
+            if t.net_posted != 0:
+                self.flag(
+                    ViolationKind.POSTED_NOT_CONSERVED,
+                    f"posted balances sum to {format_minor(t.net_posted, t.currency)}, not 0",
+                    currency=t.currency,
+                )
+            if t.debits_pending != t.credits_pending:
+                self.flag(
+                    ViolationKind.PENDING_NOT_CONSERVED,
+                    f"pending debits {t.debits_pending} != pending credits {t.credits_pending}",
+                    currency=t.currency,
+                )
+        holds_pending = sum(1 for s, _ in self.statuses.values() if s is PendingStatus.PENDING)
+        return AuditReport(
+            ok=self.violation_count == 0,
+            now=self.now,
+            accounts=len(self.accounts),
+            transfers=self.transfers,
+            holds_pending=holds_pending,
+            balance_rows=self.balance_rows,
+            totals=totals,
+            violations=self.violations,
+            violation_count=self.violation_count,
+        )
+
+
+class _Rows:
+    """Balance rows in timestamp order, with a look at the next one."""
+
+    __slots__ = ("_head", "_rows")
+
+    def __init__(self, rows: Iterator[BalanceRecord]) -> None:
+        self._rows = rows
+        self._head: BalanceRecord | None = next(rows, None)
+
+    def peek(self) -> BalanceRecord | None:
+        return self._head
+
+    def pop(self) -> BalanceRecord | None:
+        head, self._head = self._head, next(self._rows, None)
+        return head

@@ -1,0 +1,833 @@
+"""``paycore demo``: a wallet workload through the real HTTP API, checked promise by promise.
+
+On a fresh data directory the demo creates wallets (``no_overdraft``), a merchant
+(``no_overdraft``, ``history``), a funding and a settlement account, funds every wallet
+in one batch, then lets ``--clients`` concurrent clients loose for ``--duration``
+seconds on the Litestar app, called in-process through ASGI (no sockets, nothing to
+install). The mix: wallet-to-wallet transfers, payments to the merchant, top-ups,
+holds that are captured in full or in part, voided or left to expire, retries under
+an ``Idempotency-Key`` (sequential, concurrent, and with a changed body), retries of
+a transfer id, deliberate overdrafts, balance reads and malformed requests.
+
+The demo keeps its own model of every acknowledged effect. At the end it waits for
+the expiring holds, pays the merchant out with a ``balancing`` transfer, compares
+each account's counters with the model, audits the ledger, and prints throughput,
+latency percentiles and one line per promise. Any broken promise exits 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from paycore.config import Settings
+from paycore.money import format_minor
+from paycore.ops.audit import AuditReport, audit_store, print_report
+from paycore.ops.loadgen import HttpResponse, latency_summary
+from paycore.storage.sqlite import SQLiteStore
+
+__all__ = ["AsgiClient", "DemoOptions", "DemoResult", "run_demo"]
+
+CURRENCY = "USD"
+FUNDING = "demo.funding"
+SETTLEMENT = "demo.settlement"
+MERCHANT = "demo.merchant"
+OVERDRAFT = 10**13  # more than all the money the demo ever creates: must be refused
+EXPIRING_TIMEOUT = 1  # seconds; holds left to expire
+HOLD_TIMEOUT = 60  # seconds; holds the client resolves itself
+MAINTENANCE_INTERVAL = 0.2
+
+# Operation mix (weights); see the module docstring.
+_MIX: dict[str, int] = {
+    "p2p": 27,
+    "payment": 24,
+    "topup": 4,
+    "hold": 16,
+    "idempotent": 10,
+    "id_retry": 3,
+    "overdraft": 4,
+    "read": 9,
+    "invalid": 3,
+}
+
+Json = dict[str, Any]
+
+
+class DemoOptions(msgspec.Struct, kw_only=True):
+    """What ``paycore demo`` was asked for."""
+
+    data_dir: Path | None = None
+    wallets: int = 2000
+    clients: int = 64
+    duration: float = 10.0
+    synchronous: str = "FULL"
+    seed: int | None = None
+    json_path: Path | None = None
+
+
+class Promise(msgspec.Struct):
+    """One promise the demo checks, how often, and what broke it (first few)."""
+
+    name: str
+    checks: int = 0
+    broken: int = 0
+    examples: list[str] = msgspec.field(default_factory=list)
+
+    def check(self, ok: bool, example: str = "") -> None:
+        self.checks += 1
+        if not ok:
+            self.broken += 1
+            if len(self.examples) < 5:
+                self.examples.append(example)
+
+
+class OpStats(msgspec.Struct):
+    name: str
+    requests: int
+    outcomes: dict[str, int]
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+class DemoResult(msgspec.Struct):
+    """Everything the demo measured and checked (written by ``--json``)."""
+
+    ok: bool
+    data_dir: str
+    wallets: int
+    clients: int
+    duration_s: float
+    requests: int
+    requests_per_s: float
+    transfers: int
+    transfers_per_s: float
+    latency: dict[str, float]
+    operations: list[OpStats]
+    promises: list[Promise]
+    audit: AuditReport | None
+    seconds_total: float
+
+
+# -- an in-process HTTP client --------------------------------------------------------------
+
+
+class AsgiClient:
+    """Calls an ASGI app in-process: HTTP/1.1 semantics without a socket.
+
+    ``async with AsgiClient(app)`` runs the app's lifespan (startup on enter, shutdown
+    on exit), as a server would.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._to_app: asyncio.Queue[Json] = asyncio.Queue()
+        self._from_app: asyncio.Queue[Json] = asyncio.Queue()
+        self._lifespan: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> AsgiClient:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+        self._lifespan = asyncio.create_task(self.app(scope, self._to_app.get, self._from_app.put))
+        await self._lifespan_step("startup")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._lifespan_step("shutdown")
+        if self._lifespan is not None:
+            await self._lifespan
+
+    async def _lifespan_step(self, step: str) -> None:
+        await self._to_app.put({"type": f"lifespan.{step}"})
+        reply = await self._from_app.get()
+        if reply["type"] != f"lifespan.{step}.complete":
+            raise RuntimeError(f"app {step} failed: {reply.get('message', reply)}")
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> HttpResponse:
+        path, _, query = path.partition("?")
+        raw_headers = [(b"host", b"paycore-demo")]
+        if body is not None:
+            raw_headers += [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ]
+        raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "root_path": "",
+            "headers": raw_headers,
+            "client": ("127.0.0.1", 40000),
+            "server": ("paycore-demo", 80),
+            "state": {},
+        }
+        done = asyncio.Event()
+        sent_body = False
+        status = 500
+        response_headers: dict[str, str] = {}
+        chunks: list[bytes] = []
+
+        async def receive() -> Json:
+            nonlocal sent_body
+            if not sent_body:
+                sent_body = True
+                return {"type": "http.request", "body": body or b"", "more_body": False}
+            await done.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Json) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                for name, value in message.get("headers", []):
+                    response_headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    done.set()
+
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            done.set()
+        return HttpResponse(status, response_headers, b"".join(chunks))
+
+
+# -- the workload -------------------------------------------------------------------------------
+
+
+class _Model:
+    """Expected counters of every account, from acknowledged answers only."""
+
+    def __init__(self) -> None:
+        self.counters: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # dp dpo cp cpo
+
+    def posted(self, debit: str, credit: str, amount: int) -> None:
+        self.counters[debit][1] += amount
+        self.counters[credit][3] += amount
+
+    def held(self, debit: str, credit: str, amount: int) -> None:
+        self.counters[debit][0] += amount
+        self.counters[credit][2] += amount
+
+    def released(self, debit: str, credit: str, amount: int) -> None:
+        self.counters[debit][0] -= amount
+        self.counters[credit][2] -= amount
+
+
+class _Expiring(msgspec.Struct):
+    hold_id: str
+    debit: str
+    credit: str
+    amount: int
+    due: float  # monotonic time after which the hold must have expired
+
+
+_decode = msgspec.json.Decoder(dict[str, Any])
+_encode = msgspec.json.Encoder().encode
+
+
+def _json(response: HttpResponse) -> Json:
+    try:
+        return _decode.decode(response.body) if response.body else {}
+    except msgspec.DecodeError:
+        return {}
+
+
+def _label(response: HttpResponse) -> str:
+    label = str(response.status)
+    if response.status >= 400:
+        label += f" {_json(response).get('code', '?')}"
+    if response.headers.get("idempotent-replayed") == "true":
+        label += " (replayed)"
+    return label
+
+
+class _Demo:
+    def __init__(self, client: AsgiClient, options: DemoOptions, seed: int) -> None:
+        self.client = client
+        self.options = options
+        self.seed = seed
+        self.wallets = [f"demo.w{i:05d}" for i in range(options.wallets)]
+        self.model = _Model()
+        self.latencies: dict[str, list[float]] = defaultdict(list)
+        self.outcomes: dict[str, Counter[str]] = defaultdict(Counter)
+        self.expiring: list[_Expiring] = []
+        self.holds: dict[str, int] = {}  # acknowledged hold id -> amount
+        self.transfers = 0  # acknowledged new transfers (201)
+        self.requests = 0
+        self.p_audit = Promise("the ledger audits clean (conservation, replay, limits, holds)")
+        self.p_overdraft = Promise("deliberate overdrafts are refused with insufficient_funds")
+        self.p_balance = Promise("no wallet is ever read below zero")
+        self.p_idem = Promise("a retry replays the first answer; a changed body is refused")
+        self.p_durable = Promise("every acknowledged effect is in the ledger, exactly once")
+        self.p_holds = Promise("holds are captured, voided or expired exactly as asked")
+        self.p_errors = Promise("bad input gets a precise problem; no answer is a 5xx")
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def call(
+        self,
+        kind: str,
+        method: str,
+        path: str,
+        body: Json | bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> HttpResponse:
+        raw = body if isinstance(body, bytes | None) else _encode(body)
+        t0 = time.perf_counter()
+        response = await self.client.request(method, path, raw, headers)
+        self.latencies[kind].append(time.perf_counter() - t0)
+        self.requests += 1
+        self.outcomes[kind][_label(response)] += 1
+        self.p_errors.check(
+            response.status < 500, f"{method} {path} -> {response.status} {response.body[:200]!r}"
+        )
+        return response
+
+    def acknowledge(self, response: HttpResponse) -> Json | None:
+        """Book a new transfer (201, not a replay) in the model; its body when it was one."""
+        if response.status != 201 or response.headers.get("idempotent-replayed") == "true":
+            return None
+        t = _json(response)
+        self.transfers += 1
+        debit, credit, amount = t["debit_account_id"], t["credit_account_id"], t["amount"]
+        if t["flags"]["pending"]:
+            self.model.held(debit, credit, amount)
+        elif t["pending_id"] is not None:
+            hold = self.holds.get(t["pending_id"])
+            if hold is not None:
+                self.model.released(debit, credit, hold)
+            if t["flags"]["post_pending"]:
+                self.model.posted(debit, credit, amount)
+        else:
+            self.model.posted(debit, credit, amount)
+        if t["flags"]["pending"]:
+            self.holds[t["id"]] = amount
+        return t
+
+    def expect_refusal(self, response: HttpResponse, allowed: set[str]) -> bool:
+        """A 201, or a refusal with one of the ``allowed`` codes; else a broken promise."""
+        if response.status in (200, 201):
+            return True
+        code = _json(response).get("code")
+        ok = code in allowed
+        self.p_errors.check(ok, f"unexpected {response.status} {code}")
+        return ok
+
+    # -- setup --------------------------------------------------------------------------------
+
+    async def setup(self, progress: Progress) -> None:
+        accounts: list[Json] = [
+            {"id": FUNDING, "currency": CURRENCY, "metadata": {"role": "funding"}},
+            {"id": SETTLEMENT, "currency": CURRENCY, "metadata": {"role": "settlement"}},
+            {
+                "id": MERCHANT,
+                "currency": CURRENCY,
+                "flags": {"no_overdraft": True, "history": True},
+                "metadata": {"role": "merchant", "name": "Demo Coffee"},
+            },
+        ] + [{"id": w, "currency": CURRENCY, "flags": {"no_overdraft": True}} for w in self.wallets]
+        task = progress.add_task("creating accounts", total=len(accounts), ops="")
+        queue = list(reversed(accounts))
+
+        async def creator() -> None:
+            while queue:
+                response = await self.call("setup", "POST", "/v1/accounts", queue.pop())
+                if response.status != 201:
+                    raise RuntimeError(f"account creation failed: {_label(response)}")
+                progress.advance(task)
+
+        await asyncio.gather(*(creator() for _ in range(min(32, self.options.clients))))
+        rnd = random.Random(self.seed)
+        funding: list[Json] = [
+            {
+                "id": f"fund-{w}",
+                "debit_account_id": FUNDING,
+                "credit_account_id": w,
+                "amount": rnd.randrange(5_000, 50_000),
+                "currency": CURRENCY,
+                "metadata": {"reason": "initial funding"},
+            }
+            for w in self.wallets
+        ]
+        task = progress.add_task("funding wallets", total=len(funding), ops="")
+        for start in range(0, len(funding), 8189):
+            chunk = funding[start : start + 8189]
+            response = await self.call("setup", "POST", "/v1/transfers/batch", {"transfers": chunk})
+            results = _json(response).get("results", [])
+            if response.status != 200 or any("error" in r for r in results):
+                raise RuntimeError(f"funding failed: {response.body[:300]!r}")
+            for item in chunk:
+                self.model.posted(FUNDING, item["credit_account_id"], item["amount"])
+                self.transfers += 1
+            progress.advance(task, len(chunk))
+
+    # -- one client ---------------------------------------------------------------------------
+
+    async def client_loop(self, index: int, stop_at: float) -> None:
+        rnd = random.Random(self.seed * 1_000 + index)
+        kinds, weights = list(_MIX), list(_MIX.values())
+        seq = 0
+        while time.monotonic() < stop_at:
+            seq += 1
+            kind = rnd.choices(kinds, weights)[0]
+            op: Callable[[random.Random, str], Awaitable[None]] = getattr(self, f"op_{kind}")
+            await op(rnd, f"c{index}-{seq}")
+
+    def two_wallets(self, rnd: random.Random) -> tuple[str, str]:
+        a, b = rnd.sample(self.wallets, 2)
+        return a, b
+
+    def transfer_body(self, tid: str, debit: str, credit: str, amount: int, **extra: Any) -> Json:
+        body: Json = {
+            "id": tid,
+            "debit_account_id": debit,
+            "credit_account_id": credit,
+            "amount": amount,
+            "currency": CURRENCY,
+        }
+        body.update(extra)
+        return body
+
+    async def op_p2p(self, rnd: random.Random, tag: str) -> None:
+        a, b = self.two_wallets(rnd)
+        body = self.transfer_body(f"p2p-{tag}", a, b, rnd.randrange(100, 3_000))
+        response = await self.call("p2p", "POST", "/v1/transfers", body)
+        self.expect_refusal(response, {"insufficient_funds"})
+        self.acknowledge(response)
+
+    async def op_payment(self, rnd: random.Random, tag: str) -> None:
+        wallet = rnd.choice(self.wallets)
+        body = self.transfer_body(f"pay-{tag}", wallet, MERCHANT, rnd.randrange(100, 5_000))
+        response = await self.call("payment", "POST", "/v1/transfers", body)
+        self.expect_refusal(response, {"insufficient_funds"})
+        self.acknowledge(response)
+
+    async def op_topup(self, rnd: random.Random, tag: str) -> None:
+        body = self.transfer_body(
+            f"top-{tag}", FUNDING, rnd.choice(self.wallets), rnd.randrange(1_000, 20_000)
+        )
+        response = await self.call("topup", "POST", "/v1/transfers", body)
+        self.p_errors.check(response.status == 201, f"top-up -> {_label(response)}")
+        self.acknowledge(response)
+
+    async def op_hold(self, rnd: random.Random, tag: str) -> None:
+        wallet = rnd.choice(self.wallets)
+        amount = rnd.randrange(500, 5_000)
+        fate = rnd.choices(("full", "partial", "void", "expire"), (30, 25, 25, 20))[0]
+        timeout = EXPIRING_TIMEOUT if fate == "expire" else HOLD_TIMEOUT
+        hold_id = f"hold-{tag}"
+        body = self.transfer_body(
+            hold_id, wallet, MERCHANT, amount, pending=True, timeout_seconds=timeout
+        )
+        created = time.monotonic()
+        response = await self.call("hold", "POST", "/v1/transfers", body)
+        self.expect_refusal(response, {"insufficient_funds"})
+        hold = self.acknowledge(response)
+        if hold is None:
+            return
+        self.p_holds.check(
+            hold["status"] == "pending" and hold["amount"] == amount,
+            f"{hold_id}: created as {hold['status']} {hold['amount']}",
+        )
+        if fate == "expire":
+            self.expiring.append(
+                _Expiring(hold_id, wallet, MERCHANT, amount, created + timeout + 0.05)
+            )
+            return
+        path = f"/v1/transfers/{hold_id}/{'void' if fate == 'void' else 'post'}"
+        capture = rnd.randrange(1, amount) if fate == "partial" else None
+        response = await self.call(
+            f"hold_{fate}", "POST", path, {"amount": capture} if capture else None
+        )
+        done = self.acknowledge(response)
+        want_status = "voided" if fate == "void" else "posted"
+        want_amount = capture or amount
+        self.p_holds.check(
+            done is not None and done["status"] == want_status and done["amount"] == want_amount,
+            f"{hold_id} {fate}: {_label(response)} {done and (done['status'], done['amount'])}",
+        )
+
+    async def op_idempotent(self, rnd: random.Random, tag: str) -> None:
+        a, b = self.two_wallets(rnd)
+        key = f"idem-{tag}-{self.seed}"
+        body = self.transfer_body(f"idem-{tag}", a, b, rnd.randrange(100, 3_000))
+        headers = {"Idempotency-Key": key}
+        style = rnd.choices(("sequential", "concurrent", "changed"), (60, 25, 15))[0]
+        if style == "concurrent":
+            first, second = await asyncio.gather(
+                self.call("idempotent", "POST", "/v1/transfers", body, headers),
+                self.call("idempotent", "POST", "/v1/transfers", body, headers),
+            )
+            if first.headers.get("idempotent-replayed") == "true":
+                first, second = second, first
+            in_use = _json(second).get("code") == "idempotency_key_in_use"
+            if in_use:  # the second came while the first ran: retry it now
+                second = await self.call("idempotent", "POST", "/v1/transfers", body, headers)
+        else:
+            first = await self.call("idempotent", "POST", "/v1/transfers", body, headers)
+            changed = dict(body, amount=body["amount"] + 1) if style == "changed" else body
+            second = await self.call("idempotent", "POST", "/v1/transfers", changed, headers)
+        self.expect_refusal(first, {"insufficient_funds"})
+        self.acknowledge(first)
+        if style == "changed":
+            code = _json(second).get("code")
+            self.p_idem.check(
+                second.status == 409 and code == "idempotency_key_reused",
+                f"{key}: changed body -> {_label(second)}",
+            )
+            return
+        self.p_idem.check(
+            second.headers.get("idempotent-replayed") == "true"
+            and (second.status, second.body) == (first.status, first.body),
+            f"{key}: first {_label(first)}, retry {_label(second)} "
+            f"replayed={second.headers.get('idempotent-replayed')}",
+        )
+
+    async def op_id_retry(self, rnd: random.Random, tag: str) -> None:
+        a, b = self.two_wallets(rnd)
+        body = self.transfer_body(f"retry-{tag}", a, b, rnd.randrange(100, 3_000))
+        first = await self.call("id_retry", "POST", "/v1/transfers", body)
+        self.expect_refusal(first, {"insufficient_funds"})
+        if self.acknowledge(first) is None:
+            return
+        again = await self.call("id_retry", "POST", "/v1/transfers", body)
+        original, repeated = _json(first), _json(again)
+        self.p_idem.check(
+            again.status == 200 and repeated.get("timestamp") == original["timestamp"],
+            f"{body['id']}: same id again -> {_label(again)}",
+        )
+        changed = await self.call(
+            "id_retry", "POST", "/v1/transfers", dict(body, amount=body["amount"] + 1)
+        )
+        self.p_idem.check(
+            _json(changed).get("code") == "transfer_exists_with_different_fields",
+            f"{body['id']}: same id, other amount -> {_label(changed)}",
+        )
+
+    async def op_overdraft(self, rnd: random.Random, tag: str) -> None:
+        a, b = self.two_wallets(rnd)
+        pending = rnd.random() < 0.5
+        extra: Json = {"pending": True, "timeout_seconds": HOLD_TIMEOUT} if pending else {}
+        body = self.transfer_body(f"over-{tag}", a, b, OVERDRAFT, **extra)
+        response = await self.call("overdraft", "POST", "/v1/transfers", body)
+        self.p_overdraft.check(
+            response.status == 409 and _json(response).get("code") == "insufficient_funds",
+            f"{body['id']} ({'hold' if pending else 'transfer'}) -> {_label(response)}",
+        )
+        self.acknowledge(response)  # a broken promise must still be booked to be audited
+
+    async def op_read(self, rnd: random.Random, tag: str) -> None:
+        wallet = rnd.choice(self.wallets)
+        response = await self.call("read", "GET", f"/v1/accounts/{wallet}")
+        available = _json(response).get("balance", {}).get("available")
+        self.p_balance.check(
+            response.status == 200 and isinstance(available, int) and available >= 0,
+            f"{wallet}: {_label(response)} available={available}",
+        )
+
+    async def op_invalid(self, rnd: random.Random, tag: str) -> None:
+        a, b = self.two_wallets(rnd)
+        good = self.transfer_body(f"bad-{tag}", a, b, 100)
+        cases: list[tuple[Json | bytes, int, str]] = [
+            (dict(good, amount=12.5), 422, "invalid_request"),
+            (dict(good, amount=0), 422, "invalid_request"),
+            (dict(good, amount="100"), 422, "invalid_request"),
+            (dict(good, currency="XXX"), 422, "invalid_request"),
+            (dict(good, pendng=True), 422, "invalid_request"),
+            (b'{"id": "x", "amount": ', 422, "invalid_request"),
+            (dict(good, credit_account_id="demo.nobody"), 404, "account_not_found"),
+            (dict(good, credit_account_id=a), 422, "accounts_must_be_different"),
+            (dict(good, credit_account_id=FUNDING, currency="EUR"), 422, "currency_mismatch"),
+        ]
+        body, status, code = rnd.choice(cases)
+        response = await self.call("invalid", "POST", "/v1/transfers", body)
+        problem = response.headers.get("content-type", "").startswith("application/problem+json")
+        self.p_errors.check(
+            response.status == status and problem and _json(response).get("code") == code,
+            f"expected {status} {code}, got {_label(response)}",
+        )
+        self.acknowledge(response)
+
+    async def workload(self, progress: Progress) -> tuple[float, int, int]:
+        """Run the clients for the duration: ``(seconds, requests, new transfers)``."""
+        requests_before, transfers_before = self.requests, self.transfers
+        for latencies in self.latencies.values():
+            latencies.clear()
+        duration = self.options.duration
+        t0 = time.monotonic()
+        stop_at = t0 + duration
+        task = progress.add_task("workload", total=duration, ops="")
+        ticker = asyncio.create_task(_tick(progress, task, self, t0, stop_at))
+        try:
+            await asyncio.gather(
+                *(self.client_loop(i, stop_at) for i in range(self.options.clients))
+            )
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+        progress.update(task, completed=duration)
+        elapsed = time.monotonic() - t0
+        return elapsed, self.requests - requests_before, self.transfers - transfers_before
+
+    # -- the end ------------------------------------------------------------------------------
+
+    async def settle_expiring(self, progress: Progress) -> None:
+        """Wait for the holds left to expire; each must end ``expired``, once."""
+        if not self.expiring:
+            return
+        task = progress.add_task("waiting for holds to expire", total=len(self.expiring), ops="")
+        pending = list(self.expiring)
+        deadline = max(e.due for e in pending) + 10 * MAINTENANCE_INTERVAL + 5.0
+        while pending and time.monotonic() < deadline:
+            due = [e for e in pending if e.due <= time.monotonic()]
+            if not due:
+                await asyncio.sleep(0.05)
+                continue
+            statuses = await asyncio.gather(
+                *(self.call("hold_expire", "GET", f"/v1/transfers/{e.hold_id}") for e in due)
+            )
+            for e, response in zip(due, statuses, strict=True):
+                status = _json(response).get("status")
+                if status == "expired":
+                    self.model.released(e.debit, e.credit, e.amount)
+                    pending.remove(e)
+                    progress.advance(task)
+                else:
+                    self.p_holds.check(
+                        status == "pending", f"{e.hold_id}: left to expire, became {status}"
+                    )
+            if pending:
+                await asyncio.sleep(MAINTENANCE_INTERVAL / 2)
+        for e in pending:
+            self.p_holds.check(False, f"{e.hold_id}: still not expired long after its timeout")
+        for e in self.expiring:
+            if e not in pending:
+                self.p_holds.check(True)
+        for e in self.expiring[:20]:  # capturing an expired hold must be refused
+            response = await self.call("hold_expire", "POST", f"/v1/transfers/{e.hold_id}/post")
+            self.p_holds.check(
+                _json(response).get("code") == "pending_transfer_expired",
+                f"{e.hold_id}: post after expiry -> {_label(response)}",
+            )
+
+    async def payout(self) -> None:
+        """Pay the merchant's whole available balance out with one ``balancing`` transfer."""
+        c = self.model.counters[MERCHANT]
+        expected = c[3] - c[1] - c[0]
+        if expected <= 0:
+            return
+        body = self.transfer_body(
+            "payout-1", MERCHANT, SETTLEMENT, 2**62, balancing=True, metadata={"kind": "payout"}
+        )
+        response = await self.call("payout", "POST", "/v1/transfers", body)
+        t = self.acknowledge(response)
+        self.p_holds.check(
+            t is not None and t["amount"] == expected,
+            f"balancing payout moved {t and t['amount']}, available was {expected}",
+        )
+
+    async def compare_with_ledger(self, store: SQLiteStore) -> None:
+        ids = [FUNDING, SETTLEMENT, MERCHANT, *self.wallets]
+        accounts = await store.get_accounts(ids)
+        for account_id in ids:
+            a = accounts.get(account_id)
+            got = (
+                None
+                if a is None
+                else [a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted]
+            )
+            want = self.model.counters[account_id]
+            self.p_durable.check(got == want, f"{account_id}: ledger {got}, acknowledged {want}")
+
+    def promises(self) -> list[Promise]:
+        return [
+            self.p_audit,
+            self.p_durable,
+            self.p_overdraft,
+            self.p_balance,
+            self.p_idem,
+            self.p_holds,
+            self.p_errors,
+        ]
+
+
+# -- running it ---------------------------------------------------------------------------------
+
+
+async def run_demo(options: DemoOptions, console: Console) -> int:
+    """Run the demo; 0 when every promise held, 1 otherwise."""
+    started = time.perf_counter()
+    if options.wallets < 2:
+        raise ValueError("the demo needs at least 2 wallets")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    data_dir = options.data_dir or Path("paycore-data") / f"demo-{stamp}"
+    if (data_dir / "shard-0.sqlite3").exists():
+        console.print(f"[red]{data_dir} already holds a ledger; the demo needs a fresh one[/]")
+        return 2
+    seed = options.seed if options.seed is not None else random.SystemRandom().randrange(10**6)
+    settings = Settings(
+        data_dir=str(data_dir),
+        synchronous=options.synchronous.upper(),
+        maintenance_interval_seconds=MAINTENANCE_INTERVAL,
+    )
+    store = SQLiteStore(settings.shard_path, synchronous=settings.synchronous)
+    from paycore.api.app import create_app  # noqa: PLC0415 - the API is the heavy import
+
+    app = create_app(store, settings)
+    console.print(
+        f"[bold]paycore demo[/]: {options.wallets:,} wallets, {options.clients} clients, "
+        f"{options.duration:g}s, seed {seed}, data in {data_dir} "
+        f"(synchronous={settings.synchronous}; API called in-process)"
+    )
+    # The in-process app is reachable by no one: its "no API key" warning does not apply.
+    logging.getLogger("paycore.api.app").setLevel(logging.ERROR)
+    audit: AuditReport | None = None
+    async with AsgiClient(app) as client:
+        demo = _Demo(client, options, seed)
+        with _progress(console) as progress:
+            await demo.setup(progress)
+            elapsed, requests, transfers = await demo.workload(progress)
+            await demo.settle_expiring(progress)
+        await demo.payout()
+        await demo.compare_with_ledger(store)
+        with console.status("auditing the ledger..."):
+            audit = await audit_store(store)
+        demo.p_audit.checks = max(1, audit.transfers)
+        demo.p_audit.broken = audit.violation_count
+        demo.p_audit.examples = [f"{v.kind}: {v.detail}" for v in audit.violations[:5]]
+    workload_latencies = [x for k, v in demo.latencies.items() if k != "setup" for x in v]
+    result = DemoResult(
+        ok=all(p.broken == 0 for p in demo.promises()),
+        data_dir=str(data_dir),
+        wallets=options.wallets,
+        clients=options.clients,
+        duration_s=elapsed,
+        requests=requests,
+        requests_per_s=requests / elapsed,
+        transfers=transfers,
+        transfers_per_s=transfers / elapsed,
+        latency=latency_summary(workload_latencies),
+        operations=[
+            OpStats(
+                name=kind,
+                requests=len(lat),
+                outcomes=dict(demo.outcomes[kind].most_common()),
+                **latency_summary(lat),
+            )
+            for kind, lat in sorted(demo.latencies.items())
+            if kind != "setup"
+        ],
+        promises=demo.promises(),
+        audit=audit,
+        seconds_total=time.perf_counter() - started,
+    )
+    _print(result, console)
+    if options.json_path is not None:
+        options.json_path.write_bytes(msgspec.json.format(msgspec.json.encode(result)) + b"\n")
+        console.print(f"wrote {options.json_path}")
+    return 0 if result.ok else 1
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[ops]}"),
+        console=console,
+        transient=False,
+    )
+
+
+async def _tick(progress: Progress, task: Any, demo: _Demo, t0: float, stop_at: float) -> None:
+    start_requests, start_transfers = demo.requests, demo.transfers
+    while True:
+        now = time.monotonic()
+        elapsed = max(1e-9, now - t0)
+        progress.update(
+            task,
+            completed=min(now, stop_at) - t0,
+            ops=f"{demo.requests - start_requests:,} requests "
+            f"({(demo.requests - start_requests) / elapsed:,.0f}/s), "
+            f"{demo.transfers - start_transfers:,} transfers",
+        )
+        await asyncio.sleep(0.1)
+
+
+def _print(result: DemoResult, console: Console) -> None:
+    lat = result.latency
+    console.print(
+        f"\n[bold]throughput[/]: {result.requests:,} requests in {result.duration_s:.1f}s = "
+        f"[bold]{result.requests_per_s:,.0f} requests/s[/], "
+        f"{result.transfers:,} transfers = [bold]{result.transfers_per_s:,.0f} transfers/s[/]"
+    )
+    console.print(
+        f"[bold]latency[/] (all requests): p50 {lat['p50_ms']:.1f} ms, "
+        f"p95 {lat['p95_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, max {lat['max_ms']:.1f} ms"
+    )
+    table = Table(title="operations", title_justify="left")
+    for col in ("operation", "requests", "p50 ms", "p95 ms", "p99 ms", "outcomes"):
+        table.add_column(col, justify="left" if col in ("operation", "outcomes") else "right")
+    for op in result.operations:
+        outcomes = "\n".join(f"{n:>7,}  {label}" for label, n in op.outcomes.items())
+        table.add_row(
+            op.name,
+            f"{op.requests:,}",
+            f"{op.p50_ms:.1f}",
+            f"{op.p95_ms:.1f}",
+            f"{op.p99_ms:.1f}",
+            outcomes,
+        )
+    console.print(table)
+    if result.audit is not None:
+        print_report(result.audit, console, limit=10)
+    promises = Table(title="promises", title_justify="left")
+    for col in ("", "promise", "checks", "broken"):
+        promises.add_column(col, justify="right" if col in ("checks", "broken") else "left")
+    for p in result.promises:
+        mark = "[green]✓[/]" if p.broken == 0 else "[red]✗[/]"
+        promises.add_row(mark, p.name, f"{p.checks:,}", f"{p.broken:,}")
+    console.print(promises)
+    for p in result.promises:
+        for example in p.examples:
+            console.print(f"  [red]✗[/] {p.name}: {example}")
+    merchant_note = ""
+    if result.audit is not None:
+        usd = next((t for t in result.audit.totals if t.currency == CURRENCY), None)
+        if usd is not None:
+            merchant_note = f"; {format_minor(usd.credits_posted, CURRENCY)} moved in total"
+    verdict = (
+        "[bold green]every promise held[/]"
+        if result.ok
+        else "[bold red]PROMISE BROKEN[/] (see above)"
+    )
+    console.print(f"{verdict}{merchant_note}; {result.seconds_total:.1f}s in all")

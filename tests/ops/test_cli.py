@@ -1,0 +1,196 @@
+"""The ``paycore`` command line: demo, audit and bench end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from ops.support import post, transfer
+from paycore.cli import main
+from paycore.ledger.model import Account, AccountFlags, AccountRequest
+from paycore.storage.base import CreateAccounts, CreateTransfers
+from paycore.storage.sqlite import SQLiteStore
+
+
+def _make_ledger(data_dir: Path) -> Path:
+    async def build() -> None:
+        store = SQLiteStore(data_dir / "shard-0.sqlite3")
+        await store.start()
+        try:
+            await store.execute(
+                CreateAccounts(
+                    (
+                        AccountRequest("bank", "USD"),
+                        AccountRequest("w1", "USD", flags=AccountFlags(no_overdraft=True)),
+                    )
+                )
+            )
+            results = await store.execute(
+                CreateTransfers(
+                    (
+                        transfer("f1", "bank", "w1", 1_000),
+                        transfer("h1", "w1", "bank", 300, pending=True),
+                        post("p1", "h1", 200),
+                    )
+                )
+            )
+            assert all(r.ok for r in results)
+        finally:
+            await store.stop()
+
+    asyncio.run(build())
+    return data_dir / "shard-0.sqlite3"
+
+
+def test_audit_exits_0_on_a_clean_ledger(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``paycore audit`` on an untouched ledger prints the totals and exits 0."""
+    _make_ledger(tmp_path)
+    assert main(["audit", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "audit clean" in out
+    assert "USD" in out
+
+
+def test_audit_exits_1_on_a_doctored_ledger(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A counter edited in the database makes ``paycore audit`` exit 1 and name the account."""
+    path = _make_ledger(tmp_path)
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE accounts SET credits_posted = credits_posted + 5 WHERE id = 'w1'")
+    conn.close()
+    assert main(["audit", "--data-dir", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "counter_mismatch" in out
+    assert "w1" in out
+
+
+def test_audit_json_is_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--json`` prints only the report, as JSON."""
+    _make_ledger(tmp_path)
+    assert main(["audit", "--data-dir", str(tmp_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True
+    assert report["transfers"] == 3
+    assert report["violations"] == []
+
+
+def test_audit_reads_the_data_dir_from_a_config_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--config`` takes the data directory from the TOML settings."""
+    _make_ledger(tmp_path / "data")
+    config = tmp_path / "paycore.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n')
+    assert main(["audit", "--config", str(config)]) == 0
+    assert "audit clean" in capsys.readouterr().out
+
+
+def test_audit_without_a_ledger_exits_2(tmp_path: Path) -> None:
+    """Auditing a directory with no ledger is a usage error, and creates nothing."""
+    assert main(["audit", "--data-dir", str(tmp_path / "none")]) == 2
+    assert not (tmp_path / "none").exists()
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """``paycore`` alone shows the commands and exits 2."""
+    assert main([]) == 2
+    assert "demo" in capsys.readouterr().out
+
+
+def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A small demo through the in-process API keeps every promise and exits 0."""
+    out_json = tmp_path / "demo.json"
+    status = main(
+        [
+            "demo", "--data-dir", str(tmp_path / "demo"), "--wallets", "30",
+            "--clients", "8", "--duration", "1.5", "--seed", "7", "--json", str(out_json),
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "every promise held" in out
+    result = json.loads(out_json.read_text())
+    assert result["ok"] is True
+    assert result["transfers"] > 0
+    assert result["audit"]["ok"] is True
+    assert all(p["broken"] == 0 and p["checks"] > 0 for p in result["promises"]), result
+    assert main(["audit", "--data-dir", str(tmp_path / "demo")]) == 0
+
+
+def test_demo_refuses_a_used_data_dir(tmp_path: Path) -> None:
+    """The demo never runs on a ledger that already exists."""
+    _make_ledger(tmp_path)
+    assert main(["demo", "--data-dir", str(tmp_path), "--duration", "0.1"]) == 2
+
+
+def test_bench_quick_inprocess(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The in-process bench measures uniform and hot batches and audits them clean."""
+    out_json = tmp_path / "bench.json"
+    status = main(
+        [
+            "bench", "--quick", "--only", "inproc", "--transfers", "4000",
+            "--batch-size", "1000", "--accounts", "500", "--json", str(out_json),
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "reproduce" in out
+    report = json.loads(out_json.read_text())
+    names = [r["name"] for r in report["results"]]
+    assert names == ["inproc-uniform", "inproc-hot"]
+    assert all(r["transfers"] == 4000 and r["errors"] == 0 for r in report["results"])
+    assert report["audits"] == {"inproc": True}
+    assert report["command"].startswith("paycore bench --quick")
+
+
+@pytest.mark.slow
+def test_bench_http_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The HTTP bench starts ``paycore serve``, drives it from another process, reads its RSS."""
+    out_json = tmp_path / "bench.json"
+    status = main(
+        [
+            "bench", "--only", "http", "--accounts", "50", "--clients", "4",
+            "--duration", "0.5", "--json", str(out_json),
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert status == 0, out
+    report = json.loads(out_json.read_text())
+    assert [r["name"] for r in report["results"]] == ["http-uniform", "http-hot"]
+    assert all(r["transfers"] > 0 and r["errors"] == 0 for r in report["results"])
+    assert report["server_rss_mb"]["peak_mb"] > 0
+    assert report["audits"] == {"http": True}
+
+
+def test_demo_exits_1_when_a_promise_breaks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the balance limits switched off in the rules, the demo reports the overdrafts."""
+    from paycore.ledger import rules
+
+    original = rules.AccountState.__init__
+
+    def no_limits(self: rules.AccountState, account: Account) -> None:
+        original(self, account)
+        self.limit = None
+
+    monkeypatch.setattr(rules.AccountState, "__init__", no_limits)
+    status = main(
+        [
+            "demo", "--data-dir", str(tmp_path / "demo"), "--wallets", "10",
+            "--clients", "4", "--duration", "1", "--seed", "3",
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert status == 1, out
+    assert "PROMISE BROKEN" in out
+    assert "insufficient_funds" in out
+    assert "limit_exceeded" in out

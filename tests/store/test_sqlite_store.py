@@ -1,0 +1,370 @@
+"""The SQLite store: commands, expiry on a controlled clock, and every read."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from paycore.errors import ErrorCode, PaycoreError, UnavailableError
+from paycore.ledger.model import (
+    AccountFlags,
+    AccountRequest,
+    PendingStatus,
+    Transfer,
+    TransferFlags,
+    TransferRequest,
+    TransferStatus,
+)
+from paycore.storage.base import (
+    CloseAccount,
+    CreateAccounts,
+    CreateTransfers,
+    ExpirePending,
+    LedgerSnapshot,
+    Store,
+)
+from paycore.storage.sqlite import SQLiteStore
+from store.support import NS, LedgerState, ManualClock, audit, read_state
+
+PENDING = TransferFlags(pending=True)
+
+
+def post(transfer_id: str, pending_id: str, amount: int | None = None) -> TransferRequest:
+    return TransferRequest(
+        transfer_id, pending_id=pending_id, amount=amount, flags=TransferFlags(post_pending=True)
+    )
+
+
+def void(transfer_id: str, pending_id: str) -> TransferRequest:
+    return TransferRequest(
+        transfer_id, pending_id=pending_id, flags=TransferFlags(void_pending=True)
+    )
+
+
+async def transfer(store: SQLiteStore, *requests: TransferRequest) -> list[Transfer]:
+    """Apply requests that must all succeed; returns the transfers."""
+    results = await store.execute(CreateTransfers(requests))
+    assert all(r.ok for r in results), results
+    return [r.transfer for r in results if r.transfer]
+
+
+@pytest.fixture
+async def ledger(store: SQLiteStore) -> SQLiteStore:
+    """A store with two unlimited USD accounts, a and b, and a history account h."""
+    await store.execute(
+        CreateAccounts(
+            (
+                AccountRequest("a", "USD"),
+                AccountRequest("b", "USD"),
+                AccountRequest("h", "USD", flags=AccountFlags(history=True)),
+            )
+        )
+    )
+    return store
+
+
+def test_the_store_satisfies_the_protocol(db_path: Path) -> None:
+    """SQLiteStore implements every method of the Store protocol."""
+    assert isinstance(SQLiteStore(db_path), Store)
+
+
+@pytest.mark.parametrize("mode", ["FULL", "normal", "Extra"])
+def test_durability_modes_are_checked(db_path: Path, mode: str) -> None:
+    """FULL, NORMAL and EXTRA are accepted in any case; they are normalized to upper case."""
+    assert SQLiteStore(db_path, synchronous=mode).synchronous == mode.upper()
+
+
+def test_an_unknown_durability_mode_is_refused(db_path: Path) -> None:
+    """A synchronous mode SQLite would treat as weaker than asked (e.g. OFF) is refused."""
+    with pytest.raises(ValueError, match="synchronous"):
+        SQLiteStore(db_path, synchronous="OFF")
+
+
+async def test_accounts_are_created_once(store: SQLiteStore) -> None:
+    """Creating accounts answers per item: created, exists, different fields, or invalid."""
+    request = AccountRequest("a", "USD", metadata={"owner": "ann"})
+    (first,) = await store.execute(CreateAccounts((request,)))
+    results = await store.execute(
+        CreateAccounts(
+            (request, AccountRequest("a", "EUR"), AccountRequest("bad id", "USD"), request)
+        )
+    )
+    assert (first.ok, first.exists) == (True, False)
+    assert [(r.code, r.exists) for r in results] == [
+        (None, True),
+        (ErrorCode.ACCOUNT_EXISTS_WITH_DIFFERENT_FIELDS, False),
+        (ErrorCode.INVALID_REQUEST, False),
+        (None, True),
+    ]
+    stored = await store.get_accounts(["a", "bad id"])
+    assert list(stored) == ["a"]
+    assert stored["a"] == first.account
+
+
+async def test_closing_an_account(ledger: SQLiteStore) -> None:
+    """Close refuses an account with holds, then closes it for good against new transfers."""
+    await transfer(ledger, TransferRequest("hold", "a", "b", 5, flags=PENDING))
+    busy = await ledger.execute(CloseAccount("a"))
+    assert busy.code is ErrorCode.ACCOUNT_HAS_PENDING_TRANSFERS
+    await transfer(ledger, void("v", "hold"))
+    closed = await ledger.execute(CloseAccount("a"))
+    assert (closed.ok, closed.exists) == (True, False)
+    again = await ledger.execute(CloseAccount("a"))
+    assert (again.ok, again.exists) == (True, True)
+    assert (await ledger.execute(CloseAccount("ghost"))).code is ErrorCode.ACCOUNT_NOT_FOUND
+    (refused,) = await ledger.execute(CreateTransfers((TransferRequest("t", "b", "a", 1),)))
+    assert refused.code is ErrorCode.ACCOUNT_CLOSED
+    accounts = await ledger.get_accounts(["a"])
+    assert accounts["a"].flags.closed
+
+
+async def test_holds_expire_on_the_store_clock(ledger: SQLiteStore, clock: ManualClock) -> None:
+    """ExpirePending releases exactly the holds whose deadline has come, once."""
+    due, later, never = await transfer(
+        ledger,
+        TransferRequest("due", "a", "b", 10, flags=PENDING, timeout_seconds=5),
+        TransferRequest("later", "a", "b", 20, flags=PENDING, timeout_seconds=50),
+        TransferRequest("never", "a", "b", 30, flags=PENDING),
+    )
+    assert due.expires_at is not None
+    clock.now = due.expires_at - 1
+    assert await ledger.execute(ExpirePending()) == []
+    (in_time,) = await ledger.execute(CreateTransfers((post("p-late", "later"),)))
+    assert in_time.ok
+    clock.now = due.expires_at
+    (expired_post,) = await ledger.execute(CreateTransfers((post("p-due", "due"),)))
+    assert expired_post.code is ErrorCode.PENDING_TRANSFER_EXPIRED  # due, even before the sweep
+    assert await ledger.execute(ExpirePending()) == ["due"]
+    assert await ledger.execute(ExpirePending()) == []
+    view = await ledger.get_transfer("due")
+    assert view is not None
+    assert (view.status, view.resolved_by) == (TransferStatus.EXPIRED, None)
+    accounts = await ledger.get_accounts(["a", "b"])
+    assert (accounts["a"].debits_pending, accounts["a"].debits_posted) == (30, 20)
+    assert (accounts["b"].credits_pending, accounts["b"].credits_posted) == (30, 20)
+    clock.advance(10**6)
+    assert await ledger.execute(ExpirePending()) == []  # "never" has no timeout
+    assert later.timestamp < never.timestamp
+    assert audit(await ledger.with_snapshot(read_state)) == []
+
+
+async def test_expiry_works_in_bounded_slices(ledger: SQLiteStore, clock: ManualClock) -> None:
+    """ExpirePending releases at most ``limit`` holds per call, earliest deadlines first."""
+    await transfer(
+        ledger,
+        *(
+            TransferRequest(f"h{i}", "a", "b", 1, flags=PENDING, timeout_seconds=10 - i)
+            for i in range(5)
+        ),
+    )
+    clock.advance(60)
+    assert await ledger.execute(ExpirePending(limit=2)) == ["h4", "h3"]
+    assert await ledger.execute(ExpirePending(limit=2)) == ["h2", "h1"]
+    assert await ledger.execute(ExpirePending(limit=2)) == ["h0"]
+
+
+async def test_timestamps_increase_even_when_the_clock_goes_back(
+    ledger: SQLiteStore, clock: ManualClock
+) -> None:
+    """Every new transfer is stamped after the previous one, whatever the wall clock does."""
+    (first,) = await transfer(ledger, TransferRequest("t1", "a", "b", 1))
+    assert first.timestamp >= clock.now
+    clock.advance(-3600)
+    (second,) = await transfer(ledger, TransferRequest("t2", "a", "b", 1))
+    assert second.timestamp == first.timestamp + 1
+    clock.advance(7200)
+    (third,) = await transfer(ledger, TransferRequest("t3", "a", "b", 1))
+    assert third.timestamp == clock.now
+
+
+# -- reads ----------------------------------------------------------------------------------
+
+
+async def test_get_transfer_shows_each_status(ledger: SQLiteStore) -> None:
+    """A read shows posted, pending, posted-by and voided-by, and None for unknown ids."""
+    await transfer(
+        ledger,
+        TransferRequest("plain", "a", "b", 1, metadata={"order": 7}),
+        TransferRequest("h1", "a", "b", 9, flags=PENDING),
+        TransferRequest("h2", "a", "b", 9, flags=PENDING),
+        TransferRequest("h3", "a", "b", 9, flags=PENDING),
+        post("p1", "h1", 4),
+        void("v2", "h2"),
+    )
+    expected = {
+        "plain": (TransferStatus.POSTED, None),
+        "h1": (TransferStatus.POSTED, "p1"),
+        "h2": (TransferStatus.VOIDED, "v2"),
+        "h3": (TransferStatus.PENDING, None),
+        "p1": (TransferStatus.POSTED, None),
+        "v2": (TransferStatus.VOIDED, None),
+    }
+    for transfer_id, (status, resolved_by) in expected.items():
+        view = await ledger.get_transfer(transfer_id)
+        assert view is not None
+        assert (view.transfer.id, view.status, view.resolved_by) == (
+            transfer_id,
+            status,
+            resolved_by,
+        )
+    plain = await ledger.get_transfer("plain")
+    assert plain is not None
+    assert plain.transfer.metadata == {"order": 7}
+    post_view = await ledger.get_transfer("p1")
+    assert post_view is not None
+    assert (post_view.transfer.amount, post_view.transfer.pending_id) == (4, "h1")
+    assert await ledger.get_transfer("nope") is None
+
+
+async def _all_pages(
+    store: SQLiteStore, account_id: str, limit: int, *, descending: bool, side: str
+) -> list[list[str]]:
+    pages, cursor = [], None
+    while True:
+        page = await store.account_transfers(
+            account_id, limit=limit, cursor=cursor, descending=descending, side=side
+        )
+        pages.append([v.transfer.id for v in page.data])
+        if page.next_cursor is None:
+            return pages
+        assert page.next_cursor == page.data[-1].transfer.timestamp
+        cursor = page.next_cursor
+
+
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize(
+    ("side", "ids"),
+    [
+        ("both", ["t0", "t1", "t2", "t3", "t4", "t5", "t6"]),
+        ("debits", ["t0", "t2", "t4", "t6"]),
+        ("credits", ["t1", "t3", "t5"]),
+    ],
+)
+async def test_account_transfers_page_through_in_both_orders(
+    ledger: SQLiteStore, descending: bool, side: str, ids: list[str]
+) -> None:
+    """Pages of an account's transfers cover each once, in timestamp order, per side."""
+    for i in range(7):
+        debit, credit = ("a", "b") if i % 2 == 0 else ("b", "a")
+        await transfer(ledger, TransferRequest(f"t{i}", debit, credit, i + 1))
+        await transfer(ledger, TransferRequest(f"other{i}", "b", "h", 1))  # not a's
+    expected = list(reversed(ids)) if descending else ids
+    pages = await _all_pages(ledger, "a", 3, descending=descending, side=side)
+    assert [i for page in pages for i in page] == expected
+    assert [len(p) for p in pages[:-1]] == [3] * (len(pages) - 1)
+    assert 1 <= len(pages[-1]) <= 3
+    whole = await ledger.account_transfers("a", limit=100, descending=descending, side=side)
+    assert ([v.transfer.id for v in whole.data], whole.next_cursor) == (expected, None)
+
+
+async def test_a_page_exactly_full_has_no_next_cursor(ledger: SQLiteStore) -> None:
+    """When the last page is exactly full, no empty extra page is announced."""
+    await transfer(ledger, *(TransferRequest(f"t{i}", "a", "b", 1) for i in range(4)))
+    page = await ledger.account_transfers("a", limit=2)
+    assert page.next_cursor is not None
+    page = await ledger.account_transfers("a", limit=2, cursor=page.next_cursor)
+    assert ([v.transfer.id for v in page.data], page.next_cursor) == (["t2", "t3"], None)
+    empty = await ledger.account_transfers("ghost", limit=2)
+    assert (empty.data, empty.next_cursor) == ([], None)
+
+
+async def test_balance_history_lists_and_answers_as_of_a_time(ledger: SQLiteStore) -> None:
+    """History has a snapshot per transfer; ``at`` gives the one in force then."""
+    t1, t2, hold = await transfer(
+        ledger,
+        TransferRequest("t1", "a", "h", 100),
+        TransferRequest("t2", "h", "b", 30),
+        TransferRequest("hold", "h", "b", 5, flags=PENDING),
+    )
+    records = await ledger.balance_history("h")
+    assert [
+        (r.timestamp, r.debits_pending, r.debits_posted, r.credits_pending, r.credits_posted)
+        for r in records
+    ] == [
+        (t1.timestamp, 0, 0, 0, 100),
+        (t2.timestamp, 0, 30, 0, 100),
+        (hold.timestamp, 5, 30, 0, 100),
+    ]
+    assert await ledger.balance_history("h", at=t1.timestamp - 1) == []
+    assert await ledger.balance_history("h", at=t1.timestamp) == [records[0]]
+    assert await ledger.balance_history("h", at=hold.timestamp - 1) == [records[1]]
+    assert await ledger.balance_history("h", at=hold.timestamp + NS) == [records[2]]
+    assert await ledger.balance_history("h", limit=2) == records[:2]
+    assert await ledger.balance_history("h", cursor=records[1].timestamp) == records[2:]
+    assert await ledger.balance_history("a") == []  # no history flag, no snapshots
+
+
+async def test_a_snapshot_is_one_consistent_view(ledger: SQLiteStore) -> None:
+    """A snapshot does not see commits made while it reads, and does not block the writer."""
+    first_read = threading.Event()
+    go_on = threading.Event()
+
+    def reader(snapshot: LedgerSnapshot) -> tuple[LedgerState, LedgerState]:
+        before = read_state(snapshot)
+        first_read.set()
+        assert go_on.wait(5)
+        return before, read_state(snapshot)
+
+    await transfer(ledger, TransferRequest("t1", "a", "b", 5))
+    task = asyncio.ensure_future(ledger.with_snapshot(reader))
+    assert await asyncio.to_thread(first_read.wait, 5)
+    await transfer(ledger, TransferRequest("t2", "a", "b", 7))  # commits mid-snapshot
+    go_on.set()
+    before, after = await task
+    assert after == before
+    assert [t.id for t in after.transfers] == ["t1"]
+    assert after.accounts["a"].debits_posted == 5
+    now = await ledger.with_snapshot(read_state)
+    assert [t.id for t in now.transfers] == ["t1", "t2"]
+    assert now.accounts["a"].debits_posted == 12
+
+
+async def test_a_snapshot_carries_the_store_clock(ledger: SQLiteStore, clock: ManualClock) -> None:
+    """The snapshot's ``now`` is the store clock, so an auditor judges expiry by it."""
+    assert await ledger.with_snapshot(lambda s: s.now) == clock.now
+
+
+async def test_snapshot_pendings_list_every_hold(ledger: SQLiteStore) -> None:
+    """The snapshot lists each hold's status and resolver."""
+    await transfer(
+        ledger,
+        TransferRequest("h1", "a", "b", 3, flags=PENDING),
+        TransferRequest("h2", "a", "b", 3, flags=PENDING),
+        post("p", "h2"),
+    )
+    state = await ledger.with_snapshot(read_state)
+    assert state.pendings == {
+        "h1": (PendingStatus.PENDING, None),
+        "h2": (PendingStatus.POSTED, "p"),
+    }
+
+
+async def test_ping_answers_while_running(ledger: SQLiteStore) -> None:
+    """ping returns quietly on a started store."""
+    await ledger.ping()
+
+
+async def test_ping_on_a_stopped_store_is_unavailable(db_path: Path, clock: ManualClock) -> None:
+    """After stop, ping raises UnavailableError so /readyz turns red."""
+    store = SQLiteStore(db_path, clock=clock)
+    await store.start()
+    await store.ping()
+    await store.stop()
+    with pytest.raises(UnavailableError):
+        await store.ping()
+    await store.stop()
+
+
+@pytest.mark.parametrize("kwargs", [{"limit": 0}, {"limit": -1}, {"limit": 5, "side": "nope"}])
+async def test_bad_page_arguments_are_invalid_requests(
+    ledger: SQLiteStore, kwargs: dict[str, Any]
+) -> None:
+    """A page request with a limit below 1 or an unknown side is an invalid_request."""
+    await transfer(ledger, TransferRequest("t1", "a", "b", 1))
+    with pytest.raises(PaycoreError) as raised:
+        await ledger.account_transfers("a", **kwargs)
+    assert raised.value.code is ErrorCode.INVALID_REQUEST
