@@ -1,16 +1,33 @@
-"""Suite-wide settings: the Hypothesis profiles.
+"""Suite-wide settings: the Hypothesis profiles, and the backend every ledger test runs on.
 
 ``ci`` is the default: derandomized (the same examples on every run, so a red build
 is reproducible), no per-example deadline (a loaded CI machine must not flake), and
 no example database. ``long`` explores much more and is random; choose it with
 ``HYPOTHESIS_PROFILE=long``.
+
+Backends: a test that asks for ``make_store`` (or ``new_database``) runs once per
+backend, with ids ``sqlite`` and ``postgres``; the PostgreSQL runs carry the
+``postgres`` marker and share one server per session (``fix_postgres``), with a
+fresh database per test. ``-m "not postgres"`` skips them, and then no server starts.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+from backends import (
+    LedgerDatabase,
+    PostgresDatabase,
+    SQLiteDatabase,
+    StoreFactory,
+)
+
+pytest_plugins = ["fix_postgres"]
 
 settings.register_profile(
     "ci",
@@ -29,3 +46,48 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "postgres: runs against the test PostgreSQL server")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The ledger backend of this run: ``sqlite`` or ``postgres``."""
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def new_database(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[], LedgerDatabase]]:
+    """Makes fresh ledger databases of the test's backend; all are dropped afterwards."""
+    made: list[LedgerDatabase] = []
+    server = request.getfixturevalue("postgres_server") if backend == "postgres" else None
+
+    def make() -> LedgerDatabase:
+        database: LedgerDatabase
+        if server is not None:
+            database = PostgresDatabase(server)
+        else:
+            database = SQLiteDatabase(tmp_path / f"db{len(made)}")
+        made.append(database)
+        return database
+
+    yield make
+    for database in made:
+        database.drop()
+
+
+@pytest.fixture
+def database(new_database: Callable[[], LedgerDatabase]) -> LedgerDatabase:
+    """The test's ledger database (a SQLite file, or a PostgreSQL database)."""
+    return new_database()
+
+
+@pytest.fixture
+def make_store(database: LedgerDatabase) -> StoreFactory:
+    """Opens new, unstarted stores on the test's database: ``make_store(clock=...)``."""
+    return database.store

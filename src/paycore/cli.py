@@ -91,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds a hold may stay pending past its timeout (60)",
     )
     audit.add_argument("--max-violations", type=int, default=1000)
+    audit.add_argument(
+        "--stuck",
+        type=float,
+        default=None,
+        help="seconds a cross-shard transfer may stay open (default: saga_stuck_seconds)",
+    )
     audit.set_defaults(handler=_audit)
 
     from paycore.ops.bench import add_arguments  # noqa: PLC0415 - keeps start-up light
@@ -144,15 +150,17 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415
 
     from paycore.api.app import create_app  # noqa: PLC0415
-    from paycore.storage.sqlite import SQLiteStore  # noqa: PLC0415
+    from paycore.cluster.topology import build_store  # noqa: PLC0415
+    from paycore.config import shard_specs  # noqa: PLC0415
 
     settings = _settings(args.config, data_dir=args.data_dir, host=args.host, port=args.port)
     console = _console()
-    store = SQLiteStore(settings.shard_path, synchronous=settings.synchronous)
+    store = build_store(settings)
     app = create_app(store, settings)
+    shards = ", ".join(f"{spec.name}={spec.path or 'postgres'}" for spec in shard_specs(settings))
     console.print(
         f"[bold]paycore[/] serving http://{settings.host}:{settings.port}  "
-        f"data={settings.shard_path}  synchronous={settings.synchronous}  "
+        f"shards: {shards}  synchronous={settings.synchronous}  "
         f"docs=http://{settings.host}:{settings.port}/docs"
     )
     # The app itself warns loudly at start-up when auth is open.
@@ -172,31 +180,56 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from paycore.ops.audit import audit_store, print_report  # noqa: PLC0415
-    from paycore.storage.sqlite import SQLiteStore  # noqa: PLC0415
+    """Audit every shard of the topology; one shard prints (and --json gives) its own
+    report, several shards the cross-shard report. Missing SQLite files are skipped."""
+    from paycore.cluster.topology import shard_store  # noqa: PLC0415
+    from paycore.config import shard_specs  # noqa: PLC0415
+    from paycore.ops.audit import (  # noqa: PLC0415
+        audit_cluster,
+        audit_store,
+        print_cluster_report,
+        print_report,
+    )
 
     console = _console()
     settings = _settings(args.config, data_dir=args.data_dir)
-    path = settings.shard_path
-    if not path.exists():
-        Console(stderr=True).print(f"[red]no ledger at {path}[/]")
+    specs = [s for s in shard_specs(settings) if s.path is None or s.path.exists()]
+    if not specs:
+        Console(stderr=True).print(f"[red]no ledger in {settings.data_dir}[/]")
         return 2
+    stuck = settings.saga_stuck_seconds if args.stuck is None else args.stuck
 
     async def run() -> int:
-        store = SQLiteStore(path, synchronous=settings.synchronous)
-        await store.start()
+        stores = {spec.name: shard_store(spec, settings) for spec in specs}
+        for store in stores.values():
+            await store.start()
         try:
-            report = await audit_store(
-                store, grace_seconds=args.grace, max_violations=args.max_violations
+            if len(stores) == 1:
+                (store,) = stores.values()
+                report = await audit_store(
+                    store, grace_seconds=args.grace, max_violations=args.max_violations
+                )
+                if args.json:
+                    sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+                else:
+                    console.print(f"audit of {specs[0].path or specs[0].name}")
+                    print_report(report, console)
+                return 0 if report.ok else 1
+            cluster = await audit_cluster(
+                stores,
+                grace_seconds=args.grace,
+                stuck_seconds=stuck,
+                max_violations=args.max_violations,
             )
         finally:
-            await store.stop()
+            for store in stores.values():
+                await store.stop()
         if args.json:
-            sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+            sys.stdout.write(msgspec.json.encode(cluster).decode() + "\n")
         else:
-            console.print(f"audit of {path}")
-            print_report(report, console)
-        return 0 if report.ok else 1
+            console.print(f"audit of {len(stores)} shards: {', '.join(stores)}")
+            print_cluster_report(cluster, console)
+        return 0 if cluster.ok else 1
 
     return asyncio.run(run())
 

@@ -1,20 +1,73 @@
 """Settings: one TOML file, overridable by ``PAYCORE_*`` environment variables.
 
-With no file at all, paycore runs embedded: SQLite in ``./paycore-data``, no
-servers. Environment variables name a setting in upper case, e.g.
-``PAYCORE_DATA_DIR``, ``PAYCORE_SYNCHRONOUS``, ``PAYCORE_PORT``.
+With no file at all, paycore runs embedded: 4 SQLite shards in ``./paycore-data``
+(``shard-0.sqlite3`` .. ``shard-3.sqlite3``), the 4,096 slots split evenly, no servers.
+Environment variables name a scalar setting in upper case, e.g. ``PAYCORE_DATA_DIR``,
+``PAYCORE_SYNCHRONOUS``, ``PAYCORE_PORT``; the topology comes from the file only.
+
+The topology, in the file::
+
+    [[shards]]
+    name = "s0"
+    backend = "postgres"                   # or "sqlite" (then: path = "...")
+    dsn = "host=db1,db2 dbname=s0 target_session_attrs=read-write"
+    slots = "0-2047"                       # ranges, comma-separated: "0-99, 200-299"
+
+    [[shards]]
+    name = "s1"
+    backend = "sqlite"
+    path = "data/s1.sqlite3"
+    slots = "2048-4095"
+
+    [[placement]]                          # optional: ids with this prefix live on s1
+    prefix = "merchant:"
+    shard = "s1"
+
+Either every shard has ``slots`` or none has (then the slots are split evenly, in the
+order the shards are listed).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-__all__ = ["Settings", "load_settings"]
+__all__ = [
+    "EMBEDDED_SHARDS",
+    "PlacementConfig",
+    "Settings",
+    "ShardConfig",
+    "ShardSpec",
+    "load_settings",
+    "parse_slots",
+    "shard_specs",
+]
+
+EMBEDDED_SHARDS = 4
+_SHARD_NAME = re.compile(r"[A-Za-z0-9_-]{1,24}")
+_BACKENDS = ("sqlite", "postgres")
+
+
+class ShardConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One ``[[shards]]`` table: a ledger database and the slots it owns."""
+
+    name: str
+    backend: str = "sqlite"
+    path: str | None = None
+    dsn: str | None = None
+    slots: str | None = None
+
+
+class PlacementConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One ``[[placement]]`` table: account ids starting with ``prefix`` live on ``shard``."""
+
+    prefix: str
+    shard: str
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -37,20 +90,115 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # The embedded dev server runs without API keys until the security work lands;
     # it says so at start-up and in /readyz.
     auth: str = "open"
+    # Cross-shard relay: how often it looks for work when not woken, how long a claim
+    # on an outbox row lasts (a crashed relay's rows are retaken after that), and how
+    # long a saga may stay open before the auditor calls it stuck.
+    relay_interval_seconds: float = 0.5
+    relay_lease_seconds: float = 30.0
+    saga_stuck_seconds: float = 300.0
+    # Topology (see the module docstring); empty: the embedded default.
+    shards: tuple[ShardConfig, ...] = ()
+    placement: tuple[PlacementConfig, ...] = ()
+    embedded_shards: int = EMBEDDED_SHARDS
 
     @property
     def shard_path(self) -> Path:
+        """The file of the first embedded shard (kept for single-file tools)."""
         return Path(self.data_dir) / "shard-0.sqlite3"
 
 
+class ShardSpec(msgspec.Struct, frozen=True):
+    """A resolved shard: its backend, where it lives, and its slot ranges (inclusive)."""
+
+    name: str
+    backend: str
+    path: Path | None
+    dsn: str | None
+    slots: tuple[tuple[int, int], ...]
+
+
+def parse_slots(text: str) -> tuple[tuple[int, int], ...]:
+    """``"0-99, 200-299, 4095"`` -> ``((0, 99), (200, 299), (4095, 4095))``."""
+    ranges = []
+    for raw in text.split(","):
+        part = raw.strip()
+        first, sep, last = part.partition("-")
+        try:
+            lo = int(first)
+            hi = int(last) if sep else lo
+        except ValueError:
+            raise ValueError(f"bad slot range {part!r}: expected FIRST-LAST") from None
+        ranges.append((lo, hi))
+    return tuple(ranges)
+
+
+def shard_specs(settings: Settings) -> list[ShardSpec]:
+    """The shards ``settings`` describes, validated; the embedded default without any."""
+    if not settings.shards:
+        n = settings.embedded_shards
+        if n < 1:
+            raise ValueError("embedded_shards must be at least 1")
+        bounds = [4096 * i // n for i in range(n + 1)]
+        return [
+            ShardSpec(
+                f"shard-{i}",
+                "sqlite",
+                Path(settings.data_dir) / f"shard-{i}.sqlite3",
+                None,
+                ((bounds[i], bounds[i + 1] - 1),),
+            )
+            for i in range(n)
+        ]
+    with_slots = [s for s in settings.shards if s.slots is not None]
+    if with_slots and len(with_slots) != len(settings.shards):
+        raise ValueError("either every [[shards]] table has slots, or none has")
+    n = len(settings.shards)
+    bounds = [4096 * i // n for i in range(n + 1)]
+    specs = []
+    seen: set[str] = set()
+    for i, shard in enumerate(settings.shards):
+        if not _SHARD_NAME.fullmatch(shard.name):
+            raise ValueError(f"shard name {shard.name!r}: 1-24 chars of [A-Za-z0-9_-]")
+        if shard.name in seen:
+            raise ValueError(f"shard name {shard.name!r} appears twice")
+        seen.add(shard.name)
+        if shard.backend not in _BACKENDS:
+            raise ValueError(f"shard {shard.name}: backend must be one of {_BACKENDS}")
+        path = None
+        if shard.backend == "sqlite":
+            path = (
+                Path(shard.path)
+                if shard.path
+                else Path(settings.data_dir) / f"{shard.name}.sqlite3"
+            )
+        elif not shard.dsn:
+            raise ValueError(f"shard {shard.name}: a postgres shard needs a dsn")
+        slots = (
+            parse_slots(shard.slots)
+            if shard.slots is not None
+            else ((bounds[i], bounds[i + 1] - 1),)
+        )
+        specs.append(ShardSpec(shard.name, shard.backend, path, shard.dsn, slots))
+    for rule in settings.placement:
+        if rule.shard not in seen:
+            raise ValueError(f"placement {rule.prefix!r} names unknown shard {rule.shard!r}")
+    return specs
+
+
+_SCALARS = (str, int, float, bool)
+
+
 def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
-    """Read the TOML file (if any), then apply ``PAYCORE_*`` overrides."""
+    """Read the TOML file (if any), then apply ``PAYCORE_*`` overrides of scalar settings."""
     values: dict[str, Any] = {}
     if path is not None:
         with Path(path).open("rb") as fh:
             values.update(tomllib.load(fh))
     environ = os.environ if env is None else env
+    defaults = Settings()
     for field in msgspec.structs.fields(Settings):
+        if not isinstance(getattr(defaults, field.name), _SCALARS):
+            continue  # the topology comes from the file only
         raw = environ.get(f"PAYCORE_{field.name.upper()}")
         if raw is not None:
             values[field.name] = raw

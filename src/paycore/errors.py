@@ -60,6 +60,9 @@ class ErrorCode(StrEnum):
     AMOUNT_EXCEEDS_PENDING_AMOUNT = "amount_exceeds_pending_amount"
     LINKED_EVENT_FAILED = "linked_event_failed"
     LINKED_EVENT_CHAIN_OPEN = "linked_event_chain_open"
+    # sharding: what a cross-shard transfer cannot be (see paycore.cluster.router)
+    LINKED_CHAIN_SPANS_SHARDS = "linked_chain_spans_shards"
+    CROSS_SHARD_PENDING_UNSUPPORTED = "cross_shard_pending_unsupported"
     # idempotency
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     IDEMPOTENCY_KEY_IN_USE = "idempotency_key_in_use"
@@ -114,6 +117,12 @@ ERROR_SPECS: Final[dict[ErrorCode, ErrorSpec]] = {
     ),
     _E.LINKED_EVENT_FAILED: ErrorSpec(409, "Another transfer of the linked chain failed"),
     _E.LINKED_EVENT_CHAIN_OPEN: ErrorSpec(422, "The linked chain is not closed"),
+    _E.LINKED_CHAIN_SPANS_SHARDS: ErrorSpec(
+        422, "A linked chain must keep all its accounts on one shard"
+    ),
+    _E.CROSS_SHARD_PENDING_UNSUPPORTED: ErrorSpec(
+        422, "A pending transfer must keep both accounts on one shard"
+    ),
     _E.IDEMPOTENCY_KEY_REUSED: ErrorSpec(
         409, "The Idempotency-Key was used with a different request"
     ),

@@ -1,4 +1,5 @@
-"""Fixtures for the API tests: the real app over a real SQLiteStore in a temporary directory.
+"""Fixtures for the API tests: the real app over a real store of each backend (SQLite file
+or PostgreSQL database, see ``make_store``).
 
 The app owns the store's lifecycle (the client's context runs the lifespan);
 maintenance workers are off, so a test drives expiry itself.
@@ -16,9 +17,9 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from api.support import Api, ManualClock
+from backends import AnyStore, StoreFactory
 from paycore.api import create_app
 from paycore.config import Settings
-from paycore.storage.sqlite import SQLiteStore
 
 ClientFactory = Callable[..., AbstractAsyncContextManager[AsyncTestClient[Any]]]
 
@@ -34,13 +35,13 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def store(settings: Settings, clock: ManualClock) -> SQLiteStore:
+def store(make_store: StoreFactory, clock: ManualClock) -> AnyStore:
     """The store behind the app; started and stopped by the app's lifespan."""
-    return SQLiteStore(settings.shard_path, clock=clock)
+    return make_store(clock=clock)
 
 
 @pytest.fixture
-def open_client(store: SQLiteStore, settings: Settings) -> ClientFactory:
+def open_client(store: AnyStore, settings: Settings) -> ClientFactory:
     """Opens a client on an app over ``store``; keyword arguments override settings."""
 
     @asynccontextmanager

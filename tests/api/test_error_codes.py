@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
 from api.support import Api, ManualClock, assert_problem
+from backends import AnyStore
 from paycore.errors import ErrorCode, UnavailableError
 from paycore.money import MAX_AMOUNT
-from paycore.storage.sqlite import SQLiteStore
 
 E = ErrorCode
 
@@ -28,7 +29,7 @@ class World:
 
     api: Api
     client: AsyncTestClient[Any]
-    store: SQLiteStore
+    store: AnyStore
     clock: ManualClock
     monkeypatch: pytest.MonkeyPatch
 
@@ -218,6 +219,42 @@ async def internal_error(w: World) -> httpx.Response:
     return response
 
 
+async def _on_two_shards(body: dict[str, Any], batch: bool) -> httpx.Response:
+    """POST ``body`` (``{a}``/``{b}``: accounts on two shards) to an app over 2 SQLite shards."""
+    import tempfile
+
+    from paycore.api import create_app
+    from paycore.cluster.topology import build_store
+    from paycore.config import Settings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data_dir=tmp, embedded_shards=2)
+        store = build_store(settings)
+        a = next(f"a{i}" for i in range(99) if store.shard_for(f"a{i}") == "shard-0")
+        b = next(f"b{i}" for i in range(99) if store.shard_for(f"b{i}") == "shard-1")
+        async with AsyncTestClient(app=create_app(store, settings, start_workers=False)) as c:
+            for account in (a, b):
+                await c.post("/v1/accounts", json={"id": account, "currency": "USD"})
+            raw = msgspec.json.encode(body).decode().replace("{a}", a).replace("{b}", b)
+            path = "/v1/transfers/batch" if batch else "/v1/transfers"
+            return await c.post(path, content=raw, headers={"content-type": "application/json"})
+
+
+async def linked_chain_spans_shards(w: World) -> str:
+    item = {"debit_account_id": "{a}", "credit_account_id": "{b}", "amount": 1, "currency": "USD"}
+    response = await _on_two_shards(
+        {"transfers": [dict(item, id="t1", linked=True), dict(item, id="t2")]}, batch=True
+    )
+    code: str = response.json()["results"][0]["error"]["code"]
+    return code
+
+
+async def cross_shard_pending_unsupported(w: World) -> httpx.Response:
+    body = {"id": "t1", "debit_account_id": "{a}", "credit_account_id": "{b}", "amount": 1,
+            "currency": "USD", "pending": True}  # fmt: skip
+    return await _on_two_shards(body, batch=False)
+
+
 SCENARIOS: dict[ErrorCode, tuple[dict[str, Any], Scenario]] = {
     E.INVALID_REQUEST: ({}, invalid_request),
     E.BATCH_TOO_LARGE: ({}, batch_too_large),
@@ -244,6 +281,8 @@ SCENARIOS: dict[ErrorCode, tuple[dict[str, Any], Scenario]] = {
     E.AMOUNT_EXCEEDS_PENDING_AMOUNT: ({}, amount_exceeds_pending_amount),
     E.LINKED_EVENT_FAILED: ({}, linked_event_failed),
     E.LINKED_EVENT_CHAIN_OPEN: ({}, linked_event_chain_open),
+    E.LINKED_CHAIN_SPANS_SHARDS: ({}, linked_chain_spans_shards),
+    E.CROSS_SHARD_PENDING_UNSUPPORTED: ({}, cross_shard_pending_unsupported),
     E.IDEMPOTENCY_KEY_REUSED: ({}, idempotency_key_reused),
     E.IDEMPOTENCY_KEY_IN_USE: ({}, idempotency_key_in_use),
     E.STORE_UNAVAILABLE: ({}, store_unavailable),
@@ -253,13 +292,13 @@ SCENARIOS: dict[ErrorCode, tuple[dict[str, Any], Scenario]] = {
 
 @dataclass
 class Tools:
-    store: SQLiteStore
+    store: AnyStore
     clock: ManualClock
     monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.fixture
-def tools(store: SQLiteStore, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> Tools:
+def tools(store: AnyStore, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> Tools:
     return Tools(store, clock, monkeypatch)
 
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from api.support import Api, assert_problem
+from backends import AnyStore
 from paycore.errors import ErrorCode, UnavailableError
-from paycore.storage.sqlite import SQLiteStore
 
 
 @pytest.fixture
@@ -155,7 +155,7 @@ async def test_invalid_body_is_not_stored_under_the_key(funded: Api) -> None:
 
 
 async def test_key_is_released_when_the_store_fails(
-    funded: Api, store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    funded: Api, store: AnyStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A 503 under a key stores nothing and frees the key, so the retry runs and succeeds."""
     execute_idempotent = store.execute_idempotent

@@ -9,8 +9,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from api.support import Api, assert_problem
+from backends import AnyStore
 from paycore.errors import ErrorCode, UnavailableError
-from paycore.storage.sqlite import SQLiteStore
 
 
 async def test_healthz_answers_while_the_process_is_up(client: AsyncTestClient[Any]) -> None:
@@ -33,7 +33,7 @@ async def test_readyz_says_ready_and_warns_loudly_when_auth_is_open(
 
 
 async def test_readyz_is_503_when_the_store_is_down(
-    client: AsyncTestClient[Any], store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    client: AsyncTestClient[Any], store: AnyStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """/readyz is 503 with Retry-After when the store cannot serve."""
 
@@ -67,7 +67,7 @@ async def test_open_auth_is_logged_loudly_at_startup(
     assert any("without an API key" in r.getMessage() for r in warnings)
 
 
-async def test_lifespan_starts_and_stops_the_store(open_client: Any, store: SQLiteStore) -> None:
+async def test_lifespan_starts_and_stops_the_store(open_client: Any, store: AnyStore) -> None:
     """The app starts the store on startup and stops it on shutdown."""
     async with open_client() as client:
         assert (await client.get("/readyz")).status_code == 200
@@ -125,7 +125,7 @@ async def test_unknown_route_and_wrong_method_are_problems(client: AsyncTestClie
 
 async def test_unexpected_exception_is_a_logged_500_problem(
     client: AsyncTestClient[Any],
-    store: SQLiteStore,
+    store: AnyStore,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -142,7 +142,7 @@ async def test_unexpected_exception_is_a_logged_500_problem(
 
 
 async def test_store_unavailable_is_503_with_retry_after(
-    api: Api, store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    api: Api, store: AnyStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A store outage on a read is 503 store_unavailable with Retry-After."""
 

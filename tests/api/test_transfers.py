@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 
 from api.support import NS, Api, ManualClock, assert_problem
+from backends import AnyStore
 from paycore.api.schemas import rfc3339
 from paycore.errors import ErrorCode
 from paycore.storage.base import ExpirePending
-from paycore.storage.sqlite import SQLiteStore
 
 
 @pytest.fixture
@@ -72,6 +72,7 @@ async def test_same_transfer_id_with_other_fields_is_a_conflict(
     funded: Api, changed: dict[str, Any]
 ) -> None:
     """Reusing a transfer id with any field changed is 409 and changes nothing."""
+    changed = dict(changed)  # the parameter is one dict shared by the runs of every backend
     await funded.ok_transfer("t1", "w", "shop", 100)
     fields = {"debit": "w", "credit": "shop", "amount": 100}
     if "credit_account_id" in changed:
@@ -168,7 +169,7 @@ async def test_void_after_post_is_already_posted(funded: Api) -> None:
 
 
 async def test_expired_hold_cannot_be_posted_and_reads_expired(
-    funded: Api, clock: ManualClock, store: SQLiteStore
+    funded: Api, clock: ManualClock, store: AnyStore
 ) -> None:
     """Past its timeout a hold refuses capture, and once expired it reads expired, funds back."""
     await funded.ok_transfer("h1", "w", "shop", 300, pending=True, timeout_seconds=30)
@@ -196,3 +197,16 @@ async def test_transfer_named_batch_is_readable(funded: Api) -> None:
     response = await funded.client.get("/v1/transfers/batch")
     assert response.status_code == 200
     assert response.json() == created
+
+
+async def test_an_id_with_a_nul_byte_in_the_path_is_not_found(funded: Api) -> None:
+    """A path id no row can have (a NUL byte, %00) answers 404 on every backend, never 500."""
+    client = funded.client
+    assert_problem(await client.get("/v1/transfers/t%00"), ErrorCode.TRANSFER_NOT_FOUND)
+    assert_problem(await client.get("/v1/accounts/w%00"), ErrorCode.ACCOUNT_NOT_FOUND)
+    assert_problem(await client.post("/v1/accounts/w%00/close"), ErrorCode.ACCOUNT_NOT_FOUND)
+    response = await client.post("/v1/transfers/h%00/void")
+    assert_problem(response, ErrorCode.PENDING_TRANSFER_NOT_FOUND)
+    for read in ("transfers", "balances"):
+        found = await client.get(f"/v1/accounts/w%00/{read}")
+        assert_problem(found, ErrorCode.ACCOUNT_NOT_FOUND)

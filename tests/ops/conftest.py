@@ -1,14 +1,13 @@
-"""Fixtures of the ops tests: a ledger with every kind of history, a clocked SQLite store."""
+"""Fixtures of the ops tests: a ledger with every kind of history, a clocked store."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
+from backends import AnyStore, StoreFactory
 from ops.support import NS, T0, LedgerBuilder, post, transfer, void
-from paycore.storage.sqlite import SQLiteStore
 
 
 class Clock:
@@ -68,9 +67,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def sqlite_store(tmp_path: Path, clock: Clock) -> AsyncIterator[SQLiteStore]:
-    """A started SQLite store on a fresh file whose clock the test sets."""
-    store = SQLiteStore(tmp_path / "shard-0.sqlite3", clock=clock)
+async def store(make_store: StoreFactory, clock: Clock) -> AsyncIterator[AnyStore]:
+    """A started store of the test's backend on a fresh database, on the test's clock."""
+    store = make_store(clock=clock)
     await store.start()
     yield store
     await store.stop()

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import msgspec
 import pytest
 
+from backends import AnyStore, LedgerDatabase
 from ops.conftest import Clock
 from ops.support import NS, LedgerBuilder, post, transfer
 from paycore.ledger.model import AccountFlags, AccountRequest, BalanceRecord, PendingStatus
 from paycore.ops.audit import ViolationKind, audit_store, check_snapshot
 from paycore.storage.base import CreateAccounts, CreateTransfers, ExpirePending
-from paycore.storage.sqlite import SQLiteStore
 
 K = ViolationKind
 
@@ -278,10 +276,10 @@ def test_report_encodes_to_json(ledger: LedgerBuilder) -> None:
     assert again == report
 
 
-# -- end to end on a real SQLite file -------------------------------------------------------
+# -- end to end on a real store of each backend --------------------------------------
 
 
-async def _populate(store: SQLiteStore, clock: Clock) -> None:
+async def _populate(store: AnyStore, clock: Clock) -> None:
     await store.execute(
         CreateAccounts(
             (
@@ -312,19 +310,10 @@ def _no_overdraft(*, history: bool = False) -> AccountFlags:
     return AccountFlags(no_overdraft=True, history=history)
 
 
-def _edit(store: SQLiteStore, sql: str, *params: object) -> None:
-    conn = sqlite3.connect(store.path)
-    try:
-        with conn:
-            conn.execute(sql, params)
-    finally:
-        conn.close()
-
-
-async def test_store_audit_clean(sqlite_store: SQLiteStore, clock: Clock) -> None:
+async def test_store_audit_clean(store: AnyStore, clock: Clock) -> None:
     """A store used through its commands audits clean, expiry and history included."""
-    await _populate(sqlite_store, clock)
-    report = await audit_store(sqlite_store)
+    await _populate(store, clock)
+    report = await audit_store(store)
     assert report.ok, report.violations
     assert report.transfers == 6
     assert report.balance_rows > 0
@@ -360,24 +349,26 @@ async def test_store_audit_clean(sqlite_store: SQLiteStore, clock: Clock) -> Non
     ],
 )
 async def test_store_audit_catches_doctored_rows(
-    sqlite_store: SQLiteStore,
+    store: AnyStore,
+    database: LedgerDatabase,
     clock: Clock,
+    *,
     sql: str,
     params: tuple[object, ...],
     kinds: set[ViolationKind],
 ) -> None:
     """A row edited behind the store's back is caught by the audit."""
-    await _populate(sqlite_store, clock)
-    _edit(sqlite_store, sql, *params)
-    report = await audit_store(sqlite_store)
+    await _populate(store, clock)
+    database.query(sql, *params)
+    report = await audit_store(store)
     assert not report.ok
     assert kinds <= report.kinds()
 
 
-async def test_store_audit_catches_unexpired_hold(sqlite_store: SQLiteStore, clock: Clock) -> None:
+async def test_store_audit_catches_unexpired_hold(store: AnyStore, clock: Clock) -> None:
     """A hold whose timeout passed long ago, with no expiry run, is overdue."""
-    await _populate(sqlite_store, clock)
-    await sqlite_store.execute(
+    await _populate(store, clock)
+    await store.execute(
         CreateTransfers(
             (
                 transfer("h3", "w1", "w2", 10, pending=True, timeout_seconds=1),
@@ -386,8 +377,8 @@ async def test_store_audit_catches_unexpired_hold(sqlite_store: SQLiteStore, clo
         )
     )
     clock.advance(30)
-    assert (await audit_store(sqlite_store)).ok
+    assert (await audit_store(store)).ok
     clock.advance(60)
-    report = await audit_store(sqlite_store)
+    report = await audit_store(store)
     assert report.kinds() == {K.HOLD_OVERDUE}
     assert report.violations[0].transfer_id == "h3"

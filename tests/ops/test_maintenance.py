@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from backends import AnyStore
 from ops.conftest import Clock
 from ops.support import transfer
 from paycore.errors import UnavailableError
@@ -23,11 +24,10 @@ from paycore.storage.base import (
     PurgeIdempotency,
     StoredResponse,
 )
-from paycore.storage.sqlite import SQLiteStore
 from paycore.workers import MaintenanceWorker
 
 
-async def _wallet_with_holds(store: SQLiteStore, holds: int) -> None:
+async def _wallet_with_holds(store: AnyStore, holds: int) -> None:
     await store.execute(
         CreateAccounts(
             (
@@ -49,55 +49,53 @@ def _render(result: Any) -> StoredResponse:
     return StoredResponse(201, b"{}")
 
 
-async def test_run_once_expires_due_holds(sqlite_store: SQLiteStore, clock: Clock) -> None:
+async def test_run_once_expires_due_holds(store: AnyStore, clock: Clock) -> None:
     """A hold past its timeout is expired by one pass and its amount released."""
-    await _wallet_with_holds(sqlite_store, 1)
-    worker = MaintenanceWorker(sqlite_store)
+    await _wallet_with_holds(store, 1)
+    worker = MaintenanceWorker(store)
     assert await worker.run_once() == (0, 0)
     clock.advance(3)
     assert await worker.run_once() == (1, 0)
-    view = await sqlite_store.get_transfer("h0")
+    view = await store.get_transfer("h0")
     assert view is not None
     assert view.status is TransferStatus.EXPIRED
-    wallet = (await sqlite_store.get_accounts(["wallet"]))["wallet"]
+    wallet = (await store.get_accounts(["wallet"]))["wallet"]
     assert wallet.debits_pending == 0
     assert worker.expired_total == 1
     assert worker.passes == 2
 
 
-async def test_run_once_drains_more_than_one_batch(sqlite_store: SQLiteStore, clock: Clock) -> None:
+async def test_run_once_drains_more_than_one_batch(store: AnyStore, clock: Clock) -> None:
     """One pass keeps expiring while a batch comes back full."""
-    await _wallet_with_holds(sqlite_store, 5)
+    await _wallet_with_holds(store, 5)
     clock.advance(3)
-    worker = MaintenanceWorker(sqlite_store, batch_limit=2)
+    worker = MaintenanceWorker(store, batch_limit=2)
     assert await worker.run_once() == (5, 0)
-    assert await sqlite_store.execute(ExpirePending()) == []
+    assert await store.execute(ExpirePending()) == []
 
 
-async def test_run_once_purges_old_idempotency_records(
-    sqlite_store: SQLiteStore, clock: Clock
-) -> None:
+async def test_run_once_purges_old_idempotency_records(store: AnyStore, clock: Clock) -> None:
     """Records past their retention are deleted, after which the key acts anew."""
-    await sqlite_store.execute(CreateAccounts((AccountRequest("a", "USD"),)))
+    await store.execute(CreateAccounts((AccountRequest("a", "USD"),)))
     command: Command = CreateAccounts((AccountRequest("b", "USD"),))
     idem = Idempotency("k1", "fp", _render, retention_seconds=1)
-    _, replayed = await sqlite_store.execute_idempotent(command, idem)
+    _, replayed = await store.execute_idempotent(command, idem)
     assert not replayed
-    _, replayed = await sqlite_store.execute_idempotent(command, idem)
+    _, replayed = await store.execute_idempotent(command, idem)
     assert replayed
-    worker = MaintenanceWorker(sqlite_store)
+    worker = MaintenanceWorker(store)
     assert await worker.run_once() == (0, 0)
     clock.advance(2)
     assert await worker.run_once() == (0, 1)
-    assert await sqlite_store.execute(PurgeIdempotency()) == 0
-    _, replayed = await sqlite_store.execute_idempotent(command, idem)
+    assert await store.execute(PurgeIdempotency()) == 0
+    _, replayed = await store.execute_idempotent(command, idem)
     assert not replayed
 
 
-async def test_background_loop_expires_and_stops(sqlite_store: SQLiteStore, clock: Clock) -> None:
+async def test_background_loop_expires_and_stops(store: AnyStore, clock: Clock) -> None:
     """Started, the worker expires a due hold within a few ticks; stop() ends it."""
-    await _wallet_with_holds(sqlite_store, 1)
-    worker = MaintenanceWorker(sqlite_store, interval_seconds=0.01)
+    await _wallet_with_holds(store, 1)
+    worker = MaintenanceWorker(store, interval_seconds=0.01)
     await worker.start()
     task = worker._task
     await worker.start()  # a second start is a no-op
@@ -149,9 +147,9 @@ async def test_failed_pass_is_logged_and_retried(caplog: pytest.LogCaptureFixtur
     assert "maintenance pass failed" in caplog.text
 
 
-async def test_guard_can_skip_a_pass(sqlite_store: SQLiteStore, clock: Clock) -> None:
+async def test_guard_can_skip_a_pass(store: AnyStore, clock: Clock) -> None:
     """A guard that yields False (another node is leader) makes the pass a no-op."""
-    await _wallet_with_holds(sqlite_store, 1)
+    await _wallet_with_holds(store, 1)
     clock.advance(3)
     leader = False
 
@@ -159,7 +157,7 @@ async def test_guard_can_skip_a_pass(sqlite_store: SQLiteStore, clock: Clock) ->
     async def guard() -> AsyncIterator[bool]:
         yield leader
 
-    worker = MaintenanceWorker(sqlite_store, guard=guard)
+    worker = MaintenanceWorker(store, guard=guard)
     assert await worker.run_once() == (0, 0)
     leader = True
     assert await worker.run_once() == (1, 0)

@@ -1,4 +1,4 @@
-"""Fixtures for the store tests: a started SQLiteStore in a temporary directory."""
+"""Fixtures for the store tests: a started store of the test's backend on a fresh database."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from paycore.storage.sqlite import SQLiteStore
+from backends import AnyStore, StoreFactory
 from store.support import ManualClock
 
 
@@ -19,13 +19,14 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
+    """A SQLite file path, for the tests of SQLite itself."""
     return tmp_path / "shard-0.sqlite3"
 
 
 @pytest.fixture
-async def store(db_path: Path, clock: ManualClock) -> AsyncIterator[SQLiteStore]:
-    """A started store on a fresh file, stopped after the test."""
-    s = SQLiteStore(db_path, clock=clock)
+async def store(make_store: StoreFactory, clock: ManualClock) -> AsyncIterator[AnyStore]:
+    """A started store (SQLite or PostgreSQL) on a fresh database, stopped after the test."""
+    s = make_store(clock=clock)
     await s.start()
     yield s
     await s.stop()

@@ -1,5 +1,7 @@
 """Faults at the storage boundary: every sqlite3 error is translated, and a store that
-cannot write answers 503 without leaving a partial write behind."""
+cannot write answers 503 without leaving a partial write behind.
+
+The last tests run on both backends; the PostgreSQL faults are in ``test_postgres``."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from backends import StoreFactory
 from paycore.errors import ErrorCode, PaycoreError, UnavailableError
 from paycore.ledger.model import AccountRequest, TransferRequest
 from paycore.storage import sqlite as sqlite_module
@@ -187,9 +190,9 @@ async def test_an_unavailable_group_is_tried_once_not_once_per_command(
         await store.stop()
 
 
-async def test_one_broken_command_does_not_fail_its_group(db_path: Path) -> None:
+async def test_one_broken_command_does_not_fail_its_group(make_store: StoreFactory) -> None:
     """When one command of a group fails, the others still commit with their own results."""
-    store = SQLiteStore(db_path, clock=ManualClock())
+    store = make_store(clock=ManualClock())
     await store.start()
     try:
         await store.execute(
@@ -220,9 +223,9 @@ async def test_one_broken_command_does_not_fail_its_group(db_path: Path) -> None
         await store.stop()
 
 
-async def test_commands_racing_with_stop_are_answered(db_path: Path) -> None:
+async def test_commands_racing_with_stop_are_answered(make_store: StoreFactory) -> None:
     """Commands submitted as the store stops all get an answer: a result or UnavailableError."""
-    store = SQLiteStore(db_path, clock=ManualClock())
+    store = make_store(clock=ManualClock())
     await store.start()
     await store.execute(CreateAccounts((AccountRequest("a", "USD"), AccountRequest("b", "USD"))))
     tasks = [
@@ -243,9 +246,9 @@ async def test_commands_racing_with_stop_are_answered(db_path: Path) -> None:
     assert set(errors) <= {"UnavailableError"}, errors
 
 
-async def test_a_stopped_store_answers_unavailable(db_path: Path) -> None:
+async def test_a_stopped_store_answers_unavailable(make_store: StoreFactory) -> None:
     """A command sent to a stopped store raises UnavailableError (503), not a raw error."""
-    store = SQLiteStore(db_path, clock=ManualClock())
+    store = make_store(clock=ManualClock())
     await store.start()
     await store.stop()
     with pytest.raises(UnavailableError):

@@ -8,18 +8,18 @@ from collections.abc import Sequence
 
 import pytest
 
+from backends import AnyStore
 from paycore.errors import ErrorCode, UnavailableError
 from paycore.ledger.model import AccountFlags, AccountRequest, TransferFlags, TransferRequest
 from paycore.storage.base import CreateAccounts, CreateTransfers
 from paycore.storage.group_commit import GroupCommitWriter, Job
-from paycore.storage.sqlite import SQLiteStore
 from store.support import audit, read_state
 
 N = 500
 
 
 async def test_concurrent_commands_share_transactions_and_keep_their_order(
-    store: SQLiteStore,
+    store: AnyStore,
 ) -> None:
     """500 concurrent transfers run in fewer transactions, in arrival order, each answered."""
     await store.execute(
@@ -56,7 +56,7 @@ async def test_concurrent_commands_share_transactions_and_keep_their_order(
     assert audit(await store.with_snapshot(read_state)) == []
 
 
-async def test_commands_of_different_kinds_in_one_group_see_each_other(store: SQLiteStore) -> None:
+async def test_commands_of_different_kinds_in_one_group_see_each_other(store: AnyStore) -> None:
     """In one group, a transfer sees an account created by an earlier command, not a later one."""
     await store.execute(CreateAccounts((AccountRequest("a", "USD"),)))
     hold = TransferRequest("h", "a", "late", 5, flags=TransferFlags(pending=True))
@@ -83,7 +83,7 @@ async def test_commands_of_different_kinds_in_one_group_see_each_other(store: SQ
     assert (accounts["late"].credits_pending, accounts["late"].credits_posted) == (0, 7)
 
 
-async def test_a_big_batch_is_one_command_with_a_result_per_item(store: SQLiteStore) -> None:
+async def test_a_big_batch_is_one_command_with_a_result_per_item(store: AnyStore) -> None:
     """A batch of 2,000 items commits at once with one result per item, in order."""
     await store.execute(CreateAccounts((AccountRequest("a", "USD"), AccountRequest("b", "USD"))))
     batch = tuple(TransferRequest(f"t{i}", "a", "b", i + 1) for i in range(2_000))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
+from backends import AnyStore, LedgerDatabase, StoreFactory
 from paycore.errors import ErrorCode, IdempotencyError, PaycoreError
 from paycore.ledger.model import AccountRequest, TransferRequest
 from paycore.storage.base import (
@@ -20,7 +19,6 @@ from paycore.storage.base import (
     PurgeIdempotency,
     StoredResponse,
 )
-from paycore.storage.sqlite import SQLiteStore
 from store.support import ManualClock
 
 _encoder = msgspec.json.Encoder()
@@ -41,18 +39,18 @@ def pay(transfer_id: str = "t1", amount: int = 5) -> CreateTransfers:
     return CreateTransfers((TransferRequest(transfer_id, "a", "b", amount),))
 
 
-def _rows(path: Path) -> list[tuple[str, str]]:
-    with sqlite3.connect(path) as conn:
-        return list(conn.execute("SELECT key, fingerprint FROM idempotency ORDER BY key"))
+def _rows(database: LedgerDatabase) -> list[tuple[str, str]]:
+    rows = database.query("SELECT key, fingerprint FROM idempotency ORDER BY key")
+    return [(key, fingerprint) for key, fingerprint in rows]
 
 
 @pytest.fixture
-async def ledger(store: SQLiteStore) -> SQLiteStore:
+async def ledger(store: AnyStore) -> AnyStore:
     await store.execute(CreateAccounts((AccountRequest("a", "USD"), AccountRequest("b", "USD"))))
     return store
 
 
-async def test_a_retry_replays_the_first_answer_and_acts_once(ledger: SQLiteStore) -> None:
+async def test_a_retry_replays_the_first_answer_and_acts_once(ledger: AnyStore) -> None:
     """The same key and fingerprint replay the stored response, with no new effect."""
     first, replayed = await ledger.execute_idempotent(pay(), key("k1"))
     assert (first.status, replayed) == (201, False)
@@ -64,7 +62,7 @@ async def test_a_retry_replays_the_first_answer_and_acts_once(ledger: SQLiteStor
 
 
 async def test_a_replay_returns_the_first_answer_even_if_the_state_changed(
-    ledger: SQLiteStore,
+    ledger: AnyStore,
 ) -> None:
     """The replayed body is the stored one, not a recomputation on today's state."""
     first, _ = await ledger.execute_idempotent(CloseAccount("b"), key("close"))
@@ -74,7 +72,7 @@ async def test_a_replay_returns_the_first_answer_even_if_the_state_changed(
     assert again.body == first.body
 
 
-async def test_failures_are_stored_and_replayed_too(ledger: SQLiteStore) -> None:
+async def test_failures_are_stored_and_replayed_too(ledger: AnyStore) -> None:
     """A rejected command's answer is kept, so a retry cannot turn a failure into a success."""
     bad = CreateTransfers((TransferRequest("t1", "a", "ghost", 5),))
     first, _ = await ledger.execute_idempotent(bad, key("k1"))
@@ -85,7 +83,7 @@ async def test_failures_are_stored_and_replayed_too(ledger: SQLiteStore) -> None
     assert await ledger.get_transfer("t1") is None
 
 
-async def test_a_key_reused_with_another_request_is_refused(ledger: SQLiteStore) -> None:
+async def test_a_key_reused_with_another_request_is_refused(ledger: AnyStore) -> None:
     """The same key with another fingerprint raises idempotency_key_reused (409), acting not."""
     await ledger.execute_idempotent(pay("t1"), key("k1", "fp-1"))
     with pytest.raises(IdempotencyError) as raised:
@@ -95,7 +93,7 @@ async def test_a_key_reused_with_another_request_is_refused(ledger: SQLiteStore)
     assert await ledger.get_transfer("t2") is None
 
 
-async def test_keys_are_independent(ledger: SQLiteStore) -> None:
+async def test_keys_are_independent(ledger: AnyStore) -> None:
     """Two keys never share answers, even with the same fingerprint."""
     r1, _ = await ledger.execute_idempotent(pay("t1"), key("k1"))
     r2, replayed = await ledger.execute_idempotent(pay("t2"), key("k2"))
@@ -103,7 +101,7 @@ async def test_keys_are_independent(ledger: SQLiteStore) -> None:
     assert r1.body != r2.body
 
 
-async def test_the_same_key_twice_in_one_group_acts_once(ledger: SQLiteStore) -> None:
+async def test_the_same_key_twice_in_one_group_acts_once(ledger: AnyStore) -> None:
     """Concurrent retries with one key, grouped in one transaction, produce one effect."""
     outcomes = await asyncio.gather(
         *(ledger.execute_idempotent(pay("t1"), key("k1")) for _ in range(10))
@@ -114,14 +112,14 @@ async def test_the_same_key_twice_in_one_group_acts_once(ledger: SQLiteStore) ->
     assert accounts["a"].debits_posted == 5
 
 
-async def test_a_replay_survives_a_restart(db_path: Path, clock: ManualClock) -> None:
+async def test_a_replay_survives_a_restart(make_store: StoreFactory, clock: ManualClock) -> None:
     """The record is durable with the effect: a retry after reopening the store still replays."""
-    store = SQLiteStore(db_path, clock=clock)
+    store = make_store(clock=clock)
     await store.start()
     await store.execute(CreateAccounts((AccountRequest("a", "USD"), AccountRequest("b", "USD"))))
     first, _ = await store.execute_idempotent(pay(), key("k1"))
     await store.stop()
-    reopened = SQLiteStore(db_path, clock=clock)
+    reopened = make_store(clock=clock)
     await reopened.start()
     try:
         again, replayed = await reopened.execute_idempotent(pay(), key("k1"))
@@ -134,7 +132,9 @@ async def test_a_replay_survives_a_restart(db_path: Path, clock: ManualClock) ->
         await reopened.stop()
 
 
-async def test_no_effect_is_kept_without_its_record(ledger: SQLiteStore, db_path: Path) -> None:
+async def test_no_effect_is_kept_without_its_record(
+    ledger: AnyStore, database: LedgerDatabase
+) -> None:
     """If storing the answer fails, the effect is rolled back with it: both or neither."""
 
     def broken_render(result: Any) -> StoredResponse:
@@ -144,14 +144,14 @@ async def test_no_effect_is_kept_without_its_record(ledger: SQLiteStore, db_path
         await ledger.execute_idempotent(pay(), Idempotency("k1", "fp", broken_render))
     assert raised.value.code is ErrorCode.INTERNAL_ERROR
     assert await ledger.get_transfer("t1") is None
-    assert _rows(db_path) == []
+    assert _rows(database) == []
     # the key is still free: a good retry acts now
     response, replayed = await ledger.execute_idempotent(pay(), key("k1"))
     assert (response.status, replayed) == (201, False)
 
 
 async def test_a_record_past_retention_no_longer_replays(
-    ledger: SQLiteStore, clock: ManualClock
+    ledger: AnyStore, clock: ManualClock
 ) -> None:
     """After its retention a key is forgotten: the command runs again (and finds the transfer)."""
     await ledger.execute_idempotent(pay(), key("k1", retention=60))
@@ -167,7 +167,7 @@ async def test_a_record_past_retention_no_longer_replays(
 
 
 async def test_purge_deletes_only_expired_records(
-    ledger: SQLiteStore, clock: ManualClock, db_path: Path
+    ledger: AnyStore, clock: ManualClock, database: LedgerDatabase
 ) -> None:
     """PurgeIdempotency removes records at or past their expiry and keeps the others."""
     await ledger.execute_idempotent(pay("t1"), key("short", retention=10))
@@ -175,15 +175,15 @@ async def test_purge_deletes_only_expired_records(
     assert await ledger.execute(PurgeIdempotency()) == 0
     clock.advance(10)
     assert await ledger.execute(PurgeIdempotency()) == 1
-    assert [k for k, _ in _rows(db_path)] == ["long"]
+    assert [k for k, _ in _rows(database)] == ["long"]
     assert await ledger.execute(PurgeIdempotency()) == 0
     clock.advance(90)
     assert await ledger.execute(PurgeIdempotency()) == 1
-    assert _rows(db_path) == []
+    assert _rows(database) == []
 
 
 async def test_purge_works_in_bounded_slices(
-    ledger: SQLiteStore, clock: ManualClock, db_path: Path
+    ledger: AnyStore, clock: ManualClock, database: LedgerDatabase
 ) -> None:
     """A purge deletes at most ``limit`` records, so one call never holds the writer for long."""
     for i in range(5):
@@ -192,4 +192,4 @@ async def test_purge_works_in_bounded_slices(
     assert await ledger.execute(PurgeIdempotency(limit=2)) == 2
     assert await ledger.execute(PurgeIdempotency(limit=2)) == 2
     assert await ledger.execute(PurgeIdempotency(limit=2)) == 1
-    assert _rows(db_path) == []
+    assert _rows(database) == []

@@ -1,4 +1,5 @@
-"""Schema migrations: applied once, recorded, safe to re-run; a reopened store keeps its data."""
+"""SQLite schema migrations: applied once, recorded, safe to re-run; a reopened store (of
+either backend) keeps its data. The PostgreSQL migrations are tested in ``test_postgres``."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from backends import StoreFactory
 from paycore.ledger.model import AccountFlags, AccountRequest, TransferFlags, TransferRequest
 from paycore.storage import sqlite as sqlite_module
 from paycore.storage.base import CreateAccounts, CreateTransfers
 from paycore.storage.sqlite import SQLiteStore, migrate
 from store.support import ManualClock, audit, read_state
 
-MIGRATIONS = ["0001_ledger.sql"]
+MIGRATIONS = ["0001_ledger.sql", "0002_outbox.sql"]
 
 
 def _recorded(path: Path) -> list[tuple[int, str]]:
@@ -103,10 +105,10 @@ def test_two_processes_migrating_at_once_both_succeed(
     assert len(_recorded(path)) == len(MIGRATIONS)
 
 
-async def test_reopening_the_store_keeps_everything(db_path: Path) -> None:
+async def test_reopening_the_store_keeps_everything(make_store: StoreFactory) -> None:
     """Accounts, counters, transfers, holds and history survive a stop and a new start."""
     clock = ManualClock()
-    store = SQLiteStore(db_path, clock=clock)
+    store = make_store(clock=clock)
     await store.start()
     await store.execute(
         CreateAccounts(
@@ -129,7 +131,7 @@ async def test_reopening_the_store_keeps_everything(db_path: Path) -> None:
     await store.stop()
 
     clock.now -= 10**12  # the clock went back while the process was down
-    reopened = SQLiteStore(db_path, clock=clock)
+    reopened = make_store(clock=clock)
     await reopened.start()
     try:
         after = await reopened.with_snapshot(read_state)

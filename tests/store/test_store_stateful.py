@@ -1,26 +1,32 @@
-"""The real SQLiteStore against the reference model, under random operations.
+"""A real store of each backend against the reference model, under random operations.
 
-Each machine instance owns a store in a fresh directory, an ``asyncio.Runner`` to
-drive it, and a hand-moved clock. After every step the whole shard is read in one
-snapshot and compared with the model, and the ledger's promises are audited.
+Each machine instance owns a fresh database (a SQLite file, or a PostgreSQL
+database), a store on it, an ``asyncio.Runner`` to drive it, and a hand-moved clock.
+After every step the whole shard is read in one snapshot and compared with the
+model, and the ledger's promises are audited.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import shutil
-import tempfile
-from collections.abc import Awaitable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
+from backends import AnyStore, LedgerDatabase
 from paycore.errors import ErrorCode, IdempotencyError
 from paycore.ledger.model import AccountFlags, AccountRequest, TransferRequest
 from paycore.ledger.rules import AccountResult, TransferResult
@@ -33,7 +39,6 @@ from paycore.storage.base import (
     PurgeIdempotency,
     StoredResponse,
 )
-from paycore.storage.sqlite import SQLiteStore
 from reference_model import LedgerModel, Outcome
 from store.support import NS, ManualClock, audit, read_state
 from strategies import account_requests, transfer_batches
@@ -71,9 +76,9 @@ def _code(value: ErrorCode | None) -> str | None:
 class LedgerMachine(RuleBasedStateMachine):
     """Random commands against one store; the reference model says what must happen."""
 
-    def __init__(self) -> None:
+    def __init__(self, database: LedgerDatabase) -> None:
         super().__init__()
-        self.dir = Path(tempfile.mkdtemp(prefix="paycore-stateful-"))
+        self.database = database
         self.clock = ManualClock()
         self.runner = asyncio.Runner()
         self.store = self._open()
@@ -88,12 +93,12 @@ class LedgerMachine(RuleBasedStateMachine):
             self.run(self.store.stop())
         finally:
             self.runner.close()
-            shutil.rmtree(self.dir, ignore_errors=True)
+            self.database.drop()
 
     # -- plumbing -----------------------------------------------------------------------
 
-    def _open(self) -> SQLiteStore:
-        store = SQLiteStore(self.dir / "shard-0.sqlite3", clock=self.clock)
+    def _open(self) -> AnyStore:
+        store = self.database.store(clock=self.clock)
         self.runner.run(store.start())
         return store
 
@@ -380,9 +385,16 @@ class LedgerMachine(RuleBasedStateMachine):
         assert history == model.history
 
 
-LedgerMachine.TestCase.settings = settings(
-    settings.default,
-    max_examples=max(50, settings.default.max_examples // 2),
-    stateful_step_count=50,
-)
-TestLedgerStore = LedgerMachine.TestCase
+def test_the_store_matches_the_reference_model(
+    new_database: Callable[[], LedgerDatabase],
+) -> None:
+    """Random commands on a store give the model's results and leave a ledger that keeps
+    every promise, after every step."""
+    run_state_machine_as_test(
+        lambda: LedgerMachine(new_database()),
+        settings=settings(
+            settings.default,
+            max_examples=max(50, settings.default.max_examples // 2),
+            stateful_step_count=50,
+        ),
+    )

@@ -2,7 +2,8 @@
 
 The app owns the store's lifecycle (started on startup, stopped on shutdown) and,
 unless told otherwise, the background maintenance worker (expiring holds,
-purging old idempotency records).
+purging old idempotency records) and, over a sharded store, the relay worker that
+settles cross-shard transfers.
 """
 
 from __future__ import annotations
@@ -41,17 +42,29 @@ def create_app(store: Store, settings: Settings, *, start_workers: bool = True) 
         if settings.auth == "open":
             log.warning("SECURITY: %s; never expose it beyond this machine", OPEN_AUTH_WARNING)
         worker = None
+        relay = None
         try:
             if start_workers:
                 # Imported only when wanted: tests and tools serve the API without workers.
+                from paycore.cluster.router import ShardedStore  # noqa: PLC0415
                 from paycore.workers.maintenance import MaintenanceWorker  # noqa: PLC0415
+                from paycore.workers.relay import RelayWorker  # noqa: PLC0415
 
                 worker = MaintenanceWorker(
                     store, interval_seconds=settings.maintenance_interval_seconds
                 )
                 await worker.start()
+                if isinstance(store, ShardedStore):  # cross-shard transfers need their relay
+                    relay = RelayWorker(
+                        store,
+                        interval_seconds=settings.relay_interval_seconds,
+                        lease_seconds=settings.relay_lease_seconds,
+                    )
+                    await relay.start()
             yield
         finally:
+            if relay is not None:
+                await relay.stop()
             if worker is not None:
                 await worker.stop()
             await store.stop()

@@ -55,6 +55,8 @@ class TransferResult(msgspec.Struct, frozen=True):
     code: ErrorCode | None = None
     detail: str = ""
     exists: bool = False
+    # A cross-shard transfer whose credit is still on its way (see cluster.settlement).
+    in_flight: bool = False
 
     @property
     def ok(self) -> bool:

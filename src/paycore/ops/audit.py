@@ -38,7 +38,7 @@ import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -719,3 +719,245 @@ class _Rows:
     def pop(self) -> BalanceRecord | None:
         head, self._head = self._head, next(self._rows, None)
         return head
+
+
+# -- across shards --------------------------------------------------------------------------
+
+
+class ClusterViolationKind(StrEnum):
+    """Why the cross-shard auditor objects (on top of each shard's own ``ViolationKind``)."""
+
+    SHARD_VIOLATION = "shard_violation"  # a shard's own audit found something
+    CLUSTER_NOT_CONSERVED = "cluster_not_conserved"  # balances over all shards do not sum to 0
+    CLEARING_PENDING_MISMATCH = "clearing_pending_mismatch"  # clearing holds != open sagas
+    CLEARING_NOT_NETTING = "clearing_not_netting"  # clearing posted net is not the money in flight
+    SAGA_STUCK = "saga_stuck"  # a saga open longer than the bound
+
+
+class ClusterViolation(msgspec.Struct, frozen=True, omit_defaults=True):
+    kind: ClusterViolationKind
+    detail: str
+    shard: str | None = None
+    currency: str | None = None
+    transfer_id: str | None = None
+
+
+class ClusterTotals(msgspec.Struct, frozen=True):
+    """One currency over every shard; ``net_posted`` must be 0.
+
+    ``in_flight``: amounts of open sagas (held on their source, in clearing as pending);
+    ``clearing_posted_net``: credits minus debits posted on all clearing accounts, which
+    is minus the part of ``in_flight`` already credited on its target (0 when quiescent).
+    """
+
+    currency: str
+    net_posted: int
+    debits_pending: int
+    credits_pending: int
+    in_flight: int
+    clearing_posted_net: int
+
+
+class ClusterAuditReport(msgspec.Struct, frozen=True):
+    """The audit of every shard plus the cross-shard checks; ``ok`` when nothing was found."""
+
+    ok: bool
+    shards: dict[str, AuditReport]
+    totals: list[ClusterTotals]
+    sagas_open: int
+    oldest_open_seconds: float
+    violations: list[ClusterViolation]
+
+
+async def audit_cluster(
+    shards: dict[str, Store],
+    *,
+    grace_seconds: float = 60.0,
+    stuck_seconds: float = 300.0,
+    max_violations: int = 1000,
+    attempts: int = 3,
+    retry_delay: float = 0.25,
+) -> ClusterAuditReport:
+    """Audit each shard (``check_snapshot``), then prove across shards, per currency:
+    balances sum to zero, clearing accounts hold exactly the open sagas and net to the
+    money in flight, and no saga is open longer than ``stuck_seconds``.
+
+    Shards are read one snapshot each, not at one instant: with sagas moving meanwhile
+    the netting check may see a step on one shard and not yet on the other, so it is
+    retried up to ``attempts`` times before it is reported.
+    """
+    import asyncio  # noqa: PLC0415 - only this function waits
+
+    from paycore.cluster.settlement import OPEN_STATES, parse_clearing  # noqa: PLC0415
+
+    def reader(snapshot: LedgerSnapshot) -> tuple[AuditReport, list[Account], list[Any], int]:
+        report = check_snapshot(
+            snapshot, grace_seconds=grace_seconds, max_violations=max_violations
+        )
+        clearing = [a for a in snapshot.accounts() if parse_clearing(a.id) is not None]
+        outbox = getattr(snapshot, "outbox", None)
+        rows = [r for r in outbox() if r.state in OPEN_STATES] if outbox is not None else []
+        return report, clearing, rows, snapshot.now
+
+    result: ClusterAuditReport | None = None
+    for attempt in range(max(1, attempts)):
+        names = list(shards)
+        reads = await asyncio.gather(*(shards[n].with_snapshot(reader) for n in names))
+        result = _cluster_report(
+            dict(zip(names, reads, strict=True)), stuck_seconds, parse_clearing
+        )
+        netting = {
+            ClusterViolationKind.CLEARING_NOT_NETTING,
+            ClusterViolationKind.CLUSTER_NOT_CONSERVED,
+        }
+        if result.ok or not all(v.kind in netting for v in result.violations):
+            return result
+        if attempt + 1 < attempts:
+            await asyncio.sleep(retry_delay)
+    assert result is not None
+    return result
+
+
+def _cluster_report(
+    reads: dict[str, tuple[AuditReport, list[Account], list[Any], int]],
+    stuck_seconds: float,
+    parse_clearing: Any,
+) -> ClusterAuditReport:
+    violations: list[ClusterViolation] = []
+    sums: dict[str, list[int]] = {}  # currency -> net posted, dp, cp, in flight, clearing net
+    held: dict[tuple[str, str, str], int] = {}  # (source, target, currency) -> open amount
+    clearing: dict[str, Account] = {}
+    open_count = 0
+    oldest = 0.0
+    for shard, (report, accounts, rows, now) in reads.items():
+        if not report.ok:
+            violations.append(
+                ClusterViolation(
+                    ClusterViolationKind.SHARD_VIOLATION,
+                    f"{report.violation_count} violation(s): "
+                    + ", ".join(sorted(k.value for k in report.kinds())),
+                    shard=shard,
+                )
+            )
+        for t in report.totals:
+            s = sums.setdefault(t.currency, [0, 0, 0, 0, 0])
+            s[0] += t.net_posted
+            s[1] += t.debits_pending
+            s[2] += t.credits_pending
+        for a in accounts:
+            clearing[a.id] = a
+            s = sums.setdefault(a.currency, [0, 0, 0, 0, 0])
+            s[4] += a.credits_posted - a.debits_posted
+        for row in rows:
+            open_count += 1
+            key = (shard, row.target_shard, row.currency)
+            held[key] = held.get(key, 0) + row.amount
+            sums.setdefault(row.currency, [0, 0, 0, 0, 0])[3] += row.amount
+            age = (now - row.created_at) / _NS
+            oldest = max(oldest, age)
+            if age > stuck_seconds:
+                violations.append(
+                    ClusterViolation(
+                        ClusterViolationKind.SAGA_STUCK,
+                        f"open for {age:.1f}s (bound {stuck_seconds:g}s)",
+                        shard=shard,
+                        currency=row.currency,
+                        transfer_id=row.transfer_id,
+                    )
+                )
+    # Each clearing account holds, as pending credits, exactly its shard's open sagas.
+    for account in clearing.values():
+        home, peer, currency = parse_clearing(account.id)
+        want = held.get((home, peer, currency), 0)
+        if account.credits_pending != want or account.debits_pending != 0:
+            violations.append(
+                ClusterViolation(
+                    ClusterViolationKind.CLEARING_PENDING_MISMATCH,
+                    f"{account.id}: pending credits {account.credits_pending}, debits "
+                    f"{account.debits_pending}; open sagas hold {want}",
+                    shard=home,
+                    currency=currency,
+                )
+            )
+    # Per direction: credited on the target but not yet posted on the source lies
+    # between 0 and what is still open.
+    pairs = {(h, p, c) for h, p, c in (parse_clearing(a) for a in clearing)} | set(held)
+    for source, target, currency in sorted(pairs):
+        if source == target:
+            continue
+        leg = clearing.get(f"clearing:{target}:{source}:{currency}")
+        hold = clearing.get(f"clearing:{source}:{target}:{currency}")
+        awaiting = (leg.debits_posted if leg else 0) - (hold.credits_posted if hold else 0)
+        still_open = held.get((source, target, currency), 0)
+        if not 0 <= awaiting <= still_open:
+            violations.append(
+                ClusterViolation(
+                    ClusterViolationKind.CLEARING_NOT_NETTING,
+                    f"{source}->{target}: credited on {target} minus posted on {source} is "
+                    f"{awaiting}, open sagas hold {still_open}",
+                    shard=source,
+                    currency=currency,
+                )
+            )
+    totals = [ClusterTotals(c, s[0], s[1], s[2], s[3], s[4]) for c, s in sorted(sums.items())]
+    for c in totals:
+        if c.net_posted != 0 or c.debits_pending != c.credits_pending:
+            violations.append(
+                ClusterViolation(
+                    ClusterViolationKind.CLUSTER_NOT_CONSERVED,
+                    f"posted balances sum to {c.net_posted}; pending debits "
+                    f"{c.debits_pending} vs credits {c.credits_pending}",
+                    currency=c.currency,
+                )
+            )
+        if not -c.in_flight <= c.clearing_posted_net <= 0:
+            violations.append(
+                ClusterViolation(
+                    ClusterViolationKind.CLEARING_NOT_NETTING,
+                    f"clearing accounts net {c.clearing_posted_net} posted with "
+                    f"{c.in_flight} in flight",
+                    currency=c.currency,
+                )
+            )
+    return ClusterAuditReport(
+        ok=not violations,
+        shards={shard: read[0] for shard, read in reads.items()},
+        totals=totals,
+        sagas_open=open_count,
+        oldest_open_seconds=oldest,
+        violations=violations,
+    )
+
+
+def print_cluster_report(report: ClusterAuditReport, console: Console) -> None:
+    """Render a cross-shard audit: each shard's report, then the cluster's totals."""
+    from rich.table import Table  # noqa: PLC0415 - only the CLI renders
+
+    for shard, shard_report in report.shards.items():
+        console.print(f"[bold]shard {shard}[/]")
+        print_report(shard_report, console, limit=10)
+    table = Table(title="All shards, per currency", title_justify="left")
+    for name in ("currency", "net posted", "pending debits", "pending credits"):
+        table.add_column(name, justify="left" if name == "currency" else "right")
+    table.add_column("in flight", justify="right")
+    table.add_column("clearing posted net", justify="right")
+    for c in report.totals:
+        table.add_row(
+            c.currency,
+            format_minor(c.net_posted, c.currency),
+            format_minor(c.debits_pending, c.currency),
+            format_minor(c.credits_pending, c.currency),
+            format_minor(c.in_flight, c.currency),
+            format_minor(c.clearing_posted_net, c.currency),
+        )
+    console.print(table)
+    console.print(f"sagas open: {report.sagas_open:,} (oldest {report.oldest_open_seconds:.1f}s)")
+    if report.ok:
+        console.print(
+            "[green]✓ cluster audit clean[/]: every shard clean, balances sum to zero over all "
+            "shards, clearing accounts net to the money in flight, no saga stuck"
+        )
+        return
+    for v in report.violations[:50]:
+        where = " ".join(x for x in (v.shard, v.currency, v.transfer_id) if x)
+        console.print(f"[red]✗ {v.kind.value}[/] {where}: {v.detail}")

@@ -42,11 +42,14 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from paycore.cluster.router import ShardedStore
+from paycore.cluster.topology import build_store
+from paycore.config import Settings
 from paycore.ledger.model import AccountRequest, TransferRequest
-from paycore.ops.audit import AuditReport, audit_store
+from paycore.ops.audit import ClusterAuditReport, audit_cluster
 from paycore.ops.loadgen import LoadResult, RawHttpClient, latency_summary
 from paycore.storage.base import CreateAccounts, CreateTransfers
-from paycore.storage.sqlite import SQLiteStore
+from paycore.workers.relay import RelayWorker
 
 __all__ = ["BenchReport", "ScenarioResult", "add_arguments", "read_rss", "run_bench"]
 
@@ -122,6 +125,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--synchronous", default="FULL", help="SQLite synchronous (FULL)")
     parser.add_argument(
+        "--shards",
+        type=int,
+        default=4,
+        help="embedded SQLite shards (4); with more than one, most transfers cross shards",
+    )
+    parser.add_argument(
         "--only",
         choices=("inproc", "http"),
         help="run only the in-process or only the HTTP scenarios",
@@ -146,6 +155,7 @@ def _resolve(args: argparse.Namespace) -> dict[str, Any]:
         "duration": args.duration or (2.0 if quick else 10.0),
         "client": args.client,
         "synchronous": args.synchronous.upper(),
+        "shards": args.shards,
         "only": args.only,
         "audit": not args.no_audit,
         "seed": args.seed,
@@ -161,6 +171,7 @@ def _command(o: dict[str, Any], args: argparse.Namespace) -> str:
         "--accounts", str(o["accounts"]), "--inflight", str(o["inflight"]),
         "--clients", str(o["clients"]), "--duration", f"{o['duration']:g}",
         "--client", o["client"], "--synchronous", o["synchronous"], "--seed", str(o["seed"]),
+        "--shards", str(o["shards"]),
     ]  # fmt: skip
     if o["only"]:
         parts += ["--only", o["only"]]
@@ -236,13 +247,20 @@ def _account_id(i: int) -> str:
 def _copy_ledger(source: Path, target: Path) -> None:
     """Copy a closed ledger (the store checkpoints its WAL into the file on stop)."""
     target.mkdir(parents=True, exist_ok=True)
-    for name in ("shard-0.sqlite3", "shard-0.sqlite3-wal"):
-        if (source / name).exists():
-            shutil.copy2(source / name, target / name)
+    for path in source.glob("shard-*.sqlite3*"):
+        shutil.copy2(path, target / path.name)
+
+
+def _store(data_dir: Path, o: dict[str, Any]) -> ShardedStore:
+    """The embedded store the bench measures: ``--shards`` SQLite files, via the factory."""
+    settings = Settings(
+        data_dir=str(data_dir), synchronous=o["synchronous"], embedded_shards=o["shards"]
+    )
+    return build_store(settings)
 
 
 async def _create_accounts(data_dir: Path, o: dict[str, Any]) -> None:
-    store = SQLiteStore(data_dir / "shard-0.sqlite3", synchronous=o["synchronous"])
+    store = _store(data_dir, o)
     await store.start()
     try:
         n, size = o["accounts"], 8189
@@ -287,7 +305,7 @@ def _batches(prefix: str, o: dict[str, Any], *, hot: bool, seed: int) -> Iterato
 
 
 async def _inproc_scenario(
-    store: SQLiteStore, name: str, o: dict[str, Any], *, hot: bool
+    store: ShardedStore, name: str, o: dict[str, Any], *, hot: bool
 ) -> ScenarioResult:
     batches = _batches(name, o, hot=hot, seed=o["seed"] + hot)
     latencies: list[float] = []
@@ -308,11 +326,16 @@ async def _inproc_scenario(
             finished.append((time.perf_counter(), ok + errors))
 
     groups0, jobs0 = store.writer_stats
+    relay = RelayWorker(store, interval_seconds=0.05)
+    await relay.start()
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(o["inflight"])))
+    await relay.stop()  # counted: a cross-shard transfer is done once settled
     seconds = time.perf_counter() - start
     groups, jobs = store.writer_stats
     detail: dict[str, Any] = {
+        "shards": len(store.shards),
+        "cross_shard_settled": relay.settlement.completed,
         "batches": len(latencies),
         "transactions": groups - groups0,
         "jobs": jobs - jobs0,
@@ -348,7 +371,7 @@ def _trend(result: ScenarioResult) -> str:
 async def _inproc_part(
     data_dir: Path, o: dict[str, Any], report: BenchReport, console: Console
 ) -> None:
-    store = SQLiteStore(data_dir / "shard-0.sqlite3", synchronous=o["synchronous"])
+    store = _store(data_dir, o)
     await store.start()
     try:
         rss_before = read_rss(os.getpid())
@@ -372,14 +395,18 @@ async def _inproc_part(
         await store.stop()
 
 
-async def _audit(store: SQLiteStore, console: Console, label: str) -> bool:
+async def _audit(store: ShardedStore, console: Console, label: str) -> bool:
     t0 = time.perf_counter()
-    audit: AuditReport = await audit_store(store)
-    kinds = ", ".join(sorted(audit.kinds())) or "none"
-    mark = "[green]clean[/]" if audit.ok else f"[red]{audit.violation_count} violation(s)[/]"
+    await RelayWorker(store).drain()  # whatever a stopped server left in flight
+    audit: ClusterAuditReport = await audit_cluster(store.shards)
+    kinds = {k.value for r in audit.shards.values() for k in r.kinds()}
+    kinds |= {v.kind.value for v in audit.violations}
+    count = sum(r.violation_count for r in audit.shards.values()) + len(audit.violations)
+    mark = "[green]clean[/]" if audit.ok else f"[red]{count} violation(s)[/]"
+    transfers = sum(r.transfers for r in audit.shards.values())
     console.print(
-        f"audit after {label}: {mark} ({audit.transfers:,} transfers replayed in "
-        f"{time.perf_counter() - t0:.1f}s; kinds: {kinds})"
+        f"audit after {label}: {mark} ({transfers:,} transfers on {len(audit.shards)} shards "
+        f"replayed in {time.perf_counter() - t0:.1f}s; kinds: {', '.join(sorted(kinds)) or 'none'})"
     )
     return audit.ok
 
@@ -459,7 +486,11 @@ def _http_part(
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = data_dir / "serve.log"
-    env = {**os.environ, "PAYCORE_SYNCHRONOUS": o["synchronous"]}
+    env = {
+        **os.environ,
+        "PAYCORE_SYNCHRONOUS": o["synchronous"],
+        "PAYCORE_EMBEDDED_SHARDS": str(o["shards"]),
+    }
     serve = [
         sys.executable, "-m", "paycore.cli", "serve", "--data-dir", str(data_dir),
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
@@ -495,7 +526,7 @@ def _http_part(
 
 
 async def _audit_dir(data_dir: Path, o: dict[str, Any], console: Console) -> bool:
-    store = SQLiteStore(data_dir / "shard-0.sqlite3", synchronous=o["synchronous"])
+    store = _store(data_dir, o)
     await store.start()
     try:
         return await _audit(store, console, "HTTP")

@@ -33,11 +33,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from paycore.config import Settings
+from paycore.cluster.router import ShardedStore
+from paycore.cluster.topology import build_store
+from paycore.config import Settings, shard_specs
 from paycore.money import format_minor
-from paycore.ops.audit import AuditReport, audit_store, print_report
+from paycore.ops.audit import ClusterAuditReport, audit_cluster, print_cluster_report
 from paycore.ops.loadgen import HttpResponse, latency_summary
-from paycore.storage.sqlite import SQLiteStore
+from paycore.storage.base import Store
 
 __all__ = ["AsgiClient", "DemoOptions", "DemoResult", "run_demo"]
 
@@ -119,8 +121,10 @@ class DemoResult(msgspec.Struct):
     latency: dict[str, float]
     operations: list[OpStats]
     promises: list[Promise]
-    audit: AuditReport | None
+    audit: ClusterAuditReport | None
     seconds_total: float
+    shards: int = 1
+    cross_shard_transfers: int = 0
 
 
 # -- an in-process HTTP client --------------------------------------------------------------
@@ -269,11 +273,17 @@ def _label(response: HttpResponse) -> str:
 
 
 class _Demo:
-    def __init__(self, client: AsgiClient, options: DemoOptions, seed: int) -> None:
+    def __init__(
+        self, client: AsgiClient, options: DemoOptions, seed: int, store: ShardedStore
+    ) -> None:
         self.client = client
         self.options = options
         self.seed = seed
         self.wallets = [f"demo.w{i:05d}" for i in range(options.wallets)]
+        # Holds stay on one shard (a cross-shard hold is refused): wallets beside the merchant.
+        home = store.shard_for(MERCHANT)
+        self.hold_wallets = [w for w in self.wallets if store.shard_for(w) == home]
+        self.in_flight: list[str] = []  # acknowledged cross-shard transfers
         self.model = _Model()
         self.latencies: dict[str, list[float]] = defaultdict(list)
         self.outcomes: dict[str, Counter[str]] = defaultdict(Counter)
@@ -288,6 +298,7 @@ class _Demo:
         self.p_durable = Promise("every acknowledged effect is in the ledger, exactly once")
         self.p_holds = Promise("holds are captured, voided or expired exactly as asked")
         self.p_errors = Promise("bad input gets a precise problem; no answer is a 5xx")
+        self.p_cross = Promise("cross-shard transfers show in_flight, then settle as posted")
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -316,6 +327,8 @@ class _Demo:
             return None
         t = _json(response)
         self.transfers += 1
+        if t.get("status") == "in_flight":  # settled by the relay; booked as posted
+            self.in_flight.append(t["id"])
         debit, credit, amount = t["debit_account_id"], t["credit_account_id"], t["amount"]
         if t["flags"]["pending"]:
             self.model.held(debit, credit, amount)
@@ -438,7 +451,9 @@ class _Demo:
         self.acknowledge(response)
 
     async def op_hold(self, rnd: random.Random, tag: str) -> None:
-        wallet = rnd.choice(self.wallets)
+        if not self.hold_wallets:
+            return
+        wallet = rnd.choice(self.hold_wallets)
         amount = rnd.randrange(500, 5_000)
         fate = rnd.choices(("full", "partial", "void", "expire"), (30, 25, 25, 20))[0]
         timeout = EXPIRING_TIMEOUT if fate == "expire" else HOLD_TIMEOUT
@@ -533,7 +548,9 @@ class _Demo:
 
     async def op_overdraft(self, rnd: random.Random, tag: str) -> None:
         a, b = self.two_wallets(rnd)
-        pending = rnd.random() < 0.5
+        pending = rnd.random() < 0.5 and bool(self.hold_wallets)
+        if pending:  # a hold stays on one shard
+            a, b = rnd.choice(self.hold_wallets), MERCHANT
         extra: Json = {"pending": True, "timeout_seconds": HOLD_TIMEOUT} if pending else {}
         body = self.transfer_body(f"over-{tag}", a, b, OVERDRAFT, **extra)
         response = await self.call("overdraft", "POST", "/v1/transfers", body)
@@ -654,7 +671,26 @@ class _Demo:
             f"balancing payout moved {t and t['amount']}, available was {expected}",
         )
 
-    async def compare_with_ledger(self, store: SQLiteStore) -> None:
+    async def settle_in_flight(self) -> None:
+        """Every cross-shard transfer acknowledged ``in_flight`` must end ``posted``."""
+        pending = list(dict.fromkeys(self.in_flight))
+        self.in_flight.clear()
+        deadline = time.monotonic() + 30.0
+        while pending and time.monotonic() < deadline:
+            responses = await asyncio.gather(
+                *(self.call("settle", "GET", f"/v1/transfers/{i}") for i in pending[:256])
+            )
+            for transfer_id, response in zip(pending[:256], responses, strict=True):
+                status = _json(response).get("status")
+                if status != "in_flight":
+                    self.p_cross.check(status == "posted", f"{transfer_id}: settled as {status}")
+                    pending.remove(transfer_id)
+            if pending:
+                await asyncio.sleep(0.05)
+        for transfer_id in pending:
+            self.p_cross.check(False, f"{transfer_id}: still in flight after 30s")
+
+    async def compare_with_ledger(self, store: Store) -> None:
         ids = [FUNDING, SETTLEMENT, MERCHANT, *self.wallets]
         accounts = await store.get_accounts(ids)
         for account_id in ids:
@@ -675,6 +711,7 @@ class _Demo:
             self.p_balance,
             self.p_idem,
             self.p_holds,
+            self.p_cross,
             self.p_errors,
         ]
 
@@ -689,7 +726,7 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
         raise ValueError("the demo needs at least 2 wallets")
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     data_dir = options.data_dir or Path("paycore-data") / f"demo-{stamp}"
-    if (data_dir / "shard-0.sqlite3").exists():
+    if any(data_dir.glob("shard-*.sqlite3")):
         console.print(f"[red]{data_dir} already holds a ledger; the demo needs a fresh one[/]")
         return 2
     seed = options.seed if options.seed is not None else random.SystemRandom().randrange(10**6)
@@ -698,31 +735,40 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
         synchronous=options.synchronous.upper(),
         maintenance_interval_seconds=MAINTENANCE_INTERVAL,
     )
-    store = SQLiteStore(settings.shard_path, synchronous=settings.synchronous)
+    store = build_store(settings)
     from paycore.api.app import create_app  # noqa: PLC0415 - the API is the heavy import
 
     app = create_app(store, settings)
     console.print(
         f"[bold]paycore demo[/]: {options.wallets:,} wallets, {options.clients} clients, "
-        f"{options.duration:g}s, seed {seed}, data in {data_dir} "
+        f"{options.duration:g}s, seed {seed}, {len(shard_specs(settings))} shards in {data_dir} "
         f"(synchronous={settings.synchronous}; API called in-process)"
     )
     # The in-process app is reachable by no one: its "no API key" warning does not apply.
     logging.getLogger("paycore.api.app").setLevel(logging.ERROR)
-    audit: AuditReport | None = None
+    audit: ClusterAuditReport | None = None
     async with AsgiClient(app) as client:
-        demo = _Demo(client, options, seed)
+        demo = _Demo(client, options, seed, store)
         with _progress(console) as progress:
             await demo.setup(progress)
             elapsed, requests, transfers = await demo.workload(progress)
+            cross = len(demo.in_flight)
             await demo.settle_expiring(progress)
+        await demo.settle_in_flight()
         await demo.payout()
+        cross += len(demo.in_flight)
+        await demo.settle_in_flight()
         await demo.compare_with_ledger(store)
         with console.status("auditing the ledger..."):
-            audit = await audit_store(store)
-        demo.p_audit.checks = max(1, audit.transfers)
-        demo.p_audit.broken = audit.violation_count
-        demo.p_audit.examples = [f"{v.kind}: {v.detail}" for v in audit.violations[:5]]
+            audit = await audit_cluster(store.shards)
+        replayed = sum(r.transfers for r in audit.shards.values())
+        found = [f"{v.kind}: {v.detail}" for r in audit.shards.values() for v in r.violations]
+        found += [f"{v.kind}: {v.detail}" for v in audit.violations]
+        demo.p_audit.checks = max(1, replayed)
+        demo.p_audit.broken = sum(r.violation_count for r in audit.shards.values()) + sum(
+            1 for v in audit.violations if v.kind != "shard_violation"
+        )
+        demo.p_audit.examples = found[:5]
     workload_latencies = [x for k, v in demo.latencies.items() if k != "setup" for x in v]
     result = DemoResult(
         ok=all(p.broken == 0 for p in demo.promises()),
@@ -748,6 +794,8 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
         promises=demo.promises(),
         audit=audit,
         seconds_total=time.perf_counter() - started,
+        shards=len(store.shards),
+        cross_shard_transfers=cross,
     )
     _print(result, console)
     if options.json_path is not None:
@@ -808,8 +856,12 @@ def _print(result: DemoResult, console: Console) -> None:
             outcomes,
         )
     console.print(table)
+    console.print(
+        f"[bold]sharding[/]: {result.shards} shards, {result.cross_shard_transfers:,} "
+        "cross-shard transfers (acknowledged in_flight, settled by the relay)"
+    )
     if result.audit is not None:
-        print_report(result.audit, console, limit=10)
+        print_cluster_report(result.audit, console)
     promises = Table(title="promises", title_justify="left")
     for col in ("", "promise", "checks", "broken"):
         promises.add_column(col, justify="right" if col in ("checks", "broken") else "left")
@@ -822,9 +874,13 @@ def _print(result: DemoResult, console: Console) -> None:
             console.print(f"  [red]✗[/] {p.name}: {example}")
     merchant_note = ""
     if result.audit is not None:
-        usd = next((t for t in result.audit.totals if t.currency == CURRENCY), None)
-        if usd is not None:
-            merchant_note = f"; {format_minor(usd.credits_posted, CURRENCY)} moved in total"
+        moved = sum(
+            t.credits_posted
+            for report in result.audit.shards.values()
+            for t in report.totals
+            if t.currency == CURRENCY
+        )
+        merchant_note = f"; {format_minor(moved, CURRENCY)} moved in total (clearing included)"
     verdict = (
         "[bold green]every promise held[/]"
         if result.ok

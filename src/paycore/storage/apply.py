@@ -14,16 +14,27 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
+import msgspec
+
 from paycore.errors import ErrorCode, IdempotencyError, PaycoreError, UnavailableError
 from paycore.ledger.model import Account, PendingStatus, Transfer, TransferRequest
-from paycore.ledger.rules import AccountResult, WorkingSet, close_account, new_account
+from paycore.ledger.rules import (
+    AccountResult,
+    TransferResult,
+    WorkingSet,
+    close_account,
+    new_account,
+)
 from paycore.storage.base import (
+    ClaimOutbox,
     CloseAccount,
     Command,
     CreateAccounts,
     CreateTransfers,
     ExpirePending,
     Idempotency,
+    OutboxRow,
+    PeekIdempotency,
     PurgeIdempotency,
     StoredResponse,
 )
@@ -64,6 +75,19 @@ class LedgerTx(Protocol):
     def save_idempotency(
         self, key: str, fingerprint: str, response: StoredResponse, now: int, expires_at: int
     ) -> None: ...
+
+    # -- outbox of cross-shard transfers (migration 0002) ---------------------------------
+
+    def insert_outbox(self, rows: Sequence[OutboxRow]) -> None:
+        """Insert new outbox rows (their transfer ids are new on this shard)."""
+
+    def set_outbox_states(self, changes: Sequence[tuple[str, str]], now: int) -> None:
+        """Set ``(transfer_id, state)`` pairs and release their claims."""
+
+    def claim_outbox(
+        self, owner: str, open_states: Sequence[str], now: int, until: int, limit: int
+    ) -> list[OutboxRow]:
+        """Lease to ``owner`` the open rows whose lease passed or that it holds already."""
 
 
 class WriteSession(LedgerTx, Protocol):
@@ -164,7 +188,10 @@ def _apply_transfer_run(
     ws = _load_working_set(tx, clock, requests)
     for job in jobs:
         if not _replayed(tx, clock, job, answered):
-            _finish(tx, clock, job, ws.apply_transfers(job.command.requests), answered)
+            results = _apply_transfers(tx, clock, ws, job.command)
+            if job.command.outbox:
+                _write_outbox(tx, clock, job.command, results)
+            _finish(tx, clock, job, results, answered)
     tx.write(ws)
     clock.last_timestamp = ws.last_timestamp
 
@@ -198,6 +225,69 @@ def _load_working_set(
     )
 
 
+_REFUSAL_SECONDS = 10 * 365 * 24 * 3600
+_refusal_encoder = msgspec.json.Encoder()
+
+
+def _apply_transfers(
+    tx: LedgerTx, clock: GroupClock, ws: WorkingSet, command: CreateTransfers
+) -> list[TransferResult]:
+    """Apply a command's items; with ``refusals_key``, refusals are kept for good."""
+    prefix = command.refusals_key
+    if prefix is None:
+        return ws.apply_transfers(command.requests)
+    results: list[TransferResult | None] = [None] * len(command.requests)
+    todo: list[int] = []
+    for index, request in enumerate(command.requests):
+        seen = tx.idempotency_record(prefix + request.id)
+        if seen is None:
+            todo.append(index)
+            continue
+        refusal = msgspec.json.decode(seen[1].body)
+        results[index] = TransferResult(
+            id=request.id, code=ErrorCode(refusal["code"]), detail=refusal["detail"]
+        )
+    applied = ws.apply_transfers([command.requests[i] for i in todo])
+    expires_at = min(clock.now + _REFUSAL_SECONDS * 1_000_000_000, 2**63 - 1)
+    for index, result in zip(todo, applied, strict=True):
+        results[index] = result
+        if result.code is not None:
+            body = _refusal_encoder.encode({"code": result.code.value, "detail": result.detail})
+            tx.save_idempotency(
+                prefix + result.id, "refusal", StoredResponse(409, body), clock.now, expires_at
+            )
+    return [r for r in results if r is not None]
+
+
+def _write_outbox(
+    tx: LedgerTx, clock: GroupClock, command: CreateTransfers, results: Sequence[TransferResult]
+) -> None:
+    """Saga rows ride on their item: written only when that item is newly written."""
+    inserts: list[OutboxRow] = []
+    changes: list[tuple[str, str]] = []
+    for write in command.outbox:
+        result = results[write.index]
+        if not result.ok or result.exists or result.transfer is None:
+            continue
+        if write.insert:
+            t = result.transfer
+            inserts.append(
+                msgspec.structs.replace(
+                    write.row,
+                    amount=t.amount,
+                    currency=t.currency,
+                    created_at=clock.now,
+                    updated_at=clock.now,
+                )
+            )
+        else:
+            changes.append((write.row.transfer_id, write.row.state))
+    if inserts:
+        tx.insert_outbox(inserts)
+    if changes:
+        tx.set_outbox_states(changes, clock.now)
+
+
 def _apply_other(tx: LedgerTx, clock: GroupClock, command: Command) -> Any:
     if isinstance(command, CreateAccounts):
         return _create_accounts(tx, clock, command)
@@ -211,6 +301,14 @@ def _apply_other(tx: LedgerTx, clock: GroupClock, command: Command) -> Any:
         return _expire(tx, clock, command.limit)
     if isinstance(command, PurgeIdempotency):
         return tx.purge_idempotency(clock.now, command.limit)
+    if isinstance(command, ClaimOutbox):
+        until = clock.now + int(command.lease_seconds * 1_000_000_000)
+        return tx.claim_outbox(command.owner, command.open_states, clock.now, until, command.limit)
+    if isinstance(command, PeekIdempotency):
+        seen = tx.idempotency_record(command.key)
+        if seen is None or seen[2] <= clock.now:
+            return None
+        return seen[0], seen[1]
     raise TypeError(f"unknown command {command!r}")
 
 

@@ -30,6 +30,7 @@ from paycore.ledger.model import (
 
 __all__ = [
     "PAGE_SIDES",
+    "ClaimOutbox",
     "CloseAccount",
     "Command",
     "CreateAccounts",
@@ -37,6 +38,10 @@ __all__ = [
     "ExpirePending",
     "Idempotency",
     "LedgerSnapshot",
+    "OutboxRow",
+    "OutboxSnapshot",
+    "OutboxWrite",
+    "PeekIdempotency",
     "PurgeIdempotency",
     "Store",
     "StoredResponse",
@@ -53,10 +58,58 @@ class CreateAccounts(msgspec.Struct, frozen=True):
     requests: tuple[AccountRequest, ...]
 
 
+class OutboxRow(msgspec.Struct, frozen=True):
+    """The durable work item of a cross-shard transfer, kept on its source shard.
+
+    Written in the same transaction as the saga's hold (step 1); ``state`` is a
+    ``paycore.cluster.settlement.SagaState`` value (storage only keeps the text).
+    ``amount`` and ``currency`` are those of the hold as written. A row is claimed by
+    a relay until ``claimed_until`` (ns); after that any relay may take it over.
+    """
+
+    transfer_id: str
+    target_shard: str
+    debit_account_id: str
+    credit_account_id: str
+    amount: int
+    currency: str
+    code: int
+    metadata: str | None
+    state: str
+    created_at: int = 0
+    updated_at: int = 0
+    claimed_by: str | None = None
+    claimed_until: int = 0
+    attempts: int = 0
+
+
+class OutboxWrite(msgspec.Struct, frozen=True):
+    """Saga bookkeeping that rides on item ``index`` of a ``CreateTransfers``.
+
+    Applied in the same transaction, and only when that item is newly written (not an
+    error, not an ``exists`` replay): ``row`` is inserted when ``insert`` is true (the
+    amount and currency taken from the written transfer), else the state of the row
+    ``row.transfer_id`` is set to ``row.state``.
+    """
+
+    index: int
+    row: OutboxRow
+    insert: bool = True
+
+
 class CreateTransfers(msgspec.Struct, frozen=True):
-    """Apply transfers as one batch; result: ``list[TransferResult]`` in request order."""
+    """Apply transfers as one batch; result: ``list[TransferResult]`` in request order.
+
+    ``outbox`` carries the saga rows of cross-shard transfers (see ``OutboxWrite``);
+    clients never set it or ``refusals_key``, the cluster router and relay do.
+    """
 
     requests: tuple[TransferRequest, ...]
+    outbox: tuple[OutboxWrite, ...] = ()
+    # When set (the settlement's step 2), a refused item's answer is kept under
+    # ``refusals_key + item id`` in the idempotency table, and an item refused before
+    # is answered the same way again without being retried: a refusal is for good.
+    refusals_key: str | None = None
 
 
 class CloseAccount(msgspec.Struct, frozen=True):
@@ -77,7 +130,35 @@ class PurgeIdempotency(msgspec.Struct, frozen=True):
     limit: int = 10_000
 
 
-Command = CreateAccounts | CreateTransfers | CloseAccount | ExpirePending | PurgeIdempotency
+class ClaimOutbox(msgspec.Struct, frozen=True):
+    """Lease open outbox rows to relay ``owner``; result: ``list[OutboxRow]``.
+
+    Takes rows in ``open_states`` that nobody holds (lease passed) or that ``owner``
+    holds already, oldest first, and leases them until now + ``lease_seconds``.
+    """
+
+    owner: str
+    open_states: tuple[str, ...]
+    lease_seconds: float = 30.0
+    limit: int = 1000
+
+
+class PeekIdempotency(msgspec.Struct, frozen=True):
+    """Look an Idempotency-Key up without using it; result: ``(fingerprint, response)``
+    or None when the key is unknown or past its retention."""
+
+    key: str
+
+
+Command = (
+    CreateAccounts
+    | CreateTransfers
+    | CloseAccount
+    | ExpirePending
+    | PurgeIdempotency
+    | ClaimOutbox
+    | PeekIdempotency
+)
 
 
 class StoredResponse(msgspec.Struct, frozen=True):
@@ -127,6 +208,12 @@ class LedgerSnapshot(Protocol):
     def transfers(self) -> Iterator[Transfer]: ...
     def pendings(self) -> Iterator[tuple[str, PendingStatus, str | None]]: ...
     def balance_history(self) -> Iterator[BalanceRecord]: ...
+
+
+class OutboxSnapshot(LedgerSnapshot, Protocol):
+    """A snapshot that also reads the outbox (the cross-shard auditor needs both)."""
+
+    def outbox(self) -> Iterator[OutboxRow]: ...
 
 
 @runtime_checkable

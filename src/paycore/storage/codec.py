@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from paycore.ledger.model import Account, AccountFlags, Transfer, TransferFlags
 
+if TYPE_CHECKING:
+    from paycore.storage.base import OutboxRow
+
 __all__ = [
     "ACCOUNT_COLUMNS",
+    "OUTBOX_COLUMNS",
     "TRANSFER_COLUMNS",
     "account_flags_bits",
     "account_from_row",
     "decode_metadata",
     "encode_metadata",
+    "outbox_values",
     "transfer_flags_bits",
     "transfer_from_row",
     "transfer_row",
@@ -28,6 +33,22 @@ TRANSFER_COLUMNS = (
     "id, debit_account_id, credit_account_id, amount, currency, code, flags, "
     "pending_id, timeout_seconds, timestamp"
 )
+
+# In ``OutboxRow`` field order.
+OUTBOX_COLUMNS = (
+    "transfer_id, target_shard, debit_account_id, credit_account_id, amount, currency, code, "
+    "metadata, state, created_at, updated_at, claimed_by, claimed_until, attempts"
+)
+
+
+def outbox_values(row: OutboxRow) -> tuple[Any, ...]:
+    """An ``OutboxRow`` as the values of ``OUTBOX_COLUMNS``."""
+    return (
+        row.transfer_id, row.target_shard, row.debit_account_id, row.credit_account_id,
+        row.amount, row.currency, row.code, row.metadata, row.state, row.created_at,
+        row.updated_at, row.claimed_by, row.claimed_until, row.attempts,
+    )  # fmt: skip
+
 
 _NO_OVERDRAFT, _HISTORY, _CLOSED = 1, 2, 4
 _PENDING, _POST, _VOID, _LINKED, _BALANCING = 1, 2, 4, 8, 16

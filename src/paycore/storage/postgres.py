@@ -5,12 +5,19 @@ Writes: one writer per shard and node drains queued commands into one transactio
 command logic is the backend-independent ``apply_group``. The transaction first
 locks the shard's ``last_timestamp`` row, so writers of several API nodes take
 turns on a shard and every shard keeps one total order of transfers; inside a
-turn everything is set-based (``unnest`` arrays), one statement per table.
+turn everything is set-based (``unnest`` arrays), one statement per table. A
+writer that waits longer than ``lock_timeout`` for its turn answers 503.
 
 Reads: an async connection pool (psycopg_pool), binary protocol, committed data
 only. A libpq multi-host DSN with ``target_session_attrs=read-write`` lets both
 follow a failover; a transaction cut by one answers 503 and changes nothing
-(its retry is safe: every write is idempotent).
+(its retry is safe: every write is idempotent). A connection that died while idle
+is replaced before it is used (the writer's when its turn begins, a pooled one by
+the pool's check, the snapshot one by a ping), so only work in flight fails.
+
+Answers match the SQLite store's (the same tests run on both): ties are broken in
+id byte order (``COLLATE "C"``), an id holding a NUL byte (which PostgreSQL text
+cannot hold) names no row, and a negative LIMIT means no limit.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import resources
@@ -25,6 +33,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
 from paycore.errors import ErrorCode, PaycoreError, UnavailableError
@@ -41,16 +50,19 @@ from paycore.storage.base import (
     Command,
     Idempotency,
     LedgerSnapshot,
+    OutboxRow,
     StoredResponse,
     TransferPage,
     check_page_arguments,
 )
 from paycore.storage.codec import (
     ACCOUNT_COLUMNS,
+    OUTBOX_COLUMNS,
     TRANSFER_COLUMNS,
     account_flags_bits,
     account_from_row,
     encode_metadata,
+    outbox_values,
     transfer_flags_bits,
     transfer_from_row,
 )
@@ -64,6 +76,17 @@ T = TypeVar("T")
 _T_COLS = ", ".join(f"t.{c.strip()}" for c in TRANSFER_COLUMNS.split(","))
 _A_COLS = ", ".join(f"a.{c.strip()}" for c in ACCOUNT_COLUMNS.split(","))
 _MAX_TS = 2**63 - 1
+
+
+def _storable(ids: Iterable[str]) -> list[str]:
+    """The ids a row may have: text with a NUL byte cannot be stored (nor sent) in
+    PostgreSQL, so such an id names no row, as it names none in SQLite."""
+    return [i for i in ids if "\x00" not in i]
+
+
+def _limit(limit: int) -> int | None:
+    """A LIMIT read as SQLite reads it: negative is no limit (NULL); past bigint is clamped."""
+    return None if limit < 0 else min(limit, _MAX_TS)
 
 
 def redact_dsn(dsn: str) -> str:
@@ -82,9 +105,10 @@ def map_postgres_errors(store: str) -> Iterator[None]:
     """Translate psycopg exceptions at the storage boundary.
 
     Lost connections, failovers, serialization failures, deadlocks, lock and
-    statement timeouts, a read-only standby and admin shutdowns mean the shard
-    cannot serve right now: 503, retryable, nothing acknowledged. Anything else is
-    a bug or corruption and surfaces as an internal error.
+    statement timeouts, a read-only standby, admin shutdowns and a session cut for
+    idling in a transaction mean the shard cannot serve right now: 503, retryable,
+    nothing acknowledged. Anything else is a bug or corruption and surfaces as an
+    internal error.
     """
     try:
         yield
@@ -97,6 +121,7 @@ def map_postgres_errors(store: str) -> Iterator[None]:
         psycopg.errors.LockNotAvailable,
         psycopg.errors.QueryCanceled,
         psycopg.errors.ReadOnlySqlTransaction,
+        psycopg.errors.IdleInTransactionSessionTimeout,
         psycopg.errors.AdminShutdown,
         psycopg.errors.CannotConnectNow,
     ) as exc:
@@ -144,13 +169,26 @@ def migrate_postgres(dsn: str) -> list[str]:
 class _PostgresTx:
     """``LedgerTx`` on one synchronous connection (the writer's)."""
 
-    def __init__(self, conn: psycopg.Connection[Any], store: str) -> None:
-        self.conn = conn
+    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], store: str) -> None:
+        self.connect = connect
+        self.conn = connect()
         self.store = store
 
     # -- transaction control (run_group) ---------------------------------------------
 
     def begin(self) -> int:
+        try:
+            return self._take_turn()
+        except psycopg.OperationalError:
+            if not self.conn.broken:
+                raise
+        # The connection died while idle (a server restart, a failover, an idle-session
+        # kill): this group wrote nothing yet, so it may take its turn on a new one.
+        self.conn.close()
+        self.conn = self.connect()
+        return self._take_turn()
+
+    def _take_turn(self) -> int:
         self.conn.execute("BEGIN")
         row = self.conn.execute(
             "SELECT value FROM shard_meta WHERE key = 'last_timestamp' FOR UPDATE"
@@ -177,14 +215,14 @@ class _PostgresTx:
         rows = self.conn.execute(
             f"SELECT {_T_COLS}, m.metadata FROM transfers t "
             "LEFT JOIN transfer_metadata m ON m.id = t.id WHERE t.id = ANY(%s)",
-            (list(ids),),
+            (_storable(ids),),
         )
         return [transfer_from_row(row, row[10]) for row in rows]
 
     def pending_statuses(self, ids: Iterable[str]) -> dict[str, tuple[PendingStatus, str | None]]:
         rows = self.conn.execute(
             "SELECT id, status, resolved_by FROM pending_transfers WHERE id = ANY(%s)",
-            (list(ids),),
+            (_storable(ids),),
         )
         return {row[0]: (PendingStatus(row[1]), row[2]) for row in rows}
 
@@ -225,8 +263,8 @@ class _PostgresTx:
         rows = self.conn.execute(
             f"SELECT {_T_COLS} FROM pending_transfers p JOIN transfers t ON t.id = p.id "
             "WHERE p.status = 'pending' AND p.expires_at IS NOT NULL AND p.expires_at <= %s "
-            "ORDER BY p.expires_at LIMIT %s",
-            (now, limit),
+            'ORDER BY p.expires_at, p.id COLLATE "C" LIMIT %s',  # ties in byte order, as SQLite
+            (now, _limit(limit)),
         )
         return [transfer_from_row(row) for row in rows]
 
@@ -305,11 +343,13 @@ class _PostgresTx:
         cur = self.conn.execute(
             "DELETE FROM idempotency WHERE key IN "
             "(SELECT key FROM idempotency WHERE expires_at <= %s LIMIT %s)",
-            (now, limit),
+            (now, _limit(limit)),
         )
         return cur.rowcount
 
     def idempotency_record(self, key: str) -> tuple[str, StoredResponse, int] | None:
+        if not _storable([key]):
+            return None
         row = self.conn.execute(
             "SELECT fingerprint, status, body, content_type, expires_at "
             "FROM idempotency WHERE key = %s",
@@ -332,6 +372,40 @@ class _PostgresTx:
              now, expires_at),
         )  # fmt: skip
 
+    # -- outbox of cross-shard transfers (migration 0002) -----------------------------------
+
+    def insert_outbox(self, rows: Sequence[OutboxRow]) -> None:
+        if not rows:
+            return
+        with self.conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES ({', '.join(['%s'] * 14)})",
+                [outbox_values(r) for r in rows],
+            )
+
+    def set_outbox_states(self, changes: Sequence[tuple[str, str]], now: int) -> None:
+        if not changes:
+            return
+        self.conn.execute(
+            "UPDATE outbox o SET state = v.state, updated_at = %s, claimed_by = NULL, "
+            "claimed_until = 0 FROM unnest(%s::text[], %s::text[]) AS v (id, state) "
+            "WHERE o.transfer_id = v.id",
+            (now, [c[0] for c in changes], [c[1] for c in changes]),
+        )
+
+    def claim_outbox(
+        self, owner: str, open_states: Sequence[str], now: int, until: int, limit: int
+    ) -> list[OutboxRow]:
+        # SKIP LOCKED: relays of several nodes claim disjoint rows without waiting.
+        rows = self.conn.execute(
+            "UPDATE outbox SET claimed_by = %s, claimed_until = %s, attempts = attempts + 1 "
+            "WHERE transfer_id IN (SELECT transfer_id FROM outbox WHERE state = ANY(%s) "
+            "AND (claimed_until <= %s OR claimed_by = %s) ORDER BY created_at LIMIT %s "
+            f"FOR UPDATE SKIP LOCKED) RETURNING {OUTBOX_COLUMNS}",
+            (owner, until, list(open_states), now, owner, limit),
+        ).fetchall()
+        return sorted((OutboxRow(*row) for row in rows), key=lambda r: r.created_at)
+
 
 class PostgresStore:
     """A ledger shard in one PostgreSQL database (see the module docstring)."""
@@ -345,20 +419,41 @@ class PostgresStore:
         migrate: bool = True,
         pool_size: int = 8,
         max_group_jobs: int = 512,
+        lock_timeout: float = 10.0,
     ) -> None:
         self.name = name
         self.dsn = dsn
         self.clock = clock
         self._migrate = migrate
-        self._pool = AsyncConnectionPool(
-            dsn, min_size=1, max_size=pool_size, open=False, kwargs={"autocommit": True}
-        )
+        self._pool_size = pool_size
+        # How long the writer waits for the shard's write turn (held by another node's
+        # writer, or by a stuck session) before answering 503, like SQLite's busy timeout.
+        self._lock_timeout_ms = max(1, round(lock_timeout * 1000))
+        self._pool = self._new_pool()
         self._tx: _PostgresTx | None = None
         self._writer = GroupCommitWriter(name, self._run_group, max_jobs=max_group_jobs)
+        # One snapshot connection is kept between with_snapshot calls: a new one costs a
+        # server fork and a login (~6 ms here), and an auditor may take many snapshots.
+        self._idle_snapshot: psycopg.Connection[Any] | None = None
+        self._snapshot_lock = threading.Lock()
+
+    def _new_pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]:
+        # check: a pooled connection that died while idle (a server restart, a failover)
+        # is replaced before a read gets it, instead of failing that read.
+        return AsyncConnectionPool(
+            self.dsn,
+            min_size=1,
+            max_size=self._pool_size,
+            open=False,
+            kwargs={"autocommit": True},
+            check=AsyncConnectionPool.check_connection,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self._pool.closed:  # a pool opens once; a store may start again after a stop
+            self._pool = self._new_pool()
         with map_postgres_errors(self.name):
             if self._migrate:
                 await asyncio.to_thread(migrate_postgres, self.dsn)
@@ -370,7 +465,11 @@ class PostgresStore:
         if self._tx is not None:
             self._tx.conn.close()
             self._tx = None
-        await self._pool.close()
+        await self._pool.close()  # first: a snapshot ending from now on keeps no connection
+        with self._snapshot_lock:
+            idle, self._idle_snapshot = self._idle_snapshot, None
+        if idle is not None:
+            idle.close()
 
     # -- writes ------------------------------------------------------------------------
 
@@ -385,13 +484,21 @@ class PostgresStore:
         )
         return outcome
 
+    def _connect_writer(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
+        conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{self._lock_timeout_ms}",))
+        return conn
+
     def _session(self) -> _PostgresTx:
         """The writer's connection, reopened after a failure (e.g. a failover)."""
-        if self._tx is None or self._tx.conn.closed or self._tx.conn.broken:
-            with map_postgres_errors(self.name):
-                conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
-            self._tx = _PostgresTx(conn, self.name)
-        return self._tx
+        tx = self._tx
+        if tx is not None and not tx.conn.closed and not tx.conn.broken:
+            if tx.conn.info.transaction_status == TransactionStatus.IDLE:
+                return tx
+            tx.conn.close()  # a failed rollback left a transaction open: start afresh
+        with map_postgres_errors(self.name):
+            self._tx = tx = _PostgresTx(self._connect_writer, self.name)
+        return tx
 
     def _run_group(self, jobs: Sequence[Job]) -> None:
         try:
@@ -414,11 +521,13 @@ class PostgresStore:
         rows = await self._fetch(
             f"SELECT {_A_COLS}, m.metadata FROM accounts a "
             "LEFT JOIN account_metadata m ON m.id = a.id WHERE a.id = ANY(%s)",
-            (ids,),
+            (_storable(ids),),
         )
         return {row[0]: account_from_row(row, row[10]) for row in rows}
 
     async def get_transfer(self, transfer_id: str) -> TransferView | None:
+        if not _storable([transfer_id]):
+            return None
         rows = await self._fetch(
             f"SELECT {_T_COLS}, m.metadata, p.status, p.resolved_by FROM transfers t "
             "LEFT JOIN transfer_metadata m ON m.id = t.id "
@@ -437,6 +546,8 @@ class PostgresStore:
         side: str = "both",
     ) -> TransferPage:
         check_page_arguments(limit, side)
+        if not _storable([account_id]):
+            return TransferPage([], None)
         order = "DESC" if descending else "ASC"
         if cursor is None:
             cursor = _MAX_TS if descending else -1
@@ -456,8 +567,8 @@ class PostgresStore:
         )
         params: list[Any] = []
         for _ in sides:
-            params += [account_id, cursor, limit + 1]
-        params.append(limit + 1)
+            params += [account_id, cursor, _limit(limit + 1)]
+        params.append(_limit(limit + 1))
         views = [_view(row) for row in await self._fetch(query, params)]
         more = len(views) > limit
         views = views[:limit]
@@ -466,6 +577,8 @@ class PostgresStore:
     async def balance_history(
         self, account_id: str, *, at: int | None = None, limit: int = 100, cursor: int | None = None
     ) -> list[BalanceRecord]:
+        if not _storable([account_id]):
+            return []
         if at is not None:
             rows = await self._fetch(
                 "SELECT * FROM account_balances WHERE account_id = %s AND timestamp <= %s "
@@ -477,7 +590,7 @@ class PostgresStore:
             rows = await self._fetch(
                 "SELECT * FROM account_balances WHERE account_id = %s AND timestamp > %s "
                 "ORDER BY timestamp LIMIT %s",
-                (account_id, after, limit),
+                (account_id, after, _limit(limit)),
             )
         return [BalanceRecord(*row) for row in rows]
 
@@ -486,11 +599,39 @@ class PostgresStore:
 
     async def with_snapshot(self, reader: Callable[[LedgerSnapshot], T]) -> T:
         def run() -> T:
-            with map_postgres_errors(self.name), psycopg.connect(self.dsn) as conn:
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                return reader(_Snapshot(conn, self.clock()))
+            with map_postgres_errors(self.name):
+                conn = self._snapshot_connection()
+                try:
+                    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    snapshot = _Snapshot(conn, self.clock())
+                    result = reader(snapshot)
+                    snapshot.close()
+                    conn.execute("ROLLBACK")
+                except BaseException:
+                    conn.close()
+                    raise
+                with self._snapshot_lock:
+                    keep = self._idle_snapshot is None and not self._pool.closed
+                    if keep:
+                        self._idle_snapshot = conn
+                if not keep:
+                    conn.close()
+                return result
 
         return await asyncio.to_thread(run)
+
+    def _snapshot_connection(self) -> psycopg.Connection[Any]:
+        """The idle snapshot connection if it still works, else a new one (autocommit)."""
+        with self._snapshot_lock:
+            conn, self._idle_snapshot = self._idle_snapshot, None
+        if conn is not None:
+            try:
+                conn.execute("")  # it may have died while idle (a restart, a failover)
+            except psycopg.Error:
+                conn.close()
+            else:
+                return conn
+        return psycopg.connect(self.dsn, autocommit=True)
 
     @property
     def writer_stats(self) -> tuple[int, int]:
@@ -503,15 +644,24 @@ class _Snapshot:
     def __init__(self, conn: psycopg.Connection[Any], now: int) -> None:
         self.conn = conn
         self.now = now
+        self._cursors: list[psycopg.ServerCursor[Any]] = []
 
     def _rows(self, query: str) -> Iterator[tuple[Any, ...]]:
-        with self.conn.cursor(name=f"audit_{id(query)}") as cur:
+        with self.conn.cursor(name=f"snapshot_{len(self._cursors)}") as cur:
+            self._cursors.append(cur)
             cur.itersize = 10_000
             cur.execute(query)
             yield from cur
 
+    def close(self) -> None:
+        """Close the cursors a reader left unfinished, while their transaction is open: a
+        generator collected later must not touch the connection's next snapshot."""
+        for cur in self._cursors:
+            cur.close()
+
     def accounts(self) -> Iterator[Account]:
-        for row in self._rows(f"SELECT {ACCOUNT_COLUMNS} FROM accounts"):
+        # In id byte order, as SQLite yields them, so that an audit reads the same.
+        for row in self._rows(f'SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY id COLLATE "C"'):
             yield account_from_row(row)
 
     def transfers(self) -> Iterator[Transfer]:
@@ -519,12 +669,18 @@ class _Snapshot:
             yield transfer_from_row(row)
 
     def pendings(self) -> Iterator[tuple[str, PendingStatus, str | None]]:
-        for row in self._rows("SELECT id, status, resolved_by FROM pending_transfers"):
+        query = 'SELECT id, status, resolved_by FROM pending_transfers ORDER BY id COLLATE "C"'
+        for row in self._rows(query):
             yield row[0], PendingStatus(row[1]), row[2]
 
     def balance_history(self) -> Iterator[BalanceRecord]:
-        for row in self._rows("SELECT * FROM account_balances ORDER BY timestamp"):
+        query = 'SELECT * FROM account_balances ORDER BY timestamp, account_id COLLATE "C"'
+        for row in self._rows(query):
             yield BalanceRecord(*row)
+
+    def outbox(self) -> Iterator[OutboxRow]:
+        for row in self._rows(f"SELECT {OUTBOX_COLUMNS} FROM outbox"):
+            yield OutboxRow(*row)
 
 
 def _accounts_by_ids(
@@ -534,10 +690,12 @@ def _accounts_by_ids(
         rows = conn.execute(
             f"SELECT {_A_COLS}, m.metadata FROM accounts a "
             "LEFT JOIN account_metadata m ON m.id = a.id WHERE a.id = ANY(%s)",
-            (list(ids),),
+            (_storable(ids),),
         )
         return {row[0]: account_from_row(row, row[10]) for row in rows}
-    rows = conn.execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY(%s)", (list(ids),))
+    rows = conn.execute(
+        f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY(%s)", (_storable(ids),)
+    )
     return {row[0]: account_from_row(row) for row in rows}
 
 

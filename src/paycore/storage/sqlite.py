@@ -42,16 +42,19 @@ from paycore.storage.base import (
     Command,
     Idempotency,
     LedgerSnapshot,
+    OutboxRow,
     StoredResponse,
     TransferPage,
     check_page_arguments,
 )
 from paycore.storage.codec import (
     ACCOUNT_COLUMNS,
+    OUTBOX_COLUMNS,
     TRANSFER_COLUMNS,
     account_flags_bits,
     account_from_row,
     encode_metadata,
+    outbox_values,
     transfer_from_row,
     transfer_row,
 )
@@ -281,6 +284,37 @@ class _SQLiteTx:
              now, expires_at),
         )  # fmt: skip
 
+    # -- outbox (migration 0002) ------------------------------------------------------------
+
+    def insert_outbox(self, rows: Sequence[OutboxRow]) -> None:
+        self.conn.executemany(
+            f"INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES ({_q(14)})",
+            [outbox_values(r) for r in rows],
+        )
+
+    def set_outbox_states(self, changes: Sequence[tuple[str, str]], now: int) -> None:
+        self.conn.executemany(
+            "UPDATE outbox SET state = ?, updated_at = ?, claimed_by = NULL, claimed_until = 0 "
+            "WHERE transfer_id = ?",
+            [(state, now, transfer_id) for transfer_id, state in changes],
+        )
+
+    def claim_outbox(
+        self, owner: str, open_states: Sequence[str], now: int, until: int, limit: int
+    ) -> list[OutboxRow]:
+        # The file's one writer (BEGIN IMMEDIATE) makes the claim exclusive; the lease
+        # lets another relay retake the rows of one that crashed.
+        states = _ids_json.encode(list(open_states)).decode()
+        rows = self.conn.execute(
+            "UPDATE outbox SET claimed_by = ?, claimed_until = ?, attempts = attempts + 1 "
+            "WHERE transfer_id IN (SELECT transfer_id FROM outbox "
+            "WHERE state IN (SELECT value FROM json_each(?)) "
+            "AND (claimed_until <= ? OR claimed_by = ?) ORDER BY created_at LIMIT ?) "
+            f"RETURNING {OUTBOX_COLUMNS}",
+            (owner, until, states, now, owner, limit),
+        ).fetchall()
+        return sorted((OutboxRow(*row) for row in rows), key=lambda r: r.created_at)
+
 
 class SQLiteStore:
     """A ledger shard in one SQLite file (see the module docstring)."""
@@ -415,8 +449,8 @@ class SQLiteStore:
         )
         params: list[Any] = []
         for _ in sides:
-            params += [account_id, cursor, limit + 1]
-        params.append(limit + 1)
+            params += [account_id, cursor, _clamp_ts(limit + 1)]
+        params.append(_clamp_ts(limit + 1))
 
         def read(conn: sqlite3.Connection) -> TransferPage:
             views = [_view(row) for row in conn.execute(sql, params)]
@@ -440,7 +474,7 @@ class SQLiteStore:
                 rows = conn.execute(
                     "SELECT * FROM account_balances WHERE account_id = ? AND timestamp > ? "
                     "ORDER BY timestamp LIMIT ?",
-                    (account_id, -1 if cursor is None else _clamp_ts(cursor), limit),
+                    (account_id, -1 if cursor is None else _clamp_ts(cursor), _clamp_ts(limit)),
                 ).fetchall()
             return [BalanceRecord(*row) for row in rows]
 
@@ -493,6 +527,10 @@ class _Snapshot:
     def balance_history(self) -> Iterator[BalanceRecord]:
         for row in self.conn.execute("SELECT * FROM account_balances ORDER BY timestamp"):
             yield BalanceRecord(*row)
+
+    def outbox(self) -> Iterator[OutboxRow]:
+        for row in self.conn.execute(f"SELECT {OUTBOX_COLUMNS} FROM outbox"):
+            yield OutboxRow(*row)
 
 
 _MAX_TS = 2**63 - 1

@@ -33,6 +33,7 @@ from paycore.api.schemas import (
 )
 from paycore.config import Settings
 from paycore.errors import ERROR_SPECS, ErrorCode, RequestError
+from paycore.ledger.model import TransferStatus
 from paycore.ledger.rules import TransferResult
 from paycore.storage.base import CreateTransfers, Store, StoredResponse
 
@@ -47,7 +48,8 @@ def render_transfer(results: list[TransferResult]) -> StoredResponse:
     transfer = result.transfer
     if result.code is not None or transfer is None:
         return problem(result.code or ErrorCode.INTERNAL_ERROR, result.detail)
-    body = encode(transfer_out(transfer, written_status(transfer)))
+    status = TransferStatus.IN_FLIGHT if result.in_flight else written_status(transfer)
+    body = encode(transfer_out(transfer, status))
     return StoredResponse(200 if result.exists else 201, body, _JSON)
 
 
@@ -56,7 +58,10 @@ def render_batch(results: list[TransferResult]) -> StoredResponse:
     items: list[BatchItemOut] = []
     for result in results:
         if result.code is None and result.transfer is not None:
-            items.append(BatchItemOut(result.id, status=written_status(result.transfer)))
+            status = (
+                TransferStatus.IN_FLIGHT if result.in_flight else written_status(result.transfer)
+            )
+            items.append(BatchItemOut(result.id, status=status))
         else:
             code = result.code or ErrorCode.INTERNAL_ERROR
             error = ItemError(code, result.detail or ERROR_SPECS[code].title)

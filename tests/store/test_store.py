@@ -1,4 +1,4 @@
-"""The SQLite store: commands, expiry on a controlled clock, and every read."""
+"""A store on each backend: commands, expiry on a controlled clock, and every read."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from backends import AnyStore, StoreFactory
 from paycore.errors import ErrorCode, PaycoreError, UnavailableError
 from paycore.ledger.model import (
     AccountFlags,
@@ -45,7 +46,7 @@ def void(transfer_id: str, pending_id: str) -> TransferRequest:
     )
 
 
-async def transfer(store: SQLiteStore, *requests: TransferRequest) -> list[Transfer]:
+async def transfer(store: AnyStore, *requests: TransferRequest) -> list[Transfer]:
     """Apply requests that must all succeed; returns the transfers."""
     results = await store.execute(CreateTransfers(requests))
     assert all(r.ok for r in results), results
@@ -53,7 +54,7 @@ async def transfer(store: SQLiteStore, *requests: TransferRequest) -> list[Trans
 
 
 @pytest.fixture
-async def ledger(store: SQLiteStore) -> SQLiteStore:
+async def ledger(store: AnyStore) -> AnyStore:
     """A store with two unlimited USD accounts, a and b, and a history account h."""
     await store.execute(
         CreateAccounts(
@@ -67,9 +68,9 @@ async def ledger(store: SQLiteStore) -> SQLiteStore:
     return store
 
 
-def test_the_store_satisfies_the_protocol(db_path: Path) -> None:
-    """SQLiteStore implements every method of the Store protocol."""
-    assert isinstance(SQLiteStore(db_path), Store)
+def test_the_store_satisfies_the_protocol(make_store: StoreFactory) -> None:
+    """The backend's store implements every method of the Store protocol."""
+    assert isinstance(make_store(), Store)
 
 
 @pytest.mark.parametrize("mode", ["FULL", "normal", "Extra"])
@@ -84,7 +85,7 @@ def test_an_unknown_durability_mode_is_refused(db_path: Path) -> None:
         SQLiteStore(db_path, synchronous="OFF")
 
 
-async def test_accounts_are_created_once(store: SQLiteStore) -> None:
+async def test_accounts_are_created_once(store: AnyStore) -> None:
     """Creating accounts answers per item: created, exists, different fields, or invalid."""
     request = AccountRequest("a", "USD", metadata={"owner": "ann"})
     (first,) = await store.execute(CreateAccounts((request,)))
@@ -105,7 +106,7 @@ async def test_accounts_are_created_once(store: SQLiteStore) -> None:
     assert stored["a"] == first.account
 
 
-async def test_closing_an_account(ledger: SQLiteStore) -> None:
+async def test_closing_an_account(ledger: AnyStore) -> None:
     """Close refuses an account with holds, then closes it for good against new transfers."""
     await transfer(ledger, TransferRequest("hold", "a", "b", 5, flags=PENDING))
     busy = await ledger.execute(CloseAccount("a"))
@@ -122,7 +123,7 @@ async def test_closing_an_account(ledger: SQLiteStore) -> None:
     assert accounts["a"].flags.closed
 
 
-async def test_holds_expire_on_the_store_clock(ledger: SQLiteStore, clock: ManualClock) -> None:
+async def test_holds_expire_on_the_store_clock(ledger: AnyStore, clock: ManualClock) -> None:
     """ExpirePending releases exactly the holds whose deadline has come, once."""
     due, later, never = await transfer(
         ledger,
@@ -152,7 +153,7 @@ async def test_holds_expire_on_the_store_clock(ledger: SQLiteStore, clock: Manua
     assert audit(await ledger.with_snapshot(read_state)) == []
 
 
-async def test_expiry_works_in_bounded_slices(ledger: SQLiteStore, clock: ManualClock) -> None:
+async def test_expiry_works_in_bounded_slices(ledger: AnyStore, clock: ManualClock) -> None:
     """ExpirePending releases at most ``limit`` holds per call, earliest deadlines first."""
     await transfer(
         ledger,
@@ -168,7 +169,7 @@ async def test_expiry_works_in_bounded_slices(ledger: SQLiteStore, clock: Manual
 
 
 async def test_timestamps_increase_even_when_the_clock_goes_back(
-    ledger: SQLiteStore, clock: ManualClock
+    ledger: AnyStore, clock: ManualClock
 ) -> None:
     """Every new transfer is stamped after the previous one, whatever the wall clock does."""
     (first,) = await transfer(ledger, TransferRequest("t1", "a", "b", 1))
@@ -184,7 +185,7 @@ async def test_timestamps_increase_even_when_the_clock_goes_back(
 # -- reads ----------------------------------------------------------------------------------
 
 
-async def test_get_transfer_shows_each_status(ledger: SQLiteStore) -> None:
+async def test_get_transfer_shows_each_status(ledger: AnyStore) -> None:
     """A read shows posted, pending, posted-by and voided-by, and None for unknown ids."""
     await transfer(
         ledger,
@@ -221,7 +222,7 @@ async def test_get_transfer_shows_each_status(ledger: SQLiteStore) -> None:
 
 
 async def _all_pages(
-    store: SQLiteStore, account_id: str, limit: int, *, descending: bool, side: str
+    store: AnyStore, account_id: str, limit: int, *, descending: bool, side: str
 ) -> list[list[str]]:
     pages, cursor = [], None
     while True:
@@ -245,7 +246,7 @@ async def _all_pages(
     ],
 )
 async def test_account_transfers_page_through_in_both_orders(
-    ledger: SQLiteStore, descending: bool, side: str, ids: list[str]
+    ledger: AnyStore, descending: bool, side: str, ids: list[str]
 ) -> None:
     """Pages of an account's transfers cover each once, in timestamp order, per side."""
     for i in range(7):
@@ -261,7 +262,7 @@ async def test_account_transfers_page_through_in_both_orders(
     assert ([v.transfer.id for v in whole.data], whole.next_cursor) == (expected, None)
 
 
-async def test_a_page_exactly_full_has_no_next_cursor(ledger: SQLiteStore) -> None:
+async def test_a_page_exactly_full_has_no_next_cursor(ledger: AnyStore) -> None:
     """When the last page is exactly full, no empty extra page is announced."""
     await transfer(ledger, *(TransferRequest(f"t{i}", "a", "b", 1) for i in range(4)))
     page = await ledger.account_transfers("a", limit=2)
@@ -272,7 +273,7 @@ async def test_a_page_exactly_full_has_no_next_cursor(ledger: SQLiteStore) -> No
     assert (empty.data, empty.next_cursor) == ([], None)
 
 
-async def test_balance_history_lists_and_answers_as_of_a_time(ledger: SQLiteStore) -> None:
+async def test_balance_history_lists_and_answers_as_of_a_time(ledger: AnyStore) -> None:
     """History has a snapshot per transfer; ``at`` gives the one in force then."""
     t1, t2, hold = await transfer(
         ledger,
@@ -298,7 +299,7 @@ async def test_balance_history_lists_and_answers_as_of_a_time(ledger: SQLiteStor
     assert await ledger.balance_history("a") == []  # no history flag, no snapshots
 
 
-async def test_a_snapshot_is_one_consistent_view(ledger: SQLiteStore) -> None:
+async def test_a_snapshot_is_one_consistent_view(ledger: AnyStore) -> None:
     """A snapshot does not see commits made while it reads, and does not block the writer."""
     first_read = threading.Event()
     go_on = threading.Event()
@@ -323,12 +324,12 @@ async def test_a_snapshot_is_one_consistent_view(ledger: SQLiteStore) -> None:
     assert now.accounts["a"].debits_posted == 12
 
 
-async def test_a_snapshot_carries_the_store_clock(ledger: SQLiteStore, clock: ManualClock) -> None:
+async def test_a_snapshot_carries_the_store_clock(ledger: AnyStore, clock: ManualClock) -> None:
     """The snapshot's ``now`` is the store clock, so an auditor judges expiry by it."""
     assert await ledger.with_snapshot(lambda s: s.now) == clock.now
 
 
-async def test_snapshot_pendings_list_every_hold(ledger: SQLiteStore) -> None:
+async def test_snapshot_pendings_list_every_hold(ledger: AnyStore) -> None:
     """The snapshot lists each hold's status and resolver."""
     await transfer(
         ledger,
@@ -343,14 +344,18 @@ async def test_snapshot_pendings_list_every_hold(ledger: SQLiteStore) -> None:
     }
 
 
-async def test_ping_answers_while_running(ledger: SQLiteStore) -> None:
+async def test_ping_answers_while_running(ledger: AnyStore) -> None:
     """ping returns quietly on a started store."""
     await ledger.ping()
 
 
-async def test_ping_on_a_stopped_store_is_unavailable(db_path: Path, clock: ManualClock) -> None:
-    """After stop, ping raises UnavailableError so /readyz turns red."""
-    store = SQLiteStore(db_path, clock=clock)
+async def test_ping_on_a_stopped_store_is_unavailable(
+    make_store: StoreFactory, clock: ManualClock
+) -> None:
+    """Before start and after stop, ping raises UnavailableError so /readyz turns red."""
+    store = make_store(clock=clock)
+    with pytest.raises(UnavailableError):
+        await store.ping()
     await store.start()
     await store.ping()
     await store.stop()
@@ -359,12 +364,148 @@ async def test_ping_on_a_stopped_store_is_unavailable(db_path: Path, clock: Manu
     await store.stop()
 
 
+async def test_a_stopped_store_starts_again(make_store: StoreFactory, clock: ManualClock) -> None:
+    """The same store object serves again after a stop and a new start, its data intact."""
+    store = make_store(clock=clock)
+    await store.start()
+    await store.execute(CreateAccounts((AccountRequest("a", "USD"), AccountRequest("b", "USD"))))
+    await transfer(store, TransferRequest("t1", "a", "b", 5))
+    await store.stop()
+    await store.start()
+    try:
+        await store.ping()
+        (again,) = await store.execute(CreateTransfers((TransferRequest("t1", "a", "b", 5),)))
+        assert again.exists
+        assert (await store.get_accounts(["a"]))["a"].debits_posted == 5
+        assert audit(await store.with_snapshot(read_state)) == []
+    finally:
+        await store.stop()
+
+
 @pytest.mark.parametrize("kwargs", [{"limit": 0}, {"limit": -1}, {"limit": 5, "side": "nope"}])
 async def test_bad_page_arguments_are_invalid_requests(
-    ledger: SQLiteStore, kwargs: dict[str, Any]
+    ledger: AnyStore, kwargs: dict[str, Any]
 ) -> None:
     """A page request with a limit below 1 or an unknown side is an invalid_request."""
     await transfer(ledger, TransferRequest("t1", "a", "b", 1))
     with pytest.raises(PaycoreError) as raised:
         await ledger.account_transfers("a", **kwargs)
     assert raised.value.code is ErrorCode.INVALID_REQUEST
+
+
+# -- the same answers on both backends, where a database could differ -----------------------
+
+
+async def test_an_id_with_a_nul_byte_names_nothing(ledger: AnyStore) -> None:
+    """An id no row can have (a NUL byte) reads as missing and is refused like an unknown one,
+    without failing the rest of its batch."""
+    assert await ledger.get_transfer("t\x00") is None
+    assert "a\x00" not in await ledger.get_accounts(["a\x00", "a"])
+    page = await ledger.account_transfers("a\x00", limit=5)
+    assert (page.data, page.next_cursor) == ([], None)
+    assert await ledger.balance_history("h\x00") == []
+    assert (await ledger.execute(CloseAccount("a\x00"))).code is ErrorCode.ACCOUNT_NOT_FOUND
+    (account,) = await ledger.execute(CreateAccounts((AccountRequest("c\x00", "USD"),)))
+    assert account.code is ErrorCode.INVALID_REQUEST
+    results = await ledger.execute(
+        CreateTransfers(
+            (
+                TransferRequest("t\x00", "a", "b", 1),
+                TransferRequest("t1", "a\x00", "b", 1),
+                TransferRequest("t2", "a", "b\x00", 1),
+                post("p1", "h\x00"),
+                TransferRequest("t3", "a", "b", 1),
+            )
+        )
+    )
+    assert [r.code for r in results] == [
+        ErrorCode.INVALID_REQUEST,
+        ErrorCode.ACCOUNT_NOT_FOUND,
+        ErrorCode.ACCOUNT_NOT_FOUND,
+        ErrorCode.PENDING_TRANSFER_NOT_FOUND,
+        None,
+    ]
+
+
+async def test_holds_due_at_the_same_moment_expire_in_id_order(
+    ledger: AnyStore, clock: ManualClock
+) -> None:
+    """Holds with the same deadline expire in byte order of their ids, whatever the order they
+    were made in, so a bounded sweep picks the same ones on every backend."""
+    made = []
+    for hold_id, timeout in [("zz", 3), ("aa", 2), ("Ab", 1)]:
+        clock.advance(1)  # one second later, one second shorter: the same deadline
+        made += await transfer(
+            ledger, TransferRequest(hold_id, "a", "b", 1, flags=PENDING, timeout_seconds=timeout)
+        )
+    (later,) = await transfer(
+        ledger, TransferRequest("_x", "a", "b", 1, flags=PENDING, timeout_seconds=1)
+    )
+    assert len({t.expires_at for t in made}) == 1
+    assert later.expires_at is not None
+    assert later.expires_at > (made[0].expires_at or 0)
+    clock.advance(60)
+    assert [await ledger.execute(ExpirePending(limit=1)) for _ in range(5)] == [
+        ["Ab"],
+        ["aa"],
+        ["zz"],
+        ["_x"],
+        [],
+    ]
+
+
+async def test_a_snapshot_lists_accounts_and_holds_in_id_order(ledger: AnyStore) -> None:
+    """A snapshot yields accounts and holds in byte order of their ids, and balance rows in
+    timestamp order (account id within one timestamp), so an audit reads the same on both."""
+    await ledger.execute(
+        CreateAccounts(
+            (
+                AccountRequest("B", "USD", flags=AccountFlags(history=True)),
+                AccountRequest("_", "USD", flags=AccountFlags(history=True)),
+            )
+        )
+    )
+    await transfer(
+        ledger,
+        TransferRequest("zz", "a", "b", 1, flags=PENDING),
+        TransferRequest("Ab", "a", "b", 1, flags=PENDING),
+        TransferRequest("t1", "_", "B", 5),
+        TransferRequest("t2", "h", "_", 5),
+    )
+
+    def order(snapshot: LedgerSnapshot) -> tuple[list[str], list[str], list[tuple[int, str]]]:
+        return (
+            [a.id for a in snapshot.accounts()],
+            [hold_id for hold_id, _, _ in snapshot.pendings()],
+            [(r.timestamp, r.account_id) for r in snapshot.balance_history()],
+        )
+
+    accounts, holds, history = await ledger.with_snapshot(order)
+    assert accounts == ["B", "_", "a", "b", "h"]
+    assert holds == ["Ab", "zz"]
+    assert history == sorted(history)
+    assert len(history) == 4
+
+
+async def test_a_negative_limit_is_no_limit(ledger: AnyStore, clock: ManualClock) -> None:
+    """A negative limit reads or sweeps everything, as SQLite's LIMIT does, on both backends."""
+    await transfer(
+        ledger,
+        *(TransferRequest(f"t{i}", "a", "h", 1) for i in range(3)),
+        *(
+            TransferRequest(f"h{i}", "a", "b", 1, flags=PENDING, timeout_seconds=1)
+            for i in range(3)
+        ),
+    )
+    assert len(await ledger.balance_history("h", limit=-1)) == 3
+    clock.advance(2)
+    assert await ledger.execute(ExpirePending(limit=-1)) == ["h0", "h1", "h2"]
+
+
+@pytest.mark.parametrize("limit", [2**63 - 1, 2**63, 10**30])
+async def test_a_limit_beyond_64_bits_reads_everything(ledger: AnyStore, limit: int) -> None:
+    """A page or history limit too big for a 64-bit integer reads everything, not an error."""
+    await transfer(ledger, *(TransferRequest(f"t{i}", "a", "h", 1) for i in range(3)))
+    page = await ledger.account_transfers("h", limit=limit)
+    assert ([v.transfer.id for v in page.data], page.next_cursor) == (["t0", "t1", "t2"], None)
+    assert len(await ledger.balance_history("h", limit=limit)) == 3

@@ -1,0 +1,42 @@
+"""Build the ledger store a node serves from its settings: shards, slot map, router."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from paycore.cluster.router import ShardedStore
+from paycore.cluster.shardmap import PrefixRule, ShardMap, SlotRange
+from paycore.config import Settings, ShardSpec, shard_specs
+from paycore.storage.base import Store
+
+__all__ = ["build_store", "shard_map_of", "shard_store"]
+
+
+def shard_map_of(settings: Settings) -> ShardMap:
+    """The slot map of ``settings`` (validated: every slot on exactly one shard)."""
+    specs = shard_specs(settings)
+    ranges = [SlotRange(lo, hi, spec.name) for spec in specs for lo, hi in spec.slots]
+    return ShardMap(ranges, [PrefixRule(p.prefix, p.shard) for p in settings.placement])
+
+
+def shard_store(
+    spec: ShardSpec, settings: Settings, *, clock: Callable[[], int] = time.time_ns
+) -> Store:
+    """The store of one shard: SQLite file or PostgreSQL database."""
+    if spec.backend == "postgres":
+        from paycore.storage.postgres import PostgresStore  # noqa: PLC0415 - optional server
+
+        assert spec.dsn is not None
+        return PostgresStore(spec.dsn, name=spec.name, clock=clock)
+    from paycore.storage.sqlite import SQLiteStore  # noqa: PLC0415
+
+    assert spec.path is not None
+    return SQLiteStore(spec.path, name=spec.name, synchronous=settings.synchronous, clock=clock)
+
+
+def build_store(settings: Settings, *, clock: Callable[[], int] = time.time_ns) -> ShardedStore:
+    """The router over every shard of ``settings`` (4 SQLite shards when none is configured)."""
+    specs = shard_specs(settings)
+    shards = {spec.name: shard_store(spec, settings, clock=clock) for spec in specs}
+    return ShardedStore(shards, shard_map_of(settings))

@@ -1,0 +1,59 @@
+"""Topology from settings: the embedded 4-shard default, [[shards]] and [[placement]]."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from paycore.cluster.topology import build_store, shard_map_of
+from paycore.config import Settings, load_settings, shard_specs
+
+
+def test_no_config_means_four_sqlite_shards_over_even_slots(tmp_path: Path) -> None:
+    """Without a topology, four SQLite files in data_dir share the 4,096 slots evenly."""
+    specs = shard_specs(Settings(data_dir=str(tmp_path)))
+    assert [s.name for s in specs] == ["shard-0", "shard-1", "shard-2", "shard-3"]
+    assert [s.path for s in specs] == [tmp_path / f"shard-{i}.sqlite3" for i in range(4)]
+    assert [s.slots for s in specs] == [((0, 1023),), ((1024, 2047),), ((2048, 3071),),
+                                        ((3072, 4095),)]  # fmt: skip
+    assert set(build_store(Settings(data_dir=str(tmp_path))).shards) == {s.name for s in specs}
+
+
+def test_toml_topology_with_ranges_dsns_and_placement(tmp_path: Path) -> None:
+    """[[shards]] with slot ranges and a multi-host DSN, [[placement]] prefix rules."""
+    config = tmp_path / "paycore.toml"
+    config.write_text(
+        "port = 9000\n"
+        '[[shards]]\nname = "a"\nbackend = "sqlite"\npath = "x/a.db"\nslots = "0-99, 200-4095"\n'
+        '[[shards]]\nname = "b"\nbackend = "postgres"\n'
+        'dsn = "host=db1,db2 dbname=b target_session_attrs=read-write"\nslots = "100-199"\n'
+        '[[placement]]\nprefix = "merchant:"\nshard = "b"\n'
+    )
+    settings = load_settings(config, env={"PAYCORE_PORT": "9100", "PAYCORE_SHARDS": "x"})
+    assert settings.port == 9100  # scalars still follow the environment
+    specs = shard_specs(settings)
+    assert specs[0].slots == ((0, 99), (200, 4095))
+    assert specs[1].dsn is not None
+    assert "db1,db2" in specs[1].dsn
+    shard_map = shard_map_of(settings)
+    assert shard_map.shard_for("merchant:7") == "b"
+    assert {shard_map.shard_for(f"w{i}") for i in range(200)} == {"a", "b"}
+
+
+@pytest.mark.parametrize(
+    ("shards", "message"),
+    [
+        ('[[shards]]\nname = "a"\nslots = "0-10"\n', "slot"),
+        ('[[shards]]\nname = "a b"\n', "shard name"),
+        ('[[shards]]\nname = "a"\nbackend = "postgres"\n', "dsn"),
+        ('[[shards]]\nname = "a"\nbackend = "mysql"\n', "backend"),
+        ('[[shards]]\nname = "a"\nslots = "0-4095"\n[[shards]]\nname = "b"\n', "every"),
+    ],
+)
+def test_bad_topologies_are_refused(tmp_path: Path, shards: str, message: str) -> None:
+    """Gaps in the slots, bad names, missing DSNs and unknown backends fail at start-up."""
+    config = tmp_path / "paycore.toml"
+    config.write_text(shards)
+    with pytest.raises(ValueError, match=message):
+        shard_map_of(load_settings(config, env={}))

@@ -1,0 +1,119 @@
+"""Crash test: SIGKILL the API and relay at random points of many cross-shard transfers;
+after a restart the relay finishes, the cluster audits clean, and every acknowledged
+transfer is there exactly once, settled."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from cluster_crash_child import accounts_by_shard, settings_for
+
+from paycore.cluster.topology import build_store
+from paycore.ledger.model import TransferStatus
+from paycore.ops.audit import audit_cluster
+from paycore.workers.relay import RelayWorker
+
+CHILD = Path(__file__).with_name("cluster_crash_child.py")
+ROUNDS = 6
+LINE_TIMEOUT = 30.0
+
+
+def _lines(stream: object, sink: queue.Queue[str | None]) -> None:
+    for line in stream:  # type: ignore[attr-defined]
+        sink.put(line.rstrip("\n"))
+    sink.put(None)
+
+
+def _run_and_kill(data_dir: Path, round_no: int, rng: random.Random) -> set[str]:
+    """Start the child, SIGKILL it at a random moment; returns the acknowledged ids."""
+    lines: queue.Queue[str | None] = queue.Queue()
+    acked: set[str] = set()
+
+    def take(line: str) -> None:
+        if line.startswith("ack "):
+            acked.add(line.split()[1])
+        else:
+            assert line == "ready", line
+
+    with subprocess.Popen(
+        [sys.executable, str(CHILD), str(data_dir), str(round_no)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        reader = threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True)
+        reader.start()
+        try:
+            if round_no == 2:  # by the clock, possibly while it starts
+                time.sleep(rng.uniform(0.2, 1.0))
+            else:
+                wanted = rng.randint(5, 120)
+                while len(acked) < wanted:
+                    line = lines.get(timeout=LINE_TIMEOUT)
+                    if line is None:
+                        proc.wait(timeout=LINE_TIMEOUT)
+                        pytest.fail(f"the child died on its own: {proc.stderr.read()}")  # type: ignore[union-attr]
+                    take(line)
+                time.sleep(rng.uniform(0.0, 0.05))  # land inside a saga step
+        finally:
+            proc.kill()
+            proc.wait(timeout=LINE_TIMEOUT)
+            reader.join(timeout=LINE_TIMEOUT)
+        stderr = proc.stderr.read() if proc.stderr else ""
+    while (line := lines.get_nowait()) is not None:
+        take(line)
+    assert "Traceback" not in stderr, stderr
+    return acked
+
+
+async def _recover_and_check(data_dir: Path, acked: set[str]) -> None:
+    settings = settings_for(data_dir)
+    store = build_store(settings)
+    await store.start()
+    try:
+        await asyncio.sleep(settings.relay_lease_seconds + 0.1)  # the dead relay's leases end
+        left = await audit_cluster(store.shards, stuck_seconds=3600)
+        relay = RelayWorker(store, lease_seconds=settings.relay_lease_seconds)
+        await relay.drain()
+        # The kills left sagas open mid-way, and the restarted relay settled them.
+        assert left.sagas_open > 0
+        assert relay.settlement.completed == left.sagas_open
+        report = await audit_cluster(store.shards, stuck_seconds=3600)
+        assert report.ok, report.violations
+        assert report.sagas_open == 0
+        assert all(t.in_flight == 0 and t.clearing_posted_net == 0 for t in report.totals)
+        placed = accounts_by_shard(store)
+        for transfer_id in sorted(acked):
+            view = await store.get_transfer(transfer_id)
+            assert view is not None, transfer_id
+            assert view.status is TransferStatus.POSTED, (transfer_id, view.status)
+            t = view.transfer
+            src, dst = store.shard_for(t.debit_account_id), store.shard_for(t.credit_account_id)
+            holders = {
+                name
+                for name, shard in store.shards.items()
+                if await shard.get_transfer(transfer_id) is not None
+            }
+            assert holders == {src, dst}, (transfer_id, holders)
+            assert t.debit_account_id in placed[src]
+    finally:
+        await store.stop()
+
+
+@pytest.mark.slow
+def test_killed_api_and_relay_lose_nothing_acknowledged(tmp_path: Path) -> None:
+    """Six SIGKILLs at random points; then every acknowledged transfer settles exactly once."""
+    rng = random.Random(20240601)
+    acked: set[str] = set()
+    for round_no in range(ROUNDS):
+        acked |= _run_and_kill(tmp_path, round_no, rng)
+    assert len(acked) > 100
+    asyncio.run(_recover_and_check(tmp_path, acked))

@@ -1,0 +1,226 @@
+"""The router: one ``Store`` over four shards, answering as one store would."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cluster_support import counters, move, open_accounts
+
+from paycore.cluster.router import ShardedStore
+from paycore.cluster.shardmap import ShardMap
+from paycore.errors import ErrorCode
+from paycore.ledger.model import AccountRequest, TransferFlags, TransferRequest, TransferStatus
+from paycore.storage.base import (
+    CloseAccount,
+    Command,
+    CreateAccounts,
+    CreateTransfers,
+    ExpirePending,
+)
+from paycore.storage.sqlite import SQLiteStore
+
+
+async def test_batch_results_come_back_in_request_order(
+    cluster: ShardedStore, wallets: dict[str, list[str]]
+) -> None:
+    """A batch over every shard answers item by item in the order it was sent."""
+    s0, s1, s2, s3 = (wallets[s] for s in cluster.shards)
+    batch = (
+        move("o1", s2[0], s2[1], 10),  # local on shard-2
+        move("o2", s0[0], s3[0], 20),  # cross 0 -> 3
+        move("o3", s1[0], s1[1], 30),  # local on shard-1
+        move("o4", s3[1], s0[1], 10**9),  # refused: insufficient funds
+        move("o5", s0[1], "nobody-at-all", 5),  # refused: unknown credit account
+        move("o6", s3[0], s3[1], 40),  # local on shard-3
+    )
+    results = await cluster.execute(CreateTransfers(batch))
+    assert [r.id for r in results] == ["o1", "o2", "o3", "o4", "o5", "o6"]
+    assert [r.code for r in results] == [
+        None,
+        None,
+        None,
+        ErrorCode.INSUFFICIENT_FUNDS,
+        ErrorCode.ACCOUNT_NOT_FOUND,
+        None,
+    ]
+    assert [r.in_flight for r in results] == [False, True, False, False, False, False]
+    shown = results[1].transfer
+    assert shown is not None
+    assert (shown.debit_account_id, shown.credit_account_id) == (s0[0], s3[0])
+    assert shown.flags == TransferFlags()
+
+
+async def test_batch_is_split_into_one_command_per_shard(
+    cluster: ShardedStore, wallets: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each shard gets one command holding exactly its items, in their batch order."""
+    seen: dict[str, list[Command]] = {}
+    for name, shard in cluster.shards.items():
+        original = shard.execute
+
+        async def spy(command: Command, _name: str = name, _orig: Any = original) -> Any:
+            seen.setdefault(_name, []).append(command)
+            return await _orig(command)
+
+        monkeypatch.setattr(shard, "execute", spy)
+    s = [wallets[n] for n in cluster.shards]
+    batch = [move(f"sp{i}", s[i % 4][0], s[i % 4][1], 1) for i in range(12)]
+    results = await cluster.execute(CreateTransfers(tuple(batch)))
+    assert all(r.ok for r in results)
+    for k, name in enumerate(cluster.shards):
+        (command,) = seen[name]
+        assert isinstance(command, CreateTransfers)
+        assert [r.id for r in command.requests] == [f"sp{i}" for i in range(k, 12, 4)]
+
+
+async def test_linked_chain_across_shards_is_refused_as_a_whole(
+    cluster: ShardedStore, wallets: dict[str, list[str]]
+) -> None:
+    """A linked chain spanning shards is refused item by item and writes nothing."""
+    s0, s1 = wallets["shard-0"], wallets["shard-1"]
+    before = await cluster.get_accounts([*s0, *s1])
+    batch = (
+        move("l1", s0[0], s0[1], 5, linked=True),
+        move("l2", s1[0], s1[1], 5),  # closes the chain, on another shard
+        move("l3", s0[0], s0[1], 5, linked=True),
+        move("l4", s0[1], s1[0], 5),  # cross-shard inside a chain
+        move("l5", s1[0], s1[1], 5, linked=True),
+        move("l6", s1[1], s1[0], 5),  # a chain on one shard is fine
+    )
+    results = await cluster.execute(CreateTransfers(batch))
+    assert [r.code for r in results] == [ErrorCode.LINKED_CHAIN_SPANS_SHARDS] * 4 + [None, None]
+    after = await cluster.get_accounts([*s0, *s1])
+    assert {k: counters(a) for k, a in after.items() if k in s0} == {
+        k: counters(a) for k, a in before.items() if k in s0
+    }
+    assert await cluster.get_transfer("l1") is None
+    assert await cluster.get_transfer("l4") is None
+
+
+async def test_cross_shard_holds_are_refused(
+    cluster: ShardedStore, wallets: dict[str, list[str]]
+) -> None:
+    """A pending transfer between shards is refused with its own code; a local one works."""
+    a, b = wallets["shard-0"][0], wallets["shard-2"][0]
+    results = await cluster.execute(
+        CreateTransfers(
+            (
+                move("h1", a, b, 5, pending=True),
+                move("h2", a, wallets["shard-0"][1], 5, pending=True),
+            )
+        )
+    )
+    assert [r.code for r in results] == [ErrorCode.CROSS_SHARD_PENDING_UNSUPPORTED, None]
+
+
+async def test_post_and_void_find_the_shard_of_their_hold(
+    cluster: ShardedStore, wallets: dict[str, list[str]]
+) -> None:
+    """A post or void naming only the hold id reaches the hold's shard, wherever it is."""
+    for shard, (a, b) in wallets.items():
+        hold = f"hold-{shard}"
+        (r,) = await cluster.execute(CreateTransfers((move(hold, a, b, 100, pending=True),)))
+        assert r.ok
+        post = TransferRequest(f"post-{shard}", amount=60, pending_id=hold,
+                               flags=TransferFlags(post_pending=True))  # fmt: skip
+        (done,) = await cluster.execute(CreateTransfers((post,)))
+        assert done.ok, done
+        view = await cluster.get_transfer(hold)
+        assert view is not None
+        assert view.status is TransferStatus.POSTED
+    missing = TransferRequest(
+        "void-x", pending_id="no-such-hold", flags=TransferFlags(void_pending=True)
+    )
+    (r,) = await cluster.execute(CreateTransfers((missing,)))
+    assert r.code is ErrorCode.PENDING_TRANSFER_NOT_FOUND
+
+
+async def test_a_cross_shard_transfer_cannot_be_posted_or_voided_by_a_client(
+    cluster: ShardedStore, wallets: dict[str, list[str]]
+) -> None:
+    """The hold behind a cross-shard transfer belongs to the settlement, not to the client."""
+    a, b = wallets["shard-1"][0], wallets["shard-3"][0]
+    (r,) = await cluster.execute(CreateTransfers((move("x1", a, b, 100),)))
+    assert r.in_flight
+    void = TransferRequest("v-x1", pending_id="x1", flags=TransferFlags(void_pending=True))
+    (refused,) = await cluster.execute(CreateTransfers((void,)))
+    assert refused.code is ErrorCode.PENDING_TRANSFER_NOT_PENDING
+
+
+async def test_clearing_ids_are_reserved(
+    cluster: ShardedStore, wallets: dict[str, list[str]]
+) -> None:
+    """Clients can neither create, close nor move money through a clearing account."""
+    (r,) = await cluster.execute(CreateAccounts((AccountRequest("clearing:x:y:USD", "USD"),)))
+    assert r.code is ErrorCode.INVALID_REQUEST
+    a = wallets["shard-0"][0]
+    (t,) = await cluster.execute(
+        CreateTransfers((move("c1", a, "clearing:shard-0:shard-1:USD", 1),))
+    )
+    assert t.code is ErrorCode.INVALID_REQUEST
+    closed = await cluster.execute(CloseAccount("clearing:shard-0:shard-1:USD"))
+    assert closed.code is ErrorCode.INVALID_REQUEST
+
+
+async def test_accounts_live_on_the_shard_of_their_id(cluster: ShardedStore) -> None:
+    """An account is written on exactly the shard the map names, and read back from there."""
+    ids = [f"acc-{i}" for i in range(40)]
+    await open_accounts(cluster, ids)
+    for name, shard in cluster.shards.items():
+        mine = await shard.get_accounts(ids)
+        assert set(mine) == {i for i in ids if cluster.shard_for(i) == name}
+    assert set(await cluster.get_accounts(ids)) == set(ids)
+
+
+def _single(path: Path, clock: Any) -> tuple[SQLiteStore, ShardedStore]:
+    plain = SQLiteStore(path / "plain.sqlite3", clock=clock)
+    routed = ShardedStore(
+        {"only": SQLiteStore(path / "routed.sqlite3", name="only", clock=clock)},
+        ShardMap.even(["only"]),
+    )
+    return plain, routed
+
+
+async def test_a_single_shard_router_answers_like_the_plain_store(tmp_path: Path) -> None:
+    """Over one shard, every command and read gives exactly the plain store's answer."""
+    now = [time.time_ns()]
+    plain, routed = _single(tmp_path, lambda: now[0])
+    await plain.start()
+    await routed.start()
+    try:
+        commands: list[Command] = [
+            CreateAccounts(
+                (
+                    AccountRequest("bank", "USD"),
+                    AccountRequest("w1", "USD"),
+                    AccountRequest("w2", "USD"),
+                    AccountRequest("w1", "EUR"),
+                )
+            ),
+            CreateTransfers(
+                (
+                    move("t1", "bank", "w1", 500),
+                    move("t2", "w1", "w2", 100, linked=True),
+                    move("t3", "w2", "nobody", 1),
+                    move("t4", "w1", "w2", 50, pending=True),
+                    TransferRequest("p4", pending_id="t4", flags=TransferFlags(post_pending=True)),
+                    move("t1", "bank", "w1", 501),
+                )
+            ),
+            CloseAccount("w2"),
+            ExpirePending(),
+        ]
+        for command in commands:
+            now[0] += 1_000
+            assert await routed.execute(command) == await plain.execute(command)
+        for transfer_id in ("t1", "t2", "t4", "p4", "none"):
+            assert await routed.get_transfer(transfer_id) == await plain.get_transfer(transfer_id)
+        assert await routed.get_accounts(["w1", "w2"]) == await plain.get_accounts(["w1", "w2"])
+        page = await routed.account_transfers("w1", limit=10)
+        assert page == await plain.account_transfers("w1", limit=10)
+    finally:
+        await plain.stop()
+        await routed.stop()
