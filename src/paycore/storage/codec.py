@@ -6,15 +6,24 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from paycore.ledger.model import Account, AccountFlags, Transfer, TransferFlags
+from paycore.ledger.model import (
+    Account,
+    AccountFlags,
+    PendingStatus,
+    Transfer,
+    TransferFlags,
+    TransferView,
+)
 
 if TYPE_CHECKING:
     from paycore.storage.base import OutboxRow
 
 __all__ = [
     "ACCOUNT_COLUMNS",
+    "A_COLUMNS",
     "OUTBOX_COLUMNS",
     "TRANSFER_COLUMNS",
+    "T_COLUMNS",
     "account_flags_bits",
     "account_from_row",
     "decode_metadata",
@@ -23,6 +32,7 @@ __all__ = [
     "transfer_flags_bits",
     "transfer_from_row",
     "transfer_row",
+    "view_from_row",
 ]
 
 ACCOUNT_COLUMNS = (
@@ -162,3 +172,15 @@ def transfer_row(t: Transfer) -> tuple[Any, ...]:
         t.timeout_seconds,
         t.timestamp,
     )
+
+
+# The same columns prefixed for joins: transfers as ``t``, accounts as ``a``.
+T_COLUMNS = ", ".join(f"t.{c.strip()}" for c in TRANSFER_COLUMNS.split(","))
+A_COLUMNS = ", ".join(f"a.{c.strip()}" for c in ACCOUNT_COLUMNS.split(","))
+
+
+def view_from_row(row: tuple[Any, ...]) -> TransferView:
+    """A TransferView from ``T_COLUMNS, metadata, pending status, resolved_by``."""
+    transfer = transfer_from_row(row, row[10])
+    status = None if row[11] is None else PendingStatus(row[11])
+    return TransferView.of(transfer, status, row[12])

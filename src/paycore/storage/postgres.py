@@ -56,8 +56,10 @@ from paycore.storage.base import (
     check_page_arguments,
 )
 from paycore.storage.codec import (
+    A_COLUMNS,
     ACCOUNT_COLUMNS,
     OUTBOX_COLUMNS,
+    T_COLUMNS,
     TRANSFER_COLUMNS,
     account_flags_bits,
     account_from_row,
@@ -65,6 +67,7 @@ from paycore.storage.codec import (
     outbox_values,
     transfer_flags_bits,
     transfer_from_row,
+    view_from_row,
 )
 from paycore.storage.group_commit import GroupCommitWriter, Job
 
@@ -73,8 +76,6 @@ __all__ = ["PostgresStore", "map_postgres_errors", "migrate_postgres"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_T_COLS = ", ".join(f"t.{c.strip()}" for c in TRANSFER_COLUMNS.split(","))
-_A_COLS = ", ".join(f"a.{c.strip()}" for c in ACCOUNT_COLUMNS.split(","))
 _MAX_TS = 2**63 - 1
 
 
@@ -213,7 +214,7 @@ class _PostgresTx:
 
     def transfers_by_ids(self, ids: Iterable[str]) -> list[Transfer]:
         rows = self.conn.execute(
-            f"SELECT {_T_COLS}, m.metadata FROM transfers t "
+            f"SELECT {T_COLUMNS}, m.metadata FROM transfers t "
             "LEFT JOIN transfer_metadata m ON m.id = t.id WHERE t.id = ANY(%s)",
             (_storable(ids),),
         )
@@ -261,7 +262,7 @@ class _PostgresTx:
 
     def due_holds(self, now: int, limit: int) -> list[Transfer]:
         rows = self.conn.execute(
-            f"SELECT {_T_COLS} FROM pending_transfers p JOIN transfers t ON t.id = p.id "
+            f"SELECT {T_COLUMNS} FROM pending_transfers p JOIN transfers t ON t.id = p.id "
             "WHERE p.status = 'pending' AND p.expires_at IS NOT NULL AND p.expires_at <= %s "
             'ORDER BY p.expires_at, p.id COLLATE "C" LIMIT %s',  # ties in byte order, as SQLite
             (now, _limit(limit)),
@@ -519,7 +520,7 @@ class PostgresStore:
 
     async def get_accounts(self, ids: list[str]) -> dict[str, Account]:
         rows = await self._fetch(
-            f"SELECT {_A_COLS}, m.metadata FROM accounts a "
+            f"SELECT {A_COLUMNS}, m.metadata FROM accounts a "
             "LEFT JOIN account_metadata m ON m.id = a.id WHERE a.id = ANY(%s)",
             (_storable(ids),),
         )
@@ -529,12 +530,12 @@ class PostgresStore:
         if not _storable([transfer_id]):
             return None
         rows = await self._fetch(
-            f"SELECT {_T_COLS}, m.metadata, p.status, p.resolved_by FROM transfers t "
+            f"SELECT {T_COLUMNS}, m.metadata, p.status, p.resolved_by FROM transfers t "
             "LEFT JOIN transfer_metadata m ON m.id = t.id "
             "LEFT JOIN pending_transfers p ON p.id = t.id WHERE t.id = %s",
             (transfer_id,),
         )
-        return _view(rows[0]) if rows else None
+        return view_from_row(rows[0]) if rows else None
 
     async def account_transfers(
         self,
@@ -555,12 +556,12 @@ class PostgresStore:
         cmp = "<" if descending else ">"
         sides = {"both": ("debit", "credit"), "debits": ("debit",), "credits": ("credit",)}[side]
         parts = [
-            f"(SELECT {_T_COLS} FROM transfers t WHERE t.{s}_account_id = %s "
+            f"(SELECT {T_COLUMNS} FROM transfers t WHERE t.{s}_account_id = %s "
             f"AND t.timestamp {cmp} %s ORDER BY t.timestamp {order} LIMIT %s)"
             for s in sides
         ]
         query = (
-            f"SELECT {_T_COLS}, m.metadata, p.status, p.resolved_by FROM ("
+            f"SELECT {T_COLUMNS}, m.metadata, p.status, p.resolved_by FROM ("
             + " UNION ALL ".join(parts)
             + ") t LEFT JOIN transfer_metadata m ON m.id = t.id "
             f"LEFT JOIN pending_transfers p ON p.id = t.id ORDER BY t.timestamp {order} LIMIT %s"
@@ -569,7 +570,7 @@ class PostgresStore:
         for _ in sides:
             params += [account_id, cursor, _limit(limit + 1)]
         params.append(_limit(limit + 1))
-        views = [_view(row) for row in await self._fetch(query, params)]
+        views = [view_from_row(row) for row in await self._fetch(query, params)]
         more = len(views) > limit
         views = views[:limit]
         return TransferPage(views, views[-1].transfer.timestamp if more else None)
@@ -688,7 +689,7 @@ def _accounts_by_ids(
 ) -> dict[str, Account]:
     if with_metadata:
         rows = conn.execute(
-            f"SELECT {_A_COLS}, m.metadata FROM accounts a "
+            f"SELECT {A_COLUMNS}, m.metadata FROM accounts a "
             "LEFT JOIN account_metadata m ON m.id = a.id WHERE a.id = ANY(%s)",
             (_storable(ids),),
         )
@@ -697,9 +698,3 @@ def _accounts_by_ids(
         f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY(%s)", (_storable(ids),)
     )
     return {row[0]: account_from_row(row) for row in rows}
-
-
-def _view(row: tuple[Any, ...]) -> TransferView:
-    transfer = transfer_from_row(row, row[10])
-    status = None if row[11] is None else PendingStatus(row[11])
-    return TransferView.of(transfer, status, row[12])

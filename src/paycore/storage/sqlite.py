@@ -48,8 +48,10 @@ from paycore.storage.base import (
     check_page_arguments,
 )
 from paycore.storage.codec import (
+    A_COLUMNS,
     ACCOUNT_COLUMNS,
     OUTBOX_COLUMNS,
+    T_COLUMNS,
     TRANSFER_COLUMNS,
     account_flags_bits,
     account_from_row,
@@ -57,6 +59,7 @@ from paycore.storage.codec import (
     outbox_values,
     transfer_from_row,
     transfer_row,
+    view_from_row,
 )
 from paycore.storage.group_commit import GroupCommitWriter, Job
 
@@ -65,9 +68,6 @@ __all__ = ["SQLiteStore", "map_sqlite_errors", "migrate"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _ids_json = msgspec.json.Encoder()
-
-_T_COLS = ", ".join(f"t.{c.strip()}" for c in TRANSFER_COLUMNS.split(","))
-_A_COLS = ", ".join(f"a.{c.strip()}" for c in ACCOUNT_COLUMNS.split(","))
 
 
 @contextlib.contextmanager
@@ -213,7 +213,7 @@ class _SQLiteTx:
 
     def due_holds(self, now: int, limit: int) -> list[Transfer]:
         rows = self.conn.execute(
-            f"SELECT {_T_COLS} FROM pending_transfers p JOIN transfers t ON t.id = p.id "
+            f"SELECT {T_COLUMNS} FROM pending_transfers p JOIN transfers t ON t.id = p.id "
             "WHERE p.status = 'pending' AND p.expires_at IS NOT NULL AND p.expires_at <= ? "
             "ORDER BY p.expires_at LIMIT ?",
             (now, limit),
@@ -411,12 +411,12 @@ class SQLiteStore:
     async def get_transfer(self, transfer_id: str) -> TransferView | None:
         def read(conn: sqlite3.Connection) -> TransferView | None:
             row = conn.execute(
-                f"SELECT {_T_COLS}, m.metadata, p.status, p.resolved_by FROM transfers t "
+                f"SELECT {T_COLUMNS}, m.metadata, p.status, p.resolved_by FROM transfers t "
                 "LEFT JOIN transfer_metadata m ON m.id = t.id "
                 "LEFT JOIN pending_transfers p ON p.id = t.id WHERE t.id = ?",
                 (transfer_id,),
             ).fetchone()
-            return None if row is None else _view(row)
+            return None if row is None else view_from_row(row)
 
         return self._read(read)
 
@@ -437,12 +437,12 @@ class SQLiteStore:
         cmp = "<" if descending else ">"
         sides = {"both": ("debit", "credit"), "debits": ("debit",), "credits": ("credit",)}[side]
         parts = [
-            f"SELECT * FROM (SELECT {_T_COLS} FROM transfers t WHERE t.{s}_account_id = ? "
+            f"SELECT * FROM (SELECT {T_COLUMNS} FROM transfers t WHERE t.{s}_account_id = ? "
             f"AND t.timestamp {cmp} ? ORDER BY t.timestamp {order} LIMIT ?)"
             for s in sides
         ]
         sql = (
-            f"SELECT {_T_COLS}, m.metadata, p.status, p.resolved_by FROM ("
+            f"SELECT {T_COLUMNS}, m.metadata, p.status, p.resolved_by FROM ("
             + " UNION ALL ".join(parts)
             + ") t LEFT JOIN transfer_metadata m ON m.id = t.id "
             f"LEFT JOIN pending_transfers p ON p.id = t.id ORDER BY t.timestamp {order} LIMIT ?"
@@ -453,7 +453,7 @@ class SQLiteStore:
         params.append(_clamp_ts(limit + 1))
 
         def read(conn: sqlite3.Connection) -> TransferPage:
-            views = [_view(row) for row in conn.execute(sql, params)]
+            views = [view_from_row(row) for row in conn.execute(sql, params)]
             more = len(views) > limit
             views = views[:limit]
             return TransferPage(views, views[-1].transfer.timestamp if more else None)
@@ -551,7 +551,7 @@ def _accounts_by_ids(
     ids_json = _ids_json.encode(list(ids)).decode()
     if with_metadata:
         rows = conn.execute(
-            f"SELECT {_A_COLS}, m.metadata FROM accounts a "
+            f"SELECT {A_COLUMNS}, m.metadata FROM accounts a "
             "LEFT JOIN account_metadata m ON m.id = a.id "
             "WHERE a.id IN (SELECT value FROM json_each(?))",
             (ids_json,),
@@ -566,15 +566,9 @@ def _accounts_by_ids(
 
 def _transfers_by_ids(conn: sqlite3.Connection, ids: Iterable[str]) -> list[Transfer]:
     rows = conn.execute(
-        f"SELECT {_T_COLS}, m.metadata FROM transfers t "
+        f"SELECT {T_COLUMNS}, m.metadata FROM transfers t "
         "LEFT JOIN transfer_metadata m ON m.id = t.id "
         "WHERE t.id IN (SELECT value FROM json_each(?))",
         (_ids_json.encode(list(ids)).decode(),),
     )
     return [transfer_from_row(row, row[10]) for row in rows]
-
-
-def _view(row: tuple[Any, ...]) -> TransferView:
-    transfer = transfer_from_row(row, row[10])
-    status = None if row[11] is None else PendingStatus(row[11])
-    return TransferView.of(transfer, status, row[12])
