@@ -19,7 +19,8 @@ from paycore.cluster.settlement import (
     clearing_account_id,
 )
 from paycore.config import Settings
-from paycore.ledger.model import TransferStatus
+from paycore.errors import ErrorCode
+from paycore.ledger.model import TransferFlags, TransferRequest, TransferStatus
 from paycore.ops.audit import ClusterViolationKind, audit_cluster
 from paycore.storage.base import ClaimOutbox, CloseAccount, CreateTransfers
 from paycore.workers.relay import RelayWorker
@@ -238,3 +239,42 @@ async def test_api_shows_in_flight_then_posted(
         codes = [r["error"]["code"] for r in chain.json()["results"]]
         assert codes == ["linked_chain_spans_shards"] * 2
     await cluster.start()  # the fixture stops it
+
+
+async def test_a_client_cannot_void_a_saga_hold_even_inside_a_batch(
+    cluster: ShardedStore, wallets: dict[str, list[str]]
+) -> None:
+    """A void of a saga's hold is refused on the shard itself, whatever path the router took."""
+    (a, a2), b = wallets["shard-0"], wallets["shard-3"][0]
+    (r,) = await cluster.execute(CreateTransfers((move("x9", a, b, 100),)))
+    assert r.in_flight
+    # Item 0 names the saga's id, so the router sends item 1 to its shard without a lookup.
+    batch = (
+        move("x9", a, a2, 1),
+        TransferRequest("v9", pending_id="x9", flags=TransferFlags(void_pending=True)),
+    )
+    results = await cluster.execute(CreateTransfers(batch))
+    assert [x.code for x in results] == [
+        ErrorCode.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS,
+        ErrorCode.PENDING_TRANSFER_NOT_PENDING,
+    ]
+    await RelayWorker(cluster, lease_seconds=0.01).drain()
+    balances = await _balances(cluster, a, b)
+    assert balances[a] == (0, 100, 0, 10_000)
+    assert balances[b] == (0, 0, 0, 10_100)
+    assert (await cluster.get_transfer("x9")).status is TransferStatus.POSTED  # type: ignore[union-attr]
+    assert (await audit_cluster(cluster.shards)).ok
+
+
+async def test_reserved_metadata_and_settlement_ids_are_refused(
+    cluster: ShardedStore, wallets: dict[str, list[str]]
+) -> None:
+    """Clients cannot forge a saga marker or squat the ids step 3 will use."""
+    a, a2 = wallets["shard-0"]
+    forged = TransferRequest("f1", a, a2, 1, metadata={"paycore:xs": {"role": "hold"}})
+    squat = move("xs.post.0123", a, a2, 1)
+    no_pending_id = TransferRequest("p1", flags=TransferFlags(post_pending=True))
+    results = await cluster.execute(CreateTransfers((forged, squat, no_pending_id)))
+    assert [x.code for x in results] == [ErrorCode.INVALID_REQUEST] * 3
+    balances = await _balances(cluster, a, a2)
+    assert balances[a] == (0, 0, 0, 10_000)

@@ -991,3 +991,32 @@ def test_closing_keeps_counters_and_sets_the_flag_once() -> None:
     assert closed.balance == before.balance
     again = close_account(closed, "a")
     assert (again.ok, again.exists, again.account) == (True, True, closed)
+
+
+def test_only_the_settlement_may_resolve_a_saga_hold() -> None:
+    """A hold marked as a cross-shard saga is refused to clients and accepted from settlement."""
+    from paycore.ledger.model import SETTLEMENT_METADATA_KEY
+
+    def fresh() -> WorkingSet:
+        ws = WorkingSet(
+            [
+                Account("a", "USD", 0, AccountFlags(), None, 1, credits_posted=100),
+                Account("b", "USD", 0, AccountFlags(), None, 1),
+            ],
+            [],
+            [],
+            now=10,
+            last_timestamp=1,
+        )
+        hold = TransferRequest(
+            "h", "a", "b", 40, flags=TransferFlags(pending=True),
+            metadata={SETTLEMENT_METADATA_KEY: {"role": "hold"}},
+        )  # fmt: skip
+        assert ws.apply_transfers([hold], settlement=True)[0].ok
+        return ws
+
+    void = TransferRequest("v", pending_id="h", flags=TransferFlags(void_pending=True))
+    (refused,) = fresh().apply_transfers([void])
+    assert refused.code is ErrorCode.PENDING_TRANSFER_NOT_PENDING
+    (accepted,) = fresh().apply_transfers([void], settlement=True)
+    assert accepted.ok

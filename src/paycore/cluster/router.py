@@ -296,6 +296,14 @@ class ShardedStore:
         created_here: dict[str, int] = {}  # transfer id -> index of the batch item creating it
         lookups: set[str] = set()
         for index, r in enumerate(requests):
+            if r.metadata is not None and any(k.startswith("paycore:") for k in r.metadata):
+                split.upfront[index] = _fail(
+                    r.id, _E.INVALID_REQUEST, "metadata keys starting with 'paycore:' are reserved"
+                )
+            elif r.id.startswith("xs."):
+                split.upfront[index] = _fail(
+                    r.id, _E.INVALID_REQUEST, "ids starting with 'xs.' are reserved for settlement"
+                )
             if r.flags.post_pending or r.flags.void_pending:
                 earlier = None if r.pending_id is None else created_here.get(r.pending_id)
                 if earlier is not None:
@@ -321,9 +329,9 @@ class ShardedStore:
                     cross[index] = other
         found = await self._find_holds(lookups)
         for index, r in enumerate(requests):
-            if index in target or r.pending_id is None:
+            if index in target:
                 continue
-            hold = found.get(r.pending_id)
+            hold = None if r.pending_id is None else found.get(r.pending_id)
             if hold is None:
                 debit = r.debit_account_id
                 target[index] = self.shard_for(debit) if debit else self._first

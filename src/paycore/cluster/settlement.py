@@ -44,6 +44,7 @@ import msgspec
 
 from paycore.errors import PaycoreError, UnavailableError
 from paycore.ledger.model import (
+    SETTLEMENT_METADATA_KEY,
     AccountRequest,
     Transfer,
     TransferFlags,
@@ -85,7 +86,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CLEARING_PREFIX: Final = "clearing:"
-SAGA_KEY: Final = "paycore:xs"
+SAGA_KEY: Final = SETTLEMENT_METADATA_KEY
 
 
 class SagaState(StrEnum):
@@ -399,7 +400,7 @@ class Settlement:
             requests.append(request)
             writes.append(OutboxWrite(index, new_row, insert=False))
         results: list[TransferResult] = await self.shards[source].execute(
-            CreateTransfers(tuple(requests), tuple(writes))
+            CreateTransfers(tuple(requests), tuple(writes), settlement=True)
         )
         for (row, state), result in zip(decided, results, strict=True):
             if not result.ok:

@@ -16,6 +16,7 @@ import msgspec
 
 __all__ = [
     "ID_PATTERN",
+    "SETTLEMENT_METADATA_KEY",
     "Account",
     "AccountFlags",
     "AccountRequest",
@@ -34,6 +35,10 @@ ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
 _ID = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 
 Metadata = dict[str, Any]
+
+
+SETTLEMENT_METADATA_KEY = "paycore:xs"
+"""Marks the transfers of a cross-shard saga; only the settlement may post or void them."""
 
 
 def is_valid_id(value: object) -> bool:

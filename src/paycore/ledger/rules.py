@@ -19,6 +19,7 @@ import msgspec
 from paycore.errors import ErrorCode
 from paycore.ledger.model import (
     PENDING_TRANSITIONS,
+    SETTLEMENT_METADATA_KEY,
     Account,
     AccountRequest,
     BalanceRecord,
@@ -161,13 +162,21 @@ class WorkingSet:
         self.created: list[Transfer] = []
         self.history: list[BalanceRecord] = []
         self.changed_pendings: dict[str, PendingState] = {}
+        self._settlement = False
         # Undo log of the open linked chain; None outside a chain.
         self._undo: _Undo | None = None
 
     # -- public ---------------------------------------------------------------
 
-    def apply_transfers(self, requests: Sequence[TransferRequest]) -> list[TransferResult]:
-        """Apply one request's items in order; linked chains succeed or fail as one."""
+    def apply_transfers(
+        self, requests: Sequence[TransferRequest], *, settlement: bool = False
+    ) -> list[TransferResult]:
+        """Apply one request's items in order; linked chains succeed or fail as one.
+
+        ``settlement`` is set only by paycore's cross-shard settlement: it alone may post
+        or void a saga's hold (one marked with ``SETTLEMENT_METADATA_KEY``).
+        """
+        self._settlement = settlement
         results: list[TransferResult] = []
         chain_start: int | None = None
         chain_failed = False
@@ -332,6 +341,17 @@ class WorkingSet:
         state = self.pendings.get(r.pending_id)
         if not target.flags.pending or state is None:
             raise _Rejected(_E.PENDING_TRANSFER_NOT_PENDING, f"{r.pending_id!r} is not a hold")
+        if (
+            not self._settlement
+            and target.metadata is not None
+            and SETTLEMENT_METADATA_KEY in target.metadata
+        ):
+            # Enforced here, on the shard, not only by the router: a client voiding a
+            # saga's hold would leave the money credited on the other shard as well.
+            raise _Rejected(
+                _E.PENDING_TRANSFER_NOT_PENDING,
+                f"{r.pending_id!r} is a cross-shard transfer in settlement, not a hold",
+            )
         for field, given, held in (
             ("debit_account_id", r.debit_account_id, target.debit_account_id),
             ("credit_account_id", r.credit_account_id, target.credit_account_id),

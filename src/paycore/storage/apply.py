@@ -235,7 +235,7 @@ def _apply_transfers(
     """Apply a command's items; with ``refusals_key``, refusals are kept for good."""
     prefix = command.refusals_key
     if prefix is None:
-        return ws.apply_transfers(command.requests)
+        return ws.apply_transfers(command.requests, settlement=command.settlement)
     results: list[TransferResult | None] = [None] * len(command.requests)
     todo: list[int] = []
     for index, request in enumerate(command.requests):
@@ -247,7 +247,7 @@ def _apply_transfers(
         results[index] = TransferResult(
             id=request.id, code=ErrorCode(refusal["code"]), detail=refusal["detail"]
         )
-    applied = ws.apply_transfers([command.requests[i] for i in todo])
+    applied = ws.apply_transfers([command.requests[i] for i in todo], settlement=command.settlement)
     expires_at = min(clock.now + _REFUSAL_SECONDS * 1_000_000_000, 2**63 - 1)
     for index, result in zip(todo, applied, strict=True):
         results[index] = result

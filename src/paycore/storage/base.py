@@ -110,6 +110,8 @@ class CreateTransfers(msgspec.Struct, frozen=True):
     # ``refusals_key + item id`` in the idempotency table, and an item refused before
     # is answered the same way again without being retried: a refusal is for good.
     refusals_key: str | None = None
+    # Set only by the settlement's step 3: lets it post or void a saga's hold.
+    settlement: bool = False
 
 
 class CloseAccount(msgspec.Struct, frozen=True):
