@@ -11,7 +11,9 @@ from cluster_support import counters, move, open_accounts
 
 from paycore.cluster.router import ShardedStore
 from paycore.cluster.shardmap import ShardMap
-from paycore.errors import ErrorCode
+from paycore.cluster.topology import build_store
+from paycore.config import Settings
+from paycore.errors import ErrorCode, IdempotencyError
 from paycore.ledger.model import AccountRequest, TransferFlags, TransferRequest, TransferStatus
 from paycore.storage.base import (
     CloseAccount,
@@ -19,6 +21,8 @@ from paycore.storage.base import (
     CreateAccounts,
     CreateTransfers,
     ExpirePending,
+    Idempotency,
+    StoredResponse,
 )
 from paycore.storage.sqlite import SQLiteStore
 
@@ -224,3 +228,39 @@ async def test_a_single_shard_router_answers_like_the_plain_store(tmp_path: Path
     finally:
         await plain.stop()
         await routed.stop()
+
+
+async def test_one_idempotency_key_is_refused_for_a_second_request_on_another_shard(
+    tmp_path: Path,
+) -> None:
+    """Reusing a key with another body is 409 even when the two requests touch different shards."""
+    store = build_store(Settings(data_dir=str(tmp_path)))
+    await store.start()
+    try:
+        first_id = next(f"k{i}" for i in range(99) if store.shard_for(f"k{i}") == "shard-0")
+        other_id = next(f"k{i}" for i in range(99) if store.shard_for(f"k{i}") == "shard-2")
+
+        def idem() -> Idempotency:
+            return Idempotency("default:K1", fp, lambda r: StoredResponse(201, repr(r).encode()))
+
+        fp = "first"
+        first, replayed = await store.execute_idempotent(
+            CreateAccounts((AccountRequest(first_id, "USD"),)), idem()
+        )
+        assert first.status == 201
+        assert not replayed
+        fp = "second"
+        with pytest.raises(IdempotencyError) as refused:
+            await store.execute_idempotent(
+                CreateAccounts((AccountRequest(other_id, "USD"),)), idem()
+            )
+        assert refused.value.code is ErrorCode.IDEMPOTENCY_KEY_REUSED
+        assert other_id not in await store.get_accounts([other_id])
+        fp = "first"
+        again, replayed = await store.execute_idempotent(
+            CreateAccounts((AccountRequest(first_id, "USD"),)), idem()
+        )
+        assert replayed
+        assert again == first
+    finally:
+        await store.stop()

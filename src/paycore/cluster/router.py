@@ -108,11 +108,8 @@ class _Split:
     rewritten: dict[int, TransferRequest] = field(default_factory=dict)
     outbox: dict[int, OutboxWrite] = field(default_factory=dict)  # index -> write (index 0)
     sagas: set[int] = field(default_factory=set)
-    home: str = ""
 
     def add(self, shard: str, index: int) -> None:
-        if not self.home:
-            self.home = shard
         self.parts.setdefault(shard, []).append(index)
 
     def merge(self, answers: Mapping[str, list[Any]]) -> list[Any]:
@@ -194,25 +191,34 @@ class ShardedStore:
     ) -> tuple[StoredResponse, bool]:
         if self.single:
             return await self.shards[self._first].execute_idempotent(command, idempotency)
+        # A key's record lives on the shard of the key itself, whatever the request
+        # touches, so a reuse with another body always meets the first record.
+        home = self.shard_for(idempotency.key)
         if isinstance(command, CloseAccount):
             if is_reserved(command.account_id):
                 return idempotency.render(self._reserved_close(command)), False
-            shard = self.shards[self.shard_for(command.account_id)]
-            return await shard.execute_idempotent(command, idempotency)
+            target = self.shard_for(command.account_id)
+            if target == home:
+                return await self.shards[home].execute_idempotent(command, idempotency)
+            seen = await self._seen(home, idempotency)
+            if seen is not None:
+                return seen, True
+            closed = await self.shards[target].execute(command)  # closing is idempotent
+            record = Idempotency(
+                idempotency.key,
+                idempotency.fingerprint,
+                lambda _: idempotency.render(closed),
+                idempotency.retention_seconds,
+            )
+            return await self.shards[home].execute_idempotent(CreateAccounts(()), record)
         if not isinstance(command, CreateTransfers | CreateAccounts):
             raise TypeError(f"{type(command).__name__} is not run under an Idempotency-Key")
         split, parts = await self._split(command)
-        home = split.home or self._first
         others = {s: c for s, c in parts.items() if s != home}
         if others:
-            seen = await self.shards[home].execute(PeekIdempotency(idempotency.key))
+            seen = await self._seen(home, idempotency)
             if seen is not None:
-                if seen[0] != idempotency.fingerprint:
-                    raise IdempotencyError(
-                        _E.IDEMPOTENCY_KEY_REUSED,
-                        "this Idempotency-Key was first used with a different request",
-                    )
-                return seen[1], True
+                return seen, True
         results = await gather_all(self.shards[s].execute(c) for s, c in others.items())
         answers = dict(zip(others, results, strict=True))
         merged_box: list[list[Any]] = []
@@ -230,6 +236,19 @@ class ShardedStore:
         if merged_box:
             self._notify(split, merged_box[0])
         return response, replayed
+
+    async def _seen(self, home: str, idempotency: Idempotency) -> StoredResponse | None:
+        """The stored answer under this key on its shard; 409 when the body differs."""
+        seen = await self.shards[home].execute(PeekIdempotency(idempotency.key))
+        if seen is None:
+            return None
+        if seen[0] != idempotency.fingerprint:
+            raise IdempotencyError(
+                _E.IDEMPOTENCY_KEY_REUSED,
+                "this Idempotency-Key was first used with a different request",
+            )
+        response: StoredResponse = seen[1]
+        return response
 
     def _notify(self, split: _Split, merged: Sequence[Any]) -> None:
         sources = {
