@@ -278,3 +278,19 @@ async def test_reserved_metadata_and_settlement_ids_are_refused(
     assert [x.code for x in results] == [ErrorCode.INVALID_REQUEST] * 3
     balances = await _balances(cluster, a, a2)
     assert balances[a] == (0, 0, 0, 10_000)
+
+
+async def test_a_retry_after_the_credit_account_closed_gets_the_first_answer(
+    cluster: ShardedStore, wallets: dict[str, list[str]]
+) -> None:
+    """Retrying a settled cross-shard transfer answers 'exists', even once B is closed."""
+    a, b = wallets["shard-0"][0], wallets["shard-3"][1]
+    (first,) = await cluster.execute(CreateTransfers((move("x10", a, b, 10),)))
+    assert first.ok
+    await RelayWorker(cluster, lease_seconds=0.01).drain()
+    await cluster.execute(CreateTransfers((move("out-b", b, wallets["shard-3"][0], 10_010),)))
+    assert (await cluster.execute(CloseAccount(b))).ok
+    (retry,) = await cluster.execute(CreateTransfers((move("x10", a, b, 10),)))
+    assert retry.ok
+    assert retry.exists
+    assert (await audit_cluster(cluster.shards)).ok

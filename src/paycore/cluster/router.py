@@ -434,9 +434,18 @@ class ShardedStore:
         found: dict[str, Account] = {}
         for part in await gather_all(self.shards[s].get_accounts(by_shard[s]) for s in shards):
             found.update(part)
+        # A retry of a transfer that already exists is answered by its source shard
+        # ("exists", or different fields), never by a fresh look at B: B may have been
+        # closed since, and the answer to a retry must not change.
+        ordered = list(wanted)
+        stored = await gather_all(
+            self.shards[target[i]].get_transfer(requests[i].id) for i in ordered
+        )
+        exists = {i for i, view in zip(ordered, stored, strict=True) if view is not None}
         for index in wanted:
             r = requests[index]
-            refusal = self._saga_refusal(r, found.get(r.credit_account_id or ""))
+            b = found.get(r.credit_account_id or "")
+            refusal = None if index in exists and b is not None else self._saga_refusal(r, b)
             if refusal is not None:
                 split.upfront[index] = refusal
                 continue
