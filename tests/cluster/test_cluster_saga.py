@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 from cluster_support import counters, move
 from litestar.testing import AsyncTestClient
 
@@ -294,3 +295,14 @@ async def test_a_retry_after_the_credit_account_closed_gets_the_first_answer(
     assert retry.ok
     assert retry.exists
     assert (await audit_cluster(cluster.shards)).ok
+
+
+async def test_a_timeout_on_a_cross_shard_transfer_is_refused_as_on_one_shard(
+    cluster: ShardedStore, wallets: dict[str, list[str]]
+) -> None:
+    """timeout_seconds without pending is refused across shards too, not silently dropped."""
+    a, b = wallets["shard-0"][0], wallets["shard-3"][0]
+    request = msgspec.structs.replace(move("x11", a, b, 5), timeout_seconds=30)
+    (result,) = await cluster.execute(CreateTransfers((request,)))
+    assert result.code is ErrorCode.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER
+    assert (await _balances(cluster, a))[a] == (0, 0, 0, 10_000)

@@ -459,6 +459,8 @@ class ShardedStore:
     def _saga_refusal(r: TransferRequest, b: Account | None) -> TransferResult | None:
         if r.flags.pending:
             return _fail(r.id, _E.CROSS_SHARD_PENDING_UNSUPPORTED)
+        if r.timeout_seconds:  # as on one shard: a timeout only means something on a hold
+            return _fail(r.id, _E.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER)
         if r.metadata is not None and SAGA_KEY in r.metadata:
             return _fail(r.id, _E.INVALID_REQUEST, f"metadata key {SAGA_KEY!r} is reserved")
         if r.debit_account_id == r.credit_account_id:
