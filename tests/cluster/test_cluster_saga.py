@@ -306,3 +306,19 @@ async def test_a_timeout_on_a_cross_shard_transfer_is_refused_as_on_one_shard(
     (result,) = await cluster.execute(CreateTransfers((request,)))
     assert result.code is ErrorCode.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER
     assert (await _balances(cluster, a))[a] == (0, 0, 0, 10_000)
+
+
+async def test_a_saga_that_keeps_failing_does_not_starve_fresh_ones(
+    cluster: ShardedStore, wallets: dict[str, list[str]]
+) -> None:
+    """Claims take the fewest-attempted rows first, so a stuck saga cannot block newer ones."""
+    a, b = wallets["shard-0"][0], wallets["shard-3"][0]
+    await cluster.execute(CreateTransfers((move("old", a, b, 1),)))
+    await cluster.execute(CreateTransfers((move("new", a, b, 1),)))
+    source = cluster.shards["shard-0"]
+    # "old" is claimed and its lease runs out unfinished (as when its target is down) ...
+    (row,) = await source.execute(ClaimOutbox("x", OPEN_STATES, 0.0, 1))
+    assert row.transfer_id == "old"
+    # ... so the next claim takes the saga not tried yet, although it is younger.
+    (row,) = await source.execute(ClaimOutbox("y", OPEN_STATES, 0.0, 1))
+    assert row.transfer_id == "new"

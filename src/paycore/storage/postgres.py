@@ -401,7 +401,7 @@ class _PostgresTx:
         rows = self.conn.execute(
             "UPDATE outbox SET claimed_by = %s, claimed_until = %s, attempts = attempts + 1 "
             "WHERE transfer_id IN (SELECT transfer_id FROM outbox WHERE state = ANY(%s) "
-            "AND (claimed_until <= %s OR claimed_by = %s) ORDER BY created_at LIMIT %s "
+            "AND (claimed_until <= %s OR claimed_by = %s) ORDER BY attempts, created_at LIMIT %s "
             f"FOR UPDATE SKIP LOCKED) RETURNING {OUTBOX_COLUMNS}",
             (owner, until, list(open_states), now, owner, limit),
         ).fetchall()

@@ -303,13 +303,14 @@ class _SQLiteTx:
         self, owner: str, open_states: Sequence[str], now: int, until: int, limit: int
     ) -> list[OutboxRow]:
         # The file's one writer (BEGIN IMMEDIATE) makes the claim exclusive; the lease
-        # lets another relay retake the rows of one that crashed.
+        # lets another relay retake the rows of one that crashed. Fewest attempts first:
+        # rows that keep failing (a target shard down) must not starve fresh ones.
         states = _ids_json.encode(list(open_states)).decode()
         rows = self.conn.execute(
             "UPDATE outbox SET claimed_by = ?, claimed_until = ?, attempts = attempts + 1 "
             "WHERE transfer_id IN (SELECT transfer_id FROM outbox "
             "WHERE state IN (SELECT value FROM json_each(?)) "
-            "AND (claimed_until <= ? OR claimed_by = ?) ORDER BY created_at LIMIT ?) "
+            "AND (claimed_until <= ? OR claimed_by = ?) ORDER BY attempts, created_at LIMIT ?) "
             f"RETURNING {OUTBOX_COLUMNS}",
             (owner, until, states, now, owner, limit),
         ).fetchall()
