@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 
+import msgspec
 import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
@@ -65,8 +66,8 @@ from paycore.storage.codec import (
     account_from_row,
     encode_metadata,
     outbox_values,
-    transfer_flags_bits,
     transfer_from_row,
+    transfer_row,
     view_from_row,
 )
 from paycore.storage.group_commit import GroupCommitWriter, Job
@@ -277,18 +278,7 @@ class _PostgresTx:
                 f"INSERT INTO transfers ({TRANSFER_COLUMNS}) SELECT * FROM unnest("
                 "%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[], %s::int[], "
                 "%s::int[], %s::text[], %s::int[], %s::bigint[])",
-                (
-                    [t.id for t in created],
-                    [t.debit_account_id for t in created],
-                    [t.credit_account_id for t in created],
-                    [t.amount for t in created],
-                    [t.currency for t in created],
-                    [t.code for t in created],
-                    [transfer_flags_bits(t.flags) for t in created],
-                    [t.pending_id for t in created],
-                    [t.timeout_seconds for t in created],
-                    [t.timestamp for t in created],
-                ),
+                _columns([transfer_row(t) for t in created]),
             )
             with_meta = [t for t in created if t.metadata is not None]
             if with_meta:
@@ -317,27 +307,14 @@ class _PostgresTx:
                 "credits_pending = v.cp, credits_posted = v.cpo FROM unnest("
                 "%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[]) "
                 "AS v (id, dp, dpo, cp, cpo) WHERE a.id = v.id",
-                (
-                    [a.account.id for a in dirty],
-                    [a.dp for a in dirty],
-                    [a.dpo for a in dirty],
-                    [a.cp for a in dirty],
-                    [a.cpo for a in dirty],
-                ),
+                _columns([(a.account.id, a.dp, a.dpo, a.cp, a.cpo) for a in dirty]),
             )
         if ws.history:
             h = ws.history
             conn.execute(
                 "INSERT INTO account_balances SELECT * FROM unnest(%s::text[], %s::bigint[], "
                 "%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])",
-                (
-                    [r.account_id for r in h],
-                    [r.timestamp for r in h],
-                    [r.debits_pending for r in h],
-                    [r.debits_posted for r in h],
-                    [r.credits_pending for r in h],
-                    [r.credits_posted for r in h],
-                ),
+                _columns([msgspec.structs.astuple(r) for r in h]),
             )
 
     def purge_idempotency(self, now: int, limit: int) -> int:
@@ -682,6 +659,11 @@ class _Snapshot:
     def outbox(self) -> Iterator[OutboxRow]:
         for row in self._rows(f"SELECT {OUTBOX_COLUMNS} FROM outbox"):
             yield OutboxRow(*row)
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows (never none) turned into one list per column: the arrays ``unnest`` takes."""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def _accounts_by_ids(
