@@ -264,3 +264,28 @@ async def test_one_idempotency_key_is_refused_for_a_second_request_on_another_sh
         assert again == first
     finally:
         await store.stop()
+
+
+async def test_an_idempotent_close_on_another_shard_than_its_key_replays(tmp_path: Path) -> None:
+    """A close whose account and key live on different shards runs once and then replays."""
+    store = build_store(Settings(data_dir=str(tmp_path)))
+    await store.start()
+    try:
+        key = "default:close-1"
+        account = next(
+            f"c{i}" for i in range(99) if store.shard_for(f"c{i}") != store.shard_for(key)
+        )
+        await store.execute(CreateAccounts((AccountRequest(account, "USD"),)))
+        idem = Idempotency(key, "fp", lambda r: StoredResponse(200, repr(r.ok).encode()))
+        first, replayed = await store.execute_idempotent(CloseAccount(account), idem)
+        assert first.body == b"True"
+        assert not replayed
+        assert (await store.get_accounts([account]))[account].flags.closed
+        again, replayed = await store.execute_idempotent(CloseAccount(account), idem)
+        assert replayed
+        assert again == first
+        other = Idempotency(key, "other", idem.render)
+        with pytest.raises(IdempotencyError):
+            await store.execute_idempotent(CloseAccount(account), other)
+    finally:
+        await store.stop()
