@@ -12,6 +12,7 @@ The topology, in the file::
     backend = "postgres"                   # or "sqlite" (then: path = "...")
     dsn = "host=db1,db2 dbname=s0 target_session_attrs=read-write"
     slots = "0-2047"                       # ranges, comma-separated: "0-99, 200-299"
+    lock_timeout_seconds = 5               # optional, postgres only: the global default
 
     [[shards]]
     name = "s1"
@@ -25,15 +26,22 @@ The topology, in the file::
 
 Either every shard has ``slots`` or none has (then the slots are split evenly, in the
 order the shards are listed).
+
+Schema migrations: with ``migrate_on_start = true`` (the default, so that the embedded
+ledger works on a fresh machine) every shard applies its missing migrations when a node
+starts. A cluster usually sets it to false and runs ``paycore migrate --config FILE``
+as a deploy step, so that API nodes never change the schema; a node then refuses to
+start on a shard that lacks a migration, naming it.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -51,6 +59,8 @@ __all__ = [
 EMBEDDED_SHARDS = 4
 _SHARD_NAME = re.compile(r"[A-Za-z0-9_-]{1,24}")
 _BACKENDS = ("sqlite", "postgres")
+# PostgreSQL takes lock_timeout in milliseconds as a 32-bit integer.
+_MAX_LOCK_TIMEOUT_SECONDS = (2**31 - 1) / 1000
 
 
 class ShardConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -61,6 +71,9 @@ class ShardConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     path: str | None = None
     dsn: str | None = None
     slots: str | None = None
+    # Seconds the shard's writer waits for its write turn before answering 503
+    # (PostgreSQL only); unset: the global ``lock_timeout_seconds``.
+    lock_timeout_seconds: float | None = None
 
 
 class PlacementConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -96,6 +109,15 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     relay_interval_seconds: float = 0.5
     relay_lease_seconds: float = 30.0
     saga_stuck_seconds: float = 300.0
+    # How long finished cross-shard outbox rows (completed or compensated sagas) are
+    # kept before the maintenance worker deletes them (hours); open ones are never.
+    outbox_retention_hours: Annotated[int, msgspec.Meta(ge=0)] = 72
+    # Apply missing schema migrations when a node starts (see the module docstring);
+    # false: a node only checks, and ``paycore migrate`` applies them.
+    migrate_on_start: bool = True
+    # Default for every PostgreSQL shard: how long its writer waits for the shard's
+    # write turn (held by another node or a stuck session) before answering 503.
+    lock_timeout_seconds: float = 10.0
     # Topology (see the module docstring); empty: the embedded default.
     shards: tuple[ShardConfig, ...] = ()
     placement: tuple[PlacementConfig, ...] = ()
@@ -115,6 +137,7 @@ class ShardSpec(msgspec.Struct, frozen=True):
     path: Path | None
     dsn: str | None
     slots: tuple[tuple[int, int], ...]
+    lock_timeout_seconds: float = 10.0
 
 
 def parse_slots(text: str) -> tuple[tuple[int, int], ...]:
@@ -132,8 +155,19 @@ def parse_slots(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(ranges)
 
 
+def _check_lock_timeout(value: float, where: str) -> float:
+    """A usable lock timeout: a finite number of seconds above zero that PostgreSQL takes."""
+    if not (math.isfinite(value) and 0 < value <= _MAX_LOCK_TIMEOUT_SECONDS):
+        raise ValueError(
+            f"{where}: lock_timeout_seconds must be above 0 and at most "
+            f"{_MAX_LOCK_TIMEOUT_SECONDS:g}, not {value!r}"
+        )
+    return value
+
+
 def shard_specs(settings: Settings) -> list[ShardSpec]:
     """The shards ``settings`` describes, validated; the embedded default without any."""
+    default_lock_timeout = _check_lock_timeout(settings.lock_timeout_seconds, "settings")
     if not settings.shards:
         n = settings.embedded_shards
         if n < 1:
@@ -146,6 +180,7 @@ def shard_specs(settings: Settings) -> list[ShardSpec]:
                 Path(settings.data_dir) / f"shard-{i}.sqlite3",
                 None,
                 ((bounds[i], bounds[i + 1] - 1),),
+                default_lock_timeout,
             )
             for i in range(n)
         ]
@@ -173,12 +208,19 @@ def shard_specs(settings: Settings) -> list[ShardSpec]:
             )
         elif not shard.dsn:
             raise ValueError(f"shard {shard.name}: a postgres shard needs a dsn")
+        lock_timeout = default_lock_timeout
+        if shard.lock_timeout_seconds is not None:
+            if shard.backend != "postgres":
+                raise ValueError(
+                    f"shard {shard.name}: lock_timeout_seconds applies to postgres shards only"
+                )
+            lock_timeout = _check_lock_timeout(shard.lock_timeout_seconds, f"shard {shard.name}")
         slots = (
             parse_slots(shard.slots)
             if shard.slots is not None
             else ((bounds[i], bounds[i + 1] - 1),)
         )
-        specs.append(ShardSpec(shard.name, shard.backend, path, shard.dsn, slots))
+        specs.append(ShardSpec(shard.name, shard.backend, path, shard.dsn, slots, lock_timeout))
     for rule in settings.placement:
         if rule.shard not in seen:
             raise ValueError(f"placement {rule.prefix!r} names unknown shard {rule.shard!r}")

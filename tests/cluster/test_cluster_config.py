@@ -57,3 +57,55 @@ def test_bad_topologies_are_refused(tmp_path: Path, shards: str, message: str) -
     config.write_text(shards)
     with pytest.raises(ValueError, match=message):
         shard_map_of(load_settings(config, env={}))
+
+
+def test_lock_timeout_per_shard_with_a_global_default(tmp_path: Path) -> None:
+    """A postgres shard's lock_timeout_seconds reaches its store; without one it takes the
+    global setting, itself overridable by the environment."""
+    config = tmp_path / "paycore.toml"
+    config.write_text(
+        "lock_timeout_seconds = 3\n"
+        '[[shards]]\nname = "a"\nbackend = "postgres"\ndsn = "host=db1 dbname=a"\n'
+        "lock_timeout_seconds = 5\n"
+        '[[shards]]\nname = "b"\nbackend = "postgres"\ndsn = "host=db2 dbname=b"\n'
+        '[[shards]]\nname = "c"\nbackend = "postgres"\ndsn = "host=db3 dbname=c"\n'
+        "lock_timeout_seconds = 0.25\n"
+    )
+    settings = load_settings(config, env={})
+    assert [s.lock_timeout_seconds for s in shard_specs(settings)] == [5, 3, 0.25]
+    store = build_store(settings)
+    timeouts = {name: s._lock_timeout_ms for name, s in store.shards.items()}  # type: ignore[attr-defined]
+    assert timeouts == {"a": 5000, "b": 3000, "c": 250}
+    env = load_settings(config, env={"PAYCORE_LOCK_TIMEOUT_SECONDS": "1.5"})
+    assert [s.lock_timeout_seconds for s in shard_specs(env)] == [5, 1.5, 0.25]
+    assert Settings().lock_timeout_seconds == 10.0
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        "lock_timeout_seconds = 0\n",
+        "lock_timeout_seconds = -2\n",
+        "lock_timeout_seconds = inf\n",
+        "lock_timeout_seconds = nan\n",
+        "lock_timeout_seconds = 3e6\n",  # past what PostgreSQL takes (2^31-1 ms)
+        '[[shards]]\nname = "a"\nbackend = "postgres"\ndsn = "x"\nlock_timeout_seconds = 0\n',
+        '[[shards]]\nname = "a"\nbackend = "postgres"\ndsn = "x"\nlock_timeout_seconds = -1\n',
+        '[[shards]]\nname = "a"\nbackend = "postgres"\ndsn = "x"\nlock_timeout_seconds = nan\n',
+        '[[shards]]\nname = "a"\nbackend = "postgres"\ndsn = "x"\nlock_timeout_seconds = "soon"\n',
+        '[[shards]]\nname = "a"\nbackend = "sqlite"\nlock_timeout_seconds = 5\n',
+    ],
+)
+def test_bad_lock_timeouts_are_refused(tmp_path: Path, config: str) -> None:
+    """Zero, negative, infinite, NaN, too long, not a number, or on a SQLite shard (whose
+    writer waits by its busy timeout): refused at start-up, naming the setting."""
+    path = tmp_path / "paycore.toml"
+    path.write_text(config)
+    with pytest.raises(ValueError, match="lock_timeout_seconds"):
+        build_store(load_settings(path, env={}))
+
+
+def test_a_bad_lock_timeout_from_the_environment_is_refused(tmp_path: Path) -> None:
+    for raw in ("0", "-1", "soon"):
+        with pytest.raises(ValueError, match="lock_timeout_seconds"):
+            shard_specs(load_settings(None, env={"PAYCORE_LOCK_TIMEOUT_SECONDS": raw}))

@@ -191,7 +191,7 @@ async def test_stop_lets_the_current_pass_finish() -> None:
     assert not stopping.done()
     store.release.set()
     await stopping
-    assert store.finished == 2  # the expiry and the purge of that pass both ran
+    assert store.finished == 3  # the expiry and both purges of that pass ran
     assert worker.passes == 1
 
 

@@ -51,7 +51,9 @@ def create_app(store: Store, settings: Settings, *, start_workers: bool = True) 
                 from paycore.workers.relay import RelayWorker  # noqa: PLC0415
 
                 worker = MaintenanceWorker(
-                    store, interval_seconds=settings.maintenance_interval_seconds
+                    store,
+                    interval_seconds=settings.maintenance_interval_seconds,
+                    outbox_retention_seconds=settings.outbox_retention_hours * 3600,
                 )
                 await worker.start()
                 if isinstance(store, ShardedStore):  # cross-shard transfers need their relay

@@ -26,9 +26,16 @@ shards that hold its accounts and answers as one store would:
 Idempotency records live on the shard the command routes to: for a command on one
 shard, in the same transaction as its effect; for a batch spanning shards, on the
 shard of its first routed item, written after the other parts ran (those are
-idempotent by transfer id, so a retry after a crash repeats no effect). Transfer ids
-are unique per shard: the same id reused with a debit account on another shard is not
-detected (a global id index would cost a cross-shard write per transfer).
+idempotent by transfer id, so a retry after a crash repeats no effect).
+
+Transfer ids are unique across shards: an id hashes to a shard of its own (the same
+slot hash as account ids), and when that is not the shard writing the transfer, the
+router first reserves the id there (``ReserveTransferIds``: one small write, all of a
+batch's reservations in one command per shard, in parallel). An id already bound to
+another shard is refused with ``transfer_exists_with_different_fields``; the writing
+shard checks, in the same transaction as the write, that no reservation binds the id
+elsewhere. A reservation is kept even if the transfer is then refused (say, for lack of
+funds), so a retry must keep its debit account's shard.
 
 With one shard every command passes straight through: the same answers as the plain
 store.
@@ -74,6 +81,8 @@ from paycore.storage.base import (
     OutboxWrite,
     PeekIdempotency,
     PurgeIdempotency,
+    PurgeOutbox,
+    ReserveTransferIds,
     Store,
     StoredResponse,
     TransferPage,
@@ -176,6 +185,8 @@ class ShardedStore:
             found = await gather_all(s.execute(command) for s in self.shards.values())
             return [hold for part in found for hold in part]
         if isinstance(command, PurgeIdempotency):
+            return sum(await gather_all(s.execute(command) for s in self.shards.values()))
+        if isinstance(command, PurgeOutbox):  # every shard keeps its own sagas' rows
             return sum(await gather_all(s.execute(command) for s in self.shards.values()))
         if isinstance(command, CloseAccount):
             return await self._close(command)
@@ -291,7 +302,7 @@ class ShardedStore:
                     for j, i in enumerate(indices)
                     if i in split.outbox
                 )
-                parts[shard] = CreateTransfers(requests, writes)
+                parts[shard] = CreateTransfers(requests, writes, guard_ids=True)
             return split, parts
         raise TypeError(f"cannot route {type(command).__name__}")
 
@@ -362,10 +373,48 @@ class ShardedStore:
                     )
         self._check_chains(requests, target, cross, split)
         await self._plan_sagas(requests, target, cross, split)
+        if await self._reserve_ids(requests, target, split):
+            self._check_chains(requests, target, cross, split)  # fail the refused one's chain
         for index in range(len(requests)):
             if index not in split.upfront:
                 split.add(target[index], index)
         return split
+
+    async def _reserve_ids(
+        self, requests: Sequence[TransferRequest], target: Mapping[int, str], split: _Split
+    ) -> bool:
+        """Bind each item's id to the shard writing it, on the shard the id hashes to;
+        refuse an item whose id is bound elsewhere. True if any item was refused.
+
+        An id hashing to its own writing shard needs no reservation: that shard checks
+        the reservations made on it in the transaction writing the transfer.
+        """
+        wanted: dict[str, list[int]] = {}
+        for index, r in enumerate(requests):
+            if index not in split.upfront:
+                owner = self.shard_map.shard_for(r.id)
+                if owner != target[index]:
+                    wanted.setdefault(owner, []).append(index)
+        owners = list(wanted)
+        answers = await gather_all(
+            self.shards[o].execute(
+                ReserveTransferIds(o, tuple((requests[i].id, target[i]) for i in wanted[o]))
+            )
+            for o in owners
+        )
+        refused = False
+        for owner, bound in zip(owners, answers, strict=True):
+            for index, shard in zip(wanted[owner], bound, strict=True):
+                if shard != target[index]:
+                    split.upfront[index] = _fail(
+                        requests[index].id,
+                        _E.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS,
+                        f"transfer id {requests[index].id!r} is taken by a transfer "
+                        f"stored on shard {shard!r}",
+                    )
+                    split.sagas.discard(index)
+                    refused = True
+        return refused
 
     async def _find_holds(self, ids: set[str]) -> dict[str, tuple[str, TransferView]]:
         """Where each of ``ids`` is stored (a hold preferred over a saga's credit leg)."""

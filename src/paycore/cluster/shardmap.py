@@ -6,10 +6,12 @@ Python's ``hash()``)::
     slot = crc32(utf8(key)) mod 4096      key = the text inside the first {...} of the
                                           id if present and non-empty, else the whole id
 
-The ``{...}`` hash tag (as in Redis Cluster) lets related accounts share a slot, e.g.
-``{tenant42}:wallet:7`` and ``{tenant42}:fees``, so a tenant's transfers stay on one
-shard. Prefix rules may pin ids to a shard outright. Slots are assigned by ranges, so a
-shard is split or moved later by reassigning a range, never by rehashing.
+The ``{...}`` hash tag (as in Redis Cluster) lets related keys share a slot. Client
+account and transfer ids cannot carry braces (the API's id alphabet is
+``[A-Za-z0-9_.:-]``), so for them it is inert; related accounts are colocated by prefix
+rules, which pin ids to a shard outright (``[[placement]]`` in the config). Slots are
+assigned by ranges, so a shard is split or moved later by reassigning a range, never by
+rehashing.
 """
 
 from __future__ import annotations

@@ -28,11 +28,23 @@ def shard_store(
         from paycore.storage.postgres import PostgresStore  # noqa: PLC0415 - optional server
 
         assert spec.dsn is not None
-        return PostgresStore(spec.dsn, name=spec.name, clock=clock)
+        return PostgresStore(
+            spec.dsn,
+            name=spec.name,
+            clock=clock,
+            migrate=settings.migrate_on_start,
+            lock_timeout=spec.lock_timeout_seconds,
+        )
     from paycore.storage.sqlite import SQLiteStore  # noqa: PLC0415
 
     assert spec.path is not None
-    return SQLiteStore(spec.path, name=spec.name, synchronous=settings.synchronous, clock=clock)
+    return SQLiteStore(
+        spec.path,
+        name=spec.name,
+        synchronous=settings.synchronous,
+        clock=clock,
+        migrate=settings.migrate_on_start,
+    )
 
 
 def build_store(settings: Settings, *, clock: Callable[[], int] = time.time_ns) -> ShardedStore:

@@ -12,7 +12,7 @@ chain is undone as a whole when one of its items fails.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
@@ -163,6 +163,9 @@ class WorkingSet:
         self.history: list[BalanceRecord] = []
         self.changed_pendings: dict[str, PendingState] = {}
         self._settlement = False
+        # Ids bound to transfers stored on other shards (id -> shard); set per command by
+        # the store from its reservations, so an id is never used twice in a cluster.
+        self.foreign_ids: Mapping[str, str] = {}
         # Undo log of the open linked chain; None outside a chain.
         self._undo: _Undo | None = None
 
@@ -253,6 +256,12 @@ class WorkingSet:
         existing = self.transfers.get(r.id)
         if existing is not None:
             return self._exists(r, existing)
+        elsewhere = self.foreign_ids.get(r.id)
+        if elsewhere is not None:
+            raise _Rejected(
+                _E.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS,
+                f"transfer id {r.id!r} is taken by a transfer stored on shard {elsewhere!r}",
+            )
         if flags.post_pending or flags.void_pending:
             return self._resolve_pending(r)
         return self._create(r)

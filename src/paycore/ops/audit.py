@@ -732,6 +732,7 @@ class ClusterViolationKind(StrEnum):
     CLEARING_PENDING_MISMATCH = "clearing_pending_mismatch"  # clearing holds != open sagas
     CLEARING_NOT_NETTING = "clearing_not_netting"  # clearing posted net is not the money in flight
     SAGA_STUCK = "saga_stuck"  # a saga open longer than the bound
+    DUPLICATE_TRANSFER_ID = "duplicate_transfer_id"  # one client id stored on two shards
 
 
 class ClusterViolation(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -790,14 +791,21 @@ async def audit_cluster(
 
     from paycore.cluster.settlement import OPEN_STATES, parse_clearing  # noqa: PLC0415
 
-    def reader(snapshot: LedgerSnapshot) -> tuple[AuditReport, list[Account], list[Any], int]:
+    def reader(snapshot: LedgerSnapshot) -> _ShardRead:
         report = check_snapshot(
             snapshot, grace_seconds=grace_seconds, max_violations=max_violations
         )
         clearing = [a for a in snapshot.accounts() if parse_clearing(a.id) is not None]
         outbox = getattr(snapshot, "outbox", None)
         rows = [r for r in outbox() if r.state in OPEN_STATES] if outbox is not None else []
-        return report, clearing, rows, snapshot.now
+        # The client's transfers: a saga's credit leg (debiting a clearing account)
+        # repeats its id on the target shard by design, and step 3's ids are internal.
+        ids = {
+            t.id
+            for t in snapshot.transfers()
+            if parse_clearing(t.debit_account_id) is None and not t.id.startswith("xs.")
+        }
+        return report, clearing, rows, snapshot.now, ids
 
     result: ClusterAuditReport | None = None
     for attempt in range(max(1, attempts)):
@@ -818,8 +826,12 @@ async def audit_cluster(
     return result
 
 
+_MAX_DUPLICATES = 1000
+_ShardRead = tuple[AuditReport, list[Account], list[Any], int, set[str]]
+
+
 def _cluster_report(
-    reads: dict[str, tuple[AuditReport, list[Account], list[Any], int]],
+    reads: dict[str, _ShardRead],
     stuck_seconds: float,
     parse_clearing: Any,
 ) -> ClusterAuditReport:
@@ -829,7 +841,19 @@ def _cluster_report(
     clearing: dict[str, Account] = {}
     open_count = 0
     oldest = 0.0
-    for shard, (report, accounts, rows, now) in reads.items():
+    stored_on: dict[str, str] = {}  # client transfer id -> first shard seen storing it
+    for shard, (report, accounts, rows, now, ids) in reads.items():
+        for transfer_id in ids:
+            first = stored_on.setdefault(transfer_id, shard)
+            if first != shard and len(violations) < _MAX_DUPLICATES:
+                violations.append(
+                    ClusterViolation(
+                        ClusterViolationKind.DUPLICATE_TRANSFER_ID,
+                        f"stored on {first} and on {shard}",
+                        shard=shard,
+                        transfer_id=transfer_id,
+                    )
+                )
         if not report.ok:
             violations.append(
                 ClusterViolation(

@@ -26,6 +26,7 @@ from paycore.ledger.rules import (
     new_account,
 )
 from paycore.storage.base import (
+    FINISHED_OUTBOX_STATES,
     ClaimOutbox,
     CloseAccount,
     Command,
@@ -36,6 +37,8 @@ from paycore.storage.base import (
     OutboxRow,
     PeekIdempotency,
     PurgeIdempotency,
+    PurgeOutbox,
+    ReserveTransferIds,
     StoredResponse,
 )
 from paycore.storage.group_commit import Job
@@ -76,6 +79,14 @@ class LedgerTx(Protocol):
         self, key: str, fingerprint: str, response: StoredResponse, now: int, expires_at: int
     ) -> None: ...
 
+    # -- transfer-id reservations (migration 0003) ---------------------------------------
+
+    def reserved_ids(self, ids: Iterable[str]) -> dict[str, str]:
+        """The shard each of these ids is reserved for; unreserved ids are absent."""
+
+    def reserve_ids(self, rows: Sequence[tuple[str, str]], now: int) -> None:
+        """Insert ``(transfer id, shard)`` reservations (their ids are unreserved)."""
+
     # -- outbox of cross-shard transfers (migration 0002) ---------------------------------
 
     def insert_outbox(self, rows: Sequence[OutboxRow]) -> None:
@@ -88,6 +99,12 @@ class LedgerTx(Protocol):
         self, owner: str, open_states: Sequence[str], now: int, until: int, limit: int
     ) -> list[OutboxRow]:
         """Lease to ``owner`` the open rows whose lease passed or that it holds already."""
+
+    def purge_outbox(self, states: Sequence[str], updated_before: int, limit: int) -> int:
+        """Delete at most ``limit`` rows in ``states`` updated at or before that time.
+
+        Also bounded by ``created_at`` (never after ``updated_at``), so that the
+        ``(state, created_at)`` index skips the finished rows still kept."""
 
 
 class WriteSession(LedgerTx, Protocol):
@@ -233,6 +250,7 @@ def _apply_transfers(
     tx: LedgerTx, clock: GroupClock, ws: WorkingSet, command: CreateTransfers
 ) -> list[TransferResult]:
     """Apply a command's items; with ``refusals_key``, refusals are kept for good."""
+    ws.foreign_ids = _foreign_ids(tx, ws, command) if command.guard_ids else {}
     prefix = command.refusals_key
     if prefix is None:
         return ws.apply_transfers(command.requests, settlement=command.settlement)
@@ -257,6 +275,27 @@ def _apply_transfers(
                 prefix + result.id, "refusal", StoredResponse(409, body), clock.now, expires_at
             )
     return [r for r in results if r is not None]
+
+
+def _foreign_ids(tx: LedgerTx, ws: WorkingSet, command: CreateTransfers) -> dict[str, str]:
+    """The new ids of ``command`` reserved here for transfers stored on other shards."""
+    new = {r.id for r in command.requests if r.id not in ws.transfers}
+    return tx.reserved_ids(new) if new else {}
+
+
+def _reserve(tx: LedgerTx, clock: GroupClock, command: ReserveTransferIds) -> list[str]:
+    ids = {transfer_id for transfer_id, _ in command.entries}
+    bound = tx.reserved_ids(ids)
+    for t in tx.transfers_by_ids(ids - bound.keys()):
+        bound[t.id] = command.shard  # stored here before anyone reserved it elsewhere
+    new: list[tuple[str, str]] = []
+    for transfer_id, shard in command.entries:
+        if transfer_id not in bound:
+            bound[transfer_id] = shard
+            new.append((transfer_id, shard))
+    if new:
+        tx.reserve_ids(new, clock.now)
+    return [bound[transfer_id] for transfer_id, _ in command.entries]
 
 
 def _write_outbox(
@@ -301,9 +340,15 @@ def _apply_other(tx: LedgerTx, clock: GroupClock, command: Command) -> Any:
         return _expire(tx, clock, command.limit)
     if isinstance(command, PurgeIdempotency):
         return tx.purge_idempotency(clock.now, command.limit)
+    if isinstance(command, PurgeOutbox):
+        # Clamped at -1: a retention longer than the clock's age purges nothing.
+        before = max(-1, clock.now - int(command.retention_seconds * 1_000_000_000))
+        return tx.purge_outbox(FINISHED_OUTBOX_STATES, before, command.limit)
     if isinstance(command, ClaimOutbox):
         until = clock.now + int(command.lease_seconds * 1_000_000_000)
         return tx.claim_outbox(command.owner, command.open_states, clock.now, until, command.limit)
+    if isinstance(command, ReserveTransferIds):
+        return _reserve(tx, clock, command)
     if isinstance(command, PeekIdempotency):
         seen = tx.idempotency_record(command.key)
         if seen is None or seen[2] <= clock.now:

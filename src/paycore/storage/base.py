@@ -11,6 +11,7 @@ Reads answer from committed state only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -29,6 +30,7 @@ from paycore.ledger.model import (
 )
 
 __all__ = [
+    "FINISHED_OUTBOX_STATES",
     "PAGE_SIDES",
     "ClaimOutbox",
     "CloseAccount",
@@ -43,6 +45,8 @@ __all__ = [
     "OutboxWrite",
     "PeekIdempotency",
     "PurgeIdempotency",
+    "PurgeOutbox",
+    "ReserveTransferIds",
     "Store",
     "StoredResponse",
     "TransferPage",
@@ -112,6 +116,21 @@ class CreateTransfers(msgspec.Struct, frozen=True):
     refusals_key: str | None = None
     # Set only by the settlement's step 3: lets it post or void a saga's hold.
     settlement: bool = False
+    # Set by the cluster router: an item whose id is reserved here for a transfer stored
+    # on another shard (``ReserveTransferIds``) is refused, as an id used twice.
+    guard_ids: bool = False
+
+
+class ReserveTransferIds(msgspec.Struct, frozen=True):
+    """Bind transfer ids to the shard that stores them; result: ``list[str]``, per entry
+    the shard its id is bound to (the one asked for, unless bound before).
+
+    Run on the shard an id hashes to (``shard``, this store's name in the cluster). An
+    id already reserved keeps its shard; an id of a transfer stored here is bound here.
+    """
+
+    shard: str
+    entries: tuple[tuple[str, str], ...]  # (transfer id, shard that will store it)
 
 
 class CloseAccount(msgspec.Struct, frozen=True):
@@ -130,6 +149,26 @@ class PurgeIdempotency(msgspec.Struct, frozen=True):
     """Delete idempotency records past their retention; result: number deleted."""
 
     limit: int = 10_000
+
+
+# The outbox states a saga never leaves (``SagaState.COMPLETED`` and ``COMPENSATED`` in
+# ``paycore.cluster.settlement``): the only rows ``PurgeOutbox`` may delete.
+FINISHED_OUTBOX_STATES: tuple[str, ...] = ("completed", "compensated")
+
+
+class PurgeOutbox(msgspec.Struct, frozen=True):
+    """Delete outbox rows of finished sagas last updated ``retention_seconds`` or more
+    ago, at most ``limit`` of them; result: number deleted. Open sagas' rows stay."""
+
+    retention_seconds: float
+    limit: int = 10_000
+
+    def __post_init__(self) -> None:
+        retention = self.retention_seconds
+        if not (type(retention) in (int, float) and math.isfinite(retention) and retention >= 0):
+            raise ValueError(f"retention_seconds must be a number >= 0, not {retention!r}")
+        if type(self.limit) is not int or self.limit < 1:
+            raise ValueError(f"limit must be a positive integer, not {self.limit!r}")
 
 
 class ClaimOutbox(msgspec.Struct, frozen=True):
@@ -160,6 +199,8 @@ Command = (
     | PurgeIdempotency
     | ClaimOutbox
     | PeekIdempotency
+    | PurgeOutbox
+    | ReserveTransferIds
 )
 
 

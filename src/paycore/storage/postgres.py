@@ -71,8 +71,14 @@ from paycore.storage.codec import (
     view_from_row,
 )
 from paycore.storage.group_commit import GroupCommitWriter, Job
+from paycore.storage.migrations import outdated_schema_error
 
-__all__ = ["PostgresStore", "map_postgres_errors", "migrate_postgres"]
+__all__ = [
+    "PostgresStore",
+    "map_postgres_errors",
+    "migrate_postgres",
+    "pending_migrations_postgres",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -166,6 +172,16 @@ def migrate_postgres(dsn: str) -> list[str]:
                 )
                 applied.append(name)
     return applied
+
+
+def pending_migrations_postgres(dsn: str) -> list[str]:
+    """The migrations the database lacks, in order (all of them without a schema); reads only."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT to_regclass('schema_migrations')").fetchone()
+        done: set[int] = set()
+        if row is not None and row[0] is not None:
+            done = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
+    return [name for version, name, _ in _migrations() if version not in done]
 
 
 class _PostgresTx:
@@ -350,6 +366,23 @@ class _PostgresTx:
              now, expires_at),
         )  # fmt: skip
 
+    # -- transfer-id reservations (migration 0003) -----------------------------------------
+
+    def reserved_ids(self, ids: Iterable[str]) -> dict[str, str]:
+        rows = self.conn.execute(
+            "SELECT id, shard FROM transfer_ids WHERE id = ANY(%s)", (_storable(ids),)
+        )
+        return {row[0]: row[1] for row in rows}
+
+    def reserve_ids(self, rows: Sequence[tuple[str, str]], now: int) -> None:
+        if not rows:
+            return
+        self.conn.execute(
+            "INSERT INTO transfer_ids (id, shard, reserved_at) "
+            "SELECT i, s, %s FROM unnest(%s::text[], %s::text[]) AS r(i, s)",
+            (now, [r[0] for r in rows], [r[1] for r in rows]),
+        )
+
     # -- outbox of cross-shard transfers (migration 0002) -----------------------------------
 
     def insert_outbox(self, rows: Sequence[OutboxRow]) -> None:
@@ -370,6 +403,14 @@ class _PostgresTx:
             "WHERE o.transfer_id = v.id",
             (now, [c[0] for c in changes], [c[1] for c in changes]),
         )
+
+    def purge_outbox(self, states: Sequence[str], updated_before: int, limit: int) -> int:
+        cur = self.conn.execute(
+            "DELETE FROM outbox WHERE transfer_id IN (SELECT transfer_id FROM outbox "
+            "WHERE state = ANY(%s) AND created_at <= %s AND updated_at <= %s LIMIT %s)",
+            (list(states), updated_before, updated_before, _limit(limit)),
+        )
+        return cur.rowcount
 
     def claim_outbox(
         self, owner: str, open_states: Sequence[str], now: int, until: int, limit: int
@@ -402,6 +443,7 @@ class PostgresStore:
         self.name = name
         self.dsn = dsn
         self.clock = clock
+        # False: start() only checks the schema is current (``paycore migrate`` applies it).
         self._migrate = migrate
         self._pool_size = pool_size
         # How long the writer waits for the shard's write turn (held by another node's
@@ -435,6 +477,8 @@ class PostgresStore:
         with map_postgres_errors(self.name):
             if self._migrate:
                 await asyncio.to_thread(migrate_postgres, self.dsn)
+            elif missing := await asyncio.to_thread(pending_migrations_postgres, self.dsn):
+                raise outdated_schema_error(self.name, missing)
             await self._pool.open(wait=True, timeout=30)
         self._writer.start()
 

@@ -62,8 +62,9 @@ from paycore.storage.codec import (
     view_from_row,
 )
 from paycore.storage.group_commit import GroupCommitWriter, Job
+from paycore.storage.migrations import outdated_schema_error
 
-__all__ = ["SQLiteStore", "map_sqlite_errors", "migrate"]
+__all__ = ["SQLiteStore", "map_sqlite_errors", "migrate", "pending_migrations"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -139,6 +140,17 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
             raise
         applied.append(name)
     return applied
+
+
+def pending_migrations(conn: sqlite3.Connection) -> list[str]:
+    """The migrations this file lacks, in order (all of them without a schema); reads only."""
+    known = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    ).fetchone()
+    done: set[int] = set()
+    if known is not None:
+        done = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
+    return [name for version, name, _ in _migrations() if version not in done]
 
 
 def _split_sql(script: str) -> list[str]:
@@ -284,6 +296,21 @@ class _SQLiteTx:
              now, expires_at),
         )  # fmt: skip
 
+    # -- transfer-id reservations (migration 0003) -----------------------------------------
+
+    def reserved_ids(self, ids: Iterable[str]) -> dict[str, str]:
+        rows = self.conn.execute(
+            "SELECT id, shard FROM transfer_ids WHERE id IN (SELECT value FROM json_each(?))",
+            (_ids_json.encode(list(ids)).decode(),),
+        )
+        return {row[0]: row[1] for row in rows}
+
+    def reserve_ids(self, rows: Sequence[tuple[str, str]], now: int) -> None:
+        self.conn.executemany(
+            "INSERT INTO transfer_ids (id, shard, reserved_at) VALUES (?, ?, ?)",
+            [(transfer_id, shard, now) for transfer_id, shard in rows],
+        )
+
     # -- outbox (migration 0002) ------------------------------------------------------------
 
     def insert_outbox(self, rows: Sequence[OutboxRow]) -> None:
@@ -298,6 +325,15 @@ class _SQLiteTx:
             "WHERE transfer_id = ?",
             [(state, now, transfer_id) for transfer_id, state in changes],
         )
+
+    def purge_outbox(self, states: Sequence[str], updated_before: int, limit: int) -> int:
+        cur = self.conn.execute(
+            "DELETE FROM outbox WHERE transfer_id IN (SELECT transfer_id FROM outbox "
+            "WHERE state IN (SELECT value FROM json_each(?)) AND created_at <= ? "
+            "AND updated_at <= ? LIMIT ?)",
+            (_ids_json.encode(list(states)).decode(), updated_before, updated_before, limit),
+        )
+        return cur.rowcount
 
     def claim_outbox(
         self, owner: str, open_states: Sequence[str], now: int, until: int, limit: int
@@ -328,6 +364,7 @@ class SQLiteStore:
         synchronous: str = "FULL",
         clock: Callable[[], int] = time.time_ns,
         max_group_jobs: int = 512,
+        migrate: bool = True,
     ) -> None:
         if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA"}:
             raise ValueError("synchronous must be FULL, EXTRA or NORMAL")
@@ -335,6 +372,8 @@ class SQLiteStore:
         self.path = Path(path)
         self.synchronous = synchronous.upper()
         self.clock = clock
+        # False: start() only checks the schema is current (``paycore migrate`` applies it).
+        self._migrate = migrate
         self._session: _SQLiteTx | None = None
         self._writer = GroupCommitWriter(name, self._run_group, max_jobs=max_group_jobs)
         self._local = threading.local()
@@ -354,9 +393,15 @@ class SQLiteStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UnavailableError(f"shard {self.name}: cannot create {self.path.parent}") from exc
+        if not self._migrate and not self.path.exists():  # checking must not create it
+            raise outdated_schema_error(self.name, [name for _, name, _ in _migrations()])
         with map_sqlite_errors(self.name):
             conn = _connect(self.path, self.synchronous)
-            migrate(conn)
+            if self._migrate:
+                migrate(conn)
+            elif missing := pending_migrations(conn):
+                conn.close()
+                raise outdated_schema_error(self.name, missing)
         self._session = _SQLiteTx(conn, self.name)
         self._writer.start()
 

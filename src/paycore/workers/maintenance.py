@@ -1,8 +1,11 @@
-"""The maintenance worker: expire timed-out holds and purge old idempotency records.
+"""The maintenance worker: expire timed-out holds, purge old idempotency records and
+the outbox rows of finished cross-shard transfers.
 
 One pass runs ``ExpirePending`` until no due hold is left, then ``PurgeIdempotency``
-until no expired record is left, each command a short transaction of at most
-``batch_limit`` rows, so the writer keeps serving transfers in between. A pass is
+until no expired record is left, then ``PurgeOutbox`` until no completed or
+compensated saga older than ``outbox_retention_seconds`` is left (an open saga's row
+is never deleted), each command a short transaction of at most ``batch_limit`` rows,
+so the writer keeps serving transfers in between. A pass is
 wrapped by a ``PassGuard``: today every node runs every pass (``always_run``); with
 leader election a guard that holds a lock (and yields False when another node owns
 it) is passed in, and nothing else changes.
@@ -16,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 
-from paycore.storage.base import ExpirePending, PurgeIdempotency, Store
+from paycore.storage.base import ExpirePending, PurgeIdempotency, PurgeOutbox, Store
 
 __all__ = ["MaintenanceWorker", "PassGuard", "always_run"]
 
@@ -44,15 +48,19 @@ class MaintenanceWorker:
         interval_seconds: float = 1.0,
         *,
         batch_limit: int = 10_000,
+        outbox_retention_seconds: float = 72 * 3600,
         guard: PassGuard = always_run,
     ) -> None:
         if interval_seconds <= 0:
             raise ValueError("interval_seconds must be positive")
         if batch_limit <= 0:
             raise ValueError("batch_limit must be positive")
+        if not (math.isfinite(outbox_retention_seconds) and outbox_retention_seconds >= 0):
+            raise ValueError("outbox_retention_seconds must be a finite number >= 0")
         self.store = store
         self.interval_seconds = interval_seconds
         self.batch_limit = batch_limit
+        self.outbox_retention_seconds = outbox_retention_seconds
         self.guard = guard
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -61,6 +69,7 @@ class MaintenanceWorker:
         self.failures = 0
         self.expired_total = 0
         self.purged_total = 0
+        self.outbox_purged_total = 0
         self.last_error: str | None = None
 
     @property
@@ -83,16 +92,22 @@ class MaintenanceWorker:
         await task
 
     async def run_once(self) -> tuple[int, int]:
-        """One pass under the guard: ``(holds expired, idempotency records purged)``."""
+        """One pass under the guard: ``(holds expired, idempotency records purged)``;
+        the outbox rows it purged are counted in ``outbox_purged_total``."""
         async with self.guard() as allowed:
             if not allowed:
                 return 0, 0
             expired = await self._drain_expiry()
             purged = await self._drain_purge()
+            outbox_purged = await self._drain_outbox()
         self.passes += 1
-        if expired or purged:
+        if expired or purged or outbox_purged:
             log.info(
-                "maintenance: expired %d holds, purged %d idempotency records", expired, purged
+                "maintenance: expired %d holds, purged %d idempotency records and %d "
+                "finished outbox rows",
+                expired,
+                purged,
+                outbox_purged,
             )
         return expired, purged
 
@@ -111,6 +126,16 @@ class MaintenanceWorker:
             count: int = await self.store.execute(PurgeIdempotency(limit=self.batch_limit))
             total += count
             self.purged_total += count
+            if count < self.batch_limit or self._stopping.is_set():
+                return total
+
+    async def _drain_outbox(self) -> int:
+        total = 0
+        command = PurgeOutbox(self.outbox_retention_seconds, limit=self.batch_limit)
+        while True:
+            count: int = await self.store.execute(command)
+            total += count
+            self.outbox_purged_total += count
             if count < self.batch_limit or self._stopping.is_set():
                 return total
 

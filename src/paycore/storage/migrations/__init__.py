@@ -1,0 +1,21 @@
+"""Versioned schema migrations, one folder per dialect (``sqlite``, ``postgres``).
+
+Both folders hold the same versions, so every shard of a mixed topology reports the
+same schema; a version that needs nothing on one dialect is a file of comments there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from paycore.errors import UnavailableError
+
+__all__ = ["outdated_schema_error"]
+
+
+def outdated_schema_error(store: str, missing: Sequence[str]) -> UnavailableError:
+    """What a store that may not migrate at start-up raises when its schema lags."""
+    return UnavailableError(
+        f"shard {store}: the schema lacks migration(s) {', '.join(missing)}; "
+        "apply them with `paycore migrate` (migrate_on_start is false)"
+    )

@@ -1,0 +1,4 @@
+-- Schema v4: ids compare byte-wise, as the core compares them.
+-- Nothing to do here: SQLite compares TEXT with the BINARY collation (byte order) unless
+-- a column says otherwise, and none does. The PostgreSQL migration of this version sets
+-- COLLATE "C" on the id columns; this file keeps both dialects at the same versions.
