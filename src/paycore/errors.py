@@ -6,6 +6,7 @@ returns codes as values (a batch has one result per item); everything else raise
     PaycoreError                 code, HTTP status, retryable, detail
     ├── RequestError             the caller's input or the state it names is wrong (4xx)
     │   └── IdempotencyError     Idempotency-Key reused with another body, or still running
+    ├── FencedError              a worker's write came from a lock holder whose lease ended
     └── UnavailableError         a shard or dependency cannot be reached (503, retryable)
 
 Foreign exceptions (sqlite3, psycopg, network) are translated into these at the
@@ -22,6 +23,7 @@ __all__ = [
     "ERROR_SPECS",
     "ErrorCode",
     "ErrorSpec",
+    "FencedError",
     "IdempotencyError",
     "PaycoreError",
     "RequestError",
@@ -66,6 +68,7 @@ class ErrorCode(StrEnum):
     # idempotency
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     IDEMPOTENCY_KEY_IN_USE = "idempotency_key_in_use"
+    FENCING_TOKEN_STALE = "fencing_token_stale"  # noqa: S105 - a code, not a secret
     # infrastructure
     STORE_UNAVAILABLE = "store_unavailable"
     INTERNAL_ERROR = "internal_error"
@@ -129,6 +132,9 @@ ERROR_SPECS: Final[dict[ErrorCode, ErrorSpec]] = {
     _E.IDEMPOTENCY_KEY_IN_USE: ErrorSpec(
         409, "A request with this Idempotency-Key is still running", retryable=True
     ),
+    _E.FENCING_TOKEN_STALE: ErrorSpec(
+        409, "A newer holder of this lock has written since; this holder's lease is gone"
+    ),
     _E.STORE_UNAVAILABLE: ErrorSpec(503, "The ledger store is unavailable", retryable=True),
     _E.INTERNAL_ERROR: ErrorSpec(500, "Internal error", retryable=True),
 }
@@ -152,6 +158,14 @@ class RequestError(PaycoreError):
 
 class IdempotencyError(RequestError):
     """An Idempotency-Key was reused with another body or is still in flight."""
+
+
+class FencedError(PaycoreError):
+    """A worker's write carried a fencing token older than one the store has seen: its
+    lock passed to another holder, so the write was refused and changed nothing."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(ErrorCode.FENCING_TOKEN_STALE, detail)
 
 
 class UnavailableError(PaycoreError):

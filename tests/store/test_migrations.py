@@ -15,7 +15,13 @@ from paycore.storage.base import CreateAccounts, CreateTransfers
 from paycore.storage.sqlite import SQLiteStore, migrate
 from store.support import ManualClock, audit, read_state
 
-MIGRATIONS = ["0001_ledger.sql", "0002_outbox.sql", "0003_transfer_ids.sql", "0004_collate_c.sql"]
+MIGRATIONS = [
+    "0001_ledger.sql",
+    "0002_outbox.sql",
+    "0003_transfer_ids.sql",
+    "0004_collate_c.sql",
+    "0005_fencing.sql",
+]
 
 
 def _recorded(path: Path) -> list[tuple[int, str]]:

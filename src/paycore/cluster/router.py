@@ -71,6 +71,7 @@ from paycore.ledger.model import (
 )
 from paycore.ledger.rules import AccountResult, TransferResult
 from paycore.storage.base import (
+    AdvanceFence,
     CloseAccount,
     Command,
     CreateAccounts,
@@ -190,6 +191,9 @@ class ShardedStore:
             return sum(await gather_all(s.execute(command) for s in self.shards.values()))
         if isinstance(command, CloseAccount):
             return await self._close(command)
+        if isinstance(command, AdvanceFence):  # a new holder shuts the old one out everywhere
+            await gather_all(s.execute(command) for s in self.shards.values())
+            return None
         split, parts = await self._split(command)
         results = await gather_all(self.shards[s].execute(c) for s, c in parts.items())
         answers = dict(zip(parts, results, strict=True))
@@ -302,7 +306,9 @@ class ShardedStore:
                     for j, i in enumerate(indices)
                     if i in split.outbox
                 )
-                parts[shard] = CreateTransfers(requests, writes, guard_ids=True)
+                parts[shard] = CreateTransfers(
+                    requests, writes, guard_ids=True, fence=command.fence
+                )
             return split, parts
         raise TypeError(f"cannot route {type(command).__name__}")
 

@@ -16,7 +16,13 @@ from typing import Any, Protocol
 
 import msgspec
 
-from paycore.errors import ErrorCode, IdempotencyError, PaycoreError, UnavailableError
+from paycore.errors import (
+    ErrorCode,
+    FencedError,
+    IdempotencyError,
+    PaycoreError,
+    UnavailableError,
+)
 from paycore.ledger.model import Account, PendingStatus, Transfer, TransferRequest
 from paycore.ledger.rules import (
     AccountResult,
@@ -27,6 +33,7 @@ from paycore.ledger.rules import (
 )
 from paycore.storage.base import (
     FINISHED_OUTBOX_STATES,
+    AdvanceFence,
     ClaimOutbox,
     CloseAccount,
     Command,
@@ -78,6 +85,13 @@ class LedgerTx(Protocol):
     def save_idempotency(
         self, key: str, fingerprint: str, response: StoredResponse, now: int, expires_at: int
     ) -> None: ...
+
+    # -- fencing tokens (migration 0005) -------------------------------------------------
+
+    def fence_token(self, name: str) -> int | None:
+        """The newest fencing token seen for lock ``name``, if any."""
+
+    def set_fence_token(self, name: str, token: int, now: int) -> None: ...
 
     # -- transfer-id reservations (migration 0003) ---------------------------------------
 
@@ -178,6 +192,7 @@ def command_weight(command: Command) -> int:
 
 def apply_group(tx: LedgerTx, clock: GroupClock, jobs: Sequence[Job]) -> None:
     """Run every job's command in ``tx``; set each job's outcome or error."""
+    jobs = _admit_fenced(tx, clock, jobs)
     answered: dict[str, tuple[str, StoredResponse, int]] = {}
     i = 0
     while i < len(jobs):
@@ -192,6 +207,35 @@ def apply_group(tx: LedgerTx, clock: GroupClock, jobs: Sequence[Job]) -> None:
         if not _replayed(tx, clock, job, answered):
             _finish(tx, clock, job, _apply_other(tx, clock, job.command), answered)
         i += 1
+
+
+def _admit_fenced(tx: LedgerTx, clock: GroupClock, jobs: Sequence[Job]) -> Sequence[Job]:
+    """Refuse jobs whose fencing token is older than the newest seen for their lock (in
+    this transaction, so no newer holder can write in between); record newer tokens.
+    Returns the jobs that may run."""
+    newest: dict[str, int] = {}
+    admitted: list[Job] = []
+    for job in jobs:
+        fence = getattr(job.command, "fence", None)
+        if fence is None:
+            admitted.append(job)
+            continue
+        if fence.name not in newest:
+            newest[fence.name] = tx.fence_token(fence.name) or 0
+        if fence.token < newest[fence.name]:
+            job.error = FencedError(
+                f"lock {fence.name!r}: token {fence.token} is older than "
+                f"{newest[fence.name]}, which a newer holder wrote with"
+            )
+            continue
+        if fence.token > newest[fence.name]:
+            newest[fence.name] = fence.token
+            tx.set_fence_token(fence.name, fence.token, clock.now)
+        if isinstance(job.command, AdvanceFence):
+            job.outcome = None  # recording the token was the whole command
+            continue
+        admitted.append(job)
+    return admitted
 
 
 def _apply_transfer_run(

@@ -38,6 +38,7 @@ __all__ = [
     "CreateAccounts",
     "CreateTransfers",
     "ExpirePending",
+    "Fence",
     "Idempotency",
     "LedgerSnapshot",
     "OutboxRow",
@@ -54,6 +55,25 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+class Fence(msgspec.Struct, frozen=True):
+    """A lock holder's fencing token (``paycore.locks``), carried by a worker's writes.
+
+    The store keeps the newest token it has seen per lock ``name`` and refuses, in the
+    write's own transaction, a command whose token is older (``FencedError``): a holder
+    paused past its lease cannot write after the next holder did.
+    """
+
+    name: str
+    token: int
+
+
+class AdvanceFence(msgspec.Struct, frozen=True):
+    """Record ``fence`` as the newest token of its lock (a new holder announcing itself
+    before it works, so the old one is shut out at once); result: None."""
+
+    fence: Fence
 
 
 class CreateAccounts(msgspec.Struct, frozen=True):
@@ -119,6 +139,8 @@ class CreateTransfers(msgspec.Struct, frozen=True):
     # Set by the cluster router: an item whose id is reserved here for a transfer stored
     # on another shard (``ReserveTransferIds``) is refused, as an id used twice.
     guard_ids: bool = False
+    # Set by a worker holding a lock (the relay): see ``Fence``.
+    fence: Fence | None = None
 
 
 class ReserveTransferIds(msgspec.Struct, frozen=True):
@@ -143,12 +165,14 @@ class ExpirePending(msgspec.Struct, frozen=True):
     """Release holds whose timeout has passed; result: ``list[str]`` of expired ids."""
 
     limit: int = 10_000
+    fence: Fence | None = None
 
 
 class PurgeIdempotency(msgspec.Struct, frozen=True):
     """Delete idempotency records past their retention; result: number deleted."""
 
     limit: int = 10_000
+    fence: Fence | None = None
 
 
 # The outbox states a saga never leaves (``SagaState.COMPLETED`` and ``COMPENSATED`` in
@@ -162,6 +186,7 @@ class PurgeOutbox(msgspec.Struct, frozen=True):
 
     retention_seconds: float
     limit: int = 10_000
+    fence: Fence | None = None
 
     def __post_init__(self) -> None:
         retention = self.retention_seconds
@@ -182,6 +207,7 @@ class ClaimOutbox(msgspec.Struct, frozen=True):
     open_states: tuple[str, ...]
     lease_seconds: float = 30.0
     limit: int = 1000
+    fence: Fence | None = None
 
 
 class PeekIdempotency(msgspec.Struct, frozen=True):
@@ -192,7 +218,8 @@ class PeekIdempotency(msgspec.Struct, frozen=True):
 
 
 Command = (
-    CreateAccounts
+    AdvanceFence
+    | CreateAccounts
     | CreateTransfers
     | CloseAccount
     | ExpirePending

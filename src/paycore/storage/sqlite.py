@@ -296,6 +296,21 @@ class _SQLiteTx:
              now, expires_at),
         )  # fmt: skip
 
+    # -- fencing tokens (migration 0005) ---------------------------------------------------
+
+    def fence_token(self, name: str) -> int | None:
+        row = self.conn.execute("SELECT token FROM fencing_tokens WHERE name = ?", (name,))
+        found = row.fetchone()
+        return None if found is None else int(found[0])
+
+    def set_fence_token(self, name: str, token: int, now: int) -> None:
+        self.conn.execute(
+            "INSERT INTO fencing_tokens (name, token, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET token = excluded.token, "
+            "updated_at = excluded.updated_at",
+            (name, token, now),
+        )
+
     # -- transfer-id reservations (migration 0003) -----------------------------------------
 
     def reserved_ids(self, ids: Iterable[str]) -> dict[str, str]:
