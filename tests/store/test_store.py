@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from backends import AnyStore, StoreFactory
-from paycore.errors import ErrorCode, PaycoreError, UnavailableError
+from paycore.errors import ErrorCode, PaycoreError, RequestError, UnavailableError
 from paycore.ledger.model import (
     AccountFlags,
     AccountRequest,
@@ -26,6 +26,7 @@ from paycore.storage.base import (
     CreateTransfers,
     ExpirePending,
     LedgerSnapshot,
+    PurgeIdempotency,
     Store,
 )
 from paycore.storage.sqlite import SQLiteStore
@@ -487,19 +488,18 @@ async def test_a_snapshot_lists_accounts_and_holds_in_id_order(ledger: AnyStore)
     assert len(history) == 4
 
 
-async def test_a_negative_limit_is_no_limit(ledger: AnyStore, clock: ManualClock) -> None:
-    """A negative limit reads or sweeps everything, as SQLite's LIMIT does, on both backends."""
-    await transfer(
-        ledger,
-        *(TransferRequest(f"t{i}", "a", "h", 1) for i in range(3)),
-        *(
-            TransferRequest(f"h{i}", "a", "b", 1, flags=PENDING, timeout_seconds=1)
-            for i in range(3)
-        ),
-    )
-    assert len(await ledger.balance_history("h", limit=-1)) == 3
-    clock.advance(2)
-    assert await ledger.execute(ExpirePending(limit=-1)) == ["h0", "h1", "h2"]
+@pytest.mark.parametrize("limit", [0, -1, True, 1.5])
+async def test_a_limit_below_one_is_refused_not_read_as_no_limit(
+    ledger: AnyStore, limit: Any
+) -> None:
+    """0 or a negative limit is a caller's bug: refused, rather than sweeping everything."""
+    await transfer(ledger, TransferRequest("t0", "a", "h", 1))
+    with pytest.raises(RequestError) as refused:
+        await ledger.balance_history("h", limit=limit)
+    assert refused.value.code is ErrorCode.INVALID_REQUEST
+    for command in (ExpirePending, PurgeIdempotency):
+        with pytest.raises(ValueError, match="limit must be a positive integer"):
+            command(limit=limit)
 
 
 @pytest.mark.parametrize("limit", [2**63 - 1, 2**63, 10**30])

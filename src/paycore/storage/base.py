@@ -51,10 +51,17 @@ __all__ = [
     "Store",
     "StoredResponse",
     "TransferPage",
+    "check_limit",
     "check_page_arguments",
 ]
 
 T = TypeVar("T")
+
+
+def check_limit(limit: object) -> None:
+    """A batch bound must be a positive integer: 0 or a negative never means "no limit"."""
+    if type(limit) is not int or limit < 1:
+        raise ValueError(f"limit must be a positive integer, not {limit!r}")
 
 
 class Fence(msgspec.Struct, frozen=True):
@@ -167,12 +174,18 @@ class ExpirePending(msgspec.Struct, frozen=True):
     limit: int = 10_000
     fence: Fence | None = None
 
+    def __post_init__(self) -> None:
+        check_limit(self.limit)
+
 
 class PurgeIdempotency(msgspec.Struct, frozen=True):
     """Delete idempotency records past their retention; result: number deleted."""
 
     limit: int = 10_000
     fence: Fence | None = None
+
+    def __post_init__(self) -> None:
+        check_limit(self.limit)
 
 
 # The outbox states a saga never leaves (``SagaState.COMPLETED`` and ``COMPENSATED`` in
@@ -192,8 +205,7 @@ class PurgeOutbox(msgspec.Struct, frozen=True):
         retention = self.retention_seconds
         if not (type(retention) in (int, float) and math.isfinite(retention) and retention >= 0):
             raise ValueError(f"retention_seconds must be a number >= 0, not {retention!r}")
-        if type(self.limit) is not int or self.limit < 1:
-            raise ValueError(f"limit must be a positive integer, not {self.limit!r}")
+        check_limit(self.limit)
 
 
 class ClaimOutbox(msgspec.Struct, frozen=True):
@@ -208,6 +220,9 @@ class ClaimOutbox(msgspec.Struct, frozen=True):
     lease_seconds: float = 30.0
     limit: int = 1000
     fence: Fence | None = None
+
+    def __post_init__(self) -> None:
+        check_limit(self.limit)
 
 
 class PeekIdempotency(msgspec.Struct, frozen=True):

@@ -92,9 +92,9 @@ def _storable(ids: Iterable[str]) -> list[str]:
     return [i for i in ids if "\x00" not in i]
 
 
-def _limit(limit: int) -> int | None:
-    """A LIMIT read as SQLite reads it: negative is no limit (NULL); past bigint is clamped."""
-    return None if limit < 0 else min(limit, _MAX_TS)
+def _limit(limit: int) -> int:
+    """A LIMIT (positive: callers check it) that PostgreSQL takes: past bigint is clamped."""
+    return min(limit, _MAX_TS)
 
 
 def redact_dsn(dsn: str) -> str:
@@ -617,6 +617,7 @@ class PostgresStore:
     async def balance_history(
         self, account_id: str, *, at: int | None = None, limit: int = 100, cursor: int | None = None
     ) -> list[BalanceRecord]:
+        check_page_arguments(limit, "both")
         if not _storable([account_id]):
             return []
         if at is not None:

@@ -524,6 +524,8 @@ class SQLiteStore:
     async def balance_history(
         self, account_id: str, *, at: int | None = None, limit: int = 100, cursor: int | None = None
     ) -> list[BalanceRecord]:
+        check_page_arguments(limit, "both")
+
         def read(conn: sqlite3.Connection) -> list[BalanceRecord]:
             if at is not None:
                 rows = conn.execute(
