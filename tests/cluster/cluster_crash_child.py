@@ -1,6 +1,9 @@
-"""The process test_cluster_crash kills: the API and its relay over 4 SQLite shards.
+"""The process test_cluster_crash kills: the API and its relay over 4 shards.
 
-Usage: ``python cluster_crash_child.py DATA_DIR ROUND``
+Usage: ``python cluster_crash_child.py CONFIG ROUND``
+
+``CONFIG`` is a paycore TOML file (the topology: 4 SQLite files, or 4 PostgreSQL
+databases, and the relay's knobs), read as ``paycore serve --config`` reads it.
 
 Serves the real app in-process (``AsgiClient``: lifespan, maintenance and relay
 workers), creates its accounts (idempotently), prints ``ready``, then sends
@@ -20,19 +23,16 @@ import msgspec
 from paycore.api import create_app
 from paycore.cluster.router import ShardedStore
 from paycore.cluster.topology import build_store
-from paycore.config import Settings
+from paycore.config import load_settings
 from paycore.ops.demo import AsgiClient
 
 CLIENTS = 8
-
-
-def settings_for(data_dir: Path) -> Settings:
-    return Settings(
-        data_dir=str(data_dir),
-        relay_interval_seconds=0.05,
-        relay_lease_seconds=0.5,
-        maintenance_interval_seconds=0.2,
-    )
+# A quick relay and short leases, so sagas a kill left open are retaken soon.
+RELAY_KNOBS = {
+    "relay_interval_seconds": 0.05,
+    "relay_lease_seconds": 0.5,
+    "maintenance_interval_seconds": 0.2,
+}
 
 
 def accounts_by_shard(store: ShardedStore) -> dict[str, list[str]]:
@@ -48,8 +48,8 @@ def accounts_by_shard(store: ShardedStore) -> dict[str, list[str]]:
     return found
 
 
-async def main(data_dir: Path, round_no: int) -> None:
-    settings = settings_for(data_dir)
+async def main(config: Path, round_no: int) -> None:
+    settings = load_settings(config, env={})  # the file only: no PAYCORE_* from outside
     store = build_store(settings)
     placed = accounts_by_shard(store)
     app = create_app(store, settings)

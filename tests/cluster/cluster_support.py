@@ -1,8 +1,19 @@
-"""Helpers of the cluster tests: accounts placed on chosen shards, quick requests."""
+"""Helpers of the cluster tests: the shard databases of a test cluster on either backend,
+its settings as a config file, accounts placed on chosen shards, quick requests."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from psycopg.conninfo import conninfo_to_dict
+
+from backends import PostgresDatabase
 from paycore.cluster.router import ShardedStore
+from paycore.config import EMBEDDED_SHARDS, Settings, ShardConfig
 from paycore.ledger.model import (
     Account,
     AccountFlags,
@@ -12,7 +23,89 @@ from paycore.ledger.model import (
 )
 from paycore.storage.base import CreateAccounts
 
+if TYPE_CHECKING:  # imported by pytest as a plugin, to rewrite its asserts
+    from fix_postgres import PostgresServer
+
 USD = "USD"
+SHARDS = tuple(f"shard-{i}" for i in range(EMBEDDED_SHARDS))
+
+
+class ClusterDatabases:
+    """The four shard databases of a test cluster, and the settings that name them.
+
+    SQLite: the embedded default, four files in ``directory`` (what a node runs with
+    no config file). PostgreSQL: four migrated, empty databases on the session's test
+    server (``fix_postgres``), listed as ``[[shards]]`` under the embedded names and
+    without slots, so the slots are split in the same order and every id lands on the
+    same shard name on both backends. ``drop()`` hands the PostgreSQL ones back to the
+    server's pool (their sessions are ended first) or deletes the SQLite files.
+    """
+
+    def __init__(self, backend: str, directory: Path, server: PostgresServer | None) -> None:
+        self.backend = backend
+        self.directory = directory
+        self.databases: list[PostgresDatabase] = []
+        if backend == "postgres":
+            assert server is not None
+            self.databases = [PostgresDatabase(server) for _ in SHARDS]
+
+    def settings(self, **knobs: Any) -> Settings:
+        """The topology, plus any other setting (``relay_lease_seconds=...``)."""
+        if self.backend == "sqlite":
+            return Settings(data_dir=str(self.directory), **knobs)
+        shards = tuple(
+            ShardConfig(name=name, backend="postgres", dsn=database.dsn)
+            for name, database in zip(SHARDS, self.databases, strict=True)
+        )
+        return Settings(data_dir=str(self.directory), shards=shards, **knobs)
+
+    def sessions(self) -> int:
+        """How many server sessions are open on the shards (0 on SQLite)."""
+        if not self.databases:
+            return 0
+        names = [conninfo_to_dict(d.dsn)["dbname"] for d in self.databases]
+        with self.databases[0].server.admin() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = ANY(%s)", (names,)
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def drop(self) -> None:
+        for database in self.databases:
+            database.drop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def write_config(path: Path, settings: Settings) -> Path:
+    """``settings`` as the TOML file ``paycore serve --config`` reads (``load_settings``).
+
+    Scalars as top-level keys, the topology as ``[[shards]]``/``[[placement]]`` tables;
+    a ``None`` field is left out (its default). Strings are written as JSON strings,
+    which TOML reads as the same basic strings.
+    """
+
+    def line(key: str, value: object) -> str:
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str):
+            text = json.dumps(value)
+        else:  # int, float: Python's repr is a TOML literal
+            text = repr(value)
+        return f"{key} = {text}\n"
+
+    scalars: list[str] = []
+    tables: list[str] = []
+    for key, value in msgspec.structs.asdict(settings).items():
+        if isinstance(value, tuple):
+            for table in value:
+                fields = msgspec.structs.asdict(table).items()
+                body = "".join(line(k, v) for k, v in fields if v is not None)
+                tables.append(f"\n[[{key}]]\n{body}")
+        elif value is not None:
+            scalars.append(line(key, value))
+    path.write_text("".join(scalars + tables))
+    return path
 
 
 def ids_on(store: ShardedStore, shard: str, n: int, prefix: str = "acct") -> list[str]:

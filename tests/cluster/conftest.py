@@ -1,23 +1,39 @@
-"""Fixtures of the cluster tests: a started 4-shard embedded store (the default topology)."""
+"""Fixtures of the cluster tests: a started 4-shard store on the test's backend.
+
+The backend comes from the suite's ``backend`` fixture (ids ``[sqlite]`` and
+``[postgres]``): four embedded SQLite files, or four fresh databases on the session's
+PostgreSQL server (see ``ClusterDatabases``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from cluster_support import ids_on, move, open_accounts
+from cluster_support import ClusterDatabases, ids_on, move, open_accounts
 
 from paycore.cluster.router import ShardedStore
 from paycore.cluster.topology import build_store
-from paycore.config import Settings
 from paycore.storage.base import CreateTransfers
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[ShardedStore]:
-    """Four SQLite shards in a temporary directory, started, stopped after the test."""
-    store = build_store(Settings(data_dir=str(tmp_path)))
+def cluster_databases(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[ClusterDatabases]:
+    """The four shard databases of the test's backend, dropped after the test."""
+    server = request.getfixturevalue("postgres_server") if backend == "postgres" else None
+    databases = ClusterDatabases(backend, tmp_path / "cluster", server)
+    yield databases
+    databases.drop()
+
+
+@pytest.fixture
+async def cluster(cluster_databases: ClusterDatabases) -> AsyncIterator[ShardedStore]:
+    """The router over the four shards, started, stopped after the test."""
+    store = build_store(cluster_databases.settings())
     await store.start()
     yield store
     await store.stop()
@@ -26,8 +42,8 @@ async def cluster(tmp_path: Path) -> AsyncIterator[ShardedStore]:
 @pytest.fixture
 async def wallets(cluster: ShardedStore) -> dict[str, list[str]]:
     """Per shard, two no-overdraft wallets funded with 10,000 by a bank on the same shard."""
-    placed: dict[str, list[str]] = {}
-    for shard in cluster.shards:
+
+    async def place(shard: str) -> list[str]:
         bank, *pair = ids_on(cluster, shard, 3, prefix=f"{shard}-")
         await open_accounts(cluster, [bank], no_overdraft=False)
         await open_accounts(cluster, pair)
@@ -35,5 +51,8 @@ async def wallets(cluster: ShardedStore) -> dict[str, list[str]]:
             CreateTransfers(tuple(move(f"fund-{w}", bank, w, 10_000) for w in pair))
         )
         assert all(r.ok and not r.in_flight for r in results)
-        placed[shard] = pair
-    return placed
+        return pair
+
+    # The shards are independent: set them up at once (a PostgreSQL round trip is slow).
+    pairs = await asyncio.gather(*(place(shard) for shard in cluster.shards))
+    return dict(zip(cluster.shards, pairs, strict=True))

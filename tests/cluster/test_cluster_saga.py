@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import msgspec
-from cluster_support import counters, move
+from cluster_support import ClusterDatabases, counters, move
 from litestar.testing import AsyncTestClient
 
 from paycore.api import create_app
@@ -19,7 +18,6 @@ from paycore.cluster.settlement import (
     advance,
     clearing_account_id,
 )
-from paycore.config import Settings
 from paycore.errors import ErrorCode
 from paycore.ledger.model import TransferFlags, TransferRequest, TransferStatus
 from paycore.ops.audit import ClusterViolationKind, audit_cluster
@@ -202,11 +200,11 @@ async def test_a_crashed_relays_claim_is_retaken_after_its_lease(
 
 
 async def test_api_shows_in_flight_then_posted(
-    cluster: ShardedStore, wallets: dict[str, list[str]], tmp_path: Any
+    cluster: ShardedStore, wallets: dict[str, list[str]], cluster_databases: ClusterDatabases
 ) -> None:
     """Over HTTP a cross-shard transfer answers 201 in_flight and reads posted once settled."""
     a, b = wallets["shard-3"][0], wallets["shard-0"][0]
-    app = create_app(cluster, Settings(data_dir=str(tmp_path)), start_workers=False)
+    app = create_app(cluster, cluster_databases.settings(), start_workers=False)
     await cluster.stop()  # the app's lifespan starts it again
     async with AsyncTestClient(app=app) as client:
         body = {"id": "api-1", "debit_account_id": a, "credit_account_id": b,
