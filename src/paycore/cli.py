@@ -1,4 +1,4 @@
-"""The ``paycore`` command: ``demo``, ``serve``, ``audit``, ``migrate`` and ``bench``.
+"""The ``paycore`` command: ``demo``, ``serve``, ``worker``, ``audit``, ``migrate``, ``bench``.
 
 Each sub-command parses its options here, then runs an async core from
 ``paycore.ops`` under ``asyncio.run``; ``main`` returns the exit status
@@ -75,6 +75,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="override the port")
     serve.add_argument("--log-level", default="info", help="uvicorn log level (info)")
     serve.set_defaults(handler=_serve)
+
+    worker = sub.add_parser(
+        "worker",
+        help="run the background jobs only (relay, maintenance), under leader election",
+        description="Open the shards and the lock service (locks_url) of the settings and "
+        "run every background job this node is elected for; SIGTERM steps down and exits 0.",
+    )
+    worker.add_argument("--config", type=Path, help="TOML settings file")
+    worker.add_argument("--data-dir", help="override the data directory")
+    worker.add_argument("--log-level", default="info", help="log level (info)")
+    worker.set_defaults(handler=_worker)
 
     audit = sub.add_parser(
         "audit",
@@ -189,6 +200,12 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
     )
     return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from paycore.workers.node import run_worker_node  # noqa: PLC0415
+
+    return asyncio.run(run_worker_node(_settings(args.config, data_dir=args.data_dir)))
 
 
 # -- audit -----------------------------------------------------------------------------

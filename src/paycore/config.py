@@ -115,6 +115,15 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Apply missing schema migrations when a node starts (see the module docstring);
     # false: a node only checks, and ``paycore migrate`` applies them.
     migrate_on_start: bool = True
+    # Locks and leader election (paycore.locks): "local" (in-process, the embedded
+    # default), "redis://host:port/db", or a PostgreSQL URL/DSN. Every background job
+    # (a shard's relay, a shard's maintenance) runs on one node at a time, elected with
+    # a lease of ``leader_ttl_seconds`` (a dead leader is replaced within about that);
+    # a request with an Idempotency-Key holds the key's lock for at most
+    # ``idempotency_lock_seconds`` while it runs, so two nodes never both run it.
+    locks_url: str = "local"
+    leader_ttl_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+    idempotency_lock_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
     # Default for every PostgreSQL shard: how long its writer waits for the shard's
     # write turn (held by another node or a stuck session) before answering 503.
     lock_timeout_seconds: float = 10.0

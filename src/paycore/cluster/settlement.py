@@ -42,7 +42,7 @@ from typing import Any, Final
 
 import msgspec
 
-from paycore.errors import PaycoreError, UnavailableError
+from paycore.errors import FencedError, PaycoreError, UnavailableError
 from paycore.ledger.model import (
     SETTLEMENT_METADATA_KEY,
     AccountRequest,
@@ -57,6 +57,7 @@ from paycore.storage.base import (
     ClaimOutbox,
     CreateAccounts,
     CreateTransfers,
+    Fence,
     OutboxRow,
     OutboxWrite,
     Store,
@@ -322,16 +323,22 @@ class Settlement:
         self.compensated = 0
         self.retries = 0
 
-    async def run_shard(self, source: str) -> int:
-        """One pass over ``source``'s open outbox rows; returns how many were claimed."""
+    async def run_shard(self, source: str, fence: Fence | None = None) -> int:
+        """One pass over ``source``'s open outbox rows; returns how many were claimed.
+
+        ``fence``: the token of this relay's leadership of ``source``; every write of
+        the pass carries it, so a deposed relay that has not noticed yet writes nothing.
+        """
         rows: list[OutboxRow] = await self.shards[source].execute(
-            ClaimOutbox(self.owner, OPEN_STATES, self.lease_seconds, self.batch_limit)
+            ClaimOutbox(self.owner, OPEN_STATES, self.lease_seconds, self.batch_limit, fence=fence)
         )
         if rows:
-            await self.settle(source, rows)
+            await self.settle(source, rows, fence)
         return len(rows)
 
-    async def settle(self, source: str, rows: Sequence[OutboxRow]) -> None:
+    async def settle(
+        self, source: str, rows: Sequence[OutboxRow], fence: Fence | None = None
+    ) -> None:
         """Steps 2 and 3 for ``rows`` (claimed by this relay) of shard ``source``."""
         await self._ensure_clearing(source, rows)
         by_target: dict[str, list[OutboxRow]] = {}
@@ -339,12 +346,14 @@ class Settlement:
             by_target.setdefault(row.target_shard, []).append(row)
         targets = list(by_target)
         outcomes = await asyncio.gather(
-            *(self._credit(source, t, by_target[t]) for t in targets), return_exceptions=True
+            *(self._credit(source, t, by_target[t], fence) for t in targets),
+            return_exceptions=True,
         )
         decided: list[tuple[OutboxRow, SagaState]] = []
         for target, outcome in zip(targets, outcomes, strict=True):
             if isinstance(outcome, BaseException):
-                if not isinstance(outcome, PaycoreError):
+                if isinstance(outcome, FencedError) or not isinstance(outcome, PaycoreError):
+                    raise outcome  # deposed: the new leader settles what is left
                     raise outcome
                 self.retries += 1  # retried on this relay's next pass (it keeps the lease)
                 log.info("sagas %s -> %s: step 2 not done yet: %s", source, target, outcome)
@@ -356,7 +365,7 @@ class Settlement:
                 )
                 decided.append((row, advance(state, final)))
         if decided:
-            await self._resolve(source, decided)
+            await self._resolve(source, decided, fence)
 
     async def _ensure_clearing(self, source: str, rows: Sequence[OutboxRow]) -> None:
         wanted: dict[str, set[tuple[str, str]]] = {}
@@ -373,7 +382,9 @@ class Settlement:
                 if result.ok:
                     self._clearing.add(result.id)
 
-    async def _credit(self, source: str, target: str, rows: Sequence[OutboxRow]) -> list[SagaState]:
+    async def _credit(
+        self, source: str, target: str, rows: Sequence[OutboxRow], fence: Fence | None
+    ) -> list[SagaState]:
         """Step 2 for ``rows`` in one command on ``target``; refusals are kept for good
         under ``saga:<source>:<transfer id>``, so a retry never turns one into a credit."""
         store = self.shards.get(target)
@@ -381,7 +392,7 @@ class Settlement:
             raise UnavailableError(f"sagas from {source}: unknown shard {target}")
         legs = tuple(credit_leg(row, source) for row in rows)
         results: list[TransferResult] = await store.execute(
-            CreateTransfers(legs, refusals_key=f"saga:{source}:")
+            CreateTransfers(legs, refusals_key=f"saga:{source}:", fence=fence)
         )
         states = []
         for row, result in zip(rows, results, strict=True):
@@ -392,7 +403,9 @@ class Settlement:
                 states.append(SagaState.REJECTED)
         return states
 
-    async def _resolve(self, source: str, decided: Sequence[tuple[OutboxRow, SagaState]]) -> None:
+    async def _resolve(
+        self, source: str, decided: Sequence[tuple[OutboxRow, SagaState]], fence: Fence | None
+    ) -> None:
         requests: list[TransferRequest] = []
         writes: list[OutboxWrite] = []
         for index, (row, state) in enumerate(decided):
@@ -400,7 +413,7 @@ class Settlement:
             requests.append(request)
             writes.append(OutboxWrite(index, new_row, insert=False))
         results: list[TransferResult] = await self.shards[source].execute(
-            CreateTransfers(tuple(requests), tuple(writes), settlement=True)
+            CreateTransfers(tuple(requests), tuple(writes), settlement=True, fence=fence)
         )
         for (row, state), result in zip(decided, results, strict=True):
             if not result.ok:

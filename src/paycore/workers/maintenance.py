@@ -23,7 +23,8 @@ import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 
-from paycore.storage.base import ExpirePending, PurgeIdempotency, PurgeOutbox, Store
+from paycore.errors import FencedError
+from paycore.storage.base import ExpirePending, Fence, PurgeIdempotency, PurgeOutbox, Store
 
 __all__ = ["MaintenanceWorker", "PassGuard", "always_run"]
 
@@ -91,15 +92,16 @@ class MaintenanceWorker:
         self._stopping.set()
         await task
 
-    async def run_once(self) -> tuple[int, int]:
+    async def run_once(self, fence: Fence | None = None) -> tuple[int, int]:
         """One pass under the guard: ``(holds expired, idempotency records purged)``;
-        the outbox rows it purged are counted in ``outbox_purged_total``."""
+        the outbox rows it purged are counted in ``outbox_purged_total``. ``fence``: the
+        token of this node's leadership of the job, carried by every write of the pass."""
         async with self.guard() as allowed:
             if not allowed:
                 return 0, 0
-            expired = await self._drain_expiry()
-            purged = await self._drain_purge()
-            outbox_purged = await self._drain_outbox()
+            expired = await self._drain_expiry(fence)
+            purged = await self._drain_purge(fence)
+            outbox_purged = await self._drain_outbox(fence)
         self.passes += 1
         if expired or purged or outbox_purged:
             log.info(
@@ -111,27 +113,55 @@ class MaintenanceWorker:
             )
         return expired, purged
 
-    async def _drain_expiry(self) -> int:
+    async def serve(
+        self, fence: Fence | None = None, check: Callable[[], None] | None = None
+    ) -> None:
+        """Run a pass every ``interval_seconds`` until cancelled, fenced with ``fence``;
+        ``check`` runs before each pass and raises when the leadership is gone. A pass
+        refused as fenced ends the loop with the error; other failures are retried."""
+        while True:
+            if check is not None:
+                check()
+            try:
+                await self.run_once(fence)
+            except FencedError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a failed pass is retried next tick
+                self._failed(exc)
+            await asyncio.sleep(self.interval_seconds)
+
+    def _failed(self, exc: Exception) -> None:
+        self.failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        log.warning(
+            "maintenance pass failed, retrying in %.1fs: %s", self.interval_seconds, self.last_error
+        )
+
+    async def _drain_expiry(self, fence: Fence | None) -> int:
         total = 0
         while True:
-            ids: list[str] = await self.store.execute(ExpirePending(limit=self.batch_limit))
+            ids: list[str] = await self.store.execute(
+                ExpirePending(limit=self.batch_limit, fence=fence)
+            )
             total += len(ids)
             self.expired_total += len(ids)  # counted at once: a later failure keeps them
             if len(ids) < self.batch_limit or self._stopping.is_set():
                 return total
 
-    async def _drain_purge(self) -> int:
+    async def _drain_purge(self, fence: Fence | None) -> int:
         total = 0
         while True:
-            count: int = await self.store.execute(PurgeIdempotency(limit=self.batch_limit))
+            count: int = await self.store.execute(
+                PurgeIdempotency(limit=self.batch_limit, fence=fence)
+            )
             total += count
             self.purged_total += count
             if count < self.batch_limit or self._stopping.is_set():
                 return total
 
-    async def _drain_outbox(self) -> int:
+    async def _drain_outbox(self, fence: Fence | None) -> int:
         total = 0
-        command = PurgeOutbox(self.outbox_retention_seconds, limit=self.batch_limit)
+        command = PurgeOutbox(self.outbox_retention_seconds, limit=self.batch_limit, fence=fence)
         while True:
             count: int = await self.store.execute(command)
             total += count
@@ -144,12 +174,6 @@ class MaintenanceWorker:
             try:
                 await self.run_once()
             except Exception as exc:  # noqa: BLE001 - a failed pass is retried next tick
-                self.failures += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning(
-                    "maintenance pass failed, retrying in %.1fs: %s",
-                    self.interval_seconds,
-                    self.last_error,
-                )
+                self._failed(exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.interval_seconds)

@@ -18,9 +18,12 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 
 from paycore.cluster.router import ShardedStore
 from paycore.cluster.settlement import Settlement
+from paycore.errors import FencedError
+from paycore.storage.base import Fence
 
 __all__ = ["RelayWorker"]
 
@@ -109,13 +112,27 @@ class RelayWorker:
                 return
         raise RuntimeError(f"the outbox was not drained in {max_passes} passes")
 
-    async def _loop(self, shard: str) -> None:
+    async def serve_shard(
+        self, shard: str, fence: Fence | None = None, check: Callable[[], None] | None = None
+    ) -> None:
+        """Settle ``shard``'s sagas until cancelled, every write fenced with ``fence``;
+        ``check`` runs before each pass and raises when the leadership is gone
+        (``HeldLease.check``). A pass refused as fenced ends the loop with the error."""
+        await self._loop(shard, fence, check)
+
+    async def _loop(
+        self, shard: str, fence: Fence | None = None, check: Callable[[], None] | None = None
+    ) -> None:
         wake = self._wake[shard]
         while not self._stopping.is_set():
             wake.clear()
+            if check is not None:
+                check()
             try:
-                claimed = await self.settlement.run_shard(shard)
+                claimed = await self.settlement.run_shard(shard, fence)
                 self.passes += 1
+            except FencedError:
+                raise  # another node leads this shard's relay now
             except Exception as exc:  # noqa: BLE001 - a failed pass is retried next tick
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,138 @@
+"""The background jobs of one node, each run only while this node leads it.
+
+Jobs, one leader each among all nodes (``paycore.locks.WorkerRunner``)::
+
+    leader:relay:<shard>         settles the cross-shard sagas whose source is <shard>
+    leader:maintenance:<shard>   expires holds, purges idempotency records and outbox rows
+
+A leader announces its fencing token to the shards it writes (``AdvanceFence``) before
+it works, and every write it makes carries the token, so a leader paused past its lease
+(GC, SIGSTOP, a network partition) writes nothing once the next one started. When a
+leader dies, a follower takes over within about one ``leader_ttl_seconds``; when it stops
+on purpose (SIGTERM) it releases its locks and a follower takes over at once.
+
+With the ``local`` lock service (the embedded default) this node leads every job at
+once, through the same code path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from paycore.cluster.router import ShardedStore, gather_all
+from paycore.config import Settings
+from paycore.errors import PaycoreError
+from paycore.locks import HeldLease, LockService, WorkerRunner
+from paycore.storage.base import AdvanceFence, Fence, Store
+from paycore.workers.maintenance import MaintenanceWorker
+from paycore.workers.relay import RelayWorker
+
+__all__ = ["WorkerSupervisor"]
+
+log = logging.getLogger(__name__)
+
+
+class WorkerSupervisor:
+    """Runs the relay and maintenance jobs of ``store`` under leader election."""
+
+    def __init__(self, store: Store, settings: Settings, locks: LockService) -> None:
+        self.store = store
+        self.settings = settings
+        self.locks = locks
+        self.shards: dict[str, Store] = (
+            dict(store.shards) if isinstance(store, ShardedStore) else {store.name: store}
+        )
+        ttl = settings.leader_ttl_seconds
+        self.relay: RelayWorker | None = None
+        self.maintenance: dict[str, MaintenanceWorker] = {}
+        self.runners: list[WorkerRunner] = []
+        if isinstance(store, ShardedStore) and not store.single:
+            self.relay = RelayWorker(
+                store,
+                interval_seconds=settings.relay_interval_seconds,
+                lease_seconds=settings.relay_lease_seconds,
+            )
+            for shard in self.shards:
+                self.runners.append(
+                    WorkerRunner(locks, "relay", self._relay_job(shard), shard=shard, ttl=ttl)
+                )
+        for shard, shard_store in self.shards.items():
+            self.maintenance[shard] = MaintenanceWorker(
+                shard_store,
+                interval_seconds=settings.maintenance_interval_seconds,
+                outbox_retention_seconds=settings.outbox_retention_hours * 3600,
+            )
+            self.runners.append(
+                WorkerRunner(
+                    locks, "maintenance", self._maintenance_job(shard), shard=shard, ttl=ttl
+                )
+            )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Campaign for every job in the background; a second call is a no-op."""
+        if self._tasks:
+            return
+        self._tasks = [
+            asyncio.create_task(r.run(), name=f"paycore-{r.job}-{r.shard}") for r in self.runners
+        ]
+
+    async def stop(self) -> None:
+        """Step down from every job (jobs cancelled, locks released), then return."""
+        for runner in self.runners:
+            runner.stop()
+        tasks, self._tasks = self._tasks, []
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def status(self) -> dict[str, Any]:
+        """What /readyz shows: each job, whether this node leads it, and its failures."""
+        jobs = []
+        for runner in self.runners:
+            worker = self._worker_of(runner)
+            jobs.append(
+                {
+                    "job": runner.job,
+                    "shard": runner.shard,
+                    "leader": runner.is_leader,
+                    "failures": runner.failures + getattr(worker, "failures", 0),
+                    "last_error": runner.last_error or getattr(worker, "last_error", None),
+                }
+            )
+        down = any(r.election.backend_down for r in self.runners)
+        return {"jobs": jobs, "lock_backend_down": down}
+
+    def _worker_of(self, runner: WorkerRunner) -> object:
+        if runner.job == "relay":
+            return self.relay
+        return self.maintenance.get(runner.shard or "")
+
+    # -- the jobs ------------------------------------------------------------------------
+
+    def _relay_job(self, shard: str) -> Any:
+        async def relay(held: HeldLease) -> None:
+            assert self.relay is not None
+            fence = Fence(held.name, held.fencing_token)
+            # The source shard must know the new token before anything else; a peer
+            # that is down learns it from this leader's first write there instead.
+            await self.shards[shard].execute(AdvanceFence(fence))
+            await self._announce(fence, skip=shard)
+            await self.relay.serve_shard(shard, fence, held.check)
+
+        return relay
+
+    def _maintenance_job(self, shard: str) -> Any:
+        async def maintain(held: HeldLease) -> None:
+            fence = Fence(held.name, held.fencing_token)
+            await self.shards[shard].execute(AdvanceFence(fence))
+            await self.maintenance[shard].serve(fence, held.check)
+
+        return maintain
+
+    async def _announce(self, fence: Fence, *, skip: str) -> None:
+        peers = [s for name, s in self.shards.items() if name != skip]
+        try:
+            await gather_all(s.execute(AdvanceFence(fence)) for s in peers)
+        except PaycoreError as exc:
+            log.warning("%s: token %d not announced everywhere: %s", fence.name, fence.token, exc)
