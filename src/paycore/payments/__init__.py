@@ -1,0 +1,1 @@
+"""Payments: intents, processors, routing, resilience and webhooks over the ledger."""

@@ -1,0 +1,1 @@
+"""Payment processors: the connector protocol, the acquirer simulator and its HTTP connector."""
