@@ -428,15 +428,14 @@ class ShardedStore:
             return {}
         order = sorted(ids)
         shards = list(self.shards)
-        views = await gather_all(self.shards[s].get_transfer(i) for i in order for s in shards)
+        parts = await gather_all(self.shards[s].get_transfers(order) for s in shards)
         found: dict[str, tuple[str, TransferView]] = {}
-        for k, view in enumerate(views):
-            if view is None:
-                continue
-            transfer_id, shard = order[k // len(shards)], shards[k % len(shards)]
-            best = found.get(transfer_id)
-            if best is None or (view.transfer.flags.pending and not best[1].transfer.flags.pending):
-                found[transfer_id] = (shard, view)
+        for shard, views in zip(shards, parts, strict=True):
+            for transfer_id, view in views.items():
+                best = found.get(transfer_id)
+                pending = view.transfer.flags.pending
+                if best is None or (pending and not best[1].transfer.flags.pending):
+                    found[transfer_id] = (shard, view)
         return found
 
     def _check_chains(
@@ -492,11 +491,13 @@ class ShardedStore:
         # A retry of a transfer that already exists is answered by its source shard
         # ("exists", or different fields), never by a fresh look at B: B may have been
         # closed since, and the answer to a retry must not change.
-        ordered = list(wanted)
-        stored = await gather_all(
-            self.shards[target[i]].get_transfer(requests[i].id) for i in ordered
-        )
-        exists = {i for i, view in zip(ordered, stored, strict=True) if view is not None}
+        ids_by_shard: dict[str, list[str]] = {}
+        for index in wanted:
+            ids_by_shard.setdefault(target[index], []).append(requests[index].id)
+        sources = list(ids_by_shard)
+        stored = await gather_all(self.shards[s].get_transfers(ids_by_shard[s]) for s in sources)
+        on_source = dict(zip(sources, stored, strict=True))
+        exists = {i for i in wanted if requests[i].id in on_source[target[i]]}
         for index in wanted:
             r = requests[index]
             b = found.get(r.credit_account_id or "")
@@ -574,19 +575,31 @@ class ShardedStore:
             found.update(part)
         return found
 
-    async def get_transfer(self, transfer_id: str) -> TransferView | None:
+    async def get_transfers(self, ids: list[str]) -> dict[str, TransferView]:
+        """Each id as ``get_transfer`` shows it, in one read per shard."""
         if self.single:
-            return await self.shards[self._first].get_transfer(transfer_id)
-        views = await gather_all(s.get_transfer(transfer_id) for s in self.shards.values())
-        present = [v for v in views if v is not None]
-        if not present:
-            return None
+            return await self.shards[self._first].get_transfers(ids)
+        parts = await gather_all(s.get_transfers(ids) for s in self.shards.values())
+        found: dict[str, list[TransferView]] = {}
+        for views in parts:
+            for transfer_id, view in views.items():
+                found.setdefault(transfer_id, []).append(view)
+        return {transfer_id: self._client_view(views) for transfer_id, views in found.items()}
+
+    def _client_view(self, present: list[TransferView]) -> TransferView:
         # A saga's hold (on its source) is the transfer; its credit leg is a detail.
         for view in present:
             info = saga_info(view.transfer.metadata)
             if info is not None and info.get("role") == "hold":
                 return present_view(view)
         return present_view(present[0])
+
+    async def get_transfer(self, transfer_id: str) -> TransferView | None:
+        if self.single:
+            return await self.shards[self._first].get_transfer(transfer_id)
+        views = await gather_all(s.get_transfer(transfer_id) for s in self.shards.values())
+        present = [v for v in views if v is not None]
+        return self._client_view(present) if present else None
 
     async def account_transfers(
         self,

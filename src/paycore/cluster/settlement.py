@@ -67,6 +67,8 @@ from paycore.storage.codec import decode_metadata, encode_metadata
 __all__ = [
     "CLEARING_PREFIX",
     "OPEN_STATES",
+    "PAYMENT_TRANSFER_PREFIX",
+    "PSP_PREFIX",
     "SAGA_KEY",
     "SAGA_TRANSITIONS",
     "IllegalSagaTransition",
@@ -78,6 +80,8 @@ __all__ = [
     "hold_request",
     "is_reserved",
     "parse_clearing",
+    "parse_psp",
+    "psp_account_id",
     "present_transfer",
     "present_view",
     "resolution",
@@ -88,6 +92,12 @@ log = logging.getLogger(__name__)
 
 CLEARING_PREFIX: Final = "clearing:"
 SAGA_KEY: Final = SETTLEMENT_METADATA_KEY
+# The payments' system accounts, ``psp:<home shard>:<processor>:<currency>`` (money due
+# from or to a processor), live on their home shard like clearing accounts; the ledger
+# transfers of payments carry ids starting with ``pm.``. Both are reserved for paycore's
+# own services (see ``paycore.payments.accounts``), never taken by a client.
+PSP_PREFIX: Final = "psp:"
+PAYMENT_TRANSFER_PREFIX: Final = "pm."
 
 
 class SagaState(StrEnum):
@@ -148,9 +158,25 @@ def parse_clearing(account_id: str) -> tuple[str, str, str] | None:
     return parts[0], parts[1], parts[2]
 
 
+def psp_account_id(home: str, processor: str, currency: str) -> str:
+    """The account on shard ``home`` for money due from or to ``processor`` in ``currency``."""
+    return f"{PSP_PREFIX}{home}:{processor}:{currency}"
+
+
+def parse_psp(account_id: str) -> tuple[str, str, str] | None:
+    """``(home, processor, currency)`` of a processor account id, else None."""
+    if not account_id.startswith(PSP_PREFIX):
+        return None
+    parts = account_id[len(PSP_PREFIX) :].split(":")
+    if len(parts) != 3 or not all(parts):
+        return None
+    return parts[0], parts[1], parts[2]
+
+
 def is_reserved(account_id: str | None) -> bool:
-    """Ids starting with ``clearing:`` belong to the settlement, never to a client."""
-    return account_id is not None and account_id.startswith(CLEARING_PREFIX)
+    """Ids starting with ``clearing:`` (the settlement's) or ``psp:`` (the payments')
+    belong to paycore, never to a client."""
+    return account_id is not None and account_id.startswith((CLEARING_PREFIX, PSP_PREFIX))
 
 
 def _derived_id(action: str, transfer_id: str) -> str:
@@ -312,7 +338,7 @@ class Settlement:
         *,
         owner: str,
         lease_seconds: float = 30.0,
-        batch_limit: int = 1000,
+        batch_limit: int = 8189,
     ) -> None:
         self.shards = shards
         self.owner = owner

@@ -82,6 +82,11 @@ class LedgerTx(Protocol):
     def idempotency_record(self, key: str) -> tuple[str, StoredResponse, int] | None:
         """(fingerprint, response, expires_at) stored under ``key``."""
 
+    def idempotency_records(
+        self, keys: Iterable[str]
+    ) -> dict[str, tuple[str, StoredResponse, int]]:
+        """``idempotency_record`` for many keys in one read; unknown keys are absent."""
+
     def save_idempotency(
         self, key: str, fingerprint: str, response: StoredResponse, now: int, expires_at: int
     ) -> None: ...
@@ -300,8 +305,9 @@ def _apply_transfers(
         return ws.apply_transfers(command.requests, settlement=command.settlement)
     results: list[TransferResult | None] = [None] * len(command.requests)
     todo: list[int] = []
+    refused_before = tx.idempotency_records(prefix + r.id for r in command.requests)
     for index, request in enumerate(command.requests):
-        seen = tx.idempotency_record(prefix + request.id)
+        seen = refused_before.get(prefix + request.id)
         if seen is None:
             todo.append(index)
             continue

@@ -329,6 +329,9 @@ class Store(Protocol):
 
     async def get_transfer(self, transfer_id: str) -> TransferView | None: ...
 
+    async def get_transfers(self, ids: list[str]) -> dict[str, TransferView]:
+        """Transfers by id, in one read; missing ids are absent."""
+
     async def account_transfers(
         self,
         account_id: str,

@@ -97,6 +97,18 @@ def _limit(limit: int) -> int:
     return min(limit, _MAX_TS)
 
 
+# Our reads and writes look up a batch of ids (``= ANY(...)``, ``unnest``) by primary
+# key. With the default random_page_cost (4, tuned for spinning disks) the planner
+# turns a batch of some thousand ids on a large table into a full scan (measured: 688 ms
+# instead of 171 ms per batch on 10^6 accounts); 1.1 is the usual SSD setting, under
+# which those lookups stay index scans and cost stays flat as the ledger grows.
+_PLANNER_SETTINGS = "SET random_page_cost = 1.1"
+
+
+async def _configure_reader(conn: psycopg.AsyncConnection[Any]) -> None:
+    await conn.execute(_PLANNER_SETTINGS)
+
+
 def redact_dsn(dsn: str) -> str:
     """A DSN safe to print: any password replaced by ``***``."""
     try:
@@ -353,6 +365,18 @@ class _PostgresTx:
             return None
         return row[0], StoredResponse(row[1], bytes(row[2]), row[3]), row[4]
 
+    def idempotency_records(
+        self, keys: Iterable[str]
+    ) -> dict[str, tuple[str, StoredResponse, int]]:
+        rows = self.conn.execute(
+            "SELECT key, fingerprint, status, body, content_type, expires_at FROM idempotency "
+            "WHERE key = ANY(%s)",
+            (_storable(keys),),
+        )
+        return {
+            row[0]: (row[1], StoredResponse(row[2], bytes(row[3]), row[4]), row[5]) for row in rows
+        }
+
     def save_idempotency(
         self, key: str, fingerprint: str, response: StoredResponse, now: int, expires_at: int
     ) -> None:
@@ -406,11 +430,13 @@ class _PostgresTx:
     def insert_outbox(self, rows: Sequence[OutboxRow]) -> None:
         if not rows:
             return
-        with self.conn.cursor() as cur:
-            cur.executemany(
-                f"INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES ({', '.join(['%s'] * 14)})",
-                [outbox_values(r) for r in rows],
-            )
+        self.conn.execute(
+            f"INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT * FROM unnest("
+            "%s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[], "
+            "%s::int[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[], "
+            "%s::bigint[], %s::int[])",
+            _columns([outbox_values(r) for r in rows]),
+        )
 
     def set_outbox_states(self, changes: Sequence[tuple[str, str]], now: int) -> None:
         if not changes:
@@ -476,15 +502,16 @@ class PostgresStore:
         self._snapshot_lock = threading.Lock()
 
     def _new_pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]:
-        # check: a pooled connection that died while idle (a server restart, a failover)
-        # is replaced before a read gets it, instead of failing that read.
+        # No check on checkout (a round trip per read): a read that meets a connection
+        # that died while idle (a server restart, a failover) is retried once on a new
+        # one instead (``_fetch``); the pool drops the broken one when it comes back.
         return AsyncConnectionPool(
             self.dsn,
             min_size=1,
             max_size=self._pool_size,
             open=False,
             kwargs={"autocommit": True},
-            check=AsyncConnectionPool.check_connection,
+            configure=_configure_reader,
         )
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -527,6 +554,7 @@ class PostgresStore:
     def _connect_writer(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
         conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{self._lock_timeout_ms}",))
+        conn.execute(_PLANNER_SETTINGS)
         return conn
 
     def _session(self) -> _PostgresTx:
@@ -553,9 +581,15 @@ class PostgresStore:
 
     async def _fetch(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         with map_postgres_errors(self.name):
-            async with self._pool.connection() as conn:
-                cur = await conn.execute(query, params)
-                return await cur.fetchall()
+            try:
+                return await self._fetch_once(query, params)
+            except psycopg.OperationalError:  # a stale pooled connection: once more, fresh
+                return await self._fetch_once(query, params)
+
+    async def _fetch_once(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall()
 
     async def get_accounts(self, ids: list[str]) -> dict[str, Account]:
         rows = await self._fetch(
@@ -575,6 +609,18 @@ class PostgresStore:
             (transfer_id,),
         )
         return view_from_row(rows[0]) if rows else None
+
+    async def get_transfers(self, ids: list[str]) -> dict[str, TransferView]:
+        wanted = _storable(ids)
+        if not wanted:
+            return {}
+        rows = await self._fetch(
+            f"SELECT {T_COLUMNS}, m.metadata, p.status, p.resolved_by FROM transfers t "
+            "LEFT JOIN transfer_metadata m ON m.id = t.id "
+            "LEFT JOIN pending_transfers p ON p.id = t.id WHERE t.id = ANY(%s)",
+            (wanted,),
+        )
+        return {row[0]: view_from_row(row) for row in rows}
 
     async def account_transfers(
         self,

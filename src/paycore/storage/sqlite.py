@@ -287,6 +287,16 @@ class _SQLiteTx:
             return None
         return row[0], StoredResponse(row[1], row[2], row[3]), row[4]
 
+    def idempotency_records(
+        self, keys: Iterable[str]
+    ) -> dict[str, tuple[str, StoredResponse, int]]:
+        rows = self.conn.execute(
+            "SELECT key, fingerprint, status, body, content_type, expires_at FROM idempotency "
+            "WHERE key IN (SELECT value FROM json_each(?))",
+            (_ids_json.encode(list(keys)).decode(),),
+        )
+        return {row[0]: (row[1], StoredResponse(row[2], row[3], row[4]), row[5]) for row in rows}
+
     def save_idempotency(
         self, key: str, fingerprint: str, response: StoredResponse, now: int, expires_at: int
     ) -> None:
@@ -478,6 +488,22 @@ class SQLiteStore:
                 (transfer_id,),
             ).fetchone()
             return None if row is None else view_from_row(row)
+
+        return self._read(read)
+
+    async def get_transfers(self, ids: list[str]) -> dict[str, TransferView]:
+        if not ids:
+            return {}
+
+        def read(conn: sqlite3.Connection) -> dict[str, TransferView]:
+            rows = conn.execute(
+                f"SELECT {T_COLUMNS}, m.metadata, p.status, p.resolved_by FROM transfers t "
+                "LEFT JOIN transfer_metadata m ON m.id = t.id "
+                "LEFT JOIN pending_transfers p ON p.id = t.id "
+                "WHERE t.id IN (SELECT value FROM json_each(?))",
+                (_ids_json.encode(ids).decode(),),
+            )
+            return {row[0]: view_from_row(row) for row in rows}
 
         return self._read(read)
 

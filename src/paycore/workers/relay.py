@@ -39,7 +39,7 @@ class RelayWorker:
         *,
         interval_seconds: float = 0.5,
         lease_seconds: float = 30.0,
-        batch_limit: int = 1000,
+        batch_limit: int = 8189,
         owner: str | None = None,
         gather_seconds: float = 0.005,
     ) -> None:
