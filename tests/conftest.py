@@ -27,7 +27,7 @@ from backends import (
     StoreFactory,
 )
 
-pytest_plugins = ["fix_postgres"]
+pytest_plugins = ["fix_postgres", "fix_redis"]
 
 settings.register_profile(
     "ci",

@@ -71,6 +71,7 @@ class ErrorCode(StrEnum):
     FENCING_TOKEN_STALE = "fencing_token_stale"  # noqa: S105 - a code, not a secret
     # infrastructure
     STORE_UNAVAILABLE = "store_unavailable"
+    LOCK_UNAVAILABLE = "lock_unavailable"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -136,6 +137,7 @@ ERROR_SPECS: Final[dict[ErrorCode, ErrorSpec]] = {
         409, "A newer holder of this lock has written since; this holder's lease is gone"
     ),
     _E.STORE_UNAVAILABLE: ErrorSpec(503, "The ledger store is unavailable", retryable=True),
+    _E.LOCK_UNAVAILABLE: ErrorSpec(503, "The lock service is unavailable", retryable=True),
     _E.INTERNAL_ERROR: ErrorSpec(500, "Internal error", retryable=True),
 }
 

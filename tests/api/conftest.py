@@ -2,12 +2,13 @@
 or PostgreSQL database, see ``make_store``).
 
 The app owns the store's lifecycle (the client's context runs the lifespan);
-maintenance workers are off, so a test drives expiry itself.
+maintenance workers are off, so a test drives expiry itself. ``shared_shards`` is
+four shard databases that several nodes open (see ``api.nodes``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
+from api.nodes import SharedShards
 from api.support import Api, ManualClock
 from backends import AnyStore, StoreFactory
 from paycore.api import create_app
@@ -63,3 +65,14 @@ async def client(open_client: ClientFactory) -> AsyncIterator[AsyncTestClient[An
 @pytest.fixture
 def api(client: AsyncTestClient[Any]) -> Api:
     return Api(client)
+
+
+@pytest.fixture
+def shared_shards(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[SharedShards]:
+    """Four shard databases of the test's backend for several nodes; dropped after."""
+    server = request.getfixturevalue("postgres_server") if backend == "postgres" else None
+    shards = SharedShards(backend, tmp_path / "shards", server)
+    yield shards
+    shards.drop()

@@ -209,6 +209,29 @@ async def store_unavailable(w: World) -> httpx.Response:
     return response
 
 
+async def lock_unavailable(w: World) -> httpx.Response:
+    """A keyed write on a sharded store whose lock service (Redis) is down: refused
+    before it did anything, with Retry-After; it needs no lock without the key."""
+    import tempfile
+
+    from paycore.api import create_app
+    from paycore.cluster.topology import build_store
+    from paycore.config import Settings
+    from paycore.locks.testing import free_port
+
+    with tempfile.TemporaryDirectory() as tmp:
+        nobody_listens = f"redis://127.0.0.1:{free_port()}/0"
+        settings = Settings(data_dir=tmp, embedded_shards=2, locks_url=nobody_listens)
+        store = build_store(settings)
+        async with AsyncTestClient(app=create_app(store, settings, start_workers=False)) as c:
+            body = {"id": "x", "currency": "USD"}
+            response = await c.post("/v1/accounts", json=body, headers={"Idempotency-Key": "k1"})
+            assert response.headers["retry-after"] == "1"
+            assert (await c.get("/v1/accounts/x")).status_code == 404
+            assert (await c.post("/v1/accounts", json=body)).status_code == 201
+            return response
+
+
 async def internal_error(w: World) -> httpx.Response:
     async def broken(transfer_id: str) -> Any:
         raise RuntimeError("secret internals")
@@ -286,6 +309,7 @@ SCENARIOS: dict[ErrorCode, tuple[dict[str, Any], Scenario]] = {
     E.IDEMPOTENCY_KEY_REUSED: ({}, idempotency_key_reused),
     E.IDEMPOTENCY_KEY_IN_USE: ({}, idempotency_key_in_use),
     E.STORE_UNAVAILABLE: ({}, store_unavailable),
+    E.LOCK_UNAVAILABLE: ({}, lock_unavailable),
     E.INTERNAL_ERROR: ({}, internal_error),
 }
 

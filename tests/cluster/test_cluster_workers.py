@@ -4,7 +4,7 @@ the nodes, a stopped leader is replaced, and a deposed leader's writes are refus
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from cluster_support import move
@@ -21,12 +21,6 @@ from paycore.workers.supervisor import WorkerSupervisor
 FAST = Settings(
     leader_ttl_seconds=0.5, relay_interval_seconds=0.02, maintenance_interval_seconds=0.05
 )
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
 
 
 @pytest.fixture

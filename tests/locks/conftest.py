@@ -1,5 +1,5 @@
-"""Fixtures for the lock tests: a real Redis server, a PostgreSQL database, and the
-backend of each run.
+"""Fixtures for the lock tests: a PostgreSQL database, and the backend of each run
+(the Redis servers, ``redis_server`` and ``own_redis``, come from ``fix_redis``).
 
 A test that asks for ``backend`` runs once per lock backend (ids ``redis``,
 ``postgres``, ``local``). ``backend.make()`` opens another client of the same backend:
@@ -17,22 +17,6 @@ import pytest
 
 from fix_postgres import PostgresServer
 from paycore.locks import LocalLockService, LockServiceBase, open_lock_service
-from paycore.locks.testing import RedisServer
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """One ``redis-server`` on a free port for the whole run (no persistence), stopped at
-    the end. Tests that restart Redis take ``own_redis`` instead."""
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A ``redis-server`` of this test alone, which it may stop and restart."""
-    with RedisServer() as server:
-        yield server
 
 
 @pytest.fixture(scope="session")

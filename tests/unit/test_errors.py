@@ -33,10 +33,12 @@ def test_codes_are_stable_snake_case() -> None:
 
 
 def test_only_transient_failures_are_retryable() -> None:
-    """A retry may help only for an unavailable store, an in-flight key or an internal error."""
+    """A retry may help only for an unavailable store or lock service, an in-flight key or
+    an internal error."""
     retryable = {code for code, spec in ERROR_SPECS.items() if spec.retryable}
     assert retryable == {
         ErrorCode.STORE_UNAVAILABLE,
+        ErrorCode.LOCK_UNAVAILABLE,
         ErrorCode.IDEMPOTENCY_KEY_IN_USE,
         ErrorCode.INTERNAL_ERROR,
     }

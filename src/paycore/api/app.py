@@ -1,17 +1,23 @@
 """The HTTP API as one Litestar app over one ``Store``.
 
-The app owns the store's lifecycle (started on startup, stopped on shutdown) and,
-unless told otherwise, the background maintenance worker (expiring holds,
-purging old idempotency records) and, over a sharded store, the relay worker that
-settles cross-shard transfers.
+The app owns, for its lifetime (the lifespan):
+
+- the lock service of ``settings.locks_url`` (opened first, closed last), unless one
+  is passed in (then its owner opens and closes it); the ``WriteExecutor`` holds an
+  Idempotency-Key's lock there while its request runs, and /readyz checks it;
+- the store (started after the locks, stopped before they close);
+- unless told otherwise, the background jobs: a ``WorkerSupervisor`` that runs each
+  shard's relay and maintenance while this node is elected their leader (started
+  after the store, stopped before it).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from importlib.metadata import version
+from typing import TYPE_CHECKING, Any
 
 from litestar import Litestar
 from litestar.middleware import DefineMiddleware
@@ -22,60 +28,90 @@ from paycore.api.idempotency import WriteExecutor
 from paycore.api.metrics import ApiMetrics, MetricsMiddleware
 from paycore.api.problems import EXCEPTION_HANDLERS
 from paycore.api.routes import account_routes, ops_routes, transfer_routes
-from paycore.api.routes.ops import OPEN_AUTH_WARNING
+from paycore.api.routes.ops import OPEN_AUTH_WARNING, redact_url
 from paycore.config import Settings
+from paycore.locks import LockService, LockServiceBase, open_lock_service
 from paycore.storage.base import Store
+
+if TYPE_CHECKING:
+    from paycore.workers.supervisor import WorkerSupervisor
 
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
 
-def create_app(store: Store, settings: Settings, *, start_workers: bool = True) -> Litestar:
-    """The paycore HTTP API serving ``store``, configured by ``settings``."""
-    writes = WriteExecutor(store, retention_seconds=settings.idempotency_retention_hours * 3600)
+class _Workers:
+    """The node's supervisor once the lifespan made it (/readyz reads it then)."""
+
+    def __init__(self) -> None:
+        self.supervisor: WorkerSupervisor | None = None
+
+    def status(self) -> dict[str, Any]:
+        if self.supervisor is None:  # not started yet, or stopped
+            return {"jobs": [], "lock_backend_down": False}
+        return self.supervisor.status()
+
+
+def create_app(
+    store: Store,
+    settings: Settings,
+    *,
+    start_workers: bool = True,
+    locks: LockService | None = None,
+) -> Litestar:
+    """The paycore HTTP API serving ``store``, configured by ``settings``.
+
+    ``locks``: the lock service to use (its caller opens and closes it); None: the app
+    opens ``settings.locks_url`` when it starts and closes it when it stops.
+    """
+    # Made now (no connection yet: every backend connects lazily or in ``open``), so
+    # that the handlers can be bound to it; opened by the lifespan.
+    owned: LockServiceBase | None = None
+    service: LockService
+    if locks is None:
+        service = owned = open_lock_service(settings.locks_url)
+    else:
+        service = locks
+    writes = WriteExecutor(
+        store,
+        retention_seconds=settings.idempotency_retention_hours * 3600,
+        locks=service,
+        lock_seconds=settings.idempotency_lock_seconds,
+    )
     metrics = ApiMetrics(store, writes.in_flight)
+    workers = _Workers() if start_workers else None
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        await store.start()
-        if settings.auth == "open":
-            log.warning("SECURITY: %s; never expose it beyond this machine", OPEN_AUTH_WARNING)
-        worker = None
-        relay = None
-        try:
-            if start_workers:
-                # Imported only when wanted: tests and tools serve the API without workers.
-                from paycore.cluster.router import ShardedStore  # noqa: PLC0415
-                from paycore.workers.maintenance import MaintenanceWorker  # noqa: PLC0415
-                from paycore.workers.relay import RelayWorker  # noqa: PLC0415
-
-                worker = MaintenanceWorker(
-                    store,
-                    interval_seconds=settings.maintenance_interval_seconds,
-                    outbox_retention_seconds=settings.outbox_retention_hours * 3600,
+        async with AsyncExitStack() as stack:
+            if owned is not None:
+                await owned.open()  # never fails on a backend that is down: calls do
+                stack.push_async_callback(owned.aclose)
+            await store.start()
+            stack.push_async_callback(store.stop)
+            if settings.auth == "open":
+                log.warning("SECURITY: %s; never expose it beyond this machine", OPEN_AUTH_WARNING)
+            if writes.locks is not None:
+                log.info(
+                    "Idempotency-Keys in flight are locked cluster-wide in %s",
+                    redact_url(settings.locks_url),
                 )
-                await worker.start()
-                if isinstance(store, ShardedStore):  # cross-shard transfers need their relay
-                    relay = RelayWorker(
-                        store,
-                        interval_seconds=settings.relay_interval_seconds,
-                        lease_seconds=settings.relay_lease_seconds,
-                    )
-                    await relay.start()
+            if workers is not None:
+                # Imported only when wanted: tests and tools serve the API without workers.
+                from paycore.workers.supervisor import WorkerSupervisor  # noqa: PLC0415
+
+                supervisor = WorkerSupervisor(store, settings, service)
+                await supervisor.start()
+                workers.supervisor = supervisor
+                stack.push_async_callback(_stop_workers, workers)
             yield
-        finally:
-            if relay is not None:
-                await relay.stop()
-            if worker is not None:
-                await worker.stop()
-            await store.stop()
 
     return Litestar(
         route_handlers=[
             *account_routes(store, writes, settings),
             *transfer_routes(store, writes, settings),
-            *ops_routes(store, settings, metrics),
+            *ops_routes(store, settings, metrics, locks=service, workers=workers),
         ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
@@ -91,3 +127,9 @@ def create_app(store: Store, settings: Settings, *, start_workers: bool = True) 
         # Logging is configured by the entry point (CLI), not by the web framework.
         logging_config=None,
     )
+
+
+async def _stop_workers(workers: _Workers) -> None:
+    supervisor, workers.supervisor = workers.supervisor, None
+    if supervisor is not None:
+        await supervisor.stop()

@@ -9,21 +9,49 @@ on retry is still the same request; one that changes a value is not.
 Bodies that fail validation are refused before the key is looked at, and nothing
 is stored for them (Stripe does the same): the same bad body gets the same 422
 again, and a corrected body may reuse the key.
+
+A key in flight (its first request still running) is guarded twice:
+
+1. ``KeysInFlight``, in this process: free, and answers a second request at once.
+2. The lock ``idem:<sha256 of the key>`` in the cluster's lock service, held while
+   the command runs (renewed every ttl/3 if it runs long, released after). A second
+   node that finds it held answers 409 ``idempotency_key_in_use`` at once, exactly
+   as a second request on the same node does: it does not wait for the first and
+   replay. A client (or a load balancer) retries a 409 and then gets the replay, so
+   waiting would buy little, and it would tie up a request slot and poll the lock
+   service for every duplicate, the worst moment to add load (a retry storm).
+
+The store alone keeps a command that is one transaction safe (the second one finds
+the key's record and replays it), but on a sharded store a request's transfers and
+accounts are written on their own shards before the key's record is written on the
+key's shard: two nodes running it at once would both write there (two accounts for
+one keyed ``POST /v1/accounts`` without an id, one answer stored and another
+returned). So the lock is taken only where that can happen: a store of several
+shards and a lock service that spans nodes; with the in-process ("local") service
+of the embedded mode, or a store of one shard, nothing changes.
+
+When the lock service cannot be reached the request fails safe, before it did
+anything: 503 ``lock_unavailable`` with Retry-After. Requests without a key (reads,
+writes whose ids make them idempotent by themselves) never touch the lock service.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final
 
 import msgspec
 from litestar import Request, Response
 
 from paycore.api.schemas import canonical_json
+from paycore.cluster.router import ShardedStore
 from paycore.errors import ErrorCode, IdempotencyError, RequestError
+from paycore.locks import HeldLease, LocalLockService, LockService, LockUnavailable
 from paycore.storage.base import Command, Idempotency, Store, StoredResponse
 
 __all__ = [
@@ -33,8 +61,12 @@ __all__ = [
     "Render",
     "WriteExecutor",
     "fingerprint",
+    "key_lock_name",
+    "needs_cluster_lock",
     "stored_to_response",
 ]
+
+log = logging.getLogger(__name__)
 
 IDEMPOTENCY_HEADER: Final = "idempotency-key"
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
@@ -51,8 +83,8 @@ class KeysInFlight:
     """Keys whose first request is still running in this process.
 
     A second request with the same key must not wait for, or race, the first: it
-    gets 409 ``idempotency_key_in_use`` and may retry. (Across API nodes the store
-    serialises them; a cluster-wide guard comes with the lock service.)
+    gets 409 ``idempotency_key_in_use`` and may retry. Across API nodes the key's
+    lock does the same (``WriteExecutor``); this set answers without a round trip.
     """
 
     def __init__(self) -> None:
@@ -64,15 +96,34 @@ class KeysInFlight:
     @contextmanager
     def hold(self, key: str) -> Iterator[None]:
         if key in self._keys:
-            raise IdempotencyError(
-                ErrorCode.IDEMPOTENCY_KEY_IN_USE,
-                "a request with this Idempotency-Key is still running; retry later",
-            )
+            raise _in_use()
         self._keys.add(key)
         try:
             yield
         finally:
             self._keys.discard(key)
+
+
+def _in_use() -> IdempotencyError:
+    return IdempotencyError(
+        ErrorCode.IDEMPOTENCY_KEY_IN_USE,
+        "a request with this Idempotency-Key is still running; retry later",
+    )
+
+
+def key_lock_name(key: str) -> str:
+    """The lock of an Idempotency-Key (tenant-scoped) in flight: ``idem:`` and the
+    SHA-256 of the key, so any client string makes a short name without ``{}`` (Redis
+    hash tags) or other characters that a backend might read."""
+    return "idem:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def needs_cluster_lock(store: Store, locks: LockService | None) -> bool:
+    """Whether keyed requests on ``store`` must hold the key's lock (module docstring):
+    only a store of several shards, with a lock service that other nodes share."""
+    if locks is None or isinstance(locks, LocalLockService):
+        return False
+    return isinstance(store, ShardedStore) and not store.single
 
 
 def fingerprint(method: str, path: str, body: msgspec.Struct) -> str:
@@ -92,12 +143,26 @@ def stored_to_response(stored: StoredResponse, *, replayed: bool = False) -> Res
 
 
 class WriteExecutor:
-    """Runs write commands against the store and answers them, idempotently when asked."""
+    """Runs write commands against the store and answers them, idempotently when asked.
 
-    def __init__(self, store: Store, *, retention_seconds: int) -> None:
+    ``locks`` is the node's lock service and ``lock_seconds`` the TTL of a key's lock
+    (``Settings.idempotency_lock_seconds``); see the module docstring for when it is
+    used.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        retention_seconds: int,
+        locks: LockService | None = None,
+        lock_seconds: float = 30.0,
+    ) -> None:
         self.store = store
         self.retention_seconds = retention_seconds
         self.in_flight = KeysInFlight()
+        self.locks = locks if needs_cluster_lock(store, locks) else None
+        self.lock_seconds = lock_seconds
 
     async def run(
         self,
@@ -123,5 +188,41 @@ class WriteExecutor:
             retention_seconds=self.retention_seconds,
         )
         with self.in_flight.hold(key):
-            stored, replayed = await self.store.execute_idempotent(command, idempotency)
+            async with self.key_lock(key):
+                stored, replayed = await self.store.execute_idempotent(command, idempotency)
         return stored_to_response(stored, replayed=replayed)
+
+    @asynccontextmanager
+    async def key_lock(self, key: str) -> AsyncIterator[HeldLease | None]:
+        """Hold ``key``'s cluster-wide lock for the block (None: none is needed).
+
+        409 ``idempotency_key_in_use`` when another node holds it; 503
+        ``lock_unavailable`` when the lock service cannot answer (nothing ran). The
+        block is never cancelled if the lease is lost meanwhile (only possible after
+        ``lock_seconds`` without a renewal getting through): stopping a write half-way
+        would be worse than finishing it, and the store's own checks (transfer ids,
+        the key's record) still hold.
+        """
+        if self.locks is None:
+            yield None
+            return
+        name = key_lock_name(key)
+        try:
+            lease = await self.locks.acquire(name, self.lock_seconds)
+        except LockUnavailable as exc:
+            log.warning("Idempotency-Key lock not taken, request refused: %s", exc.detail)
+            raise LockUnavailable(
+                "Idempotency-Key",
+                "the lock service cannot be reached, so the request was not run; retry later",
+            ) from exc
+        if lease is None:
+            raise _in_use()
+        held = HeldLease(self.locks, lease, self.lock_seconds).start()
+        try:
+            yield held
+        finally:
+            # Shielded: a cancelled request (client gone) still gives the key back at
+            # once rather than blocking retries until the TTL.
+            await asyncio.shield(held.release())
+            if held.lost:
+                log.warning("Idempotency-Key lock %s was lost while its request ran", name)

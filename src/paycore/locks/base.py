@@ -44,7 +44,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from paycore.errors import UnavailableError
+from paycore.errors import ErrorCode, UnavailableError
 
 if TYPE_CHECKING:
     from paycore.locks.renewal import HeldLease
@@ -85,7 +85,14 @@ class LockError(UnavailableError):
 
 
 class LockUnavailable(LockError):
-    """The lock backend is unreachable or too slow: fail safe, hold nothing."""
+    """The lock backend is unreachable or too slow: fail safe, hold nothing.
+
+    Its code is ``lock_unavailable`` (503, retryable), so a client can tell "the lock
+    service is down" from "a shard is down" (``store_unavailable``)."""
+
+    def __init__(self, name: str, detail: str) -> None:
+        super().__init__(name, detail)
+        self.code = ErrorCode.LOCK_UNAVAILABLE
 
 
 class LockBusy(LockError):

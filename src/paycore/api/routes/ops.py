@@ -1,6 +1,22 @@
-"""Operations endpoints: liveness, readiness, Prometheus metrics."""
+"""Operations endpoints: liveness, readiness, Prometheus metrics.
+
+``/readyz`` checks what a request may need, at once and each bounded in time: the
+shards (``store.ping()``) and the lock service (``locks.ping()``). It is 503, with
+Retry-After, while either cannot be reached: a load balancer should send its traffic
+elsewhere. The node itself keeps serving what needs no lock meanwhile (reads, writes
+without an Idempotency-Key), and is ready again by itself once both answer. The body
+says what is down, where the lock service is (its URL with any password masked), and
+how the background jobs of this node fare (``WorkerSupervisor.status()``), for
+operators.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable
+from typing import Any, Final, Protocol
+from urllib.parse import unquote
 
 from litestar import Response, get
 from litestar.handlers import HTTPRouteHandler
@@ -9,17 +25,95 @@ from paycore.api.metrics import ApiMetrics
 from paycore.api.schemas import encode
 from paycore.config import Settings
 from paycore.errors import PaycoreError
+from paycore.locks import LockService
 from paycore.storage.base import Store
 
-__all__ = ["OPEN_AUTH_WARNING", "ops_routes"]
+__all__ = ["OPEN_AUTH_WARNING", "WorkerStatus", "lock_backend_kind", "ops_routes", "redact_url"]
 
 _JSON = "application/json"
 OPEN_AUTH_WARNING = "this server accepts every request without an API key (auth = 'open')"
+# A dependency that has not answered a readiness check in this long counts as down.
+_CHECK_SECONDS: Final = 2.0
+_MASK: Final = "***"
+# ``password=...`` in a libpq key=value DSN or a URL's query string.
+_PASSWORD_PARAM: Final = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", re.IGNORECASE)
+# The user-info part of a URL (``scheme://user:password@``), up to its last ``@``.
+_URL_USERINFO: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)([^@]*)@")
+_KINDS: Final = {
+    "RedisLockService": "redis",
+    "PostgresLockService": "postgres",
+    "LocalLockService": "local",
+}
 
 
-def ops_routes(store: Store, settings: Settings, metrics: ApiMetrics) -> list[HTTPRouteHandler]:
-    """Handlers for load balancers and monitoring, bound to one store."""
+class WorkerStatus(Protocol):
+    """What /readyz needs of the node's ``WorkerSupervisor``."""
+
+    def status(self) -> dict[str, Any]: ...
+
+
+def redact_url(url: str) -> str:
+    """``url`` (a Redis/PostgreSQL URL or a libpq DSN) with any password masked.
+
+    Lenient on purpose: whatever the shape, a password never shows (a text that
+    looks odd may be masked more than needed, never less)."""
+    match = _URL_USERINFO.match(url)
+    if match is not None and ":" in match.group(2):
+        user = match.group(2).partition(":")[0]
+        url = f"{match.group(1)}{user}:{_MASK}@{url[match.end() :]}"
+    return _PASSWORD_PARAM.sub(lambda m: m.group(1) + _MASK, url)
+
+
+def _secrets_of(url: str) -> list[str]:
+    """The passwords written in ``url``, to scrub them from error texts too."""
+    found = [m.group(2).strip("'") for m in _PASSWORD_PARAM.finditer(url)]
+    match = _URL_USERINFO.match(url)
+    if match is not None:
+        password = match.group(2).partition(":")[2]
+        found += [password, unquote(password)]
+    return [s for s in found if s]
+
+
+def lock_backend_kind(locks: LockService) -> str:
+    """``redis``, ``postgres`` or ``local`` (another service: its class name)."""
+    name = type(locks).__name__
+    return _KINDS.get(name, name)
+
+
+async def _check(probe: Awaitable[None]) -> PaycoreError | str | None:
+    """None if ``probe`` answered in time; the error (or why not) otherwise."""
+    try:
+        async with asyncio.timeout(_CHECK_SECONDS):
+            await probe
+    except PaycoreError as exc:
+        return exc
+    except TimeoutError:
+        return f"no answer within {_CHECK_SECONDS:g} s"
+    return None
+
+
+def _detail(failure: PaycoreError | str) -> str:
+    return failure if isinstance(failure, str) else failure.detail
+
+
+def ops_routes(
+    store: Store,
+    settings: Settings,
+    metrics: ApiMetrics,
+    *,
+    locks: LockService | None = None,
+    workers: WorkerStatus | None = None,
+) -> list[HTTPRouteHandler]:
+    """Handlers for load balancers and monitoring, bound to one store, the node's lock
+    service and its background jobs (None: this node runs none)."""
     open_auth = settings.auth == "open"
+    lock_url = redact_url(settings.locks_url)
+    lock_secrets = _secrets_of(settings.locks_url)
+
+    def scrub(text: str) -> str:
+        for secret in lock_secrets:
+            text = text.replace(secret, _MASK)
+        return text
 
     @get("/healthz", tags=["ops"])
     async def healthz() -> Response[bytes]:
@@ -28,18 +122,38 @@ def ops_routes(store: Store, settings: Settings, metrics: ApiMetrics) -> list[HT
 
     @get("/readyz", tags=["ops"])
     async def readyz() -> Response[bytes]:
-        """The store answers; 503 (with Retry-After) when it does not."""
+        """The shards and the lock service answer; 503 (with Retry-After) when one does not."""
         body: dict[str, object] = {"status": "ready", "store": store.name, "auth": settings.auth}
         if open_auth:
             body["warning"] = OPEN_AUTH_WARNING
-        try:
-            await store.ping()
-        except PaycoreError as exc:
-            body["status"] = "unavailable"
-            body["detail"] = exc.detail
-            headers = {"Retry-After": str(getattr(exc, "retry_after", 1))}
-            return Response(encode(body), status_code=503, media_type=_JSON, headers=headers)
-        return Response(encode(body), media_type=_JSON)
+        probes = [_check(store.ping())]
+        if locks is not None:
+            probes.append(_check(locks.ping()))
+        store_failure, *rest = await asyncio.gather(*probes)
+        lock_failure = rest[0] if rest else None
+        if locks is not None:
+            lock_report: dict[str, object] = {
+                "backend": lock_backend_kind(locks),
+                "url": lock_url,
+                "reachable": lock_failure is None,
+            }
+            if lock_failure is not None:
+                lock_report["detail"] = scrub(_detail(lock_failure))
+            body["locks"] = lock_report
+        body["workers"] = workers.status() if workers is not None else None
+        failures = [f for f in (store_failure, lock_failure) if f is not None]
+        if not failures:
+            return Response(encode(body), media_type=_JSON)
+        body["status"] = "unavailable"
+        details = []
+        if store_failure is not None:
+            details.append(_detail(store_failure))
+        if lock_failure is not None:
+            details.append(f"lock service: {scrub(_detail(lock_failure))}")
+        body["detail"] = "; ".join(details)
+        retry_after = max(int(getattr(f, "retry_after", 1)) for f in failures)
+        headers = {"Retry-After": str(retry_after)}
+        return Response(encode(body), status_code=503, media_type=_JSON, headers=headers)
 
     @get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response[bytes]:
