@@ -35,6 +35,7 @@ __all__ = ["LockServiceBase"]
 # from 5 ms, doubling to 100 ms, each pause jittered so waiters do not march in step.
 _FIRST_PAUSE = 0.005
 _MAX_PAUSE = 0.1
+_BACKGROUND: set[asyncio.Task[None]] = set()
 
 
 class LockServiceBase(ABC):
@@ -88,7 +89,14 @@ class LockServiceBase(ABC):
         pause = _FIRST_PAUSE
         while True:
             started = time.monotonic()
-            token = await self._grant(name, owner, ttl)
+            try:
+                token = await self._grant(name, owner, ttl)
+            except LockUnavailable:
+                # The grant may still run when a stalled backend resumes, leaving the
+                # lock held by an owner nobody knows for a whole TTL: release that owner
+                # later, in the background (a release of a lock not held is a no-op).
+                self._forget_later(name, owner)
+                raise
             if token is not None:
                 return Lease(name, owner, token, local_deadline(started, ttl))
             left = deadline - time.monotonic()
@@ -97,6 +105,20 @@ class LockServiceBase(ABC):
             jitter = random.uniform(0.5, 1.5)  # noqa: S311 - spreading retries, not crypto
             await asyncio.sleep(min(left, pause * jitter))
             pause = min(pause * 2, _MAX_PAUSE)
+
+    def _forget_later(self, name: str, owner: str) -> None:
+        async def forget() -> None:
+            for delay in (0.5, 2.0, 8.0):
+                await asyncio.sleep(delay)
+                try:
+                    await self._release(name, owner)
+                except LockUnavailable:
+                    continue
+                return
+
+        task = asyncio.get_running_loop().create_task(forget(), name=f"forget {name}")
+        _BACKGROUND.add(task)  # a reference, so the task is not collected mid-way
+        task.add_done_callback(_BACKGROUND.discard)
 
     async def acquire_many(
         self, names: Sequence[str], ttl: float, *, wait: float = 0.0
