@@ -125,6 +125,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.set_defaults(handler=_migrate)
 
+    from paycore.payments.processors.simulator.config import (  # noqa: PLC0415
+        add_arguments as add_simulator_arguments,
+    )
+
+    acquirer_sim = sub.add_parser(
+        "acquirer-sim",
+        help="serve a simulated card acquirer over HTTP (test cards, latency, faults, outages)",
+        description="A test double of a card processor: authorize, capture, void, refund, "
+        "payout and status by our reference, idempotent, with test cards that decline, fail "
+        "or time out, and a behaviour (latency, error and timeout rates, outages) changed at "
+        "run time by PUT /admin/config. Prints its URL on stdout once listening. The test "
+        "cards: see paycore.payments.processors.simulator.",
+    )
+    add_simulator_arguments(acquirer_sim)
+    acquirer_sim.set_defaults(handler=_acquirer_sim)
+
     from paycore.ops.bench import add_arguments  # noqa: PLC0415 - keeps start-up light
 
     bench = sub.add_parser(
@@ -295,6 +311,23 @@ def _bench(args: argparse.Namespace) -> int:
     from paycore.ops.bench import run_bench  # noqa: PLC0415
 
     return run_bench(args, _console())
+
+
+# -- acquirer-sim ----------------------------------------------------------------------
+
+
+def _acquirer_sim(args: argparse.Namespace) -> int:
+    from paycore.payments.processors.simulator.app import serve  # noqa: PLC0415
+    from paycore.payments.processors.simulator.config import config_from_args  # noqa: PLC0415
+
+    try:
+        config = config_from_args(args)
+    except (ValueError, msgspec.ValidationError) as exc:
+        Console(stderr=True, highlight=False).print(f"bad behaviour: {exc}", markup=False)
+        return 2
+    return serve(
+        args.name, config, host=args.host, port=args.port, seed=args.seed, log_level=args.log_level
+    )
 
 
 if __name__ == "__main__":
