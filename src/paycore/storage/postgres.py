@@ -72,6 +72,7 @@ from paycore.storage.codec import (
 )
 from paycore.storage.group_commit import GroupCommitWriter, Job
 from paycore.storage.migrations import outdated_schema_error
+from paycore.storage.payments import PaymentReads
 
 __all__ = [
     "PostgresStore",
@@ -244,14 +245,14 @@ class _PostgresTx:
     def transfers_by_ids(self, ids: Iterable[str]) -> list[Transfer]:
         rows = self.conn.execute(
             f"SELECT {T_COLUMNS}, m.metadata FROM transfers t "
-            "LEFT JOIN transfer_metadata m ON m.id = t.id WHERE t.id = ANY(%s)",
+            "LEFT JOIN transfer_metadata m ON m.id = t.id WHERE t.id = ANY(%b)",
             (_storable(ids),),
         )
         return [transfer_from_row(row, row[10]) for row in rows]
 
     def pending_statuses(self, ids: Iterable[str]) -> dict[str, tuple[PendingStatus, str | None]]:
         rows = self.conn.execute(
-            "SELECT id, status, resolved_by FROM pending_transfers WHERE id = ANY(%s)",
+            "SELECT id, status, resolved_by FROM pending_transfers WHERE id = ANY(%b)",
             (_storable(ids),),
         )
         return {row[0]: (PendingStatus(row[1]), row[2]) for row in rows}
@@ -264,8 +265,8 @@ class _PostgresTx:
             return
         self.conn.execute(
             f"INSERT INTO accounts ({ACCOUNT_COLUMNS}) SELECT * FROM unnest("
-            "%s::text[], %s::text[], %s::int[], %s::int[], %s::bigint[], %s::bigint[], "
-            "%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])",
+            "%b::text[], %b::text[], %b::int[], %b::int[], %b::bigint[], %b::bigint[], "
+            "%b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[])",
             (
                 [a.id for a in accounts],
                 [a.currency for a in accounts],
@@ -279,7 +280,7 @@ class _PostgresTx:
         with_meta = [a for a in accounts if a.metadata is not None]
         if with_meta:
             self.conn.execute(
-                "INSERT INTO account_metadata SELECT * FROM unnest(%s::text[], %s::text[])",
+                "INSERT INTO account_metadata SELECT * FROM unnest(%b::text[], %b::text[])",
                 ([a.id for a in with_meta], [encode_metadata(a.metadata) for a in with_meta]),
             )
 
@@ -304,21 +305,21 @@ class _PostgresTx:
         if created:
             conn.execute(
                 f"INSERT INTO transfers ({TRANSFER_COLUMNS}) SELECT * FROM unnest("
-                "%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[], %s::int[], "
-                "%s::int[], %s::text[], %s::int[], %s::bigint[])",
+                "%b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[], %b::int[], "
+                "%b::int[], %b::text[], %b::int[], %b::bigint[])",
                 _columns([transfer_row(t) for t in created]),
             )
             with_meta = [t for t in created if t.metadata is not None]
             if with_meta:
                 conn.execute(
-                    "INSERT INTO transfer_metadata SELECT * FROM unnest(%s::text[], %s::text[])",
+                    "INSERT INTO transfer_metadata SELECT * FROM unnest(%b::text[], %b::text[])",
                     ([t.id for t in with_meta], [encode_metadata(t.metadata) for t in with_meta]),
                 )
         if ws.changed_pendings:
             states = list(ws.changed_pendings.values())
             conn.execute(
                 "INSERT INTO pending_transfers (id, status, expires_at, resolved_by) "
-                "SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[]) "
+                "SELECT * FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::text[]) "
                 "ON CONFLICT (id) DO UPDATE "
                 "SET status = excluded.status, resolved_by = excluded.resolved_by",
                 (
@@ -333,15 +334,15 @@ class _PostgresTx:
             conn.execute(
                 "UPDATE accounts a SET debits_pending = v.dp, debits_posted = v.dpo, "
                 "credits_pending = v.cp, credits_posted = v.cpo FROM unnest("
-                "%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[]) "
+                "%b::text[], %b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[]) "
                 "AS v (id, dp, dpo, cp, cpo) WHERE a.id = v.id",
                 _columns([(a.account.id, a.dp, a.dpo, a.cp, a.cpo) for a in dirty]),
             )
         if ws.history:
             h = ws.history
             conn.execute(
-                "INSERT INTO account_balances SELECT * FROM unnest(%s::text[], %s::bigint[], "
-                "%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])",
+                "INSERT INTO account_balances SELECT * FROM unnest(%b::text[], %b::bigint[], "
+                "%b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[])",
                 _columns([msgspec.structs.astuple(r) for r in h]),
             )
 
@@ -370,7 +371,7 @@ class _PostgresTx:
     ) -> dict[str, tuple[str, StoredResponse, int]]:
         rows = self.conn.execute(
             "SELECT key, fingerprint, status, body, content_type, expires_at FROM idempotency "
-            "WHERE key = ANY(%s)",
+            "WHERE key = ANY(%b)",
             (_storable(keys),),
         )
         return {
@@ -412,7 +413,7 @@ class _PostgresTx:
 
     def reserved_ids(self, ids: Iterable[str]) -> dict[str, str]:
         rows = self.conn.execute(
-            "SELECT id, shard FROM transfer_ids WHERE id = ANY(%s)", (_storable(ids),)
+            "SELECT id, shard FROM transfer_ids WHERE id = ANY(%b)", (_storable(ids),)
         )
         return {row[0]: row[1] for row in rows}
 
@@ -421,7 +422,7 @@ class _PostgresTx:
             return
         self.conn.execute(
             "INSERT INTO transfer_ids (id, shard, reserved_at) "
-            "SELECT i, s, %s FROM unnest(%s::text[], %s::text[]) AS r(i, s)",
+            "SELECT i, s, %s FROM unnest(%b::text[], %b::text[]) AS r(i, s)",
             (now, [r[0] for r in rows], [r[1] for r in rows]),
         )
 
@@ -432,9 +433,9 @@ class _PostgresTx:
             return
         self.conn.execute(
             f"INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT * FROM unnest("
-            "%s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[], "
-            "%s::int[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[], "
-            "%s::bigint[], %s::int[])",
+            "%b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[], "
+            "%b::int[], %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::text[], "
+            "%b::bigint[], %b::int[])",
             _columns([outbox_values(r) for r in rows]),
         )
 
@@ -443,7 +444,7 @@ class _PostgresTx:
             return
         self.conn.execute(
             "UPDATE outbox o SET state = v.state, updated_at = %s, claimed_by = NULL, "
-            "claimed_until = 0 FROM unnest(%s::text[], %s::text[]) AS v (id, state) "
+            "claimed_until = 0 FROM unnest(%b::text[], %b::text[]) AS v (id, state) "
             "WHERE o.transfer_id = v.id",
             (now, [c[0] for c in changes], [c[1] for c in changes]),
         )
@@ -451,7 +452,7 @@ class _PostgresTx:
     def purge_outbox(self, states: Sequence[str], updated_before: int, limit: int) -> int:
         cur = self.conn.execute(
             "DELETE FROM outbox WHERE transfer_id IN (SELECT transfer_id FROM outbox "
-            "WHERE state = ANY(%s) AND created_at <= %s AND updated_at <= %s LIMIT %s)",
+            "WHERE state = ANY(%b) AND created_at <= %s AND updated_at <= %s LIMIT %s)",
             (list(states), updated_before, updated_before, _limit(limit)),
         )
         return cur.rowcount
@@ -462,12 +463,26 @@ class _PostgresTx:
         # SKIP LOCKED: relays of several nodes claim disjoint rows without waiting.
         rows = self.conn.execute(
             "UPDATE outbox SET claimed_by = %s, claimed_until = %s, attempts = attempts + 1 "
-            "WHERE transfer_id IN (SELECT transfer_id FROM outbox WHERE state = ANY(%s) "
+            "WHERE transfer_id IN (SELECT transfer_id FROM outbox WHERE state = ANY(%b) "
             "AND (claimed_until <= %s OR claimed_by = %s) ORDER BY attempts, created_at LIMIT %s "
             f"FOR UPDATE SKIP LOCKED) RETURNING {OUTBOX_COLUMNS}",
             (owner, until, list(open_states), now, owner, limit),
         ).fetchall()
         return sorted((OutboxRow(*row) for row in rows), key=lambda r: r.created_at)
+
+    # -- payment rows (migration 0006) -------------------------------------------------------
+
+    def run_sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if any(isinstance(p, str) and "\x00" in p for p in params):
+            # PostgreSQL text cannot hold NUL; such a value names no row (as in SQLite).
+            raise PaycoreError(ErrorCode.INVALID_REQUEST, "a value holds a NUL character")
+        cur = self.conn.execute(_placeholders(query), params)
+        return cur.fetchall() if cur.description is not None else []
+
+
+def _placeholders(query: str) -> str:
+    """The shared payment SQL is written with ``?``; psycopg takes ``%s``."""
+    return query.replace("?", "%s")
 
 
 class PostgresStore:
@@ -500,6 +515,8 @@ class PostgresStore:
         # server fork and a login (~6 ms here), and an auditor may take many snapshots.
         self._idle_snapshot: psycopg.Connection[Any] | None = None
         self._snapshot_lock = threading.Lock()
+        # Payment rows (paycore.storage.payments), read through the pool.
+        self.payments = PaymentReads(self._fetch_rows)
 
     def _new_pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]:
         # No check on checkout (a round trip per read): a read that meets a connection
@@ -586,6 +603,11 @@ class PostgresStore:
             except psycopg.OperationalError:  # a stale pooled connection: once more, fresh
                 return await self._fetch_once(query, params)
 
+    async def _fetch_rows(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        if any(isinstance(p, str) and "\x00" in p for p in params):
+            return []  # no row holds a NUL byte (PostgreSQL text cannot store one)
+        return await self._fetch(_placeholders(query), params)
+
     async def _fetch_once(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         async with self._pool.connection() as conn:
             cur = await conn.execute(query, params)
@@ -594,7 +616,7 @@ class PostgresStore:
     async def get_accounts(self, ids: list[str]) -> dict[str, Account]:
         rows = await self._fetch(
             f"SELECT {A_COLUMNS}, m.metadata FROM accounts a "
-            "LEFT JOIN account_metadata m ON m.id = a.id WHERE a.id = ANY(%s)",
+            "LEFT JOIN account_metadata m ON m.id = a.id WHERE a.id = ANY(%b)",
             (_storable(ids),),
         )
         return {row[0]: account_from_row(row, row[10]) for row in rows}
@@ -617,7 +639,7 @@ class PostgresStore:
         rows = await self._fetch(
             f"SELECT {T_COLUMNS}, m.metadata, p.status, p.resolved_by FROM transfers t "
             "LEFT JOIN transfer_metadata m ON m.id = t.id "
-            "LEFT JOIN pending_transfers p ON p.id = t.id WHERE t.id = ANY(%s)",
+            "LEFT JOIN pending_transfers p ON p.id = t.id WHERE t.id = ANY(%b)",
             (wanted,),
         )
         return {row[0]: view_from_row(row) for row in rows}
@@ -781,11 +803,11 @@ def _accounts_by_ids(
     if with_metadata:
         rows = conn.execute(
             f"SELECT {A_COLUMNS}, m.metadata FROM accounts a "
-            "LEFT JOIN account_metadata m ON m.id = a.id WHERE a.id = ANY(%s)",
+            "LEFT JOIN account_metadata m ON m.id = a.id WHERE a.id = ANY(%b)",
             (_storable(ids),),
         )
         return {row[0]: account_from_row(row, row[10]) for row in rows}
     rows = conn.execute(
-        f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY(%s)", (_storable(ids),)
+        f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY(%b)", (_storable(ids),)
     )
     return {row[0]: account_from_row(row) for row in rows}
