@@ -7,13 +7,16 @@ import asyncio
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import redis
 from cluster_support import ClusterDatabases, move, write_config
 
 from paycore.cluster.router import ShardedStore
 from paycore.ledger.model import TransferStatus
+from paycore.locks.testing import RedisServer
 from paycore.storage.base import CreateTransfers
 
 
@@ -46,3 +49,75 @@ async def test_a_worker_process_settles_sagas_and_stops_on_sigterm(
         _, stderr = await asyncio.wait_for(worker.communicate(), timeout=15)
     assert worker.returncode == 0, stderr.decode()
     assert b"stepping down" in stderr
+
+
+def _holder_pid(client: redis.Redis, job: str) -> int | None:
+    owner = client.get(f"paycore:lock:{{{job}}}")
+    return None if owner is None else int(owner.decode().split(":")[1])
+
+
+@pytest.mark.slow
+async def test_a_killed_worker_node_is_replaced_within_a_lease(
+    cluster: ShardedStore,
+    cluster_databases: ClusterDatabases,
+    wallets: dict[str, list[str]],
+    own_redis: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """Two ``paycore worker`` nodes on one Redis: SIGKILL the one leading shard-0's relay;
+    the other leads it within about one lease and settles the sagas started after."""
+    ttl = 1.0
+    settings = cluster_databases.settings(
+        relay_interval_seconds=0.05, leader_ttl_seconds=ttl, locks_url=own_redis.url
+    )
+    config = write_config(tmp_path / "worker.toml", settings)
+    nodes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "paycore.cli",
+            "worker",
+            "--config",
+            str(config),
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(2)
+    ]
+    client = redis.Redis.from_url(own_redis.url)
+    job = f"leader:relay:{next(iter(cluster.shards))}"
+    try:
+        for _ in range(200):
+            leader = _holder_pid(client, job)
+            if leader is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert leader in {n.pid for n in nodes}, leader
+        (victim,) = [n for n in nodes if n.pid == leader]
+        (survivor,) = [n for n in nodes if n.pid != leader]
+        victim.kill()
+        killed_at = time.monotonic()
+        await victim.wait()
+        while _holder_pid(client, job) != survivor.pid:
+            assert time.monotonic() - killed_at < 3 * ttl, "no new leader"
+            await asyncio.sleep(0.01)
+        took = time.monotonic() - killed_at
+        print(f"relay leadership moved {took:.2f} s after SIGKILL (lease {ttl} s)")
+        assert took < ttl + ttl / 3 * 1.2 + 0.5
+        s0, s1 = list(wallets)[:2]
+        (result,) = await cluster.execute(
+            CreateTransfers((move("after-kill", wallets[s0][0], wallets[s1][0], 1),))
+        )
+        assert result.in_flight
+        for _ in range(200):
+            view = await cluster.get_transfer("after-kill")
+            if view is not None and view.status is TransferStatus.POSTED:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the surviving node did not settle the saga")
+    finally:
+        client.close()
+        for node in nodes:
+            if node.returncode is None:
+                node.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(node.wait(), timeout=15)
