@@ -81,9 +81,9 @@ __all__ = [
     "is_reserved",
     "parse_clearing",
     "parse_psp",
-    "psp_account_id",
     "present_transfer",
     "present_view",
+    "psp_account_id",
     "resolution",
     "saga_info",
 ]
