@@ -73,8 +73,6 @@ def test_retries_back_off_for_about_a_day_then_give_up() -> None:
     delays = [next_attempt_delay(n, rng) for n in range(1, len(RETRY_SCHEDULE) + 2)]
     assert delays[-1] is None
     waits = [d for d in delays if d is not None]
-    assert all(
-        0.9 * RETRY_SCHEDULE[i] <= w <= 1.1 * RETRY_SCHEDULE[i] for i, w in enumerate(waits)
-    )
+    assert all(0.9 * RETRY_SCHEDULE[i] <= w <= 1.1 * RETRY_SCHEDULE[i] for i, w in enumerate(waits))
     assert 20 * 3600 <= sum(waits) <= 26 * 3600
     assert next_attempt_delay(0) is None
