@@ -48,6 +48,7 @@ import msgspec
 __all__ = [
     "EMBEDDED_SHARDS",
     "PlacementConfig",
+    "ProcessorConfig",
     "Settings",
     "ShardConfig",
     "ShardSpec",
@@ -81,6 +82,20 @@ class PlacementConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     prefix: str
     shard: str
+
+
+class ProcessorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One ``[[processors]]`` table: a payment processor (acquirer/PSP) reached over HTTP.
+
+    ``name`` also names its ledger accounts (``psp:<shard>:<name>:<CUR>``), so it is
+    1-24 chars of ``[A-Za-z0-9_-]`` and should never change. ``resilience`` is kept raw
+    here (config imports nothing above it) and read by ``paycore.resilience``.
+    """
+
+    name: str
+    url: str
+    timeout_seconds: float = 5.0
+    resilience: dict[str, Any] = {}
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -119,8 +134,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # default), "redis://host:port/db", or a PostgreSQL URL/DSN. Every background job
     # (a shard's relay, a shard's maintenance) runs on one node at a time, elected with
     # a lease of ``leader_ttl_seconds`` (a dead leader is replaced within about that);
-    # a request with an Idempotency-Key holds the key's lock for at most
-    # ``idempotency_lock_seconds`` while it runs, so two nodes never both run it.
+    # a request with an Idempotency-Key holds the key's lock while it runs (a lease of
+    # ``idempotency_lock_seconds``, renewed), so two nodes never both run it.
     locks_url: str = "local"
     leader_ttl_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
     idempotency_lock_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
@@ -131,6 +146,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     shards: tuple[ShardConfig, ...] = ()
     placement: tuple[PlacementConfig, ...] = ()
     embedded_shards: int = EMBEDDED_SHARDS
+    # Payment processors (``[[processors]]``) and how payments are routed among them
+    # (``[routing]``, kept raw here and parsed by ``paycore.payments.routing``).
+    processors: tuple[ProcessorConfig, ...] = ()
+    routing: dict[str, Any] = {}
 
     @property
     def shard_path(self) -> Path:

@@ -69,6 +69,20 @@ class ErrorCode(StrEnum):
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     IDEMPOTENCY_KEY_IN_USE = "idempotency_key_in_use"
     FENCING_TOKEN_STALE = "fencing_token_stale"  # noqa: S105 - a code, not a secret
+    # payments (see paycore.payments): cards, intents, refunds, payouts
+    INVALID_CARD_NUMBER = "invalid_card_number"
+    INVALID_EXPIRY_DATE = "invalid_expiry_date"
+    CARD_EXPIRED = "card_expired"
+    INVALID_CVC = "invalid_cvc"
+    PAYMENT_NOT_FOUND = "payment_not_found"
+    REFUND_NOT_FOUND = "refund_not_found"
+    PAYOUT_NOT_FOUND = "payout_not_found"
+    PAYMENT_UNEXPECTED_STATE = "payment_unexpected_state"
+    AMOUNT_EXCEEDS_CAPTURABLE = "amount_exceeds_capturable"
+    AUTHORIZATION_EXPIRED = "authorization_expired"
+    CAPTURE_DECLINED = "capture_declined"
+    REFUND_EXCEEDS_CAPTURED = "refund_exceeds_captured"
+    PROCESSOR_UNAVAILABLE = "processor_unavailable"
     # infrastructure
     STORE_UNAVAILABLE = "store_unavailable"
     LOCK_UNAVAILABLE = "lock_unavailable"
@@ -135,6 +149,25 @@ ERROR_SPECS: Final[dict[ErrorCode, ErrorSpec]] = {
     ),
     _E.FENCING_TOKEN_STALE: ErrorSpec(
         409, "A newer holder of this lock has written since; this holder's lease is gone"
+    ),
+    _E.INVALID_CARD_NUMBER: ErrorSpec(422, "The card number is not valid"),
+    _E.INVALID_EXPIRY_DATE: ErrorSpec(422, "The card's expiry date is not valid"),
+    _E.CARD_EXPIRED: ErrorSpec(422, "The card has expired"),
+    _E.INVALID_CVC: ErrorSpec(422, "The card's security code is not valid"),
+    _E.PAYMENT_NOT_FOUND: ErrorSpec(404, "Payment not found"),
+    _E.REFUND_NOT_FOUND: ErrorSpec(404, "Refund not found"),
+    _E.PAYOUT_NOT_FOUND: ErrorSpec(404, "Payout not found"),
+    _E.PAYMENT_UNEXPECTED_STATE: ErrorSpec(409, "The payment's status does not allow this"),
+    _E.AMOUNT_EXCEEDS_CAPTURABLE: ErrorSpec(
+        409, "The amount exceeds what the authorization may still capture"
+    ),
+    _E.AUTHORIZATION_EXPIRED: ErrorSpec(409, "The payment's authorization has expired"),
+    _E.CAPTURE_DECLINED: ErrorSpec(402, "The processor declined the capture"),
+    _E.REFUND_EXCEEDS_CAPTURED: ErrorSpec(
+        409, "The refunds would exceed the payment's captured amount"
+    ),
+    _E.PROCESSOR_UNAVAILABLE: ErrorSpec(
+        503, "No payment processor could take the request", retryable=True
     ),
     _E.STORE_UNAVAILABLE: ErrorSpec(503, "The ledger store is unavailable", retryable=True),
     _E.LOCK_UNAVAILABLE: ErrorSpec(503, "The lock service is unavailable", retryable=True),

@@ -6,7 +6,8 @@ module until someone shows how a client meets it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,10 @@ from api.support import Api, ManualClock, assert_problem
 from backends import AnyStore
 from paycore.errors import ErrorCode, UnavailableError
 from paycore.money import MAX_AMOUNT
+from paycore.payments.processors.base import Operation
+from paycore.payments.service import PaymentService
+from paycore.payments.testing import Behaviour, ScriptedConnector
+from payments.payment_support import payment_app
 
 E = ErrorCode
 
@@ -278,6 +283,98 @@ async def cross_shard_pending_unsupported(w: World) -> httpx.Response:
     return await _on_two_shards(body, batch=False)
 
 
+# -- payments (the payment routes, over the same store, with a scripted processor) ----------
+
+
+@asynccontextmanager
+async def _payments(
+    w: World, *, processors: bool = True
+) -> AsyncIterator[tuple[AsyncTestClient[Any], ScriptedConnector]]:
+    acq = ScriptedConnector("acq")
+    service = PaymentService(w.store, {"acq": acq} if processors else {}, clock=w.clock)
+    async with AsyncTestClient(app=payment_app(service)) as client:
+        yield client, acq
+
+
+def _payment(amount: int = 100, capture: str = "automatic", **card: Any) -> dict[str, Any]:
+    fields = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
+    return {"amount": amount, "currency": "USD", "merchant_account_id": "a", "capture": capture,
+            "source": {"card": {**fields, **card}}}  # fmt: skip
+
+
+async def _bad_card(w: World, **card: Any) -> httpx.Response:
+    async with _payments(w) as (c, _):
+        return await c.post("/v1/payments", json=_payment(**card))
+
+
+async def invalid_card_number(w: World) -> httpx.Response:
+    return await _bad_card(w, number="4242424242424241")
+
+
+async def invalid_expiry_date(w: World) -> httpx.Response:
+    return await _bad_card(w, exp_month=13)
+
+
+async def card_expired(w: World) -> httpx.Response:
+    return await _bad_card(w, exp_year=2020)
+
+
+async def invalid_cvc(w: World) -> httpx.Response:
+    return await _bad_card(w, cvc="1")
+
+
+async def payment_not_found(w: World) -> httpx.Response:
+    async with _payments(w) as (c, _):
+        return await c.get("/v1/payments/pay_nope")
+
+
+async def refund_not_found(w: World) -> httpx.Response:
+    async with _payments(w) as (c, _):
+        return await c.get("/v1/refunds/re_nope")
+
+
+async def payout_not_found(w: World) -> httpx.Response:
+    async with _payments(w) as (c, _):
+        return await c.get("/v1/payouts/po_nope")
+
+
+async def payment_unexpected_state(w: World) -> httpx.Response:
+    async with _payments(w) as (c, _):
+        paid = (await c.post("/v1/payments", json=_payment())).json()
+        return await c.post(f"/v1/payments/{paid['id']}/capture")
+
+
+async def amount_exceeds_capturable(w: World) -> httpx.Response:
+    async with _payments(w) as (c, _):
+        held = (await c.post("/v1/payments", json=_payment(100, "manual"))).json()
+        return await c.post(f"/v1/payments/{held['id']}/capture", json={"amount": 101})
+
+
+async def authorization_expired(w: World) -> httpx.Response:
+    async with _payments(w) as (c, _):
+        held = (await c.post("/v1/payments", json=_payment(100, "manual"))).json()
+        w.clock.advance(8 * 24 * 3600)
+        return await c.post(f"/v1/payments/{held['id']}/capture")
+
+
+async def capture_declined(w: World) -> httpx.Response:
+    async with _payments(w) as (c, acq):
+        held = (await c.post("/v1/payments", json=_payment(100, "manual"))).json()
+        acq.plan(Operation.CAPTURE, Behaviour.DECLINE)
+        return await c.post(f"/v1/payments/{held['id']}/capture")
+
+
+async def refund_exceeds_captured(w: World) -> httpx.Response:
+    async with _payments(w) as (c, _):
+        paid = (await c.post("/v1/payments", json=_payment(100))).json()
+        return await c.post("/v1/refunds", json={"payment_id": paid["id"], "amount": 101})
+
+
+async def processor_unavailable(w: World) -> httpx.Response:
+    async with _payments(w, processors=False) as (c, _):
+        return await c.post("/v1/payments", json=_payment())
+
+
 SCENARIOS: dict[ErrorCode, tuple[dict[str, Any], Scenario]] = {
     E.INVALID_REQUEST: ({}, invalid_request),
     E.BATCH_TOO_LARGE: ({}, batch_too_large),
@@ -308,6 +405,19 @@ SCENARIOS: dict[ErrorCode, tuple[dict[str, Any], Scenario]] = {
     E.CROSS_SHARD_PENDING_UNSUPPORTED: ({}, cross_shard_pending_unsupported),
     E.IDEMPOTENCY_KEY_REUSED: ({}, idempotency_key_reused),
     E.IDEMPOTENCY_KEY_IN_USE: ({}, idempotency_key_in_use),
+    E.INVALID_CARD_NUMBER: ({}, invalid_card_number),
+    E.INVALID_EXPIRY_DATE: ({}, invalid_expiry_date),
+    E.CARD_EXPIRED: ({}, card_expired),
+    E.INVALID_CVC: ({}, invalid_cvc),
+    E.PAYMENT_NOT_FOUND: ({}, payment_not_found),
+    E.REFUND_NOT_FOUND: ({}, refund_not_found),
+    E.PAYOUT_NOT_FOUND: ({}, payout_not_found),
+    E.PAYMENT_UNEXPECTED_STATE: ({}, payment_unexpected_state),
+    E.AMOUNT_EXCEEDS_CAPTURABLE: ({}, amount_exceeds_capturable),
+    E.AUTHORIZATION_EXPIRED: ({}, authorization_expired),
+    E.CAPTURE_DECLINED: ({}, capture_declined),
+    E.REFUND_EXCEEDS_CAPTURED: ({}, refund_exceeds_captured),
+    E.PROCESSOR_UNAVAILABLE: ({}, processor_unavailable),
     E.STORE_UNAVAILABLE: ({}, store_unavailable),
     E.LOCK_UNAVAILABLE: ({}, lock_unavailable),
     E.INTERNAL_ERROR: ({}, internal_error),

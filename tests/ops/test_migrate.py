@@ -258,12 +258,12 @@ async def test_a_postgres_node_that_may_not_migrate_refuses_a_lagging_schema(
         patch.setattr(postgres_module, "_migrations", lambda: [m for m in every if m[0] <= 3])
         migrate_postgres(postgres_dsn)
     store = PostgresStore(postgres_dsn, migrate=False)
-    with pytest.raises(UnavailableError, match=r"lacks migration\(s\) 0004_collate_c.sql;"):
+    with pytest.raises(UnavailableError, match=r"lacks migration\(s\) 0004_collate_c.sql[,;]"):
         await store.start()
     assert len(_recorded_postgres(postgres_dsn)) == 3
 
     (result,) = migrate_shards([ShardSpec("pg", "postgres", None, postgres_dsn, ((0, 4095),))])
-    assert result.applied == ("0004_collate_c.sql",)
+    assert result.applied == tuple(name for version, name, _ in every if version >= 4)
     await store.start()
     await store.stop()
 

@@ -44,6 +44,24 @@ C_COLUMNS = {
     ("outbox", "credit_account_id"),
     ("transfer_ids", "id"),
     ("fencing_tokens", "name"),  # 0005 creates it collated
+    # 0006 creates its id columns collated
+    ("payments", "id"),
+    ("payments", "merchant_account_id"),
+    ("payments", "source_account_id"),
+    ("payments", "hold_id"),
+    ("payments", "idempotency_key"),
+    ("payment_attempts", "parent_id"),
+    ("payment_attempts", "reference"),
+    ("refunds", "id"),
+    ("refunds", "payment_id"),
+    ("refunds", "hold_id"),
+    ("refunds", "idempotency_key"),
+    ("payouts", "id"),
+    ("payouts", "wallet_account_id"),
+    ("payouts", "hold_id"),
+    ("payouts", "idempotency_key"),
+    ("payment_events", "id"),
+    ("payment_events", "object_id"),
 }
 
 

@@ -21,6 +21,7 @@ MIGRATIONS = [
     "0003_transfer_ids.sql",
     "0004_collate_c.sql",
     "0005_fencing.sql",
+    "0006_payments.sql",
 ]
 
 

@@ -51,11 +51,14 @@ from typing import Any, TypeVar
 import msgspec
 
 from paycore.cluster.settlement import (
+    PAYMENT_TRANSFER_PREFIX,
+    PSP_PREFIX,
     SAGA_KEY,
     clearing_account_id,
     hold_request,
     is_reserved,
     parse_clearing,
+    parse_psp,
     present_result,
     present_view,
     saga_info,
@@ -88,6 +91,7 @@ from paycore.storage.base import (
     StoredResponse,
     TransferPage,
 )
+from paycore.storage.payments import AckPaymentEvents, ClaimPaymentEvents, PaymentWrite
 
 __all__ = ["ShardedStore", "gather_all"]
 
@@ -152,8 +156,9 @@ class ShardedStore:
     # -- placement -------------------------------------------------------------------------
 
     def shard_for(self, account_id: str) -> str:
-        """The shard holding ``account_id`` (clearing accounts: their home shard)."""
-        parsed = parse_clearing(account_id)
+        """The shard holding ``account_id`` (clearing and processor accounts: their home
+        shard)."""
+        parsed = parse_clearing(account_id) or parse_psp(account_id)
         if parsed is not None and parsed[0] in self.shards:
             return parsed[0]
         return self.shard_map.shard_for(account_id)
@@ -180,8 +185,18 @@ class ShardedStore:
     # -- writes ------------------------------------------------------------------------------
 
     async def execute(self, command: Command) -> Any:
+        if isinstance(command, PaymentWrite | ClaimPaymentEvents | AckPaymentEvents):
+            # The payments layer placed its rows: the command names their shard.
+            return await self.shards[command.shard].execute(command)
         if self.single:
-            return await self.shards[self._first].execute(command)
+            split = self._payments_reserved(command)
+            if split is None:
+                return await self.shards[self._first].execute(command)
+            if isinstance(command, CloseAccount):
+                return self._reserved_close(command)
+            part = self._single_part(command, split)
+            results = await self.shards[self._first].execute(part) if part is not None else []
+            return split.merge({self._first: results})
         if isinstance(command, ExpirePending):
             found = await gather_all(s.execute(command) for s in self.shards.values())
             return [hold for part in found for hold in part]
@@ -205,7 +220,23 @@ class ShardedStore:
         self, command: Command, idempotency: Idempotency
     ) -> tuple[StoredResponse, bool]:
         if self.single:
-            return await self.shards[self._first].execute_idempotent(command, idempotency)
+            split = self._payments_reserved(command)
+            if split is None:
+                return await self.shards[self._first].execute_idempotent(command, idempotency)
+            if isinstance(command, CloseAccount):
+                return idempotency.render(self._reserved_close(command)), False
+            own = self._single_part(command, split)
+            if own is None:
+                empty = CreateTransfers(()) if isinstance(command, CreateTransfers) else None
+                own = empty or CreateAccounts(())
+            reserved: _Split = split
+            merged = Idempotency(
+                idempotency.key,
+                idempotency.fingerprint,
+                lambda results: idempotency.render(reserved.merge({self._first: results})),
+                idempotency.retention_seconds,
+            )
+            return await self.shards[self._first].execute_idempotent(own, merged)
         # A key's record lives on the shard of the key itself, whatever the request
         # touches, so a reuse with another body always meets the first record.
         home = self.shard_for(idempotency.key)
@@ -277,8 +308,60 @@ class ShardedStore:
 
     def _reserved_close(self, command: CloseAccount) -> AccountResult:
         return AccountResult(
-            id=command.account_id, code=_E.INVALID_REQUEST, detail="clearing accounts stay open"
+            id=command.account_id,
+            code=_E.INVALID_REQUEST,
+            detail="clearing and processor accounts stay open",
         )
+
+    def _payments_reserved(self, command: Command) -> _Split | None:
+        """On a single shard (no settlement there), what the payments reserve is still
+        refused to clients: accounts ``psp:...`` and transfer ids ``pm....``. None when the
+        command names none of them (the usual case: it passes straight through)."""
+        if isinstance(command, CloseAccount):
+            if not command.account_id.startswith(PSP_PREFIX):
+                return None
+            split = _Split(1)
+            split.upfront[0] = self._reserved_close(command)
+            return split
+        refused: dict[int, Any]
+        if isinstance(command, CreateAccounts):
+            refused = {
+                i: AccountResult(
+                    id=r.id, code=_E.INVALID_REQUEST, detail="ids starting with 'psp:' are reserved"
+                )
+                for i, r in enumerate(command.requests)
+                if r.id.startswith(PSP_PREFIX)
+            }
+        elif isinstance(command, CreateTransfers) and not command.internal:
+            refused = {}
+            for i, r in enumerate(command.requests):  # one cheap pass: batches are large
+                if (
+                    r.id.startswith(PAYMENT_TRANSFER_PREFIX)
+                    or (r.debit_account_id or "").startswith(PSP_PREFIX)
+                    or (r.credit_account_id or "").startswith(PSP_PREFIX)
+                ):
+                    refused[i] = _fail(r.id, _E.INVALID_REQUEST, _reserved_detail(r))
+        else:
+            return None
+        if not refused:
+            return None
+        split = _Split(len(command.requests))
+        split.upfront.update(refused)
+        if isinstance(command, CreateTransfers):
+            target = dict.fromkeys(range(len(command.requests)), self._first)
+            self._check_chains(command.requests, target, {}, split)
+        for index in range(len(command.requests)):
+            if index not in split.upfront:
+                split.add(self._first, index)
+        return split
+
+    def _single_part(self, command: Command, split: _Split) -> Command | None:
+        """The items of ``command`` that ``split`` lets through to the only shard."""
+        indices = split.parts.get(self._first)
+        if not indices or not isinstance(command, CreateTransfers | CreateAccounts):
+            return None
+        requests = tuple(command.requests[i] for i in indices)
+        return msgspec.structs.replace(command, requests=requests)
 
     async def _close(self, command: CloseAccount) -> AccountResult:
         if is_reserved(command.account_id):
@@ -296,7 +379,7 @@ class ShardedStore:
                 for shard, indices in split.parts.items()
             }
         if isinstance(command, CreateTransfers):
-            split = await self._split_transfers(command.requests)
+            split = await self._split_transfers(command.requests, internal=command.internal)
             await self._ensure_clearing(split)
             parts: dict[str, Command] = {}
             for shard, indices in split.parts.items():
@@ -319,13 +402,15 @@ class ShardedStore:
                 split.upfront[index] = AccountResult(
                     id=request.id,
                     code=_E.INVALID_REQUEST,
-                    detail="ids starting with 'clearing:' are reserved for settlement",
+                    detail="ids starting with 'clearing:' or 'psp:' are reserved",
                 )
             else:
                 split.add(self.shard_for(request.id), index)
         return split
 
-    async def _split_transfers(self, requests: Sequence[TransferRequest]) -> _Split:
+    async def _split_transfers(
+        self, requests: Sequence[TransferRequest], *, internal: bool = False
+    ) -> _Split:
         split = _Split(len(requests))
         target: dict[int, str] = {}  # index -> shard the item is written on
         cross: dict[int, str] = {}  # index -> shard of the credit account (cross-shard)
@@ -339,6 +424,10 @@ class ShardedStore:
             elif r.id.startswith("xs."):
                 split.upfront[index] = _fail(
                     r.id, _E.INVALID_REQUEST, "ids starting with 'xs.' are reserved for settlement"
+                )
+            elif r.id.startswith(PAYMENT_TRANSFER_PREFIX) and not internal:
+                split.upfront[index] = _fail(
+                    r.id, _E.INVALID_REQUEST, "ids starting with 'pm.' are reserved for payments"
                 )
             if r.flags.post_pending or r.flags.void_pending:
                 earlier = None if r.pending_id is None else created_here.get(r.pending_id)
@@ -647,6 +736,16 @@ class ShardedStore:
             groups += stats[0]
             jobs += stats[1]
         return groups, jobs
+
+
+def _reserved_detail(r: TransferRequest) -> str:
+    """Why a client transfer names something the payments reserve ("" when it does not)."""
+    if r.id.startswith(PAYMENT_TRANSFER_PREFIX):
+        return "ids starting with 'pm.' are reserved for payments"
+    for account_id in (r.debit_account_id, r.credit_account_id):
+        if account_id is not None and account_id.startswith(PSP_PREFIX):
+            return "accounts starting with 'psp:' are reserved for payments"
+    return ""
 
 
 def clearing_pair(source: str, target: str, currency: str) -> tuple[str, str]:

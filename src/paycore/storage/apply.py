@@ -49,6 +49,12 @@ from paycore.storage.base import (
     StoredResponse,
 )
 from paycore.storage.group_commit import Job
+from paycore.storage.payments import (
+    AckPaymentEvents,
+    ClaimPaymentEvents,
+    PaymentWrite,
+    apply_payment_command,
+)
 
 __all__ = ["GroupClock", "LedgerTx", "WriteSession", "apply_group", "command_weight", "run_group"]
 
@@ -124,6 +130,11 @@ class LedgerTx(Protocol):
 
         Also bounded by ``created_at`` (never after ``updated_at``), so that the
         ``(state, created_at)`` index skips the finished rows still kept."""
+
+    # -- payment rows (migration 0006, see paycore.storage.payments) -----------------------
+
+    def run_sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement written with ``?`` placeholders; its rows (none for a write)."""
 
 
 class WriteSession(LedgerTx, Protocol):
@@ -399,6 +410,8 @@ def _apply_other(tx: LedgerTx, clock: GroupClock, command: Command) -> Any:
         return tx.claim_outbox(command.owner, command.open_states, clock.now, until, command.limit)
     if isinstance(command, ReserveTransferIds):
         return _reserve(tx, clock, command)
+    if isinstance(command, PaymentWrite | ClaimPaymentEvents | AckPaymentEvents):
+        return apply_payment_command(tx, clock, command)
     if isinstance(command, PeekIdempotency):
         seen = tx.idempotency_record(command.key)
         if seen is None or seen[2] <= clock.now:

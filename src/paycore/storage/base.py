@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union, runtime_checkable
 
 import msgspec
 
@@ -28,6 +28,9 @@ from paycore.ledger.model import (
     TransferRequest,
     TransferView,
 )
+
+if TYPE_CHECKING:
+    from paycore.storage.payments import PaymentCommand
 
 __all__ = [
     "FINISHED_OUTBOX_STATES",
@@ -148,6 +151,9 @@ class CreateTransfers(msgspec.Struct, frozen=True):
     guard_ids: bool = False
     # Set by a worker holding a lock (the relay): see ``Fence``.
     fence: Fence | None = None
+    # Set by paycore's payments only: lets the cluster router take transfer ids of the
+    # prefix reserved for them (``pm.``), which it refuses from clients.
+    internal: bool = False
 
 
 class ReserveTransferIds(msgspec.Struct, frozen=True):
@@ -232,18 +238,21 @@ class PeekIdempotency(msgspec.Struct, frozen=True):
     key: str
 
 
-Command = (
-    AdvanceFence
-    | CreateAccounts
-    | CreateTransfers
-    | CloseAccount
-    | ExpirePending
-    | PurgeIdempotency
-    | ClaimOutbox
-    | PeekIdempotency
-    | PurgeOutbox
-    | ReserveTransferIds
-)
+# The payment commands (``paycore.storage.payments``) import this module, so they join
+# the union by name.
+Command = Union[  # a string forward reference cannot take part in "|"
+    AdvanceFence,
+    CreateAccounts,
+    CreateTransfers,
+    CloseAccount,
+    ExpirePending,
+    PurgeIdempotency,
+    ClaimOutbox,
+    PeekIdempotency,
+    PurgeOutbox,
+    ReserveTransferIds,
+    "PaymentCommand",
+]
 
 
 class StoredResponse(msgspec.Struct, frozen=True):

@@ -72,6 +72,7 @@ from paycore.storage.codec import (
 )
 from paycore.storage.group_commit import GroupCommitWriter, Job
 from paycore.storage.migrations import outdated_schema_error
+from paycore.storage.payments import PaymentReads
 
 __all__ = [
     "PostgresStore",
@@ -469,6 +470,20 @@ class _PostgresTx:
         ).fetchall()
         return sorted((OutboxRow(*row) for row in rows), key=lambda r: r.created_at)
 
+    # -- payment rows (migration 0006) -------------------------------------------------------
+
+    def run_sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if any(isinstance(p, str) and "\x00" in p for p in params):
+            # PostgreSQL text cannot hold NUL; such a value names no row (as in SQLite).
+            raise PaycoreError(ErrorCode.INVALID_REQUEST, "a value holds a NUL character")
+        cur = self.conn.execute(_placeholders(query), params)
+        return cur.fetchall() if cur.description is not None else []
+
+
+def _placeholders(query: str) -> str:
+    """The shared payment SQL is written with ``?``; psycopg takes ``%s``."""
+    return query.replace("?", "%s")
+
 
 class PostgresStore:
     """A ledger shard in one PostgreSQL database (see the module docstring)."""
@@ -500,6 +515,8 @@ class PostgresStore:
         # server fork and a login (~6 ms here), and an auditor may take many snapshots.
         self._idle_snapshot: psycopg.Connection[Any] | None = None
         self._snapshot_lock = threading.Lock()
+        # Payment rows (paycore.storage.payments), read through the pool.
+        self.payments = PaymentReads(self._fetch_rows)
 
     def _new_pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]:
         # No check on checkout (a round trip per read): a read that meets a connection
@@ -585,6 +602,11 @@ class PostgresStore:
                 return await self._fetch_once(query, params)
             except psycopg.OperationalError:  # a stale pooled connection: once more, fresh
                 return await self._fetch_once(query, params)
+
+    async def _fetch_rows(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        if any(isinstance(p, str) and "\x00" in p for p in params):
+            return []  # no row holds a NUL byte (PostgreSQL text cannot store one)
+        return await self._fetch(_placeholders(query), params)
 
     async def _fetch_once(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         async with self._pool.connection() as conn:

@@ -63,6 +63,7 @@ from paycore.storage.codec import (
 )
 from paycore.storage.group_commit import GroupCommitWriter, Job
 from paycore.storage.migrations import outdated_schema_error
+from paycore.storage.payments import PaymentReads
 
 __all__ = ["SQLiteStore", "map_sqlite_errors", "migrate", "pending_migrations"]
 
@@ -377,6 +378,11 @@ class _SQLiteTx:
         ).fetchall()
         return sorted((OutboxRow(*row) for row in rows), key=lambda r: r.created_at)
 
+    # -- payment rows (migration 0006) -------------------------------------------------------
+
+    def run_sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.conn.execute(query, params).fetchall()
+
 
 class SQLiteStore:
     """A ledger shard in one SQLite file (see the module docstring)."""
@@ -404,6 +410,8 @@ class SQLiteStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        # Payment rows (paycore.storage.payments), read like everything else.
+        self.payments = PaymentReads(self._fetch_rows)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -478,6 +486,9 @@ class SQLiteStore:
 
     async def get_accounts(self, ids: list[str]) -> dict[str, Account]:
         return self._read(lambda c: _accounts_by_ids(c, ids, with_metadata=True))
+
+    async def _fetch_rows(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self._read(lambda c: c.execute(query, params).fetchall())
 
     async def get_transfer(self, transfer_id: str) -> TransferView | None:
         def read(conn: sqlite3.Connection) -> TransferView | None:

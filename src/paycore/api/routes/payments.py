@@ -1,0 +1,256 @@
+"""``/v1/payments``, ``/v1/refunds``, ``/v1/payouts``: the payment paths over HTTP.
+
+A payment is not one store command: it spans a first transaction, a processor call and
+a second transaction, so its Idempotency-Key is handled by ``PaymentService`` (a claim
+written with the first transaction, the answer stored with the one that records the
+outcome) rather than by ``WriteExecutor``. What a client sees is the same contract:
+
+- same key, same body: the first answer again, byte for byte, ``Idempotent-Replayed:
+  true`` (errors included, except retryable ones: 503s are not kept);
+- same key, another body: 409 ``idempotency_key_reused``;
+- same key while the first request still runs, or while the payment it started is
+  ``processing`` with no answer given yet (its request died mid-call): 409
+  ``idempotency_key_in_use``; once the resolver ends that payment, a retry gets it as
+  it is then (and that answer is kept for later retries).
+
+Answers: ``POST /v1/payments`` 201 whatever the outcome (``status`` says it: succeeded,
+requires_capture, processing, failed); capture and cancel 200 with the payment;
+``POST /v1/refunds`` and ``/v1/payouts`` 201. A request refused before anything was
+done is a problem (422 bad card, 404 unknown account, 409 wrong state...).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
+
+from paycore.api.idempotency import (
+    IDEMPOTENCY_HEADER,
+    KeysInFlight,
+    fingerprint,
+    stored_to_response,
+)
+from paycore.api.payment_schemas import (
+    CancelIn,
+    CaptureIn,
+    PaymentIn,
+    PaymentOut,
+    PayoutIn,
+    PayoutOut,
+    RefundIn,
+    RefundOut,
+    decode_payment_body,
+    payment_out,
+    payout_out,
+    refund_out,
+)
+from paycore.api.problems import problem
+from paycore.api.routes._docs import documented
+from paycore.api.schemas import encode
+from paycore.config import Settings
+from paycore.errors import ErrorCode, PaycoreError, RequestError
+from paycore.payments.service import (
+    Keyed,
+    PaymentService,
+    PaymentView,
+    PayoutView,
+    RefundView,
+    Reply,
+    ReplyOutcome,
+)
+from paycore.storage.base import Store, StoredResponse
+
+__all__ = ["payment_routes"]
+
+_JSON: Final = "application/json"
+# As WriteExecutor scopes them: every caller is one tenant until API keys land.
+_TENANT: Final = "default"
+_KEY_SHAPE: Final = re.compile(r"[\x20-\x7e]{1,255}")
+
+Render = Callable[[ReplyOutcome], StoredResponse]
+
+
+def _render(status: int) -> Render:
+    """How a view (or an error) becomes the exact HTTP answer, for a route's success
+    status; pure, so that a stored answer is the one given."""
+
+    def render(outcome: ReplyOutcome) -> StoredResponse:
+        if isinstance(outcome, PaycoreError):
+            return problem(outcome.code, outcome.detail)
+        if isinstance(outcome, PaymentView):
+            body = encode(payment_out(outcome))
+        elif isinstance(outcome, RefundView):
+            body = encode(refund_out(outcome))
+        else:
+            assert isinstance(outcome, PayoutView)
+            body = encode(payout_out(outcome))
+        return StoredResponse(status, body, _JSON)
+
+    return render
+
+
+class _Keys:
+    """Idempotency-Keys of the payment routes: parsed, fingerprinted, held in flight."""
+
+    def __init__(self, retention_seconds: int) -> None:
+        self.retention_seconds = retention_seconds
+        self.in_flight = KeysInFlight()
+
+    def keyed(
+        self, request: Request[Any, Any, Any], body: msgspec.Struct, render: Render
+    ) -> Keyed | None:
+        raw = request.headers.get(IDEMPOTENCY_HEADER)
+        if raw is None:
+            return None
+        if not _KEY_SHAPE.fullmatch(raw):
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST,
+                "Idempotency-Key must be 1-255 printable ASCII characters",
+            )
+        return Keyed(
+            key=f"{_TENANT}:{raw}",
+            fingerprint=fingerprint(request.method, request.scope["path"], body),
+            render=render,
+            retention_seconds=self.retention_seconds,
+        )
+
+    async def run(
+        self, key: Keyed | None, render: Render, call: Callable[[Keyed | None], Awaitable[Reply]]
+    ) -> Response[bytes]:
+        if key is None:
+            reply = await call(None)
+        else:
+            with self.in_flight.hold(key.key):  # a twin on this node: 409 at once
+                reply = await call(key)
+        if reply.response is not None:
+            return stored_to_response(reply.response, replayed=reply.replayed)
+        assert reply.outcome is not None
+        if isinstance(reply.outcome, PaycoreError):
+            raise reply.outcome
+        return stored_to_response(render(reply.outcome))
+
+
+def payment_routes(
+    store: Store, service: PaymentService, settings: Settings
+) -> list[HTTPRouteHandler]:
+    """The payment handlers, bound to one payment service (over ``store``)."""
+    del store  # the service holds it; kept in the signature like the other route groups
+    decode_payment = msgspec.json.Decoder(PaymentIn)
+    decode_capture = msgspec.json.Decoder(CaptureIn)
+    decode_cancel = msgspec.json.Decoder(CancelIn)
+    decode_refund = msgspec.json.Decoder(RefundIn)
+    decode_payout = msgspec.json.Decoder(PayoutIn)
+    keys = _Keys(settings.idempotency_retention_hours * 3600)
+    created, ok = _render(201), _render(200)
+    keyed, run = keys.keyed, keys.run
+
+    @post(
+        "/v1/payments",
+        operation_class=documented({201: PaymentOut}, body=PaymentIn),
+        tags=["payments"],
+    )
+    async def create_payment(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Pay a merchant (or top up a wallet) from a card, or pay from a wallet."""
+        body = decode_payment_body(decode_payment, await request.body())
+        key = keyed(request, body.fingerprint_body(), created)
+        new = body.to_new()
+        return await run(key, created, lambda k: service.create_payment(new, k))
+
+    @get(
+        "/v1/payments/{payment_id:str}",
+        operation_class=documented({200: PaymentOut}),
+        tags=["payments"],
+    )
+    async def read_payment(payment_id: FromPath[str]) -> Response[bytes]:
+        """A payment with its current status and attempts."""
+        return stored_to_response(ok(await service.get_payment(payment_id)))
+
+    @post(
+        "/v1/payments/{payment_id:str}/capture",
+        operation_class=documented({200: PaymentOut}, body=CaptureIn),
+        tags=["payments"],
+    )
+    async def capture_payment(
+        request: Request[Any, Any, Any], payment_id: FromPath[str]
+    ) -> Response[bytes]:
+        """Capture all or part of an authorization; partial captures may follow."""
+        body = decode_payment_body(decode_capture, await request.body(), empty=b"{}")
+        key = keyed(request, body, ok)
+        return await run(
+            key,
+            ok,
+            lambda k: service.capture(payment_id, body.amount, final=body.final_capture, keyed=k),
+        )
+
+    @post(
+        "/v1/payments/{payment_id:str}/cancel",
+        operation_class=documented({200: PaymentOut}, body=CancelIn),
+        tags=["payments"],
+    )
+    async def cancel_payment(
+        request: Request[Any, Any, Any], payment_id: FromPath[str]
+    ) -> Response[bytes]:
+        """Release what an authorization still holds."""
+        body = decode_payment_body(decode_cancel, await request.body(), empty=b"{}")
+        key = keyed(request, body, ok)
+        return await run(key, ok, lambda k: service.cancel(payment_id, keyed=k))
+
+    @post(
+        "/v1/refunds",
+        operation_class=documented({201: RefundOut}, body=RefundIn),
+        tags=["payments"],
+    )
+    async def create_refund(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Give back all or part of what a card payment captured."""
+        body = decode_payment_body(decode_refund, await request.body())
+        key = keyed(request, body, created)
+        return await run(
+            key, created, lambda k: service.refund(body.payment_id, body.amount, keyed=k)
+        )
+
+    @get(
+        "/v1/refunds/{refund_id:str}",
+        operation_class=documented({200: RefundOut}),
+        tags=["payments"],
+    )
+    async def read_refund(refund_id: FromPath[str]) -> Response[bytes]:
+        """A refund with its current status."""
+        return stored_to_response(ok(await service.get_refund(refund_id)))
+
+    @post(
+        "/v1/payouts",
+        operation_class=documented({201: PayoutOut}, body=PayoutIn),
+        tags=["payments"],
+    )
+    async def create_payout(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Pay money out of a wallet to a bank account."""
+        body = decode_payment_body(decode_payout, await request.body())
+        key = keyed(request, body, created)
+        new = body.to_new()
+        return await run(key, created, lambda k: service.payout(new, k))
+
+    @get(
+        "/v1/payouts/{payout_id:str}",
+        operation_class=documented({200: PayoutOut}),
+        tags=["payments"],
+    )
+    async def read_payout(payout_id: FromPath[str]) -> Response[bytes]:
+        """A payout with its current status."""
+        return stored_to_response(ok(await service.get_payout(payout_id)))
+
+    return [
+        create_payment,
+        read_payment,
+        capture_payment,
+        cancel_payment,
+        create_refund,
+        read_refund,
+        create_payout,
+        read_payout,
+    ]

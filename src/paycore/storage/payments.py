@@ -1,0 +1,650 @@
+"""Payments in storage: the rows of payment intents, their processor attempts, refunds,
+payouts and events, and the commands that write them with their ledger transfers.
+
+Storage keeps states as text: what a state means, and which changes are legal, is the
+business of ``paycore.payments`` (a layer above). That layer decides, then hands the
+shard one ``PaymentWrite``: its unit of work, run by the shard's writer in ONE
+transaction, all of it or nothing::
+
+    key        an Idempotency-Key record: claimed (insert if absent), saved (upsert),
+               or settled (written unless a final answer is there already)
+    rows       a payment, refund or payout inserted (expected version None) or updated
+               (compare-and-set on ``version``: someone else's change in between refuses
+               the write, the caller reads again and decides again)
+    refund     a change of a payment's refund counters, checked here against what the
+    delta      payment captured: refunds (pending ones included) never exceed it, even
+               when two refunds race (every write of a shard goes through its writer)
+    accounts   accounts that must exist, be open and hold the currency
+    ledger     transfers that must all apply (else none does), holds that must have
+               expired, system accounts created when missing
+    attempts   processor calls, upserted by (parent, seq)
+    events     ``payment_events`` rows, ordered by the shard's timestamps
+
+A refused write changes nothing and says why (``PaymentWriteResult``). Reads
+(``PaymentReads``) use the store's read connections and see committed rows only.
+
+SQL here is written once for both backends (``?`` placeholders; PostgreSQL's ``%s`` are
+substituted by its store), since payment rows are few per transaction: the set-based
+bulk work stays in the ledger's own statements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+
+import msgspec
+
+from paycore.errors import ErrorCode
+from paycore.ledger.model import Account, AccountRequest, PendingStatus, Transfer, TransferRequest
+from paycore.ledger.rules import WorkingSet, new_account
+from paycore.storage.base import Fence, StoredResponse, check_limit
+
+if TYPE_CHECKING:
+    from paycore.storage.apply import GroupClock, LedgerTx
+
+__all__ = [
+    "POINTER_CONTENT_TYPE",
+    "AccountCheck",
+    "AckPaymentEvents",
+    "AttemptRow",
+    "ClaimPaymentEvents",
+    "EventRow",
+    "KeyWrite",
+    "PaymentCommand",
+    "PaymentReads",
+    "PaymentRow",
+    "PaymentWrite",
+    "PaymentWriteResult",
+    "PayoutRow",
+    "RefundDelta",
+    "RefundRow",
+    "apply_payment_command",
+]
+
+# An Idempotency-Key record that points at the work it started (kind, id, shard) instead
+# of holding an answer: the request is running, or died before it could answer.
+POINTER_CONTENT_TYPE: Final = "application/vnd.paycore.pointer+json"
+
+
+# -- rows (field order = column order) -----------------------------------------------------
+
+
+class PaymentRow(msgspec.Struct, frozen=True):
+    """A payment intent (``paycore.payments.intents`` gives the states their meaning)."""
+
+    id: str
+    merchant_account_id: str  # the account credited: a merchant, or a wallet topped up
+    amount: int
+    currency: str
+    capture_method: str  # automatic | manual
+    status: str
+    source_type: str  # card | wallet
+    source_account_id: str | None = None  # the wallet paying, for source_type wallet
+    card_brand: str | None = None
+    card_last4: str | None = None
+    card_token: str | None = None
+    card_exp_month: int | None = None
+    card_exp_year: int | None = None
+    processor: str | None = None  # the processor of the current (or approved) attempt
+    processor_reference: str | None = None  # the processor's id for the authorization
+    authorization_reference: str | None = None  # our reference of the approved authorization
+    amount_authorized: int = 0
+    amount_captured: int = 0
+    amount_refunded: int = 0  # changed by RefundDelta only
+    amount_refund_pending: int = 0  # changed by RefundDelta only
+    hold_id: str | None = None  # the ledger hold of the uncaptured remainder
+    authorized_until: int | None = None  # ns; the hold expires with the authorization
+    pending_op: str | None = None  # what is in flight while status is processing
+    pending_reference: str | None = None  # its reference (processor call or transfer id)
+    pending_amount: int = 0
+    pending_final: int = 0  # 1: the capture in flight releases the rest
+    attempt_count: int = 0
+    failure_code: str | None = None
+    failure_detail: str | None = None
+    cancel_reason: str | None = None
+    idempotency_key: str | None = None
+    version: int = 1
+    created_at: int = 0
+    updated_at: int = 0
+
+
+class AttemptRow(msgspec.Struct, frozen=True):
+    """One processor call of a payment, refund or payout (``parent_id``), numbered ``seq``."""
+
+    parent_id: str
+    seq: int
+    operation: str  # authorize | capture | void | refund | payout
+    processor: str
+    reference: str  # ours, unique: the processor is idempotent by it
+    amount: int
+    outcome: str | None = None  # None while the call is in flight
+    decline_code: str | None = None
+    error: str | None = None
+    processor_reference: str | None = None
+    latency_ms: float | None = None
+    routing: str | None = None  # JSON: the routing decision that chose this processor
+    created_at: int = 0
+    updated_at: int = 0
+
+
+class RefundRow(msgspec.Struct, frozen=True):
+    id: str
+    payment_id: str
+    amount: int
+    currency: str
+    status: str
+    processor: str | None = None
+    hold_id: str | None = None  # the ledger hold merchant -> psp while the refund is pending
+    processor_reference: str | None = None
+    attempt_count: int = 0
+    failure_code: str | None = None
+    decline_code: str | None = None
+    idempotency_key: str | None = None
+    version: int = 1
+    created_at: int = 0
+    updated_at: int = 0
+
+
+class PayoutRow(msgspec.Struct, frozen=True):
+    id: str
+    wallet_account_id: str
+    amount: int
+    currency: str
+    destination: str
+    status: str
+    processor: str | None = None
+    hold_id: str | None = None  # the ledger hold wallet -> psp while the payout is processing
+    processor_reference: str | None = None
+    attempt_count: int = 0
+    failure_code: str | None = None
+    decline_code: str | None = None
+    failure_detail: str | None = None
+    idempotency_key: str | None = None
+    version: int = 1
+    created_at: int = 0
+    updated_at: int = 0
+
+
+class EventRow(msgspec.Struct, frozen=True):
+    """An event for webhooks (``payment.succeeded``...); ``timestamp`` orders a shard's
+    events and is set by the store; delivery fields are the webhook worker's."""
+
+    id: str
+    type: str
+    object_id: str
+    payload: str  # JSON; never holds card data beyond brand and last four digits
+    created_at: int
+    timestamp: int = 0
+    delivered_at: int | None = None
+    claimed_by: str | None = None
+    claimed_until: int = 0
+    attempts: int = 0
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+class KeyWrite(msgspec.Struct, frozen=True):
+    """An Idempotency-Key record to write with a ``PaymentWrite``.
+
+    ``mode``: ``claim`` inserts it if the key has no live record (else the write is
+    refused with ``key_taken``); ``save`` writes it whatever is there; ``settle`` writes
+    it unless the key already holds a final answer (not a pointer), which it returns.
+    """
+
+    key: str
+    fingerprint: str
+    response: StoredResponse
+    retention_seconds: int
+    mode: str = "claim"
+
+
+class AccountCheck(msgspec.Struct, frozen=True):
+    """An account the write needs: it must exist, be open and hold ``currency``."""
+
+    account_id: str
+    currency: str
+
+
+class RefundDelta(msgspec.Struct, frozen=True):
+    """Add to a payment's refund counters; refused unless, after it, both are >= 0 and
+    refunded + pending <= captured."""
+
+    payment_id: str
+    pending: int = 0
+    refunded: int = 0
+
+
+class PaymentWrite(msgspec.Struct, frozen=True):
+    """One unit of payment work on shard ``shard`` (see the module docstring); result:
+    ``PaymentWriteResult``. A row with expected version None is inserted (refused if its
+    id exists); else it replaces the row whose version is the one expected, and its own
+    ``version`` must be that plus one."""
+
+    shard: str
+    payment: PaymentRow | None = None
+    payment_version: int | None = None
+    refund: RefundRow | None = None
+    refund_version: int | None = None
+    payout: PayoutRow | None = None
+    payout_version: int | None = None
+    refund_delta: RefundDelta | None = None
+    accounts: tuple[AccountCheck, ...] = ()
+    ensure_accounts: tuple[AccountRequest, ...] = ()
+    transfers: tuple[TransferRequest, ...] = ()
+    expire_holds: tuple[str, ...] = ()
+    attempts: tuple[AttemptRow, ...] = ()
+    events: tuple[EventRow, ...] = ()
+    key: KeyWrite | None = None
+    fence: Fence | None = None
+
+
+class PaymentWriteResult(msgspec.Struct, frozen=True):
+    """What a ``PaymentWrite`` did: ``ok``, or refused with nothing written because
+    ``conflict`` (a version moved, an id exists), ``key_taken`` (the key's live record:
+    fingerprint and answer) or ``code`` (an account check, a refund bound, a transfer)."""
+
+    ok: bool
+    conflict: bool = False
+    code: ErrorCode | None = None
+    detail: str = ""
+    key_taken: tuple[str, StoredResponse] | None = None
+    transfers: tuple[Transfer, ...] = ()
+
+
+class ClaimPaymentEvents(msgspec.Struct, frozen=True):
+    """Lease undelivered events of ``shard`` to ``owner``, oldest first; result:
+    ``list[EventRow]``. An event is taken when nobody holds it (its lease, or its retry
+    delay, passed) or ``owner`` holds it already; each claim counts one attempt."""
+
+    shard: str
+    owner: str
+    lease_seconds: float = 30.0
+    limit: int = 100
+    fence: Fence | None = None
+
+    def __post_init__(self) -> None:
+        check_limit(self.limit)
+
+
+class AckPaymentEvents(msgspec.Struct, frozen=True):
+    """Record deliveries on ``shard``: ``delivered`` events are done; each ``retry``
+    ``(event id, not before ns)`` is released and may be claimed again after that time;
+    result: None."""
+
+    shard: str
+    delivered: tuple[str, ...] = ()
+    retry: tuple[tuple[str, int], ...] = ()
+    fence: Fence | None = None
+
+
+PaymentCommand = PaymentWrite | ClaimPaymentEvents | AckPaymentEvents
+
+
+# -- SQL -----------------------------------------------------------------------------------
+
+R = TypeVar("R", bound=msgspec.Struct)
+
+
+def _columns(cls: type[msgspec.Struct]) -> tuple[str, ...]:
+    return tuple(f.name for f in msgspec.structs.fields(cls))
+
+
+PAYMENT_COLUMNS: Final = _columns(PaymentRow)
+ATTEMPT_COLUMNS: Final = _columns(AttemptRow)
+REFUND_COLUMNS: Final = _columns(RefundRow)
+PAYOUT_COLUMNS: Final = _columns(PayoutRow)
+EVENT_COLUMNS: Final = _columns(EventRow)
+# The refund counters move only by RefundDelta: a state change never writes them back.
+_PAYMENT_STATE_COLUMNS: Final = tuple(
+    c for c in PAYMENT_COLUMNS if c not in ("id", "amount_refunded", "amount_refund_pending")
+)
+_TABLES: Final[dict[type[msgspec.Struct], tuple[str, tuple[str, ...], tuple[str, ...]]]] = {
+    # row type -> table, every column, the columns an update sets
+    PaymentRow: ("payments", PAYMENT_COLUMNS, _PAYMENT_STATE_COLUMNS),
+    RefundRow: ("refunds", REFUND_COLUMNS, tuple(c for c in REFUND_COLUMNS if c != "id")),
+    PayoutRow: ("payouts", PAYOUT_COLUMNS, tuple(c for c in PAYOUT_COLUMNS if c != "id")),
+}
+
+
+def _q(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _row(cls: type[R], row: Sequence[Any]) -> R:
+    return cls(*row)
+
+
+class _Sql(Protocol):
+    def __call__(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+
+# -- the writer's side -------------------------------------------------------------------
+
+
+class _Refused(Exception):
+    def __init__(self, result: PaymentWriteResult) -> None:
+        self.result = result
+
+
+def _refuse(code: ErrorCode | None = None, detail: str = "", *, conflict: bool = False) -> _Refused:
+    return _Refused(PaymentWriteResult(ok=False, conflict=conflict, code=code, detail=detail))
+
+
+def apply_payment_command(tx: LedgerTx, clock: GroupClock, command: PaymentCommand) -> Any:
+    """Run one payment command in the writer's open transaction."""
+    if isinstance(command, PaymentWrite):
+        try:
+            return _apply_write(tx, clock, command)
+        except _Refused as refused:
+            return refused.result
+    if isinstance(command, ClaimPaymentEvents):
+        until = clock.now + int(command.lease_seconds * 1_000_000_000)
+        cols = ", ".join(EVENT_COLUMNS)
+        rows = tx.run_sql(
+            "UPDATE payment_events SET claimed_by = ?, claimed_until = ?, attempts = attempts + 1 "
+            "WHERE id IN (SELECT id FROM payment_events WHERE delivered_at IS NULL "
+            "AND (claimed_until <= ? OR claimed_by = ?) ORDER BY timestamp LIMIT ?) "
+            f"RETURNING {cols}",
+            (command.owner, until, clock.now, command.owner, min(command.limit, 2**62)),
+        )
+        return sorted((_row(EventRow, r) for r in rows), key=lambda e: e.timestamp)
+    for event_id in command.delivered:
+        tx.run_sql(
+            "UPDATE payment_events SET delivered_at = ?, claimed_by = NULL WHERE id = ?",
+            (clock.now, event_id),
+        )
+    for event_id, not_before in command.retry:
+        tx.run_sql(
+            "UPDATE payment_events SET claimed_by = NULL, claimed_until = ? "
+            "WHERE id = ? AND delivered_at IS NULL",
+            (not_before, event_id),
+        )
+    return None
+
+
+def _apply_write(tx: LedgerTx, clock: GroupClock, w: PaymentWrite) -> PaymentWriteResult:
+    """Check everything (reads only), then write everything; a refusal raises ``_Refused``."""
+    now = clock.now
+    if w.key is not None and w.key.mode != "save":
+        seen = tx.idempotency_record(w.key.key)
+        taken = seen is not None and seen[2] > now
+        if (
+            seen is not None
+            and taken
+            and (w.key.mode == "claim" or seen[1].content_type != POINTER_CONTENT_TYPE)
+        ):
+            return PaymentWriteResult(ok=False, key_taken=(seen[0], seen[1]))
+    rows = ((w.payment, w.payment_version), (w.refund, w.refund_version),
+            (w.payout, w.payout_version))  # fmt: skip
+    for row, expected in rows:
+        if row is not None:
+            _check_version(tx, row, expected)
+    counters = _refund_counters(tx, w.refund_delta) if w.refund_delta is not None else None
+    if w.accounts:
+        _check_accounts(tx, w.accounts)
+    # The ledger, in a working set of its own: dropped, not written, if refused.
+    ws: WorkingSet | None = None
+    created_accounts: list[Account] = []
+    transfers: tuple[Transfer, ...] = ()
+    if w.transfers or w.expire_holds:
+        ws, created_accounts = _working_set(tx, clock, w)
+        if w.expire_holds:
+            _expire(ws, w.expire_holds)
+        results = ws.apply_transfers(w.transfers)
+        for result in results:
+            if not result.ok or result.exists:
+                raise _refuse(
+                    result.code or ErrorCode.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS,
+                    result.detail or f"transfer {result.id!r}",
+                )
+        transfers = tuple(r.transfer for r in results if r.transfer is not None)
+    # -- every check passed: write.
+    if ws is not None:
+        if created_accounts:
+            tx.insert_accounts(created_accounts)
+        tx.write(ws)
+        clock.last_timestamp = ws.last_timestamp
+    for row, expected in rows:
+        if row is not None:
+            _write_row(tx, row, expected)
+    if w.refund_delta is not None and counters is not None:
+        tx.run_sql(
+            "UPDATE payments SET amount_refunded = ?, amount_refund_pending = ? WHERE id = ?",
+            (*counters, w.refund_delta.payment_id),
+        )
+    for attempt in w.attempts:
+        _upsert_attempt(tx, attempt)
+    for event in w.events:
+        values = msgspec.structs.replace(event, timestamp=clock.next_timestamp())
+        tx.run_sql(
+            f"INSERT INTO payment_events ({', '.join(EVENT_COLUMNS)}) "
+            f"VALUES ({_q(len(EVENT_COLUMNS))})",
+            msgspec.structs.astuple(values),
+        )
+    if w.key is not None:
+        expires_at = min(now + w.key.retention_seconds * 1_000_000_000, 2**63 - 1)
+        tx.save_idempotency(w.key.key, w.key.fingerprint, w.key.response, now, expires_at)
+    return PaymentWriteResult(ok=True, transfers=transfers)
+
+
+def _refund_counters(tx: LedgerTx, delta: RefundDelta) -> tuple[int, int]:
+    """The payment's (refunded, pending) after ``delta``; refused past what it captured."""
+    found = tx.run_sql(
+        "SELECT amount_captured, amount_refunded, amount_refund_pending FROM payments WHERE id = ?",
+        (delta.payment_id,),
+    )
+    if not found:
+        raise _refuse(ErrorCode.PAYMENT_NOT_FOUND, f"payment {delta.payment_id!r}")
+    captured, refunded, pending = found[0]
+    if (
+        refunded + delta.refunded < 0
+        or pending + delta.pending < 0
+        or refunded + delta.refunded + pending + delta.pending > captured
+    ):
+        raise _refuse(
+            ErrorCode.REFUND_EXCEEDS_CAPTURED,
+            f"captured {captured}, refunded {refunded}, pending {pending}; "
+            f"asked {delta.pending + delta.refunded}",
+        )
+    return refunded + delta.refunded, pending + delta.pending
+
+
+def _check_accounts(tx: LedgerTx, checks: Sequence[AccountCheck]) -> None:
+    accounts = tx.accounts_by_ids({c.account_id for c in checks}, with_metadata=False)
+    for check in checks:
+        account = accounts.get(check.account_id)
+        if account is None:
+            raise _refuse(ErrorCode.ACCOUNT_NOT_FOUND, f"account {check.account_id!r} not found")
+        if account.currency != check.currency:
+            raise _refuse(
+                ErrorCode.CURRENCY_MISMATCH,
+                f"account {check.account_id!r} is {account.currency}, not {check.currency}",
+            )
+        if account.flags.closed:
+            raise _refuse(ErrorCode.ACCOUNT_CLOSED, f"account {check.account_id!r} is closed")
+
+
+def _check_version(tx: LedgerTx, row: msgspec.Struct, expected: int | None) -> None:
+    table = _TABLES[type(row)][0]
+    row_id = row.id  # type: ignore[attr-defined]
+    found = tx.run_sql(f"SELECT version FROM {table} WHERE id = ?", (row_id,))
+    current = found[0][0] if found else None
+    if current != expected:
+        what = "exists" if expected is None else f"is at version {current}, not {expected}"
+        raise _refuse(detail=f"{table} {row_id!r} {what}", conflict=True)
+    if row.version != (expected or 0) + 1:  # type: ignore[attr-defined]
+        raise ValueError(f"{table} {row_id!r}: a write must bump the version by one")
+
+
+def _write_row(tx: LedgerTx, row: msgspec.Struct, expected: int | None) -> None:
+    table, columns, updated = _TABLES[type(row)]
+    if expected is None:
+        tx.run_sql(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({_q(len(columns))})",
+            msgspec.structs.astuple(row),
+        )
+        return
+    values = [getattr(row, c) for c in updated]
+    tx.run_sql(
+        f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in updated)} WHERE id = ? AND version = ?",
+        (*values, row.id, expected),  # type: ignore[attr-defined]
+    )
+
+
+def _upsert_attempt(tx: LedgerTx, attempt: AttemptRow) -> None:
+    cols = ATTEMPT_COLUMNS
+    changing = [c for c in cols if c not in ("parent_id", "seq", "created_at")]
+    tx.run_sql(
+        f"INSERT INTO payment_attempts ({', '.join(cols)}) VALUES ({_q(len(cols))}) "
+        "ON CONFLICT (parent_id, seq) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in changing),
+        msgspec.structs.astuple(attempt),
+    )
+
+
+def _working_set(
+    tx: LedgerTx, clock: GroupClock, w: PaymentWrite
+) -> tuple[WorkingSet, list[Account]]:
+    """Load what ``w``'s transfers and holds touch; create its missing system accounts."""
+    ids: set[str] = set()
+    pending_ids: set[str] = set(w.expire_holds)
+    account_ids: set[str] = {a.id for a in w.ensure_accounts}
+    for r in w.transfers:
+        ids.add(r.id)
+        if r.pending_id is not None:
+            pending_ids.add(r.pending_id)
+        for account_id in (r.debit_account_id, r.credit_account_id):
+            if account_id is not None:
+                account_ids.add(account_id)
+    stored = tx.transfers_by_ids(ids | pending_ids)
+    holds = [t for t in stored if t.flags.pending and t.id in pending_ids]
+    for t in holds:
+        account_ids.update((t.debit_account_id, t.credit_account_id))
+    status = tx.pending_statuses(t.id for t in holds) if holds else {}
+    accounts = tx.accounts_by_ids(account_ids, with_metadata=False)
+    created: list[Account] = []
+    for request in w.ensure_accounts:
+        if request.id not in accounts:
+            made = new_account(request, None, clock.next_timestamp())
+            if made.account is None:
+                raise _refuse(made.code, made.detail)
+            accounts[request.id] = made.account
+            created.append(made.account)
+    ws = WorkingSet(
+        accounts.values(),
+        stored,
+        [(t, *status[t.id]) for t in holds if t.id in status],
+        now=clock.now,
+        last_timestamp=clock.last_timestamp,
+    )
+    return ws, created
+
+
+def _expire(ws: WorkingSet, hold_ids: Iterable[str]) -> None:
+    """Expire the holds ``hold_ids`` in ``ws``; each must be due or expired already."""
+    for hold_id in hold_ids:
+        state = ws.pendings.get(hold_id)
+        if state is None:
+            raise _refuse(ErrorCode.PENDING_TRANSFER_NOT_FOUND, f"hold {hold_id!r}")
+        due = state.transfer.expires_at
+        if state.status is PendingStatus.PENDING and (due is None or due > ws.now):
+            raise _refuse(detail=f"hold {hold_id!r} has not expired yet", conflict=True)
+    ws.expire_due()
+
+
+# -- reads ---------------------------------------------------------------------------------
+
+Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
+
+
+class PaymentReads:
+    """Committed payment rows of one shard, read through its ``fetch`` (read pool)."""
+
+    def __init__(self, fetch: Fetch) -> None:
+        self._fetch = fetch
+
+    async def _one(self, cls: type[R], table: str, columns: Sequence[str], key: str) -> R | None:
+        rows = await self._fetch(f"SELECT {', '.join(columns)} FROM {table} WHERE id = ?", (key,))
+        return _row(cls, rows[0]) if rows else None
+
+    async def payment(self, payment_id: str) -> PaymentRow | None:
+        return await self._one(PaymentRow, "payments", PAYMENT_COLUMNS, payment_id)
+
+    async def refund(self, refund_id: str) -> RefundRow | None:
+        return await self._one(RefundRow, "refunds", REFUND_COLUMNS, refund_id)
+
+    async def payout(self, payout_id: str) -> PayoutRow | None:
+        return await self._one(PayoutRow, "payouts", PAYOUT_COLUMNS, payout_id)
+
+    async def attempts(self, parent_id: str) -> list[AttemptRow]:
+        rows = await self._fetch(
+            f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM payment_attempts "
+            "WHERE parent_id = ? ORDER BY seq",
+            (parent_id,),
+        )
+        return [_row(AttemptRow, r) for r in rows]
+
+    async def refunds_of(self, payment_id: str) -> list[RefundRow]:
+        rows = await self._fetch(
+            f"SELECT {', '.join(REFUND_COLUMNS)} FROM refunds WHERE payment_id = ? "
+            "ORDER BY created_at, id",
+            (payment_id,),
+        )
+        return [_row(RefundRow, r) for r in rows]
+
+    async def payments_in(self, status: str, updated_before: int, limit: int) -> list[PaymentRow]:
+        """Payments in ``status`` last changed at or before ``updated_before``, oldest first."""
+        rows = await self._fetch(
+            f"SELECT {', '.join(PAYMENT_COLUMNS)} FROM payments WHERE status = ? "
+            "AND updated_at <= ? ORDER BY updated_at LIMIT ?",
+            (status, updated_before, limit),
+        )
+        return [_row(PaymentRow, r) for r in rows]
+
+    async def authorizations_due(self, now: int, limit: int) -> list[PaymentRow]:
+        """``requires_capture`` payments whose authorization ended at or before ``now``."""
+        rows = await self._fetch(
+            f"SELECT {', '.join(PAYMENT_COLUMNS)} FROM payments WHERE status = ? "
+            "AND authorized_until <= ? ORDER BY authorized_until LIMIT ?",
+            ("requires_capture", now, limit),
+        )
+        return [_row(PaymentRow, r) for r in rows]
+
+    async def refunds_in(self, status: str, updated_before: int, limit: int) -> list[RefundRow]:
+        rows = await self._fetch(
+            f"SELECT {', '.join(REFUND_COLUMNS)} FROM refunds WHERE status = ? "
+            "AND updated_at <= ? ORDER BY updated_at LIMIT ?",
+            (status, updated_before, limit),
+        )
+        return [_row(RefundRow, r) for r in rows]
+
+    async def payouts_in(self, status: str, updated_before: int, limit: int) -> list[PayoutRow]:
+        rows = await self._fetch(
+            f"SELECT {', '.join(PAYOUT_COLUMNS)} FROM payouts WHERE status = ? "
+            "AND updated_at <= ? ORDER BY updated_at LIMIT ?",
+            (status, updated_before, limit),
+        )
+        return [_row(PayoutRow, r) for r in rows]
+
+    async def events(self, *, after: int = -1, limit: int = 100) -> list[EventRow]:
+        """Events in shard order, from after timestamp ``after``."""
+        rows = await self._fetch(
+            f"SELECT {', '.join(EVENT_COLUMNS)} FROM payment_events WHERE timestamp > ? "
+            "ORDER BY timestamp LIMIT ?",
+            (after, limit),
+        )
+        return [_row(EventRow, r) for r in rows]
+
+    async def key_record(self, key: str) -> tuple[str, StoredResponse, int] | None:
+        """(fingerprint, answer, expires_at) stored under an Idempotency-Key."""
+        rows = await self._fetch(
+            "SELECT fingerprint, status, body, content_type, expires_at FROM idempotency "
+            "WHERE key = ?",
+            (key,),
+        )
+        if not rows:
+            return None
+        fingerprint, status, body, content_type, expires_at = rows[0]
+        return fingerprint, StoredResponse(status, bytes(body), content_type), expires_at
