@@ -136,6 +136,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # a lease of ``leader_ttl_seconds`` (a dead leader is replaced within about that);
     # a request with an Idempotency-Key holds the key's lock while it runs (a lease of
     # ``idempotency_lock_seconds``, renewed), so two nodes never both run it.
+    # Payments' worker (per shard, elected like the others): every this many seconds it
+    # resolves payments left ``processing`` for longer than ``payment_resolve_after_seconds``
+    # (keep that well above a processor call's timeout and retries) by a status lookup,
+    # and cancels authorizations that ran out.
+    payment_worker_interval_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 1.0
+    payment_resolve_after_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     locks_url: str = "local"
     leader_ttl_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
     idempotency_lock_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0

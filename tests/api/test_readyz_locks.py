@@ -214,7 +214,7 @@ def test_redact_url_masks_passwords_of_every_url_and_dsn_shape() -> None:
 async def test_readyz_reports_the_background_jobs_of_the_node(
     shared_shards: SharedShards, own_redis: RedisServer
 ) -> None:
-    """With workers on, /readyz lists each job per shard (relay, maintenance), whether
+    """With workers on, /readyz lists each job per shard (relay, maintenance, payments), whether
     this node leads it, its failures; without workers, ``workers`` is null."""
     settings = shared_shards.settings(locks_url=own_redis.url, leader_ttl_seconds=1.0)
     async with running_node(settings, start_workers=True) as node:
@@ -228,7 +228,7 @@ async def test_readyz_reports_the_background_jobs_of_the_node(
         assert body["status"] == "ready"
         assert body["workers"]["lock_backend_down"] is False
         assert {(j["job"], j["shard"]) for j in jobs} == {
-            (job, f"shard-{i}") for job in ("relay", "maintenance") for i in range(4)
+            (job, f"shard-{i}") for job in ("relay", "maintenance", "payments") for i in range(4)
         }
         assert all(j["leader"] for j in jobs), jobs  # the only node leads them all
         assert all(set(j) == {"job", "shard", "leader", "failures", "last_error"} for j in jobs)

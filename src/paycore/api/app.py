@@ -34,6 +34,7 @@ from paycore.locks import LockService, LockServiceBase, open_lock_service
 from paycore.storage.base import Store
 
 if TYPE_CHECKING:
+    from paycore.payments.service import PaymentService
     from paycore.workers.supervisor import WorkerSupervisor
 
 __all__ = ["create_app"]
@@ -59,12 +60,21 @@ def create_app(
     *,
     start_workers: bool = True,
     locks: LockService | None = None,
+    payments: PaymentService | None = None,
 ) -> Litestar:
     """The paycore HTTP API serving ``store``, configured by ``settings``.
 
     ``locks``: the lock service to use (its caller opens and closes it); None: the app
     opens ``settings.locks_url`` when it starts and closes it when it stops.
+    ``payments``: the payment service (the app closes it when it stops); None: one built
+    from the settings' ``[[processors]]`` and ``[routing]``.
     """
+    # Imported here: the processor connectors load httpx, which a tool serving only the
+    # ledger does not need at import time.
+    from paycore.api.routes.payments import payment_routes  # noqa: PLC0415
+    from paycore.payments.service import build_payment_service  # noqa: PLC0415
+
+    payment_service = payments if payments is not None else build_payment_service(store, settings)
     # Made now (no connection yet: every backend connects lazily or in ``open``), so
     # that the handlers can be bound to it; opened by the lifespan.
     owned: LockServiceBase | None = None
@@ -90,6 +100,7 @@ def create_app(
                 stack.push_async_callback(owned.aclose)
             await store.start()
             stack.push_async_callback(store.stop)
+            stack.push_async_callback(payment_service.aclose)
             if settings.auth == "open":
                 log.warning("SECURITY: %s; never expose it beyond this machine", OPEN_AUTH_WARNING)
             if writes.locks is not None:
@@ -101,7 +112,7 @@ def create_app(
                 # Imported only when wanted: tests and tools serve the API without workers.
                 from paycore.workers.supervisor import WorkerSupervisor  # noqa: PLC0415
 
-                supervisor = WorkerSupervisor(store, settings, service)
+                supervisor = WorkerSupervisor(store, settings, service, payments=payment_service)
                 await supervisor.start()
                 workers.supervisor = supervisor
                 stack.push_async_callback(_stop_workers, workers)
@@ -111,6 +122,7 @@ def create_app(
         route_handlers=[
             *account_routes(store, writes, settings),
             *transfer_routes(store, writes, settings),
+            *payment_routes(store, payment_service, settings),
             *ops_routes(store, settings, metrics, locks=service, workers=workers),
         ],
         lifespan=[lifespan],

@@ -4,6 +4,8 @@ Jobs, one leader each among all nodes (``paycore.locks.WorkerRunner``)::
 
     leader:relay:<shard>         settles the cross-shard sagas whose source is <shard>
     leader:maintenance:<shard>   expires holds, purges idempotency records and outbox rows
+    leader:payments:<shard>      resolves payments left processing (status lookup by
+                                 reference), cancels authorizations that ran out
 
 A leader announces its fencing token to the shards it writes (``AdvanceFence``) before
 it works, and every write it makes carries the token, so a leader paused past its lease
@@ -19,15 +21,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from paycore.cluster.router import ShardedStore, gather_all
 from paycore.config import Settings
-from paycore.errors import PaycoreError
+from paycore.errors import FencedError, PaycoreError
 from paycore.locks import HeldLease, LockService, WorkerRunner
 from paycore.storage.base import AdvanceFence, Fence, Store
 from paycore.workers.maintenance import MaintenanceWorker
 from paycore.workers.relay import RelayWorker
+
+if TYPE_CHECKING:
+    from paycore.payments.service import PaymentService
 
 __all__ = ["WorkerSupervisor"]
 
@@ -37,8 +42,16 @@ log = logging.getLogger(__name__)
 class WorkerSupervisor:
     """Runs the relay and maintenance jobs of ``store`` under leader election."""
 
-    def __init__(self, store: Store, settings: Settings, locks: LockService) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        locks: LockService,
+        *,
+        payments: PaymentService | None = None,
+    ) -> None:
         self.store = store
+        self.payments = payments
         self.settings = settings
         self.locks = locks
         self.shards: dict[str, Store] = (
@@ -69,6 +82,11 @@ class WorkerSupervisor:
                     locks, "maintenance", self._maintenance_job(shard), shard=shard, ttl=ttl
                 )
             )
+        if payments is not None:
+            for shard in self.shards:
+                self.runners.append(
+                    WorkerRunner(locks, "payments", self._payments_job(shard), shard=shard, ttl=ttl)
+                )
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -106,7 +124,9 @@ class WorkerSupervisor:
     def _worker_of(self, runner: WorkerRunner) -> object:
         if runner.job == "relay":
             return self.relay
-        return self.maintenance.get(runner.shard or "")
+        if runner.job == "maintenance":
+            return self.maintenance.get(runner.shard or "")
+        return None  # the payments job counts its failures in its runner
 
     # -- the jobs ------------------------------------------------------------------------
 
@@ -129,6 +149,29 @@ class WorkerSupervisor:
             await self.maintenance[shard].serve(fence, held.check)
 
         return maintain
+
+    def _payments_job(self, shard: str) -> Any:
+        async def settle_payments(held: HeldLease) -> None:
+            assert self.payments is not None
+            fence = Fence(held.name, held.fencing_token)
+            await self.shards[shard].execute(AdvanceFence(fence))
+            interval = self.settings.payment_worker_interval_seconds
+            while True:
+                held.check()
+                try:
+                    await self.payments.resolve_processing(
+                        fence=fence,
+                        older_than=self.settings.payment_resolve_after_seconds,
+                        shards=[shard],
+                    )
+                    await self.payments.expire_authorizations(fence=fence, shards=[shard])
+                except FencedError:
+                    raise  # another node leads this job now
+                except PaycoreError as exc:  # a shard or processor down: next round
+                    log.warning("payments job on %s: %s", shard, exc)
+                await asyncio.sleep(interval)
+
+        return settle_payments
 
     async def _announce(self, fence: Fence, *, skip: str) -> None:
         peers = [s for name, s in self.shards.items() if name != skip]
