@@ -467,19 +467,44 @@ class ShardedStore:
                         r.id, _E.PENDING_TRANSFER_NOT_PENDING, "a cross-shard transfer, not a hold"
                     )
         self._check_chains(requests, target, cross, split)
-        await self._plan_sagas(requests, target, cross, split)
-        if await self._reserve_ids(requests, target, split):
-            self._check_chains(requests, target, cross, split)  # fail the refused one's chain
+        await self._plan_and_reserve(requests, target, cross, split)
         for index in range(len(requests)):
             if index not in split.upfront:
                 split.add(target[index], index)
         return split
 
-    async def _reserve_ids(
+    async def _plan_and_reserve(
+        self,
+        requests: Sequence[TransferRequest],
+        target: Mapping[int, str],
+        cross: Mapping[int, str],
+        split: _Split,
+    ) -> None:
+        """Plan the sagas and reserve the ids; an item whose id is taken is refused.
+
+        The two need each other's results only at the end, so
+        their round trips overlap (an id reserved for an item the planning refuses is
+        harmless: it stays bound to the shard its debit account is on).
+        """
+        reserve = self._reserve_ids(requests, target, self._ids_to_reserve(requests, target, split))
+        outcomes = await asyncio.gather(
+            self._plan_sagas(requests, target, cross, split), reserve, return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        taken = outcomes[1]
+        assert isinstance(taken, dict)
+        if taken:
+            for index, refusal in taken.items():
+                split.upfront[index] = refusal
+                split.sagas.discard(index)
+            self._check_chains(requests, target, cross, split)  # fail the refused one's chain
+
+    def _ids_to_reserve(
         self, requests: Sequence[TransferRequest], target: Mapping[int, str], split: _Split
-    ) -> bool:
-        """Bind each item's id to the shard writing it, on the shard the id hashes to;
-        refuse an item whose id is bound elsewhere. True if any item was refused.
+    ) -> dict[str, list[int]]:
+        """Per shard, the items whose id hashes there but are written elsewhere.
 
         An id hashing to its own writing shard needs no reservation: that shard checks
         the reservations made on it in the transaction writing the transfer.
@@ -490,6 +515,16 @@ class ShardedStore:
                 owner = self.shard_map.shard_for(r.id)
                 if owner != target[index]:
                     wanted.setdefault(owner, []).append(index)
+        return wanted
+
+    async def _reserve_ids(
+        self,
+        requests: Sequence[TransferRequest],
+        target: Mapping[int, str],
+        wanted: Mapping[str, list[int]],
+    ) -> dict[int, TransferResult]:
+        """Bind each wanted item's id to the shard writing it, on the shard the id hashes
+        to; returns the refusals of items whose id is bound elsewhere."""
         owners = list(wanted)
         answers = await gather_all(
             self.shards[o].execute(
@@ -497,18 +532,16 @@ class ShardedStore:
             )
             for o in owners
         )
-        refused = False
+        refused: dict[int, TransferResult] = {}
         for owner, bound in zip(owners, answers, strict=True):
             for index, shard in zip(wanted[owner], bound, strict=True):
                 if shard != target[index]:
-                    split.upfront[index] = _fail(
+                    refused[index] = _fail(
                         requests[index].id,
                         _E.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS,
                         f"transfer id {requests[index].id!r} is taken by a transfer "
                         f"stored on shard {shard!r}",
                     )
-                    split.sagas.discard(index)
-                    refused = True
         return refused
 
     async def _find_holds(self, ids: set[str]) -> dict[str, tuple[str, TransferView]]:
@@ -574,17 +607,20 @@ class ShardedStore:
             assert credit is not None
             by_shard.setdefault(shard, []).append(credit)
         shards = list(by_shard)
-        found: dict[str, Account] = {}
-        for part in await gather_all(self.shards[s].get_accounts(by_shard[s]) for s in shards):
-            found.update(part)
         # A retry of a transfer that already exists is answered by its source shard
         # ("exists", or different fields), never by a fresh look at B: B may have been
-        # closed since, and the answer to a retry must not change.
+        # closed since, and the answer to a retry must not change. Both reads at once.
         ids_by_shard: dict[str, list[str]] = {}
         for index in wanted:
             ids_by_shard.setdefault(target[index], []).append(requests[index].id)
         sources = list(ids_by_shard)
-        stored = await gather_all(self.shards[s].get_transfers(ids_by_shard[s]) for s in sources)
+        accounts, stored = await asyncio.gather(
+            gather_all(self.shards[s].get_accounts(by_shard[s]) for s in shards),
+            gather_all(self.shards[s].get_transfers(ids_by_shard[s]) for s in sources),
+        )
+        found: dict[str, Account] = {}
+        for part in accounts:
+            found.update(part)
         on_source = dict(zip(sources, stored, strict=True))
         exists = {i for i in wanted if requests[i].id in on_source[target[i]]}
         for index in wanted:
