@@ -337,6 +337,7 @@ class ShardedStore:
             for i, r in enumerate(command.requests):  # one cheap pass: batches are large
                 if (
                     r.id.startswith(PAYMENT_TRANSFER_PREFIX)
+                    or (r.pending_id or "").startswith(PAYMENT_TRANSFER_PREFIX)
                     or (r.debit_account_id or "").startswith(PSP_PREFIX)
                     or (r.credit_account_id or "").startswith(PSP_PREFIX)
                 ):
@@ -428,6 +429,14 @@ class ShardedStore:
             elif r.id.startswith(PAYMENT_TRANSFER_PREFIX) and not internal:
                 split.upfront[index] = _fail(
                     r.id, _E.INVALID_REQUEST, "ids starting with 'pm.' are reserved for payments"
+                )
+            if (
+                (r.flags.post_pending or r.flags.void_pending)
+                and (r.pending_id or "").startswith(PAYMENT_TRANSFER_PREFIX)
+                and not internal
+            ):
+                split.upfront[index] = _fail(
+                    r.id, _E.INVALID_REQUEST, "holds starting with 'pm.' belong to payments"
                 )
             if r.flags.post_pending or r.flags.void_pending:
                 earlier = None if r.pending_id is None else created_here.get(r.pending_id)
@@ -778,6 +787,8 @@ def _reserved_detail(r: TransferRequest) -> str:
     """Why a client transfer names something the payments reserve ("" when it does not)."""
     if r.id.startswith(PAYMENT_TRANSFER_PREFIX):
         return "ids starting with 'pm.' are reserved for payments"
+    if (r.pending_id or "").startswith(PAYMENT_TRANSFER_PREFIX):
+        return "holds starting with 'pm.' belong to payments"
     for account_id in (r.debit_account_id, r.credit_account_id):
         if account_id is not None and account_id.startswith(PSP_PREFIX):
             return "accounts starting with 'psp:' are reserved for payments"

@@ -17,6 +17,7 @@ import msgspec
 __all__ = [
     "ID_PATTERN",
     "SETTLEMENT_METADATA_KEY",
+    "SYSTEM_HOLD_PREFIX",
     "Account",
     "AccountFlags",
     "AccountRequest",
@@ -38,6 +39,9 @@ Metadata = dict[str, Any]
 
 
 SETTLEMENT_METADATA_KEY = "paycore:xs"
+# Holds that paycore's own workflows create (payments: authorizations, refunds, payouts)
+# carry ids with this prefix; only those workflows may post or void them.
+SYSTEM_HOLD_PREFIX = "pm."
 """Marks the transfers of a cross-shard saga; only the settlement may post or void them."""
 
 

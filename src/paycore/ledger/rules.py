@@ -20,6 +20,7 @@ from paycore.errors import ErrorCode
 from paycore.ledger.model import (
     PENDING_TRANSITIONS,
     SETTLEMENT_METADATA_KEY,
+    SYSTEM_HOLD_PREFIX,
     Account,
     AccountRequest,
     BalanceRecord,
@@ -176,8 +177,9 @@ class WorkingSet:
     ) -> list[TransferResult]:
         """Apply one request's items in order; linked chains succeed or fail as one.
 
-        ``settlement`` is set only by paycore's cross-shard settlement: it alone may post
-        or void a saga's hold (one marked with ``SETTLEMENT_METADATA_KEY``).
+        ``settlement`` is set only by paycore's own workflows (the cross-shard settlement,
+        payments): they alone may post or void a saga's hold (one marked with
+        ``SETTLEMENT_METADATA_KEY``) or a payment's (id prefix ``SYSTEM_HOLD_PREFIX``).
         """
         self._settlement = settlement
         results: list[TransferResult] = []
@@ -350,6 +352,13 @@ class WorkingSet:
         state = self.pendings.get(r.pending_id)
         if not target.flags.pending or state is None:
             raise _Rejected(_E.PENDING_TRANSFER_NOT_PENDING, f"{r.pending_id!r} is not a hold")
+        if not self._settlement and r.pending_id.startswith(SYSTEM_HOLD_PREFIX):
+            # A payment's hold moves with the payment's state, in one transaction; a
+            # client posting or voiding it would pay out twice or keep uncharged money.
+            raise _Rejected(
+                _E.INVALID_REQUEST,
+                f"{r.pending_id!r} is held by a payment, refund or payout: use the payments API",
+            )
         if (
             not self._settlement
             and target.metadata is not None

@@ -49,6 +49,7 @@ from typing import Any, Final, Protocol
 import msgspec
 
 from paycore.cluster.router import ShardedStore, gather_all
+from paycore.cluster.settlement import is_reserved
 from paycore.config import Settings
 from paycore.errors import ErrorCode, IdempotencyError, PaycoreError, RequestError
 from paycore.ledger.model import (
@@ -563,6 +564,12 @@ class PaymentService:
         )
 
     async def _open_account(self, account_id: str, currency: str) -> str:
+        if is_reserved(account_id):
+            # Clearing and processor accounts have no limits: paying from one (or into
+            # one) would move money nobody had.
+            raise RequestError(
+                _E.INVALID_REQUEST, f"account {account_id!r} belongs to paycore, not a client"
+            )
         found = (await self.store.get_accounts([account_id])).get(account_id)
         if found is None:
             raise RequestError(_E.ACCOUNT_NOT_FOUND, f"account {account_id!r} not found")

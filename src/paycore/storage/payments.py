@@ -392,7 +392,7 @@ def _apply_write(tx: LedgerTx, clock: GroupClock, w: PaymentWrite) -> PaymentWri
         ws, created_accounts = _working_set(tx, clock, w)
         if w.expire_holds:
             _expire(ws, w.expire_holds)
-        results = ws.apply_transfers(w.transfers)
+        results = ws.apply_transfers(w.transfers, settlement=True)  # payments' own holds
         for result in results:
             if not result.ok or result.exists:
                 raise _refuse(

@@ -1,0 +1,332 @@
+"""Second review of the payments (issue 4): each test reproduces one finding and is marked
+``xfail(strict=True)`` until it is fixed (the mark then turns the fix into a failure, so
+remove it with the fix). Embedded SQLite, the real API app (``create_app``) over a
+``ShardedStore`` where the finding is about what a client can reach."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from paycore.api.app import create_app
+from paycore.cluster.router import ShardedStore
+from paycore.cluster.topology import build_store
+from paycore.config import Settings
+from paycore.ledger.model import AccountRequest
+from paycore.payments.accounts import psp_account_id
+from paycore.payments.processors.base import Operation
+from paycore.payments.service import NewPayment, PaymentService, resolve_processing
+from paycore.payments.testing import Behaviour, ScriptedConnector
+from paycore.storage.base import CloseAccount, CreateAccounts
+from payments.payment_support import (
+    CARD,
+    ManualClock,
+    card_json,
+    open_world,
+    payment_client,
+    payment_of,
+    setup_accounts,
+)
+
+KEY = "Idempotency-Key"
+BANK_ACCOUNT = "GB00BANK0000000001"
+
+
+def pay(amount: int = 1000, capture: str = "automatic", **source: Any) -> dict[str, Any]:
+    return {
+        "amount": amount,
+        "currency": "USD",
+        "merchant_account_id": "m1",
+        "capture": capture,
+        "source": source or {"card": card_json()},
+    }
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@dataclass
+class App:
+    client: AsyncTestClient[Any]
+    store: ShardedStore
+    service: PaymentService
+    connectors: dict[str, ScriptedConnector]
+
+    async def balance(self, account_id: str) -> int:
+        found = (await self.store.get_accounts([account_id]))[account_id]
+        return found.balance
+
+    async def available(self, account_id: str) -> int:
+        found = (await self.store.get_accounts([account_id]))[account_id]
+        return found.available
+
+
+@pytest.fixture
+async def app(tmp_path: Path, clock: ManualClock) -> AsyncIterator[App]:
+    """The whole API (ledger, transfers and payment routes) over one embedded shard, as
+    ``paycore serve`` runs it, with scripted processors ``acq-a`` and ``acq-b``."""
+    settings = Settings(data_dir=str(tmp_path), embedded_shards=1)
+    store = build_store(settings, clock=clock)
+    assert isinstance(store, ShardedStore)
+    connectors = {n: ScriptedConnector(n) for n in ("acq-a", "acq-b")}
+    service = PaymentService(store, connectors, clock=clock)
+    api = create_app(store, settings, start_workers=False, payments=service)
+    async with AsyncTestClient(app=api) as client:
+        await setup_accounts(store)
+        yield App(client, store, service, connectors)
+
+
+async def _created(response: Any, status: int = 201) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+# -- CRITICAL: a client resolves the payments' own ledger holds through /v1/transfers ---------
+
+
+async def test_client_voids_a_payout_hold_and_the_wallet_is_paid_out_twice(
+    app: App, clock: ManualClock
+) -> None:
+    """A payout whose answer was lost (done at the processor) holds the wallet's money as
+    ``pm.<po>.h1``. The client voids that hold with ``POST /v1/transfers/{id}/void`` (the
+    router refuses ``pm.`` ids only as a transfer's OWN id, never as a ``pending_id``),
+    gets its balance back and pays it out again: a 10,000 no-overdraft wallet pays out
+    20,000, and the first payout can never be recorded (its hold is voided)."""
+    acq = app.connectors["acq-a"].plan(Operation.PAYOUT, Behaviour.AMBIGUOUS)
+    body = {"wallet_account_id": "w1", "amount": 10_000, "currency": "USD",
+            "destination": BANK_ACCOUNT}  # fmt: skip
+    first = await _created(await app.client.post("/v1/payouts", json=body))
+    assert first["status"] == "processing"
+    assert await app.available("w1") == 0
+    await app.client.post(f"/v1/transfers/pm.{first['id']}.h1/void")
+    second = await _created(await app.client.post("/v1/payouts", json=body))
+    clock.advance(120)
+    await resolve_processing(app.store, app.connectors, clock=clock)
+    assert acq.paid_out() <= 10_000, (acq.paid_out(), second["status"])
+
+
+async def test_client_posts_an_authorization_hold_and_the_merchant_keeps_uncharged_money(
+    app: App,
+) -> None:
+    """A manual-capture authorization holds ``psp -> merchant`` as ``pm.<pay>.h1``. A batch
+    item ``post_pending`` of that id is accepted: the merchant is credited 1,000 that no
+    capture ever took from the card; the payment is then canceled (voided at the
+    processor), the ledger cannot void the posted hold, and the payment stays
+    ``processing`` for ever while the merchant keeps the money."""
+    held = await _created(await app.client.post("/v1/payments", json=pay(1000, "manual")))
+    hold = f"pm.{held['id']}.h1"
+    batch = {"transfers": [{"id": "grab", "pending_id": hold, "post_pending": True}]}
+    await app.client.post("/v1/transfers/batch", json=batch)
+    await app.client.post(f"/v1/payments/{held['id']}/cancel")
+    acq = app.connectors["acq-a"]
+    assert acq.charged() == 0
+    assert await app.balance("m1") == acq.charged(), "merchant credited without a capture"
+
+
+# -- CRITICAL: psp: (system) accounts accepted as a payment's source or a payout's wallet ---
+
+
+async def test_a_payout_from_a_processor_account_pays_out_money_nobody_had(app: App) -> None:
+    """``psp:`` accounts have no limits; ``POST /v1/payouts`` takes one as the wallet (only
+    existence, currency and closed are checked), holds it to the first processor's
+    ``psp`` account, and the processor pays 1,000,000 to the client's bank account."""
+    app.connectors["acq-a"].plan(Operation.AUTHORIZE, Behaviour.FAIL)  # the card goes to acq-b
+    made = await _created(await app.client.post("/v1/payments", json=pay(100)))
+    assert made["processor"] == "acq-b"
+    victim = psp_account_id(app.store.name, "acq-b", "USD")
+    body = {"wallet_account_id": victim, "amount": 1_000_000, "currency": "USD",
+            "destination": BANK_ACCOUNT}  # fmt: skip
+    response = await app.client.post("/v1/payouts", json=body)
+    assert app.connectors["acq-a"].paid_out() == 0, response.text
+    assert response.status_code == 422, response.text
+
+
+async def test_a_wallet_payment_from_a_processor_account_credits_the_merchant(app: App) -> None:
+    """The same hole for payments: ``source: {wallet_account_id: "psp:..."}`` moves
+    500,000 from the processor's account to the client's merchant account, posted."""
+    await _created(await app.client.post("/v1/payments", json=pay(100)))
+    psp = psp_account_id(app.store.name, "acq-a", "USD")
+    response = await app.client.post("/v1/payments", json=pay(500_000, wallet_account_id=psp))
+    assert await app.balance("m1") == 100, response.text
+    assert response.status_code == 422, response.text
+
+
+# -- HIGH: a give-back that fails is forgotten: the card stays charged -------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="review: a failed give-back is never retried: card charged")
+async def test_a_failed_give_back_leaves_the_card_charged_for_good(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    """The merchant's account closes while the authorization is at the processor; tx2 is
+    refused, so ``_give_back`` refunds the charge, but its answer is only awaited, never
+    recorded: when that refund FAILS (5xx before work) the payment says ``failed`` and
+    nothing (no attempt row, no resolver) ever gives the 1,000 back."""
+    store = build_store(Settings(data_dir=str(tmp_path), embedded_shards=1), clock=clock)
+    async with open_world(store, clock, "acq-a") as w:
+        acq = w.processor("acq-a")
+        acq.plan(Operation.REFUND, Behaviour.FAIL)
+        acq.gate = asyncio.Event()
+        task = asyncio.create_task(
+            w.service.create_payment(NewPayment(1000, "USD", "m1", card=CARD))
+        )
+        for _ in range(500):  # until tx1 committed and the call waits at the gate
+            await asyncio.sleep(0.01)
+            if await w.service.reads(store.name).payments_in("processing", 2**62, 1):
+                break
+        closed = await store.execute(CloseAccount("m1"))
+        assert closed.ok, closed
+        acq.gate.set()
+        view = payment_of((await task).outcome)
+        assert view.payment.status == "failed"
+        clock.advance(3600)
+        await resolve_processing(store, w.connectors, clock=clock)
+        assert acq.charged() == 0, "the card was charged and the payment says failed"
+
+
+# -- MEDIUM: Idempotency-Key replays ------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="review: a retried capture replays a kept 503 for ever")
+async def test_a_capture_that_met_a_failed_processor_is_retried_not_replayed(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    """Contract: 503s are not kept, so a retry with the same key may succeed. A capture
+    whose processor call FAILED answers 503 ``processor_unavailable`` but
+    ``_record_capture`` stores it under the key (``_answer``, mode save): every retry
+    replays the 503 (``Idempotent-Replayed: true``) and never captures."""
+    store = build_store(Settings(data_dir=str(tmp_path), embedded_shards=1), clock=clock)
+    async with open_world(store, clock, "acq-a") as w, payment_client(w.service) as c:
+        held = await _created(await c.post("/v1/payments", json=pay(1000, "manual")))
+        w.processor("acq-a").plan(Operation.CAPTURE, Behaviour.FAIL)
+        path = f"/v1/payments/{held['id']}/capture"
+        first = await c.post(path, json={}, headers={KEY: "cap-1"})
+        assert first.status_code == 503, first.text
+        retry = await c.post(path, json={}, headers={KEY: "cap-1"})
+        assert "idempotent-replayed" not in retry.headers
+        assert retry.status_code == 200, retry.text
+        assert retry.json()["status"] == "succeeded"
+
+
+@pytest.mark.xfail(strict=True, reason="review: card checked before the replay: retry answers 422")
+async def test_a_retry_after_the_card_expired_replays_the_first_answer(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    """``create_payment`` checks the card (``card_expired`` against today) BEFORE looking
+    the key up: a payment made on the card's last valid month, retried with the same key
+    a few days later (next month), answers 422 ``card_expired`` instead of the stored 201
+    (the card was charged; the client is told it was not)."""
+    store = build_store(Settings(data_dir=str(tmp_path), embedded_shards=1), clock=clock)
+    # ManualClock starts on 2023-11-14: the card is good until the end of 11/2023.
+    body = pay(700, card=card_json(exp_month=11, exp_year=2023))
+    async with open_world(store, clock, "acq-a") as w, payment_client(w.service) as c:
+        first = await c.post("/v1/payments", json=body, headers={KEY: "k-exp"})
+        assert first.status_code == 201, first.text
+        clock.advance(20 * 24 * 3600)  # 2023-12-04
+        again = await c.post("/v1/payments", json=body, headers={KEY: "k-exp"})
+        assert (again.status_code, again.content) == (201, first.content)
+
+
+@pytest.mark.xfail(strict=True, reason="review: two nodes, one key: the capture's key keeps a 409")
+async def test_one_capture_key_on_two_nodes_keeps_the_answer_of_the_capture(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    """Two API nodes (two services, each with its own ``KeysInFlight``), the key's home
+    on the other shard than the payment. Node A claims the key (a pointer, seq N, written
+    alone on the key's shard) and, before its tx1 lands, node B gets the retry:
+    ``_replay_or_resume`` sees no attempt N, takes A for dead and RESUMES: B captures
+    (200). A's tx1 then loses the compare-and-set, A re-reads a succeeded payment and
+    ``_refuse`` SETTLES the key with 409 ``payment_unexpected_state`` over the pointer:
+    every later retry replays that 409 although the capture happened."""
+    store = build_store(Settings(data_dir=str(tmp_path), embedded_shards=2), clock=clock)
+    assert isinstance(store, ShardedStore)
+    await store.start()
+    try:
+        await setup_accounts(store)
+        acq = ScriptedConnector("acq-a")
+        node_a = PaymentService(store, {"acq-a": acq}, clock=clock)
+        node_b = PaymentService(store, {"acq-a": acq}, clock=clock)
+        work = store.shard_for("m1")
+        key = next(f"k{i}" for i in range(999) if store.shard_for(f"default:k{i}") != work)
+        claimed, go = asyncio.Event(), asyncio.Event()
+        write = node_a._write
+
+        async def slow_after_claim(command: Any) -> Any:
+            result = await write(command)
+            if command.key is not None and command.key.mode == "claim" and command.payment is None:
+                claimed.set()
+                await go.wait()  # the few instants between A's claim and A's tx1
+            return result
+
+        node_a._write = slow_after_claim  # type: ignore[method-assign,assignment]
+        async with payment_client(node_a) as a, payment_client(node_b) as b:
+            held = await _created(await b.post("/v1/payments", json=pay(1000, "manual")))
+            path = f"/v1/payments/{held['id']}/capture"
+            first = asyncio.create_task(a.post(path, json={}, headers={KEY: key}))
+            await asyncio.wait_for(claimed.wait(), 5)
+            twin = await b.post(path, json={}, headers={KEY: key})
+            go.set()
+            answer_a = await first
+            retry = await b.post(path, json={}, headers={KEY: key})
+        assert acq.count(Operation.CAPTURE) == 1
+        done = (await node_b.get_payment(held["id"])).payment
+        assert (done.status, done.amount_captured) == ("succeeded", 1000)
+        answers = [(r.status_code, r.json().get("code")) for r in (answer_a, twin, retry)]
+        assert retry.status_code == 200, answers
+    finally:
+        await store.stop()
+
+
+@pytest.mark.xfail(strict=True, reason="review: one 2**63-1 payment overflows psp: all later fail")
+async def test_one_huge_payment_does_not_break_every_later_payment(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    """Payments take any ``Amount`` up to 2**63-1. One approved automatic payment of
+    2**63-1 posts that much from the shared ``psp:<shard>:acq-a:USD`` account; from then
+    on every card payment of every merchant on the shard through acq-a is charged at the
+    processor, refused by the ledger (``overflow``), given back and answered ``failed``."""
+    store = build_store(Settings(data_dir=str(tmp_path), embedded_shards=1), clock=clock)
+    async with open_world(store, clock, "acq-a") as w:
+        await store.execute(CreateAccounts((AccountRequest("m2", "USD"),)))
+        huge = NewPayment(2**63 - 1, "USD", "m1", card=CARD)
+        await w.service.create_payment(huge)
+        small = NewPayment(5, "USD", "m2", card=CARD)
+        view = payment_of((await w.service.create_payment(small)).outcome)
+        assert (view.payment.status, view.payment.failure_code) == ("succeeded", None)
+
+
+@pytest.mark.xfail(strict=True, reason="review: unresolvable rows starve the resolver (limit)")
+async def test_payments_a_processor_cannot_answer_for_do_not_starve_the_others(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    """``resolve_processing`` reads the ``limit`` OLDEST processing rows of a shard and
+    stops. While acq-a cannot answer status lookups (down), its ambiguous payments stay
+    first in line for ever; once there are ``limit`` of them (100 in production), the
+    acq-b payment behind them is never looked at, though acq-b answers."""
+    store = build_store(Settings(data_dir=str(tmp_path), embedded_shards=1), clock=clock)
+    async with open_world(store, clock) as w:
+        acq_a, acq_b = w.processor("acq-a"), w.processor("acq-b")
+        for _ in range(3):
+            acq_a.plan(Operation.AUTHORIZE, Behaviour.AMBIGUOUS)
+            await w.service.create_payment(NewPayment(100, "USD", "m1", card=CARD))
+            clock.advance(1)
+        acq_a.plan(Operation.AUTHORIZE, Behaviour.FAIL)
+        acq_b.plan(Operation.AUTHORIZE, Behaviour.AMBIGUOUS)
+        late = payment_of(
+            (await w.service.create_payment(NewPayment(7, "USD", "m1", card=CARD))).outcome
+        )
+        assert (late.payment.processor, late.payment.status) == ("acq-b", "processing")
+        clock.advance(120)
+        for _ in range(3):  # three passes, acq-a down all along
+            acq_a.plan(Operation.STATUS, *[Behaviour.FAIL] * 3)
+            await resolve_processing(store, w.connectors, clock=clock, limit=3)
+        assert (await w.service.get_payment(late.payment.id)).payment.status == "succeeded"
