@@ -18,6 +18,7 @@ from paycore.api.app import create_app
 from paycore.cluster.router import ShardedStore
 from paycore.cluster.topology import build_store
 from paycore.config import Settings
+from paycore.errors import RequestError
 from paycore.ledger.model import AccountRequest
 from paycore.payments.accounts import psp_account_id
 from paycore.payments.processors.base import Operation
@@ -217,21 +218,21 @@ async def test_a_capture_that_met_a_failed_processor_is_retried_not_replayed(
         assert retry.json()["status"] == "succeeded"
 
 
-@pytest.mark.xfail(strict=True, reason="review: card checked before the replay: retry answers 422")
 async def test_a_retry_after_the_card_expired_replays_the_first_answer(
     clock: ManualClock, tmp_path: Path
 ) -> None:
-    """``create_payment`` checks the card (``card_expired`` against today) BEFORE looking
-    the key up: a payment made on the card's last valid month, retried with the same key
-    a few days later (next month), answers 422 ``card_expired`` instead of the stored 201
-    (the card was charged; the client is told it was not)."""
+    """Review finding (fixed): ``create_payment`` checked the card (``card_expired``
+    against today) BEFORE looking the key up, so a payment made on the card's last valid
+    day and retried with the same key two days later (next month) answered 422
+    ``card_expired`` instead of the stored 201: the client was told it was not charged."""
     store = build_store(Settings(data_dir=str(tmp_path), embedded_shards=1), clock=clock)
     # ManualClock starts on 2023-11-14: the card is good until the end of 11/2023.
     body = pay(700, card=card_json(exp_month=11, exp_year=2023))
     async with open_world(store, clock, "acq-a") as w, payment_client(w.service) as c:
+        clock.advance(16 * 24 * 3600)  # 2023-11-30: the card's last valid day
         first = await c.post("/v1/payments", json=body, headers={KEY: "k-exp"})
         assert first.status_code == 201, first.text
-        clock.advance(20 * 24 * 3600)  # 2023-12-04
+        clock.advance(2 * 24 * 3600)  # 2023-12-02, within the key's 72 h
         again = await c.post("/v1/payments", json=body, headers={KEY: "k-exp"})
         assert (again.status_code, again.content) == (201, first.content)
 
@@ -286,19 +287,19 @@ async def test_one_capture_key_on_two_nodes_keeps_the_answer_of_the_capture(
         await store.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="review: one 2**63-1 payment overflows psp: all later fail")
 async def test_one_huge_payment_does_not_break_every_later_payment(
     clock: ManualClock, tmp_path: Path
 ) -> None:
-    """Payments take any ``Amount`` up to 2**63-1. One approved automatic payment of
-    2**63-1 posts that much from the shared ``psp:<shard>:acq-a:USD`` account; from then
-    on every card payment of every merchant on the shard through acq-a is charged at the
-    processor, refused by the ledger (``overflow``), given back and answered ``failed``."""
+    """Review finding (fixed): payments took any amount up to 2**63-1. One approved
+    automatic payment of 2**63-1 posted that much from the shared ``psp:...:acq-a:USD``
+    account; from then on every card payment through acq-a on the shard was charged,
+    refused by the ledger (``overflow``), given back and answered ``failed``."""
     store = build_store(Settings(data_dir=str(tmp_path), embedded_shards=1), clock=clock)
     async with open_world(store, clock, "acq-a") as w:
         await store.execute(CreateAccounts((AccountRequest("m2", "USD"),)))
         huge = NewPayment(2**63 - 1, "USD", "m1", card=CARD)
-        await w.service.create_payment(huge)
+        with pytest.raises(RequestError, match="amount must be in"):
+            await w.service.create_payment(huge)  # refused before any processor call
         small = NewPayment(5, "USD", "m2", card=CARD)
         view = payment_of((await w.service.create_payment(small)).outcome)
         assert (view.payment.status, view.payment.failure_code) == ("succeeded", None)

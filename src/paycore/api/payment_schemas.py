@@ -23,8 +23,20 @@ from paycore.money import is_currency
 from paycore.payments.cards import brand_of
 from paycore.payments.intents import CaptureMethod, PaymentStatus, PendingOp
 from paycore.payments.processors.base import CardDetails
-from paycore.payments.service import NewPayment, NewPayout, PaymentView, PayoutView, RefundView
+from paycore.payments.service import (
+    MAX_PAYMENT_AMOUNT,
+    NewPayment,
+    NewPayout,
+    PaymentView,
+    PayoutView,
+    RefundView,
+)
 from paycore.storage.payments import AttemptRow
+
+# At most MAX_PAYMENT_AMOUNT per payment or payout (see there why).
+PaymentAmount = Annotated[
+    int, Meta(ge=1, le=MAX_PAYMENT_AMOUNT, description="Integer minor units, at most 10^12")
+]
 
 __all__ = [
     "AttemptOut",
@@ -95,7 +107,7 @@ class PaymentSourceIn(_In, frozen=True):
 class PaymentIn(_In, frozen=True):
     """Body of ``POST /v1/payments``."""
 
-    amount: Amount
+    amount: PaymentAmount
     currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
     merchant_account_id: Id
     source: PaymentSourceIn
@@ -161,7 +173,7 @@ class PayoutIn(_In, frozen=True):
     """Body of ``POST /v1/payouts``: from a wallet to a bank account, via a processor."""
 
     wallet_account_id: Id
-    amount: Amount
+    amount: PaymentAmount
     currency: Currency
     destination: Destination
 

@@ -97,6 +97,7 @@ from paycore.storage.payments import (
 
 __all__ = [
     "DEFAULT_AUTHORIZATION_SECONDS",
+    "MAX_PAYMENT_AMOUNT",
     "FixedRouter",
     "Keyed",
     "NewPayment",
@@ -184,6 +185,13 @@ class FixedRouter:
 
 
 # -- requests, views, answers ---------------------------------------------------------------
+
+
+# One payment or payout may move at most this many minor units (10 billion in a currency
+# of two decimals). The ledger takes up to 2^63-1, but a processor's account (psp:...) is
+# shared by every payment through it: one absurd amount would push its counters to the
+# overflow limit and make every later payment on it fail.
+MAX_PAYMENT_AMOUNT = 10**12
 
 
 @dataclass(frozen=True, slots=True)
@@ -532,11 +540,12 @@ class PaymentService:
 
     async def create_payment(self, new: NewPayment, keyed: Keyed | None = None) -> Reply:
         """Pay ``new.amount`` to the merchant account from a card or a wallet."""
-        if new.card is not None:
-            check_card(new.card, today=datetime.fromtimestamp(self.clock() / _NS, UTC).date())
         seen = await self._replay_or_resume(keyed)
         if isinstance(seen, Reply):
-            return seen
+            return seen  # before the card check: a retry's answer must not depend on today
+        _check_amount(new.amount)
+        if new.card is not None:
+            check_card(new.card, today=datetime.fromtimestamp(self.clock() / _NS, UTC).date())
         payment_id = seen.id if seen is not None else new_id("pay")
         resumed = seen is not None
         try:
@@ -1584,6 +1593,7 @@ class PaymentService:
         seen = await self._replay_or_resume(keyed)
         if isinstance(seen, Reply):
             return seen
+        _check_amount(new.amount)
         payout_id = seen.id if seen is not None else new_id("po")
         resumed = seen is not None
         try:
@@ -2216,3 +2226,10 @@ def _payload(kind: str, row: Any) -> dict[str, Any]:
         "currency": row.currency,
         "failure_code": row.failure_code,
     }
+
+
+def _check_amount(amount: int) -> None:
+    if not 1 <= amount <= MAX_PAYMENT_AMOUNT:
+        raise RequestError(
+            _E.INVALID_REQUEST, f"amount must be in 1..{MAX_PAYMENT_AMOUNT:,} minor units"
+        )
