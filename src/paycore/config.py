@@ -42,6 +42,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -52,6 +53,7 @@ __all__ = [
     "Settings",
     "ShardConfig",
     "ShardSpec",
+    "WebhookEndpointConfig",
     "load_settings",
     "parse_slots",
     "shard_specs",
@@ -96,6 +98,54 @@ class ProcessorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     url: str
     timeout_seconds: float = 5.0
     resilience: dict[str, Any] = {}
+    # The secret this processor signs its notifications with (``Paycore-Signature``,
+    # see ``paycore.payments.webhooks``); None: it cannot post to /v1/processor_events.
+    webhook_secret: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.webhook_secret is not None and len(self.webhook_secret) < _MIN_SECRET_CHARS:
+            raise ValueError(
+                f"processor {self.name!r}: webhook_secret needs at least "
+                f"{_MIN_SECRET_CHARS} characters"
+            )
+
+
+# Webhook endpoints: a secret shorter than this is refused (HMAC keys should be long).
+_MIN_SECRET_CHARS = 16
+_EVENT_PATTERN = re.compile(r"\*|[a-z_]{1,40}\.(\*|[a-z_]{1,40})")
+
+
+class WebhookEndpointConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One ``[[webhooks]]`` table: where paycore POSTs its events (see docs/payments.md).
+
+    ``secrets``: the first signs; list the old one after it while rotating (each gets a
+    ``v1`` in ``Paycore-Signature``). ``events``: ``"*"``, ``"payment.*"`` or an exact
+    type such as ``"refund.succeeded"``. ``url`` is the endpoint's identity in the
+    delivery log, so two tables may not share one.
+    """
+
+    url: str
+    secrets: tuple[str, ...]
+    events: tuple[str, ...] = ("*",)
+    timeout_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"webhook url {self.url!r}: an http:// or https:// URL is needed")
+        if not self.secrets:
+            raise ValueError(f"webhook {self.url!r}: at least one secret is needed")
+        if any(len(s) < _MIN_SECRET_CHARS for s in self.secrets):
+            raise ValueError(
+                f"webhook {self.url!r}: every secret needs at least {_MIN_SECRET_CHARS} characters"
+            )
+        bad = [e for e in self.events if not _EVENT_PATTERN.fullmatch(e)]
+        if not self.events or bad:
+            raise ValueError(
+                f"webhook {self.url!r}: events must be '*', 'kind.*' or 'kind.name', not {bad}"
+            )
+        if not (math.isfinite(self.timeout_seconds) and 0 < self.timeout_seconds <= 60):
+            raise ValueError(f"webhook {self.url!r}: timeout_seconds must be in (0, 60]")
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -156,6 +206,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # (``[routing]``, kept raw here and parsed by ``paycore.payments.routing``).
     processors: tuple[ProcessorConfig, ...] = ()
     routing: dict[str, Any] = {}
+    # Outgoing webhooks (``[[webhooks]]``): every payment event is POSTed, signed, to each
+    # endpoint whose ``events`` match, by the ``leader:webhooks:<shard>`` job.
+    webhooks: tuple[WebhookEndpointConfig, ...] = ()
 
     @property
     def shard_path(self) -> Path:

@@ -83,6 +83,8 @@ class ErrorCode(StrEnum):
     CAPTURE_DECLINED = "capture_declined"
     REFUND_EXCEEDS_CAPTURED = "refund_exceeds_captured"
     PROCESSOR_UNAVAILABLE = "processor_unavailable"
+    # webhooks: a processor's notification whose Paycore-Signature does not verify
+    INVALID_SIGNATURE = "invalid_signature"
     # infrastructure
     STORE_UNAVAILABLE = "store_unavailable"
     LOCK_UNAVAILABLE = "lock_unavailable"
@@ -168,6 +170,9 @@ ERROR_SPECS: Final[dict[ErrorCode, ErrorSpec]] = {
     ),
     _E.PROCESSOR_UNAVAILABLE: ErrorSpec(
         503, "No payment processor could take the request", retryable=True
+    ),
+    _E.INVALID_SIGNATURE: ErrorSpec(
+        401, "The Paycore-Signature header is missing, malformed, too old, or does not match"
     ),
     _E.STORE_UNAVAILABLE: ErrorSpec(503, "The ledger store is unavailable", retryable=True),
     _E.LOCK_UNAVAILABLE: ErrorSpec(503, "The lock service is unavailable", retryable=True),

@@ -18,11 +18,13 @@ from litestar.testing import AsyncTestClient
 
 from api.support import Api, ManualClock, assert_problem
 from backends import AnyStore
+from paycore.config import ProcessorConfig
 from paycore.errors import ErrorCode, UnavailableError
 from paycore.money import MAX_AMOUNT
 from paycore.payments.processors.base import Operation
 from paycore.payments.service import PaymentService
 from paycore.payments.testing import Behaviour, ScriptedConnector
+from paycore.payments.webhooks import SIGNATURE_HEADER, signature_header
 from payments.payment_support import payment_app
 
 E = ErrorCode
@@ -375,6 +377,22 @@ async def processor_unavailable(w: World) -> httpx.Response:
         return await c.post("/v1/payments", json=_payment())
 
 
+_PROCESSOR_SECRET = "whsec_acq_0123456789abcdef"
+
+
+async def invalid_signature(w: World) -> httpx.Response:
+    """A processor's notification signed with another secret (the app's settings give
+    processor ``acq`` its own)."""
+    body = b'{"id": "evt_1", "type": "authorization.captured"}'
+    forged = signature_header(["whsec_not_the_processors_one"], body)
+    good = signature_header([_PROCESSOR_SECRET], body)
+    path = "/v1/processor_events/acq"
+    response = await w.client.post(path, content=body, headers={SIGNATURE_HEADER: forged})
+    accepted = await w.client.post(path, content=body, headers={SIGNATURE_HEADER: good})
+    assert accepted.json() == {"received": True, "duplicate": False}
+    return response
+
+
 SCENARIOS: dict[ErrorCode, tuple[dict[str, Any], Scenario]] = {
     E.INVALID_REQUEST: ({}, invalid_request),
     E.BATCH_TOO_LARGE: ({}, batch_too_large),
@@ -418,6 +436,14 @@ SCENARIOS: dict[ErrorCode, tuple[dict[str, Any], Scenario]] = {
     E.CAPTURE_DECLINED: ({}, capture_declined),
     E.REFUND_EXCEEDS_CAPTURED: ({}, refund_exceeds_captured),
     E.PROCESSOR_UNAVAILABLE: ({}, processor_unavailable),
+    E.INVALID_SIGNATURE: (
+        {
+            "processors": (
+                ProcessorConfig("acq", "http://127.0.0.1:9", webhook_secret=_PROCESSOR_SECRET),
+            )
+        },
+        invalid_signature,
+    ),
     E.STORE_UNAVAILABLE: ({}, store_unavailable),
     E.LOCK_UNAVAILABLE: ({}, lock_unavailable),
     E.INTERNAL_ERROR: ({}, internal_error),

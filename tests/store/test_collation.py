@@ -62,6 +62,12 @@ C_COLUMNS = {
     ("payouts", "idempotency_key"),
     ("payment_events", "id"),
     ("payment_events", "object_id"),
+    # 0007 creates its id columns collated
+    ("webhook_deliveries", "event_id"),
+    ("webhook_deliveries", "endpoint"),
+    ("processor_events", "processor"),
+    ("processor_events", "id"),
+    ("processor_events", "reference"),
 }
 
 

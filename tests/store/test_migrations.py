@@ -22,6 +22,7 @@ MIGRATIONS = [
     "0004_collate_c.sql",
     "0005_fencing.sql",
     "0006_payments.sql",
+    "0007_webhooks.sql",
 ]
 
 

@@ -72,6 +72,7 @@ def create_app(
     # Imported here: the processor connectors load httpx, which a tool serving only the
     # ledger does not need at import time.
     from paycore.api.routes.payments import payment_routes  # noqa: PLC0415
+    from paycore.api.routes.processor_events import processor_event_routes  # noqa: PLC0415
     from paycore.payments.service import build_payment_service  # noqa: PLC0415
 
     payment_service = payments if payments is not None else build_payment_service(store, settings)
@@ -123,6 +124,7 @@ def create_app(
             *account_routes(store, writes, settings),
             *transfer_routes(store, writes, settings),
             *payment_routes(store, payment_service, settings),
+            *processor_event_routes(store, settings),
             *ops_routes(store, settings, metrics, locks=service, workers=workers),
         ],
         lifespan=[lifespan],

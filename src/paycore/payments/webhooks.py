@@ -16,6 +16,12 @@ How a receiver verifies (``verify_signature`` does exactly this):
 5. deduplicate by the event's ``id``: delivery is at least once, so the same event may
    come twice (after a timeout whose answer was lost).
 
+Every event is POSTed with ``Paycore-Event-Id: <id>`` and this JSON body, the same bytes
+on every attempt and to every endpoint (``event_body``)::
+
+    {"id": "evt_...", "object": "event", "type": "payment.succeeded",
+     "created_at": "<RFC 3339>", "data": {"object": {<the payment, refund or payout>}}}
+
 Incoming processor notifications are verified the same way with the processor's
 secret, and deduplicated by their event id (a duplicate is answered 200, not an error).
 
@@ -38,13 +44,19 @@ from typing import Final
 import httpx
 import msgspec
 
+from paycore.storage.payments import EventRow
+
 __all__ = [
+    "EVENT_ID_HEADER",
+    "EVENT_TYPES",
     "RETRY_SCHEDULE",
     "SIGNATURE_HEADER",
     "DeliveryOutcome",
     "DeliveryResult",
     "SignatureError",
     "deliver",
+    "event_body",
+    "event_matches",
     "next_attempt_delay",
     "sign",
     "signature_header",
@@ -54,6 +66,19 @@ __all__ = [
 SIGNATURE_HEADER: Final = "Paycore-Signature"
 EVENT_ID_HEADER: Final = "Paycore-Event-Id"
 DEFAULT_TOLERANCE_SECONDS: Final = 300
+
+# Every event type paycore sends (``paycore.payments.service`` writes them).
+EVENT_TYPES: Final[tuple[str, ...]] = (
+    "payment.requires_capture",
+    "payment.captured",
+    "payment.succeeded",
+    "payment.failed",
+    "payment.canceled",
+    "refund.succeeded",
+    "refund.failed",
+    "payout.paid",
+    "payout.failed",
+)
 
 # Seconds to wait before each retry: about a day in all (85,355 s, 23.7 h).
 RETRY_SCHEDULE: Final[tuple[int, ...]] = (
@@ -117,15 +142,50 @@ def verify_signature(
     return timestamp
 
 
-def next_attempt_delay(attempts: int, rng: random.Random | None = None) -> float | None:
+def next_attempt_delay(
+    attempts: int,
+    rng: random.Random | None = None,
+    *,
+    schedule: Sequence[float] = RETRY_SCHEDULE,
+) -> float | None:
     """Seconds before retry number ``attempts`` (1 = the first retry), jittered by up to
     +-10% so that many failed deliveries do not come back in one burst; None when the
-    schedule is over (give up)."""
-    if attempts < 1 or attempts > len(RETRY_SCHEDULE):
+    schedule is over (give up). ``schedule``: another one (tests shrink it)."""
+    if attempts < 1 or attempts > len(schedule):
         return None
-    base = RETRY_SCHEDULE[attempts - 1]
+    base = schedule[attempts - 1]
     jitter = (rng or random).uniform(-0.1, 0.1)
     return base * (1 + jitter)
+
+
+def event_matches(patterns: Sequence[str], event_type: str) -> bool:
+    """Whether an endpoint subscribed to ``patterns`` wants ``event_type``: ``*`` is every
+    event, ``payment.*`` every ``payment.`` event, anything else an exact type."""
+    for pattern in patterns:
+        if pattern in ("*", event_type):
+            return True
+        if pattern.endswith(".*") and event_type.startswith(pattern[:-1]):
+            return True
+    return False
+
+
+def _rfc3339(ns: int) -> str:
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}Z"
+
+
+def event_body(event: EventRow) -> bytes:
+    """The JSON an event is sent as (see the module docstring): the same bytes whenever
+    it is built, so a receiver sees one body per event id, retries included. The stored
+    payload holds a card's brand and last four digits at most, never its number."""
+    envelope = {
+        "id": event.id,
+        "object": "event",
+        "type": event.type,
+        "created_at": _rfc3339(event.created_at),
+        "data": {"object": msgspec.json.decode(event.payload)},
+    }
+    return msgspec.json.encode(envelope)
 
 
 class DeliveryOutcome(StrEnum):
@@ -149,8 +209,10 @@ async def deliver(
     secrets: Sequence[str],
     *,
     now: int | None = None,
+    timeout_seconds: float | None = None,
 ) -> DeliveryResult:
-    """POST one signed event; classify the answer (never raises for network trouble)."""
+    """POST one signed event; classify the answer (never raises for network trouble).
+    ``timeout_seconds``: for this request (else the client's own timeouts)."""
     headers = {
         "Content-Type": "application/json",
         SIGNATURE_HEADER: signature_header(secrets, body, now=now),
@@ -159,7 +221,12 @@ async def deliver(
     }
     started = time.perf_counter()
     try:
-        response = await client.post(url, content=body, headers=headers)
+        if timeout_seconds is None:
+            response = await client.post(url, content=body, headers=headers)
+        else:
+            response = await client.post(
+                url, content=body, headers=headers, timeout=timeout_seconds
+            )
     except httpx.HTTPError as exc:
         took = (time.perf_counter() - started) * 1000
         return DeliveryResult(DeliveryOutcome.RETRY, None, type(exc).__name__, took)

@@ -53,6 +53,7 @@ from paycore.storage.payments import (
     AckPaymentEvents,
     ClaimPaymentEvents,
     PaymentWrite,
+    RecordProcessorEvent,
     apply_payment_command,
 )
 
@@ -410,7 +411,9 @@ def _apply_other(tx: LedgerTx, clock: GroupClock, command: Command) -> Any:
         return tx.claim_outbox(command.owner, command.open_states, clock.now, until, command.limit)
     if isinstance(command, ReserveTransferIds):
         return _reserve(tx, clock, command)
-    if isinstance(command, PaymentWrite | ClaimPaymentEvents | AckPaymentEvents):
+    if isinstance(
+        command, PaymentWrite | ClaimPaymentEvents | AckPaymentEvents | RecordProcessorEvent
+    ):
         return apply_payment_command(tx, clock, command)
     if isinstance(command, PeekIdempotency):
         seen = tx.idempotency_record(command.key)

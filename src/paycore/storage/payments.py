@@ -20,6 +20,11 @@ transaction, all of it or nothing::
     attempts   processor calls, upserted by (parent, seq)
     events     ``payment_events`` rows, ordered by the shard's timestamps
 
+Webhooks (migration 0007): ``ClaimPaymentEvents`` leases due events to the shard's
+sender, ``AckPaymentEvents`` records what each endpoint answered (``webhook_deliveries``,
+one row per event and endpoint) and ends each event (delivered, retried later, or given
+up); ``RecordProcessorEvent`` keeps a processor's notification once per (processor, id).
+
 A refused write changes nothing and says why (``PaymentWriteResult``). Reads
 (``PaymentReads``) use the store's read connections and see committed rows only.
 
@@ -57,8 +62,11 @@ __all__ = [
     "PaymentWrite",
     "PaymentWriteResult",
     "PayoutRow",
+    "ProcessorEventRow",
+    "RecordProcessorEvent",
     "RefundDelta",
     "RefundRow",
+    "WebhookDeliveryRow",
     "apply_payment_command",
 ]
 
@@ -179,7 +187,40 @@ class EventRow(msgspec.Struct, frozen=True):
     delivered_at: int | None = None
     claimed_by: str | None = None
     claimed_until: int = 0
+    attempts: int = 0  # claims so far: each claim is one delivery attempt
+    failed_at: int | None = None  # given up after the retry schedule (migration 0007)
+
+
+class WebhookDeliveryRow(msgspec.Struct, frozen=True):
+    """What one endpoint (its URL) made of one event so far (migration 0007).
+
+    ``status``: ``pending`` (will be retried), ``delivered`` (a 2xx; final) or
+    ``failed`` (given up; final). ``outcome``: the last attempt's
+    ``paycore.payments.webhooks.DeliveryOutcome`` (``rejected``: a 4xx). In an
+    ``AckPaymentEvents`` the store counts ``attempts`` and stamps the times itself.
+    """
+
+    event_id: str
+    endpoint: str
+    status: str
+    outcome: str | None = None
     attempts: int = 0
+    last_status: int | None = None  # HTTP status of the last attempt (None: no answer)
+    last_error: str | None = None
+    created_at: int = 0
+    updated_at: int = 0
+
+
+class ProcessorEventRow(msgspec.Struct, frozen=True):
+    """A notification a processor posted (``/v1/processor_events/{processor}``), kept
+    once per (processor, id); ``body`` is the JSON exactly as received."""
+
+    processor: str
+    id: str
+    type: str
+    reference: str | None
+    body: str
+    received_at: int = 0
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -271,15 +312,28 @@ class ClaimPaymentEvents(msgspec.Struct, frozen=True):
 class AckPaymentEvents(msgspec.Struct, frozen=True):
     """Record deliveries on ``shard``: ``delivered`` events are done; each ``retry``
     ``(event id, not before ns)`` is released and may be claimed again after that time;
-    result: None."""
+    ``failed`` events are given up (never claimed again); ``deliveries`` upserts what
+    each endpoint answered (a ``delivered`` row is never changed after); result: None."""
 
     shard: str
     delivered: tuple[str, ...] = ()
     retry: tuple[tuple[str, int], ...] = ()
     fence: Fence | None = None
+    failed: tuple[str, ...] = ()
+    deliveries: tuple[WebhookDeliveryRow, ...] = ()
 
 
-PaymentCommand = PaymentWrite | ClaimPaymentEvents | AckPaymentEvents
+class RecordProcessorEvent(msgspec.Struct, frozen=True):
+    """Keep ``event`` unless its (processor, id) is kept already; result: True when it
+    was new, False for a duplicate (which changes nothing). Run it on the store of
+    ``shard`` itself (``ShardedStore`` places only the other payment commands)."""
+
+    shard: str
+    event: ProcessorEventRow
+    fence: Fence | None = None
+
+
+PaymentCommand = PaymentWrite | ClaimPaymentEvents | AckPaymentEvents | RecordProcessorEvent
 
 
 # -- SQL -----------------------------------------------------------------------------------
@@ -296,6 +350,8 @@ ATTEMPT_COLUMNS: Final = _columns(AttemptRow)
 REFUND_COLUMNS: Final = _columns(RefundRow)
 PAYOUT_COLUMNS: Final = _columns(PayoutRow)
 EVENT_COLUMNS: Final = _columns(EventRow)
+DELIVERY_COLUMNS: Final = _columns(WebhookDeliveryRow)
+PROCESSOR_EVENT_COLUMNS: Final = _columns(ProcessorEventRow)
 # The refund counters move only by RefundDelta: a state change never writes them back.
 _PAYMENT_STATE_COLUMNS: Final = tuple(
     c for c in PAYMENT_COLUMNS if c not in ("id", "amount_refunded", "amount_refund_pending")
@@ -345,11 +401,22 @@ def apply_payment_command(tx: LedgerTx, clock: GroupClock, command: PaymentComma
         rows = tx.run_sql(
             "UPDATE payment_events SET claimed_by = ?, claimed_until = ?, attempts = attempts + 1 "
             "WHERE id IN (SELECT id FROM payment_events WHERE delivered_at IS NULL "
+            "AND failed_at IS NULL "
             "AND (claimed_until <= ? OR claimed_by = ?) ORDER BY timestamp LIMIT ?) "
             f"RETURNING {cols}",
             (command.owner, until, clock.now, command.owner, min(command.limit, 2**62)),
         )
         return sorted((_row(EventRow, r) for r in rows), key=lambda e: e.timestamp)
+    if isinstance(command, RecordProcessorEvent):
+        return _record_processor_event(tx, clock, command.event)
+    for delivery in command.deliveries:
+        _upsert_delivery(tx, clock, delivery)
+    for event_id in command.failed:
+        tx.run_sql(
+            "UPDATE payment_events SET failed_at = ?, claimed_by = NULL "
+            "WHERE id = ? AND delivered_at IS NULL",
+            (clock.now, event_id),
+        )
     for event_id in command.delivered:
         tx.run_sql(
             "UPDATE payment_events SET delivered_at = ?, claimed_by = NULL WHERE id = ?",
@@ -362,6 +429,32 @@ def apply_payment_command(tx: LedgerTx, clock: GroupClock, command: PaymentComma
             (not_before, event_id),
         )
     return None
+
+
+def _upsert_delivery(tx: LedgerTx, clock: GroupClock, d: WebhookDeliveryRow) -> None:
+    """One more attempt of ``d.event_id`` to ``d.endpoint``; a delivered row stays so."""
+    tx.run_sql(
+        f"INSERT INTO webhook_deliveries ({', '.join(DELIVERY_COLUMNS)}) "
+        f"VALUES ({_q(len(DELIVERY_COLUMNS))}) "
+        "ON CONFLICT (event_id, endpoint) DO UPDATE SET status = excluded.status, "
+        "outcome = excluded.outcome, attempts = webhook_deliveries.attempts + 1, "
+        "last_status = excluded.last_status, last_error = excluded.last_error, "
+        "updated_at = excluded.updated_at WHERE webhook_deliveries.status <> 'delivered'",
+        msgspec.structs.astuple(
+            msgspec.structs.replace(d, attempts=1, created_at=clock.now, updated_at=clock.now)
+        ),
+    )
+
+
+def _record_processor_event(tx: LedgerTx, clock: GroupClock, event: ProcessorEventRow) -> bool:
+    row = msgspec.structs.replace(event, received_at=clock.now)
+    inserted = tx.run_sql(
+        f"INSERT INTO processor_events ({', '.join(PROCESSOR_EVENT_COLUMNS)}) "
+        f"VALUES ({_q(len(PROCESSOR_EVENT_COLUMNS))}) "
+        "ON CONFLICT (processor, id) DO NOTHING RETURNING id",
+        msgspec.structs.astuple(row),
+    )
+    return bool(inserted)
 
 
 def _apply_write(tx: LedgerTx, clock: GroupClock, w: PaymentWrite) -> PaymentWriteResult:
@@ -636,6 +729,28 @@ class PaymentReads:
             (after, limit),
         )
         return [_row(EventRow, r) for r in rows]
+
+    async def webhook_deliveries(self, event_ids: Sequence[str]) -> list[WebhookDeliveryRow]:
+        """What each endpoint made of these events so far (no row: never attempted)."""
+        if not event_ids:
+            return []
+        rows = await self._fetch(
+            f"SELECT {', '.join(DELIVERY_COLUMNS)} FROM webhook_deliveries "
+            f"WHERE event_id IN ({_q(len(event_ids))}) ORDER BY event_id, endpoint",
+            tuple(event_ids),
+        )
+        return [_row(WebhookDeliveryRow, r) for r in rows]
+
+    async def event(self, event_id: str) -> EventRow | None:
+        return await self._one(EventRow, "payment_events", EVENT_COLUMNS, event_id)
+
+    async def processor_event(self, processor: str, event_id: str) -> ProcessorEventRow | None:
+        rows = await self._fetch(
+            f"SELECT {', '.join(PROCESSOR_EVENT_COLUMNS)} FROM processor_events "
+            "WHERE processor = ? AND id = ?",
+            (processor, event_id),
+        )
+        return _row(ProcessorEventRow, rows[0]) if rows else None
 
     async def key_record(self, key: str) -> tuple[str, StoredResponse, int] | None:
         """(fingerprint, answer, expires_at) stored under an Idempotency-Key."""

@@ -6,6 +6,8 @@ Jobs, one leader each among all nodes (``paycore.locks.WorkerRunner``)::
     leader:maintenance:<shard>   expires holds, purges idempotency records and outbox rows
     leader:payments:<shard>      resolves payments left processing (status lookup by
                                  reference), cancels authorizations that ran out
+    leader:webhooks:<shard>      sends the shard's payment events to the ``[[webhooks]]``
+                                 endpoints (only when some are configured)
 
 A leader announces its fencing token to the shards it writes (``AdvanceFence``) before
 it works, and every write it makes carries the token, so a leader paused past its lease
@@ -30,6 +32,7 @@ from paycore.locks import HeldLease, LockService, WorkerRunner
 from paycore.storage.base import AdvanceFence, Fence, Store
 from paycore.workers.maintenance import MaintenanceWorker
 from paycore.workers.relay import RelayWorker
+from paycore.workers.webhooks import WebhookWorker, webhook_client
 
 if TYPE_CHECKING:
     from paycore.payments.service import PaymentService
@@ -87,6 +90,17 @@ class WorkerSupervisor:
                 self.runners.append(
                     WorkerRunner(locks, "payments", self._payments_job(shard), shard=shard, ttl=ttl)
                 )
+        # Webhooks: one sender per shard, all over one pooled HTTP client.
+        self.webhooks: dict[str, WebhookWorker] = {}
+        self._webhook_client = webhook_client() if settings.webhooks else None
+        if self._webhook_client is not None:
+            for shard, shard_store in self.shards.items():
+                self.webhooks[shard] = WebhookWorker(
+                    shard_store, shard, settings.webhooks, client=self._webhook_client
+                )
+                self.runners.append(
+                    WorkerRunner(locks, "webhooks", self._webhooks_job(shard), shard=shard, ttl=ttl)
+                )
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -103,6 +117,8 @@ class WorkerSupervisor:
             runner.stop()
         tasks, self._tasks = self._tasks, []
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._webhook_client is not None:
+            await self._webhook_client.aclose()
 
     def status(self) -> dict[str, Any]:
         """What /readyz shows: each job, whether this node leads it, and its failures."""
@@ -126,6 +142,8 @@ class WorkerSupervisor:
             return self.relay
         if runner.job == "maintenance":
             return self.maintenance.get(runner.shard or "")
+        if runner.job == "webhooks":
+            return self.webhooks.get(runner.shard or "")
         return None  # the payments job counts its failures in its runner
 
     # -- the jobs ------------------------------------------------------------------------
@@ -172,6 +190,14 @@ class WorkerSupervisor:
                 await asyncio.sleep(interval)
 
         return settle_payments
+
+    def _webhooks_job(self, shard: str) -> Any:
+        async def send_webhooks(held: HeldLease) -> None:
+            fence = Fence(held.name, held.fencing_token)
+            await self.shards[shard].execute(AdvanceFence(fence))
+            await self.webhooks[shard].serve(fence, held.check)
+
+        return send_webhooks
 
     async def _announce(self, fence: Fence, *, skip: str) -> None:
         peers = [s for name, s in self.shards.items() if name != skip]
