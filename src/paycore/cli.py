@@ -66,6 +66,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=None, help="random seed (reproducible mix)")
     demo.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    demo.add_argument(
+        "--no-payments",
+        dest="payments",
+        action="store_false",
+        help="skip the payments act (card payments through 3 simulated processors, one of "
+        "which goes down midway)",
+    )
+    demo.add_argument(
+        "--payments-duration", type=float, default=14.0, help="payments act seconds (14)"
+    )
+    demo.add_argument(
+        "--payment-clients", type=int, default=16, help="payments act concurrent clients (16)"
+    )
     demo.set_defaults(handler=_demo)
 
     serve = sub.add_parser("serve", help="serve the HTTP API (uvicorn, uvloop, httptools)")
@@ -173,6 +186,9 @@ def _demo(args: argparse.Namespace) -> int:
         synchronous=args.synchronous,
         seed=args.seed,
         json_path=args.json,
+        payments=args.payments,
+        payments_duration=args.payments_duration,
+        payment_clients=args.payment_clients,
     )
     return asyncio.run(run_demo(options, _console()))
 

@@ -105,13 +105,16 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "demo" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A small demo through the in-process API keeps every promise and exits 0."""
+    """A small demo through the in-process API keeps every promise and exits 0; its
+    payments act ran through three simulator processes and told the outage's story."""
     out_json = tmp_path / "demo.json"
     status = main(
         [
             "demo", "--data-dir", str(tmp_path / "demo"), "--wallets", "30",
             "--clients", "8", "--duration", "1.5", "--seed", "7", "--json", str(out_json),
+            "--payments-duration", "6", "--payment-clients", "8",
         ]
     )  # fmt: skip
     out = capsys.readouterr().out
@@ -123,6 +126,37 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert result["audit"]["ok"] is True
     assert all(p["broken"] == 0 and p["checks"] > 0 for p in result["promises"]), result
     assert main(["audit", "--data-dir", str(tmp_path / "demo")]) == 0
+
+    # The payments act: acq-a went down, its breaker opened, the others took its
+    # traffic, every good card succeeded, and it came back through half-open probes.
+    payments = result["payments"]
+    assert "payments act" in out
+    assert "timeline (per second)" in out
+    assert payments["card_payments"] > 50
+    assert payments["payments_per_s"] > 0
+    assert payments["outage_good_payments"] > 0
+    assert payments["outage_success_rate"] >= 99.0
+    assert 0 < payments["time_to_open_s"] < 1.0
+    assert 0 <= payments["time_to_close_s"] <= payments["breaker"]["wait_in_open_s"] + 1.0
+    moves = [(t["from_state"], t["to_state"]) for t in payments["transitions"]
+             if t["processor"] == "acq-a"]  # fmt: skip
+    assert moves[0] == ("closed", "open")
+    assert moves[-2:] == [("open", "half_open"), ("half_open", "closed")]
+    down, up = payments["outage_s"]
+    opened = down + payments["time_to_open_s"]
+    during = [r for r in payments["timeline"] if opened <= r["second"] and r["second"] + 1 <= up]
+    assert during, payments["timeline"]
+    assert all(r["served"]["acq-a"] == 0 for r in during)  # traffic shifted...
+    assert all(r["served"]["acq-b"] + r["served"]["acq-c"] > 0 for r in during)  # ...here
+    assert payments["refunds"] > 0
+    assert payments["payouts"] + payments["topups"] > 0
+    assert payments["timeouts"] > 0
+    assert payments["verified"]["processor_lookups"] >= payments["card_payments"]
+    names = {p["name"] for p in result["promises"]}
+    assert any(n.startswith("no double charge") for n in names)
+    assert any(n.startswith("no card number") for n in names)
+    logs = sorted(p.name for p in (tmp_path / "demo" / "acquirers").iterdir())
+    assert logs == ["acq-a.log", "acq-b.log", "acq-c.log"]
 
 
 def test_demo_refuses_a_used_data_dir(tmp_path: Path) -> None:
@@ -186,11 +220,12 @@ def test_demo_exits_1_when_a_promise_breaks(
     status = main(
         [
             "demo", "--data-dir", str(tmp_path / "demo"), "--wallets", "10",
-            "--clients", "4", "--duration", "1", "--seed", "3",
+            "--clients", "4", "--duration", "1", "--seed", "3", "--no-payments",
         ]
     )  # fmt: skip
     out = capsys.readouterr().out
     assert status == 1, out
+    assert "payments act" not in out
     assert "PROMISE BROKEN" in out
     assert "insufficient_funds" in out
     assert "limit_exceeded" in out

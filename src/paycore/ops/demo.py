@@ -10,9 +10,20 @@ an ``Idempotency-Key`` (sequential, concurrent, and with a changed body), retrie
 a transfer id, deliberate overdrafts, balance reads and malformed requests.
 
 The demo keeps its own model of every acknowledged effect. At the end it waits for
-the expiring holds, pays the merchant out with a ``balancing`` transfer, compares
-each account's counters with the model, audits the ledger, and prints throughput,
-latency percentiles and one line per promise. Any broken promise exits 1.
+the expiring holds, pays the merchant out with a ``balancing`` transfer and compares
+each account's counters with the model.
+
+Then the payments act (``demo_payments``; skipped with ``--no-payments``): three
+simulated processors (``paycore acquirer-sim`` child processes, spawned while the
+ledger act settles and stopped at the end whatever happens), card payments, captures,
+refunds, payouts and top-ups through the same API (a new node on the same data
+directory, configured with the processors), and one processor taken down midway and
+brought back: its breaker opens, the traffic shifts, and it closes again through
+half-open probes.
+
+Last, the whole ledger is audited, the data directory's files are scanned for the
+card numbers the act used, and the demo prints throughput, latency percentiles, the
+payments story and one line per promise. Any broken promise exits 1.
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from rich.console import Console
@@ -40,6 +51,9 @@ from paycore.money import format_minor
 from paycore.ops.audit import ClusterAuditReport, audit_cluster, print_cluster_report
 from paycore.ops.loadgen import HttpResponse, latency_summary
 from paycore.storage.base import Store
+
+if TYPE_CHECKING:
+    from paycore.ops.demo_payments import Fleet, PaymentsReport
 
 __all__ = ["AsgiClient", "DemoOptions", "DemoResult", "run_demo"]
 
@@ -78,6 +92,16 @@ class DemoOptions(msgspec.Struct, kw_only=True):
     synchronous: str = "FULL"
     seed: int | None = None
     json_path: Path | None = None
+    payments: bool = True  # the payments act (see demo_payments)
+    payments_duration: float = 14.0
+    payment_clients: int = 16
+
+    def check(self) -> None:
+        """Raise ``ValueError`` for options the demo cannot run with."""
+        if self.wallets < 2:
+            raise ValueError("the demo needs at least 2 wallets")
+        if self.payments and (self.payments_duration < 3 or self.payment_clients < 1):
+            raise ValueError("the payments act needs at least 3 seconds and 1 client")
 
 
 class Promise(msgspec.Struct):
@@ -125,6 +149,7 @@ class DemoResult(msgspec.Struct):
     seconds_total: float
     shards: int = 1
     cross_shard_transfers: int = 0
+    payments: PaymentsReport | None = None
 
 
 # -- an in-process HTTP client --------------------------------------------------------------
@@ -722,8 +747,7 @@ class _Demo:
 async def run_demo(options: DemoOptions, console: Console) -> int:
     """Run the demo; 0 when every promise held, 1 otherwise."""
     started = time.perf_counter()
-    if options.wallets < 2:
-        raise ValueError("the demo needs at least 2 wallets")
+    options.check()
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     data_dir = options.data_dir or Path("paycore-data") / f"demo-{stamp}"
     if any(data_dir.glob("shard-*.sqlite3")):
@@ -739,39 +763,43 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
     from paycore.api.app import create_app  # noqa: PLC0415 - the API is the heavy import
 
     app = create_app(store, settings)
-    console.print(
-        f"[bold]paycore demo[/]: {options.wallets:,} wallets, {options.clients} clients, "
-        f"{options.duration:g}s, seed {seed}, {len(shard_specs(settings))} shards in {data_dir} "
-        f"(synchronous={settings.synchronous}; API called in-process)"
-    )
-    # The in-process app is reachable by no one: its "no API key" warning does not apply.
-    logging.getLogger("paycore.api.app").setLevel(logging.ERROR)
+    _announce(options, settings, seed, console)
     audit: ClusterAuditReport | None = None
-    async with AsgiClient(app) as client:
-        demo = _Demo(client, options, seed, store)
-        with _progress(console) as progress:
-            await demo.setup(progress)
-            elapsed, requests, transfers = await demo.workload(progress)
-            cross = len(demo.in_flight)
-            await demo.settle_expiring(progress)
-        await demo.settle_in_flight()
-        await demo.payout()
-        cross += len(demo.in_flight)
-        await demo.settle_in_flight()
-        await demo.compare_with_ledger(store)
-        with console.status("auditing the ledger..."):
-            audit = await audit_cluster(store.shards)
-        replayed = sum(r.transfers for r in audit.shards.values())
-        found = [f"{v.kind}: {v.detail}" for r in audit.shards.values() for v in r.violations]
-        found += [f"{v.kind}: {v.detail}" for v in audit.violations]
-        demo.p_audit.checks = max(1, replayed)
-        demo.p_audit.broken = sum(r.violation_count for r in audit.shards.values()) + sum(
-            1 for v in audit.violations if v.kind != "shard_violation"
-        )
-        demo.p_audit.examples = found[:5]
+    fleet: Fleet | None = None
+    payments: PaymentsReport | None = None
+    more_promises: list[Promise] = []
+    try:
+        async with AsgiClient(app) as client:
+            demo = _Demo(client, options, seed, store)
+            with _progress(console) as progress:
+                await demo.setup(progress)
+                elapsed, requests, transfers = await demo.workload(progress)
+                cross = len(demo.in_flight)
+                if options.payments:
+                    # The processors boot while this act settles (mostly waiting).
+                    from paycore.ops.demo_payments import Fleet  # noqa: PLC0415
+
+                    fleet = Fleet.spawn(data_dir / "acquirers", seed)
+                await demo.settle_expiring(progress)
+            await demo.settle_in_flight()
+            await demo.payout()
+            cross += len(demo.in_flight)
+            await demo.settle_in_flight()
+            await demo.compare_with_ledger(store)
+            if fleet is None:
+                audit = await _audit(store, demo.p_audit, console)
+        if fleet is not None:
+            payments, audit, more_promises = await _payments_act(
+                options, settings, seed=seed, fleet=fleet, p_audit=demo.p_audit, console=console
+            )
+    finally:
+        if fleet is not None:
+            await fleet.aclose()
+            fleet.stop()
     workload_latencies = [x for k, v in demo.latencies.items() if k != "setup" for x in v]
+    promises = demo.promises() + more_promises
     result = DemoResult(
-        ok=all(p.broken == 0 for p in demo.promises()),
+        ok=all(p.broken == 0 for p in promises),
         data_dir=str(data_dir),
         wallets=options.wallets,
         clients=options.clients,
@@ -791,17 +819,143 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
             for kind, lat in sorted(demo.latencies.items())
             if kind != "setup"
         ],
-        promises=demo.promises(),
+        promises=promises,
         audit=audit,
         seconds_total=time.perf_counter() - started,
         shards=len(store.shards),
         cross_shard_transfers=cross,
+        payments=payments,
     )
     _print(result, console)
     if options.json_path is not None:
         options.json_path.write_bytes(msgspec.json.format(msgspec.json.encode(result)) + b"\n")
         console.print(f"wrote {options.json_path}")
     return 0 if result.ok else 1
+
+
+def _announce(options: DemoOptions, settings: Settings, seed: int, console: Console) -> None:
+    act = (
+        f"; then payments through 3 simulated processors for {options.payments_duration:g}s"
+        if options.payments
+        else ""
+    )
+    console.print(
+        f"[bold]paycore demo[/]: {options.wallets:,} wallets, {options.clients} clients, "
+        f"{options.duration:g}s, seed {seed}, {len(shard_specs(settings))} shards in "
+        f"{settings.data_dir} (synchronous={settings.synchronous}; API called in-process){act}"
+    )
+    # The in-process app is reachable by no one: its "no API key" warning does not apply.
+    logging.getLogger("paycore.api.app").setLevel(logging.ERROR)
+
+
+async def _audit(store: ShardedStore, promise: Promise, console: Console) -> ClusterAuditReport:
+    """Audit every shard and the cluster; the findings go into ``promise``."""
+    with console.status("auditing the ledger..."):
+        audit = await audit_cluster(store.shards)
+    replayed = sum(r.transfers for r in audit.shards.values())
+    found = [f"{v.kind}: {v.detail}" for r in audit.shards.values() for v in r.violations]
+    found += [f"{v.kind}: {v.detail}" for v in audit.violations]
+    promise.checks = max(1, replayed)
+    promise.broken = sum(r.violation_count for r in audit.shards.values()) + sum(
+        1 for v in audit.violations if v.kind != "shard_violation"
+    )
+    promise.examples = found[:5]
+    return audit
+
+
+async def _payments_act(
+    options: DemoOptions,
+    settings: Settings,
+    *,
+    seed: int,
+    fleet: Fleet,
+    p_audit: Promise,
+    console: Console,
+) -> tuple[PaymentsReport, ClusterAuditReport, list[Promise]]:
+    """The payments act on a new node over the same data directory, configured with the
+    simulated processors; then the audit of everything, and the scan for card numbers
+    once that node has stopped (its databases closed)."""
+    # The node's warnings (timeouts, retries, breaker changes) are the story: the act
+    # prints it as a timeline instead.
+    quiet = ("paycore.payments", "paycore.workers", "stamina")
+    levels = {name: logging.getLogger(name).level for name in quiet}
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        return await _run_payments_act(
+            options, settings, seed=seed, fleet=fleet, p_audit=p_audit, console=console
+        )
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+async def _run_payments_act(
+    options: DemoOptions,
+    settings: Settings,
+    *,
+    seed: int,
+    fleet: Fleet,
+    p_audit: Promise,
+    console: Console,
+) -> tuple[PaymentsReport, ClusterAuditReport, list[Promise]]:
+    from paycore.api.app import create_app  # noqa: PLC0415
+    from paycore.ops.demo_payments import (  # noqa: PLC0415
+        PaymentsAct,
+        card_numbers,
+        payment_settings,
+        scan_for_cards,
+    )
+    from paycore.payments.service import build_payment_service  # noqa: PLC0415
+
+    lap = _Laps()
+    with console.status("starting three simulated processors (paycore acquirer-sim)..."):
+        urls = await fleet.ready()
+    lap("processors_ready")
+    duration = options.payments_duration
+    settings = payment_settings(settings, urls, duration=duration, seed=seed)
+    store = build_store(settings)
+    service = build_payment_service(store, settings)
+    app = create_app(store, settings, payments=service)
+    async with AsgiClient(app) as client:
+        act = PaymentsAct(
+            client, service, fleet, duration=duration, clients=options.payment_clients, seed=seed
+        )
+        await act.setup()
+        lap("setup")
+        with _progress(console) as progress:
+            await act.run(progress)
+            elapsed = lap("workload")
+            await act.settle(progress)
+            lap("settle")
+        with console.status("checking every payment against the ledger and the processors..."):
+            verified = await act.verify(store)
+        act.judge_outage()
+        lap("verify")
+        audit = await _audit(store, p_audit, console)
+        lap("audit")
+    p_cards = Promise("no card number in the data directory (databases, WAL, logs)")
+    numbers = card_numbers(act)
+    files, found = scan_for_cards(Path(settings.data_dir), numbers)
+    p_cards.checks, p_cards.broken, p_cards.examples = files * len(numbers), len(found), found[:5]
+    lap("card_scan")
+    act.phases = lap.laps
+    return act.report(elapsed, verified), audit, [*act.promises(), p_cards]
+
+
+class _Laps:
+    """Wall time between calls, by name."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def __call__(self, name: str) -> float:
+        """Record the time since the last lap as ``name``; that time."""
+        now = time.monotonic()
+        seconds, self._last = now - self._last, now
+        self.laps[name] = round(seconds, 3)
+        return seconds
 
 
 def _progress(console: Console) -> Progress:
@@ -860,6 +1014,10 @@ def _print(result: DemoResult, console: Console) -> None:
         f"[bold]sharding[/]: {result.shards} shards, {result.cross_shard_transfers:,} "
         "cross-shard transfers (acknowledged in_flight, settled by the relay)"
     )
+    if result.payments is not None:
+        from paycore.ops.demo_payments import print_report  # noqa: PLC0415
+
+        print_report(result.payments, console)
     if result.audit is not None:
         print_cluster_report(result.audit, console)
     promises = Table(title="promises", title_justify="left")
