@@ -291,7 +291,8 @@ async def test_operations_outside_retry_operations_are_not_retried() -> None:
 
 
 async def test_retries_stop_when_the_breaker_opens() -> None:
-    """A retry that finds the breaker open is not sent: the answer is circuit_open."""
+    """A retry that finds the breaker open is not sent; the answer is the last failure the
+    processor gave (it was called), not circuit_open."""
     settings = config(
         retry=RetryConfig(attempts=5, deadline=None, wait_initial=0, wait_max=0, wait_jitter=0),
         breaker=BreakerConfig(window_size=2, minimum_calls=2),
@@ -299,7 +300,8 @@ async def test_retries_stop_when_the_breaker_opens() -> None:
     r = rig(settings)
     r.script(Step(Outcome.FAILED))
     result = await r.authorize()
-    assert (result.outcome, result.error) == (Outcome.FAILED, "circuit_open")
+    assert result.outcome is Outcome.FAILED
+    assert result.error != "circuit_open"
     assert len(r.inner.calls) == 2
 
 
@@ -488,3 +490,20 @@ async def test_an_outage_shifts_traffic_and_probes_bring_the_processor_back() ->
     assert guarded["acq-a"].snapshot().state is State.CLOSED
     assert len(inner["acq-a"].calls) == 4 + 5
     assert outcomes == [Outcome.APPROVED] * 15
+
+
+async def test_a_retry_refused_by_the_breaker_the_failure_opened_reports_that_failure() -> None:
+    """The processor was called and failed; its retry is refused because that failure
+    opened the breaker. The result is the failure (latency and all), not 'circuit_open',
+    which would say the processor was never called."""
+    from paycore.payments.processors.base import AuthorizeRequest, CardDetails
+    from paycore.payments.testing import Behaviour, ScriptedConnector
+
+    inner = ScriptedConnector("acq-a").plan(Operation.AUTHORIZE, Behaviour.FAIL)
+    config = ResilienceConfig(breaker=BreakerConfig(window_size=1, minimum_calls=1))
+    guarded = ResilientConnector(inner, config, registry=CollectorRegistry())
+    card = CardDetails("4242424242424242", 12, 2030, "123")
+    result = await guarded.authorize(AuthorizeRequest("ref-1", 1000, "USD", card))
+    assert inner.calls  # it did reach the processor
+    assert result.outcome is Outcome.FAILED
+    assert result.error != "circuit_open"

@@ -248,14 +248,16 @@ class ResilientConnector:
         metrics = self._metrics
         attempts = 0
         started = self.clock()
+        last: ProcessorResult | None = None  # the last answer the processor gave
 
         async def attempt() -> ProcessorResult:
-            nonlocal attempts, started
+            nonlocal attempts, started, last
             attempts += 1
             if attempts > 1:
                 metrics.retried(self.name, operation)
             started = self.clock()
             result = await call()
+            last = result
             self._observe(operation, result.outcome.value, started)
             if self.on_attempt is not None:
                 self.on_attempt(result)
@@ -268,8 +270,14 @@ class ResilientConnector:
                 retry=operation in self.config.retry_operations,
             )
         except CallNotPermitted:
+            # A retry refused by the breaker that the failure before it opened: the
+            # processor WAS called and failed; say that, not "never called".
+            if last is not None:
+                return last
             return self._rejected(operation, reference, CIRCUIT_OPEN)
         except BulkheadFull:
+            if last is not None:
+                return last
             return self._rejected(operation, reference, BULKHEAD_FULL)
         except CallTimeout as exc:
             outcome = Outcome.FAILED if operation is Operation.STATUS else Outcome.AMBIGUOUS
