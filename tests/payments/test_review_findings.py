@@ -305,14 +305,13 @@ async def test_one_huge_payment_does_not_break_every_later_payment(
         assert (view.payment.status, view.payment.failure_code) == ("succeeded", None)
 
 
-@pytest.mark.xfail(strict=True, reason="review: unresolvable rows starve the resolver (limit)")
 async def test_payments_a_processor_cannot_answer_for_do_not_starve_the_others(
     clock: ManualClock, tmp_path: Path
 ) -> None:
-    """``resolve_processing`` reads the ``limit`` OLDEST processing rows of a shard and
-    stops. While acq-a cannot answer status lookups (down), its ambiguous payments stay
-    first in line for ever; once there are ``limit`` of them (100 in production), the
-    acq-b payment behind them is never looked at, though acq-b answers."""
+    """Review finding (fixed by keyset paging): ``resolve_processing`` read the ``limit``
+    oldest processing rows of a shard and stopped. While acq-a could not answer status
+    lookups (down), its ambiguous payments stayed first in line for ever; once there were
+    ``limit`` of them, the acq-b payment behind them was never looked at."""
     store = build_store(Settings(data_dir=str(tmp_path), embedded_shards=1), clock=clock)
     async with open_world(store, clock) as w:
         acq_a, acq_b = w.processor("acq-a"), w.processor("acq-b")

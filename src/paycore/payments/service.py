@@ -192,6 +192,8 @@ class FixedRouter:
 # shared by every payment through it: one absurd amount would push its counters to the
 # overflow limit and make every later payment on it fail.
 MAX_PAYMENT_AMOUNT = 10**12
+# Pages of the resolver's work per shard and pass (each of ``limit`` rows).
+_RESOLVE_PAGES = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -1839,12 +1841,36 @@ class PaymentService:
         before = self.clock() - int(older_than * _NS)
         for shard in shards or list(self.shards):
             reads = self.reads(shard)
-            for row in await reads.payments_in(PaymentStatus.PROCESSING.value, before, limit):
-                await self._guarded(report, row.id, self._resolve_payment(shard, row, fence))
-            for refund in await reads.refunds_in(RefundStatus.PENDING.value, before, limit):
-                await self._guarded(report, refund.id, self._resolve_refund(shard, refund, fence))
-            for payout in await reads.payouts_in(PayoutStatus.PROCESSING.value, before, limit):
-                await self._guarded(report, payout.id, self._resolve_payout(shard, payout, fence))
+            # Page by page (``limit`` rows each, at most ``_RESOLVE_PAGES`` pages a pass),
+            # so rows whose processor cannot answer now never hide the ones behind them.
+            after: tuple[int, str] | None = None
+            for _ in range(_RESOLVE_PAGES):
+                rows = await reads.payments_in(PaymentStatus.PROCESSING.value, before, limit, after)
+                for row in rows:
+                    await self._guarded(report, row.id, self._resolve_payment(shard, row, fence))
+                if len(rows) < limit:
+                    break
+                after = (rows[-1].updated_at, rows[-1].id)
+            after = None
+            for _ in range(_RESOLVE_PAGES):
+                refunds = await reads.refunds_in(RefundStatus.PENDING.value, before, limit, after)
+                for refund in refunds:
+                    work = self._resolve_refund(shard, refund, fence)
+                    await self._guarded(report, refund.id, work)
+                if len(refunds) < limit:
+                    break
+                after = (refunds[-1].updated_at, refunds[-1].id)
+            after = None
+            for _ in range(_RESOLVE_PAGES):
+                payouts = await reads.payouts_in(
+                    PayoutStatus.PROCESSING.value, before, limit, after
+                )
+                for payout in payouts:
+                    work = self._resolve_payout(shard, payout, fence)
+                    await self._guarded(report, payout.id, work)
+                if len(payouts) < limit:
+                    break
+                after = (payouts[-1].updated_at, payouts[-1].id)
         return report
 
     async def _guarded(self, report: ResolveReport, object_id: str, work: Awaitable[bool]) -> None:

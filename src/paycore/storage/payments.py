@@ -687,14 +687,43 @@ class PaymentReads:
         )
         return [_row(RefundRow, r) for r in rows]
 
-    async def payments_in(self, status: str, updated_before: int, limit: int) -> list[PaymentRow]:
-        """Payments in ``status`` last changed at or before ``updated_before``, oldest first."""
-        rows = await self._fetch(
-            f"SELECT {', '.join(PAYMENT_COLUMNS)} FROM payments WHERE status = ? "
-            "AND updated_at <= ? ORDER BY updated_at LIMIT ?",
-            (status, updated_before, limit),
+    async def payments_in(
+        self, status: str, updated_before: int, limit: int, after: tuple[int, str] | None = None
+    ) -> list[PaymentRow]:
+        """Payments in ``status`` last changed at or before ``updated_before``, oldest first,
+        from after ``after`` = (updated_at, id) of the previous page's last row."""
+        rows = await self._rows_in(
+            "payments",
+            PAYMENT_COLUMNS,
+            status=status,
+            before=updated_before,
+            limit=limit,
+            after=after,
         )
         return [_row(PaymentRow, r) for r in rows]
+
+    async def _rows_in(
+        self,
+        table: str,
+        columns: Sequence[str],
+        *,
+        status: str,
+        before: int,
+        limit: int,
+        after: tuple[int, str] | None,
+    ) -> list[tuple[Any, ...]]:
+        # Keyset pages over (updated_at, id): a pass of the resolver reaches every open
+        # row, however many at the head of the line cannot be resolved now.
+        where = "status = ? AND updated_at <= ?"
+        params: list[Any] = [status, before]
+        if after is not None:
+            where += " AND (updated_at, id) > (?, ?)"
+            params += [after[0], after[1]]
+        return await self._fetch(
+            f"SELECT {', '.join(columns)} FROM {table} WHERE {where} "
+            "ORDER BY updated_at, id LIMIT ?",
+            (*params, limit),
+        )
 
     async def authorizations_due(self, now: int, limit: int) -> list[PaymentRow]:
         """``requires_capture`` payments whose authorization ended at or before ``now``."""
@@ -705,19 +734,29 @@ class PaymentReads:
         )
         return [_row(PaymentRow, r) for r in rows]
 
-    async def refunds_in(self, status: str, updated_before: int, limit: int) -> list[RefundRow]:
-        rows = await self._fetch(
-            f"SELECT {', '.join(REFUND_COLUMNS)} FROM refunds WHERE status = ? "
-            "AND updated_at <= ? ORDER BY updated_at LIMIT ?",
-            (status, updated_before, limit),
+    async def refunds_in(
+        self, status: str, updated_before: int, limit: int, after: tuple[int, str] | None = None
+    ) -> list[RefundRow]:
+        rows = await self._rows_in(
+            "refunds",
+            REFUND_COLUMNS,
+            status=status,
+            before=updated_before,
+            limit=limit,
+            after=after,
         )
         return [_row(RefundRow, r) for r in rows]
 
-    async def payouts_in(self, status: str, updated_before: int, limit: int) -> list[PayoutRow]:
-        rows = await self._fetch(
-            f"SELECT {', '.join(PAYOUT_COLUMNS)} FROM payouts WHERE status = ? "
-            "AND updated_at <= ? ORDER BY updated_at LIMIT ?",
-            (status, updated_before, limit),
+    async def payouts_in(
+        self, status: str, updated_before: int, limit: int, after: tuple[int, str] | None = None
+    ) -> list[PayoutRow]:
+        rows = await self._rows_in(
+            "payouts",
+            PAYOUT_COLUMNS,
+            status=status,
+            before=updated_before,
+            limit=limit,
+            after=after,
         )
         return [_row(PayoutRow, r) for r in rows]
 
