@@ -197,7 +197,6 @@ async def test_a_failed_give_back_leaves_the_card_charged_for_good(
 # -- MEDIUM: Idempotency-Key replays ------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review: a retried capture replays a kept 503 for ever")
 async def test_a_capture_that_met_a_failed_processor_is_retried_not_replayed(
     clock: ManualClock, tmp_path: Path
 ) -> None:

@@ -502,6 +502,18 @@ class PaymentService:
             return Reply(None, result.key_taken[1], replayed=True)
         return Reply(exc, response)
 
+    async def _free_key(self, keyed: Keyed | None, shard: str) -> None:
+        """After a retryable answer (no processor could take it; nothing changed): leave
+        the key free, so the client's retry runs the operation again instead of replaying
+        the 503 for the key's whole retention. The record stays, expired at once, on the
+        work's shard and on the key's own shard (where its pointer is)."""
+        if keyed is None:
+            return
+        gone = KeyWrite(keyed.key, keyed.fingerprint, StoredResponse(503, b"{}"), 0, "save")
+        homes = {shard, self._key_home(keyed.key)}
+        for home in homes:
+            await self._write(PaymentWrite(shard=home, key=gone))
+
     def _answer(self, keyed: Keyed | None, outcome: ReplyOutcome) -> tuple[KeyWrite | None, Reply]:
         """The key record to save with an outcome's transaction, and the reply."""
         if keyed is None:
@@ -1161,7 +1173,11 @@ class PaymentService:
                 if result.outcome is Outcome.DECLINED
                 else _E.PROCESSOR_UNAVAILABLE
             )
-            refusal = RequestError(code, result.decline_code or result.error or "")
+            refusal: PaycoreError = (
+                RequestError(code, result.decline_code or result.error or "")
+                if result.outcome is Outcome.DECLINED
+                else PaycoreError(code, result.error or "")
+            )
             key, reply = self._answer(keyed, refusal)
             written = await self._write(
                 PaymentWrite(
@@ -1173,6 +1189,8 @@ class PaymentService:
                     fence=fence,
                 )
             )
+            if written.ok and refusal.retryable:
+                await self._free_key(keyed, shard)
             return reply if written.ok else await self._current(keyed, "payment", row.id)
         amount = row.pending_amount
         psp = psp_account_id(shard, row.processor or "", row.currency)
@@ -1349,6 +1367,8 @@ class PaymentService:
                     fence=fence,
                 )
             )
+            if written.ok:
+                await self._free_key(keyed, shard)
             return reply if written.ok else await self._current(keyed, "payment", row.id)
         # APPROVED, or DECLINED: the processor has nothing left to void (voided or
         # expired on its side already); either way the hold is released here.
