@@ -11,6 +11,10 @@ from datetime import date
 from enum import StrEnum
 from typing import Final
 
+# The card rules are those of a real network, the same ones paycore checks before it calls
+# a processor: one definition of Luhn and of the brand prefixes.
+from paycore.payments.cards import brand_of, luhn_valid
+
 __all__ = [
     "TEST_CARDS",
     "TEST_DESTINATIONS",
@@ -54,33 +58,6 @@ TEST_DESTINATIONS: Final[dict[str, CardBehaviour]] = {
     "GB00ERROR000000000": CardBehaviour.PROCESSING_ERROR,
     "GB00TIMEOUT0000000": CardBehaviour.TIMEOUT,
 }
-
-_BRANDS: Final = (
-    (("34", "37"), "amex"),
-    (("4",), "visa"),
-    (("51", "52", "53", "54", "55", "22", "23", "24", "25", "26", "27"), "mastercard"),
-    (("6011", "65"), "discover"),
-)
-
-
-def luhn_valid(number: str) -> bool:
-    """Whether ``number`` (digits only) passes the Luhn check."""
-    total = 0
-    for position, char in enumerate(reversed(number)):
-        digit = ord(char) - 48
-        if position % 2:
-            digit *= 2
-            if digit > 9:
-                digit -= 9
-        total += digit
-    return total % 10 == 0
-
-
-def brand_of(number: str) -> str:
-    for prefixes, brand in _BRANDS:
-        if number.startswith(prefixes):
-            return brand
-    return "unknown"
 
 
 def mask(number: str) -> str:
