@@ -125,11 +125,14 @@ async def assert_ledger_clean(store: Store) -> None:
         assert total.net_posted == 0, total
 
 
-def payment_app(service: PaymentService, settings: Settings | None = None) -> Litestar:
-    """A Litestar app serving only the payment routes (the store is started by the test)."""
+def payment_app(
+    service: PaymentService, settings: Settings | None = None, writes: Any = None
+) -> Litestar:
+    """A Litestar app serving only the payment routes (the store is started by the test);
+    ``writes``: a ``WriteExecutor`` whose cluster-wide key lock the routes share."""
     return Litestar(
         route_handlers=payment_routes(
-            service.store, service, settings or Settings(data_dir="unused")
+            service.store, service, settings or Settings(data_dir="unused"), writes=writes
         ),
         exception_handlers=EXCEPTION_HANDLERS,
         logging_config=None,
@@ -137,9 +140,11 @@ def payment_app(service: PaymentService, settings: Settings | None = None) -> Li
 
 
 @asynccontextmanager
-async def payment_client(service: PaymentService) -> AsyncIterator[httpx.AsyncClient]:
+async def payment_client(
+    service: PaymentService, writes: Any = None
+) -> AsyncIterator[httpx.AsyncClient]:
     """A client of ``payment_app`` in this event loop (the store's): no portal thread."""
-    transport = httpx.ASGITransport(app=payment_app(service))
+    transport = httpx.ASGITransport(app=payment_app(service, writes=writes))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         yield client
 

@@ -15,11 +15,14 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from paycore.api.app import create_app
+from paycore.api.idempotency import WriteExecutor
 from paycore.cluster.router import ShardedStore
 from paycore.cluster.topology import build_store
 from paycore.config import Settings
 from paycore.errors import RequestError
 from paycore.ledger.model import AccountRequest
+from paycore.locks import open_lock_service
+from paycore.locks.testing import RedisServer
 from paycore.payments.accounts import psp_account_id
 from paycore.payments.processors.base import Operation
 from paycore.payments.service import NewPayment, PaymentService, resolve_processing
@@ -236,17 +239,17 @@ async def test_a_retry_after_the_card_expired_replays_the_first_answer(
         assert (again.status_code, again.content) == (201, first.content)
 
 
-@pytest.mark.xfail(strict=True, reason="review: two nodes, one key: the capture's key keeps a 409")
 async def test_one_capture_key_on_two_nodes_keeps_the_answer_of_the_capture(
-    clock: ManualClock, tmp_path: Path
+    clock: ManualClock, tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    """Two API nodes (two services, each with its own ``KeysInFlight``), the key's home
-    on the other shard than the payment. Node A claims the key (a pointer, seq N, written
-    alone on the key's shard) and, before its tx1 lands, node B gets the retry:
-    ``_replay_or_resume`` sees no attempt N, takes A for dead and RESUMES: B captures
-    (200). A's tx1 then loses the compare-and-set, A re-reads a succeeded payment and
-    ``_refuse`` SETTLES the key with 409 ``payment_unexpected_state`` over the pointer:
-    every later retry replays that 409 although the capture happened."""
+    """Review finding (fixed: payment keys now share the ledger routes' cluster-wide key
+    lock, so the twin on node B gets 409 in_use instead of resuming). Two API nodes (two
+    services, each with its own ``KeysInFlight``), the key's home on the other shard than
+    the payment. Node A claimed the key (a pointer, seq N, written alone on the key's
+    shard) and, before its tx1 landed, node B got the retry: it took A for dead and
+    RESUMED, captured (200); A's tx1 then lost the compare-and-set and ``_refuse``
+    settled the key with 409 ``payment_unexpected_state``: every later retry replayed
+    that 409 although the capture happened."""
     store = build_store(Settings(data_dir=str(tmp_path), embedded_shards=2), clock=clock)
     assert isinstance(store, ShardedStore)
     await store.start()
@@ -268,7 +271,14 @@ async def test_one_capture_key_on_two_nodes_keeps_the_answer_of_the_capture(
             return result
 
         node_a._write = slow_after_claim  # type: ignore[method-assign,assignment]
-        async with payment_client(node_a) as a, payment_client(node_b) as b:
+        locks = [open_lock_service(redis_server.url) for _ in range(2)]
+        for service in locks:
+            await service.open()
+        writes = [WriteExecutor(store, retention_seconds=3600, locks=lk) for lk in locks]
+        async with (
+            payment_client(node_a, writes[0]) as a,
+            payment_client(node_b, writes[1]) as b,
+        ):
             held = await _created(await b.post("/v1/payments", json=pay(1000, "manual")))
             path = f"/v1/payments/{held['id']}/capture"
             first = asyncio.create_task(a.post(path, json={}, headers={KEY: key}))
@@ -281,7 +291,10 @@ async def test_one_capture_key_on_two_nodes_keeps_the_answer_of_the_capture(
         done = (await node_b.get_payment(held["id"])).payment
         assert (done.status, done.amount_captured) == ("succeeded", 1000)
         answers = [(r.status_code, r.json().get("code")) for r in (answer_a, twin, retry)]
-        assert retry.status_code == 200, answers
+        assert answers[1] == (409, "idempotency_key_in_use"), answers
+        assert answer_a.status_code == retry.status_code == 200, answers
+        for service in locks:
+            await service.aclose()
     finally:
         await store.stop()
 

@@ -123,7 +123,7 @@ def create_app(
         route_handlers=[
             *account_routes(store, writes, settings),
             *transfer_routes(store, writes, settings),
-            *payment_routes(store, payment_service, settings),
+            *payment_routes(store, payment_service, settings, writes=writes),
             *processor_event_routes(store, settings),
             *ops_routes(store, settings, metrics, locks=service, workers=workers),
         ],

@@ -33,6 +33,7 @@ from litestar.params import FromPath
 from paycore.api.idempotency import (
     IDEMPOTENCY_HEADER,
     KeysInFlight,
+    WriteExecutor,
     fingerprint,
     stored_to_response,
 )
@@ -98,9 +99,12 @@ def _render(status: int) -> Render:
 class _Keys:
     """Idempotency-Keys of the payment routes: parsed, fingerprinted, held in flight."""
 
-    def __init__(self, retention_seconds: int) -> None:
+    def __init__(self, retention_seconds: int, writes: WriteExecutor | None = None) -> None:
         self.retention_seconds = retention_seconds
         self.in_flight = KeysInFlight()
+        # The ledger routes' executor: its key_lock guards a key across nodes (a no-op on
+        # one node or one shard), so two nodes never both run one payment key.
+        self.writes = writes
 
     def keyed(
         self, request: Request[Any, Any, Any], body: msgspec.Struct, render: Render
@@ -127,7 +131,11 @@ class _Keys:
             reply = await call(None)
         else:
             with self.in_flight.hold(key.key):  # a twin on this node: 409 at once
-                reply = await call(key)
+                if self.writes is None:
+                    reply = await call(key)
+                else:
+                    async with self.writes.key_lock(key.key):  # a twin on another node
+                        reply = await call(key)
         if reply.response is not None:
             return stored_to_response(reply.response, replayed=reply.replayed)
         assert reply.outcome is not None
@@ -137,16 +145,21 @@ class _Keys:
 
 
 def payment_routes(
-    store: Store, service: PaymentService, settings: Settings
+    store: Store,
+    service: PaymentService,
+    settings: Settings,
+    *,
+    writes: WriteExecutor | None = None,
 ) -> list[HTTPRouteHandler]:
-    """The payment handlers, bound to one payment service (over ``store``)."""
+    """The payment handlers, bound to one payment service (over ``store``); ``writes``:
+    the app's executor, whose cluster-wide key lock the payment keys share."""
     del store  # the service holds it; kept in the signature like the other route groups
     decode_payment = msgspec.json.Decoder(PaymentIn)
     decode_capture = msgspec.json.Decoder(CaptureIn)
     decode_cancel = msgspec.json.Decoder(CancelIn)
     decode_refund = msgspec.json.Decoder(RefundIn)
     decode_payout = msgspec.json.Decoder(PayoutIn)
-    keys = _Keys(settings.idempotency_retention_hours * 3600)
+    keys = _Keys(settings.idempotency_retention_hours * 3600, writes)
     created, ok = _render(201), _render(200)
     keyed, run = keys.keyed, keys.run
 
