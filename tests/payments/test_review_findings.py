@@ -167,14 +167,14 @@ async def test_a_wallet_payment_from_a_processor_account_credits_the_merchant(ap
 # -- HIGH: a give-back that fails is forgotten: the card stays charged -------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review: a failed give-back is never retried: card charged")
 async def test_a_failed_give_back_leaves_the_card_charged_for_good(
     clock: ManualClock, tmp_path: Path
 ) -> None:
-    """The merchant's account closes while the authorization is at the processor; tx2 is
-    refused, so ``_give_back`` refunds the charge, but its answer is only awaited, never
-    recorded: when that refund FAILS (5xx before work) the payment says ``failed`` and
-    nothing (no attempt row, no resolver) ever gives the 1,000 back."""
+    """Review finding (fixed): the merchant's account closes while the authorization is
+    at the processor; tx2 is refused, so the charge must be given back. That refund used
+    to be only awaited, never recorded: when it FAILED (5xx before work) the payment said
+    ``failed`` and nothing ever gave the 1,000 back. Now the give-back is recorded first;
+    the payment stays ``processing`` until the resolver has it done, then fails."""
     store = build_store(Settings(data_dir=str(tmp_path), embedded_shards=1), clock=clock)
     async with open_world(store, clock, "acq-a") as w:
         acq = w.processor("acq-a")
@@ -191,10 +191,13 @@ async def test_a_failed_give_back_leaves_the_card_charged_for_good(
         assert closed.ok, closed
         acq.gate.set()
         view = payment_of((await task).outcome)
-        assert view.payment.status == "failed"
+        assert view.payment.status == "processing"  # the give-back failed: not done yet
+        assert acq.charged() == 1000
         clock.advance(3600)
         await resolve_processing(store, w.connectors, clock=clock)
         assert acq.charged() == 0, "the card was charged and the payment says failed"
+        after = (await w.service.get_payment(view.payment.id)).payment
+        assert (after.status, after.failure_code) == ("failed", "account_closed")
 
 
 # -- MEDIUM: Idempotency-Key replays ------------------------------------------------------------

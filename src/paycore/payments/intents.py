@@ -152,6 +152,9 @@ class PendingOp(StrEnum):
     CAPTURE = "capture"
     VOID = "void"
     TRANSFER = "transfer"  # a wallet payment's cross-shard transfer, until it settles
+    # The processor approved but the ledger refused (the merchant closed meanwhile): the
+    # money goes back (void or refund) before the payment may fail; retried until done.
+    GIVE_BACK = "give_back"
 
 
 class CancelReason(StrEnum):

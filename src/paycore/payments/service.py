@@ -821,49 +821,93 @@ class PaymentService:
         if written.conflict:  # recorded by someone else meanwhile
             return await self._current(keyed, "payment", row.id)
         # The processor took the money but the ledger refuses it (the merchant's account
-        # was closed in between): give it back at the processor, then record the failure.
+        # was closed in between): give it back at the processor, durably: the give-back
+        # is recorded (the payment stays processing) before it is sent, and the resolver
+        # sends it again until the processor has done it; only then does the payment fail.
         log.warning("payment %s: ledger refused the approved authorization: %s", row.id, written)
-        await self._give_back(row, done)
-        failed = _bump(
+        assert row.processor is not None
+        seq = row.attempt_count + 1
+        operation = (
+            Operation.VOID if row.capture_method == CaptureMethod.MANUAL.value else Operation.REFUND
+        )
+        give = _attempt(row.id, seq, operation, row.processor, amount=row.amount, now=now)
+        giving = _bump(
             row,
             now,
-            status=status.to(PaymentStatus.FAILED).value,
+            pending_op=PendingOp.GIVE_BACK.value,
+            pending_reference=give.reference,
+            authorization_reference=done.reference,
+            attempt_count=seq,
             failure_code=(written.code or _E.INTERNAL_ERROR).value,
             failure_detail=written.detail,
-            **_CLEAR,
         )
-        view = PaymentView(failed, all_attempts, shard)
-        key, reply = self._answer(keyed, view)
-        await self._write(
+        recorded = await self._write(
             PaymentWrite(
                 shard=shard,
-                payment=failed,
+                payment=giving,
+                payment_version=row.version,
+                attempts=(done, give),
+                fence=fence,
+            )
+        )
+        if not recorded.ok:
+            return await self._current(keyed, "payment", row.id)
+        result = await self._give_back(giving, give)
+        return await self._record_give_back(
+            shard, giving, [*all_attempts, give], result, keyed=keyed, fence=fence
+        )
+
+    async def _give_back(self, row: PaymentRow, give: AttemptRow) -> ProcessorResult:
+        """Void the authorization, or refund the captured amount (idempotent by reference)."""
+        assert row.processor is not None
+        authorization = row.authorization_reference or ""
+        if give.operation == Operation.VOID.value:
+            return await self._call(
+                row.processor, Operation.VOID, give.reference, lambda c: c.void(authorization)
+            )
+        return await self._call(
+            row.processor,
+            Operation.REFUND,
+            give.reference,
+            lambda c: c.refund(authorization, row.amount, give.reference),
+        )
+
+    async def _record_give_back(
+        self,
+        shard: str,
+        row: PaymentRow,
+        attempts: list[AttemptRow],
+        result: ProcessorResult,
+        *,
+        keyed: Keyed | None,
+        fence: Fence | None = None,
+    ) -> Reply:
+        """The give-back's answer: done, the payment fails (with the ledger's reason);
+        not done, it stays processing for the resolver (the card is still charged)."""
+        now = self.clock()
+        done = _finished(attempts[-1], result, now)
+        all_attempts = (*attempts[:-1], done)
+        if result.outcome is Outcome.APPROVED:
+            new = _bump(
+                row, now, status=PaymentStatus(row.status).to(PaymentStatus.FAILED).value, **_CLEAR
+            )
+            events = self._events([("payment.failed", new)], now)
+        else:
+            new, events = _bump(row, now), ()
+        view = PaymentView(new, all_attempts, shard)
+        key, reply = self._answer(keyed, view)
+        written = await self._write(
+            PaymentWrite(
+                shard=shard,
+                payment=new,
                 payment_version=row.version,
                 attempts=(done,),
-                events=self._events([("payment.failed", failed)], now),
+                events=events,
                 key=key,
                 fence=fence,
             )
         )
-        return reply
-
-    async def _give_back(self, row: PaymentRow, attempt: AttemptRow) -> None:
-        assert row.processor is not None
-        if row.capture_method == CaptureMethod.MANUAL.value:
-            await self._call(
-                row.processor,
-                Operation.VOID,
-                attempt.reference,
-                lambda c: c.void(attempt.reference),
-            )
-        else:
-            back = f"{attempt.reference}.back"
-            await self._call(
-                row.processor,
-                Operation.REFUND,
-                back,
-                lambda c: c.refund(attempt.reference, row.amount, back),
-            )
+        return reply if written.ok else await self._current(keyed, "payment", row.id)
 
     async def _current(self, keyed: Keyed | None, kind: str, object_id: str) -> Reply:
         """Someone else moved the work on: answer with what it is now."""
@@ -1913,9 +1957,35 @@ class PaymentService:
             return None
         return result.status
 
+    async def _resolve_give_back(self, shard: str, row: PaymentRow, fence: Fence | None) -> bool:
+        attempts = await self.reads(shard).attempts(row.id)
+        current = [a for a in attempts if a.reference == row.pending_reference]
+        if not current:
+            return False
+        give = current[-1]
+        # The processor's word first (the give-back may have been done, its answer lost);
+        # else send it again: void and refund are idempotent by reference.
+        looked_up = give.reference if give.operation == Operation.REFUND.value else None
+        state = await self._status(row.processor, looked_up or row.authorization_reference or "")
+        if state in ("refunded", "voided"):
+            result = _status_result(give, state, approved=frozenset({"refunded", "voided"}))
+        else:
+            result = await self._give_back(row, give)
+            if result.outcome is not Outcome.APPROVED:
+                return False
+        earlier = [a for a in attempts if a.seq < give.seq]
+        reply = await self._record_give_back(
+            shard, row, [*earlier, give], result, keyed=None, fence=fence
+        )
+        return isinstance(reply.outcome, PaymentView) and (
+            reply.outcome.payment.status == PaymentStatus.FAILED.value
+        )
+
     async def _resolve_payment(self, shard: str, row: PaymentRow, fence: Fence | None) -> bool:
         op = PendingOp(row.pending_op) if row.pending_op else None
         reference = row.pending_reference or ""
+        if op is PendingOp.GIVE_BACK:
+            return await self._resolve_give_back(shard, row, fence)
         if op is PendingOp.TRANSFER:
             reply = await self._run_wallet_transfer(
                 shard, row, self._wallet_move(row), None, wait=False, fence=fence
