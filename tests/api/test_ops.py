@@ -11,6 +11,9 @@ from litestar.testing import AsyncTestClient
 from api.support import Api, assert_problem
 from backends import AnyStore
 from paycore.errors import ErrorCode, UnavailableError
+from paycore.payments.processors.base import AuthorizeRequest, CardDetails
+from paycore.payments.resilient import ResilientConnector
+from paycore.payments.testing import ScriptedConnector
 
 
 async def test_healthz_answers_while_the_process_is_up(client: AsyncTestClient[Any]) -> None:
@@ -154,3 +157,15 @@ async def test_store_unavailable_is_503_with_retry_after(
     body = assert_problem(response, ErrorCode.STORE_UNAVAILABLE)
     assert response.headers["retry-after"] == "1"
     assert "locked" in body["detail"]
+
+
+async def test_metrics_show_each_processors_calls_and_breaker_state(api: Api) -> None:
+    """Processor connectors count on the process-wide registry; /metrics serves it too,
+    so breaker states and call outcomes are visible next to the HTTP metrics."""
+    guarded = ResilientConnector(ScriptedConnector("acq-metrics"))
+    card = CardDetails("4242424242424242", 12, 2030, "123")
+    await guarded.authorize(AuthorizeRequest("ref-m1", 100, "USD", card))
+    text = (await api.client.get("/metrics")).text
+    assert 'processor="acq-metrics"' in text
+    assert "paycore_processor_calls_total" in text
+    assert "paycore_processor_breaker_state" in text

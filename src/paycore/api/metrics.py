@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -94,7 +94,9 @@ class ApiMetrics:
         histogram.observe(seconds)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        # The app's own instruments, then the process-wide registry, where the processor
+        # connectors and the router count their calls, breaker states and decisions.
+        return generate_latest(self.registry) + generate_latest(REGISTRY)
 
 
 class MetricsMiddleware:
