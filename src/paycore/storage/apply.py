@@ -264,8 +264,10 @@ def _apply_transfer_run(
     """Consecutive transfer commands share one working set: one load, one write."""
     requests = [r for job in jobs for r in job.command.requests]
     ws = _load_working_set(tx, clock, requests)
+    foreign = _foreign_ids(tx, ws, jobs)  # one read for the whole run
     for job in jobs:
         if not _replayed(tx, clock, job, answered):
+            ws.foreign_ids = foreign if job.command.guard_ids else {}
             results = _apply_transfers(tx, clock, ws, job.command)
             if job.command.outbox:
                 _write_outbox(tx, clock, job.command, results)
@@ -311,7 +313,6 @@ def _apply_transfers(
     tx: LedgerTx, clock: GroupClock, ws: WorkingSet, command: CreateTransfers
 ) -> list[TransferResult]:
     """Apply a command's items; with ``refusals_key``, refusals are kept for good."""
-    ws.foreign_ids = _foreign_ids(tx, ws, command) if command.guard_ids else {}
     prefix = command.refusals_key
     if prefix is None:
         return ws.apply_transfers(command.requests, settlement=command.settlement)
@@ -339,9 +340,16 @@ def _apply_transfers(
     return [r for r in results if r is not None]
 
 
-def _foreign_ids(tx: LedgerTx, ws: WorkingSet, command: CreateTransfers) -> dict[str, str]:
-    """The new ids of ``command`` reserved here for transfers stored on other shards."""
-    new = {r.id for r in command.requests if r.id not in ws.transfers}
+def _foreign_ids(tx: LedgerTx, ws: WorkingSet, jobs: Sequence[Job]) -> dict[str, str]:
+    """The new ids of the run's guarded commands reserved here for transfers stored on
+    other shards (reservations cannot change within the writer's transaction)."""
+    new = {
+        r.id
+        for job in jobs
+        if job.command.guard_ids
+        for r in job.command.requests
+        if r.id not in ws.transfers
+    }
     return tx.reserved_ids(new) if new else {}
 
 
