@@ -186,6 +186,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # a lease of ``leader_ttl_seconds`` (a dead leader is replaced within about that);
     # a request with an Idempotency-Key holds the key's lock while it runs (a lease of
     # ``idempotency_lock_seconds``, renewed), so two nodes never both run it.
+    # With no [[processors]] and no [[shards]] (the embedded default), card payments and
+    # payouts go to two simulated acquirers inside this process ("sim-a", "sim-b": the
+    # simulator's test cards apply); false: no processor, card payments answer 503.
+    embedded_processors: bool = True
     # Payments' worker (per shard, elected like the others): every this many seconds it
     # resolves payments left ``processing`` for longer than ``payment_resolve_after_seconds``
     # (keep that well above a processor call's timeout and retries) by a status lookup,

@@ -676,8 +676,11 @@ async def test_a_node_builds_its_service_from_the_config_file(tmp_path: Path) ->
         plain = build_payment_service(store, msgspec.structs.replace(settings, routing={}))
         assert plain.router.route(currency="USD").candidates == ("acq-a", "acq-b")
         await plain.aclose()
-        none = build_payment_service(store, Settings())
+        none = build_payment_service(store, Settings(embedded_processors=False))
         assert none.router.route().candidates == ()
+        embedded = build_payment_service(store, Settings())  # the embedded default
+        assert embedded.router.route(currency="USD").candidates == ("sim-a", "sim-b")
+        await embedded.aclose()
     finally:
         await service.aclose()
 

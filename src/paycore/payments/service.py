@@ -192,6 +192,8 @@ class FixedRouter:
 # shared by every payment through it: one absurd amount would push its counters to the
 # overflow limit and make every later payment on it fail.
 MAX_PAYMENT_AMOUNT = 10**12
+# The in-process simulated acquirers of the embedded default (no [[processors]]).
+EMBEDDED_PROCESSORS = ("sim-a", "sim-b")
 # Pages of the resolver's work per shard and pass (each of ``limit`` rows).
 _RESOLVE_PAGES = 100
 
@@ -2138,6 +2140,24 @@ def build_payment_service(store: Store, settings: Settings, **service: Any) -> P
         inner = SimulatorConnector(spec.name, spec.url, timeout=spec.timeout_seconds)
         config = msgspec.convert(spec.resilience, ResilienceConfig)
         connectors[spec.name] = ResilientConnector(inner, config)
+    if not connectors and not settings.shards and settings.embedded_processors:
+        # The embedded default (no config): simulated acquirers in this process, our own
+        # simulator app reached through the same HTTP connector over an in-memory
+        # transport, so card payments work on a fresh machine with no server at all.
+        import httpx  # noqa: PLC0415
+
+        from paycore.payments.processors.simulator.app import (  # noqa: PLC0415
+            create_app as simulator_app,
+        )
+        from paycore.payments.processors.simulator.config import (  # noqa: PLC0415
+            SimulatorConfig,
+        )
+
+        for name in EMBEDDED_PROCESSORS:
+            app: Any = simulator_app(name, SimulatorConfig())  # ASGI; httpx types it narrower
+            transport = httpx.ASGITransport(app=app)
+            inner = SimulatorConnector(name, f"http://{name}", transport=transport)
+            connectors[name] = ResilientConnector(inner, ResilienceConfig())
     router: PaymentRouter = FixedRouter([])
     if connectors:
         table = settings.routing or {

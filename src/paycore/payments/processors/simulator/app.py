@@ -21,6 +21,7 @@ from typing import Any, Final
 import msgspec
 from litestar import Litestar, Request, Response, get, post, put
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
 
 from paycore.payments.processors.simulator.book import AcquirerBook, Answer, SelectiveMode
 from paycore.payments.processors.simulator.config import Behaviour, Fault, SimulatorConfig
@@ -120,15 +121,15 @@ def create_app(name: str, config: SimulatorConfig, *, seed: int | None = None) -
         return await sim.handle("authorize", request, lambda raw: book.authorize(raw, selective()))
 
     @post("/v1/authorizations/{reference:str}/captures", status_code=200)
-    async def capture(reference: str, request: Request[Any, Any, Any]) -> Response[bytes]:
+    async def capture(reference: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
         return await sim.handle("capture", request, lambda raw: book.capture(reference, raw))
 
     @post("/v1/authorizations/{reference:str}/void", status_code=200)
-    async def void(reference: str, request: Request[Any, Any, Any]) -> Response[bytes]:
+    async def void(reference: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
         return await sim.handle("void", request, lambda _: book.void(reference))
 
     @post("/v1/authorizations/{reference:str}/refunds", status_code=200)
-    async def refund(reference: str, request: Request[Any, Any, Any]) -> Response[bytes]:
+    async def refund(reference: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
         return await sim.handle("refund", request, lambda raw: book.refund(reference, raw))
 
     @post("/v1/payouts", status_code=200)
@@ -136,7 +137,7 @@ def create_app(name: str, config: SimulatorConfig, *, seed: int | None = None) -
         return await sim.handle("payout", request, book.payout)
 
     @get("/v1/operations/{reference:str}")
-    async def status(reference: str, request: Request[Any, Any, Any]) -> Response[bytes]:
+    async def status(reference: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
         return await sim.handle("status", request, lambda _: book.status(reference))
 
     @get("/admin/config")
