@@ -177,6 +177,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # How long finished cross-shard outbox rows (completed or compensated sagas) are
     # kept before the maintenance worker deletes them (hours); open ones are never.
     outbox_retention_hours: Annotated[int, msgspec.Meta(ge=0)] = 72
+    # How long payment events (once delivered or given up; all of them when no webhook
+    # endpoint is configured) and processor notifications are kept (hours; 30 days).
+    event_retention_hours: Annotated[int, msgspec.Meta(ge=0)] = 720
     # Apply missing schema migrations when a node starts (see the module docstring);
     # false: a node only checks, and ``paycore migrate`` applies them.
     migrate_on_start: bool = True

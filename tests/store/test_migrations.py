@@ -23,6 +23,7 @@ MIGRATIONS = [
     "0005_fencing.sql",
     "0006_payments.sql",
     "0007_webhooks.sql",
+    "0008_event_retention.sql",
 ]
 
 

@@ -91,7 +91,12 @@ from paycore.storage.base import (
     StoredResponse,
     TransferPage,
 )
-from paycore.storage.payments import AckPaymentEvents, ClaimPaymentEvents, PaymentWrite
+from paycore.storage.payments import (
+    AckPaymentEvents,
+    ClaimPaymentEvents,
+    PaymentWrite,
+    PurgePaymentEvents,
+)
 
 __all__ = ["ShardedStore", "gather_all"]
 
@@ -202,7 +207,7 @@ class ShardedStore:
             return [hold for part in found for hold in part]
         if isinstance(command, PurgeIdempotency):
             return sum(await gather_all(s.execute(command) for s in self.shards.values()))
-        if isinstance(command, PurgeOutbox):  # every shard keeps its own sagas' rows
+        if isinstance(command, PurgeOutbox | PurgePaymentEvents):  # every shard: its own rows
             return sum(await gather_all(s.execute(command) for s in self.shards.values()))
         if isinstance(command, CloseAccount):
             return await self._close(command)

@@ -53,6 +53,7 @@ from paycore.storage.payments import (
     AckPaymentEvents,
     ClaimPaymentEvents,
     PaymentWrite,
+    PurgePaymentEvents,
     RecordProcessorEvent,
     apply_payment_command,
 )
@@ -420,7 +421,12 @@ def _apply_other(tx: LedgerTx, clock: GroupClock, command: Command) -> Any:
     if isinstance(command, ReserveTransferIds):
         return _reserve(tx, clock, command)
     if isinstance(
-        command, PaymentWrite | ClaimPaymentEvents | AckPaymentEvents | RecordProcessorEvent
+        command,
+        PaymentWrite
+        | ClaimPaymentEvents
+        | AckPaymentEvents
+        | RecordProcessorEvent
+        | PurgePaymentEvents,
     ):
         return apply_payment_command(tx, clock, command)
     if isinstance(command, PeekIdempotency):

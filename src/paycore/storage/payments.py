@@ -333,7 +333,21 @@ class RecordProcessorEvent(msgspec.Struct, frozen=True):
     fence: Fence | None = None
 
 
-PaymentCommand = PaymentWrite | ClaimPaymentEvents | AckPaymentEvents | RecordProcessorEvent
+class PurgePaymentEvents(msgspec.Struct, frozen=True):
+    """Delete, at most ``limit`` of each, payment events (with their per-endpoint delivery
+    rows) from ``before`` (ns) or earlier that were delivered or given up, or any such
+    event when ``undelivered_too`` (no webhook endpoint will ever take them), and
+    processor notifications received by then; result: rows deleted."""
+
+    before: int
+    limit: int = 10_000
+    undelivered_too: bool = False
+    fence: Fence | None = None
+
+
+PaymentCommand = (
+    PaymentWrite | ClaimPaymentEvents | AckPaymentEvents | RecordProcessorEvent | PurgePaymentEvents
+)
 
 
 # -- SQL -----------------------------------------------------------------------------------
@@ -390,6 +404,8 @@ def _refuse(code: ErrorCode | None = None, detail: str = "", *, conflict: bool =
 
 def apply_payment_command(tx: LedgerTx, clock: GroupClock, command: PaymentCommand) -> Any:
     """Run one payment command in the writer's open transaction."""
+    if isinstance(command, PurgePaymentEvents):
+        return _purge_events(tx, command)
     if isinstance(command, PaymentWrite):
         try:
             return _apply_write(tx, clock, command)
@@ -802,3 +818,34 @@ class PaymentReads:
             return None
         fingerprint, status, body, content_type, expires_at = rows[0]
         return fingerprint, StoredResponse(status, bytes(body), content_type), expires_at
+
+
+def _purge_events(tx: LedgerTx, command: PurgePaymentEvents) -> int:
+    done = (
+        ""
+        if command.undelivered_too
+        else "(delivered_at IS NOT NULL OR failed_at IS NOT NULL) AND "
+    )
+    events = [
+        r[0]
+        for r in tx.run_sql(
+            f"SELECT id FROM payment_events WHERE {done}timestamp <= ? ORDER BY timestamp LIMIT ?",
+            (command.before, command.limit),
+        )
+    ]
+    deleted = 0
+    if events:
+        marks = ", ".join("?" * len(events))
+        tx.run_sql(f"DELETE FROM webhook_deliveries WHERE event_id IN ({marks})", events)
+        deleted += len(
+            tx.run_sql(f"DELETE FROM payment_events WHERE id IN ({marks}) RETURNING id", events)
+        )
+    deleted += len(
+        tx.run_sql(
+            "DELETE FROM processor_events WHERE (processor, id) IN (SELECT processor, id "
+            "FROM processor_events WHERE received_at <= ? ORDER BY received_at LIMIT ?) "
+            "RETURNING id",
+            (command.before, command.limit),
+        )
+    )
+    return deleted

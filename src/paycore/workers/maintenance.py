@@ -20,11 +20,13 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 
 from paycore.errors import FencedError
 from paycore.storage.base import ExpirePending, Fence, PurgeIdempotency, PurgeOutbox, Store
+from paycore.storage.payments import PurgePaymentEvents
 
 __all__ = ["MaintenanceWorker", "PassGuard", "always_run"]
 
@@ -50,6 +52,8 @@ class MaintenanceWorker:
         *,
         batch_limit: int = 10_000,
         outbox_retention_seconds: float = 72 * 3600,
+        event_retention_seconds: float | None = None,
+        undelivered_events_too: bool = False,
         guard: PassGuard = always_run,
     ) -> None:
         if interval_seconds <= 0:
@@ -62,6 +66,11 @@ class MaintenanceWorker:
         self.interval_seconds = interval_seconds
         self.batch_limit = batch_limit
         self.outbox_retention_seconds = outbox_retention_seconds
+        # Payment events and processor notifications (None: kept for ever); events not
+        # delivered yet are kept too, unless no webhook endpoint will ever take them.
+        self.event_retention_seconds = event_retention_seconds
+        self.undelivered_events_too = undelivered_events_too
+        self.events_purged_total = 0
         self.guard = guard
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -102,6 +111,7 @@ class MaintenanceWorker:
             expired = await self._drain_expiry(fence)
             purged = await self._drain_purge(fence)
             outbox_purged = await self._drain_outbox(fence)
+            await self._drain_events(fence)
         self.passes += 1
         if expired or purged or outbox_purged:
             log.info(
@@ -156,6 +166,21 @@ class MaintenanceWorker:
             )
             total += count
             self.purged_total += count
+            if count < self.batch_limit or self._stopping.is_set():
+                return total
+
+    async def _drain_events(self, fence: Fence | None) -> int:
+        if self.event_retention_seconds is None:
+            return 0
+        total = 0
+        while True:
+            before = time.time_ns() - int(self.event_retention_seconds * 1_000_000_000)
+            command = PurgePaymentEvents(
+                before, self.batch_limit, self.undelivered_events_too, fence=fence
+            )
+            count: int = await self.store.execute(command)
+            total += count
+            self.events_purged_total += count
             if count < self.batch_limit or self._stopping.is_set():
                 return total
 

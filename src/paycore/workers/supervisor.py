@@ -79,6 +79,8 @@ class WorkerSupervisor:
                 shard_store,
                 interval_seconds=settings.maintenance_interval_seconds,
                 outbox_retention_seconds=settings.outbox_retention_hours * 3600,
+                event_retention_seconds=settings.event_retention_hours * 3600,
+                undelivered_events_too=not settings.webhooks,
             )
             self.runners.append(
                 WorkerRunner(
