@@ -1213,31 +1213,14 @@ class PaymentService:
             await self._write(PaymentWrite(shard=shard, attempts=(done,), key=key, fence=fence))
             return reply
         if result.outcome is not Outcome.APPROVED:
-            back = _bump(row, now, status=status.to(PaymentStatus.REQUIRES_CAPTURE).value, **_CLEAR)
-            code = (
-                _E.CAPTURE_DECLINED
-                if result.outcome is Outcome.DECLINED
-                else _E.PROCESSOR_UNAVAILABLE
-            )
             refusal: PaycoreError = (
-                RequestError(code, result.decline_code or result.error or "")
+                RequestError(_E.CAPTURE_DECLINED, result.decline_code or result.error or "")
                 if result.outcome is Outcome.DECLINED
-                else PaycoreError(code, result.error or "")
+                else PaycoreError(_E.PROCESSOR_UNAVAILABLE, result.error or "")
             )
-            key, reply = self._answer(keyed, refusal)
-            written = await self._write(
-                PaymentWrite(
-                    shard=shard,
-                    payment=back,
-                    payment_version=row.version,
-                    attempts=(done,),
-                    key=key,
-                    fence=fence,
-                )
+            return await self._back_to_capturable(
+                shard, row, done, refusal, keyed=keyed, fence=fence
             )
-            if written.ok and refusal.retryable:
-                await self._free_key(keyed, shard)
-            return reply if written.ok else await self._current(keyed, "payment", row.id)
         amount = row.pending_amount
         psp = psp_account_id(shard, row.processor or "", row.currency)
         left = row.amount_authorized - row.amount_captured - amount
@@ -1380,6 +1363,38 @@ class PaymentService:
             view.shard, started, [*view.attempts, attempt], result, keyed=keyed
         )
 
+    async def _back_to_capturable(
+        self,
+        shard: str,
+        row: PaymentRow,
+        done: AttemptRow,
+        refusal: PaycoreError,
+        *,
+        keyed: Keyed | None,
+        fence: Fence | None,
+    ) -> Reply:
+        """A capture or cancel the processor did not do: the payment is capturable again,
+        the attempt recorded, ``refusal`` answered (a retryable one leaves the key free)."""
+        now = self.clock()
+        status = PaymentStatus(row.status).to(PaymentStatus.REQUIRES_CAPTURE)
+        back = _bump(row, now, status=status.value, **_CLEAR)
+        key, reply = self._answer(keyed, refusal)
+        written = await self._write(
+            PaymentWrite(
+                shard=shard,
+                payment=back,
+                payment_version=row.version,
+                attempts=(done,),
+                key=key,
+                fence=fence,
+            )
+        )
+        if not written.ok:
+            return await self._current(keyed, "payment", row.id)
+        if refusal.retryable:
+            await self._free_key(keyed, shard)
+        return reply
+
     async def _record_void(
         self,
         shard: str,
@@ -1393,29 +1408,15 @@ class PaymentService:
         now = self.clock()
         done = _finished(attempts[-1], result, now)
         all_attempts = (*attempts[:-1], done)
-        status = PaymentStatus(row.status)
         if result.outcome is Outcome.AMBIGUOUS:
             key, reply = self._answer(keyed, PaymentView(row, all_attempts, shard))
             await self._write(PaymentWrite(shard=shard, attempts=(done,), key=key, fence=fence))
             return reply
         if result.outcome is Outcome.FAILED:
-            back = _bump(row, now, status=status.to(PaymentStatus.REQUIRES_CAPTURE).value, **_CLEAR)
-            key, reply = self._answer(
-                keyed, PaycoreError(_E.PROCESSOR_UNAVAILABLE, result.error or "")
+            refusal = PaycoreError(_E.PROCESSOR_UNAVAILABLE, result.error or "")
+            return await self._back_to_capturable(
+                shard, row, done, refusal, keyed=keyed, fence=fence
             )
-            written = await self._write(
-                PaymentWrite(
-                    shard=shard,
-                    payment=back,
-                    payment_version=row.version,
-                    attempts=(done,),
-                    key=key,
-                    fence=fence,
-                )
-            )
-            if written.ok:
-                await self._free_key(keyed, shard)
-            return reply if written.ok else await self._current(keyed, "payment", row.id)
         # APPROVED, or DECLINED: the processor has nothing left to void (voided or
         # expired on its side already); either way the hold is released here.
         return await self._release(
