@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import random
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
@@ -35,7 +36,10 @@ __all__ = ["LockServiceBase"]
 # from 5 ms, doubling to 100 ms, each pause jittered so waiters do not march in step.
 _FIRST_PAUSE = 0.005
 _MAX_PAUSE = 0.1
-_BACKGROUND: set[asyncio.Task[None]] = set()
+# The background releases of each service (see ``_forget_later``), ended by its close.
+_FORGETTING: weakref.WeakKeyDictionary[LockServiceBase, set[asyncio.Task[None]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class LockServiceBase(ABC):
@@ -117,8 +121,17 @@ class LockServiceBase(ABC):
                 return
 
         task = asyncio.get_running_loop().create_task(forget(), name=f"forget {name}")
-        _BACKGROUND.add(task)  # a reference, so the task is not collected mid-way
-        task.add_done_callback(_BACKGROUND.discard)
+        tasks = _FORGETTING.setdefault(self, set())
+        tasks.add(task)  # a reference, so the task is not collected mid-way
+        task.add_done_callback(tasks.discard)
+
+    async def _stop_forgetting(self) -> None:
+        """End the background releases before the client closes: one that ran after it
+        would open a fresh connection nobody closes (the lease expires by its TTL)."""
+        tasks = _FORGETTING.pop(self, set())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def acquire_many(
         self, names: Sequence[str], ttl: float, *, wait: float = 0.0

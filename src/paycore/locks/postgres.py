@@ -105,6 +105,7 @@ class PostgresLockService(LockServiceBase):
             await self._pool.open(wait=False)
 
     async def aclose(self) -> None:
+        await self._stop_forgetting()
         await self._pool.close()
 
     async def _execute(

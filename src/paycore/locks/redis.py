@@ -174,5 +174,6 @@ class RedisLockService(LockServiceBase):
                 await self.client.ping()
 
     async def aclose(self) -> None:
+        await self._stop_forgetting()
         if self._owns_client:
             await self.client.aclose()
