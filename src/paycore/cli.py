@@ -165,7 +165,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_arguments(bench)
     bench.set_defaults(handler=_bench)
+
+    _add_cluster_parser(sub)
     return parser
+
+
+def _add_cluster_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from paycore.ops.cluster.commands import add_arguments as add_cluster_arguments  # noqa: PLC0415
+
+    cluster = sub.add_parser(
+        "cluster",
+        help="a local HA cluster: Patroni/etcd PostgreSQL shards, Redis, nginx, API nodes",
+        description="Start, stop and inspect a complete local cluster from the [cluster] "
+        "table of a config file, as real processes in one data directory; 'drill' breaks "
+        "parts of it under write load and measures. Nothing is installed: a missing "
+        "program is named with the package that provides it ('cluster tools install' "
+        "fetches them into a tools directory).",
+    )
+    add_cluster_arguments(cluster)
+    cluster.set_defaults(handler=_cluster)
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from paycore.ops.cluster.commands import run  # noqa: PLC0415
+
+    return run(args)
 
 
 def _console() -> Console:

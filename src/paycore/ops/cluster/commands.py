@@ -1,0 +1,246 @@
+"""``paycore cluster up|down|status|drill|tools``: the command line over ``LocalCluster``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from paycore.api.routes.ops import redact_url
+from paycore.ops.cluster.control import ClusterStartError, LocalCluster, process_alive
+from paycore.ops.cluster.spec import load_cluster_spec
+from paycore.ops.cluster.tools import Toolbox, ToolMissingError, install_tools
+
+__all__ = ["add_arguments", "cluster_status"]
+
+_BREAKER_LINE = re.compile(
+    r'^paycore_processor_breaker_state\{processor="([^"]+)",state="([^"]+)"\} 1\.0$', re.M
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="cluster_command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, help="TOML file with a [cluster] table")
+        p.add_argument("--data-dir", help="override [cluster] data_dir (paycore-cluster)")
+
+    up = sub.add_parser("up", help="start the cluster (returns once it serves through nginx)")
+    common(up)
+    up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (300)")
+    down = sub.add_parser("down", help="stop every process of the cluster")
+    common(down)
+    down.add_argument("--purge", action="store_true", help="also delete the data directory")
+    status = sub.add_parser("status", help="processes, primaries, replication lag, breakers")
+    common(status)
+    status.add_argument("--json", action="store_true", help="print JSON only")
+    drill = sub.add_parser(
+        "drill",
+        help="failure drills under write load: kill a primary, an API node, Redis",
+    )
+    common(drill)
+    drill.add_argument(
+        "--kind",
+        action="append",
+        choices=("primary", "api-node", "redis"),
+        help="which drill (repeatable; default: all three)",
+    )
+    drill.add_argument("--clients", type=int, default=8, help="concurrent clients (8)")
+    drill.add_argument("--before", type=float, default=5.0, help="load seconds before the fault")
+    drill.add_argument("--after", type=float, default=10.0, help="load seconds after recovery")
+    tools = sub.add_parser("tools", help="check, or fetch, the programs a cluster runs")
+    tools.add_argument("action", choices=("check", "install"))
+    tools.add_argument("--tools-dir", type=Path, help="where to unpack (PAYCORE_TOOLS_DIR)")
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(highlight=False)
+    if args.cluster_command == "tools":
+        return _tools(args, console)
+    try:
+        spec = load_cluster_spec(args.config, data_dir=args.data_dir)
+    except (OSError, ValueError) as error:
+        Console(stderr=True).print(f"[red]{error}[/]")
+        return 2
+    cluster = LocalCluster(Path(spec.data_dir))
+    if args.cluster_command == "up":
+        try:
+            cluster.up(spec, timeout=args.timeout, progress=lambda m: console.print(f"  {m}"))
+        except ToolMissingError as error:
+            Console(stderr=True).print(f"[red]cannot start the cluster:[/]\n{error}")
+            return 2
+        except ClusterStartError as error:
+            Console(stderr=True).print(f"[red]{error}[/]")
+            return 1
+        console.print(f"[green]cluster running[/]: {cluster.url} (nginx)")
+        _print_status(cluster_status(cluster), console)
+        return 0
+    if args.cluster_command == "down":
+        cluster.down(purge=args.purge)
+        console.print("cluster stopped" + (" and its data deleted" if args.purge else ""))
+        return 0
+    if args.cluster_command == "status":
+        if not cluster.layout.exists():
+            Console(stderr=True).print(f"[red]no cluster in {cluster.layout.root}[/]")
+            return 2
+        report = cluster_status(cluster)
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            _print_status(report, console)
+        return 0 if report["status"] == "running" else 1
+    if args.cluster_command == "drill":
+        return _drill(cluster, args, console)
+    raise AssertionError(args.cluster_command)
+
+
+def _tools(args: argparse.Namespace, console: Console) -> int:
+    box = Toolbox(args.tools_dir)
+    if args.action == "install":
+        install_tools(args.tools_dir, say=lambda m: console.print(f"  {m}"))
+    problems = box.missing()
+    for name in ("etcd", "nginx", "redis-server", "patroni"):
+        with contextlib.suppress(ToolMissingError):
+            console.print(f"{name}: {box.find(name).path}")
+    for problem in problems:
+        console.print(f"[red]{problem}[/]")
+    return 1 if problems else 0
+
+
+def cluster_status(cluster: LocalCluster) -> dict[str, Any]:
+    """Everything ``status`` shows, as data."""
+    state = cluster.state() or {}
+    spec, ports = cluster.spec, cluster.ports
+    supervisor_alive = process_alive(state.get("supervisor_pid"))
+    processes = []
+    for process in state.get("processes", []):
+        processes.append({**process, "alive": process_alive(process.get("pid"))})
+    shards = [cluster.shard(k).as_dict() for k in range(spec.shards)]
+    nodes = []
+    with httpx.Client(timeout=2.0) as client:
+        for index, url in enumerate(cluster.api_urls):
+            node: dict[str, Any] = {"name": f"api-{index}", "url": url}
+            try:
+                ready = client.get(f"{url}/readyz")
+                node["ready"] = ready.status_code == 200
+                metrics = client.get(f"{url}/metrics").text
+                node["breakers"] = dict(_BREAKER_LINE.findall(metrics))
+            except httpx.HTTPError as error:
+                node["ready"] = False
+                node["error"] = type(error).__name__
+            nodes.append(node)
+    status = state.get("status", "unknown") if supervisor_alive else "stopped"
+    return {
+        "status": status,
+        "reason": state.get("reason"),
+        "data_dir": str(cluster.layout.root),
+        "url": cluster.url,
+        "locks_url": redact_url(f"redis://127.0.0.1:{ports.redis}/0"),
+        "supervisor_pid": state.get("supervisor_pid") if supervisor_alive else None,
+        "processes": processes,
+        "shards": shards,
+        "api_nodes": nodes,
+    }
+
+
+def _print_status(report: dict[str, Any], console: Console) -> None:
+    console.print(
+        f"cluster [bold]{report['status']}[/] in {report['data_dir']}; front door {report['url']}"
+    )
+    processes = Table("process", "kind", "pid", "alive", "port", "restarts", title="processes")
+    for p in report["processes"]:
+        alive = (
+            "[green]yes[/]" if p["alive"] else ("[yellow]held[/]" if p["held"] else "[red]no[/]")
+        )
+        processes.add_row(
+            p["name"], p["kind"], str(p["pid"]), alive, str(p["port"]), str(p["restarts"])
+        )
+    console.print(processes)
+    shards = Table(
+        "shard",
+        "member",
+        "role",
+        "state",
+        "port",
+        "lag (bytes)",
+        "timeline",
+        title="PostgreSQL (Patroni)",
+    )
+    for shard in report["shards"]:
+        if not shard["members"]:
+            shards.add_row(f"s{shard['shard']}", "-", "[red]no member answers[/]", "", "", "", "")
+        for m in shard["members"]:
+            role = f"[bold]{m['role']}[/]" if m["role"] == "leader" else m["role"]
+            shards.add_row(
+                f"s{shard['shard']}",
+                m["name"],
+                role,
+                m["state"],
+                str(m["port"]),
+                "-" if m["lag_bytes"] is None else str(m["lag_bytes"]),
+                str(m["timeline"]),
+            )
+    console.print(shards)
+    nodes = Table("node", "url", "ready", "breakers", title="API nodes")
+    for node in report["api_nodes"]:
+        breakers = ", ".join(f"{k}: {v}" for k, v in sorted(node.get("breakers", {}).items()))
+        ready = "[green]yes[/]" if node["ready"] else "[red]no[/]"
+        nodes.add_row(node["name"], node["url"], ready, breakers or node.get("error", ""))
+    console.print(nodes)
+
+
+def _drill(cluster: LocalCluster, args: argparse.Namespace, console: Console) -> int:
+    from paycore.ops.cluster.drill import run_drill  # noqa: PLC0415
+
+    state = cluster.state() or {}
+    if state.get("status") != "running":
+        Console(stderr=True).print("[red]the cluster is not running: 'paycore cluster up'[/]")
+        return 2
+    reports = []
+    for kind in args.kind or ["primary", "api-node", "redis"]:
+        console.print(f"drill [bold]{kind}[/] ...")
+        report = asyncio.run(
+            run_drill(cluster, kind, before=args.before, after=args.after, clients=args.clients)
+        )
+        reports.append(report)
+    table = Table(
+        "drill",
+        "acked",
+        "retried",
+        "refused",
+        "lost",
+        "audit",
+        "longest write gap per shard",
+        "transfers/s",
+        title="drills",
+    )
+    for r in reports:
+        gaps = ", ".join(f"{k}: {v:.2f} s" for k, v in sorted(r.write_gap_seconds.items()))
+        table.add_row(
+            r.name,
+            str(r.acked),
+            str(r.retried),
+            str(len(r.refused) + len(r.given_up)),
+            str(len(r.missing)),
+            "clean" if r.audit_ok else "[red]VIOLATIONS[/]",
+            gaps,
+            f"{r.throughput:.0f}",
+        )
+    console.print(table)
+    for r in reports:
+        for note in r.notes:
+            console.print(f"  {r.name}: {note}")
+    console.print(
+        "reproduce: paycore cluster drill "
+        + " ".join(f"--kind {k}" for k in (args.kind or []))
+        + f" --clients {args.clients}"
+    )
+    return 0 if all(r.ok for r in reports) else 1

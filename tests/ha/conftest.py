@@ -1,0 +1,38 @@
+"""One real HA cluster per test session: Patroni/etcd PostgreSQL, Redis, nginx, API nodes.
+
+The programs come from ``paycore cluster tools install`` (Debian's nginx and etcd
+unpacked, Patroni from PyPI), run here explicitly because the suite must start every
+server it needs on a fresh machine; ``paycore cluster up`` itself installs nothing.
+The cluster runs in a temporary directory on free ports and is stopped afterwards.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from paycore.ops.cluster.control import LocalCluster
+from paycore.ops.cluster.spec import ClusterSpec
+from paycore.ops.cluster.tools import default_tools_dir, install_tools
+
+
+@pytest.fixture(scope="session")
+def tools_dir() -> Path:
+    return install_tools(default_tools_dir(), say=lambda m: print(f"[cluster tools] {m}"))
+
+
+@pytest.fixture(scope="session")
+def ha_cluster(tools_dir: Path) -> Iterator[LocalCluster]:
+    root = Path(tempfile.mkdtemp(prefix="paycore-ha-"))
+    root.chmod(0o755)  # PostgreSQL runs as the postgres user under root
+    cluster = LocalCluster(root / "cluster")
+    spec = ClusterSpec(data_dir=str(cluster.layout.root), tools_dir=str(tools_dir))
+    try:
+        cluster.up(spec, timeout=240)
+        yield cluster
+    finally:
+        cluster.down(timeout=90)
+        cluster.down(purge=True)
