@@ -254,6 +254,10 @@ def _serve(args: argparse.Namespace) -> int:
         http="httptools",
         log_level=args.log_level,
         access_log=False,
+        # On SIGTERM, requests still running after this are cut off, so that a node
+        # always stops (a load balancer has already stopped sending it work); their
+        # clients retry with the same key elsewhere.
+        timeout_graceful_shutdown=10,
     )
     return 0
 

@@ -135,15 +135,21 @@ class RedisLockService(LockServiceBase):
         connection (after a server restart every pooled connection is dead) still fits;
         idle connections are checked before use.
         """
-        client = aioredis.Redis.from_url(
+        # A blocking pool: past max_connections a call waits for a free connection
+        # (within its own timeout) instead of failing at once with "Too many
+        # connections", which under a burst of keyed requests turned into 503s and
+        # into leaders dropping their leases.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
             socket_timeout=timeout / 2,
             socket_connect_timeout=timeout / 2,
             retry=Retry(ExponentialWithJitterBackoff(cap=0.05, base=0.005), retries=1),
             health_check_interval=10,
             max_connections=max_connections,
+            timeout=timeout,
             client_name="paycore-locks",
         )
+        client = aioredis.Redis.from_pool(pool)  # the client closes the pool with itself
         return cls(client, timeout=timeout, owns_client=True, **options)
 
     def _keys(self, name: str) -> list[str]:

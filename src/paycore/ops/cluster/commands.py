@@ -56,6 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     drill.add_argument("--clients", type=int, default=8, help="concurrent clients (8)")
     drill.add_argument("--before", type=float, default=5.0, help="load seconds before the fault")
     drill.add_argument("--after", type=float, default=10.0, help="load seconds after recovery")
+    bench = sub.add_parser("bench", help="transfers/s through nginx and through one API node")
+    common(bench)
+    bench.add_argument("--clients", type=int, default=64, help="concurrent clients (64)")
+    bench.add_argument("--seconds", type=float, default=10.0, help="seconds per target (10)")
+    bench.add_argument("--accounts", type=int, default=2000, help="accounts (2000)")
     tools = sub.add_parser("tools", help="check, or fetch, the programs a cluster runs")
     tools.add_argument("action", choices=("check", "install"))
     tools.add_argument("--tools-dir", type=Path, help="where to unpack (PAYCORE_TOOLS_DIR)")
@@ -99,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         return 0 if report["status"] == "running" else 1
     if args.cluster_command == "drill":
         return _drill(cluster, args, console)
+    if args.cluster_command == "bench":
+        return _bench(cluster, args, console)
     raise AssertionError(args.cluster_command)
 
 
@@ -244,3 +251,30 @@ def _drill(cluster: LocalCluster, args: argparse.Namespace, console: Console) ->
         + f" --clients {args.clients}"
     )
     return 0 if all(r.ok for r in reports) else 1
+
+
+def _bench(cluster: LocalCluster, args: argparse.Namespace, console: Console) -> int:
+    import os  # noqa: PLC0415
+
+    from paycore.ops.cluster.throughput import run_bench  # noqa: PLC0415
+
+    if (cluster.state() or {}).get("status") != "running":
+        Console(stderr=True).print("[red]the cluster is not running: 'paycore cluster up'[/]")
+        return 2
+    rows = run_bench(cluster, clients=args.clients, seconds=args.seconds, accounts=args.accounts)
+    table = Table("target", "transfers/s", "p50 ms", "p99 ms", "answers", title="throughput")
+    for row in rows:
+        table.add_row(
+            row["target"],
+            f"{row['rate_per_s']:.0f}",
+            f"{row['p50_ms']:.1f}",
+            f"{row['p99_ms']:.1f}",
+            json.dumps(row["statuses"]),
+        )
+    console.print(table)
+    console.print(
+        f"{args.clients} clients, {args.seconds:g} s per target, {args.accounts} accounts, "
+        f"load average {os.getloadavg()[0]:.1f}; reproduce: paycore cluster bench "
+        f"--data-dir {cluster.layout.root} --clients {args.clients} --seconds {args.seconds:g}"
+    )
+    return 0
