@@ -50,6 +50,7 @@ __all__ = [
     "EMBEDDED_SHARDS",
     "PlacementConfig",
     "ProcessorConfig",
+    "RateLimitConfig",
     "Settings",
     "ShardConfig",
     "ShardSpec",
@@ -148,6 +149,13 @@ class WebhookEndpointConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=T
             raise ValueError(f"webhook {self.url!r}: timeout_seconds must be in (0, 60]")
 
 
+class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One caller's own budget (``[rate_limit_overrides."key:<keyid>"]``)."""
+
+    per_second: Annotated[float, msgspec.Meta(gt=0)]
+    burst: Annotated[int, msgspec.Meta(ge=1)]
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Every knob of a paycore node, with the embedded defaults."""
 
@@ -161,6 +169,14 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_body_bytes: int = 8 * 1024 * 1024
     max_batch_size: int = 8189
     max_page_size: int = 1000
+    # Per-caller rate limit (paycore.api.ratelimit, GCRA): requests a second on average
+    # and at once; 0 turns it off. A caller is its API key id (else a hash of its
+    # Authorization header, else its address). Shared through Redis when ``locks_url``
+    # is Redis (fail open to per-node limits while Redis is down), else per node.
+    # ``rate_limit_overrides``: a budget per caller, e.g. ``"key:abc123"``.
+    rate_limit_per_second: Annotated[float, msgspec.Meta(ge=0)] = 1000.0
+    rate_limit_burst: Annotated[int, msgspec.Meta(ge=1)] = 2000
+    rate_limit_overrides: dict[str, RateLimitConfig] = {}
     # How long an Idempotency-Key's answer is kept (hours).
     idempotency_retention_hours: int = 72
     # Background maintenance: expire timed-out holds, purge old idempotency records.
