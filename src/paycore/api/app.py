@@ -31,9 +31,10 @@ from paycore.api.metrics import ApiMetrics, MetricsMiddleware
 from paycore.api.problems import EXCEPTION_HANDLERS
 from paycore.api.ratelimit import Limit, RateLimiter, RateLimitMiddleware, rate_limiter_for
 from paycore.api.routes import account_routes, ops_routes, transfer_routes
-from paycore.api.routes.ops import OPEN_AUTH_WARNING, redact_url
+from paycore.api.routes.ops import OPEN_AUTH_WARNING
 from paycore.config import Settings
 from paycore.locks import LockService, LockServiceBase, open_lock_service
+from paycore.redaction import redact_url
 from paycore.storage.base import Store
 
 if TYPE_CHECKING:
