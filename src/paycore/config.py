@@ -24,6 +24,10 @@ The topology, in the file::
     prefix = "merchant:"
     shard = "s1"
 
+Secrets (a DSN's or ``locks_url``'s password, webhook and processor secrets) may stay
+out of the file: ``PAYCORE_SHARD_<NAME>_DSN``, ``PAYCORE_LOCKS_URL``, ``dsn_file = "..."``
+and the like (see ``load_settings``); a file that holds one must be ``chmod 600``.
+
 Either every shard has ``slots`` or none has (then the slots are split evenly, in the
 order the shards are listed).
 
@@ -39,23 +43,29 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 from urllib.parse import urlsplit
 
 import msgspec
+
+from paycore.redaction import secrets_in
 
 __all__ = [
     "EMBEDDED_SHARDS",
     "PlacementConfig",
     "ProcessorConfig",
+    "RateLimitConfig",
     "Settings",
     "ShardConfig",
     "ShardSpec",
     "WebhookEndpointConfig",
     "load_settings",
     "parse_slots",
+    "read_secret_file",
     "shard_specs",
 ]
 
@@ -148,6 +158,13 @@ class WebhookEndpointConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=T
             raise ValueError(f"webhook {self.url!r}: timeout_seconds must be in (0, 60]")
 
 
+class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One caller's own budget (``[rate_limit_overrides."key:<keyid>"]``)."""
+
+    per_second: Annotated[float, msgspec.Meta(gt=0)]
+    burst: Annotated[int, msgspec.Meta(ge=1)]
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Every knob of a paycore node, with the embedded defaults."""
 
@@ -161,6 +178,14 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_body_bytes: int = 8 * 1024 * 1024
     max_batch_size: int = 8189
     max_page_size: int = 1000
+    # Per-caller rate limit (paycore.api.ratelimit, GCRA): requests a second on average
+    # and at once; 0 turns it off. A caller is its API key id (else a hash of its
+    # Authorization header, else its address). Shared through Redis when ``locks_url``
+    # is Redis (fail open to per-node limits while Redis is down), else per node.
+    # ``rate_limit_overrides``: a budget per caller, e.g. ``"key:abc123"``.
+    rate_limit_per_second: Annotated[float, msgspec.Meta(ge=0)] = 1000.0
+    rate_limit_burst: Annotated[int, msgspec.Meta(ge=1)] = 2000
+    rate_limit_overrides: dict[str, RateLimitConfig] = {}
     # How long an Idempotency-Key's answer is kept (hours).
     idempotency_retention_hours: int = 72
     # Background maintenance: expire timed-out holds, purge old idempotency records.
@@ -322,19 +347,137 @@ def shard_specs(settings: Settings) -> list[ShardSpec]:
 
 
 _SCALARS = (str, int, float, bool)
+# Settings holding a secret, by table: ``(table, field, key of the PAYCORE_ name)``.
+_SECRET_FIELDS: Final = (("shards", "dsn"), ("processors", "webhook_secret"))
+_SAFE_MODE_BITS: Final = 0o077  # group or others may read, write or run it: refused
 
 
-def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
-    """Read the TOML file (if any), then apply ``PAYCORE_*`` overrides of scalar settings."""
+def read_secret_file(path: str | Path, *, what: str) -> str:
+    """The secret in the file ``path`` (surrounding whitespace dropped), for ``what``.
+
+    Refused, with a clear error, unless it is a regular file that neither its group nor
+    others may read or write (``chmod 600``): a secret is only as safe as its file."""
+    file = Path(path)
+    try:
+        info = file.stat()
+    except OSError as exc:
+        raise ValueError(f"{what}: cannot read secret file {file}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{what}: secret file {file} is not a regular file")
+    if info.st_mode & _SAFE_MODE_BITS:
+        raise ValueError(
+            f"{what}: secret file {file} is open to its group or others "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}); chmod 600 it"
+        )
+    text = file.read_text(encoding="utf-8").strip()
+    if not text:
+        raise ValueError(f"{what}: secret file {file} is empty")
+    return text
+
+
+def _env_name(*parts: str) -> str:
+    return "PAYCORE_" + "_".join(re.sub(r"[^A-Za-z0-9]", "_", p).upper() for p in parts)
+
+
+def _secret(
+    table: dict[str, Any], field: str, environ: Mapping[str, str], env_name: str, what: str
+) -> tuple[bool, Any]:
+    """Resolve ``field`` of ``table`` from, by precedence: the environment (``env_name``,
+    or a file named by ``env_name_FILE``), then ``<field>_file``, then the value itself.
+    Returns whether the value was written inline (in the config file) and the value."""
+    file_key = f"{field}_file"
+    file_path = table.pop(file_key, None)
+    if file_path is not None and field in table:
+        raise ValueError(f"{what}: set {field} or {file_key}, not both")
+    if env_name in environ:
+        return False, environ[env_name]
+    if f"{env_name}_FILE" in environ:
+        return False, read_secret_file(environ[f"{env_name}_FILE"], what=f"{env_name}_FILE")
+    if file_path is not None:
+        return False, read_secret_file(str(file_path), what=f"{what}: {file_key}")
+    return field in table, table.get(field)
+
+
+def _inline_secret(field: str, value: Any) -> bool:
+    """Whether ``value`` of ``field`` carries a secret (a DSN or URL: only if it holds
+    a password)."""
+    if value is None:
+        return False
+    if field in ("dsn", "locks_url"):
+        return bool(secrets_in(str(value)))
+    return bool(value)
+
+
+def _resolve_secrets(values: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """Fill every secret setting of ``values`` (the file's tables) from the environment
+    or its ``*_file``; the names of those written inline in the file."""
+    inline = []
+    written, url = _secret(values, "locks_url", environ, "PAYCORE_LOCKS_URL", "locks_url")
+    if url is not None:
+        values["locks_url"] = url
+    if written and _inline_secret("locks_url", url):
+        inline.append("locks_url")
+    for table_name, field in _SECRET_FIELDS:
+        for table in values.get(table_name, ()):
+            if not isinstance(table, dict):
+                continue  # msgspec reports the shape
+            name = str(table.get("name", ""))
+            what = f"{table_name}[{name}].{field}"
+            written, value = _secret(
+                table, field, environ, _env_name(table_name[:-1], name, field), what
+            )
+            if value is not None:
+                table[field] = value
+            if written and _inline_secret(field, value):
+                inline.append(what)
+    for index, table in enumerate(values.get("webhooks", ())):
+        if not isinstance(table, dict):
+            continue
+        what = f"webhooks[{index}].secrets"
+        env_name = _env_name("webhook", str(index), "secrets")
+        file_path = table.pop("secrets_file", None)
+        if file_path is not None and "secrets" in table:
+            raise ValueError(f"{what}: set secrets or secrets_file, not both")
+        if env_name in environ:
+            table["secrets"] = [s.strip() for s in environ[env_name].split(",") if s.strip()]
+        elif file_path is not None:
+            text = read_secret_file(str(file_path), what=f"{what}: secrets_file")
+            table["secrets"] = [line.strip() for line in text.splitlines() if line.strip()]
+        elif table.get("secrets"):
+            inline.append(what)
+    return inline
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read the TOML file (if any), then apply ``PAYCORE_*`` overrides of scalar settings.
+
+    Secrets (``locks_url``, a shard's ``dsn``, a processor's ``webhook_secret``, an
+    endpoint's ``secrets``) come, first found first: from the environment
+    (``PAYCORE_LOCKS_URL``, ``PAYCORE_SHARD_<NAME>_DSN``,
+    ``PAYCORE_PROCESSOR_<NAME>_WEBHOOK_SECRET``, ``PAYCORE_WEBHOOK_<N>_SECRETS`` (comma
+    separated, N from 0 in file order), or ``<that>_FILE`` naming a file); from
+    ``<field>_file`` in the table (``secrets_file``: one per line); or from the file
+    itself, which must then be ``chmod 600`` like any secret file (refused otherwise).
+    A DSN or URL without a password is no secret.
+    """
     values: dict[str, Any] = {}
     if path is not None:
         with Path(path).open("rb") as fh:
             values.update(tomllib.load(fh))
     environ = os.environ if env is None else env
+    inline = _resolve_secrets(values, environ)
+    if inline and path is not None:
+        mode = Path(path).stat().st_mode
+        if mode & _SAFE_MODE_BITS:
+            raise ValueError(
+                f"{path} holds secrets ({', '.join(inline)}) but is open to its group or "
+                f"others (mode {stat.S_IMODE(mode):04o}): chmod 600 it, or move them to "
+                "PAYCORE_* variables or *_file settings"
+            )
     defaults = Settings()
     for field in msgspec.structs.fields(Settings):
-        if not isinstance(getattr(defaults, field.name), _SCALARS):
-            continue  # the topology comes from the file only
+        if field.name == "locks_url" or not isinstance(getattr(defaults, field.name), _SCALARS):
+            continue  # the topology comes from the file only; locks_url is resolved above
         raw = environ.get(f"PAYCORE_{field.name.upper()}")
         if raw is not None:
             values[field.name] = raw

@@ -38,6 +38,7 @@ class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid_request"
     BATCH_TOO_LARGE = "batch_too_large"
     REQUEST_TOO_LARGE = "request_too_large"
+    RATE_LIMITED = "rate_limited"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     # accounts
@@ -105,6 +106,9 @@ ERROR_SPECS: Final[dict[ErrorCode, ErrorSpec]] = {
     _E.INVALID_REQUEST: ErrorSpec(422, "The request is not valid"),
     _E.BATCH_TOO_LARGE: ErrorSpec(422, "The batch has too many items"),
     _E.REQUEST_TOO_LARGE: ErrorSpec(413, "The request body is too large"),
+    _E.RATE_LIMITED: ErrorSpec(
+        429, "Too many requests from this caller; retry after Retry-After seconds", retryable=True
+    ),
     _E.NOT_FOUND: ErrorSpec(404, "No such resource"),
     _E.METHOD_NOT_ALLOWED: ErrorSpec(405, "Method not allowed"),
     _E.ACCOUNT_NOT_FOUND: ErrorSpec(404, "Account not found"),

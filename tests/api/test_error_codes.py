@@ -76,6 +76,12 @@ async def request_too_large(w: World) -> httpx.Response:
     return await w.api.transfer("t1", "a", "b", 1, metadata={"note": "x" * 2000})
 
 
+async def rate_limited(w: World) -> httpx.Response:
+    """The setup's four requests spent this caller's burst of 5 (0.01/s): one passes."""
+    assert (await w.client.get("/v1/accounts/a")).status_code == 200
+    return await w.client.get("/v1/accounts/a")
+
+
 async def not_found(w: World) -> httpx.Response:
     return await w.client.get("/v1/nothing-here")
 
@@ -397,6 +403,7 @@ SCENARIOS: dict[ErrorCode, tuple[dict[str, Any], Scenario]] = {
     E.INVALID_REQUEST: ({}, invalid_request),
     E.BATCH_TOO_LARGE: ({}, batch_too_large),
     E.REQUEST_TOO_LARGE: ({"max_body_bytes": 1024}, request_too_large),
+    E.RATE_LIMITED: ({"rate_limit_per_second": 0.01, "rate_limit_burst": 5}, rate_limited),
     E.NOT_FOUND: ({}, not_found),
     E.METHOD_NOT_ALLOWED: ({}, method_not_allowed),
     E.ACCOUNT_NOT_FOUND: ({}, account_not_found),

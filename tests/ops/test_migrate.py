@@ -169,6 +169,7 @@ def test_a_mixed_topology_is_migrated_and_passwords_stay_hidden(
         f'[[shards]]\nname = "lite"\npath = "{tmp_path / "lite.sqlite3"}"\n'
         f'[[shards]]\nname = "pg"\nbackend = "postgres"\ndsn = "{dsn}"\n'
     )
+    config.chmod(0o600)  # it holds a password: any wider is refused
     assert main(["migrate", "--config", str(config), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert _recorded_postgres(postgres_dsn) == []  # the dry run did not even record
@@ -194,6 +195,7 @@ def test_an_unreachable_shard_is_reported_and_the_others_are_migrated(
         f'[[shards]]\nname = "up"\nbackend = "postgres"\ndsn = "{postgres_dsn}"\n'
         f'[[shards]]\nname = "down"\nbackend = "postgres"\ndsn = "{UNREACHABLE}"\n'
     )
+    config.chmod(0o600)  # it holds a password: any wider is refused
     assert main(["migrate", "--config", str(config)]) == 1
     out = capsys.readouterr().out
     assert _recorded_postgres(postgres_dsn) == ALL

@@ -471,6 +471,7 @@ def test_endpoints_load_from_the_config_file(tmp_path: Path) -> None:
         f'secrets = ["{SECRET}", "whsec_old_0123456789"]\nevents = ["refund.*"]\n'
         "timeout_seconds = 2.5\n"
     )
+    path.chmod(0o600)  # it holds secrets: any wider is refused
     first, second = load_settings(path, env={}).webhooks
     assert (first.events, first.timeout_seconds) == (("*",), 5.0)
     assert (second.secrets[1], second.events, second.timeout_seconds) == (

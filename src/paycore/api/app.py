@@ -5,6 +5,8 @@ The app owns, for its lifetime (the lifespan):
 - the lock service of ``settings.locks_url`` (opened first, closed last), unless one
   is passed in (then its owner opens and closes it); the ``WriteExecutor`` holds an
   Idempotency-Key's lock there while its request runs, and /readyz checks it;
+- the rate limiter (``paycore.api.ratelimit``: in-process, or Redis-backed when
+  ``locks_url`` is Redis), closed last but one;
 - the store (started after the locks, stopped before they close);
 - unless told otherwise, the background jobs: a ``WorkerSupervisor`` that runs each
   shard's relay and maintenance while this node is elected their leader (started
@@ -27,10 +29,12 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from paycore.api.idempotency import WriteExecutor
 from paycore.api.metrics import ApiMetrics, MetricsMiddleware
 from paycore.api.problems import EXCEPTION_HANDLERS
+from paycore.api.ratelimit import Limit, RateLimiter, RateLimitMiddleware, rate_limiter_for
 from paycore.api.routes import account_routes, ops_routes, transfer_routes
-from paycore.api.routes.ops import OPEN_AUTH_WARNING, redact_url
+from paycore.api.routes.ops import OPEN_AUTH_WARNING
 from paycore.config import Settings
 from paycore.locks import LockService, LockServiceBase, open_lock_service
+from paycore.redaction import redact_url
 from paycore.storage.base import Store
 
 if TYPE_CHECKING:
@@ -91,6 +95,20 @@ def create_app(
         lock_seconds=settings.idempotency_lock_seconds,
     )
     metrics = ApiMetrics(store, writes.in_flight)
+    middleware = [DefineMiddleware(MetricsMiddleware, metrics=metrics)]
+    limiter: RateLimiter | None = None
+    if settings.rate_limit_per_second > 0:
+        limiter = rate_limiter_for(settings.locks_url)
+        overrides = {
+            caller: Limit(o.per_second, o.burst)
+            for caller, o in settings.rate_limit_overrides.items()
+        }
+        default = Limit(settings.rate_limit_per_second, settings.rate_limit_burst)
+        middleware.append(
+            DefineMiddleware(
+                RateLimitMiddleware, limiter=limiter, default=default, overrides=overrides
+            )
+        )
     workers = _Workers() if start_workers else None
 
     @asynccontextmanager
@@ -99,6 +117,8 @@ def create_app(
             if owned is not None:
                 await owned.open()  # never fails on a backend that is down: calls do
                 stack.push_async_callback(owned.aclose)
+            if limiter is not None:
+                stack.push_async_callback(limiter.aclose)
             await store.start()
             stack.push_async_callback(store.stop)
             stack.push_async_callback(payment_service.aclose)
@@ -129,7 +149,8 @@ def create_app(
         ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[DefineMiddleware(MetricsMiddleware, metrics=metrics)],
+        # Outermost first: refused requests (429) are counted in the metrics too.
+        middleware=middleware,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="paycore",

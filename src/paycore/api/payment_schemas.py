@@ -202,6 +202,8 @@ def decode_payment_body(
         raise RequestError(ErrorCode.INVALID_REQUEST, str(exc)) from None
     except msgspec.DecodeError as exc:
         raise RequestError(ErrorCode.INVALID_REQUEST, f"body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:  # msgspec's, for bytes that are not UTF-8 inside a string
+        raise RequestError(ErrorCode.INVALID_REQUEST, "body is not valid UTF-8 JSON") from None
 
 
 # -- responses -------------------------------------------------------------------------------

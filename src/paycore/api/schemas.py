@@ -255,6 +255,8 @@ def decode_body(decoder: msgspec.json.Decoder[In], body: bytes, *, empty: bytes 
         raise RequestError(ErrorCode.INVALID_REQUEST, str(exc)) from None
     except msgspec.DecodeError as exc:
         raise RequestError(ErrorCode.INVALID_REQUEST, f"body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:  # msgspec's, for bytes that are not UTF-8 inside a string
+        raise RequestError(ErrorCode.INVALID_REQUEST, "body is not valid UTF-8 JSON") from None
 
 
 _canonical = msgspec.json.Encoder(order="sorted")

@@ -34,6 +34,7 @@ from paycore.locks.election import (
 )
 from paycore.locks.local import LocalLockService
 from paycore.locks.renewal import HeldLease, hold
+from paycore.redaction import redact_url
 
 __all__ = [
     "HeldLease",
@@ -70,4 +71,6 @@ def open_lock_service(url: str | None = None, *, timeout: float = 1.0) -> LockSe
         from paycore.locks.postgres import PostgresLockService  # noqa: PLC0415 - loaded when chosen
 
         return PostgresLockService(url, timeout=timeout)
-    raise ValueError(f"no lock backend for {url!r}: use redis://, postgresql:// or 'local'")
+    raise ValueError(
+        f"no lock backend for {redact_url(url)!r}: use redis://, postgresql:// or 'local'"
+    )

@@ -93,7 +93,7 @@ class PostgresLockService(LockServiceBase):
                 max_size=pool_size,
                 open=False,
                 timeout=timeout,
-                kwargs={"autocommit": True},
+                kwargs={"autocommit": True, "connect_timeout": max(1, math.ceil(timeout))},
             )
         )
         self._schema_ready = False

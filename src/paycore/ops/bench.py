@@ -312,7 +312,7 @@ def _parse_sweep(text: str | None, quick: bool) -> list[int]:
 
 
 def _command(o: dict[str, Any], args: argparse.Namespace) -> str:
-    from paycore.storage.postgres import redact_dsn  # noqa: PLC0415
+    from paycore.redaction import redact_dsn  # noqa: PLC0415
 
     parts = ["paycore", "bench"]
     if o["quick"]:
@@ -789,6 +789,9 @@ def _serve_and_load(
         sys.executable, "-m", "paycore.cli", "serve", *where,
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
     ]  # fmt: skip
+    # The load generator is one caller asking thousands of times a second: measure the
+    # ledger, not the per-caller rate limit.
+    env = {**env, "PAYCORE_RATE_LIMIT_PER_SECOND": "0"}
     with log_path.open("wb") as log:
         server = subprocess.Popen(serve, stdout=log, stderr=subprocess.STDOUT, env=env)  # noqa: S603
     try:
@@ -1023,7 +1026,7 @@ def _open_target(args: argparse.Namespace, o: dict[str, Any], status: Any) -> _P
         database_name,
         public_tables,
     )
-    from paycore.storage.postgres import redact_dsn  # noqa: PLC0415
+    from paycore.redaction import redact_dsn  # noqa: PLC0415
 
     if o["local_postgres"] is not None:
         try:
@@ -1087,7 +1090,7 @@ def _describe_servers(
     target: _PgTarget, o: dict[str, Any], report: BenchReport, console: Console
 ) -> None:
     from paycore.ops.pg_local import server_settings  # noqa: PLC0415
-    from paycore.storage.postgres import redact_dsn  # noqa: PLC0415
+    from paycore.redaction import redact_dsn  # noqa: PLC0415
 
     per_shard = {name: server_settings(dsn) for name, dsn in target.server_dsns().items()}
     first = next(iter(per_shard.values()))
@@ -1152,7 +1155,7 @@ def _pgbench_part(
     import psycopg  # noqa: PLC0415
 
     from paycore.ops.pg_local import find_tool  # noqa: PLC0415
-    from paycore.storage.postgres import redact_dsn  # noqa: PLC0415
+    from paycore.redaction import redact_dsn  # noqa: PLC0415
 
     row = "pgbench-tpcb"
     exe = find_tool("pgbench", target.local.bindir if target.local is not None else None)
@@ -1473,7 +1476,7 @@ async def _pg_sweep_part(
 def _run_postgres(args: argparse.Namespace, o: dict[str, Any], console: Console) -> int:
     import psycopg  # noqa: PLC0415
 
-    from paycore.storage.postgres import redact_dsn  # noqa: PLC0415
+    from paycore.redaction import redact_dsn  # noqa: PLC0415
 
     command = _command(o, args)
     console.print(f"[bold]paycore bench[/] (PostgreSQL)  reproduce with: [cyan]{command}[/]")

@@ -758,6 +758,8 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
         data_dir=str(data_dir),
         synchronous=options.synchronous.upper(),
         maintenance_interval_seconds=MAINTENANCE_INTERVAL,
+        # The workload is one caller (this process) at thousands of requests a second.
+        rate_limit_per_second=0.0,
     )
     store = build_store(settings)
     from paycore.api.app import create_app  # noqa: PLC0415 - the API is the heavy import

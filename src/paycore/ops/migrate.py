@@ -26,7 +26,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from paycore.config import ShardSpec
-from paycore.storage.postgres import migrate_postgres, pending_migrations_postgres, redact_dsn
+from paycore.redaction import redact_dsn, redact_text, secrets_in
+from paycore.storage.postgres import migrate_postgres, pending_migrations_postgres
 from paycore.storage.sqlite import migrate, pending_migrations
 
 __all__ = ["ShardMigration", "migrate_shards", "print_migrations"]
@@ -140,9 +141,7 @@ def _describe(exc: BaseException, dsn: str | None) -> str:
     except psycopg.Error:
         # libpq quotes pieces of a DSN it cannot parse, and a piece may be the password.
         return "the dsn cannot be parsed (expected libpq key=value pairs or a postgresql:// URI)"
-    if password:
-        text = text.replace(str(password), "***")
-    return text
+    return redact_text(text, [str(password or ""), *secrets_in(dsn)])
 
 
 def print_migrations(results: Sequence[ShardMigration], console: Console, *, dry_run: bool) -> None:

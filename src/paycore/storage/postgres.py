@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -46,6 +47,7 @@ from paycore.ledger.model import (
     TransferView,
 )
 from paycore.ledger.rules import WorkingSet
+from paycore.redaction import redact_dsn, redact_text
 from paycore.storage.apply import command_weight, run_group
 from paycore.storage.base import (
     Command,
@@ -106,19 +108,27 @@ def _limit(limit: int) -> int:
 _PLANNER_SETTINGS = "SET random_page_cost = 1.1"
 
 
-async def _configure_reader(conn: psycopg.AsyncConnection[Any]) -> None:
-    await conn.execute(_PLANNER_SETTINGS)
+# Every connection gives up connecting after this long, unless the DSN (or
+# PGCONNECT_TIMEOUT) says otherwise; a pooled read is cancelled after
+# READ_STATEMENT_TIMEOUT_MS (503, retryable). The writer waits lock_timeout for its turn.
+CONNECT_TIMEOUT_SECONDS = 5
+READ_STATEMENT_TIMEOUT_MS = 30_000
 
 
-def redact_dsn(dsn: str) -> str:
-    """A DSN safe to print: any password replaced by ``***``."""
+def connect_options(dsn: str) -> dict[str, Any]:
+    """``connect_timeout`` for ``psycopg.connect(dsn, ...)``, unless ``dsn`` sets one."""
     try:
         params = psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "<unparsable dsn>"
-    if "password" in params:
-        params["password"] = "***"  # noqa: S105 - the redaction marker, not a secret
-    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
+    except psycopg.Error:
+        return {}  # connecting reports it
+    if "connect_timeout" in params or "PGCONNECT_TIMEOUT" in os.environ:
+        return {}
+    return {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+
+
+async def _configure_reader(conn: psycopg.AsyncConnection[Any]) -> None:
+    await conn.execute(_PLANNER_SETTINGS)
+    await conn.execute(f"SET statement_timeout = {READ_STATEMENT_TIMEOUT_MS}")
 
 
 @contextlib.contextmanager
@@ -148,7 +158,10 @@ def map_postgres_errors(store: str) -> Iterator[None]:
     ) as exc:
         raise UnavailableError(f"shard {store}: {type(exc).__name__}") from exc
     except psycopg.Error as exc:
-        raise PaycoreError(ErrorCode.INTERNAL_ERROR, f"shard {store}: {exc}") from exc
+        # Never a DSN's password: libpq may quote a malformed connection string.
+        raise PaycoreError(
+            ErrorCode.INTERNAL_ERROR, f"shard {store}: {redact_text(str(exc))}"
+        ) from exc
 
 
 def _migrations() -> list[tuple[int, str, str]]:
@@ -163,7 +176,7 @@ def _migrations() -> list[tuple[int, str, str]]:
 def migrate_postgres(dsn: str) -> list[str]:
     """Apply missing migrations; an advisory lock keeps concurrent nodes from racing."""
     applied = []
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True, **connect_options(dsn)) as conn:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(7412001)")
             conn.execute(
@@ -189,7 +202,7 @@ def migrate_postgres(dsn: str) -> list[str]:
 
 def pending_migrations_postgres(dsn: str) -> list[str]:
     """The migrations the database lacks, in order (all of them without a schema); reads only."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True, **connect_options(dsn)) as conn:
         row = conn.execute("SELECT to_regclass('schema_migrations')").fetchone()
         done: set[int] = set()
         if row is not None and row[0] is not None:
@@ -499,6 +512,14 @@ class PostgresStore:
         max_group_jobs: int = 512,
         lock_timeout: float = 10.0,
     ) -> None:
+        try:
+            psycopg.conninfo.conninfo_to_dict(dsn)
+        except psycopg.Error:
+            # libpq's message quotes pieces of the string, and a piece may be the password.
+            raise ValueError(
+                f"shard {name}: the dsn is not a libpq key=value string or postgresql:// URI "
+                f"({redact_dsn(dsn)})"
+            ) from None
         self.name = name
         self.dsn = dsn
         self.clock = clock
@@ -527,7 +548,7 @@ class PostgresStore:
             min_size=1,
             max_size=self._pool_size,
             open=False,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, **connect_options(self.dsn)},
             configure=_configure_reader,
         )
 
@@ -569,7 +590,7 @@ class PostgresStore:
         return outcome
 
     def _connect_writer(self) -> psycopg.Connection[Any]:
-        conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
+        conn = psycopg.connect(self.dsn, autocommit=True, **connect_options(self.dsn))
         conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{self._lock_timeout_ms}",))
         conn.execute(_PLANNER_SETTINGS)
         return conn
@@ -740,7 +761,7 @@ class PostgresStore:
                 conn.close()
             else:
                 return conn
-        return psycopg.connect(self.dsn, autocommit=True)
+        return psycopg.connect(self.dsn, autocommit=True, **connect_options(self.dsn))
 
     @property
     def writer_stats(self) -> tuple[int, int]:

@@ -53,6 +53,7 @@ from paycore.payments.webhooks import (
     event_matches,
     next_attempt_delay,
 )
+from paycore.redaction import redact_text, redact_url
 from paycore.storage.base import Fence, Store
 from paycore.storage.payments import (
     AckPaymentEvents,
@@ -238,7 +239,12 @@ class WebhookWorker:
                     timeout_seconds=endpoint.timeout_seconds,
                 )
             except Exception as exc:  # noqa: BLE001 - one odd request must not sink the pass
-                log.warning("webhooks: POST %s to %s: %r", event_id, endpoint.url, exc)
+                log.warning(
+                    "webhooks: POST %s to %s: %s",
+                    event_id,
+                    redact_url(endpoint.url),
+                    redact_text(repr(exc)),
+                )
                 return DeliveryResult(DeliveryOutcome.RETRY, None, type(exc).__name__, 0.0)
 
     def _ack(

@@ -13,10 +13,8 @@ operators.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable
 from typing import Any, Final, Protocol
-from urllib.parse import unquote
 
 from litestar import Response, get
 from litestar.handlers import HTTPRouteHandler
@@ -26,6 +24,7 @@ from paycore.api.schemas import encode
 from paycore.config import Settings
 from paycore.errors import PaycoreError
 from paycore.locks import LockService
+from paycore.redaction import redact_text, redact_url, secrets_in
 from paycore.storage.base import Store
 
 __all__ = ["OPEN_AUTH_WARNING", "WorkerStatus", "lock_backend_kind", "ops_routes", "redact_url"]
@@ -34,11 +33,6 @@ _JSON = "application/json"
 OPEN_AUTH_WARNING = "this server accepts every request without an API key (auth = 'open')"
 # A dependency that has not answered a readiness check in this long counts as down.
 _CHECK_SECONDS: Final = 2.0
-_MASK: Final = "***"
-# ``password=...`` in a libpq key=value DSN or a URL's query string.
-_PASSWORD_PARAM: Final = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", re.IGNORECASE)
-# The user-info part of a URL (``scheme://user:password@``), up to its last ``@``.
-_URL_USERINFO: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)([^@]*)@")
 _KINDS: Final = {
     "RedisLockService": "redis",
     "PostgresLockService": "postgres",
@@ -50,28 +44,6 @@ class WorkerStatus(Protocol):
     """What /readyz needs of the node's ``WorkerSupervisor``."""
 
     def status(self) -> dict[str, Any]: ...
-
-
-def redact_url(url: str) -> str:
-    """``url`` (a Redis/PostgreSQL URL or a libpq DSN) with any password masked.
-
-    Lenient on purpose: whatever the shape, a password never shows (a text that
-    looks odd may be masked more than needed, never less)."""
-    match = _URL_USERINFO.match(url)
-    if match is not None and ":" in match.group(2):
-        user = match.group(2).partition(":")[0]
-        url = f"{match.group(1)}{user}:{_MASK}@{url[match.end() :]}"
-    return _PASSWORD_PARAM.sub(lambda m: m.group(1) + _MASK, url)
-
-
-def _secrets_of(url: str) -> list[str]:
-    """The passwords written in ``url``, to scrub them from error texts too."""
-    found = [m.group(2).strip("'") for m in _PASSWORD_PARAM.finditer(url)]
-    match = _URL_USERINFO.match(url)
-    if match is not None:
-        password = match.group(2).partition(":")[2]
-        found += [password, unquote(password)]
-    return [s for s in found if s]
 
 
 def lock_backend_kind(locks: LockService) -> str:
@@ -108,12 +80,10 @@ def ops_routes(
     service and its background jobs (None: this node runs none)."""
     open_auth = settings.auth == "open"
     lock_url = redact_url(settings.locks_url)
-    lock_secrets = _secrets_of(settings.locks_url)
+    lock_secrets = secrets_in(settings.locks_url)
 
     def scrub(text: str) -> str:
-        for secret in lock_secrets:
-            text = text.replace(secret, _MASK)
-        return text
+        return redact_text(text, lock_secrets)
 
     @get("/healthz", tags=["ops"])
     async def healthz() -> Response[bytes]:
@@ -147,7 +117,7 @@ def ops_routes(
         body["status"] = "unavailable"
         details = []
         if store_failure is not None:
-            details.append(_detail(store_failure))
+            details.append(redact_text(_detail(store_failure)))
         if lock_failure is not None:
             details.append(f"lock service: {scrub(_detail(lock_failure))}")
         body["detail"] = "; ".join(details)

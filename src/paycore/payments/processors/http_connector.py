@@ -145,7 +145,7 @@ def classify_answer(
     try:
         answer = msgspec.json.decode(content, type=_Answer) if content else _Answer()
         readable = True
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # not JSON, or not UTF-8 inside
         answer, readable = _Answer(), False
 
     def result(
