@@ -14,10 +14,10 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from paycore.api.routes.ops import redact_url
 from paycore.ops.cluster.control import ClusterStartError, LocalCluster, process_alive
 from paycore.ops.cluster.spec import load_cluster_spec
 from paycore.ops.cluster.tools import Toolbox, ToolMissingError, install_tools
+from paycore.redaction import redact_url
 
 __all__ = ["add_arguments", "cluster_status"]
 
