@@ -177,3 +177,14 @@ def test_status_of_a_directory_without_a_cluster_says_so(tmp_path: Path) -> None
     )
     assert done.returncode == 2
     assert "no cluster" in done.stderr
+
+
+def test_the_deployment_example_config_is_a_valid_paycore_config() -> None:
+    from paycore.config import load_settings, shard_specs
+
+    root = Path(__file__).resolve().parents[2]
+    settings = load_settings(root / "deploy" / "paycore.toml", env={})
+    specs = shard_specs(settings)
+    assert [s.name for s in specs] == ["s0", "s1"]
+    assert all("target_session_attrs=read-write" in (s.dsn or "") for s in specs)
+    assert settings.migrate_on_start is False
