@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     drill.add_argument(
         "--kind",
         action="append",
-        choices=("primary", "api-node", "redis"),
+        choices=("primary", "primary-machine", "api-node", "redis"),
         help="which drill (repeatable; default: all three)",
     )
     drill.add_argument("--clients", type=int, default=8, help="concurrent clients (8)")

@@ -267,7 +267,8 @@ async def run_drill(
     clients: int = 8,
     shard: int = 0,
 ) -> DrillReport:
-    """One drill: ``primary`` (SIGKILL a shard's primary PostgreSQL), ``api-node``
+    """One drill: ``primary`` (SIGKILL a shard's primary PostgreSQL),
+    ``primary-machine`` (SIGKILL its Patroni too, as if the machine died), ``api-node``
     (SIGKILL an API node), ``redis`` (SIGKILL Redis; the supervisor starts it again)."""
     spec = cluster.spec
     load = WriteLoad(cluster.url, spec.shards, clients=clients)
@@ -281,6 +282,21 @@ async def run_drill(
             member, pid = cluster.kill_primary_postgres(shard)
             load.report.notes.append(f"killed s{shard} member {member} postmaster pid {pid}")
             await _wait_writes_resume(load, f"s{shard}", marks["fault"], 60.0)
+        elif kind == "primary-machine":
+            # The whole machine: Patroni and PostgreSQL die together and stay dead until
+            # the standby took over (its leader key must expire first: Patroni's ttl).
+            member = cluster.primary_member(shard)
+            if member is None:
+                raise RuntimeError(f"shard {shard} has no primary")
+            name = f"s{shard}-pg{member}"
+            cluster.hold(name)
+            try:
+                cluster.kill(name)
+                cluster.kill_primary_postgres(shard)
+                load.report.notes.append(f"killed {name}: Patroni and PostgreSQL")
+                await _wait_writes_resume(load, f"s{shard}", marks["fault"], 90.0)
+            finally:
+                cluster.release(name)
         elif kind == "api-node":
             pid = cluster.kill("api-1")
             load.report.notes.append(f"killed api-1 pid {pid}")
