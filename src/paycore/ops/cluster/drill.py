@@ -285,10 +285,10 @@ async def run_drill(
         elif kind == "primary-machine":
             # The whole machine: Patroni and PostgreSQL die together and stay dead until
             # the standby took over (its leader key must expire first: Patroni's ttl).
-            member = cluster.primary_member(shard)
-            if member is None:
+            leader = cluster.primary_member(shard)
+            if leader is None:
                 raise RuntimeError(f"shard {shard} has no primary")
-            name = f"s{shard}-pg{member}"
+            name = f"s{shard}-pg{leader}"
             cluster.hold(name)
             try:
                 cluster.kill(name)
