@@ -53,6 +53,7 @@ from paycore.cluster.settlement import is_reserved
 from paycore.config import Settings
 from paycore.errors import ErrorCode, IdempotencyError, PaycoreError, RequestError
 from paycore.ledger.model import (
+    SYSTEM_TENANT,
     AccountRequest,
     TransferFlags,
     TransferRequest,
@@ -2277,7 +2278,7 @@ def _move(transfer: str, psp: str, row: PaymentRow, amount: int) -> TransferRequ
 
 
 def _psp_request(account_id: str, currency: str) -> tuple[AccountRequest, ...]:
-    return (AccountRequest(account_id, currency, metadata={"role": "psp"}),)
+    return (AccountRequest(account_id, currency, metadata={"role": "psp"}, tenant=SYSTEM_TENANT),)
 
 
 def _check_refundable(row: PaymentRow, amount: int | None) -> int:

@@ -206,10 +206,10 @@ class _SQLiteTx:
 
     def insert_accounts(self, accounts: Sequence[Account]) -> None:
         self.conn.executemany(
-            f"INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ({_q(10)})",
+            f"INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ({_q(11)})",
             [
                 (a.id, a.currency, a.code, account_flags_bits(a.flags), a.flags.credit_limit,
-                 a.timestamp, 0, 0, 0, 0)
+                 a.timestamp, 0, 0, 0, 0, a.tenant)
                 for a in accounts
             ],
         )  # fmt: skip
@@ -656,7 +656,7 @@ def _accounts_by_ids(
             "WHERE a.id IN (SELECT value FROM json_each(?))",
             (ids_json,),
         )
-        return {row[0]: account_from_row(row, row[10]) for row in rows}
+        return {row[0]: account_from_row(row, row[11]) for row in rows}
     rows = conn.execute(
         f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id IN (SELECT value FROM json_each(?))",
         (ids_json,),
