@@ -165,9 +165,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     idempotency_retention_hours: int = 72
     # Background maintenance: expire timed-out holds, purge old idempotency records.
     maintenance_interval_seconds: float = 1.0
-    # The embedded dev server runs without API keys until the security work lands;
-    # it says so at start-up and in /readyz.
-    auth: str = "open"
+    # "api_keys" (the default): every request but health, metrics and docs needs an API
+    # key (``paycore keys create``). "open": every request acts for tenant "default" with
+    # every scope, for a developer's machine only (``paycore serve --open``); the node
+    # says so loudly at start-up and in /readyz.
+    auth: str = "api_keys"
     # Cross-shard relay: how often it looks for work when not woken, how long a claim
     # on an outbox row lasts (a crashed relay's rows are retaken after that), and how
     # long a saga may stay open before the auditor calls it stuck.
@@ -216,6 +218,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Outgoing webhooks (``[[webhooks]]``): every payment event is POSTed, signed, to each
     # endpoint whose ``events`` match, by the ``leader:webhooks:<shard>`` job.
     webhooks: tuple[WebhookEndpointConfig, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.auth not in _AUTH_MODES:
+            raise ValueError(f"auth must be one of {_AUTH_MODES}, not {self.auth!r}")
 
     @property
     def shard_path(self) -> Path:
@@ -322,6 +328,7 @@ def shard_specs(settings: Settings) -> list[ShardSpec]:
 
 
 _SCALARS = (str, int, float, bool)
+_AUTH_MODES = ("api_keys", "open")
 
 
 def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:

@@ -92,6 +92,7 @@ from paycore.storage.base import (
     StoredResponse,
     TransferPage,
 )
+from paycore.storage.keys import CreateApiKey, RevokeApiKey
 from paycore.storage.payments import (
     AckPaymentEvents,
     ClaimPaymentEvents,
@@ -169,6 +170,11 @@ class ShardedStore:
             return parsed[0]
         return self.shard_map.shard_for(account_id)
 
+    @property
+    def key_shard(self) -> str:
+        """The shard keeping every API key (``paycore.storage.keys``): the first one."""
+        return self._first
+
     def on_saga(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(source_shard)`` after step 1 of a saga committed there."""
         self._listeners.append(listener)
@@ -194,6 +200,8 @@ class ShardedStore:
         if isinstance(command, PaymentWrite | ClaimPaymentEvents | AckPaymentEvents):
             # The payments layer placed its rows: the command names their shard.
             return await self.shards[command.shard].execute(command)
+        if isinstance(command, CreateApiKey | RevokeApiKey):  # every key on one shard
+            return await self.shards[self.key_shard].execute(command)
         if self.single:
             split = self._payments_reserved(command)
             if split is None:

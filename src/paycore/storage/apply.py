@@ -49,6 +49,7 @@ from paycore.storage.base import (
     StoredResponse,
 )
 from paycore.storage.group_commit import Job
+from paycore.storage.keys import CreateApiKey, RevokeApiKey, apply_key_command
 from paycore.storage.payments import (
     AckPaymentEvents,
     ClaimPaymentEvents,
@@ -437,6 +438,8 @@ def _apply_other(tx: LedgerTx, clock: GroupClock, command: Command) -> Any:
         | PurgePaymentEvents,
     ):
         return apply_payment_command(tx, clock, command)
+    if isinstance(command, CreateApiKey | RevokeApiKey):
+        return apply_key_command(tx, clock, command)
     if isinstance(command, PeekIdempotency):
         seen = tx.idempotency_record(command.key)
         if seen is None or seen[2] <= clock.now:

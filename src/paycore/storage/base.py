@@ -30,6 +30,7 @@ from paycore.ledger.model import (
 )
 
 if TYPE_CHECKING:
+    from paycore.storage.keys import KeyCommand
     from paycore.storage.payments import PaymentCommand
 
 __all__ = [
@@ -258,6 +259,7 @@ Command = Union[  # a string forward reference cannot take part in "|"
     PurgeOutbox,
     ReserveTransferIds,
     "PaymentCommand",
+    "KeyCommand",
 ]
 
 

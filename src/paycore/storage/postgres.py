@@ -71,6 +71,7 @@ from paycore.storage.codec import (
     view_from_row,
 )
 from paycore.storage.group_commit import GroupCommitWriter, Job
+from paycore.storage.keys import ApiKeyReads
 from paycore.storage.migrations import outdated_schema_error
 from paycore.storage.payments import PaymentReads
 
@@ -518,6 +519,7 @@ class PostgresStore:
         self._snapshot_lock = threading.Lock()
         # Payment rows (paycore.storage.payments), read through the pool.
         self.payments = PaymentReads(self._fetch_rows)
+        self.keys = ApiKeyReads(self._fetch_rows)
 
     def _new_pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]:
         # No check on checkout (a round trip per read): a read that meets a connection

@@ -62,6 +62,7 @@ from paycore.storage.codec import (
     view_from_row,
 )
 from paycore.storage.group_commit import GroupCommitWriter, Job
+from paycore.storage.keys import ApiKeyReads
 from paycore.storage.migrations import outdated_schema_error
 from paycore.storage.payments import PaymentReads
 
@@ -412,6 +413,7 @@ class SQLiteStore:
         self._readers_lock = threading.Lock()
         # Payment rows (paycore.storage.payments), read like everything else.
         self.payments = PaymentReads(self._fetch_rows)
+        self.keys = ApiKeyReads(self._fetch_rows)
 
     # -- lifecycle ----------------------------------------------------------------
 
