@@ -77,6 +77,7 @@ _SECRET = re.compile(r"[A-Za-z0-9_-]{32,64}")
 # Longer than any key; a longer header is refused before it is looked at.
 _MAX_HEADER: Final = 256
 _STATE_KEY: Final = "paycore.principal"
+_NS: Final = 1_000_000_000
 
 
 class Scope(StrEnum):
@@ -173,14 +174,10 @@ class ApiKeys:
             raise ValueError("a key needs at least one scope")
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
-        command = CreateApiKey(
-            key_id,
-            tenant,
-            ",".join(sorted(scopes)),
-            _hash(secret),
-            expires_in_seconds,
-        )
-        row: ApiKeyRow = await self.home.execute(command)
+        now = time.time_ns()
+        expires = None if expires_in_seconds is None else now + expires_in_seconds * _NS
+        row = ApiKeyRow(key_id, tenant, ",".join(sorted(scopes)), _hash(secret), now, expires)
+        await self.home.execute(CreateApiKey(row))
         return NewKey(row, f"{KEY_PREFIX}{key_id}_{secret}")
 
     async def list(self) -> list[ApiKeyRow]:
@@ -191,9 +188,8 @@ class ApiKeys:
     ) -> ApiKeyRow | None:
         """Revoke a key (at once, or after a grace period); None for an unknown id.
         This node refuses it from then on; the others within ``cache_seconds``."""
-        row: ApiKeyRow | None = await self.home.execute(
-            RevokeApiKey(key_id, after_seconds, replaced_by)
-        )
+        at = time.time_ns() + after_seconds * _NS
+        row: ApiKeyRow | None = await self.home.execute(RevokeApiKey(key_id, at, replaced_by))
         self._cache.pop(key_id, None)
         return row
 

@@ -294,7 +294,9 @@ def _load_working_set(
             account_ids.add(r.credit_account_id)
     transfers = tx.transfers_by_ids(ids | pending_ids)
     for t in transfers:
-        if t.id in ids:  # a repeated id: its owner decides what a retry may see
+        # A repeated id, or the transfer a post/void names: whose it is decides what
+        # the caller may see of it (holds' accounts are needed anyway).
+        if t.id in ids or t.id in pending_ids:
             account_ids.add(t.debit_account_id)
             account_ids.add(t.credit_account_id)
     holds = [t for t in transfers if t.flags.pending and t.id in pending_ids]

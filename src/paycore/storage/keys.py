@@ -59,48 +59,35 @@ _INSERT = f"INSERT INTO api_keys ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' 
 
 
 class CreateApiKey(msgspec.Struct, frozen=True):
-    """Insert a key (``created_at`` is set from the shard's clock); result: the row.
+    """Insert ``row``; result: the row. Times are the caller's wall clock (ns), the
+    one keys are checked against, not the shard's ledger clock."""
 
-    ``expires_in_seconds``: None, the key never expires."""
-
-    id: str
-    tenant: str
-    scopes: str
-    secret_hash: str
-    expires_in_seconds: int | None = None
+    row: ApiKeyRow
 
 
 class RevokeApiKey(msgspec.Struct, frozen=True):
-    """Revoke a key ``after_seconds`` from now (0: at once; a revocation already due
-    sooner stays); result: the row as it is now, or None for an unknown id."""
+    """Revoke a key from ``at`` (wall clock, ns; a revocation already due sooner stays);
+    result: the row as it is now, or None for an unknown id."""
 
     id: str
-    after_seconds: int = 0
+    at: int
     replaced_by: str | None = None
 
 
 KeyCommand = CreateApiKey | RevokeApiKey
 
-_NS = 1_000_000_000
-
 
 def apply_key_command(tx: LedgerTx, clock: GroupClock, command: KeyCommand) -> ApiKeyRow | None:
     """Run a key command in the writer's transaction."""
-    now = clock.now
+    del clock  # key times are wall-clock ones, given by the caller
     if isinstance(command, CreateApiKey):
-        expires = None
-        if command.expires_in_seconds is not None:
-            expires = now + command.expires_in_seconds * _NS
-        row = ApiKeyRow(
-            command.id, command.tenant, command.scopes, command.secret_hash, now, expires
-        )
-        tx.run_sql(_INSERT, msgspec.structs.astuple(row))
-        return row
+        tx.run_sql(_INSERT, msgspec.structs.astuple(command.row))
+        return command.row
     found = tx.run_sql(f"{_SELECT} WHERE id = ?", (command.id,))
     if not found:
         return None
     row = ApiKeyRow(*found[0])
-    at = now + command.after_seconds * _NS
+    at = command.at
     if row.revoked_at is None or row.revoked_at > at:
         row = msgspec.structs.replace(
             row, revoked_at=at, replaced_by=command.replaced_by or row.replaced_by
