@@ -1,4 +1,5 @@
-"""The ``paycore`` command: ``demo``, ``serve``, ``worker``, ``audit``, ``migrate``, ``bench``.
+"""The ``paycore`` command: ``demo``, ``serve``, ``keys``, ``worker``, ``audit``, ``migrate``,
+``bench``.
 
 Each sub-command parses its options here, then runs an async core from
 ``paycore.ops`` under ``asyncio.run``; ``main`` returns the exit status
@@ -81,13 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_demo)
 
-    serve = sub.add_parser("serve", help="serve the HTTP API (uvicorn, uvloop, httptools)")
-    serve.add_argument("--config", type=Path, help="TOML settings file")
-    serve.add_argument("--data-dir", help="override the data directory")
-    serve.add_argument("--host", help="override the listen address")
-    serve.add_argument("--port", type=int, help="override the port")
-    serve.add_argument("--log-level", default="info", help="uvicorn log level (info)")
-    serve.set_defaults(handler=_serve)
+    _add_serve_parser(sub)
+
+    _add_keys_parser(sub)
 
     worker = sub.add_parser(
         "worker",
@@ -192,6 +189,61 @@ def _cluster(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser("serve", help="serve the HTTP API (uvicorn, uvloop, httptools)")
+    serve.add_argument("--config", type=Path, help="TOML settings file")
+    serve.add_argument("--data-dir", help="override the data directory")
+    serve.add_argument("--host", help="override the listen address")
+    serve.add_argument("--port", type=int, help="override the port")
+    serve.add_argument("--log-level", default="info", help="uvicorn log level (info)")
+    serve.add_argument(
+        "--open",
+        action="store_true",
+        help="serve WITHOUT API keys (every request acts for tenant 'default' with every "
+        "scope): a developer's machine only",
+    )
+    serve.set_defaults(handler=_serve)
+
+
+def _add_keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = sub.add_parser(
+        "keys",
+        help="create, list, revoke or rotate API keys",
+        description="API keys (Authorization: Bearer <key>) are bound to one tenant and a "
+        "set of scopes (read, write, admin). A new key is printed once; only its hash is "
+        "kept. Exits 2 on bad input (unknown key, bad tenant or scopes, bad config).",
+    )
+    keys.set_defaults(handler=_keys, action=None, keys_parser=keys)
+    key_actions = keys.add_subparsers(dest="action", metavar="ACTION")
+    for name, text in (
+        ("create", "create a key for a tenant; prints it once"),
+        ("list", "list the keys (never their secrets)"),
+        ("revoke", "revoke a key at once"),
+        ("rotate", "create a new key with the same tenant and scopes, revoke the old one"),
+    ):
+        action = key_actions.add_parser(name, help=text, description=text)
+        action.add_argument("--config", type=Path, help="TOML settings file")
+        action.add_argument("--data-dir", help="override the data directory")
+        action.set_defaults(handler=_keys)
+        if name == "create":
+            action.add_argument("--tenant", required=True, help="the tenant the key acts for")
+            action.add_argument(
+                "--scopes", default="read,write", help="comma-separated: read, write, admin"
+            )
+            action.add_argument(
+                "--expires-in-days", type=int, default=None, help="default: never expires"
+            )
+        if name in ("revoke", "rotate"):
+            action.add_argument("key_id", metavar="ID", help="the key's id (see `keys list`)")
+        if name == "rotate":
+            action.add_argument(
+                "--grace-seconds",
+                type=int,
+                default=0,
+                help="keep the old key valid this long (default 0: revoke it at once)",
+            )
+
+
 def _console() -> Console:
     return Console(highlight=False)
 
@@ -235,7 +287,13 @@ def _serve(args: argparse.Namespace) -> int:
     from paycore.cluster.topology import build_store  # noqa: PLC0415
     from paycore.config import shard_specs  # noqa: PLC0415
 
-    settings = _settings(args.config, data_dir=args.data_dir, host=args.host, port=args.port)
+    settings = _settings(
+        args.config,
+        data_dir=args.data_dir,
+        host=args.host,
+        port=args.port,
+        auth="open" if args.open else None,
+    )
     console = _console()
     store = build_store(settings)
     app = create_app(store, settings)
@@ -245,7 +303,13 @@ def _serve(args: argparse.Namespace) -> int:
         f"shards: {shards}  synchronous={settings.synchronous}  "
         f"docs=http://{settings.host}:{settings.port}/docs"
     )
-    # The app itself warns loudly at start-up when auth is open.
+    if settings.auth == "open":  # the app logs it too, and /readyz says it
+        console.print(
+            "[bold red]WARNING: auth is OPEN: no API key is checked, every request acts "
+            "for tenant 'default' with every scope. Never expose this server.[/]"
+        )
+    else:
+        console.print("API keys required (Authorization: Bearer ...): see `paycore keys create`")
     uvicorn.run(
         app,
         host=settings.host,
@@ -324,6 +388,59 @@ def _audit(args: argparse.Namespace) -> int:
         return 0 if cluster.ok else 1
 
     return asyncio.run(run())
+
+
+# -- keys ------------------------------------------------------------------------------
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from rich.markup import escape  # noqa: PLC0415
+
+    from paycore.api.auth import parse_scopes  # noqa: PLC0415
+    from paycore.ledger.model import is_valid_tenant  # noqa: PLC0415
+    from paycore.ops import keys  # noqa: PLC0415
+
+    errors = Console(stderr=True, highlight=False)
+    if args.action is None:
+        args.keys_parser.print_help()
+        return 2
+
+    def bad(text: str) -> int:
+        errors.print(f"[red]error:[/] {escape(text)}")
+        return 2
+
+    try:
+        settings = _settings(args.config, data_dir=args.data_dir)
+    except (OSError, ValueError, msgspec.ValidationError) as exc:
+        return bad(f"bad config: {exc}")
+    console = _console()
+    if args.action == "create":
+        if not is_valid_tenant(args.tenant):
+            return bad(f"tenant {args.tenant!r}: 1-64 chars of [A-Za-z0-9_.-]")
+        try:
+            scopes = parse_scopes(args.scopes)
+        except ValueError as exc:
+            return bad(str(exc))
+        days = args.expires_in_days
+        if days is not None and days < 1:
+            return bad("--expires-in-days must be at least 1")
+        expires = None if days is None else days * 86400
+        asyncio.run(keys.create_key(settings, console, args.tenant, scopes, expires))
+        return 0
+    if args.action == "list":
+        asyncio.run(keys.list_keys(settings, console))
+        return 0
+    if args.action == "revoke":
+        if asyncio.run(keys.revoke_key(settings, console, args.key_id)) is None:
+            return bad(f"no API key {args.key_id!r}")
+        return 0
+    if args.grace_seconds < 0:
+        return bad("--grace-seconds must be 0 or more")
+    try:
+        asyncio.run(keys.rotate_key(settings, console, args.key_id, args.grace_seconds))
+    except LookupError as exc:
+        return bad(str(exc.args[0]))
+    return 0
 
 
 # -- migrate ---------------------------------------------------------------------------

@@ -190,9 +190,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     idempotency_retention_hours: int = 72
     # Background maintenance: expire timed-out holds, purge old idempotency records.
     maintenance_interval_seconds: float = 1.0
-    # The embedded dev server runs without API keys until the security work lands;
-    # it says so at start-up and in /readyz.
-    auth: str = "open"
+    # "api_keys" (the default): every request but health, metrics and docs needs an API
+    # key (``paycore keys create``). "open": every request acts for tenant "default" with
+    # every scope, for a developer's machine only (``paycore serve --open``); the node
+    # says so loudly at start-up and in /readyz.
+    auth: str = "api_keys"
     # Cross-shard relay: how often it looks for work when not woken, how long a claim
     # on an outbox row lasts (a crashed relay's rows are retaken after that), and how
     # long a saga may stay open before the auditor calls it stuck.
@@ -241,6 +243,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Outgoing webhooks (``[[webhooks]]``): every payment event is POSTed, signed, to each
     # endpoint whose ``events`` match, by the ``leader:webhooks:<shard>`` job.
     webhooks: tuple[WebhookEndpointConfig, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.auth not in _AUTH_MODES:
+            raise ValueError(f"auth must be one of {_AUTH_MODES}, not {self.auth!r}")
 
     @property
     def shard_path(self) -> Path:
@@ -350,6 +356,7 @@ _SCALARS = (str, int, float, bool)
 # Settings holding a secret, by table: ``(table, field, key of the PAYCORE_ name)``.
 _SECRET_FIELDS: Final = (("shards", "dsn"), ("processors", "webhook_secret"))
 _SAFE_MODE_BITS: Final = 0o077  # group or others may read, write or run it: refused
+_AUTH_MODES = ("api_keys", "open")
 
 
 def read_secret_file(path: str | Path, *, what: str) -> str:

@@ -86,6 +86,9 @@ class ErrorCode(StrEnum):
     PROCESSOR_UNAVAILABLE = "processor_unavailable"
     # webhooks: a processor's notification whose Paycore-Signature does not verify
     INVALID_SIGNATURE = "invalid_signature"
+    # API keys (paycore.api.auth): no valid key; a valid key without the scope needed
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN_SCOPE = "forbidden_scope"
     # infrastructure
     STORE_UNAVAILABLE = "store_unavailable"
     LOCK_UNAVAILABLE = "lock_unavailable"
@@ -178,6 +181,8 @@ ERROR_SPECS: Final[dict[ErrorCode, ErrorSpec]] = {
     _E.INVALID_SIGNATURE: ErrorSpec(
         401, "The Paycore-Signature header is missing, malformed, too old, or does not match"
     ),
+    _E.UNAUTHORIZED: ErrorSpec(401, "A valid API key is needed (Authorization: Bearer <key>)"),
+    _E.FORBIDDEN_SCOPE: ErrorSpec(403, "The API key lacks the scope this request needs"),
     _E.STORE_UNAVAILABLE: ErrorSpec(503, "The ledger store is unavailable", retryable=True),
     _E.LOCK_UNAVAILABLE: ErrorSpec(503, "The lock service is unavailable", retryable=True),
     _E.INTERNAL_ERROR: ErrorSpec(500, "Internal error", retryable=True),

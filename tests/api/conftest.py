@@ -33,7 +33,9 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=str(tmp_path))
+    # Open mode (tenant "default", every scope): these tests are about the API itself;
+    # tests/api/test_auth.py checks keys and tenants.
+    return Settings(data_dir=str(tmp_path), auth="open")
 
 
 @pytest.fixture

@@ -52,7 +52,9 @@ class SharedShards:
                 self.databases.append(SQLiteDatabase(directory / name))
 
     def settings(self, **knobs: Any) -> Settings:
-        """The topology (shard-0 .. shard-3, slots split evenly) plus ``knobs``."""
+        """The topology (shard-0 .. shard-3, slots split evenly) plus ``knobs``; auth open
+        unless a knob says otherwise."""
+        knobs.setdefault("auth", "open")
         shards = []
         for name, database in zip(SHARDS, self.databases, strict=True):
             if isinstance(database, PostgresDatabase):

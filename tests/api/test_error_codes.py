@@ -18,6 +18,7 @@ from litestar.testing import AsyncTestClient
 
 from api.support import Api, ManualClock, assert_problem
 from backends import AnyStore
+from paycore.api.auth import ApiKeys, Scope
 from paycore.config import ProcessorConfig
 from paycore.errors import ErrorCode, UnavailableError
 from paycore.money import MAX_AMOUNT
@@ -234,7 +235,7 @@ async def lock_unavailable(w: World) -> httpx.Response:
 
     with tempfile.TemporaryDirectory() as tmp:
         nobody_listens = f"redis://127.0.0.1:{free_port()}/0"
-        settings = Settings(data_dir=tmp, embedded_shards=2, locks_url=nobody_listens)
+        settings = Settings(data_dir=tmp, embedded_shards=2, locks_url=nobody_listens, auth="open")
         store = build_store(settings)
         async with AsyncTestClient(app=create_app(store, settings, start_workers=False)) as c:
             body = {"id": "x", "currency": "USD"}
@@ -264,7 +265,7 @@ async def _on_two_shards(body: dict[str, Any], batch: bool) -> httpx.Response:
     from paycore.config import Settings
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data_dir=tmp, embedded_shards=2)
+        settings = Settings(data_dir=tmp, embedded_shards=2, auth="open")
         store = build_store(settings)
         a = next(f"a{i}" for i in range(99) if store.shard_for(f"a{i}") == "shard-0")
         b = next(f"b{i}" for i in range(99) if store.shard_for(f"b{i}") == "shard-1")
@@ -384,6 +385,22 @@ async def processor_unavailable(w: World) -> httpx.Response:
 
 
 _PROCESSOR_SECRET = "whsec_acq_0123456789abcdef"
+_KEYS = {"auth": "api_keys"}
+
+
+async def unauthorized(w: World) -> httpx.Response:
+    """No API key on a server that requires them (the default mode)."""
+    response = await w.client.get("/v1/accounts/a")
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    return response
+
+
+async def forbidden_scope(w: World) -> httpx.Response:
+    """A valid key that may only read, used to write."""
+    key = await ApiKeys(w.store).create("t1", frozenset({Scope.READ}))
+    headers = {"Authorization": f"Bearer {key.token}"}
+    assert (await w.client.get("/v1/accounts/a", headers=headers)).status_code == 404
+    return await w.client.post("/v1/accounts", json={"currency": "USD"}, headers=headers)
 
 
 async def invalid_signature(w: World) -> httpx.Response:
@@ -451,6 +468,8 @@ SCENARIOS: dict[ErrorCode, tuple[dict[str, Any], Scenario]] = {
         },
         invalid_signature,
     ),
+    E.UNAUTHORIZED: (_KEYS, unauthorized),
+    E.FORBIDDEN_SCOPE: (_KEYS, forbidden_scope),
     E.STORE_UNAVAILABLE: ({}, store_unavailable),
     E.LOCK_UNAVAILABLE: ({}, lock_unavailable),
     E.INTERNAL_ERROR: ({}, internal_error),
@@ -488,7 +507,8 @@ async def test_error_code_is_reachable_over_http(
     overrides, scenario = SCENARIOS[code]
     async with open_client(**overrides) as client:
         api = Api(client)
-        await _setup(api)
+        if overrides is not _KEYS:  # with keys required, the open setup cannot run
+            await _setup(api)
         outcome = await scenario(World(api, client, tools.store, tools.clock, tools.monkeypatch))
     if isinstance(outcome, str):
         assert outcome == code.value

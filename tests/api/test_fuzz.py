@@ -108,6 +108,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient[Any]
     app_settings = Settings(
         data_dir=str(data_dir),
         embedded_shards=2,
+        auth="open",  # the handlers are fuzzed here; tests/api/test_auth.py fuzzes the keys
         rate_limit_per_second=0,
         max_body_bytes=64 * 1024,
         processors=(ProcessorConfig("acq", "http://127.0.0.1:9", webhook_secret=_SECRET),),

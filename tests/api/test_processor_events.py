@@ -18,11 +18,13 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from litestar import Litestar
+from litestar.middleware import DefineMiddleware
 from litestar.testing import TestClient
 
 from api.support import assert_problem
 from backends import AnyStore, LedgerDatabase, StoreFactory
 from paycore.api import create_app
+from paycore.api.auth import AuthMiddleware
 from paycore.api.problems import EXCEPTION_HANDLERS
 from paycore.api.routes.processor_events import processor_event_routes
 from paycore.cluster.router import ShardedStore
@@ -55,10 +57,11 @@ def notification(event_id: str = "evt_1", **fields: Any) -> bytes:
 
 
 def app_over(store: Any, tmp_path: Path) -> Litestar:
-    settings = Settings(data_dir=str(tmp_path), processors=processors())
+    settings = Settings(data_dir=str(tmp_path), processors=processors(), auth="open")
     return Litestar(
         route_handlers=processor_event_routes(store, settings),
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[DefineMiddleware(AuthMiddleware, keys=None)],
         logging_config=None,
     )
 
@@ -276,7 +279,7 @@ def test_fuzzed_bodies_and_headers_never_get_a_500(
 ) -> None:
     """Through the full app: any signed body is a 200 (an event) or a 422, any body with a
     made-up signature a 401; never a 500."""
-    settings = Settings(data_dir=str(tmp_path), processors=processors())
+    settings = Settings(data_dir=str(tmp_path), processors=processors(), auth="open")
     app = create_app(make_store(), settings, start_workers=False)
     statuses: set[int] = set()
     with TestClient(app=app) as client:

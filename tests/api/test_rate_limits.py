@@ -111,7 +111,7 @@ def open_app(tmp_path: Path) -> Opener:
 
     @asynccontextmanager
     async def factory(**overrides: Any) -> AsyncIterator[AsyncTestClient[Any]]:
-        settings = Settings(data_dir=str(tmp_path), embedded_shards=1, **overrides)
+        settings = Settings(data_dir=str(tmp_path), embedded_shards=1, auth="open", **overrides)
         app = create_app(build_store(settings), settings, start_workers=False)
         async with AsyncTestClient(app=app) as client:
             yield client

@@ -50,7 +50,9 @@ class ClusterDatabases:
             self.databases = [PostgresDatabase(server) for _ in SHARDS]
 
     def settings(self, **knobs: Any) -> Settings:
-        """The topology, plus any other setting (``relay_lease_seconds=...``)."""
+        """The topology, plus any other setting (``relay_lease_seconds=...``); auth open
+        unless a knob says otherwise (these tests are about the cluster, not keys)."""
+        knobs.setdefault("auth", "open")
         if self.backend == "sqlite":
             return Settings(data_dir=str(self.directory), **knobs)
         shards = tuple(

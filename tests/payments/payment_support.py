@@ -10,8 +10,10 @@ from typing import Any
 
 import httpx
 from litestar import Litestar
+from litestar.middleware import DefineMiddleware
 
 from api.support import NS, ManualClock
+from paycore.api.auth import AuthMiddleware
 from paycore.api.problems import EXCEPTION_HANDLERS
 from paycore.api.routes.payments import payment_routes
 from paycore.config import Settings
@@ -135,6 +137,8 @@ def payment_app(
             service.store, service, settings or Settings(data_dir="unused"), writes=writes
         ),
         exception_handlers=EXCEPTION_HANDLERS,
+        # Open mode: every request acts for tenant "default" (as create_app's auth = "open").
+        middleware=[DefineMiddleware(AuthMiddleware, keys=None)],
         logging_config=None,
     )
 

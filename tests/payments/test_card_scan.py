@@ -136,7 +136,7 @@ def test_no_card_number_in_databases_logs_or_webhooks(
     with log_path.open("wb") as log:
         serve = subprocess.Popen(
             [sys.executable, "-m", "paycore.cli", "serve", "--config", str(config),
-             "--port", str(port), "--log-level", "debug"],
+             "--port", str(port), "--log-level", "debug", "--open"],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
     try:

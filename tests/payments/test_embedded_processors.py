@@ -19,7 +19,7 @@ def card(number: str) -> dict[str, object]:
 
 
 async def test_card_payments_work_with_no_processor_configured(tmp_path: Path) -> None:
-    settings = Settings(data_dir=str(tmp_path))
+    settings = Settings(data_dir=str(tmp_path), auth="open")
     app = create_app(build_store(settings), settings, start_workers=False)
     async with AsyncTestClient(app) as client:
         made = await client.post("/v1/accounts", json={"id": "shop", "currency": "USD"})

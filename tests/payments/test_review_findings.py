@@ -77,7 +77,7 @@ class App:
 async def app(tmp_path: Path, clock: ManualClock) -> AsyncIterator[App]:
     """The whole API (ledger, transfers and payment routes) over one embedded shard, as
     ``paycore serve`` runs it, with scripted processors ``acq-a`` and ``acq-b``."""
-    settings = Settings(data_dir=str(tmp_path), embedded_shards=1)
+    settings = Settings(data_dir=str(tmp_path), embedded_shards=1, auth="open")
     store = build_store(settings, clock=clock)
     assert isinstance(store, ShardedStore)
     connectors = {n: ScriptedConnector(n) for n in ("acq-a", "acq-b")}

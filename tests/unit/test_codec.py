@@ -66,9 +66,9 @@ def test_a_transfer_survives_its_row(transfer: Transfer) -> None:
 def test_an_account_survives_its_row(
     flags: AccountFlags, values: tuple[int, int, int, int], meta: dict[str, Any] | None
 ) -> None:
-    """An account's flags, limit, counters and metadata come back from its row unchanged."""
-    account = Account("a", "USD", 3, flags, meta, 17, *values)
-    row = ("a", "USD", 3, account_flags_bits(flags), flags.credit_limit, 17, *values)
+    """An account's flags, limit, counters, tenant and metadata come back from its row unchanged."""
+    account = Account("a", "USD", 3, flags, meta, 17, *values, tenant="t1")
+    row = ("a", "USD", 3, account_flags_bits(flags), flags.credit_limit, 17, *values, "t1")
     assert account_from_row(row, encode_metadata(meta)) == account
 
 

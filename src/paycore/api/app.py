@@ -26,6 +26,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
+from paycore.api.auth import ApiKeys, AuthMiddleware
 from paycore.api.idempotency import WriteExecutor
 from paycore.api.metrics import ApiMetrics, MetricsMiddleware
 from paycore.api.problems import EXCEPTION_HANDLERS
@@ -109,6 +110,8 @@ def create_app(
                 RateLimitMiddleware, limiter=limiter, default=default, overrides=overrides
             )
         )
+    # None in open mode: every request acts for tenant "default" with every scope.
+    api_keys = ApiKeys(store) if settings.auth == "api_keys" else None
     workers = _Workers() if start_workers else None
 
     @asynccontextmanager
@@ -123,7 +126,13 @@ def create_app(
             stack.push_async_callback(store.stop)
             stack.push_async_callback(payment_service.aclose)
             if settings.auth == "open":
-                log.warning("SECURITY: %s; never expose it beyond this machine", OPEN_AUTH_WARNING)
+                log.warning(
+                    "SECURITY: %s; every request acts for tenant 'default' with every scope; "
+                    "never expose it beyond this machine",
+                    OPEN_AUTH_WARNING,
+                )
+            else:
+                log.info("API keys required (Authorization: Bearer ...); see `paycore keys`")
             if writes.locks is not None:
                 log.info(
                     "Idempotency-Keys in flight are locked cluster-wide in %s",
@@ -149,8 +158,8 @@ def create_app(
         ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
-        # Outermost first: refused requests (429) are counted in the metrics too.
-        middleware=middleware,
+        # Outermost first: refused requests (429, 401) are counted in the metrics too.
+        middleware=[*middleware, DefineMiddleware(AuthMiddleware, keys=api_keys)],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="paycore",

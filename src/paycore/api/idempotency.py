@@ -48,6 +48,7 @@ from typing import Any, Final
 import msgspec
 from litestar import Request, Response
 
+from paycore.api.auth import tenant_of
 from paycore.api.schemas import canonical_json
 from paycore.cluster.router import ShardedStore
 from paycore.errors import ErrorCode, IdempotencyError, RequestError
@@ -70,9 +71,6 @@ log = logging.getLogger(__name__)
 
 IDEMPOTENCY_HEADER: Final = "idempotency-key"
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
-# Until API keys land (a later issue) every caller is the same tenant; keys are
-# stored tenant-scoped already so that adding tenants needs no migration.
-_TENANT: Final = "default"
 _KEY_SHAPE: Final = re.compile(r"[\x20-\x7e]{1,255}")
 
 Render = Callable[[Any], StoredResponse]
@@ -180,7 +178,8 @@ class WriteExecutor:
                 ErrorCode.INVALID_REQUEST,
                 "Idempotency-Key must be 1-255 printable ASCII characters",
             )
-        key = f"{_TENANT}:{raw_key}"
+        # Scoped by tenant: two tenants' keys never meet (nor replay each other's answer).
+        key = f"{tenant_of(request)}:{raw_key}"
         idempotency = Idempotency(
             key=key,
             fingerprint=fingerprint(request.method, request.scope["path"], body),

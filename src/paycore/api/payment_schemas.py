@@ -116,7 +116,7 @@ class PaymentIn(_In, frozen=True):
     def __post_init__(self) -> None:
         _known_currency(self.currency)
 
-    def to_new(self) -> NewPayment:
+    def to_new(self, tenant: str | None = None) -> NewPayment:
         card = self.source.card
         return NewPayment(
             amount=self.amount,
@@ -125,6 +125,7 @@ class PaymentIn(_In, frozen=True):
             capture=CaptureMethod(self.capture),
             card=None if card is None else card.details(),
             wallet_account_id=self.source.wallet_account_id,
+            tenant=tenant,
         )
 
     def fingerprint_body(self) -> msgspec.Struct:
@@ -180,8 +181,10 @@ class PayoutIn(_In, frozen=True):
     def __post_init__(self) -> None:
         _known_currency(self.currency)
 
-    def to_new(self) -> NewPayout:
-        return NewPayout(self.wallet_account_id, self.amount, self.currency, self.destination)
+    def to_new(self, tenant: str | None = None) -> NewPayout:
+        return NewPayout(
+            self.wallet_account_id, self.amount, self.currency, self.destination, tenant
+        )
 
 
 class CancelIn(_In, frozen=True):

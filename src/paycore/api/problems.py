@@ -92,6 +92,8 @@ def _handle_paycore_error(request: Request[Any, Any, Any], exc: PaycoreError) ->
     headers = None
     if isinstance(exc, UnavailableError):
         headers = {"Retry-After": str(exc.retry_after)}
+    elif exc.code is ErrorCode.UNAUTHORIZED:  # RFC 6750: say which scheme is wanted
+        headers = {"WWW-Authenticate": 'Bearer realm="paycore"'}
     return problem_response(exc.code, exc.detail, headers)
 
 

@@ -20,6 +20,7 @@ from msgspec import Meta
 
 from paycore.errors import ErrorCode, RequestError
 from paycore.ledger.model import (
+    DEFAULT_TENANT,
     ID_PATTERN,
     Account,
     AccountFlags,
@@ -109,7 +110,7 @@ class AccountIn(_Input, frozen=True):
     def __post_init__(self) -> None:
         _known_currency(self.currency)
 
-    def to_request(self, account_id: str) -> AccountRequest:
+    def to_request(self, account_id: str, tenant: str = DEFAULT_TENANT) -> AccountRequest:
         f = self.flags
         return AccountRequest(
             id=account_id,
@@ -119,6 +120,7 @@ class AccountIn(_Input, frozen=True):
                 no_overdraft=f.no_overdraft, credit_limit=f.credit_limit, history=f.history
             ),
             metadata=self.metadata,
+            tenant=tenant,
         )
 
 

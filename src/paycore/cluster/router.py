@@ -66,6 +66,7 @@ from paycore.cluster.settlement import (
 from paycore.cluster.shardmap import ShardMap
 from paycore.errors import ErrorCode, IdempotencyError
 from paycore.ledger.model import (
+    SYSTEM_TENANT,
     Account,
     AccountRequest,
     BalanceRecord,
@@ -91,6 +92,7 @@ from paycore.storage.base import (
     StoredResponse,
     TransferPage,
 )
+from paycore.storage.keys import CreateApiKey, RevokeApiKey
 from paycore.storage.payments import (
     AckPaymentEvents,
     ClaimPaymentEvents,
@@ -168,6 +170,11 @@ class ShardedStore:
             return parsed[0]
         return self.shard_map.shard_for(account_id)
 
+    @property
+    def key_shard(self) -> str:
+        """The shard keeping every API key (``paycore.storage.keys``): the first one."""
+        return self._first
+
     def on_saga(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(source_shard)`` after step 1 of a saga committed there."""
         self._listeners.append(listener)
@@ -193,6 +200,8 @@ class ShardedStore:
         if isinstance(command, PaymentWrite | ClaimPaymentEvents | AckPaymentEvents):
             # The payments layer placed its rows: the command names their shard.
             return await self.shards[command.shard].execute(command)
+        if isinstance(command, CreateApiKey | RevokeApiKey):  # every key on one shard
+            return await self.shards[self.key_shard].execute(command)
         if self.single:
             split = self._payments_reserved(command)
             if split is None:
@@ -385,7 +394,9 @@ class ShardedStore:
                 for shard, indices in split.parts.items()
             }
         if isinstance(command, CreateTransfers):
-            split = await self._split_transfers(command.requests, internal=command.internal)
+            split = await self._split_transfers(
+                command.requests, internal=command.internal, tenant=command.tenant
+            )
             await self._ensure_clearing(split)
             parts: dict[str, Command] = {}
             for shard, indices in split.parts.items():
@@ -396,7 +407,7 @@ class ShardedStore:
                     if i in split.outbox
                 )
                 parts[shard] = CreateTransfers(
-                    requests, writes, guard_ids=True, fence=command.fence
+                    requests, writes, guard_ids=True, fence=command.fence, tenant=command.tenant
                 )
             return split, parts
         raise TypeError(f"cannot route {type(command).__name__}")
@@ -415,7 +426,11 @@ class ShardedStore:
         return split
 
     async def _split_transfers(
-        self, requests: Sequence[TransferRequest], *, internal: bool = False
+        self,
+        requests: Sequence[TransferRequest],
+        *,
+        internal: bool = False,
+        tenant: str | None = None,
     ) -> _Split:
         split = _Split(len(requests))
         target: dict[int, str] = {}  # index -> shard the item is written on
@@ -481,7 +496,7 @@ class ShardedStore:
                         r.id, _E.PENDING_TRANSFER_NOT_PENDING, "a cross-shard transfer, not a hold"
                     )
         self._check_chains(requests, target, cross, split)
-        await self._plan_and_reserve(requests, target, cross, split)
+        await self._plan_and_reserve(requests, target, cross, split, tenant)
         for index in range(len(requests)):
             if index not in split.upfront:
                 split.add(target[index], index)
@@ -493,6 +508,7 @@ class ShardedStore:
         target: Mapping[int, str],
         cross: Mapping[int, str],
         split: _Split,
+        tenant: str | None = None,
     ) -> None:
         """Plan the sagas and reserve the ids; an item whose id is taken is refused.
 
@@ -502,7 +518,9 @@ class ShardedStore:
         """
         reserve = self._reserve_ids(requests, target, self._ids_to_reserve(requests, target, split))
         outcomes = await asyncio.gather(
-            self._plan_sagas(requests, target, cross, split), reserve, return_exceptions=True
+            self._plan_sagas(requests, target, cross, split, tenant),
+            reserve,
+            return_exceptions=True,
         )
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
@@ -612,8 +630,13 @@ class ShardedStore:
         target: Mapping[int, str],
         cross: Mapping[int, str],
         split: _Split,
+        tenant: str | None = None,
     ) -> None:
-        """Check B on its shard (racy, cheap), then turn each cross-shard item into step 1."""
+        """Check B on its shard (racy, cheap), then turn each cross-shard item into step 1.
+
+        ``tenant`` (the API caller's): a B of another tenant is answered as a missing one.
+        Not racy: an account's tenant never changes, and accounts are never deleted; A's
+        tenant is checked by its own shard in step 1's transaction."""
         wanted = {i: s for i, s in cross.items() if i not in split.upfront}
         by_shard: dict[str, list[str]] = {}
         for index, shard in wanted.items():
@@ -634,7 +657,7 @@ class ShardedStore:
         )
         found: dict[str, Account] = {}
         for part in accounts:
-            found.update(part)
+            found.update({k: a for k, a in part.items() if tenant is None or a.tenant == tenant})
         on_source = dict(zip(sources, stored, strict=True))
         exists = {i for i in wanted if requests[i].id in on_source[target[i]]}
         for index in wanted:
@@ -688,7 +711,7 @@ class ShardedStore:
             self.shards[h].execute(
                 CreateAccounts(
                     tuple(
-                        AccountRequest(a, c, metadata={"role": "clearing"})
+                        AccountRequest(a, c, metadata={"role": "clearing"}, tenant=SYSTEM_TENANT)
                         for a, c in sorted(wanted[h])
                     )
                 )

@@ -45,6 +45,7 @@ import msgspec
 from paycore.errors import FencedError, PaycoreError, UnavailableError
 from paycore.ledger.model import (
     SETTLEMENT_METADATA_KEY,
+    SYSTEM_TENANT,
     AccountRequest,
     Transfer,
     TransferFlags,
@@ -401,7 +402,8 @@ class Settlement:
                 wanted.setdefault(row.target_shard, set()).add((account, row.currency))
         for target, accounts in wanted.items():
             requests = tuple(
-                AccountRequest(a, c, metadata={"role": "clearing"}) for a, c in sorted(accounts)
+                AccountRequest(a, c, metadata={"role": "clearing"}, tenant=SYSTEM_TENANT)
+                for a, c in sorted(accounts)
             )
             results = await self.shards[target].execute(CreateAccounts(requests))
             for result in results:

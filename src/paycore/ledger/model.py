@@ -15,9 +15,11 @@ from typing import Any
 import msgspec
 
 __all__ = [
+    "DEFAULT_TENANT",
     "ID_PATTERN",
     "SETTLEMENT_METADATA_KEY",
     "SYSTEM_HOLD_PREFIX",
+    "SYSTEM_TENANT",
     "Account",
     "AccountFlags",
     "AccountRequest",
@@ -29,6 +31,7 @@ __all__ = [
     "TransferStatus",
     "TransferView",
     "is_valid_id",
+    "is_valid_tenant",
 ]
 
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
@@ -43,6 +46,20 @@ SETTLEMENT_METADATA_KEY = "paycore:xs"
 # carry ids with this prefix; only those workflows may post or void them.
 SYSTEM_HOLD_PREFIX = "pm."
 """Marks the transfers of a cross-shard saga; only the settlement may post or void them."""
+
+
+# Tenants (API keys are bound to one): every client account belongs to exactly one, set at
+# creation and never changed. Accounts created before tenants existed belong to
+# ``DEFAULT_TENANT``; paycore's own accounts (clearing, processors) to ``SYSTEM_TENANT``,
+# a name no client tenant can take (client names match ``_TENANT``).
+DEFAULT_TENANT = "default"
+SYSTEM_TENANT = ""
+_TENANT = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def is_valid_tenant(value: object) -> bool:
+    """Client tenant names: 1-64 chars of ``[A-Za-z0-9_.-]`` (never the system tenant)."""
+    return isinstance(value, str) and _TENANT.fullmatch(value) is not None
 
 
 def is_valid_id(value: object) -> bool:
@@ -79,6 +96,8 @@ class AccountRequest(msgspec.Struct, frozen=True):
     code: int = 0
     flags: AccountFlags = AccountFlags()
     metadata: Metadata | None = None
+    # Who owns it (immutable); the API sets the caller's, paycore its own SYSTEM_TENANT.
+    tenant: str = DEFAULT_TENANT
 
 
 class Account(msgspec.Struct, frozen=True):
@@ -94,6 +113,7 @@ class Account(msgspec.Struct, frozen=True):
     debits_posted: int = 0
     credits_pending: int = 0
     credits_posted: int = 0
+    tenant: str = DEFAULT_TENANT
 
     @property
     def balance(self) -> int:

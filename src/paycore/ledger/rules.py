@@ -21,6 +21,7 @@ from paycore.ledger.model import (
     PENDING_TRANSITIONS,
     SETTLEMENT_METADATA_KEY,
     SYSTEM_HOLD_PREFIX,
+    SYSTEM_TENANT,
     Account,
     AccountRequest,
     BalanceRecord,
@@ -164,6 +165,8 @@ class WorkingSet:
         self.history: list[BalanceRecord] = []
         self.changed_pendings: dict[str, PendingState] = {}
         self._settlement = False
+        # The tenant the current command acts for (None: paycore itself, no check).
+        self._tenant: str | None = None
         # Ids bound to transfers stored on other shards (id -> shard); set per command by
         # the store from its reservations, so an id is never used twice in a cluster.
         self.foreign_ids: Mapping[str, str] = {}
@@ -173,15 +176,26 @@ class WorkingSet:
     # -- public ---------------------------------------------------------------
 
     def apply_transfers(
-        self, requests: Sequence[TransferRequest], *, settlement: bool = False
+        self,
+        requests: Sequence[TransferRequest],
+        *,
+        settlement: bool = False,
+        tenant: str | None = None,
     ) -> list[TransferResult]:
         """Apply one request's items in order; linked chains succeed or fail as one.
 
         ``settlement`` is set only by paycore's own workflows (the cross-shard settlement,
         payments): they alone may post or void a saga's hold (one marked with
         ``SETTLEMENT_METADATA_KEY``) or a payment's (id prefix ``SYSTEM_HOLD_PREFIX``).
+
+        ``tenant``: the API caller's tenant. Then an account of another tenant is
+        answered exactly as a missing one (``account_not_found``), a hold between them
+        as a missing hold, and a transfer id taken by another tenant as a conflict
+        without its data; paycore's own accounts (``SYSTEM_TENANT``) pass, clients
+        cannot name them anyway (the router refuses their ids). None: paycore itself.
         """
         self._settlement = settlement
+        self._tenant = tenant
         results: list[TransferResult] = []
         chain_start: int | None = None
         chain_failed = False
@@ -347,7 +361,7 @@ class WorkingSet:
         if r.timeout_seconds:
             raise _Rejected(_E.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER)
         target = self.transfers.get(r.pending_id)
-        if target is None:
+        if target is None or not self._owns(target):
             raise _Rejected(_E.PENDING_TRANSFER_NOT_FOUND, f"no transfer {r.pending_id!r}")
         state = self.pendings.get(r.pending_id)
         if not target.flags.pending or state is None:
@@ -427,6 +441,8 @@ class WorkingSet:
         return TransferResult(id=r.id, transfer=transfer)
 
     def _exists(self, r: TransferRequest, t: Transfer) -> TransferResult:
+        if not self._owns(t):  # the id is taken, by another tenant: say nothing more
+            return _fail(r.id, _E.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS)
         same = (
             r.flags == t.flags
             and r.code in (0, t.code)
@@ -448,9 +464,26 @@ class WorkingSet:
 
     # -- helpers ----------------------------------------------------------------
 
+    def _visible(self, account_id: str) -> bool:
+        """The current command's tenant may use this (loaded) account."""
+        if self._tenant is None:
+            return True
+        state = self.accounts.get(account_id)
+        return state is not None and state.account.tenant in (self._tenant, SYSTEM_TENANT)
+
+    def _owns(self, t: Transfer) -> bool:
+        """The current command's tenant may see ``t``: it owns one of its accounts (a
+        client's transfer joins two of its accounts, a payment's one and paycore's)."""
+        if self._tenant is None:
+            return True
+        return any(
+            (state := self.accounts.get(a)) is not None and state.account.tenant == self._tenant
+            for a in (t.debit_account_id, t.credit_account_id)
+        )
+
     def _account(self, account_id: str, side: str) -> AccountState:
         state = self.accounts.get(account_id)
-        if state is None:
+        if state is None or not self._visible(account_id):
             raise _Rejected(_E.ACCOUNT_NOT_FOUND, f"{side} account {account_id!r} not found")
         return state
 
@@ -561,13 +594,17 @@ def check_account_request(r: AccountRequest) -> tuple[ErrorCode, str] | None:
 
 
 def new_account(r: AccountRequest, existing: Account | None, timestamp: int) -> AccountResult:
-    """Create an account, or report that it exists (same or different fields)."""
+    """Create an account, or report that it exists (same or different fields).
+
+    An id taken by another tenant is a conflict like any other, without its data (ids
+    are one namespace: the id is known to exist, nothing else)."""
     problem = check_account_request(r)
     if problem is not None:
         return AccountResult(id=r.id, code=problem[0], detail=problem[1])
     if existing is not None:
         same = (
-            existing.currency == r.currency
+            existing.tenant == r.tenant
+            and existing.currency == r.currency
             and existing.code == r.code
             and msgspec.structs.replace(existing.flags, closed=False) == r.flags
             and existing.metadata == r.metadata
@@ -582,13 +619,18 @@ def new_account(r: AccountRequest, existing: Account | None, timestamp: int) -> 
         flags=r.flags,
         metadata=r.metadata,
         timestamp=timestamp,
+        tenant=r.tenant,
     )
     return AccountResult(id=r.id, account=account)
 
 
-def close_account(account: Account | None, account_id: str) -> AccountResult:
-    """Close an account with no holds; closing a closed account returns it unchanged."""
-    if account is None:
+def close_account(
+    account: Account | None, account_id: str, tenant: str | None = None
+) -> AccountResult:
+    """Close an account with no holds; closing a closed account returns it unchanged.
+
+    ``tenant``: the caller's; another tenant's account is answered as a missing one."""
+    if account is None or (tenant is not None and account.tenant != tenant):
         return AccountResult(id=account_id, code=_E.ACCOUNT_NOT_FOUND)
     if account.flags.closed:
         return AccountResult(id=account_id, account=account, exists=True)

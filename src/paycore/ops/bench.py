@@ -785,8 +785,11 @@ def _serve_and_load(
     scenario at it from the load generator's process, sample its RSS, stop it."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
+    # --open: the load generator carries no API key; the server listens on 127.0.0.1
+    # only, for the length of the run. (A key check is one cached dict lookup and a
+    # SHA-256 per request.)
     serve = [
-        sys.executable, "-m", "paycore.cli", "serve", *where,
+        sys.executable, "-m", "paycore.cli", "serve", *where, "--open",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
     ]  # fmt: skip
     # The load generator is one caller asking thousands of times a second: measure the

@@ -155,6 +155,10 @@ class DemoResult(msgspec.Struct):
 # -- an in-process HTTP client --------------------------------------------------------------
 
 
+# The tenant of the demo's API key (its accounts, transfers and payments).
+DEMO_TENANT = "demo"
+
+
 class AsgiClient:
     """Calls an ASGI app in-process: HTTP/1.1 semantics without a socket.
 
@@ -164,6 +168,8 @@ class AsgiClient:
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        # Sent with every request (the demo's API key: ``use_key``).
+        self.default_headers: dict[str, str] = {}
         self._to_app: asyncio.Queue[Json] = asyncio.Queue()
         self._from_app: asyncio.Queue[Json] = asyncio.Queue()
         self._lifespan: asyncio.Task[None] | None = None
@@ -178,6 +184,14 @@ class AsgiClient:
         await self._lifespan_step("shutdown")
         if self._lifespan is not None:
             await self._lifespan
+
+    async def use_key(self, store: Any, tenant: str = DEMO_TENANT) -> None:
+        """Create an API key for ``tenant`` (read, write) and send it from now on: the
+        demo goes through authentication like any client."""
+        from paycore.api.auth import ApiKeys, Scope  # noqa: PLC0415
+
+        key = await ApiKeys(store).create(tenant, frozenset({Scope.READ, Scope.WRITE}))
+        self.default_headers["Authorization"] = f"Bearer {key.token}"
 
     async def _lifespan_step(self, step: str) -> None:
         await self._to_app.put({"type": f"lifespan.{step}"})
@@ -199,7 +213,8 @@ class AsgiClient:
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
             ]
-        raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+        sent = {**self.default_headers, **(headers or {})}
+        raw_headers += [(k.lower().encode(), v.encode()) for k, v in sent.items()]
         scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -772,6 +787,7 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
     more_promises: list[Promise] = []
     try:
         async with AsgiClient(app) as client:
+            await client.use_key(store)
             demo = _Demo(client, options, seed, store)
             with _progress(console) as progress:
                 await demo.setup(progress)
@@ -920,6 +936,7 @@ async def _run_payments_act(
     service = build_payment_service(store, settings)
     app = create_app(store, settings, payments=service)
     async with AsgiClient(app) as client:
+        await client.use_key(store)
         act = PaymentsAct(
             client, service, fleet, duration=duration, clients=options.payment_clients, seed=seed
         )

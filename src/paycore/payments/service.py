@@ -53,6 +53,7 @@ from paycore.cluster.settlement import is_reserved
 from paycore.config import Settings
 from paycore.errors import ErrorCode, IdempotencyError, PaycoreError, RequestError
 from paycore.ledger.model import (
+    SYSTEM_TENANT,
     AccountRequest,
     TransferFlags,
     TransferRequest,
@@ -208,6 +209,8 @@ class NewPayment:
     capture: CaptureMethod = CaptureMethod.AUTOMATIC
     card: CardDetails | None = None
     wallet_account_id: str | None = None
+    # The API caller's tenant: the accounts named must be its own (None: no check).
+    tenant: str | None = None
 
     def __post_init__(self) -> None:
         if (self.card is None) == (self.wallet_account_id is None):
@@ -220,6 +223,7 @@ class NewPayout:
     amount: int
     currency: str
     destination: str
+    tenant: str | None = None  # as NewPayment's
 
 
 class PaymentView(msgspec.Struct, frozen=True):
@@ -390,6 +394,27 @@ class PaymentService:
         if kind == "refund":
             return RefundView(row, attempts, shard)
         return PayoutView(row, attempts, shard)
+
+    async def check_owner(self, kind: str, object_id: str, tenant: str | None) -> None:
+        """Raise ``kind``'s not-found error (exactly as for a missing object) unless
+        ``tenant`` owns it (None: anyone does). A payment and its refunds belong to the
+        tenant of the merchant account, a payout to the tenant of its wallet."""
+        if tenant is None:
+            return
+        found = await self._locate(kind, object_id)
+        account: str | None = None
+        if found is not None:
+            row = found[1]
+            if kind == "refund":
+                payment = await self._locate("payment", row.payment_id)
+                row = None if payment is None else payment[1]
+            if row is not None:
+                account = row.wallet_account_id if kind == "payout" else row.merchant_account_id
+        if account is not None:
+            owner = (await self.store.get_accounts([account])).get(account)
+            if owner is not None and owner.tenant == tenant:
+                return
+        raise _not_found(kind, object_id)
 
     async def get_payment(self, payment_id: str) -> PaymentView:
         found = await self._locate("payment", payment_id)
@@ -565,13 +590,13 @@ class PaymentService:
         payment_id = seen.id if seen is not None else new_id("pay")
         resumed = seen is not None
         try:
-            merchant = await self._open_account(new.merchant_account_id, new.currency)
+            merchant = await self._open_account(new.merchant_account_id, new.currency, new.tenant)
             if new.wallet_account_id is not None:
                 if new.wallet_account_id == new.merchant_account_id:
                     raise RequestError(
                         _E.ACCOUNTS_MUST_BE_DIFFERENT, "the wallet pays the merchant: two accounts"
                     )
-                await self._open_account(new.wallet_account_id, new.currency)
+                await self._open_account(new.wallet_account_id, new.currency, new.tenant)
                 return await self._wallet_payment(new, payment_id, keyed, resumed)
             assert new.card is not None
             route = self.router.route(
@@ -588,7 +613,7 @@ class PaymentService:
             new, payment_id, route, candidates, keyed=keyed, resumed=resumed
         )
 
-    async def _open_account(self, account_id: str, currency: str) -> str:
+    async def _open_account(self, account_id: str, currency: str, tenant: str | None = None) -> str:
         if is_reserved(account_id):
             # Clearing and processor accounts have no limits: paying from one (or into
             # one) would move money nobody had.
@@ -596,7 +621,9 @@ class PaymentService:
                 _E.INVALID_REQUEST, f"account {account_id!r} belongs to paycore, not a client"
             )
         found = (await self.store.get_accounts([account_id])).get(account_id)
-        if found is None:
+        if found is None or (tenant is not None and found.tenant != tenant):
+            # Another tenant's account is answered exactly as a missing one. Checked
+            # before the write, soundly: an account's tenant never changes.
             raise RequestError(_E.ACCOUNT_NOT_FOUND, f"account {account_id!r} not found")
         if found.currency != currency:
             raise RequestError(
@@ -1666,7 +1693,7 @@ class PaymentService:
         payout_id = seen.id if seen is not None else new_id("po")
         resumed = seen is not None
         try:
-            await self._open_account(new.wallet_account_id, new.currency)
+            await self._open_account(new.wallet_account_id, new.currency, new.tenant)
             route = self.router.route(merchant=new.wallet_account_id, currency=new.currency)
             candidates = [c for c in route.candidates if c in self.connectors]
             if not candidates:
@@ -2277,7 +2304,7 @@ def _move(transfer: str, psp: str, row: PaymentRow, amount: int) -> TransferRequ
 
 
 def _psp_request(account_id: str, currency: str) -> tuple[AccountRequest, ...]:
-    return (AccountRequest(account_id, currency, metadata={"role": "psp"}),)
+    return (AccountRequest(account_id, currency, metadata={"role": "psp"}, tenant=SYSTEM_TENANT),)
 
 
 def _check_refundable(row: PaymentRow, amount: int | None) -> int:

@@ -49,6 +49,7 @@ from paycore.storage.base import (
     StoredResponse,
 )
 from paycore.storage.group_commit import Job
+from paycore.storage.keys import CreateApiKey, RevokeApiKey, apply_key_command
 from paycore.storage.payments import (
     AckPaymentEvents,
     ClaimPaymentEvents,
@@ -292,6 +293,12 @@ def _load_working_set(
         if r.credit_account_id is not None:
             account_ids.add(r.credit_account_id)
     transfers = tx.transfers_by_ids(ids | pending_ids)
+    for t in transfers:
+        # A repeated id, or the transfer a post/void names: whose it is decides what
+        # the caller may see of it (holds' accounts are needed anyway).
+        if t.id in ids or t.id in pending_ids:
+            account_ids.add(t.debit_account_id)
+            account_ids.add(t.credit_account_id)
     holds = [t for t in transfers if t.flags.pending and t.id in pending_ids]
     pendings: list[tuple[Transfer, PendingStatus, str | None]] = []
     if holds:
@@ -316,7 +323,9 @@ def _apply_transfers(
     """Apply a command's items; with ``refusals_key``, refusals are kept for good."""
     prefix = command.refusals_key
     if prefix is None:
-        return ws.apply_transfers(command.requests, settlement=command.settlement)
+        return ws.apply_transfers(
+            command.requests, settlement=command.settlement, tenant=command.tenant
+        )
     results: list[TransferResult | None] = [None] * len(command.requests)
     todo: list[int] = []
     refused_before = tx.idempotency_records(prefix + r.id for r in command.requests)
@@ -329,7 +338,9 @@ def _apply_transfers(
         results[index] = TransferResult(
             id=request.id, code=ErrorCode(refusal["code"]), detail=refusal["detail"]
         )
-    applied = ws.apply_transfers([command.requests[i] for i in todo], settlement=command.settlement)
+    applied = ws.apply_transfers(
+        [command.requests[i] for i in todo], settlement=command.settlement, tenant=command.tenant
+    )
     expires_at = min(clock.now + _REFUSAL_SECONDS * 1_000_000_000, 2**63 - 1)
     for index, result in zip(todo, applied, strict=True):
         results[index] = result
@@ -403,7 +414,7 @@ def _apply_other(tx: LedgerTx, clock: GroupClock, command: Command) -> Any:
         return _create_accounts(tx, clock, command)
     if isinstance(command, CloseAccount):
         found = tx.accounts_by_ids([command.account_id], with_metadata=True)
-        result = close_account(found.get(command.account_id), command.account_id)
+        result = close_account(found.get(command.account_id), command.account_id, command.tenant)
         if result.ok and not result.exists and result.account is not None:
             tx.set_account_flags(result.account)
         return result
@@ -429,6 +440,8 @@ def _apply_other(tx: LedgerTx, clock: GroupClock, command: Command) -> Any:
         | PurgePaymentEvents,
     ):
         return apply_payment_command(tx, clock, command)
+    if isinstance(command, CreateApiKey | RevokeApiKey):
+        return apply_key_command(tx, clock, command)
     if isinstance(command, PeekIdempotency):
         seen = tx.idempotency_record(command.key)
         if seen is None or seen[2] <= clock.now:

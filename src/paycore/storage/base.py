@@ -30,6 +30,7 @@ from paycore.ledger.model import (
 )
 
 if TYPE_CHECKING:
+    from paycore.storage.keys import KeyCommand
     from paycore.storage.payments import PaymentCommand
 
 __all__ = [
@@ -154,6 +155,10 @@ class CreateTransfers(msgspec.Struct, frozen=True):
     # Set by paycore's payments only: lets the cluster router take transfer ids of the
     # prefix reserved for them (``pm.``), which it refuses from clients.
     internal: bool = False
+    # Set by the API: the caller's tenant, whose accounts alone the items may name
+    # (another tenant's answer as missing ones, see ``WorkingSet.apply_transfers``);
+    # None: paycore's own workflows.
+    tenant: str | None = None
 
 
 class ReserveTransferIds(msgspec.Struct, frozen=True):
@@ -169,9 +174,11 @@ class ReserveTransferIds(msgspec.Struct, frozen=True):
 
 
 class CloseAccount(msgspec.Struct, frozen=True):
-    """Close an account; result: ``AccountResult``."""
+    """Close an account; result: ``AccountResult``. ``tenant``: the API caller's
+    (another tenant's account is answered as a missing one); None: no check."""
 
     account_id: str
+    tenant: str | None = None
 
 
 class ExpirePending(msgspec.Struct, frozen=True):
@@ -252,6 +259,7 @@ Command = Union[  # a string forward reference cannot take part in "|"
     PurgeOutbox,
     ReserveTransferIds,
     "PaymentCommand",
+    "KeyCommand",
 ]
 
 

@@ -37,7 +37,7 @@ __all__ = [
 
 ACCOUNT_COLUMNS = (
     "id, currency, code, flags, credit_limit, timestamp, "
-    "debits_pending, debits_posted, credits_pending, credits_posted"
+    "debits_pending, debits_posted, credits_pending, credits_posted, tenant"
 )
 TRANSFER_COLUMNS = (
     "id, debit_account_id, credit_account_id, amount, currency, code, flags, "
@@ -115,6 +115,7 @@ def account_from_row(row: tuple[Any, ...], metadata: str | bytes | None = None) 
         debits_posted=row[7],
         credits_pending=row[8],
         credits_posted=row[9],
+        tenant=row[10],
     )
 
 

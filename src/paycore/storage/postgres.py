@@ -73,6 +73,7 @@ from paycore.storage.codec import (
     view_from_row,
 )
 from paycore.storage.group_commit import GroupCommitWriter, Job
+from paycore.storage.keys import ApiKeyReads
 from paycore.storage.migrations import outdated_schema_error
 from paycore.storage.payments import PaymentReads
 
@@ -279,7 +280,7 @@ class _PostgresTx:
         self.conn.execute(
             f"INSERT INTO accounts ({ACCOUNT_COLUMNS}) SELECT * FROM unnest("
             "%b::text[], %b::text[], %b::int[], %b::int[], %b::bigint[], %b::bigint[], "
-            "%b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[])",
+            "%b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[], %b::text[])",
             (
                 [a.id for a in accounts],
                 [a.currency for a in accounts],
@@ -288,6 +289,7 @@ class _PostgresTx:
                 [a.flags.credit_limit for a in accounts],
                 [a.timestamp for a in accounts],
                 *([0] * len(accounts) for _ in range(4)),
+                [a.tenant for a in accounts],
             ),
         )
         with_meta = [a for a in accounts if a.metadata is not None]
@@ -538,6 +540,7 @@ class PostgresStore:
         self._snapshot_lock = threading.Lock()
         # Payment rows (paycore.storage.payments), read through the pool.
         self.payments = PaymentReads(self._fetch_rows)
+        self.keys = ApiKeyReads(self._fetch_rows)
 
     def _new_pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]:
         # No check on checkout (a round trip per read): a read that meets a connection
@@ -640,7 +643,7 @@ class PostgresStore:
             "LEFT JOIN account_metadata m ON m.id = a.id WHERE a.id = ANY(%b)",
             (_storable(ids),),
         )
-        return {row[0]: account_from_row(row, row[10]) for row in rows}
+        return {row[0]: account_from_row(row, row[11]) for row in rows}
 
     async def get_transfer(self, transfer_id: str) -> TransferView | None:
         if not _storable([transfer_id]):
@@ -827,7 +830,7 @@ def _accounts_by_ids(
             "LEFT JOIN account_metadata m ON m.id = a.id WHERE a.id = ANY(%b)",
             (_storable(ids),),
         )
-        return {row[0]: account_from_row(row, row[10]) for row in rows}
+        return {row[0]: account_from_row(row, row[11]) for row in rows}
     rows = conn.execute(
         f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY(%b)", (_storable(ids),)
     )

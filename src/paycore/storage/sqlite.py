@@ -62,6 +62,7 @@ from paycore.storage.codec import (
     view_from_row,
 )
 from paycore.storage.group_commit import GroupCommitWriter, Job
+from paycore.storage.keys import ApiKeyReads
 from paycore.storage.migrations import outdated_schema_error
 from paycore.storage.payments import PaymentReads
 
@@ -206,10 +207,10 @@ class _SQLiteTx:
 
     def insert_accounts(self, accounts: Sequence[Account]) -> None:
         self.conn.executemany(
-            f"INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ({_q(10)})",
+            f"INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ({_q(11)})",
             [
                 (a.id, a.currency, a.code, account_flags_bits(a.flags), a.flags.credit_limit,
-                 a.timestamp, 0, 0, 0, 0)
+                 a.timestamp, 0, 0, 0, 0, a.tenant)
                 for a in accounts
             ],
         )  # fmt: skip
@@ -412,6 +413,7 @@ class SQLiteStore:
         self._readers_lock = threading.Lock()
         # Payment rows (paycore.storage.payments), read like everything else.
         self.payments = PaymentReads(self._fetch_rows)
+        self.keys = ApiKeyReads(self._fetch_rows)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -656,7 +658,7 @@ def _accounts_by_ids(
             "WHERE a.id IN (SELECT value FROM json_each(?))",
             (ids_json,),
         )
-        return {row[0]: account_from_row(row, row[10]) for row in rows}
+        return {row[0]: account_from_row(row, row[11]) for row in rows}
     rows = conn.execute(
         f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id IN (SELECT value FROM json_each(?))",
         (ids_json,),

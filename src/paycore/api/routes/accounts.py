@@ -10,6 +10,7 @@ from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery, QueryParameter
 
+from paycore.api.auth import tenant_of
 from paycore.api.idempotency import WriteExecutor
 from paycore.api.problems import problem
 from paycore.api.routes._docs import documented
@@ -83,9 +84,10 @@ def render_closed(result: AccountResult) -> StoredResponse:
     return _account_response(result, 200)
 
 
-async def _existing_account(store: Store, account_id: str) -> Account:
+async def _existing_account(store: Store, account_id: str, tenant: str) -> Account:
+    """The caller's account; another tenant's is answered exactly as a missing one."""
     account = (await store.get_accounts([account_id])).get(account_id)
-    if account is None:
+    if account is None or account.tenant != tenant:
         raise RequestError(ErrorCode.ACCOUNT_NOT_FOUND, f"account {account_id!r} not found")
     return account
 
@@ -105,7 +107,8 @@ def account_routes(
     async def create_account(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Create an account; the same id with the same fields returns it again (200)."""
         body = decode_body(decode_account, await request.body())
-        command = CreateAccounts((body.to_request(body.id or new_account_id()),))
+        tenant = tenant_of(request)
+        command = CreateAccounts((body.to_request(body.id or new_account_id(), tenant),))
         return await writes.run(request, command, render_created, body)
 
     @get(
@@ -113,9 +116,11 @@ def account_routes(
         operation_class=documented({200: AccountOut}),
         tags=["accounts"],
     )
-    async def read_account(account_id: FromPath[str]) -> Response[bytes]:
+    async def read_account(
+        request: Request[Any, Any, Any], account_id: FromPath[str]
+    ) -> Response[bytes]:
         """An account with its balance counters."""
-        account = await _existing_account(store, account_id)
+        account = await _existing_account(store, account_id, tenant_of(request))
         return Response(encode(account_out(account)), media_type=_JSON)
 
     @post(
@@ -128,7 +133,8 @@ def account_routes(
     ) -> Response[bytes]:
         """Close an account without holds; it refuses new transfers from then on."""
         body = decode_body(decode_empty, await request.body(), empty=b"{}")
-        return await writes.run(request, CloseAccount(account_id), render_closed, body)
+        command = CloseAccount(account_id, tenant_of(request))
+        return await writes.run(request, command, render_closed, body)
 
     @get(
         "/v1/accounts/{account_id:str}/transfers",
@@ -136,7 +142,9 @@ def account_routes(
         tags=["accounts"],
     )
     async def account_transfers(
+        request: Request[Any, Any, Any],
         account_id: FromPath[str],
+        *,
         limit: Annotated[int, QueryParameter(ge=1)] = DEFAULT_PAGE_SIZE,
         cursor: FromQuery[str | None] = None,
         order: FromQuery[Literal["asc", "desc"]] = "asc",
@@ -145,7 +153,7 @@ def account_routes(
         """Transfers touching an account, by time; follow ``next_cursor`` for more."""
         check_limit(limit, settings)
         after = decode_cursor(cursor)
-        await _existing_account(store, account_id)
+        await _existing_account(store, account_id, tenant_of(request))
         page = await store.account_transfers(
             account_id, limit=limit, cursor=after, descending=order == "desc", side=side
         )
@@ -161,6 +169,7 @@ def account_routes(
         tags=["accounts"],
     )
     async def account_balances(
+        request: Request[Any, Any, Any],
         account_id: FromPath[str],
         at: FromQuery[str | None] = None,
         limit: Annotated[int, QueryParameter(ge=1)] = DEFAULT_PAGE_SIZE,
@@ -169,7 +178,7 @@ def account_routes(
         """Balance after each transfer of a ``history`` account; ``at`` gives the one then."""
         check_limit(limit, settings)
         after = decode_cursor(cursor)
-        account = await _existing_account(store, account_id)
+        account = await _existing_account(store, account_id, tenant_of(request))
         if not account.flags.history:
             raise RequestError(
                 ErrorCode.INVALID_REQUEST,

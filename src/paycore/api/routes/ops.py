@@ -30,6 +30,8 @@ from paycore.storage.base import Store
 __all__ = ["OPEN_AUTH_WARNING", "WorkerStatus", "lock_backend_kind", "ops_routes", "redact_url"]
 
 _JSON = "application/json"
+# Served without an API key (paycore.api.auth): load balancers and monitoring call these.
+_PUBLIC: Final = {"public": True}
 OPEN_AUTH_WARNING = "this server accepts every request without an API key (auth = 'open')"
 # A dependency that has not answered a readiness check in this long counts as down.
 _CHECK_SECONDS: Final = 2.0
@@ -85,12 +87,12 @@ def ops_routes(
     def scrub(text: str) -> str:
         return redact_text(text, lock_secrets)
 
-    @get("/healthz", tags=["ops"])
+    @get("/healthz", tags=["ops"], opt=_PUBLIC)
     async def healthz() -> Response[bytes]:
         """The process is up and serving HTTP."""
         return Response(encode({"status": "ok"}), media_type=_JSON)
 
-    @get("/readyz", tags=["ops"])
+    @get("/readyz", tags=["ops"], opt=_PUBLIC)
     async def readyz() -> Response[bytes]:
         """The shards and the lock service answer; 503 (with Retry-After) when one does not."""
         body: dict[str, object] = {"status": "ready", "store": store.name, "auth": settings.auth}
@@ -125,7 +127,7 @@ def ops_routes(
         headers = {"Retry-After": str(retry_after)}
         return Response(encode(body), status_code=503, media_type=_JSON, headers=headers)
 
-    @get("/metrics", include_in_schema=False)
+    @get("/metrics", include_in_schema=False, opt=_PUBLIC)
     async def prometheus_metrics() -> Response[bytes]:
         """Prometheus text exposition."""
         return Response(metrics.exposition(), media_type=metrics.content_type)

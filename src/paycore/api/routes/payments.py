@@ -30,6 +30,7 @@ from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
+from paycore.api.auth import tenant_of
 from paycore.api.idempotency import (
     IDEMPOTENCY_HEADER,
     KeysInFlight,
@@ -70,8 +71,6 @@ from paycore.storage.base import Store, StoredResponse
 __all__ = ["payment_routes"]
 
 _JSON: Final = "application/json"
-# As WriteExecutor scopes them: every caller is one tenant until API keys land.
-_TENANT: Final = "default"
 _KEY_SHAPE: Final = re.compile(r"[\x20-\x7e]{1,255}")
 
 Render = Callable[[ReplyOutcome], StoredResponse]
@@ -118,7 +117,7 @@ class _Keys:
                 "Idempotency-Key must be 1-255 printable ASCII characters",
             )
         return Keyed(
-            key=f"{_TENANT}:{raw}",
+            key=f"{tenant_of(request)}:{raw}",  # as WriteExecutor: scoped by tenant
             fingerprint=fingerprint(request.method, request.scope["path"], body),
             render=render,
             retention_seconds=self.retention_seconds,
@@ -172,7 +171,7 @@ def payment_routes(
         """Pay a merchant (or top up a wallet) from a card, or pay from a wallet."""
         body = decode_payment_body(decode_payment, await request.body())
         key = keyed(request, body.fingerprint_body(), created)
-        new = body.to_new()
+        new = body.to_new(tenant_of(request))
         return await run(key, created, lambda k: service.create_payment(new, k))
 
     @get(
@@ -180,8 +179,11 @@ def payment_routes(
         operation_class=documented({200: PaymentOut}),
         tags=["payments"],
     )
-    async def read_payment(payment_id: FromPath[str]) -> Response[bytes]:
+    async def read_payment(
+        request: Request[Any, Any, Any], payment_id: FromPath[str]
+    ) -> Response[bytes]:
         """A payment with its current status and attempts."""
+        await service.check_owner("payment", payment_id, tenant_of(request))
         return stored_to_response(ok(await service.get_payment(payment_id)))
 
     @post(
@@ -194,6 +196,7 @@ def payment_routes(
     ) -> Response[bytes]:
         """Capture all or part of an authorization; partial captures may follow."""
         body = decode_payment_body(decode_capture, await request.body(), empty=b"{}")
+        await service.check_owner("payment", payment_id, tenant_of(request))
         key = keyed(request, body, ok)
         return await run(
             key,
@@ -211,6 +214,7 @@ def payment_routes(
     ) -> Response[bytes]:
         """Release what an authorization still holds."""
         body = decode_payment_body(decode_cancel, await request.body(), empty=b"{}")
+        await service.check_owner("payment", payment_id, tenant_of(request))
         key = keyed(request, body, ok)
         return await run(key, ok, lambda k: service.cancel(payment_id, keyed=k))
 
@@ -222,6 +226,7 @@ def payment_routes(
     async def create_refund(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Give back all or part of what a card payment captured."""
         body = decode_payment_body(decode_refund, await request.body())
+        await service.check_owner("payment", body.payment_id, tenant_of(request))
         key = keyed(request, body, created)
         return await run(
             key, created, lambda k: service.refund(body.payment_id, body.amount, keyed=k)
@@ -232,8 +237,11 @@ def payment_routes(
         operation_class=documented({200: RefundOut}),
         tags=["payments"],
     )
-    async def read_refund(refund_id: FromPath[str]) -> Response[bytes]:
+    async def read_refund(
+        request: Request[Any, Any, Any], refund_id: FromPath[str]
+    ) -> Response[bytes]:
         """A refund with its current status."""
+        await service.check_owner("refund", refund_id, tenant_of(request))
         return stored_to_response(ok(await service.get_refund(refund_id)))
 
     @post(
@@ -245,7 +253,7 @@ def payment_routes(
         """Pay money out of a wallet to a bank account."""
         body = decode_payment_body(decode_payout, await request.body())
         key = keyed(request, body, created)
-        new = body.to_new()
+        new = body.to_new(tenant_of(request))
         return await run(key, created, lambda k: service.payout(new, k))
 
     @get(
@@ -253,8 +261,11 @@ def payment_routes(
         operation_class=documented({200: PayoutOut}),
         tags=["payments"],
     )
-    async def read_payout(payout_id: FromPath[str]) -> Response[bytes]:
+    async def read_payout(
+        request: Request[Any, Any, Any], payout_id: FromPath[str]
+    ) -> Response[bytes]:
         """A payout with its current status."""
+        await service.check_owner("payout", payout_id, tenant_of(request))
         return stored_to_response(ok(await service.get_payout(payout_id)))
 
     return [

@@ -88,6 +88,8 @@ def processor_event_routes(
         operation_class=documented({200: ProcessorEventOut}, body=ProcessorEventIn),
         tags=["payments"],
         status_code=200,
+        # No API key: a processor proves itself by the notification's signature.
+        opt={"public": True},
     )
     async def receive_processor_event(
         request: Request[Any, Any, Any], processor: FromPath[str]

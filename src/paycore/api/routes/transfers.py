@@ -14,6 +14,7 @@ from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
+from paycore.api.auth import tenant_of
 from paycore.api.idempotency import WriteExecutor
 from paycore.api.problems import problem
 from paycore.api.routes._docs import documented
@@ -98,7 +99,7 @@ def transfer_routes(
     async def create_transfer(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Move money, or hold it with ``pending``; the id makes a retry safe."""
         body = decode_body(decode_transfer, await request.body())
-        command = CreateTransfers((body.to_request(),))
+        command = CreateTransfers((body.to_request(),), tenant=tenant_of(request))
         return await writes.run(request, command, render_transfer, body)
 
     @post(
@@ -114,7 +115,9 @@ def transfer_routes(
                 ErrorCode.BATCH_TOO_LARGE,
                 f"{len(body.transfers)} transfers; at most {max_batch} per batch",
             )
-        command = CreateTransfers(tuple(item.to_request() for item in body.transfers))
+        command = CreateTransfers(
+            tuple(item.to_request() for item in body.transfers), tenant=tenant_of(request)
+        )
         return await writes.run(request, command, render_batch, body)
 
     @post(
@@ -128,7 +131,9 @@ def transfer_routes(
         """Capture a hold, in full or (with ``amount``) in part; the rest is released."""
         body = decode_body(decode_post, await request.body(), empty=b"{}")
         own_id = body.id or resolving_transfer_id("post", transfer_id)
-        command = CreateTransfers((body.to_request(own_id, transfer_id),))
+        command = CreateTransfers(
+            (body.to_request(own_id, transfer_id),), tenant=tenant_of(request)
+        )
         return await writes.run(request, command, render_transfer, body)
 
     @post(
@@ -142,11 +147,20 @@ def transfer_routes(
         """Release a hold in full."""
         body = decode_body(decode_void, await request.body(), empty=b"{}")
         own_id = body.id or resolving_transfer_id("void", transfer_id)
-        command = CreateTransfers((body.to_request(own_id, transfer_id),))
+        command = CreateTransfers(
+            (body.to_request(own_id, transfer_id),), tenant=tenant_of(request)
+        )
         return await writes.run(request, command, render_transfer, body)
 
-    async def read(transfer_id: str) -> Response[bytes]:
+    async def read(transfer_id: str, tenant: str) -> Response[bytes]:
         view = await store.get_transfer(transfer_id)
+        if view is not None:
+            # A tenant sees the transfers touching its accounts; another tenant's is
+            # answered exactly as a missing one (accounts' tenants never change).
+            t = view.transfer
+            accounts = await store.get_accounts([t.debit_account_id, t.credit_account_id])
+            if not any(a.tenant == tenant for a in accounts.values()):
+                view = None
         if view is None:
             raise RequestError(ErrorCode.TRANSFER_NOT_FOUND, f"transfer {transfer_id!r} not found")
         return Response(encode(transfer_out(view.transfer, view.status)), media_type=_JSON)
@@ -156,15 +170,17 @@ def transfer_routes(
         operation_class=documented({200: TransferOut}),
         tags=["transfers"],
     )
-    async def read_transfer(transfer_id: FromPath[str]) -> Response[bytes]:
+    async def read_transfer(
+        request: Request[Any, Any, Any], transfer_id: FromPath[str]
+    ) -> Response[bytes]:
         """A transfer with its current status (a hold may since be posted, voided, expired)."""
-        return await read(transfer_id)
+        return await read(transfer_id, tenant_of(request))
 
     # "batch" is a valid transfer id, but the static batch path wins the routing; without
     # this handler, reading a transfer named "batch" would be a 405.
     @get("/v1/transfers/batch", include_in_schema=False)
-    async def read_transfer_named_batch() -> Response[bytes]:
-        return await read("batch")
+    async def read_transfer_named_batch(request: Request[Any, Any, Any]) -> Response[bytes]:
+        return await read("batch", tenant_of(request))
 
     return [
         create_transfer,

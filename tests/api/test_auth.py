@@ -1,0 +1,328 @@
+"""API keys and tenants: every route needs a key, a key acts for one tenant, another
+tenant's object is answered exactly as a missing one, keys rotate and revoke, and no
+Authorization header, however strange, gets a 500."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from litestar import Litestar
+from litestar.testing import AsyncTestClient, TestClient
+
+from backends import AnyStore, StoreFactory
+from paycore.api import create_app
+from paycore.api.auth import ApiKeys, Scope
+from paycore.config import Settings
+from paycore.errors import ErrorCode
+
+ALL = frozenset({Scope.READ, Scope.WRITE})
+PUBLIC = {"/healthz", "/readyz", "/metrics", "/v1/processor_events/{processor:str}"}
+
+
+def _routes(app: Litestar) -> set[tuple[str, str]]:
+    """(method, path template) of every route the app serves but the public ones."""
+    found = set()
+    for route in app.routes:
+        for method in getattr(route, "methods", ()):
+            if method in ("HEAD", "OPTIONS") or route.path in PUBLIC:
+                continue
+            if route.path.startswith("/docs"):
+                continue
+            found.add((method, route.path))
+    return found
+
+
+class Tenant:
+    """A client of one tenant: its key sent with every request."""
+
+    def __init__(self, client: AsyncTestClient[Any], token: str) -> None:
+        self.client = client
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    async def get(self, path: str) -> httpx.Response:
+        return await self.client.get(path, headers=self.headers)
+
+    async def post(self, path: str, body: Any = None, **headers: str) -> httpx.Response:
+        return await self.client.post(path, json=body, headers={**self.headers, **headers})
+
+
+@asynccontextmanager
+async def _two_tenants(
+    open_client: Any, store: AnyStore
+) -> AsyncIterator[tuple[AsyncTestClient[Any], Tenant, Tenant]]:
+    async with open_client(auth="api_keys") as client:
+        keys = ApiKeys(store)
+        alice = await keys.create("alice", ALL)
+        bob = await keys.create("bob", ALL)
+        yield client, Tenant(client, alice.token), Tenant(client, bob.token)
+
+
+async def _alice_world(alice: Tenant) -> dict[str, str]:
+    """Alice's objects: two wallets, a transfer, a hold, a payment paid from a wallet."""
+    for account in ("a1", "a2"):
+        r = await alice.post("/v1/accounts", {"id": account, "currency": "USD"})
+        assert r.status_code == 201, r.text
+    await alice.post("/v1/accounts", {"id": "a3", "currency": "USD", "flags": {"history": True}})
+    body = {"debit_account_id": "a1", "credit_account_id": "a2", "currency": "USD"}
+    assert (
+        await alice.post("/v1/transfers", {**body, "id": "t1", "amount": 500})
+    ).status_code == 201
+    hold = {**body, "id": "h1", "amount": 5, "pending": True}
+    assert (await alice.post("/v1/transfers", hold)).status_code == 201
+    payment = {
+        "amount": 100,
+        "currency": "USD",
+        "merchant_account_id": "a1",
+        "source": {"wallet_account_id": "a2"},
+    }
+    paid = await alice.post("/v1/payments", payment)
+    assert paid.status_code == 201, paid.text
+    return {"payment": paid.json()["id"]}
+
+
+def _requests(world: dict[str, str], ids: dict[str, str]) -> dict[tuple[str, str], Any]:
+    """Per route: (path, body) naming Alice's objects (``ids`` maps each to the id used)."""
+    a1, a2, t1, h1 = ids["a1"], ids["a2"], ids["t1"], ids["h1"]
+    pay = ids.get("payment", world["payment"])
+    body = {"debit_account_id": a1, "credit_account_id": a2, "currency": "USD", "amount": 1}
+    return {
+        ("GET", "/v1/accounts/{account_id:str}"): (f"/v1/accounts/{a1}", None),
+        ("POST", "/v1/accounts/{account_id:str}/close"): (f"/v1/accounts/{a1}/close", None),
+        ("GET", "/v1/accounts/{account_id:str}/transfers"): (f"/v1/accounts/{a1}/transfers", None),
+        ("GET", "/v1/accounts/{account_id:str}/balances"): (
+            f"/v1/accounts/{ids['a3']}/balances",
+            None,
+        ),
+        ("GET", "/v1/transfers/{transfer_id:str}"): (f"/v1/transfers/{t1}", None),
+        ("GET", "/v1/transfers/batch"): ("/v1/transfers/batch", None),
+        ("POST", "/v1/transfers"): ("/v1/transfers", {**body, "id": "bob-t"}),
+        ("POST", "/v1/transfers/batch"): (
+            "/v1/transfers/batch",
+            {"transfers": [{**body, "id": "bob-b"}]},
+        ),
+        ("POST", "/v1/transfers/{transfer_id:str}/post"): (f"/v1/transfers/{h1}/post", None),
+        ("POST", "/v1/transfers/{transfer_id:str}/void"): (f"/v1/transfers/{h1}/void", None),
+        ("GET", "/v1/payments/{payment_id:str}"): (f"/v1/payments/{pay}", None),
+        ("POST", "/v1/payments/{payment_id:str}/capture"): (f"/v1/payments/{pay}/capture", None),
+        ("POST", "/v1/payments/{payment_id:str}/cancel"): (f"/v1/payments/{pay}/cancel", None),
+        ("POST", "/v1/payments"): (
+            "/v1/payments",
+            {
+                "amount": 1,
+                "currency": "USD",
+                "merchant_account_id": a1,
+                "source": {"wallet_account_id": a2},
+            },
+        ),
+        ("POST", "/v1/refunds"): ("/v1/refunds", {"payment_id": pay, "amount": 1}),
+        ("GET", "/v1/refunds/{refund_id:str}"): (f"/v1/refunds/{ids.get('refund', 'rf_x')}", None),
+        ("POST", "/v1/payouts"): (
+            "/v1/payouts",
+            {
+                "wallet_account_id": a1,
+                "amount": 1,
+                "currency": "USD",
+                "destination": "DE89370400440532013000",
+            },
+        ),
+        ("GET", "/v1/payouts/{payout_id:str}"): (f"/v1/payouts/{ids.get('payout', 'po_x')}", None),
+        # Creating an account under a taken id: a conflict without the other's data.
+        ("POST", "/v1/accounts"): ("/v1/accounts", {"id": a1, "currency": "USD"}),
+    }
+
+
+def _answer(response: httpx.Response, ids: dict[str, str]) -> tuple[int, str]:
+    """Status and body with the ids named replaced by placeholders."""
+    text = response.text
+    for name, value in sorted(ids.items(), key=lambda kv: -len(kv[1])):
+        text = text.replace(value, f"<{name}>")
+    return response.status_code, text
+
+
+async def _snapshot(alice: Tenant, world: dict[str, str]) -> list[str]:
+    paths = ["/v1/accounts/a1", "/v1/accounts/a2", "/v1/transfers/t1", "/v1/transfers/h1"]
+    paths.append(f"/v1/payments/{world['payment']}")
+    return [re.sub(r'"attempts".*', "", (await alice.get(p)).text) for p in paths]
+
+
+async def test_another_tenants_objects_answer_as_missing_ones_on_every_route(
+    open_client: Any, store: AnyStore
+) -> None:
+    """On every route of the app, Bob naming Alice's objects gets exactly what naming
+    objects that do not exist gets (404 with the same body; a taken id's conflict),
+    never her data; and nothing of hers changed."""
+    async with _two_tenants(open_client, store) as (client, alice, bob):
+        world = await _alice_world(alice)
+        before = await _snapshot(alice, world)
+        routes = _routes(client.app)
+        real = {"a1": "a1", "a2": "a2", "a3": "a3", "t1": "t1", "h1": "h1", **world}
+        ghost = {k: f"zz{v}" for k, v in real.items()}
+        ghost["a1"] = "a1"  # the account-create conflict needs the taken id itself
+        to_alice, to_nothing = _requests(world, real), _requests(world, ghost)
+        assert set(to_alice) == routes, "a route without a cross-tenant check"
+        for route in sorted(routes):
+            path, body = to_alice[route]
+            method = route[0]
+            foreign = await (bob.get(path) if method == "GET" else bob.post(path, body))
+            g_path, g_body = to_nothing[route]
+            missing = await (bob.get(g_path) if method == "GET" else bob.post(g_path, g_body))
+            assert foreign.status_code in (404, 409, 200), (route, foreign.text)
+            if route != ("POST", "/v1/transfers/batch"):
+                assert foreign.status_code != 200, (route, foreign.text)
+            assert _answer(foreign, real) == _answer(missing, ghost), route
+            for secret in ("alice", '"balance"', "500"):
+                assert secret not in foreign.text, (route, foreign.text)
+        assert await _snapshot(alice, world) == before
+
+
+async def test_a_transfer_between_own_and_foreign_accounts_fails_atomically(
+    open_client: Any, store: AnyStore
+) -> None:
+    """A batch naming Bob's account in one item of a linked chain fails whole, as
+    account_not_found; Alice's own transfers still work."""
+    async with _two_tenants(open_client, store) as (_, alice, bob):
+        await _alice_world(alice)
+        assert (await bob.post("/v1/accounts", {"id": "b1", "currency": "USD"})).status_code == 201
+        item = {"debit_account_id": "a1", "currency": "USD", "amount": 1}
+        batch = {
+            "transfers": [
+                {**item, "id": "x1", "credit_account_id": "a2", "linked": True},
+                {**item, "id": "x2", "credit_account_id": "b1"},
+            ]
+        }
+        results = (await alice.post("/v1/transfers/batch", batch)).json()["results"]
+        assert [r["error"]["code"] for r in results] == ["linked_event_failed", "account_not_found"]
+        assert (await alice.get("/v1/transfers/x1")).status_code == 404
+        assert (await bob.get("/v1/accounts/b1")).json()["balance"]["credits_posted"] == 0
+
+
+async def test_idempotency_keys_are_scoped_per_tenant(open_client: Any, store: AnyStore) -> None:
+    """Two tenants using one Idempotency-Key each get their own answer, never a replay of
+    the other's."""
+    async with _two_tenants(open_client, store) as (_, alice, bob):
+        a = await alice.post("/v1/accounts", {"currency": "USD"}, **{"Idempotency-Key": "k1"})
+        b = await bob.post("/v1/accounts", {"currency": "USD"}, **{"Idempotency-Key": "k1"})
+        assert a.status_code == b.status_code == 201
+        assert "idempotent-replayed" not in b.headers
+        assert a.json()["id"] != b.json()["id"]
+        again = await bob.post("/v1/accounts", {"currency": "USD"}, **{"Idempotency-Key": "k1"})
+        assert again.json()["id"] == b.json()["id"]
+
+
+async def test_every_route_needs_a_valid_key(open_client: Any, store: AnyStore) -> None:
+    """Without a key, or with a revoked one, every non-public route answers 401 with
+    WWW-Authenticate; health, readiness, metrics and docs need none."""
+    async with open_client(auth="api_keys") as client:
+        keys = ApiKeys(store)
+        key = await keys.create("alice", ALL)
+        await keys.revoke(key.row.id)
+        for method, template in sorted(_routes(client.app)):
+            path = re.sub(r"\{[^}]+\}", "x1", template)
+            for headers in ({}, {"Authorization": f"Bearer {key.token}"}):
+                response = await client.request(method, path, headers=headers, json={})
+                assert response.status_code == 401, (method, path, response.text)
+                assert response.json()["code"] == ErrorCode.UNAUTHORIZED
+                assert response.headers["www-authenticate"].startswith("Bearer")
+        for path in ("/healthz", "/readyz", "/metrics", "/docs/openapi.json"):
+            assert (await client.get(path)).status_code == 200, path
+        assert (await client.get("/readyz")).json()["auth"] == "api_keys"
+
+
+async def test_scopes_limit_what_a_key_may_do(open_client: Any, store: AnyStore) -> None:
+    """A read key reads but may not write (403 forbidden_scope); a write key writes."""
+    async with open_client(auth="api_keys") as client:
+        keys = ApiKeys(store)
+        reader = Tenant(client, (await keys.create("t", frozenset({Scope.READ}))).token)
+        writer = Tenant(client, (await keys.create("t", frozenset({Scope.WRITE}))).token)
+        refused = await reader.post("/v1/accounts", {"id": "w1", "currency": "USD"})
+        assert refused.status_code == 403
+        assert refused.json()["code"] == ErrorCode.FORBIDDEN_SCOPE
+        assert (
+            await writer.post("/v1/accounts", {"id": "w1", "currency": "USD"})
+        ).status_code == 201
+        assert (await reader.get("/v1/accounts/w1")).status_code == 200
+        assert (await writer.get("/v1/accounts/w1")).status_code == 403
+
+
+async def test_rotation_keeps_the_old_key_for_its_grace_then_refuses_it(
+    open_client: Any, store: AnyStore
+) -> None:
+    """Rotating gives a new key of the same tenant and scopes; the old one works during
+    the grace period only; a revocation is immediate on the node that made it, and on
+    another node once its cache entry runs out."""
+    async with open_client(auth="api_keys") as client:
+        now = [0.0]
+        here = ApiKeys(store, clock=lambda: now[0])
+        there = ApiKeys(store, clock=lambda: now[0])  # another API node's cache
+        old = await here.create("alice", ALL)
+        header = f"Bearer {old.token}"
+        assert (await there.authenticate(header)).tenant == "alice"
+        new, revoked = await here.rotate(old.row.id, grace_seconds=3600)
+        assert revoked.replaced_by == new.row.id
+        assert (await here.authenticate(header)).tenant == "alice"  # in its grace period
+        assert (await here.authenticate(f"Bearer {new.token}")).scopes == ALL
+        await here.revoke(old.row.id)
+        with pytest.raises(Exception, match="not valid"):
+            await here.authenticate(header)
+        assert (await there.authenticate(header)).tenant == "alice"  # cached, for a while
+        now[0] += here.cache_seconds + 1
+        with pytest.raises(Exception, match="not valid"):
+            await there.authenticate(header)
+        response = await client.get("/v1/accounts/x", headers={"Authorization": header})
+        assert response.status_code == 401
+
+
+async def test_keys_are_not_stored_in_clear(
+    open_client: Any, store: AnyStore, backend: str, tmp_path: Path
+) -> None:
+    """The table keeps a hash: the secret is nowhere in the key rows."""
+    keys = ApiKeys(store)
+    async with open_client(auth="api_keys"):
+        new = await keys.create("alice", ALL)
+        rows = await keys.list()
+    secret = new.token.rsplit("_", 1)[1]
+    assert secret not in repr(rows)
+    assert all(secret not in str(value) for row in rows for value in row.__struct_fields__)
+    if backend == "sqlite":
+        assert not _files_holding(tmp_path, secret.encode())
+
+
+def _files_holding(root: Path, needle: bytes) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+_headers = (
+    st.text(max_size=300)
+    | st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=5000)
+    | st.sampled_from(["Bearer", "Bearer ", "bearer  ", "Basic dXNlcjpwYXNz", "Bearer pk_live_"])
+    | st.builds(lambda s: f"Bearer pk_live_{s}", st.text(max_size=120))
+    | st.builds(lambda s: f"Bearer pk_live_0123456789abcdef_{s}", st.text(max_size=80))
+)
+
+
+def test_fuzzed_authorization_headers_never_get_a_500(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    """Any Authorization header (garbage, unicode, huge, a scheme without a token, a
+    wrong scheme, a key's shape with a wrong secret) is a 401, never a 500."""
+    app = create_app(make_store(), Settings(data_dir=str(tmp_path)), start_workers=False)
+    with TestClient(app=app) as client:
+
+        @hypothesis_settings(max_examples=200, deadline=None)
+        @given(header=_headers)
+        def check(header: str) -> None:
+            raw = header.encode("utf-8", "surrogatepass").replace(b"\r", b"").replace(b"\n", b"")
+            raw = raw.replace(b"\x00", b"")
+            response = client.get("/v1/accounts/a1", headers=[(b"authorization", raw)])
+            assert response.status_code == 401, response.text
+
+        check()
