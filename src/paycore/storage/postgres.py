@@ -5,8 +5,11 @@ Writes: one writer per shard and node drains queued commands into one transactio
 command logic is the backend-independent ``apply_group``. The transaction first
 locks the shard's ``last_timestamp`` row, so writers of several API nodes take
 turns on a shard and every shard keeps one total order of transfers; inside a
-turn everything is set-based (``unnest`` arrays), one statement per table. A
-writer that waits longer than ``lock_timeout`` for its turn answers 503.
+turn everything is set-based (``unnest`` arrays), one statement per table. The same
+statement locks the head of the shard's history chain (``paycore.storage.chain``): the
+hashes of new transfers are computed in Python and go in with their rows, and the head
+is stored with ``last_timestamp``, so the chain adds no round trip. A writer that waits
+longer than ``lock_timeout`` for its turn answers 503.
 
 Reads: an async connection pool (psycopg_pool), binary protocol, committed data
 only. A libpq multi-host DSN with ``target_session_attrs=read-write`` lets both

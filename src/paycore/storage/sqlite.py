@@ -7,8 +7,9 @@ power loss (never on a process crash) and is only taken when asked for, loudly.
 Every write goes through the group-commit writer: the commands queued while the
 previous transaction ran are applied together in one ``BEGIN IMMEDIATE``
 transaction with set-based statements, and each account's counters are written
-once per group. Reads use per-thread read-only connections and see committed
-state only.
+once per group; the transfers written are chained after the shard's history chain
+head (``paycore.storage.chain``), read and stored in the same transaction. Reads use
+per-thread read-only connections and see committed state only.
 """
 
 from __future__ import annotations
