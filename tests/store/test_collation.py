@@ -17,9 +17,7 @@ import pytest
 from psycopg import sql
 
 from fix_postgres import PostgresServer
-from paycore.ledger.model import AccountRequest
 from paycore.storage import postgres as postgres_module
-from paycore.storage.base import CreateAccounts
 from paycore.storage.postgres import PostgresStore, migrate_postgres
 
 pytestmark = pytest.mark.postgres
@@ -113,13 +111,16 @@ async def test_ids_sort_by_bytes_after_migration_0004(
     assert _query(locale_dsn, "SELECT 'a' < 'B'") == [(True,)]  # a locale order indeed
     every = postgres_module._migrations()
     monkeypatch.setattr(postgres_module, "_migrations", lambda: [m for m in every if m[0] < 4])
-    store = PostgresStore(locale_dsn)
-    await store.start()
-    try:
-        requests = tuple(AccountRequest(i, "USD", metadata={"n": i}) for i in IDS)
-        assert all(r.ok for r in await store.execute(CreateAccounts(requests)))
-    finally:
-        await store.stop()
+    migrate_postgres(locale_dsn)
+    # Rows as the store writes them (this version's store needs the newer migrations).
+    with psycopg.connect(locale_dsn, autocommit=True) as conn:
+        for n, i in enumerate(IDS):
+            conn.execute(
+                "INSERT INTO accounts (id, currency, code, flags, timestamp) "
+                "VALUES (%s, 'USD', 0, 0, %s)",
+                (i, n + 1),
+            )
+            conn.execute("INSERT INTO account_metadata VALUES (%s, %s)", (i, f'{{"n":"{i}"}}'))
     before = [row[0] for row in _query(locale_dsn, "SELECT id FROM accounts ORDER BY id")]
     assert before != _byte_order(IDS)
 
