@@ -113,6 +113,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--max-violations", type=int, default=1000)
     audit.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="FILE",
+        help="verify each shard's history chain still passes through the head recorded in "
+        "FILE, then record the heads verified now (keep FILE where the database's writers "
+        "cannot change it; see docs/audit-trail.md)",
+    )
+    audit.add_argument(
         "--stuck",
         type=float,
         default=None,
@@ -341,10 +349,14 @@ def _audit(args: argparse.Namespace) -> int:
     from paycore.cluster.topology import shard_store  # noqa: PLC0415
     from paycore.config import shard_specs  # noqa: PLC0415
     from paycore.ops.audit import (  # noqa: PLC0415
+        AuditReport,
         audit_cluster,
         audit_store,
+        load_checkpoint,
         print_cluster_report,
         print_report,
+        save_checkpoint,
+        verified_heads,
     )
 
     console = _console()
@@ -354,6 +366,24 @@ def _audit(args: argparse.Namespace) -> int:
         Console(stderr=True).print(f"[red]no ledger in {settings.data_dir}[/]")
         return 2
     stuck = settings.saga_stuck_seconds if args.stuck is None else args.stuck
+    checkpoint_path: Path | None = args.checkpoint
+    try:
+        recorded = {} if checkpoint_path is None else load_checkpoint(checkpoint_path)
+    except (OSError, ValueError, msgspec.DecodeError) as exc:
+        Console(stderr=True).print(f"[red]cannot read the checkpoint: {exc}[/]")
+        return 2
+
+    def keep_checkpoint(reports: dict[str, AuditReport]) -> None:
+        """Record the heads verified now; a shard whose chain failed keeps its old one."""
+        if checkpoint_path is None:
+            return
+        heads = {**recorded, **verified_heads(reports)}
+        save_checkpoint(checkpoint_path, heads)
+        if not args.json:
+            console.print(
+                f"checkpoint {checkpoint_path}: {len(verified_heads(reports))} of "
+                f"{len(reports)} shard head(s) recorded"
+            )
 
     async def run() -> int:
         stores = {spec.name: shard_store(spec, settings) for spec in specs}
@@ -361,21 +391,26 @@ def _audit(args: argparse.Namespace) -> int:
             await store.start()
         try:
             if len(stores) == 1:
-                (store,) = stores.values()
+                ((name, store),) = stores.items()
                 report = await audit_store(
-                    store, grace_seconds=args.grace, max_violations=args.max_violations
+                    store,
+                    grace_seconds=args.grace,
+                    max_violations=args.max_violations,
+                    checkpoint=recorded.get(name),
                 )
                 if args.json:
                     sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
                 else:
                     console.print(f"audit of {specs[0].path or specs[0].name}")
                     print_report(report, console)
+                keep_checkpoint({name: report})
                 return 0 if report.ok else 1
             cluster = await audit_cluster(
                 stores,
                 grace_seconds=args.grace,
                 stuck_seconds=stuck,
                 max_violations=args.max_violations,
+                checkpoints=recorded,
             )
         finally:
             for store in stores.values():
@@ -385,6 +420,7 @@ def _audit(args: argparse.Namespace) -> int:
         else:
             console.print(f"audit of {len(stores)} shards: {', '.join(stores)}")
             print_cluster_report(cluster, console)
+        keep_checkpoint(cluster.shards)
         return 0 if cluster.ok else 1
 
     return asyncio.run(run())

@@ -13,6 +13,8 @@ from ops.support import post, transfer
 from paycore.cli import main
 from paycore.ledger.model import Account, AccountFlags, AccountRequest
 from paycore.storage.base import CreateAccounts, CreateTransfers
+from paycore.storage.chain import ChainLinker
+from paycore.storage.codec import T_COLUMNS, transfer_from_row
 from paycore.storage.sqlite import SQLiteStore
 
 
@@ -229,3 +231,61 @@ def test_demo_exits_1_when_a_promise_breaks(
     assert "PROMISE BROKEN" in out
     assert "insufficient_funds" in out
     assert "limit_exceeded" in out
+
+
+def _rechain_sqlite(path: Path, shard: str = "shard-0") -> None:
+    """Recompute every chain hash and the head over the rows as they are now (an attacker
+    with write access to the file)."""
+    conn = sqlite3.connect(path)
+    with conn:
+        linker = ChainLinker(shard, 0, None)
+        rows = conn.execute(
+            f"SELECT {T_COLUMNS}, m.metadata FROM transfers t "
+            "LEFT JOIN transfer_metadata m ON m.id = t.id ORDER BY t.timestamp"
+        ).fetchall()
+        for row in rows:
+            t = transfer_from_row(row, row[10])
+            ((seq, digest),) = linker.extend([t])
+            conn.execute(
+                "UPDATE transfers SET chain_seq = ?, chain_hash = ? WHERE id = ?",
+                (seq, digest, t.id),
+            )
+        conn.execute(
+            "UPDATE shard_meta SET value = ?, digest = ? WHERE key = 'chain_head'",
+            (linker.seq, linker.hash),
+        )
+    conn.close()
+
+
+def test_audit_checkpoint_records_heads_and_catches_a_rewritten_history(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--checkpoint FILE`` records each shard's verified chain head; a later run over a
+    history rewritten with every hash recomputed exits 1 and leaves the checkpoint as is."""
+    path = _make_ledger(tmp_path / "data")
+    checkpoint = tmp_path / "heads.json"
+    data = ["audit", "--data-dir", str(tmp_path / "data"), "--checkpoint", str(checkpoint)]
+    assert main(data) == 0
+    out = capsys.readouterr().out
+    assert "history chain of shard-0: 3 records verified" in out
+    recorded = json.loads(checkpoint.read_text())
+    assert recorded["version"] == 1
+    assert recorded["shards"]["shard-0"]["seq"] == 3
+    assert main(data) == 0  # the chain still passes through its own head
+    capsys.readouterr()
+
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE transfers SET amount = 900 WHERE id = 'f1'")
+        conn.execute("UPDATE accounts SET credits_posted = 900 WHERE id = 'w1'")
+        conn.execute("UPDATE accounts SET debits_posted = 900 WHERE id = 'bank'")
+    conn.close()
+    _rechain_sqlite(path)
+    before = checkpoint.read_text()
+    assert main(["audit", "--data-dir", str(tmp_path / "data")]) == 0  # fooled without it
+    capsys.readouterr()
+    assert main([*data, "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert [v["kind"] for v in report["violations"]] == ["history_checkpoint_mismatch"]
+    assert report["chain"]["ok"] is False
+    assert checkpoint.read_text() == before

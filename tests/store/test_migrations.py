@@ -24,6 +24,7 @@ MIGRATIONS = [
     "0006_payments.sql",
     "0007_webhooks.sql",
     "0008_event_retention.sql",
+    "0009_history_chain.sql",
     "0010_tenants_api_keys.sql",
 ]
 

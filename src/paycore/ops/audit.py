@@ -29,35 +29,51 @@ What is checked (the kinds in brackets):
   reports a limit the store kept;
 * every ``history`` account has one balance row per transfer touching it and per
   expiry of one of its holds, equal to the replay at that timestamp
-  [``history_mismatch``, ``history_missing``].
+  [``history_mismatch``, ``history_missing``];
+* the shard's history is the hash chain it wrote (``paycore.storage.chain``; only on
+  snapshots that have one): streamed in timestamp order, each record's position follows
+  the previous one and its hash recomputes from its fields and the previous hash
+  [``history_chain_broken``: an edited field, a deleted, inserted or reordered record,
+  a row without a chain position], the head kept in ``shard_meta`` is the last record
+  [``history_chain_head_mismatch``], and, given a checkpoint (a head recorded by an
+  earlier audit and kept elsewhere), the chain still passes through it
+  [``history_checkpoint_mismatch``: the history was rewritten or cut, even if
+  consistently]. See ``docs/audit-trail.md``.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from paycore.ledger.model import Account, BalanceRecord, PendingStatus, Transfer
 from paycore.money import format_minor
+from paycore.storage.chain import ChainHead, chain_link, genesis_hash
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from paycore.storage.base import LedgerSnapshot, Store
+    from paycore.storage.base import ChainRecord, LedgerSnapshot, Store
 
 __all__ = [
     "AuditReport",
+    "ChainReport",
     "CurrencyTotals",
     "Violation",
     "ViolationKind",
     "audit_store",
     "check_snapshot",
+    "load_checkpoint",
     "print_report",
+    "save_checkpoint",
+    "verified_heads",
 ]
 
 _NS = 1_000_000_000
@@ -82,16 +98,47 @@ class ViolationKind(StrEnum):
     LIMIT_EXCEEDED = "limit_exceeded"
     HISTORY_MISMATCH = "history_mismatch"
     HISTORY_MISSING = "history_missing"
+    HISTORY_CHAIN_BROKEN = "history_chain_broken"
+    HISTORY_CHAIN_HEAD_MISMATCH = "history_chain_head_mismatch"
+    HISTORY_CHECKPOINT_MISMATCH = "history_checkpoint_mismatch"
+
+
+# The kinds that say the shard's history is not the one it wrote.
+CHAIN_KINDS = frozenset(
+    {
+        ViolationKind.HISTORY_CHAIN_BROKEN,
+        ViolationKind.HISTORY_CHAIN_HEAD_MISMATCH,
+        ViolationKind.HISTORY_CHECKPOINT_MISMATCH,
+    }
+)
 
 
 class Violation(msgspec.Struct, frozen=True, omit_defaults=True):
-    """One broken promise, with the account or transfer it concerns."""
+    """One broken promise, with the account or transfer it concerns (and, for the
+    history chain, the shard and the record's position in its chain)."""
 
     kind: ViolationKind
     detail: str
     account_id: str | None = None
     transfer_id: str | None = None
     currency: str | None = None
+    shard: str | None = None
+    seq: int | None = None
+
+
+class ChainReport(msgspec.Struct, frozen=True):
+    """What the audit of a shard's hash chain saw.
+
+    ``head``: the last record read (seq 0 and the genesis hash when there is none),
+    what ``--checkpoint`` records when ``ok``; ``checkpoint``: the head it was checked
+    against, if any; ``ok``: no chain violation at all.
+    """
+
+    shard: str
+    records: int
+    head: ChainHead
+    ok: bool
+    checkpoint: ChainHead | None = None
 
 
 class CurrencyTotals(msgspec.Struct, frozen=True):
@@ -122,6 +169,7 @@ class AuditReport(msgspec.Struct, frozen=True):
     totals: list[CurrencyTotals]
     violations: list[Violation]
     violation_count: int
+    chain: ChainReport | None = None  # None: the snapshot keeps no chain
 
     def kinds(self) -> set[ViolationKind]:
         """The distinct kinds found (handy in tests and alerts)."""
@@ -129,25 +177,92 @@ class AuditReport(msgspec.Struct, frozen=True):
 
 
 async def audit_store(
-    store: Store, *, grace_seconds: float = 60.0, max_violations: int = 1000
+    store: Store,
+    *,
+    grace_seconds: float = 60.0,
+    max_violations: int = 1000,
+    checkpoint: ChainHead | None = None,
 ) -> AuditReport:
-    """Audit ``store`` on one consistent snapshot (read in a worker thread)."""
+    """Audit ``store`` on one consistent snapshot (read in a worker thread); with
+    ``checkpoint``, its chain must still pass through that head."""
 
     def read(snapshot: LedgerSnapshot) -> AuditReport:
-        return check_snapshot(snapshot, grace_seconds=grace_seconds, max_violations=max_violations)
+        return check_snapshot(
+            snapshot,
+            grace_seconds=grace_seconds,
+            max_violations=max_violations,
+            checkpoint=checkpoint,
+        )
 
     return await store.with_snapshot(read)
 
 
 def check_snapshot(
-    snapshot: LedgerSnapshot, *, grace_seconds: float = 60.0, max_violations: int = 1000
+    snapshot: LedgerSnapshot,
+    *,
+    grace_seconds: float = 60.0,
+    max_violations: int = 1000,
+    checkpoint: ChainHead | None = None,
 ) -> AuditReport:
     """Check every promise on ``snapshot``; see the module docstring for the list."""
     audit = _Audit(snapshot.now, int(grace_seconds * _NS), max_violations)
     audit.load_accounts(snapshot.accounts())
     audit.load_pendings(snapshot.pendings())
     audit.replay(snapshot.transfers(), snapshot.balance_history())
+    records = getattr(snapshot, "chain_records", None)
+    if records is not None:  # a ChainSnapshot (the SQL stores'); test fakes may have none
+        shard: str = getattr(snapshot, "shard")  # noqa: B009 - present with chain_records
+        head: tuple[int, bytes | None] = getattr(snapshot, "chain_head")()  # noqa: B009
+        audit.check_chain(shard, records(), head, checkpoint)
     return audit.report()
+
+
+# -- checkpoints of the history chain ------------------------------------------------------
+
+
+class _CheckpointFile(msgspec.Struct, frozen=True):
+    """``paycore audit --checkpoint FILE``: the verified chain head of each shard."""
+
+    version: int
+    shards: dict[str, ChainHead]
+
+
+_CHECKPOINT_VERSION = 1
+
+
+def load_checkpoint(path: Path) -> dict[str, ChainHead]:
+    """The heads recorded in ``path`` (none when the file does not exist yet)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    found = msgspec.json.decode(data, type=_CheckpointFile)
+    if found.version != _CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: checkpoint version {found.version} is not supported")
+    return dict(found.shards)
+
+
+def save_checkpoint(path: Path, heads: Mapping[str, ChainHead]) -> None:
+    """Write ``heads`` to ``path`` atomically (a new file renamed over the old one)."""
+    body = msgspec.json.format(
+        msgspec.json.encode(_CheckpointFile(_CHECKPOINT_VERSION, dict(sorted(heads.items()))))
+    )
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as out:
+        out.write(body + b"\n")
+        out.flush()
+        os.fsync(out.fileno())
+    tmp.replace(path)
+
+
+def verified_heads(reports: Mapping[str, AuditReport]) -> dict[str, ChainHead]:
+    """The chain heads a checkpoint may record: those of the shards whose chain verified
+    (through their previous checkpoint, if they had one)."""
+    return {
+        shard: report.chain.head
+        for shard, report in reports.items()
+        if report.chain is not None and report.chain.ok
+    }
 
 
 def print_report(report: AuditReport, console: Console, *, limit: int = 50) -> None:
@@ -176,10 +291,19 @@ def print_report(report: AuditReport, console: Console, *, limit: int = 50) -> N
             net if t.net_posted == 0 else f"[red]{net}[/]",
         )
     console.print(totals)
+    chain = report.chain
+    if chain is not None:
+        verdict = "[green]verified[/]" if chain.ok else "[red]NOT verified[/]"
+        against = f", through checkpoint seq {chain.checkpoint.seq:,}" if chain.checkpoint else ""
+        console.print(
+            f"history chain of {chain.shard}: {chain.records:,} records {verdict}{against}; "
+            f"head seq {chain.head.seq:,} {chain.head.hash[:16]}…"
+        )
     if report.ok:
         console.print(
             "[green]✓ audit clean[/]: money conserved per currency, every counter equals the "
             "replay of its history, limits held, holds consistent"
+            + (", history chain intact" if chain is not None else "")
         )
         return
     table = Table(title=f"[red]✗ {report.violation_count:,} violation(s)[/]", title_justify="left")
@@ -243,6 +367,7 @@ class _Audit:
         self.transfer_count: dict[str, int] = {}
         self.transfers = 0
         self.balance_rows = 0
+        self.chain: ChainReport | None = None
 
     def flag(
         self,
@@ -252,10 +377,105 @@ class _Audit:
         account_id: str | None = None,
         transfer_id: str | None = None,
         currency: str | None = None,
+        shard: str | None = None,
+        seq: int | None = None,
     ) -> None:
         self.violation_count += 1
         if len(self.violations) < self.max_violations:
-            self.violations.append(Violation(kind, detail, account_id, transfer_id, currency))
+            self.violations.append(
+                Violation(kind, detail, account_id, transfer_id, currency, shard, seq)
+            )
+
+    # -- the history chain ------------------------------------------------------------
+
+    def check_chain(
+        self,
+        shard: str,
+        records: Iterator[ChainRecord],
+        head: tuple[int, bytes | None],
+        checkpoint: ChainHead | None,
+    ) -> None:
+        """Verify the chain link by link, in one streamed pass (constant memory).
+
+        After a broken link the check goes on from the stored hash, so that each damaged
+        record is named once and the records after it are still verified.
+        """
+        genesis = genesis_hash(shard)
+        previous, last_seq, count, broken = genesis, 0, 0, 0
+        anchor = None if checkpoint is None else bytes.fromhex(checkpoint.hash)
+        anchored = checkpoint is None or (checkpoint.seq == 0 and anchor == genesis)
+
+        def chain_broken(detail: str, t: Transfer, seq: int | None) -> None:
+            nonlocal broken
+            broken += 1
+            self.flag(
+                ViolationKind.HISTORY_CHAIN_BROKEN, detail, transfer_id=t.id, shard=shard, seq=seq
+            )
+
+        for t, seq, stored in records:
+            count += 1
+            if seq is None or stored is None:
+                chain_broken(
+                    "the record has no place in the chain: it was written outside the "
+                    "ledger's writer (inserted)",
+                    t,
+                    seq,
+                )
+                continue
+            problems = []
+            if seq != last_seq + 1:
+                problems.append(
+                    f"seq {seq} where {last_seq + 1} was due: records were deleted, inserted "
+                    "or reordered"
+                )
+            if chain_link(previous, seq, t) != stored:
+                problems.append(
+                    "its hash does not match its fields and the previous record's hash: a "
+                    "field was edited, or the record before it is not the one chained"
+                )
+            if problems:
+                chain_broken("; ".join(problems), t, seq)
+            if checkpoint is not None and seq == checkpoint.seq:
+                anchored = stored == anchor
+                if not anchored:
+                    self.flag(
+                        ViolationKind.HISTORY_CHECKPOINT_MISMATCH,
+                        f"record {seq} hashes to {stored.hex()[:16]}…, the checkpoint recorded "
+                        f"{checkpoint.hash[:16]}…: the history up to it was rewritten",
+                        transfer_id=t.id,
+                        shard=shard,
+                        seq=seq,
+                    )
+                    broken += 1
+                    anchored = True  # reported once
+            previous, last_seq = stored, seq
+        head_seq, head_hash = head
+        if (head_seq, genesis if head_hash is None else head_hash) != (last_seq, previous):
+            broken += 1
+            self.flag(
+                ViolationKind.HISTORY_CHAIN_HEAD_MISMATCH,
+                f"shard_meta's head is seq {head_seq}"
+                + ("" if head_hash is None else f" {head_hash.hex()[:16]}…")
+                + f", the last record is seq {last_seq} {previous.hex()[:16]}…: records were "
+                "removed or added at the end, or the head was edited",
+                shard=shard,
+                seq=head_seq,
+            )
+        if not anchored:
+            assert checkpoint is not None
+            broken += 1
+            self.flag(
+                ViolationKind.HISTORY_CHECKPOINT_MISMATCH,
+                f"the chain ends at seq {last_seq}, before the checkpoint's seq "
+                f"{checkpoint.seq}: recorded history was removed"
+                if checkpoint.seq > last_seq
+                else "the checkpoint's genesis is not this shard's",
+                shard=shard,
+                seq=checkpoint.seq,
+            )
+        self.chain = ChainReport(
+            shard, count, ChainHead(last_seq, previous.hex()), broken == 0, checkpoint
+        )
 
     # -- loading --------------------------------------------------------------------
 
@@ -701,6 +921,7 @@ class _Audit:
             totals=totals,
             violations=self.violations,
             violation_count=self.violation_count,
+            chain=self.chain,
         )
 
 
@@ -778,6 +999,7 @@ async def audit_cluster(
     max_violations: int = 1000,
     attempts: int = 3,
     retry_delay: float = 0.25,
+    checkpoints: Mapping[str, ChainHead] | None = None,
 ) -> ClusterAuditReport:
     """Audit each shard (``check_snapshot``), then prove across shards, per currency:
     balances sum to zero, clearing accounts hold exactly the open sagas and net to the
@@ -785,15 +1007,21 @@ async def audit_cluster(
 
     Shards are read one snapshot each, not at one instant: with sagas moving meanwhile
     the netting check may see a step on one shard and not yet on the other, so it is
-    retried up to ``attempts`` times before it is reported.
+    retried up to ``attempts`` times before it is reported. ``checkpoints``: per shard,
+    a chain head its history must still pass through (``--checkpoint``).
     """
     import asyncio  # noqa: PLC0415 - only this function waits
 
     from paycore.cluster.settlement import OPEN_STATES, parse_clearing  # noqa: PLC0415
 
+    anchors = checkpoints or {}
+
     def reader(snapshot: LedgerSnapshot) -> _ShardRead:
         report = check_snapshot(
-            snapshot, grace_seconds=grace_seconds, max_violations=max_violations
+            snapshot,
+            grace_seconds=grace_seconds,
+            max_violations=max_violations,
+            checkpoint=anchors.get(getattr(snapshot, "shard", "")),
         )
         clearing = [a for a in snapshot.accounts() if parse_clearing(a.id) is not None]
         outbox = getattr(snapshot, "outbox", None)

@@ -48,6 +48,8 @@ from paycore.storage.base import (
     ReserveTransferIds,
     StoredResponse,
 )
+from paycore.storage.chain import ChainLinker
+from paycore.storage.codec import T_COLUMNS, transfer_from_row
 from paycore.storage.group_commit import Job
 from paycore.storage.keys import CreateApiKey, RevokeApiKey, apply_key_command
 from paycore.storage.payments import (
@@ -59,13 +61,25 @@ from paycore.storage.payments import (
     apply_payment_command,
 )
 
-__all__ = ["GroupClock", "LedgerTx", "WriteSession", "apply_group", "command_weight", "run_group"]
+__all__ = [
+    "GroupClock",
+    "LedgerTx",
+    "WriteSession",
+    "apply_group",
+    "backfill_chain",
+    "command_weight",
+    "run_group",
+]
 
 log = logging.getLogger(__name__)
 
 
 class LedgerTx(Protocol):
     """One open write transaction on a shard."""
+
+    # The shard's chain head (``paycore.storage.chain``), loaded with the write turn:
+    # ``write`` chains the transfers it inserts, the commit stores the head it reached.
+    chain: ChainLinker
 
     def transfers_by_ids(self, ids: Iterable[str]) -> list[Transfer]:
         """Stored transfers with these ids, metadata included."""
@@ -84,7 +98,11 @@ class LedgerTx(Protocol):
         """Pending holds whose timeout passed, oldest first."""
 
     def write(self, ws: WorkingSet) -> None:
-        """Persist what the working set created and changed (a few set-based statements)."""
+        """Persist what the working set created and changed (a few set-based statements);
+        the transfers created are chained after ``chain``'s head, in their order."""
+
+    def set_chain_links(self, links: Sequence[tuple[int, int, bytes]]) -> None:
+        """Give stored transfers their chain position: ``(timestamp, seq, hash)`` each."""
 
     def purge_idempotency(self, now: int, limit: int) -> int: ...
 
@@ -143,6 +161,8 @@ class LedgerTx(Protocol):
 class WriteSession(LedgerTx, Protocol):
     """A ``LedgerTx`` that can open and close its own transaction."""
 
+    store: str  # the shard's name
+
     def begin(self) -> int:
         """Start a transaction holding the shard's write turn; return its last timestamp."""
 
@@ -188,6 +208,58 @@ def run_group(session: WriteSession, now: Callable[[], int], jobs: Sequence[Job]
             log.error("unexpected error in a shard writer", exc_info=exc)
             exc = PaycoreError(ErrorCode.INTERNAL_ERROR, type(exc).__name__)
         jobs[0].error = exc
+
+
+_BACKFILL_PAGE = 10_000
+
+
+def backfill_chain(session: WriteSession, page: int = _BACKFILL_PAGE) -> int:
+    """Chain the transfers written before migration 0009, once; returns how many.
+
+    Runs at a store's start, before its writer, in one transaction holding the shard's
+    write turn, so a node starting at the same time waits and then finds nothing to do.
+    The rows are those up to the last timestamp recorded by the migration
+    (``chain_backfill_until``), in timestamp order, read and updated by pages; the marker
+    is removed in the same transaction. Rows added later without a chain position stay
+    unchained, for the audit to report.
+    """
+    with session.errors():
+        last = session.begin()
+        try:
+            marker = session.run_sql(
+                "SELECT value FROM shard_meta WHERE key = 'chain_backfill_until'"
+            )
+            if not marker:
+                session.rollback()
+                return 0
+            until = int(marker[0][0])
+            if session.chain.seq != 0:  # chained rows already: the old ones cannot go first
+                log.error("shard %s: transfers were chained before the backfill", session.store)
+                session.rollback()
+                return 0
+            after, count = -1, 0
+            query = (
+                f"SELECT {T_COLUMNS}, m.metadata FROM transfers t "
+                "LEFT JOIN transfer_metadata m ON m.id = t.id WHERE t.chain_seq IS NULL "
+                "AND t.timestamp > ? AND t.timestamp <= ? ORDER BY t.timestamp LIMIT ?"
+            )
+            while rows := session.run_sql(query, (after, until, page)):
+                transfers = [transfer_from_row(row, row[10]) for row in rows]
+                links = session.chain.extend(transfers)
+                session.set_chain_links(
+                    [(t.timestamp, seq, h) for t, (seq, h) in zip(transfers, links, strict=True)]
+                )
+                after = transfers[-1].timestamp
+                count += len(transfers)
+            session.run_sql("DELETE FROM shard_meta WHERE key = 'chain_backfill_until'")
+            session.commit(last)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                session.rollback()
+            raise
+    if count:
+        log.info("chained %d transfers written before the history chain existed", count)
+    return count
 
 
 class GroupClock:

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = [
     "FINISHED_OUTBOX_STATES",
     "PAGE_SIDES",
+    "ChainRecord",
+    "ChainSnapshot",
     "ClaimOutbox",
     "CloseAccount",
     "Command",
@@ -310,6 +312,23 @@ class LedgerSnapshot(Protocol):
     def transfers(self) -> Iterator[Transfer]: ...
     def pendings(self) -> Iterator[tuple[str, PendingStatus, str | None]]: ...
     def balance_history(self) -> Iterator[BalanceRecord]: ...
+
+
+# A transfer as the chain holds it: with its chain position and hash (None for a row
+# written outside the ledger's writer), metadata included (see ``paycore.storage.chain``).
+ChainRecord = tuple[Transfer, int | None, bytes | None]
+
+
+class ChainSnapshot(LedgerSnapshot, Protocol):
+    """A snapshot of a shard whose history is hash-chained (the SQL stores' snapshots)."""
+
+    shard: str
+
+    def chain_records(self) -> Iterator[ChainRecord]:
+        """Every transfer row in timestamp order (the chain's order), streamed."""
+
+    def chain_head(self) -> tuple[int, bytes | None]:
+        """The head kept in ``shard_meta``: (seq, hash; None while the chain is empty)."""
 
 
 class OutboxSnapshot(LedgerSnapshot, Protocol):

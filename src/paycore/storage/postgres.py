@@ -5,8 +5,11 @@ Writes: one writer per shard and node drains queued commands into one transactio
 command logic is the backend-independent ``apply_group``. The transaction first
 locks the shard's ``last_timestamp`` row, so writers of several API nodes take
 turns on a shard and every shard keeps one total order of transfers; inside a
-turn everything is set-based (``unnest`` arrays), one statement per table. A
-writer that waits longer than ``lock_timeout`` for its turn answers 503.
+turn everything is set-based (``unnest`` arrays), one statement per table. The same
+statement locks the head of the shard's history chain (``paycore.storage.chain``): the
+hashes of new transfers are computed in Python and go in with their rows, and the head
+is stored with ``last_timestamp``, so the chain adds no round trip. A writer that waits
+longer than ``lock_timeout`` for its turn answers 503.
 
 Reads: an async connection pool (psycopg_pool), binary protocol, committed data
 only. A libpq multi-host DSN with ``target_session_attrs=read-write`` lets both
@@ -48,8 +51,9 @@ from paycore.ledger.model import (
 )
 from paycore.ledger.rules import WorkingSet
 from paycore.redaction import redact_dsn, redact_text
-from paycore.storage.apply import command_weight, run_group
+from paycore.storage.apply import backfill_chain, command_weight, run_group
 from paycore.storage.base import (
+    ChainRecord,
     Command,
     Idempotency,
     LedgerSnapshot,
@@ -58,6 +62,7 @@ from paycore.storage.base import (
     TransferPage,
     check_page_arguments,
 )
+from paycore.storage.chain import ChainLinker
 from paycore.storage.codec import (
     A_COLUMNS,
     ACCOUNT_COLUMNS,
@@ -218,6 +223,7 @@ class _PostgresTx:
         self.connect = connect
         self.conn = connect()
         self.store = store
+        self.chain = ChainLinker(store, 0, None)  # the real head is loaded with the turn
 
     # -- transaction control (run_group) ---------------------------------------------
 
@@ -235,16 +241,32 @@ class _PostgresTx:
 
     def _take_turn(self) -> int:
         self.conn.execute("BEGIN")
-        row = self.conn.execute(
-            "SELECT value FROM shard_meta WHERE key = 'last_timestamp' FOR UPDATE"
-        ).fetchone()
-        assert row is not None
-        return int(row[0])
+        # Both rows locked, in key order, by every writer: the turn and the chain's head
+        # come in one round trip, each the newest committed version (FOR UPDATE rereads).
+        meta = {
+            key: (value, digest)
+            for key, value, digest in self.conn.execute(
+                "SELECT key, value, digest FROM shard_meta "
+                "WHERE key IN ('last_timestamp', 'chain_head') ORDER BY key FOR UPDATE"
+            )
+        }
+        seq, digest = meta["chain_head"]
+        self.chain = ChainLinker(self.store, int(seq), digest)
+        return int(meta["last_timestamp"][0])
 
     def commit(self, last_timestamp: int) -> None:
-        self.conn.execute(
-            "UPDATE shard_meta SET value = %s WHERE key = 'last_timestamp'", (last_timestamp,)
-        )
+        if self.chain.moved:  # one statement for both rows: no extra round trip
+            self.conn.execute(
+                "UPDATE shard_meta SET "
+                "value = CASE key WHEN 'chain_head' THEN %s ELSE %s END, "
+                "digest = CASE key WHEN 'chain_head' THEN %s ELSE digest END "
+                "WHERE key IN ('last_timestamp', 'chain_head')",
+                (self.chain.seq, last_timestamp, self.chain.hash),
+            )
+        else:
+            self.conn.execute(
+                "UPDATE shard_meta SET value = %s WHERE key = 'last_timestamp'", (last_timestamp,)
+            )
         self.conn.execute("COMMIT")
 
     def rollback(self) -> None:
@@ -318,11 +340,17 @@ class _PostgresTx:
         conn = self.conn
         created = ws.created
         if created:
+            # The hashes are computed here, under the turn that read the head: the rows
+            # go in one set-based statement, as before the chain.
+            links = self.chain.extend(created)
             conn.execute(
-                f"INSERT INTO transfers ({TRANSFER_COLUMNS}) SELECT * FROM unnest("
+                f"INSERT INTO transfers ({TRANSFER_COLUMNS}, chain_seq, chain_hash) "
+                "SELECT * FROM unnest("
                 "%b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[], %b::int[], "
-                "%b::int[], %b::text[], %b::int[], %b::bigint[])",
-                _columns([transfer_row(t) for t in created]),
+                "%b::int[], %b::text[], %b::int[], %b::bigint[], %b::bigint[], %b::bytea[])",
+                _columns(
+                    [(*transfer_row(t), *link) for t, link in zip(created, links, strict=True)]
+                ),
             )
             with_meta = [t for t in created if t.metadata is not None]
             if with_meta:
@@ -360,6 +388,16 @@ class _PostgresTx:
                 "%b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[])",
                 _columns([msgspec.structs.astuple(r) for r in h]),
             )
+
+    def set_chain_links(self, links: Sequence[tuple[int, int, bytes]]) -> None:
+        if not links:
+            return
+        self.conn.execute(
+            "UPDATE transfers t SET chain_seq = v.seq, chain_hash = v.hash "
+            "FROM unnest(%b::bigint[], %b::bigint[], %b::bytea[]) AS v (ts, seq, hash) "
+            "WHERE t.timestamp = v.ts",
+            _columns(list(links)),
+        )
 
     def purge_idempotency(self, now: int, limit: int) -> int:
         cur = self.conn.execute(
@@ -566,7 +604,17 @@ class PostgresStore:
             elif missing := await asyncio.to_thread(pending_migrations_postgres, self.dsn):
                 raise outdated_schema_error(self.name, missing)
             await self._pool.open(wait=True, timeout=30)
+        try:
+            await asyncio.to_thread(self._backfill_chain)  # once, on data older than 0009
+        except BaseException:
+            await self._pool.close()
+            raise
         self._writer.start()
+
+    def _backfill_chain(self) -> None:
+        """Chain the rows older than migration 0009, once (``apply.backfill_chain``)."""
+        session = self._session()
+        backfill_chain(session)
 
     async def stop(self) -> None:
         await asyncio.to_thread(self._writer.stop)
@@ -736,7 +784,7 @@ class PostgresStore:
                 conn = self._snapshot_connection()
                 try:
                     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    snapshot = _Snapshot(conn, self.clock())
+                    snapshot = _Snapshot(conn, self.clock(), self.name)
                     result = reader(snapshot)
                     snapshot.close()
                     conn.execute("ROLLBACK")
@@ -774,10 +822,28 @@ class PostgresStore:
 class _Snapshot:
     """Server-side cursors inside one REPEATABLE READ transaction: constant memory."""
 
-    def __init__(self, conn: psycopg.Connection[Any], now: int) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], now: int, shard: str) -> None:
         self.conn = conn
         self.now = now
+        self.shard = shard
         self._cursors: list[psycopg.ServerCursor[Any]] = []
+
+    def chain_records(self) -> Iterator[ChainRecord]:
+        query = (
+            f"SELECT {T_COLUMNS}, m.metadata, t.chain_seq, t.chain_hash FROM transfers t "
+            "LEFT JOIN transfer_metadata m ON m.id = t.id ORDER BY t.timestamp"
+        )
+        for row in self._rows(query):
+            digest = None if row[12] is None else bytes(row[12])
+            yield transfer_from_row(row, row[10]), row[11], digest
+
+    def chain_head(self) -> tuple[int, bytes | None]:
+        row = self.conn.execute(
+            "SELECT value, digest FROM shard_meta WHERE key = 'chain_head'"
+        ).fetchone()
+        if row is None:
+            return 0, None
+        return int(row[0]), None if row[1] is None else bytes(row[1])
 
     def _rows(self, query: str) -> Iterator[tuple[Any, ...]]:
         with self.conn.cursor(name=f"snapshot_{len(self._cursors)}") as cur:

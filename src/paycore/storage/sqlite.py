@@ -7,8 +7,9 @@ power loss (never on a process crash) and is only taken when asked for, loudly.
 Every write goes through the group-commit writer: the commands queued while the
 previous transaction ran are applied together in one ``BEGIN IMMEDIATE``
 transaction with set-based statements, and each account's counters are written
-once per group. Reads use per-thread read-only connections and see committed
-state only.
+once per group; the transfers written are chained after the shard's history chain
+head (``paycore.storage.chain``), read and stored in the same transaction. Reads use
+per-thread read-only connections and see committed state only.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ from paycore.ledger.model import (
 from paycore.ledger.rules import (
     WorkingSet,
 )
-from paycore.storage.apply import command_weight, run_group
+from paycore.storage.apply import backfill_chain, command_weight, run_group
 from paycore.storage.base import (
+    ChainRecord,
     Command,
     Idempotency,
     LedgerSnapshot,
@@ -47,6 +49,7 @@ from paycore.storage.base import (
     TransferPage,
     check_page_arguments,
 )
+from paycore.storage.chain import ChainLinker
 from paycore.storage.codec import (
     A_COLUMNS,
     ACCOUNT_COLUMNS,
@@ -166,20 +169,32 @@ class _SQLiteTx:
     def __init__(self, conn: sqlite3.Connection, store: str) -> None:
         self.conn = conn
         self.store = store
+        self.chain = ChainLinker(store, 0, None)  # the real head is loaded by begin()
 
     # -- transaction control (run_group) ---------------------------------------------
 
     def begin(self) -> int:
         self.conn.execute("BEGIN IMMEDIATE")  # the file's one write lock, taken up front
-        (last,) = self.conn.execute(
-            "SELECT value FROM shard_meta WHERE key = 'last_timestamp'"
-        ).fetchone()
-        return int(last)
+        meta = {
+            key: (value, digest)
+            for key, value, digest in self.conn.execute(
+                "SELECT key, value, digest FROM shard_meta "
+                "WHERE key IN ('last_timestamp', 'chain_head')"
+            )
+        }
+        seq, digest = meta["chain_head"]
+        self.chain = ChainLinker(self.store, int(seq), digest)
+        return int(meta["last_timestamp"][0])
 
     def commit(self, last_timestamp: int) -> None:
         self.conn.execute(
             "UPDATE shard_meta SET value = ? WHERE key = 'last_timestamp'", (last_timestamp,)
         )
+        if self.chain.moved:
+            self.conn.execute(
+                "UPDATE shard_meta SET value = ?, digest = ? WHERE key = 'chain_head'",
+                (self.chain.seq, self.chain.hash),
+            )
         self.conn.execute("COMMIT")
 
     def rollback(self) -> None:
@@ -238,9 +253,11 @@ class _SQLiteTx:
         """Write what a working set changed: a few set-based statements."""
         conn = self.conn
         if ws.created:
+            links = self.chain.extend(ws.created)
             conn.executemany(
-                f"INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES ({_q(10)})",
-                [transfer_row(t) for t in ws.created],
+                f"INSERT INTO transfers ({TRANSFER_COLUMNS}, chain_seq, chain_hash) "
+                f"VALUES ({_q(12)})",
+                [(*transfer_row(t), *link) for t, link in zip(ws.created, links, strict=True)],
             )
             conn.executemany(
                 "INSERT INTO transfer_metadata VALUES (?, ?)",
@@ -270,6 +287,12 @@ class _SQLiteTx:
                     for h in ws.history
                 ],
             )  # fmt: skip
+
+    def set_chain_links(self, links: Sequence[tuple[int, int, bytes]]) -> None:
+        self.conn.executemany(
+            "UPDATE transfers SET chain_seq = ?, chain_hash = ? WHERE timestamp = ?",
+            [(seq, digest, timestamp) for timestamp, seq, digest in links],
+        )
 
     def purge_idempotency(self, now: int, limit: int) -> int:
         cur = self.conn.execute(
@@ -438,6 +461,12 @@ class SQLiteStore:
                 conn.close()
                 raise outdated_schema_error(self.name, missing)
         self._session = _SQLiteTx(conn, self.name)
+        try:
+            backfill_chain(self._session)  # once, on a shard that had data before 0009
+        except BaseException:
+            conn.close()
+            self._session = None
+            raise
         self._writer.start()
 
     async def stop(self) -> None:
@@ -593,7 +622,7 @@ class SQLiteStore:
                 conn = _connect(self.path, self.synchronous, readonly=True)
                 try:
                     conn.execute("BEGIN")  # one WAL snapshot for every query below
-                    return reader(_Snapshot(conn, self.clock()))
+                    return reader(_Snapshot(conn, self.clock(), self.name))
                 finally:
                     conn.close()
 
@@ -608,9 +637,23 @@ class SQLiteStore:
 
 
 class _Snapshot:
-    def __init__(self, conn: sqlite3.Connection, now: int) -> None:
+    def __init__(self, conn: sqlite3.Connection, now: int, shard: str) -> None:
         self.conn = conn
         self.now = now
+        self.shard = shard
+
+    def chain_records(self) -> Iterator[ChainRecord]:
+        for row in self.conn.execute(
+            f"SELECT {T_COLUMNS}, m.metadata, t.chain_seq, t.chain_hash FROM transfers t "
+            "LEFT JOIN transfer_metadata m ON m.id = t.id ORDER BY t.timestamp"
+        ):
+            yield transfer_from_row(row, row[10]), row[11], row[12]
+
+    def chain_head(self) -> tuple[int, bytes | None]:
+        row = self.conn.execute(
+            "SELECT value, digest FROM shard_meta WHERE key = 'chain_head'"
+        ).fetchone()
+        return (0, None) if row is None else (int(row[0]), row[1])
 
     def accounts(self) -> Iterator[Account]:
         for row in self.conn.execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts"):
