@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -98,7 +97,9 @@ class LocalCluster:
 
     async def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.pg = LocalPostgres(self.root / "pg", settings={"shared_buffers": "128MB"})
+        # Its own temporary directory (the postgres user must reach it when run as root),
+        # deleted when it stops.
+        self.pg = LocalPostgres(settings={"shared_buffers": "128MB"})
         await asyncio.to_thread(self.pg.start)
         for name in self.shard_names:
             self.dsns[name] = await asyncio.to_thread(self.pg.create_database, f"chaos_{name}")
@@ -141,7 +142,6 @@ class LocalCluster:
             await asyncio.to_thread(self.redis.close)
         if self.pg is not None:
             await asyncio.to_thread(self.pg.stop)
-            await asyncio.to_thread(shutil.rmtree, self.root / "pg", True)
         await self._http.aclose()
 
     def config_path(self, node: int) -> Path:
