@@ -154,6 +154,23 @@ def _parser() -> argparse.ArgumentParser:
     add_simulator_arguments(acquirer_sim)
     acquirer_sim.set_defaults(handler=_acquirer_sim)
 
+    _add_chaos(sub)
+
+    from paycore.ops.bench import add_arguments  # noqa: PLC0415 - keeps start-up light
+
+    bench = sub.add_parser(
+        "bench",
+        help="measure transfers/s and latency in-process and over HTTP",
+        description="Benchmarks (a) in-process batches, (b) HTTP single transfers from a "
+        "separate load-generator process against a `paycore serve` subprocess, (c) a "
+        "hot-account variant of both, (d) the server's peak RSS; compares with targets.",
+    )
+    add_arguments(bench)
+    bench.set_defaults(handler=_bench)
+    return parser
+
+
+def _add_chaos(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     chaos = sub.add_parser(
         "chaos",
         help="Jepsen-style run: workload + faults on a local cluster, then check; exits 1 on "
@@ -185,19 +202,6 @@ def _parser() -> argparse.ArgumentParser:
         help="(reserved for `paycore cluster`: run against the cluster of this config)",
     )
     chaos.set_defaults(handler=_chaos)
-
-    from paycore.ops.bench import add_arguments  # noqa: PLC0415 - keeps start-up light
-
-    bench = sub.add_parser(
-        "bench",
-        help="measure transfers/s and latency in-process and over HTTP",
-        description="Benchmarks (a) in-process batches, (b) HTTP single transfers from a "
-        "separate load-generator process against a `paycore serve` subprocess, (c) a "
-        "hot-account variant of both, (d) the server's peak RSS; compares with targets.",
-    )
-    add_arguments(bench)
-    bench.set_defaults(handler=_bench)
-    return parser
 
 
 def _console() -> Console:

@@ -16,8 +16,10 @@ from paycore.locks.testing import free_port
 
 pytestmark = pytest.mark.slow
 
-CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance," \
-    "content_type_conformance"  # fmt: skip
+CHECKS = (
+    "not_a_server_error,response_schema_conformance,status_code_conformance,"
+    "content_type_conformance"
+)
 
 
 def test_schemathesis_finds_nothing_and_audit_is_clean(tmp_path: Path) -> None:
@@ -29,10 +31,21 @@ def test_schemathesis_finds_nothing_and_audit_is_clean(tmp_path: Path) -> None:
     data = tmp_path / "data"
     log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen(
-        [sys.executable, "-m", "paycore.cli", "serve", "--data-dir", str(data),
-         "--port", str(port), "--log-level", "warning"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "paycore.cli",
+            "serve",
+            "--data-dir",
+            str(data),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -47,11 +60,29 @@ def test_schemathesis_finds_nothing_and_audit_is_clean(tmp_path: Path) -> None:
             time.sleep(0.1)
         examples = "300" if os.environ.get("HYPOTHESIS_PROFILE") == "long" else "25"
         run = subprocess.run(
-            [str(st), "run", f"{url}/docs/openapi.json", "-c", CHECKS, "-n", examples,
-             "-w", "1", "--phases", "coverage,fuzzing,stateful", "--seed", "1",
-             "--request-timeout", "20"],
-            capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False,
-        )  # fmt: skip
+            [
+                str(st),
+                "run",
+                f"{url}/docs/openapi.json",
+                "-c",
+                CHECKS,
+                "-n",
+                examples,
+                "-w",
+                "1",
+                "--phases",
+                "coverage,fuzzing,stateful",
+                "--seed",
+                "1",
+                "--request-timeout",
+                "20",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+            check=False,
+        )
         assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     finally:
         server.terminate()
@@ -59,6 +90,9 @@ def test_schemathesis_finds_nothing_and_audit_is_clean(tmp_path: Path) -> None:
         log.close()
     audit = subprocess.run(
         [sys.executable, "-m", "paycore.cli", "audit", "--data-dir", str(data)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert audit.returncode == 0, audit.stdout[-4000:]

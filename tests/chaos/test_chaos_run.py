@@ -20,8 +20,13 @@ async def test_short_run_finds_no_violation(tmp_path: Path) -> None:
     shard is cut: the checker (and the audit) find nothing."""
     if find_bindir() is None:
         pytest.skip("PostgreSQL server binaries are not installed")
-    kinds = (FaultKind.KILL_API_NODE, FaultKind.RESTART_REDIS, FaultKind.PROCESSOR_DOWN,
-             FaultKind.NET_PARTITION, FaultKind.PAUSE_PROCESS)  # fmt: skip
+    kinds = (
+        FaultKind.KILL_API_NODE,
+        FaultKind.RESTART_REDIS,
+        FaultKind.PROCESSOR_DOWN,
+        FaultKind.NET_PARTITION,
+        FaultKind.PAUSE_PROCESS,
+    )
     options = ChaosOptions(seconds=25, seed=5, clients=6, faults=kinds, out=tmp_path / "out")
     with (tmp_path / "console.txt").open("w") as out:
         report = await run_local(options, Console(file=out))

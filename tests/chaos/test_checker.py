@@ -17,11 +17,24 @@ PSP = "psp:s0:acq-a:USD"
 
 
 def transfer(tid: str, debit: str, credit: str, amount: int, **kw: Any) -> dict[str, Any]:
-    flags = {"pending": False, "post_pending": False, "void_pending": False,
-             "linked": False, "balancing": False} | kw.pop("flags", {})  # fmt: skip
-    return {"id": tid, "debit_account_id": debit, "credit_account_id": credit,
-            "amount": amount, "currency": "USD", "status": kw.pop("status", "posted"),
-            "flags": flags, "metadata": kw.pop("metadata", None), **kw}  # fmt: skip
+    flags = {
+        "pending": False,
+        "post_pending": False,
+        "void_pending": False,
+        "linked": False,
+        "balancing": False,
+    } | kw.pop("flags", {})
+    return {
+        "id": tid,
+        "debit_account_id": debit,
+        "credit_account_id": credit,
+        "amount": amount,
+        "currency": "USD",
+        "status": kw.pop("status", "posted"),
+        "flags": flags,
+        "metadata": kw.pop("metadata", None),
+        **kw,
+    }
 
 
 class Run:
@@ -35,8 +48,16 @@ class Run:
         self.payments: dict[str, dict[str, Any]] = {}
         self.refunds: dict[str, dict[str, Any]] = {}
 
-    def send(self, path: str, body: Any, status: int | None, response: Any = None,
-             *, method: str = "POST", attempts: int = 1) -> int:  # fmt: skip
+    def send(
+        self,
+        path: str,
+        body: Any,
+        status: int | None,
+        response: Any = None,
+        *,
+        method: str = "POST",
+        attempts: int = 1,
+    ) -> int:
         self.op += 1
         call = Call(method=method, path=path, body=body, idempotency_key=f"k{self.op}")
         for n in range(1, attempts + 1):
@@ -44,11 +65,22 @@ class Run:
             code = response.get("code") if isinstance(response, dict) else None
             st = status if last else None
             outcome = classify(st, code) if st is not None else Outcome.INFO
-            self.history.append(Attempt(
-                op=self.op, client=0, kind="x", attempt=n, request=call, invoke_mono=n,
-                invoke_wall=n, complete_mono=n, complete_wall=n, outcome=outcome, status=st,
-                response=response if last else None,
-            ))  # fmt: skip
+            self.history.append(
+                Attempt(
+                    op=self.op,
+                    client=0,
+                    kind="x",
+                    attempt=n,
+                    request=call,
+                    invoke_mono=n,
+                    invoke_wall=n,
+                    complete_mono=n,
+                    complete_wall=n,
+                    outcome=outcome,
+                    status=st,
+                    response=response if last else None,
+                )
+            )
         return self.op
 
     def state(self) -> FinalState:
@@ -58,12 +90,18 @@ class Run:
             listings[t["credit_account_id"]].append(t)
         accounts = {}
         for account_id, listing in listings.items():
-            accounts[account_id] = {"id": account_id, "currency": "USD",
-                                    "flags": self.flags[account_id],
-                                    "balance": replay_counters(account_id, listing)}  # fmt: skip
-        return FinalState(accounts=accounts, transfers=listings,
-                          payments=copy.deepcopy(self.payments),
-                          refunds=copy.deepcopy(self.refunds))  # fmt: skip
+            accounts[account_id] = {
+                "id": account_id,
+                "currency": "USD",
+                "flags": self.flags[account_id],
+                "balance": replay_counters(account_id, listing),
+            }
+        return FinalState(
+            accounts=accounts,
+            transfers=listings,
+            payments=copy.deepcopy(self.payments),
+            refunds=copy.deepcopy(self.refunds),
+        )
 
 
 def clean_run() -> Run:
@@ -84,22 +122,55 @@ def clean_run() -> Run:
     post = transfer("p1", A, B, 20, flags={"post_pending": True}, pending_id="h1")
     run.send("/v1/transfers/h1/post", {"id": "p1", "amount": 20}, 201, post)
     run.transfers += [hold, post]
-    run.send("/v1/transfers/h1/void", {"id": "v1"}, 409, {"code": "pending_transfer_already_posted"})
+    run.send(
+        "/v1/transfers/h1/void", {"id": "v1"}, 409, {"code": "pending_transfer_already_posted"}
+    )
     batch = {"transfers": [{"id": "b1"}, {"id": "b2"}]}
-    results = {"results": [{"id": "b1", "status": "posted"},
-                           {"id": "b2", "error": {"code": "insufficient_funds"}}]}  # fmt: skip
+    results = {
+        "results": [
+            {"id": "b1", "status": "posted"},
+            {"id": "b2", "error": {"code": "insufficient_funds"}},
+        ]
+    }
     run.send("/v1/transfers/batch", batch, 200, results)
     run.transfers.append(transfer("b1", B, A, 5))
-    run.send(f"/v1/accounts/{A}", None, 200,
-             {"id": A, "flags": {"no_overdraft": True}, "balance": {
-                 "debits_posted": 10, "debits_pending": 0, "credits_posted": 1000,
-                 "credits_pending": 0}}, method="GET")  # fmt: skip
-    payment = {"id": "pay1", "status": "succeeded", "amount": 500, "amount_captured": 300,
-               "amount_refunded": 100, "amount_refund_pending": 0, "merchant_account_id": M}  # fmt: skip
-    authorized = {**payment, "status": "requires_capture", "amount_captured": 0,
-                  "amount_refunded": 0}  # fmt: skip
-    run.send("/v1/payments", {"amount": 500, "merchant_account_id": M, "capture": "manual"},
-             201, authorized)  # fmt: skip
+    run.send(
+        f"/v1/accounts/{A}",
+        None,
+        200,
+        {
+            "id": A,
+            "flags": {"no_overdraft": True},
+            "balance": {
+                "debits_posted": 10,
+                "debits_pending": 0,
+                "credits_posted": 1000,
+                "credits_pending": 0,
+            },
+        },
+        method="GET",
+    )
+    payment = {
+        "id": "pay1",
+        "status": "succeeded",
+        "amount": 500,
+        "amount_captured": 300,
+        "amount_refunded": 100,
+        "amount_refund_pending": 0,
+        "merchant_account_id": M,
+    }
+    authorized = {
+        **payment,
+        "status": "requires_capture",
+        "amount_captured": 0,
+        "amount_refunded": 0,
+    }
+    run.send(
+        "/v1/payments",
+        {"amount": 500, "merchant_account_id": M, "capture": "manual"},
+        201,
+        authorized,
+    )
     run.send("/v1/payments/pay1/capture", {"amount": 300}, 200, {**payment, "amount_refunded": 0})
     refund = {"id": "re1", "payment_id": "pay1", "status": "succeeded", "amount": 100}
     run.send("/v1/refunds", {"payment_id": "pay1", "amount": 100}, 201, refund)
@@ -171,10 +242,22 @@ def test_overdraft() -> None:
     run.transfers = [t for t in run.transfers if not (t["id"] == "t4" and t["amount"] == 7)]
     assert K.LIMIT_EXCEEDED in kinds(check(run.history, run.state()))
     run = clean_run()
-    run.send(f"/v1/accounts/{B}", None, 200,
-             {"id": B, "flags": {"no_overdraft": True}, "balance": {
-                 "debits_posted": 11, "debits_pending": 0, "credits_posted": 10,
-                 "credits_pending": 0}}, method="GET")  # fmt: skip
+    run.send(
+        f"/v1/accounts/{B}",
+        None,
+        200,
+        {
+            "id": B,
+            "flags": {"no_overdraft": True},
+            "balance": {
+                "debits_posted": 11,
+                "debits_pending": 0,
+                "credits_posted": 10,
+                "credits_pending": 0,
+            },
+        },
+        method="GET",
+    )
     assert kinds(check(run.history, run.state())) == {K.LIMIT_EXCEEDED}
 
 
@@ -182,8 +265,15 @@ def test_overdraft_in_balance_history() -> None:
     """A balance-history record below the limit is reported."""
     run = clean_run()
     state = run.state()
-    state.balance_history[A] = [{"debits_posted": 5, "debits_pending": 0, "credits_posted": 0,
-                                 "credits_pending": 0, "recorded_at": "then"}]  # fmt: skip
+    state.balance_history[A] = [
+        {
+            "debits_posted": 5,
+            "debits_pending": 0,
+            "credits_posted": 0,
+            "credits_pending": 0,
+            "recorded_at": "then",
+        }
+    ]
     assert kinds(check(run.history, state)) == {K.LIMIT_EXCEEDED}
 
 
@@ -266,14 +356,30 @@ def test_idempotency_mismatch_and_server_error() -> None:
     run = clean_run()
     run.op += 1
     call = Call(method="POST", path="/v1/transfers", body={"id": "t9"}, idempotency_key="z")
-    for n, (status, body) in enumerate([(422, {"code": "insufficient_funds"}),
-                                        (500, {"code": "internal_error"}),
-                                        (409, {"code": "account_closed"})], 1):  # fmt: skip
-        run.history.append(Attempt(
-            op=run.op, client=0, kind="x", attempt=n, request=call, invoke_mono=n,
-            invoke_wall=n, complete_mono=n, complete_wall=n,
-            outcome=classify(status, body["code"]), status=status, response=body,
-        ))  # fmt: skip
+    for n, (status, body) in enumerate(
+        [
+            (422, {"code": "insufficient_funds"}),
+            (500, {"code": "internal_error"}),
+            (409, {"code": "account_closed"}),
+        ],
+        1,
+    ):
+        run.history.append(
+            Attempt(
+                op=run.op,
+                client=0,
+                kind="x",
+                attempt=n,
+                request=call,
+                invoke_mono=n,
+                invoke_wall=n,
+                complete_mono=n,
+                complete_wall=n,
+                outcome=classify(status, body["code"]),
+                status=status,
+                response=body,
+            )
+        )
     assert kinds(check(run.history, run.state())) == {K.IDEMPOTENCY_MISMATCH, K.SERVER_ERROR}
 
 

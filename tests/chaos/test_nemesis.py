@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -9,8 +10,9 @@ from typing import Any
 from paycore.chaos.nemesis import FaultKind, Nemesis, Targets, make_schedule
 from paycore.chaos.tcpproxy import TcpProxy
 
-TARGETS = Targets(nodes=3, shards=("s0", "s1"), processes=("node-0", "node-1"),
-                  processors=("acq-a", "acq-b"))  # fmt: skip
+TARGETS = Targets(
+    nodes=3, shards=("s0", "s1"), processes=("node-0", "node-1"), processors=("acq-a", "acq-b")
+)
 ALL = tuple(FaultKind)
 
 
@@ -26,7 +28,7 @@ def test_schedule_covers_every_kind_without_overlap() -> None:
     quiet tail."""
     schedule = make_schedule(7, 300, ALL, TARGETS, quiet_tail=5.0)
     assert {f.kind for f in schedule} == set(ALL)
-    for before, after in zip(schedule, schedule[1:], strict=False):
+    for before, after in itertools.pairwise(schedule):
         assert before.at + before.duration <= after.at
     assert schedule[-1].at + schedule[-1].duration <= 295
     assert all(f.node is None or 0 <= f.node < 3 for f in schedule)
@@ -34,7 +36,8 @@ def test_schedule_covers_every_kind_without_overlap() -> None:
 
 def test_schedule_of_chosen_kinds_only() -> None:
     schedule = make_schedule(1, 120, (FaultKind.RESTART_REDIS,), TARGETS)
-    assert schedule and {f.kind for f in schedule} == {FaultKind.RESTART_REDIS}
+    assert schedule
+    assert {f.kind for f in schedule} == {FaultKind.RESTART_REDIS}
     assert make_schedule(1, 120, (), TARGETS) == []
 
 
@@ -95,9 +98,11 @@ async def test_executor_injects_heals_and_skips() -> None:
     ]
     records = await Nemesis(control, schedule).run(time.monotonic())
     assert control.calls == [
-        ("kill", 1), ("restart", 1),
-        ("processor", "acq-a", {"down": True}), ("processor", "acq-a", {"down": False}),
-    ]  # fmt: skip
+        ("kill", 1),
+        ("restart", 1),
+        ("processor", "acq-a", {"down": True}),
+        ("processor", "acq-a", {"down": False}),
+    ]
     assert [r.injected for r in records] == [True, False, True, True, False]
     assert records[1].note == "skipped: no standby"
     assert "no proxy" in records[4].note

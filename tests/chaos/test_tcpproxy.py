@@ -68,10 +68,14 @@ async def test_cut_resets_open_and_new_connections(echo: int) -> None:
         writer.write(b"a")
         assert await reader.readexactly(1) == b"a"
         proxy.cut()
-        with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+
+        async def send_more() -> bytes:
             writer.write(b"b")
             await writer.drain()
-            await asyncio.wait_for(reader.readexactly(1), 2.0)
+            return await asyncio.wait_for(reader.readexactly(1), 2.0)
+
+        with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+            await send_more()
         writer.close()
         with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
             await roundtrip(proxy.port)
@@ -84,12 +88,10 @@ async def test_blackhole_stalls_until_restored(echo: int) -> None:
     work again."""
     async with TcpProxy("127.0.0.1", echo) as proxy:
         proxy.blackhole()
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"x")
         with pytest.raises(TimeoutError):
-            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
-            try:
-                writer.write(b"x")
-                await asyncio.wait_for(reader.readexactly(1), 0.3)
-            finally:
-                writer.close()
+            await asyncio.wait_for(reader.readexactly(1), 0.3)
+        writer.close()
         proxy.restore()
         assert await roundtrip(proxy.port) == b"ping"

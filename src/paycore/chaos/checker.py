@@ -316,9 +316,12 @@ def check_conservation(state: FinalState) -> list[Violation]:
                     ViolationKind.MONEY_NOT_CONSERVED,
                     f"{currency}: posted balances sum to {posted[currency]}, pending credits "
                     f"minus pending debits to {pending[currency]} (both must be 0)",
-                    {"currency": currency, "posted": posted[currency],
-                     "pending": pending[currency]},
-                )  # fmt: skip
+                    {
+                        "currency": currency,
+                        "posted": posted[currency],
+                        "pending": pending[currency],
+                    },
+                )
             )
     return found
 
@@ -357,14 +360,16 @@ def check_limits(ops: Ops, state: FinalState) -> list[Violation]:
     for attempts in ops.values():
         for a in attempts:
             body = a.response
-            reads_account = a.request.method == "GET" and a.request.path.startswith(
-                "/v1/accounts/"
-            )
-            if reads_account and a.outcome is Outcome.OK and isinstance(body, dict):
-                if "balance" in body:
-                    judge(body, body["balance"], f"in a read at {a.complete_wall:.3f}")
-    for account in state.accounts.values():
-        judge(account, account["balance"], "at the end")
+            reads_account = a.request.method == "GET" and a.request.path.startswith("/v1/accounts/")
+            if (
+                reads_account
+                and a.outcome is Outcome.OK
+                and isinstance(body, dict)
+                and ("balance" in body)
+            ):
+                judge(body, body["balance"], f"in a read at {a.complete_wall:.3f}")
+    for final in state.accounts.values():
+        judge(final, final["balance"], "at the end")
     for account_id, records in state.balance_history.items():
         account = state.accounts.get(account_id)
         if account is None:
@@ -454,50 +459,70 @@ def check_payments(ops: Ops, state: FinalState) -> list[Violation]:
     for pid in seen.payments:
         payment = state.payments.get(pid)
         if payment is None:
-            flag(ViolationKind.LOST_ACKNOWLEDGED, f"payment {pid} acknowledged, missing",
-                 payment_id=pid)  # fmt: skip
+            flag(
+                ViolationKind.LOST_ACKNOWLEDGED,
+                f"payment {pid} acknowledged, missing",
+                payment_id=pid,
+            )
             continue
         captured, amount = int(payment["amount_captured"]), int(payment["amount"])
         refunded = int(payment["amount_refunded"]) + int(payment["amount_refund_pending"])
         if payment["status"] == "processing":
             flag(ViolationKind.UNRESOLVED, f"payment {pid} still processing", payment_id=pid)
         if captured > amount:
-            flag(ViolationKind.CAPTURED_EXCEEDS_AUTHORIZED,
-                 f"payment {pid} captured {captured} of {amount}", payment_id=pid)  # fmt: skip
+            flag(
+                ViolationKind.CAPTURED_EXCEEDS_AUTHORIZED,
+                f"payment {pid} captured {captured} of {amount}",
+                payment_id=pid,
+            )
         if refunded > captured:
-            flag(ViolationKind.REFUNDED_EXCEEDS_CAPTURED,
-                 f"payment {pid} refunded {refunded} of {captured} captured",
-                 payment_id=pid)  # fmt: skip
+            flag(
+                ViolationKind.REFUNDED_EXCEEDS_CAPTURED,
+                f"payment {pid} refunded {refunded} of {captured} captured",
+                payment_id=pid,
+            )
         if captured < seen.seen_captured[pid]:
-            flag(ViolationKind.LOST_ACKNOWLEDGED,
-                 f"payment {pid} showed {seen.seen_captured[pid]} captured, now {captured}",
-                 payment_id=pid)  # fmt: skip
+            flag(
+                ViolationKind.LOST_ACKNOWLEDGED,
+                f"payment {pid} showed {seen.seen_captured[pid]} captured, now {captured}",
+                payment_id=pid,
+            )
         if captured > seen.capture_budget[pid]:
-            flag(ViolationKind.DUPLICATE,
-                 f"payment {pid} captured {captured}, more than the {seen.capture_budget[pid]} "
-                 "its captures asked for", payment_id=pid)  # fmt: skip
+            flag(
+                ViolationKind.DUPLICATE,
+                f"payment {pid} captured {captured}, more than the {seen.capture_budget[pid]} "
+                "its captures asked for",
+                payment_id=pid,
+            )
         succeeded = sum(
             int(r["amount"])
             for rid, r in state.refunds.items()
             if r["payment_id"] == pid and rid in seen.refunds and r["status"] == "succeeded"
         )
         if int(payment["amount_refunded"]) > succeeded + seen.refund_budget[pid]:
-            flag(ViolationKind.DUPLICATE,
-                 f"payment {pid} refunded {payment['amount_refunded']}, more than its "
-                 f"known refunds ({succeeded}) and ambiguous ones "
-                 f"({seen.refund_budget[pid]})", payment_id=pid)  # fmt: skip
+            flag(
+                ViolationKind.DUPLICATE,
+                f"payment {pid} refunded {payment['amount_refunded']}, more than its "
+                f"known refunds ({succeeded}) and ambiguous ones "
+                f"({seen.refund_budget[pid]})",
+                payment_id=pid,
+            )
     for rid in seen.refunds:
         refund = state.refunds.get(rid)
         if refund is None:
-            flag(ViolationKind.LOST_ACKNOWLEDGED, f"refund {rid} acknowledged, missing",
-                 refund_id=rid)  # fmt: skip
+            flag(
+                ViolationKind.LOST_ACKNOWLEDGED,
+                f"refund {rid} acknowledged, missing",
+                refund_id=rid,
+            )
         elif refund["status"] == "pending":
             flag(ViolationKind.UNRESOLVED, f"refund {rid} still pending", refund_id=rid)
     for po in seen.payouts:
         payout = state.payouts.get(po)
         if payout is None:
-            flag(ViolationKind.LOST_ACKNOWLEDGED, f"payout {po} acknowledged, missing",
-                 payout_id=po)  # fmt: skip
+            flag(
+                ViolationKind.LOST_ACKNOWLEDGED, f"payout {po} acknowledged, missing", payout_id=po
+            )
         elif payout["status"] == "processing":
             flag(ViolationKind.UNRESOLVED, f"payout {po} still processing", payout_id=po)
     # Money moved by payments (payouts) no client op can account for: a duplicate, or
@@ -511,10 +536,13 @@ def check_payments(ops: Ops, state: FinalState) -> list[Violation]:
                 continue
             unknown = ids - known
             if len(unknown) > budget[account_id]:
-                flag(ViolationKind.DUPLICATE,
-                     f"{len(unknown)} {key}s moved money on {account_id} that no acknowledged "
-                     f"request made ({budget[account_id]} ambiguous)",
-                     account_id=account_id, ids=sorted(unknown)[:20])  # fmt: skip
+                flag(
+                    ViolationKind.DUPLICATE,
+                    f"{len(unknown)} {key}s moved money on {account_id} that no acknowledged "
+                    f"request made ({budget[account_id]} ambiguous)",
+                    account_id=account_id,
+                    ids=sorted(unknown)[:20],
+                )
     return found
 
 

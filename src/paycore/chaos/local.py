@@ -53,14 +53,25 @@ NODE_SETTINGS: dict[str, Any] = {
 }
 RESILIENCE: dict[str, Any] = {
     "timeout": 1.0,
-    "breaker": {"failure_rate_threshold": 50.0, "slow_call_rate_threshold": 100.0,
-                "slow_call_duration": 2.0, "window_type": "count_based",
-                "window_size": 20, "minimum_calls": 10, "wait_in_open": 1.0,
-                "permitted_calls_in_half_open": 3},
+    "breaker": {
+        "failure_rate_threshold": 50.0,
+        "slow_call_rate_threshold": 100.0,
+        "slow_call_duration": 2.0,
+        "window_type": "count_based",
+        "window_size": 20,
+        "minimum_calls": 10,
+        "wait_in_open": 1.0,
+        "permitted_calls_in_half_open": 3,
+    },
     "bulkhead": {"max_concurrent": 64, "max_wait": 0.0},
-    "retry": {"attempts": 2, "deadline": 2.0, "wait_initial": 0.02, "wait_max": 0.1,
-              "wait_jitter": 0.02},
-}  # fmt: skip
+    "retry": {
+        "attempts": 2,
+        "deadline": 2.0,
+        "wait_initial": 0.02,
+        "wait_max": 0.1,
+        "wait_jitter": 0.02,
+    },
+}
 
 
 def _toml(value: Any) -> str:
@@ -107,10 +118,18 @@ class LocalCluster:
         await asyncio.to_thread(self.redis.start)
         for i, name in enumerate(PROCESSORS):
             self.sims[name] = SimulatorProcess.spawn(
-                name, "--latency-ms", "5", "--jitter-ms", "10", "--hang-seconds", "3",
-                "--seed", str(self.seed + i), log_path=self.root / f"{name}.log",
+                name,
+                "--latency-ms",
+                "5",
+                "--jitter-ms",
+                "10",
+                "--hang-seconds",
+                "3",
+                "--seed",
+                str(self.seed + i),
+                log_path=self.root / f"{name}.log",
                 log_level="warning",
-            )  # fmt: skip
+            )
         await asyncio.gather(*(asyncio.to_thread(s.wait_ready, 30.0) for s in self.sims.values()))
         for node in range(self.n_nodes):
             for shard in self.shard_names:
@@ -152,25 +171,47 @@ class LocalCluster:
         return self.root / "audit.toml"
 
     def _write_config(self, node: int) -> None:
-        assert self.redis is not None and self.pg is not None
-        lines = [f"host = {_toml('127.0.0.1')}", f"port = {self.ports[node]}",
-                 f"locks_url = {_toml(self.redis.url)}", f"data_dir = {_toml(str(self.root))}"]  # fmt: skip
+        assert self.redis is not None
+        lines = [
+            f"host = {_toml('127.0.0.1')}",
+            f"port = {self.ports[node]}",
+            f"locks_url = {_toml(self.redis.url)}",
+            f"data_dir = {_toml(str(self.root))}",
+        ]
         lines += [f"{k} = {_toml(v)}" for k, v in NODE_SETTINGS.items()]
-        routing = {"seed": self.seed, "default": {"strategy": "weighted_round_robin",
-                   "processors": [{"name": p, "weight": 1} for p in PROCESSORS]}}  # fmt: skip
+        routing = {
+            "seed": self.seed,
+            "default": {
+                "strategy": "weighted_round_robin",
+                "processors": [{"name": p, "weight": 1} for p in PROCESSORS],
+            },
+        }
         lines.append(f"routing = {_toml(routing)}")
         audit = list(lines)
         for shard in self.shard_names:
             proxy = self.proxies[node, shard]
-            dsn = f"host=127.0.0.1 port={proxy.port} user=postgres dbname=chaos_{shard} connect_timeout=2"
+            dsn = (
+                f"host=127.0.0.1 port={proxy.port} user=postgres dbname=chaos_{shard} "
+                "connect_timeout=2"
+            )
             for target, text in ((lines, dsn), (audit, self.dsns[shard])):
-                target += ["", "[[shards]]", f"name = {_toml(shard)}",
-                           'backend = "postgres"', f"dsn = {_toml(text)}"]  # fmt: skip
+                target += [
+                    "",
+                    "[[shards]]",
+                    f"name = {_toml(shard)}",
+                    'backend = "postgres"',
+                    f"dsn = {_toml(text)}",
+                ]
         for target in (lines, audit):
             for name, sim in self.sims.items():
-                target += ["", "[[processors]]", f"name = {_toml(name)}",
-                           f"url = {_toml(sim.url)}", "timeout_seconds = 2.0",
-                           f"resilience = {_toml(RESILIENCE)}"]  # fmt: skip
+                target += [
+                    "",
+                    "[[processors]]",
+                    f"name = {_toml(name)}",
+                    f"url = {_toml(sim.url)}",
+                    "timeout_seconds = 2.0",
+                    f"resilience = {_toml(RESILIENCE)}",
+                ]
         self.config_path(node).write_text("\n".join(lines) + "\n")
         if node == 0:
             self.audit_config_path().write_text("\n".join(audit) + "\n")
@@ -203,14 +244,24 @@ class LocalCluster:
         proc = self.procs[index]
         if proc is not None and proc.poll() is None:
             return
-        log = (self.root / f"node-{index}.log").open("ab")
-        with log:
-            self.procs[index] = subprocess.Popen(  # noqa: S603 - our interpreter, fixed argv
-                [sys.executable, "-m", "paycore.cli", "serve", "--config",
-                 str(self.config_path(index)), "--log-level", "warning"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
+        self.procs[index] = await asyncio.to_thread(self._spawn_node, index)
         await self._wait_ready(index)
+
+    def _spawn_node(self, index: int) -> subprocess.Popen[bytes]:
+        command = [
+            sys.executable,
+            "-m",
+            "paycore.cli",
+            "serve",
+            "--config",
+            str(self.config_path(index)),
+            "--log-level",
+            "warning",
+        ]
+        with (self.root / f"node-{index}.log").open("ab") as log:
+            return subprocess.Popen(  # noqa: S603 - our interpreter, fixed argv
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
 
     async def _wait_ready(self, index: int, within: float = 60.0) -> None:
         url = f"{self.api_nodes()[index]}/healthz"
@@ -254,8 +305,15 @@ class LocalCluster:
 
     async def audit(self) -> list[str] | None:
         """``paycore audit`` of the shards (straight to the databases), as text lines."""
-        command = [sys.executable, "-m", "paycore.cli", "audit", "--config",
-                   str(self.audit_config_path()), "--json"]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "paycore.cli",
+            "audit",
+            "--config",
+            str(self.audit_config_path()),
+            "--json",
+        ]
         done = await asyncio.to_thread(
             subprocess.run, command, capture_output=True, text=True, check=False, timeout=300
         )

@@ -265,7 +265,8 @@ class Nemesis:
             await asyncio.sleep(fault.duration)
             await c.set_processor(fault.processor, {k: before[k] for k in patch if k in before})
         else:
-            assert fault.node is not None and fault.shard is not None
+            assert fault.node is not None
+            assert fault.shard is not None
             proxy = c.proxy(fault.node, fault.shard)
             if proxy is None:
                 record.note = "skipped: no proxy between that node and shard"

@@ -98,8 +98,13 @@ def print_summary(report: ChaosReport, console: Console, *, limit: int = 30) -> 
     for kind, counts in report.by_kind.items():
         ok, fail, info = (counts.get(o.value, 0) for o in Outcome)
         ops.add_row(kind, str(ok + fail + info), str(ok), str(fail), str(info))
-    ops.add_row("[bold]all[/]", str(report.ops), str(report.acknowledged), str(report.refused),
-                str(report.ambiguous))  # fmt: skip
+    ops.add_row(
+        "[bold]all[/]",
+        str(report.ops),
+        str(report.acknowledged),
+        str(report.refused),
+        str(report.ambiguous),
+    )
     console.print(ops)
     faults = Table(title="faults")
     for column in ("kind", "injected", "skipped"):
@@ -107,15 +112,16 @@ def print_summary(report: ChaosReport, console: Console, *, limit: int = 30) -> 
     for kind, counts in report.faults.items():
         faults.add_row(kind, str(counts.get("injected", 0)), str(counts.get("skipped", 0)))
     console.print(faults)
-    console.print(f"{report.attempts} HTTP attempts; quiet {report.quiet_after:g} s after the "
-                  "faults stopped")  # fmt: skip
+    console.print(
+        f"{report.attempts} HTTP attempts; quiet {report.quiet_after:g} s after the faults stopped"
+    )
     for note in report.notes:
         console.print(f"note: {note}")
     if report.ok:
         console.print("[bold green]no violation[/]")
         return
-    console.print(f"[bold red]{len(report.violations)} violations[/]: "
-                  + ", ".join(f"{k} {n}" for k, n in sorted(report.violations_by_kind.items())))  # fmt: skip
+    tally = ", ".join(f"{k} {n}" for k, n in sorted(report.violations_by_kind.items()))
+    console.print(f"[bold red]{len(report.violations)} violations[/]: {tally}")
     for v in report.violations[:limit]:
         console.print(f"  [red]{v.kind.value}[/] {v.detail}", markup=True, highlight=False)
 
@@ -130,6 +136,7 @@ def plot_timeline(
 
         mpl.use("Agg")
         import matplotlib.pyplot as plt  # noqa: PLC0415
+        from matplotlib.patches import Rectangle  # noqa: PLC0415
     except ImportError:
         return False
     per_second: dict[str, Counter[int]] = {o.value: Counter() for o in Outcome}
@@ -161,7 +168,7 @@ def plot_timeline(
     ax.set_title("chaos run: throughput and errors, faults shaded")
     handles, names = ax.get_legend_handles_labels()
     patches: list[Any] = [
-        plt.Rectangle((0, 0), 1, 1, color=palette(i % 10), alpha=0.3) for i in range(len(kinds))
+        Rectangle((0, 0), 1, 1, color=palette(i % 10), alpha=0.3) for i in range(len(kinds))
     ]
     ax.legend([*handles, *patches], [*names, *kinds], loc="upper right", fontsize=7)
     fig.tight_layout()

@@ -33,7 +33,7 @@ from paycore.chaos.workload import Topology, Workload, WorkloadOptions
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["DEFAULT_FAULTS", "ChaosOptions", "run_chaos", "run_against"]
+__all__ = ["DEFAULT_FAULTS", "ChaosOptions", "run_against", "run_chaos", "run_local"]
 
 DEFAULT_FAULTS: tuple[FaultKind, ...] = (
     FaultKind.KILL_API_NODE,

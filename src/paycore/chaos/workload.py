@@ -67,8 +67,9 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
             psp_account_id,
         )
 
-        ids = [clearing_account_id(a, b, currency) for a in self.shards for b in self.shards
-               if a != b]  # fmt: skip
+        ids = [
+            clearing_account_id(a, b, currency) for a in self.shards for b in self.shards if a != b
+        ]
         ids += [psp_account_id(s, p, currency) for s in self.shards for p in self.processors]
         return ids
 
@@ -152,9 +153,7 @@ class Workload:
             error: str | None = None
             replayed = False
             try:
-                r = await self.http.request(
-                    method, node + path, content=content, headers=headers
-                )
+                r = await self.http.request(method, node + path, content=content, headers=headers)
                 status = r.status_code
                 replayed = r.headers.get("idempotent-replayed") == "true"
                 try:
@@ -170,11 +169,22 @@ class Workload:
                 error = f"{type(exc).__name__}: {exc}"
                 outcome = classify(None, None, connected=True)
             attempt = Attempt(
-                op=op, client=client, kind=kind, attempt=n, request=request,
-                invoke_mono=invoke_mono, invoke_wall=invoke_wall,
-                complete_mono=time.monotonic(), complete_wall=time.time(), outcome=outcome,
-                node=node, status=status, response=response, error=error, replayed=replayed,
-            )  # fmt: skip
+                op=op,
+                client=client,
+                kind=kind,
+                attempt=n,
+                request=request,
+                invoke_mono=invoke_mono,
+                invoke_wall=invoke_wall,
+                complete_mono=time.monotonic(),
+                complete_wall=time.time(),
+                outcome=outcome,
+                node=node,
+                status=status,
+                response=response,
+                error=error,
+                replayed=replayed,
+            )
             self.history.append(attempt)
             attempts.append(attempt)
             if outcome is Outcome.OK or (outcome is Outcome.FAIL and status is not None):
@@ -213,8 +223,13 @@ class Workload:
                 self.merchants.append(merchant)
                 await self._create(merchant, {})
         for wallet in self.all_wallets:
-            body = {"id": self.new_id("f"), "debit_account_id": self.source,
-                    "credit_account_id": wallet, "amount": o.funding, "currency": CURRENCY}  # fmt: skip
+            body = {
+                "id": self.new_id("f"),
+                "debit_account_id": self.source,
+                "credit_account_id": wallet,
+                "amount": o.funding,
+                "currency": CURRENCY,
+            }
             answer = await self.call(0, "fund", "POST", "/v1/transfers", body)
             if answer.outcome is not Outcome.OK:
                 raise RuntimeError(f"funding {wallet}: {answer.status} {answer.body}")
@@ -261,8 +276,13 @@ class Workload:
 
     def _transfer_body(self, rng: random.Random, *, cross: bool | None = None) -> Json:
         a, b = self._pair(rng, cross=cross)
-        return {"id": self.new_id("t"), "debit_account_id": a, "credit_account_id": b,
-                "amount": rng.randint(1, 400), "currency": CURRENCY}  # fmt: skip
+        return {
+            "id": self.new_id("t"),
+            "debit_account_id": a,
+            "credit_account_id": b,
+            "amount": rng.randint(1, 400),
+            "currency": CURRENCY,
+        }
 
     async def _transfer(self, client: int, rng: random.Random) -> None:
         await self.call(client, "transfer", "POST", "/v1/transfers", self._transfer_body(rng))
@@ -278,9 +298,15 @@ class Workload:
         a, b = self._pair(rng, cross=False)
         amount = rng.randint(2, 400)
         fate = rng.choices(["post_part", "post_all", "void", "expire"], [45, 15, 25, 15])[0]
-        hold = {"id": self.new_id("h"), "debit_account_id": a, "credit_account_id": b,
-                "amount": amount, "currency": CURRENCY, "pending": True,
-                "timeout_seconds": 2 if fate == "expire" else 60}  # fmt: skip
+        hold = {
+            "id": self.new_id("h"),
+            "debit_account_id": a,
+            "credit_account_id": b,
+            "amount": amount,
+            "currency": CURRENCY,
+            "pending": True,
+            "timeout_seconds": 2 if fate == "expire" else 60,
+        }
         answer = await self.call(client, "hold", "POST", "/v1/transfers", hold)
         if fate == "expire" or answer.outcome is Outcome.FAIL:
             return
@@ -317,9 +343,13 @@ class Workload:
     async def _payment(self, client: int, rng: random.Random) -> None:
         manual = rng.random() < 0.5
         amount = rng.randint(100, 5000)
-        body = {"amount": amount, "currency": CURRENCY, "merchant_account_id":
-                rng.choice(self.merchants), "capture": "manual" if manual else "automatic",
-                "source": {"card": self._card(rng)}}  # fmt: skip
+        body = {
+            "amount": amount,
+            "currency": CURRENCY,
+            "merchant_account_id": rng.choice(self.merchants),
+            "capture": "manual" if manual else "automatic",
+            "source": {"card": self._card(rng)},
+        }
         answer = await self.call(client, "payment", "POST", "/v1/payments", body)
         if answer.outcome is not Outcome.OK:
             return
@@ -337,8 +367,9 @@ class Workload:
                 if left <= 0:
                     break
                 x = rng.randint(1, left)
-                answer = await self.call(client, "capture", "POST",
-                                         f"/v1/payments/{pid}/capture", {"amount": x})  # fmt: skip
+                answer = await self.call(
+                    client, "capture", "POST", f"/v1/payments/{pid}/capture", {"amount": x}
+                )
                 self._seen(answer.body)
                 if answer.outcome is not Outcome.OK:
                     return
@@ -348,15 +379,19 @@ class Workload:
             captured = int(payment["amount_captured"])
             for _ in range(rng.choice([1, 2])):
                 x = rng.randint(1, max(1, captured // 2))
-                answer = await self.call(client, "refund", "POST", "/v1/refunds",
-                                         {"payment_id": pid, "amount": x})  # fmt: skip
+                answer = await self.call(
+                    client, "refund", "POST", "/v1/refunds", {"payment_id": pid, "amount": x}
+                )
                 if answer.outcome is Outcome.OK and isinstance(answer.body, dict):
                     self.refunds[answer.body["id"]] = answer.body["status"]
 
     async def _payout(self, client: int, rng: random.Random) -> None:
-        body = {"wallet_account_id": rng.choice(self.all_wallets),
-                "amount": rng.randint(1, 300), "currency": CURRENCY,
-                "destination": DESTINATION}  # fmt: skip
+        body = {
+            "wallet_account_id": rng.choice(self.all_wallets),
+            "amount": rng.randint(1, 300),
+            "currency": CURRENCY,
+            "destination": DESTINATION,
+        }
         answer = await self.call(client, "payout", "POST", "/v1/payouts", body)
         if answer.outcome is Outcome.OK and isinstance(answer.body, dict):
             self.payouts[answer.body["id"]] = answer.body["status"]
