@@ -36,6 +36,7 @@ class ChaosReport(msgspec.Struct, kw_only=True):
     acknowledged: int
     refused: int
     ambiguous: int
+    ambiguous_answers: int  # attempts answered ambiguously (then retried, most resolved)
     by_kind: dict[str, dict[str, int]]
     faults: dict[str, dict[str, int]]
     violations_by_kind: dict[str, int]
@@ -74,6 +75,7 @@ def summarize(
         acknowledged=totals[Outcome.OK.value],
         refused=totals[Outcome.FAIL.value],
         ambiguous=totals[Outcome.INFO.value],
+        ambiguous_answers=sum(a.outcome is Outcome.INFO for a in history),
         by_kind={k: dict(v) for k, v in sorted(by_kind.items())},
         faults={k: dict(v) for k, v in sorted(fault_counts.items())},
         violations_by_kind=dict(Counter(v.kind.value for v in violations)),
@@ -113,7 +115,9 @@ def print_summary(report: ChaosReport, console: Console, *, limit: int = 30) -> 
         faults.add_row(kind, str(counts.get("injected", 0)), str(counts.get("skipped", 0)))
     console.print(faults)
     console.print(
-        f"{report.attempts} HTTP attempts; quiet {report.quiet_after:g} s after the faults stopped"
+        f"{report.attempts} HTTP attempts, {report.ambiguous_answers} answered ambiguously "
+        "(timeout, reset, 5xx, key in use) and retried with the same key; "
+        f"quiet {report.quiet_after:g} s after the faults stopped"
     )
     for note in report.notes:
         console.print(f"note: {note}")
