@@ -159,6 +159,8 @@ def _parser() -> argparse.ArgumentParser:
     add_simulator_arguments(acquirer_sim)
     acquirer_sim.set_defaults(handler=_acquirer_sim)
 
+    _add_chaos(sub)
+
     from paycore.ops.bench import add_arguments  # noqa: PLC0415 - keeps start-up light
 
     bench = sub.add_parser(
@@ -250,6 +252,40 @@ def _add_keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                 default=0,
                 help="keep the old key valid this long (default 0: revoke it at once)",
             )
+
+
+def _add_chaos(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    chaos = sub.add_parser(
+        "chaos",
+        help="Jepsen-style run: workload + faults on a local cluster, then check; exits 1 on "
+        "any violation",
+        description="Start a small local cluster (PostgreSQL shards behind TCP proxies, Redis, "
+        "acquirer simulators, API nodes), run a recorded workload of transfers, holds, card "
+        "payments and payouts while a seeded nemesis injects faults, then check the history "
+        "and the final state (money conserved, acknowledged = present once, refused = no "
+        "effect, limits, payments' amounts, everything resolved, balances = replay, audit). "
+        "Writes history.jsonl, final-state.json, report.json and timeline.png to --out.",
+    )
+    length = chaos.add_mutually_exclusive_group()
+    length.add_argument("--minutes", type=float, help="workload length in minutes")
+    length.add_argument("--seconds", type=float, help="workload length in seconds (60)")
+    chaos.add_argument("--seed", type=int, default=1, help="seeds the mix and the faults (1)")
+    chaos.add_argument("--clients", type=int, default=8, help="concurrent clients (8)")
+    chaos.add_argument(
+        "--cross-shard-share", type=float, default=0.3, help="share of cross-shard transfers"
+    )
+    chaos.add_argument(
+        "--faults", nargs="+", metavar="KIND", help="fault kinds (default: all of them)"
+    )
+    chaos.add_argument("--out", type=Path, help="output directory (default ./chaos-<seed>)")
+    chaos.add_argument("--nodes", type=int, default=2, help="API nodes (2)")
+    chaos.add_argument("--shards", type=int, default=2, help="PostgreSQL shards (2)")
+    chaos.add_argument(
+        "--config",
+        type=Path,
+        help="(reserved for `paycore cluster`: run against the cluster of this config)",
+    )
+    chaos.set_defaults(handler=_chaos)
 
 
 def _console() -> Console:
@@ -508,6 +544,36 @@ def _bench(args: argparse.Namespace) -> int:
     from paycore.ops.bench import run_bench  # noqa: PLC0415
 
     return run_bench(args, _console())
+
+
+# -- chaos -----------------------------------------------------------------------------
+
+
+def _chaos(args: argparse.Namespace) -> int:
+    from paycore.chaos.nemesis import FaultKind  # noqa: PLC0415
+    from paycore.chaos.run import DEFAULT_FAULTS, ChaosOptions, run_chaos  # noqa: PLC0415
+
+    err = Console(stderr=True, highlight=False)
+    if args.config is not None:
+        err.print("--config: running against a `paycore cluster` is not wired yet (issue 6)")
+        return 2
+    try:
+        faults = tuple(FaultKind(k) for k in args.faults) if args.faults else DEFAULT_FAULTS
+    except ValueError as exc:
+        err.print(f"{exc}; kinds: {', '.join(k.value for k in FaultKind)}")
+        return 2
+    seconds = args.minutes * 60 if args.minutes is not None else (args.seconds or 60.0)
+    options = ChaosOptions(
+        seconds=seconds,
+        seed=args.seed,
+        clients=args.clients,
+        cross_shard_share=args.cross_shard_share,
+        faults=faults,
+        out=args.out or Path(f"chaos-{args.seed}"),
+        nodes=args.nodes,
+        shards=args.shards,
+    )
+    return run_chaos(options, _console())
 
 
 # -- acquirer-sim ----------------------------------------------------------------------

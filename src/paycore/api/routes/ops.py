@@ -16,10 +16,12 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any, Final, Protocol
 
+import msgspec
 from litestar import Response, get
 from litestar.handlers import HTTPRouteHandler
 
 from paycore.api.metrics import ApiMetrics
+from paycore.api.routes._docs import documented
 from paycore.api.schemas import encode
 from paycore.config import Settings
 from paycore.errors import PaycoreError
@@ -70,6 +72,25 @@ def _detail(failure: PaycoreError | str) -> str:
     return failure if isinstance(failure, str) else failure.detail
 
 
+class HealthOut(msgspec.Struct, frozen=True):
+    """The process is up."""
+
+    status: str
+
+
+class ReadyOut(msgspec.Struct, frozen=True):
+    """Readiness: ``ready`` or ``unavailable`` (then 503 and ``detail``), with what was
+    checked: the store, the lock service, this node's background jobs."""
+
+    status: str
+    store: str
+    auth: str
+    workers: dict[str, Any] | None
+    warning: str | None = None
+    locks: dict[str, Any] | None = None
+    detail: str | None = None
+
+
 def ops_routes(
     store: Store,
     settings: Settings,
@@ -87,12 +108,17 @@ def ops_routes(
     def scrub(text: str) -> str:
         return redact_text(text, lock_secrets)
 
-    @get("/healthz", tags=["ops"], opt=_PUBLIC)
+    @get("/healthz", tags=["ops"], opt=_PUBLIC, operation_class=documented({200: HealthOut}))
     async def healthz() -> Response[bytes]:
         """The process is up and serving HTTP."""
         return Response(encode({"status": "ok"}), media_type=_JSON)
 
-    @get("/readyz", tags=["ops"], opt=_PUBLIC)
+    @get(
+        "/readyz",
+        tags=["ops"],
+        opt=_PUBLIC,
+        operation_class=documented({200: ReadyOut, 503: ReadyOut}),
+    )
     async def readyz() -> Response[bytes]:
         """The shards and the lock service answer; 503 (with Retry-After) when one does not."""
         body: dict[str, object] = {"status": "ready", "store": store.name, "auth": settings.auth}

@@ -1,0 +1,38 @@
+"""A short real chaos run on the local setup: faults of several kinds, zero violations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from paycore.chaos.nemesis import FaultKind
+from paycore.chaos.run import ChaosOptions, run_local
+from paycore.ops.pg_local import find_bindir
+
+pytestmark = pytest.mark.slow
+
+
+async def test_short_run_finds_no_violation(tmp_path: Path) -> None:
+    """25 s of the mixed workload on 2 API nodes and 2 PostgreSQL shards while API nodes
+    are killed and paused, Redis restarts, a processor goes down and a node's link to a
+    shard is cut: the checker (and the audit) find nothing."""
+    if find_bindir() is None:
+        pytest.skip("PostgreSQL server binaries are not installed")
+    kinds = (
+        FaultKind.KILL_API_NODE,
+        FaultKind.RESTART_REDIS,
+        FaultKind.PROCESSOR_DOWN,
+        FaultKind.NET_PARTITION,
+        FaultKind.PAUSE_PROCESS,
+    )
+    options = ChaosOptions(seconds=25, seed=5, clients=6, faults=kinds, out=tmp_path / "out")
+    with (tmp_path / "console.txt").open("w") as out:
+        report = await run_local(options, Console(file=out))
+    assert report.ok, [v.detail for v in report.violations[:20]]
+    injected = {kind for kind, counts in report.faults.items() if counts.get("injected")}
+    assert len(injected) >= 3, report.faults
+    assert report.acknowledged > 100
+    assert (tmp_path / "out" / "report.json").exists()
+    assert (tmp_path / "out" / "history.jsonl").exists()
