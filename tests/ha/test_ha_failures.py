@@ -43,6 +43,12 @@ def test_the_cluster_serves_through_nginx_with_a_synchronous_standby_per_shard(
     answer = httpx.get(f"{ha_cluster.url}/readyz", timeout=5)
     assert answer.status_code == 200
     assert answer.json()["locks"]["backend"] == "redis"
+    assert answer.json()["auth"] == "api_keys"
+    # Every other route needs the cluster's key (made at the first up, mode 600).
+    assert ha_cluster.layout.api_key_file.stat().st_mode & 0o777 == 0o600
+    assert httpx.get(f"{ha_cluster.url}/v1/accounts/nobody", timeout=5).status_code == 401
+    found = httpx.get(f"{ha_cluster.url}/v1/accounts/nobody", timeout=5, headers=ha_cluster.headers)
+    assert found.status_code == 404
 
 
 def test_an_api_node_killed_under_load_costs_no_request_and_no_duplicate(
@@ -63,7 +69,8 @@ def test_redis_restarted_under_load_costs_nothing_and_workers_resume(
     while True:
         leaders = set()
         for url in ha_cluster.api_urls:
-            jobs = httpx.get(f"{url}/readyz", timeout=5).json().get("workers", {}).get("jobs", [])
+            ready = httpx.get(f"{url}/readyz", timeout=5).json()
+            jobs = ready.get("workers", {}).get("jobs", [])
             leaders |= {(j["job"], j["shard"]) for j in jobs if j["leader"]}
         if len(leaders) == 3 * ha_cluster.spec.shards or time.monotonic() > deadline:
             break
@@ -116,7 +123,7 @@ def _settles_a_cross_shard_transfer(cluster: LocalCluster) -> None:
     names = (f"x{stamp}-{n}" for n in range(1000))
     a = next(n for n in names if shard_of(n) == "s0")
     b = next(n for n in names if shard_of(n) == "s1")
-    with httpx.Client(base_url=cluster.url, timeout=10) as client:
+    with httpx.Client(base_url=cluster.url, timeout=10, headers=cluster.headers) as client:
         for account in (a, b):
             assert (
                 client.post("/v1/accounts", json={"id": account, "currency": "USD"}).status_code

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import random
 import sys
 import time
@@ -185,7 +186,7 @@ Send = Callable[[bytes], Awaitable[int]]
 
 
 async def _senders(
-    url: str, client: str, clients: int
+    url: str, client: str, clients: int, extra: dict[str, str]
 ) -> tuple[list[Send], Callable[[], Awaitable[None]]]:
     """One ``send(body) -> status`` per client, and how to close them all."""
     if client == "raw":
@@ -193,7 +194,7 @@ async def _senders(
 
         def raw_sender(c: RawHttpClient) -> Send:
             async def send(body: bytes) -> int:
-                return (await c.request("POST", "/v1/transfers", body)).status
+                return (await c.request("POST", "/v1/transfers", body, extra)).status
 
             return send
 
@@ -207,7 +208,7 @@ async def _senders(
 
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         pool = [httpx.AsyncClient(base_url=url, limits=limits) for _ in range(clients)]
-        headers = {"content-type": "application/json"}
+        headers = {"content-type": "application/json", **extra}
 
         def httpx_sender(c: httpx.AsyncClient) -> Send:
             async def send(body: bytes) -> int:
@@ -234,13 +235,18 @@ async def run_load(
     client: str = "raw",
     warmup: float = 0.5,
     seed: int = 7,
+    api_key: str | None = None,
 ) -> LoadResult:
-    """Drive ``clients`` connections for ``warmup + duration`` seconds; measure the latter."""
+    """Drive ``clients`` connections for ``warmup + duration`` seconds; measure the latter.
+
+    ``api_key``: sent as ``Authorization: Bearer`` (the command line reads it from
+    ``PAYCORE_API_KEY``, so that it never shows in a process listing)."""
     work = _Workload(accounts, hot, prefix, seed)
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     errors: dict[str, int] = {}
-    senders, close = await _senders(url, client, clients)
+    extra = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    senders, close = await _senders(url, client, clients, extra)
     # The clock starts once every client exists (httpx clients take a while to build).
     start = time.perf_counter()
     measure_from = start + warmup
@@ -298,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         clients=args.clients,
         duration=args.duration,
         accounts=args.accounts,
+        api_key=os.environ.get("PAYCORE_API_KEY") or None,
         hot=args.hot,
         prefix=args.prefix,
         client=args.client,

@@ -186,6 +186,15 @@ class LocalCluster:
         return f"http://127.0.0.1:{self.ports.nginx}"
 
     @property
+    def api_key(self) -> str:
+        """The operator key made at the first up (tenant ``default``, every scope)."""
+        return self.layout.api_key_file.read_text().strip()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    @property
     def api_urls(self) -> list[str]:
         return [f"http://127.0.0.1:{port}" for port in self.ports.api]
 

@@ -84,8 +84,17 @@ class DrillReport:
 class WriteLoad:
     """Transfers between accounts of each shard, from ``clients`` concurrent clients."""
 
-    def __init__(self, url: str, shards: int, *, clients: int = 8, run_id: str = "") -> None:
+    def __init__(
+        self,
+        url: str,
+        shards: int,
+        *,
+        clients: int = 8,
+        run_id: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.url = url
+        self.headers = headers or {}
         self.clients = clients
         self.run_id = run_id or f"d{int(time.time() * 1000) % 10**9}"
         self.map = ShardMap.even([f"s{k}" for k in range(shards)])
@@ -168,7 +177,9 @@ class WriteLoad:
     async def run(self, during: Callable[[], Awaitable[None]]) -> DrillReport:
         """Load from start to end of ``during`` (plus its own settling), then verify."""
         limits = httpx.Limits(max_connections=self.clients * 2)
-        async with httpx.AsyncClient(base_url=self.url, timeout=10.0, limits=limits) as client:
+        async with httpx.AsyncClient(
+            base_url=self.url, timeout=10.0, limits=limits, headers=self.headers
+        ) as client:
             await self.setup(client)
             stop = asyncio.Event()
             started = time.monotonic()
@@ -271,7 +282,7 @@ async def run_drill(
     ``primary-machine`` (SIGKILL its Patroni too, as if the machine died), ``api-node``
     (SIGKILL an API node), ``redis`` (SIGKILL Redis; the supervisor starts it again)."""
     spec = cluster.spec
-    load = WriteLoad(cluster.url, spec.shards, clients=clients)
+    load = WriteLoad(cluster.url, spec.shards, clients=clients, headers=cluster.headers)
     load.report.name = kind
     marks: dict[str, float] = {}
 

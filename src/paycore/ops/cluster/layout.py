@@ -4,6 +4,7 @@
 <data_dir>/ports.json     the port plan chosen then
 <data_dir>/state.json     the supervisor's view: every process, pid, restarts
 <data_dir>/node.toml      the API nodes' paycore settings
+<data_dir>/api-key        an API key made at the first up (mode 600)
 <data_dir>/etcd/  redis/  nginx/  s<k>-pg<m>/  logs/<process>.log
 <data_dir>/hold/<process> present: the supervisor does not restart that process
 """
@@ -39,6 +40,11 @@ class ClusterLayout:
     @property
     def node_config(self) -> Path:
         return self.root / "node.toml"
+
+    @property
+    def api_key_file(self) -> Path:
+        """The operator's API key (tenant ``default``, every scope), mode 600."""
+        return self.root / "api-key"
 
     @property
     def logs(self) -> Path:

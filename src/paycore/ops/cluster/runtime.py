@@ -22,6 +22,7 @@ Patroni restarts PostgreSQL itself. SIGTERM stops everything in the reverse orde
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -40,6 +41,7 @@ import psycopg
 import redis
 import tomli_w
 
+from paycore.config import Settings
 from paycore.ops.cluster.layout import ClusterLayout
 from paycore.ops.cluster.nginx import nginx_config
 from paycore.ops.cluster.patroni import (
@@ -513,10 +515,35 @@ class ClusterRuntime:
                 ).fetchone()
                 if exists is None:
                     conn.execute(f"CREATE DATABASE {DATABASE}")
-        results = migrate_shards(shard_specs(load_settings(self.layout.node_config, env={})))
+        settings = load_settings(self.layout.node_config, env={})
+        results = migrate_shards(shard_specs(settings))
         failed = [f"{r.shard}: {r.error}" for r in results if not r.ok]
         if failed:
             raise StageFailedError("migration failed: " + "; ".join(failed))
+        if not self.layout.api_key_file.exists():
+            self._make_api_key(settings)
+
+    def _make_api_key(self, settings: Settings) -> None:
+        """The first up makes one key for tenant ``default`` with every scope, kept in
+        ``api-key`` (mode 600) for the operator, the drills and the chaos runs; more keys:
+        ``paycore keys create --config DATA_DIR/node.toml``."""
+        from paycore.api.auth import ApiKeys, Scope  # noqa: PLC0415
+        from paycore.cluster.topology import build_store  # noqa: PLC0415
+
+        async def make() -> str:
+            store = build_store(settings)
+            await store.start()
+            try:
+                new = await ApiKeys(store).create("default", frozenset(Scope))
+            finally:
+                await store.stop()
+            return new.token
+
+        token = asyncio.run(make())
+        path = self.layout.api_key_file
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(token + "\n")
 
 
 def postmaster_pid(member_dir: Path) -> int | None:

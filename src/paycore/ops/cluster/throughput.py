@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -23,10 +24,12 @@ from paycore.ops.cluster.control import LocalCluster
 __all__ = ["open_accounts", "run_bench"]
 
 
-async def open_accounts(url: str, count: int, *, concurrency: int = 32) -> None:
+async def open_accounts(
+    url: str, count: int, headers: dict[str, str], *, concurrency: int = 32
+) -> None:
     """Open acct-0 .. acct-{count-1} (idempotent: an existing one answers 201 or 409)."""
     semaphore = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=30.0) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=30.0, headers=headers) as client:
 
         async def one(n: int) -> None:
             async with semaphore:
@@ -41,7 +44,7 @@ async def open_accounts(url: str, count: int, *, concurrency: int = 32) -> None:
         await asyncio.gather(*(one(n) for n in range(count)))
 
 
-def _load(url: str, *, clients: int, seconds: float, accounts: int) -> dict[str, Any]:
+def _load(url: str, *, clients: int, seconds: float, accounts: int, api_key: str) -> dict[str, Any]:
     done = subprocess.run(  # noqa: S603 - our own module
         [
             sys.executable,
@@ -60,6 +63,7 @@ def _load(url: str, *, clients: int, seconds: float, accounts: int) -> dict[str,
             "--prefix",
             f"cb{time.time_ns()}",
         ],
+        env={**os.environ, "PAYCORE_API_KEY": api_key},
         capture_output=True,
         text=True,
         check=True,
@@ -73,12 +77,14 @@ def run_bench(
     cluster: LocalCluster, *, clients: int = 64, seconds: float = 10.0, accounts: int = 2000
 ) -> list[dict[str, Any]]:
     """One row per target: rate, latency percentiles, answers by status."""
-    asyncio.run(open_accounts(cluster.url, accounts))
+    asyncio.run(open_accounts(cluster.url, accounts, cluster.headers))
     rows = []
     for label, url in (
         ("nginx (all API nodes)", cluster.url),
         ("one API node", cluster.api_urls[0]),
     ):
-        result = _load(url, clients=clients, seconds=seconds, accounts=accounts)
+        result = _load(
+            url, clients=clients, seconds=seconds, accounts=accounts, api_key=cluster.api_key
+        )
         rows.append({"target": label, **result})
     return rows
