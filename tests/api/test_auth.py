@@ -326,3 +326,57 @@ def test_fuzzed_authorization_headers_never_get_a_500(
             assert response.status_code == 401, response.text
 
         check()
+
+
+async def test_only_an_admin_key_reads_paycores_own_accounts(tmp_path: Path) -> None:
+    """paycore's own accounts (clearing, processors) are read-only for admin keys, which
+    an operator reconciles with; any other key gets them as missing, and no key may name
+    them in a transfer or close them (the router refuses: they are reserved)."""
+    from paycore.cluster.settlement import clearing_account_id
+    from paycore.cluster.shardmap import ShardMap
+    from paycore.cluster.topology import build_store
+
+    settings = Settings(data_dir=str(tmp_path), rate_limit_per_second=0)
+    store = build_store(settings)  # the router, as every server has it
+    shard_of = ShardMap.even([f"shard-{n}" for n in range(4)]).shard_for
+    a = next(f"a{n}" for n in range(100) if shard_of(f"a{n}") == "shard-0")
+    b = next(f"b{n}" for n in range(100) if shard_of(f"b{n}") == "shard-1")
+    clearing = clearing_account_id("shard-0", "shard-1", "USD")
+    async with AsyncTestClient(app=create_app(store, settings, start_workers=False)) as client:
+        keys = ApiKeys(store)
+        admin = Tenant(client, (await keys.create("ops", frozenset({Scope.ADMIN}))).token)
+        plain = Tenant(client, (await keys.create("t", frozenset({Scope.READ, Scope.WRITE}))).token)
+        for account in (a, b):
+            assert (await plain.post("/v1/accounts", {"id": account, "currency": "USD"})).is_success
+        saga = await plain.post(
+            "/v1/transfers",
+            {
+                "id": "t1",
+                "debit_account_id": a,
+                "credit_account_id": b,
+                "amount": 7,
+                "currency": "USD",
+            },
+        )
+        assert saga.status_code == 201, saga.text  # step 1 opened the clearing account
+        for path in ("", "/transfers"):
+            assert (await admin.get(f"/v1/accounts/{clearing}{path}")).status_code == 200
+            missing = await plain.get(f"/v1/accounts/{clearing}{path}")
+            assert missing.status_code == 404
+            assert missing.json()["code"] == ErrorCode.ACCOUNT_NOT_FOUND
+        before = (await admin.get(f"/v1/accounts/{clearing}")).json()["balance"]
+        for key in (admin, plain):
+            for debit, credit in ((clearing, a), (a, clearing)):
+                moved = await key.post(
+                    "/v1/transfers",
+                    {
+                        "id": f"{debit}-{credit}",
+                        "debit_account_id": debit,
+                        "credit_account_id": credit,
+                        "amount": 5,
+                        "currency": "USD",
+                    },
+                )
+                assert moved.status_code in (404, 422), moved.text
+            assert (await key.post(f"/v1/accounts/{clearing}/close", {})).status_code in (404, 422)
+        assert (await admin.get(f"/v1/accounts/{clearing}")).json()["balance"] == before

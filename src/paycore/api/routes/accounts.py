@@ -10,7 +10,7 @@ from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from paycore.api.auth import tenant_of
+from paycore.api.auth import Principal, Scope, principal_of, tenant_of
 from paycore.api.idempotency import WriteExecutor
 from paycore.api.problems import problem
 from paycore.api.routes._docs import documented
@@ -29,7 +29,7 @@ from paycore.api.schemas import (
 )
 from paycore.config import Settings
 from paycore.errors import ErrorCode, RequestError
-from paycore.ledger.model import Account, BalanceRecord
+from paycore.ledger.model import SYSTEM_TENANT, Account, BalanceRecord
 from paycore.ledger.rules import AccountResult
 from paycore.storage.base import CloseAccount, CreateAccounts, Store, StoredResponse
 
@@ -92,6 +92,18 @@ async def _existing_account(store: Store, account_id: str, tenant: str) -> Accou
     return account
 
 
+async def _readable_account(store: Store, account_id: str, caller: Principal) -> Account:
+    """An account the caller may read: its own, or, for an ``admin`` key, one of
+    paycore's own (clearing and processor accounts, read-only), which an operator
+    reconciles; to anyone else those are missing like another tenant's."""
+    account = (await store.get_accounts([account_id])).get(account_id)
+    if account is not None and account.tenant == caller.tenant:
+        return account
+    if account is not None and account.tenant == SYSTEM_TENANT and Scope.ADMIN in caller.scopes:
+        return account
+    raise RequestError(ErrorCode.ACCOUNT_NOT_FOUND, f"account {account_id!r} not found")
+
+
 def account_routes(
     store: Store, writes: WriteExecutor, settings: Settings
 ) -> list[HTTPRouteHandler]:
@@ -120,7 +132,7 @@ def account_routes(
         request: Request[Any, Any, Any], account_id: FromPath[str]
     ) -> Response[bytes]:
         """An account with its balance counters."""
-        account = await _existing_account(store, account_id, tenant_of(request))
+        account = await _readable_account(store, account_id, principal_of(request))
         return Response(encode(account_out(account)), media_type=_JSON)
 
     @post(
@@ -153,7 +165,7 @@ def account_routes(
         """Transfers touching an account, by time; follow ``next_cursor`` for more."""
         check_limit(limit, settings)
         after = decode_cursor(cursor)
-        await _existing_account(store, account_id, tenant_of(request))
+        await _readable_account(store, account_id, principal_of(request))
         page = await store.account_transfers(
             account_id, limit=limit, cursor=after, descending=order == "desc", side=side
         )
@@ -178,7 +190,7 @@ def account_routes(
         """Balance after each transfer of a ``history`` account; ``at`` gives the one then."""
         check_limit(limit, settings)
         after = decode_cursor(cursor)
-        account = await _existing_account(store, account_id, tenant_of(request))
+        account = await _readable_account(store, account_id, principal_of(request))
         if not account.flags.history:
             raise RequestError(
                 ErrorCode.INVALID_REQUEST,
