@@ -281,9 +281,11 @@ def _add_chaos(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     chaos.add_argument("--nodes", type=int, default=2, help="API nodes (2)")
     chaos.add_argument("--shards", type=int, default=2, help="PostgreSQL shards (2)")
     chaos.add_argument(
-        "--config",
+        "--cluster",
         type=Path,
-        help="(reserved for `paycore cluster`: run against the cluster of this config)",
+        metavar="DATA_DIR",
+        help="run against the running `paycore cluster` of this data directory (through "
+        "nginx; its own processes are the targets) instead of the local setup",
     )
     chaos.set_defaults(handler=_chaos)
 
@@ -554,9 +556,6 @@ def _chaos(args: argparse.Namespace) -> int:
     from paycore.chaos.run import DEFAULT_FAULTS, ChaosOptions, run_chaos  # noqa: PLC0415
 
     err = Console(stderr=True, highlight=False)
-    if args.config is not None:
-        err.print("--config: running against a `paycore cluster` is not wired yet (issue 6)")
-        return 2
     try:
         faults = tuple(FaultKind(k) for k in args.faults) if args.faults else DEFAULT_FAULTS
     except ValueError as exc:
@@ -573,7 +572,7 @@ def _chaos(args: argparse.Namespace) -> int:
         nodes=args.nodes,
         shards=args.shards,
     )
-    return run_chaos(options, _console())
+    return run_chaos(options, _console(), cluster=args.cluster)
 
 
 # -- acquirer-sim ----------------------------------------------------------------------

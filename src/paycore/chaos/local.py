@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from paycore.chaos.auditing import audit_lines
 from paycore.chaos.nemesis import FaultKind, Targets
 from paycore.chaos.tcpproxy import TcpProxy
 from paycore.locks.testing import RedisServer, free_port
@@ -103,6 +104,7 @@ class LocalCluster:
         self.procs: list[subprocess.Popen[bytes] | None] = []
         self.dsns: dict[str, str] = {}
         self._http = httpx.AsyncClient(timeout=5.0)
+        self.api_key = ""
 
     # -- life ----------------------------------------------------------------------
 
@@ -140,6 +142,22 @@ class LocalCluster:
             self.procs.append(None)
         for node in range(self.n_nodes):  # one at a time: the first applies the migrations
             await self.restart_api_node(node)
+        self.api_key = await self._make_api_key()
+
+    async def _make_api_key(self) -> str:
+        """An admin key for tenant ``chaos`` (admin: the checker reads paycore's own
+        accounts too), made in the shards directly, as ``paycore keys create`` does."""
+        from paycore.api.auth import ApiKeys, Scope  # noqa: PLC0415
+        from paycore.cluster.topology import build_store  # noqa: PLC0415
+        from paycore.config import load_settings  # noqa: PLC0415
+
+        store = build_store(load_settings(self.audit_config_path(), env={}))
+        await store.start()
+        try:
+            new = await ApiKeys(store).create("chaos", frozenset({Scope.ADMIN}))
+        finally:
+            await store.stop()
+        return new.token
 
     async def stop(self) -> None:
         for proc in self.procs:
@@ -220,6 +238,9 @@ class LocalCluster:
 
     def api_nodes(self) -> Sequence[str]:
         return [f"http://127.0.0.1:{port}" for port in self.ports]
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     def targets(self) -> Targets:
         return Targets(
@@ -305,26 +326,4 @@ class LocalCluster:
 
     async def audit(self) -> list[str] | None:
         """``paycore audit`` of the shards (straight to the databases), as text lines."""
-        command = [
-            sys.executable,
-            "-m",
-            "paycore.cli",
-            "audit",
-            "--config",
-            str(self.audit_config_path()),
-            "--json",
-        ]
-        done = await asyncio.to_thread(
-            subprocess.run, command, capture_output=True, text=True, check=False, timeout=300
-        )
-        if done.returncode not in (0, 1):
-            return [f"paycore audit failed ({done.returncode}): {done.stderr[-500:]}"]
-        import json  # noqa: PLC0415
-
-        report = json.loads(done.stdout)
-        lines = [f"{v.get('kind')}: {v.get('detail')}" for v in report.get("violations", [])]
-        for shard, sub in report.get("shards", {}).items():
-            lines += [f"{shard}: {v.get('kind')}: {v.get('detail')}" for v in sub["violations"]]
-        if not report.get("ok", False) and not lines:
-            lines.append("paycore audit: not ok")
-        return lines
+        return await audit_lines(self.audit_config_path())

@@ -33,7 +33,14 @@ from paycore.chaos.workload import Topology, Workload, WorkloadOptions
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["DEFAULT_FAULTS", "ChaosOptions", "run_against", "run_chaos", "run_local"]
+__all__ = [
+    "DEFAULT_FAULTS",
+    "ChaosOptions",
+    "run_against",
+    "run_chaos",
+    "run_cluster",
+    "run_local",
+]
 
 DEFAULT_FAULTS: tuple[FaultKind, ...] = (
     FaultKind.KILL_API_NODE,
@@ -78,6 +85,7 @@ async def run_against(
             seed=options.seed,
         ),
         tag=tag,
+        headers=control.auth_headers(),
     )
     try:
         console.print(f"setting up accounts on {len(topology.shards)} shards...")
@@ -140,9 +148,28 @@ async def run_local(options: ChaosOptions, console: Console) -> ChaosReport:
         await cluster.stop()
 
 
-def run_chaos(options: ChaosOptions, console: Console) -> int:
+async def run_cluster(data_dir: Path, options: ChaosOptions, console: Console) -> ChaosReport:
+    """``run_against`` the running ``paycore cluster`` of ``data_dir`` (through nginx)."""
+    from paycore.chaos.cluster_control import HaClusterControl  # noqa: PLC0415
+    from paycore.ops.cluster.control import LocalCluster  # noqa: PLC0415
+
+    cluster = LocalCluster(data_dir)
+    if (cluster.state() or {}).get("status") != "running":
+        raise RuntimeError(f"no running cluster in {data_dir}: 'paycore cluster up' first")
+    control = HaClusterControl(cluster)
+    console.print(f"against the cluster in {data_dir}: {cluster.url} (nginx)")
+    try:
+        return await run_against(control, control.topology(), options, console)
+    finally:
+        await control.aclose()
+
+
+def run_chaos(options: ChaosOptions, console: Console, cluster: Path | None = None) -> int:
     """The command's core: 0 when the run found nothing wrong, 1 otherwise."""
-    report = asyncio.run(run_local(options, console))
+    if cluster is not None:
+        report = asyncio.run(run_cluster(cluster, options, console))
+    else:
+        report = asyncio.run(run_local(options, console))
     return 0 if report.ok else 1
 
 

@@ -96,7 +96,13 @@ class Workload:
     """See the module docstring."""
 
     def __init__(
-        self, urls: Sequence[str], topology: Topology, options: WorkloadOptions, *, tag: str
+        self,
+        urls: Sequence[str],
+        topology: Topology,
+        options: WorkloadOptions,
+        *,
+        tag: str,
+        headers: dict[str, str] | None = None,
     ) -> None:
         if not urls:
             raise ValueError("at least one base URL is needed")
@@ -111,6 +117,7 @@ class Workload:
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(options.request_timeout, connect=2.0),
             limits=httpx.Limits(max_connections=options.clients * 4 + 8),
+            headers=headers,
         )
         self.wallets: dict[str, list[str]] = {}  # shard -> ids
         self.merchants: list[str] = []
