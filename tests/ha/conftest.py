@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from paycore.chaos.local import NODE_SETTINGS
 from paycore.ops.cluster.control import LocalCluster
 from paycore.ops.cluster.spec import ClusterSpec
 from paycore.ops.cluster.tools import default_tools_dir, install_tools
@@ -29,7 +30,11 @@ def ha_cluster(tools_dir: Path) -> Iterator[LocalCluster]:
     root = Path(tempfile.mkdtemp(prefix="paycore-ha-"))
     root.chmod(0o755)  # PostgreSQL runs as the postgres user under root
     cluster = LocalCluster(root / "cluster")
-    spec = ClusterSpec(data_dir=str(cluster.layout.root), tools_dir=str(tools_dir))
+    # The chaos setup's node timings (short leases, quick payment resolution), so that a
+    # chaos run's faults heal within its bounds.
+    spec = ClusterSpec(
+        data_dir=str(cluster.layout.root), tools_dir=str(tools_dir), node=dict(NODE_SETTINGS)
+    )
     try:
         cluster.up(spec, timeout=240)
         yield cluster
