@@ -34,5 +34,6 @@ async def test_short_run_finds_no_violation(tmp_path: Path) -> None:
     injected = {kind for kind, counts in report.faults.items() if counts.get("injected")}
     assert len(injected) >= 3, report.faults
     assert report.acknowledged > 100
+    assert report.refused > 0  # definite refusals happened, and none took effect
     assert (tmp_path / "out" / "report.json").exists()
     assert (tmp_path / "out" / "history.jsonl").exists()

@@ -80,6 +80,10 @@ class WorkloadOptions(msgspec.Struct, frozen=True, kw_only=True):
     wallets_per_shard: int = 6
     merchants_per_shard: int = 2
     funding: int = 20_000
+    # Transfers asking for far more than any wallet holds: definite refusals
+    # (insufficient_funds / exceeds_credit_limit), so the checker's "refused = no effect"
+    # is exercised by real runs, not only by doctored histories.
+    overdraft_share: float = 0.03
     request_timeout: float = 5.0
     op_deadline: float = 40.0
     seed: int = 0
@@ -287,7 +291,11 @@ class Workload:
             "id": self.new_id("t"),
             "debit_account_id": a,
             "credit_account_id": b,
-            "amount": rng.randint(1, 400),
+            "amount": (
+                self.options.funding * 100
+                if rng.random() < self.options.overdraft_share
+                else rng.randint(1, 400)
+            ),
             "currency": CURRENCY,
         }
 
