@@ -88,6 +88,7 @@ def test_patroni_keeps_acknowledged_commits_through_a_failover() -> None:
     assert dcs["primary_start_timeout"] == 0
     assert dcs["postgresql"]["use_pg_rewind"] is True
     assert dcs["postgresql"]["parameters"]["synchronous_commit"] == "on"
+    assert dcs["postgresql"]["parameters"]["idle_in_transaction_session_timeout"] == "3s"
     assert config["postgresql"]["listen"] == f"127.0.0.1:{PLAN.postgres[0][1]}"
     assert config["scope"] == "paycore-s0"
     assert config["name"] == "s0-pg1"

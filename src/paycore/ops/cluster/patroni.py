@@ -51,6 +51,12 @@ _PARAMETERS: Mapping[str, Any] = {
     "max_connections": 200,
     "shared_buffers": "128MB",
     "log_min_messages": "warning",
+    # A node frozen mid-transaction (SIGSTOP, a stalled VM, a GC pause) would keep its
+    # shard's write turn (the shard_meta row lock) for as long as it is frozen, and every
+    # other node's writes to that shard would wait. A writer's transaction is never idle
+    # for more than milliseconds, so after 3 s the server ends the frozen one: its
+    # request fails (the client retries with its key) and the shard writes again.
+    "idle_in_transaction_session_timeout": "3s",
 }
 
 
