@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from paycore.chaos.checker import Violation, ViolationKind, check, replay_counters
+from paycore.chaos.checker import (
+    Violation,
+    ViolationKind,
+    check,
+    check_conservation,
+    replay_counters,
+)
 from paycore.chaos.history import Attempt, Call, Outcome, classify
 from paycore.chaos.state import FinalState
 
@@ -286,6 +292,28 @@ def test_money_leak(delta: int) -> None:
     found = kinds(check(run.history, state))
     assert K.MONEY_NOT_CONSERVED in found
     assert K.BALANCE_MISMATCH in found
+
+
+def test_conservation_counts_system_accounts_from_where_they_started() -> None:
+    """A cluster that served earlier runs starts with money in its processor accounts:
+    conservation holds on what this run changed, and a leak is still caught."""
+    import copy
+
+    earlier = {"id": "psp:s0:sim-a:USD", "currency": "USD", "balance": {
+        "debits_posted": 500, "credits_posted": 0, "debits_pending": 70,
+        "credits_pending": 0, "available": -500,
+    }}  # fmt: skip
+    run = clean_run()
+    state = run.state()
+    state.accounts[earlier["id"]] = copy.deepcopy(earlier)
+    # Without the baseline, the earlier money looks destroyed...
+    assert K.MONEY_NOT_CONSERVED in kinds(check_conservation(state))
+    # ...with it, the run conserved money...
+    state.baseline = {earlier["id"]: copy.deepcopy(earlier)}
+    assert check_conservation(state) == []
+    # ...and a leak during the run is still one.
+    state.accounts[earlier["id"]]["balance"]["debits_posted"] += 9
+    assert K.MONEY_NOT_CONSERVED in kinds(check_conservation(state))
 
 
 def test_pending_leak() -> None:

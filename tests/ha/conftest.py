@@ -8,6 +8,7 @@ The cluster runs in a temporary directory on free ports and is stopped afterward
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,8 +37,9 @@ def ha_cluster(tools_dir: Path) -> Iterator[LocalCluster]:
         data_dir=str(cluster.layout.root), tools_dir=str(tools_dir), node=dict(NODE_SETTINGS)
     )
     try:
-        cluster.up(spec, timeout=240)
+        # watch_parent: if this test run is killed, the cluster stops by itself.
+        cluster.up(spec, timeout=240, watch_parent=True)
         yield cluster
     finally:
-        cluster.down(timeout=90)
-        cluster.down(purge=True)
+        cluster.down(timeout=90, purge=True)
+        shutil.rmtree(root, ignore_errors=True)

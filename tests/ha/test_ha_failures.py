@@ -10,6 +10,7 @@ clean. The figures print with ``-s``; ``paycore cluster drill`` runs longer vers
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import httpx
@@ -86,7 +87,19 @@ def test_a_killed_primary_fails_over_loses_nothing_and_rejoins_as_a_standby(
     old = ha_cluster.primary_member(0)
     assert old is not None
     old_port = ha_cluster.ports.postgres[0][old]
-    report = asyncio.run(run_drill(ha_cluster, "primary", shard=0, before=2.0, after=3.0))
+    # Watch the old primary through the whole failover and rejoin: whenever it accepts a
+    # connection while the other member leads, it must be read-only (never two primaries).
+    stop = threading.Event()
+    writable: list[str] = []
+    watcher = threading.Thread(
+        target=_watch_for_second_primary, args=(ha_cluster, old, old_port, stop, writable)
+    )
+    watcher.start()
+    try:
+        report = asyncio.run(run_drill(ha_cluster, "primary", shard=0, before=2.0, after=3.0))
+    finally:
+        stop.set()
+        watcher.join()
     _show(report)
     window = report.write_gap_seconds["s0"]
     print(f"[drill primary] shard s0 took no writes for {window:.2f} s")
@@ -111,8 +124,32 @@ def test_a_killed_primary_fails_over_loses_nothing_and_rejoins_as_a_standby(
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             conn.execute("CREATE TABLE split_brain (x int)")
+    assert not writable, writable
     # The shard is whole again: a cross-shard transfer settles through it.
     _settles_a_cross_shard_transfer(ha_cluster)
+
+
+def _watch_for_second_primary(
+    cluster: LocalCluster, old: int, port: int, stop: threading.Event, writable: list[str]
+) -> None:
+    """Record every moment the old primary took writes while another member led."""
+    while not stop.is_set():
+        before = cluster.primary_member(0)
+        try:
+            with psycopg.connect(
+                f"host=127.0.0.1 port={port} user=postgres dbname=paycore connect_timeout=1",
+                autocommit=True,
+            ) as conn:
+                in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+            leader = cluster.primary_member(0)
+            others_led = before not in (None, old) and leader not in (None, old)
+            if in_recovery == (False,) and others_led:
+                writable.append(
+                    f"{time.monotonic():.1f}: old primary writable, s0-pg{leader} leads"
+                )
+        except psycopg.OperationalError:
+            pass  # down (killed, restarting): takes no writes
+        stop.wait(0.2)
 
 
 def _settles_a_cross_shard_transfer(cluster: LocalCluster) -> None:

@@ -6,8 +6,8 @@ there exactly once; a rejected one (a definite 4xx, which the contract says chan
 nothing) must have left no trace. What is checked, by ``ViolationKind``:
 
 * ``money_not_conserved``: per currency, over every account read (clearing and processor
-  accounts included), posted credits minus posted debits sum to zero, and pending debits
-  equal pending credits;
+  accounts included, counted from their balance before the run), posted credits minus
+  posted debits sum to zero, and pending debits equal pending credits;
 * ``lost_acknowledged``: an acknowledged transfer (single, batch item, hold, post, void),
   payment, refund or payout is missing;
 * ``duplicate``: a transfer shows twice, or a payment's captured or refunded amount is
@@ -300,14 +300,20 @@ def check_listings(state: FinalState) -> list[Violation]:
 
 
 def check_conservation(state: FinalState) -> list[Violation]:
-    """Per currency: posted balances sum to zero; pending debits equal pending credits."""
+    """Per currency: what the run changed sums to zero (posted balances; pending debits
+    against pending credits), system accounts counted from their balance before the run."""
     posted: dict[str, int] = defaultdict(int)
     pending: dict[str, int] = defaultdict(int)
-    for account in state.accounts.values():
+    for account_id, account in state.accounts.items():
         b = account["balance"]
         currency = str(account["currency"])
         posted[currency] += int(b["credits_posted"]) - int(b["debits_posted"])
         pending[currency] += int(b["credits_pending"]) - int(b["debits_pending"])
+        start = state.baseline.get(account_id)
+        if start is not None:
+            s = start["balance"]
+            posted[currency] -= int(s["credits_posted"]) - int(s["debits_posted"])
+            pending[currency] -= int(s["credits_pending"]) - int(s["debits_pending"])
     found: list[Violation] = []
     for currency in sorted(posted):
         if posted[currency] or pending[currency]:

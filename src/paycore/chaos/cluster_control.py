@@ -38,6 +38,10 @@ class HaClusterControl:
         self._http = httpx.AsyncClient(timeout=5.0)
 
     async def aclose(self) -> None:
+        """Release every hold this run may have left (a fault cut short by an error),
+        so the supervisor brings those processes back."""
+        for name in (*(f"api-{i}" for i in range(self.spec.api_nodes)), "redis"):
+            self.cluster.release(name)
         await self._http.aclose()
 
     def topology(self) -> Topology:

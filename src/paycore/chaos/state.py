@@ -34,6 +34,10 @@ class FinalState(msgspec.Struct, kw_only=True):
     payments: dict[str, Json] = msgspec.field(default_factory=dict)
     refunds: dict[str, Json] = msgspec.field(default_factory=dict)
     payouts: dict[str, Json] = msgspec.field(default_factory=dict)
+    # The system accounts as they were before the run (a cluster that served earlier
+    # runs or other clients starts with money in its clearing and processor accounts);
+    # conservation is checked on what the run changed.
+    baseline: dict[str, Json] = msgspec.field(default_factory=dict)
     quiet: bool = True
     quiet_after: float = 0.0
     still_open: list[str] = msgspec.field(default_factory=list)

@@ -130,6 +130,7 @@ class Workload:
         self.payments: dict[str, str] = {}  # id -> last status seen
         self.refunds: dict[str, str] = {}
         self.payouts: dict[str, str] = {}
+        self.baseline: dict[str, Json] = {}  # system accounts before the run
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -220,6 +221,10 @@ class Workload:
     async def setup(self) -> None:
         """Accounts on every shard, the wallets funded from the source."""
         o = self.options
+        for account_id in self.topology.system_accounts():
+            found = await self._get(f"/v1/accounts/{account_id}")
+            if found is not None:
+                self.baseline[account_id] = found
         await self._create(self.source, {})
         for shard in self.topology.shards:
             wallets = self._ids_on(shard, "w", o.wallets_per_shard)
@@ -489,7 +494,7 @@ class Workload:
     async def final_state(self) -> FinalState:
         """Everything back through the API (see ``FinalState``); each account and its
         listing read until the account did not change around the listing."""
-        state = FinalState()
+        state = FinalState(baseline=dict(self.baseline))
         for account_id in [*self.accounts, *self.topology.system_accounts()]:
             for _ in range(5):
                 before = await self._get(f"/v1/accounts/{account_id}")

@@ -22,8 +22,8 @@ import msgspec
 
 from paycore.ops.cluster.layout import ClusterLayout
 from paycore.ops.cluster.patroni import ShardStatus, shard_status
-from paycore.ops.cluster.runtime import postmaster_pid
-from paycore.ops.cluster.spec import ClusterSpec, PortPlan
+from paycore.ops.cluster.runtime import postmaster_pid, start_time
+from paycore.ops.cluster.spec import ClusterSpec, PortPlan, port_free
 from paycore.ops.cluster.tools import Toolbox, ToolMissingError
 
 __all__ = ["ClusterStartError", "LocalCluster", "process_alive"]
@@ -44,13 +44,23 @@ class LocalCluster:
     # -- lifecycle -----------------------------------------------------------------
 
     def prepare(self, spec: ClusterSpec) -> tuple[ClusterSpec, PortPlan]:
-        """Write the spec and port plan at the first up; later ups keep the stored ones."""
+        """Write the spec and port plan at the first up (after checking that the cluster
+        can start here); later ups keep the stored ones, whose ports must be free."""
         root = self.layout.root
         if self.layout.exists():
-            return self.layout.load_spec(), self.layout.load_ports()
+            spec, ports = self.layout.load_spec(), self.layout.load_ports()
+            busy = [p for p in PortPlan.from_base(spec, ports.etcd_client).all() if not _free(p)]
+            if busy:
+                raise ClusterStartError(
+                    f"ports of this cluster are in use by other processes: {busy}"
+                )
+            return spec, ports
         root.mkdir(parents=True, exist_ok=True)
         # The postgres user (under root) must be able to enter it.
         root.chmod(0o755)
+        problems = self.check(spec)
+        if problems:
+            raise ToolMissingError("\n".join(problems))
         ports = PortPlan.allocate(spec)
         self.layout.spec_file.write_bytes(msgspec.json.encode(spec))
         self.layout.ports_file.write_bytes(msgspec.json.encode(ports))
@@ -87,9 +97,26 @@ class LocalCluster:
         *,
         timeout: float = 300.0,
         progress: Callable[[str], None] | None = None,
+        watch_parent: bool = False,
     ) -> dict[str, Any]:
-        """Start the cluster's supervisor and wait until it says running; the state."""
+        """Start the cluster's supervisor and wait until it says running; the state.
+
+        ``watch_parent``: the cluster stops by itself when this process exits (tests);
+        otherwise it outlives the command that started it."""
         state = self.state()
+        supervisor = (state or {}).get("supervisor_pid")
+        if (
+            state is not None
+            and process_alive(supervisor)
+            and state.get("status")
+            not in (
+                "starting",
+                "running",
+            )
+        ):
+            # A supervisor still stopping (or failing): let it finish before a new one.
+            _wait_gone(supervisor, 120.0)
+            state = self.state()
         if (
             state is not None
             and state.get("status") in ("starting", "running")
@@ -98,6 +125,8 @@ class LocalCluster:
             if state["status"] == "running":
                 return state
         else:
+            # Whatever a dead supervisor left running would hold the ports.
+            self._stop_leftovers(state or {})
             spec, _ = self.prepare(spec)
             problems = self.check(spec)
             if problems:
@@ -106,7 +135,13 @@ class LocalCluster:
             self.layout.state_file.unlink(missing_ok=True)
             log = self.layout.log("supervisor").open("ab")
             self._launched = subprocess.Popen(  # noqa: S603 - our own module
-                [sys.executable, "-m", "paycore.ops.cluster.runtime", str(self.layout.root)],
+                [
+                    sys.executable,
+                    "-m",
+                    "paycore.ops.cluster.runtime",
+                    str(self.layout.root),
+                    *(["--watch-pid", str(os.getpid())] if watch_parent else []),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -149,9 +184,15 @@ class LocalCluster:
         if self._launched is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._launched.wait(timeout=1.0)
-        # The supervisor was killed, or did not finish: stop what it left behind.
+        self._stop_leftovers(state)
+        if purge and self.layout.root.exists():
+            shutil.rmtree(self.layout.root)
+
+    def _stop_leftovers(self, state: dict[str, Any]) -> None:
+        """Stop what a killed (or unfinished) supervisor left behind: only the processes
+        it recorded, recognised by pid *and* start time (a pid alone may be reused)."""
         for process in state.get("processes", []):
-            if process_alive(process.get("pid")):
+            if process_alive(process.get("pid"), process.get("start_time")):
                 _terminate(process["pid"])
         if self.layout.exists():
             spec = self.layout.load_spec()
@@ -160,8 +201,6 @@ class LocalCluster:
                     orphan = postmaster_pid(self.layout.member_dir(shard, member))
                     if orphan is not None:
                         _terminate(orphan, signal.SIGINT)
-        if purge and self.layout.root.exists():
-            shutil.rmtree(self.layout.root)
 
     # -- looking -------------------------------------------------------------------
 
@@ -256,8 +295,11 @@ class LocalCluster:
         raise TimeoutError(f"{name} was not restarted within {timeout:g} s")
 
 
-def process_alive(pid: object) -> bool:
+def process_alive(pid: object, started: object = None) -> bool:
+    """``pid`` runs (and, given ``started``, is the process that started then)."""
     if not isinstance(pid, int) or pid <= 0:
+        return False
+    if isinstance(started, int) and start_time(pid) != started:
         return False
     try:
         os.kill(pid, 0)
@@ -281,3 +323,13 @@ def _terminate(pid: int, first: int = signal.SIGTERM, timeout: float = 20.0) -> 
     with contextlib.suppress(ProcessLookupError):
         if process_alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def _wait_gone(pid: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def _free(port: int) -> bool:
+    return port_free(port)

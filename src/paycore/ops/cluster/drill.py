@@ -102,6 +102,7 @@ class WriteLoad:
         self.acks: list[Ack] = []
         self.report = DrillReport("load")
         self._ids = itertools.count()
+        self.ended: float | None = None
 
     def _pick_accounts(self, per_shard: int = 4) -> None:
         names = (f"{self.run_id}-acct-{n}" for n in itertools.count())
@@ -191,7 +192,8 @@ class WriteLoad:
             finally:
                 stop.set()
                 outcomes = await asyncio.gather(*workers, return_exceptions=True)
-            elapsed = time.monotonic() - started
+            self.ended = time.monotonic()
+            elapsed = self.ended - started
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
                     raise outcome
@@ -228,12 +230,13 @@ class WriteLoad:
         before ``around`` on (a write answered just after the fault may have committed
         just before it, so the first ack after it does not end the outage)."""
         gaps = {}
+        end = self.ended or time.monotonic()
         for shard in shards or list(self.accounts):
             times = sorted(a.done for a in self.acks if a.shard == shard and a.done >= around - 1)
-            if len(times) < 2:
-                gaps[shard] = float("inf")
-                continue
-            gaps[shard] = max(b - a for a, b in itertools.pairwise(times))
+            # The fault and the end of the load bound the gaps too: no ack after the
+            # fault is a gap up to the end, not a small one before it.
+            marks = sorted([around - 1, *times, end])
+            gaps[shard] = max(b - a for a, b in itertools.pairwise(marks))
         return gaps
 
 
@@ -334,6 +337,8 @@ async def _wait_writes_resume(load: WriteLoad, shard: str, since: float, limit: 
         if any(a.shard == shard and a.done > since + 0.5 for a in load.acks[-200:]):
             return
         await asyncio.sleep(0.1)
+    load.report.notes.append(f"writes to {shard} did not resume within {limit:g} s")
+    load.report.given_up.append(f"{shard}: no write acknowledged {limit:g} s after the fault")
 
 
 def print_reports(reports: list[DrillReport]) -> None:

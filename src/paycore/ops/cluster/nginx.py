@@ -10,6 +10,19 @@ from paycore.ops.cluster.spec import ClusterSpec
 
 __all__ = ["nginx_config"]
 
+# Every proxied location: HTTP/1.1 keep-alive to the nodes, the client's address and a
+# request id passed on, and the timeouts (a node that does not answer a request within
+# 30 s counts as failed for it).
+_PROXY_COMMON = """\
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Request-Id $request_id;
+            proxy_connect_timeout 1s;
+            proxy_send_timeout 30s;
+            proxy_read_timeout 30s;"""
+
 _BALANCE_DIRECTIVE = {
     "round_robin": "",  # nginx's default
     "weighted": "",  # round robin with per-server weight=
@@ -59,12 +72,12 @@ http {{
     scgi_temp_path {temp / "scgi"};
     client_max_body_size 8m;
 
-    # A request without an Idempotency-Key gets one made of nginx's own request id, the
-    # same for every try of that request below: a retry on another node is then a
-    # replay there, never a second effect (see proxy_next_upstream).
-    map $http_idempotency_key $paycore_idempotency_key {{
-        ""      "nginx-$request_id";
-        default $http_idempotency_key;
+    # Requests that carry an Idempotency-Key may be retried on another node even after
+    # they were sent (location @keyed below); the others only when they never reached
+    # a node (location /). nginx's "if" is safe here: it only returns.
+    map $http_idempotency_key $paycore_has_key {{
+        ""      0;
+        default 1;
     }}
 
     upstream paycore_api {{
@@ -77,32 +90,35 @@ http {{
     }}
 
     server {{
-        listen 127.0.0.1:{listen_port} reuseport;
+        listen 127.0.0.1:{listen_port};
+        error_page 418 = @keyed;
 
         location / {{
+            if ($paycore_has_key) {{
+                return 418;
+            }}
             proxy_pass http://paycore_api;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Request-Id $request_id;
-            proxy_set_header Idempotency-Key $paycore_idempotency_key;
-            proxy_connect_timeout 1s;
-            proxy_send_timeout 30s;
-            proxy_read_timeout 30s;
-
-            # Retry on another node when this one could not be reached or died before
-            # answering (error), or did not answer in time (timeout). nginx never
-            # retries a POST unless told to (non_idempotent), because a POST may have
-            # taken effect before the connection broke. Here it is safe: every POST
-            # carries an idempotency key (the client's, or the one made above), the key
-            # lives in the shared database, and a node that finds a key still running
-            # elsewhere answers 409 idempotency_key_in_use instead of running it
-            # twice. A 5xx answer is not retried: it is a real answer, and the client
-            # decides (with the same key) what to do with it.
-            proxy_next_upstream error timeout non_idempotent;
+{_PROXY_COMMON}
+            # Without a key a POST is retried on another node only if it never reached
+            # one (nginx's default for non-idempotent methods): once sent, it may have
+            # taken effect, and only a key could make a second try safe.
+            proxy_next_upstream error timeout;
             proxy_next_upstream_tries 3;
-            proxy_next_upstream_timeout 10s;
+        }}
+
+        location @keyed {{
+            proxy_pass http://paycore_api;
+{_PROXY_COMMON}
+            # Retried on another node even after it was sent (non_idempotent), when the
+            # node could not be reached, died before answering (error) or did not answer
+            # in time (timeout). Safe because the request carries an Idempotency-Key: the
+            # key lives in the shared database, so a retry of a request that took effect
+            # replays its answer, and a node that finds the key still running elsewhere
+            # answers 409 idempotency_key_in_use instead of running it twice. A 5xx is an
+            # answer and is not retried: the client decides, with the same key.
+            proxy_next_upstream error timeout non_idempotent;
+            proxy_next_upstream_tries 2;
+            proxy_next_upstream_timeout 65s;
         }}
     }}
 }}

@@ -119,6 +119,7 @@ class Process:
     started_at: float = 0.0
     next_start: float | None = None
     failures_in_row: int = 0
+    start_time: int | None = None
     log_file: IO[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -133,7 +134,16 @@ class StageFailedError(RuntimeError):
 class ClusterRuntime:
     """Runs the processes of one cluster data directory (see the module docstring)."""
 
-    def __init__(self, layout: ClusterLayout, toolbox: Toolbox | None = None) -> None:
+    def __init__(
+        self,
+        layout: ClusterLayout,
+        toolbox: Toolbox | None = None,
+        *,
+        watch_pid: int | None = None,
+    ) -> None:
+        # Stop the whole cluster when this process is gone (a test run that was killed
+        # must not leave servers behind); None: the cluster outlives whoever started it.
+        self.watch_pid = watch_pid
         self.layout = layout
         self.spec = layout.load_spec()
         self.ports = layout.load_ports()
@@ -290,6 +300,8 @@ class ClusterRuntime:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         self.layout.logs.mkdir(parents=True, exist_ok=True)
+        # A hold left by a run that crashed would keep its process down for good.
+        shutil.rmtree(self.layout.hold_dir, ignore_errors=True)
         self.layout.hold_dir.mkdir(exist_ok=True)
         try:
             stages = self.plan()
@@ -363,6 +375,7 @@ class ClusterRuntime:
             start_new_session=True,
         )
         process.started_at = time.monotonic()
+        process.start_time = start_time(process.popen.pid)
         process.next_start = None
 
     def _tend(self) -> None:
@@ -386,10 +399,18 @@ class ClusterRuntime:
                 changed = True
             elif now >= process.next_start:
                 process.restarts += 1
-                self._spawn(process)
+                try:
+                    self._spawn(process)
+                except OSError as error:  # EMFILE, EAGAIN...: try again later, keep the rest
+                    print(f"restarting {process.name} failed: {error}", file=sys.stderr)
+                    process.started_at = now
+                    process.next_start = None
                 changed = True
         if changed:
             self._write_state()
+        if self.watch_pid is not None and not _exists(self.watch_pid):
+            print(f"process {self.watch_pid} is gone: stopping the cluster", file=sys.stderr)
+            self._stopping = True
 
     def _stop_all(self) -> None:
         self.status = "stopping"
@@ -438,6 +459,7 @@ class ClusterRuntime:
                     "alive": p.alive,
                     "port": p.port,
                     "restarts": p.restarts,
+                    "start_time": p.start_time,
                     "held": (self.layout.hold_dir / p.name).exists(),
                     "log": str(self.layout.log(p.name)),
                 }
@@ -552,6 +574,13 @@ def postmaster_pid(member_dir: Path) -> int | None:
         pid = int((member_dir / "data" / "postmaster.pid").read_text().split("\n", 1)[0])
     except (OSError, ValueError):
         return None
+    # A file left by a killed server may name a pid reused since by something else.
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    if b"postgres" not in command:
+        return None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -562,8 +591,29 @@ def postmaster_pid(member_dir: Path) -> int | None:
 
 
 def _signal(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signum)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot): with the pid, it
+    names one process, whereas a pid alone may have been reused since."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(") ", 1)[1].split()
+    return int(fields[19])  # field 22 of stat; fields[0] is field 3
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
@@ -601,10 +651,17 @@ def _chown_tree(path: Path, user: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    watch: int | None = None
+    if len(args) == 3 and args[1] == "--watch-pid":
+        watch = int(args[2])
+        args = args[:1]
     if len(args) != 1:
-        print("usage: python -m paycore.ops.cluster.runtime DATA_DIR", file=sys.stderr)
+        print(
+            "usage: python -m paycore.ops.cluster.runtime DATA_DIR [--watch-pid PID]",
+            file=sys.stderr,
+        )
         return 2
-    return ClusterRuntime(ClusterLayout(Path(args[0]).resolve())).run()
+    return ClusterRuntime(ClusterLayout(Path(args[0]).resolve()), watch_pid=watch).run()
 
 
 if __name__ == "__main__":

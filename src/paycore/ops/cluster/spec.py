@@ -127,6 +127,14 @@ class PortPlan(msgspec.Struct, frozen=True):
         rest = tuple(tuple(next(ports) for _ in range(n)) for _ in range(spec.shards))
         return cls(etcd_client, etcd_peer, redis, nginx, acquirers, api, postgres, rest)
 
+    def all(self) -> list[int]:
+        """Every port of the plan."""
+        return [
+            self.etcd_client, self.etcd_peer, self.redis, self.nginx, *self.acquirers,
+            *self.api, *(p for shard in self.postgres for p in shard),
+            *(p for shard in self.patroni_rest for p in shard),
+        ]  # fmt: skip
+
     @classmethod
     def allocate(cls, spec: ClusterSpec) -> PortPlan:
         """The spec's ``base_port`` range, or the first free one from 20000 up."""
@@ -142,8 +150,15 @@ class PortPlan(msgspec.Struct, frozen=True):
         raise ValueError(f"no free range of {count} ports between 20000 and 60000")
 
 
+def port_free(port: int) -> bool:
+    """Nothing listens on (or holds) 127.0.0.1:``port``."""
+    return _free(port)
+
+
 def _free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the servers bind: a port whose last connections linger in TIME_WAIT is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
