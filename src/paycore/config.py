@@ -52,6 +52,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from paycore.ledger.model import DEFAULT_TENANT, is_valid_tenant
 from paycore.redaction import secrets_in
 
 __all__ = [
@@ -131,13 +132,17 @@ class WebhookEndpointConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=T
     ``secrets``: the first signs; list the old one after it while rotating (each gets a
     ``v1`` in ``Paycore-Signature``). ``events``: ``"*"``, ``"payment.*"`` or an exact
     type such as ``"refund.succeeded"``. ``url`` is the endpoint's identity in the
-    delivery log, so two tables may not share one.
+    delivery log, so two tables may not share one. ``tenant``: whose events it gets, and
+    only those (a payment's and its refunds' are the merchant account's tenant's, a
+    payout's the wallet's); ``"default"`` unless said, the tenant of a single-tenant
+    setup (``auth = "open"`` and accounts made before tenants existed).
     """
 
     url: str
     secrets: tuple[str, ...]
     events: tuple[str, ...] = ("*",)
     timeout_seconds: float = 5.0
+    tenant: str = DEFAULT_TENANT
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -156,6 +161,11 @@ class WebhookEndpointConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=T
             )
         if not (math.isfinite(self.timeout_seconds) and 0 < self.timeout_seconds <= 60):
             raise ValueError(f"webhook {self.url!r}: timeout_seconds must be in (0, 60]")
+        if not is_valid_tenant(self.tenant):
+            raise ValueError(
+                f"webhook {self.url!r}: tenant must be 1-64 chars of [A-Za-z0-9_.-], "
+                f"not {self.tenant!r}"
+            )
 
 
 class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -241,7 +251,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     processors: tuple[ProcessorConfig, ...] = ()
     routing: dict[str, Any] = {}
     # Outgoing webhooks (``[[webhooks]]``): every payment event is POSTed, signed, to each
-    # endpoint whose ``events`` match, by the ``leader:webhooks:<shard>`` job.
+    # endpoint of its tenant whose ``events`` match, by the ``leader:webhooks:<shard>`` job.
     webhooks: tuple[WebhookEndpointConfig, ...] = ()
 
     def __post_init__(self) -> None:

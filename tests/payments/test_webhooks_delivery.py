@@ -24,10 +24,18 @@ import pytest
 from backends import LedgerDatabase, StoreFactory
 from paycore.cluster.topology import build_store
 from paycore.config import Settings, WebhookEndpointConfig, load_settings
-from paycore.errors import FencedError
+from paycore.errors import ErrorCode, FencedError
+from paycore.ledger.model import AccountRequest, TransferRequest
 from paycore.locks import LocalLockService
 from paycore.payments.intents import CaptureMethod
-from paycore.payments.service import NewPayment, PaymentService, PaymentView, RefundView
+from paycore.payments.service import (
+    NewPayment,
+    NewPayout,
+    PaymentService,
+    PaymentView,
+    PayoutView,
+    RefundView,
+)
 from paycore.payments.testing import ScriptedConnector
 from paycore.payments.webhooks import (
     EVENT_ID_HEADER,
@@ -35,11 +43,25 @@ from paycore.payments.webhooks import (
     SignatureError,
     verify_signature,
 )
-from paycore.storage.base import AdvanceFence, Fence
-from paycore.storage.payments import EventRow
+from paycore.storage.base import (
+    AdvanceFence,
+    CreateAccounts,
+    CreateTransfers,
+    Fence,
+    Store,
+)
+from paycore.storage.payments import EventRow, PaymentWrite, PurgePaymentEvents
 from paycore.workers.supervisor import WorkerSupervisor
 from paycore.workers.webhooks import WebhookWorker
-from payments.payment_support import CARD, NS, ManualClock, World, open_world, setup_accounts
+from payments.payment_support import (
+    CARD,
+    NS,
+    ManualClock,
+    World,
+    open_world,
+    payment_of,
+    setup_accounts,
+)
 
 SECRET = "whsec_test_0123456789abcdef"
 SCHEDULE = (2.0, 4.0, 8.0, 16.0)  # the day-long schedule, shrunk
@@ -157,8 +179,12 @@ async def world(make_store: StoreFactory, clock: ManualClock) -> AsyncIterator[W
         yield w
 
 
-def endpoint(url: str, *events: str, secrets: Sequence[str] = (SECRET,)) -> WebhookEndpointConfig:
-    return WebhookEndpointConfig(url=url, secrets=tuple(secrets), events=events or ("*",))
+def endpoint(
+    url: str, *events: str, secrets: Sequence[str] = (SECRET,), tenant: str = "default"
+) -> WebhookEndpointConfig:
+    return WebhookEndpointConfig(
+        url=url, secrets=tuple(secrets), events=events or ("*",), tenant=tenant
+    )
 
 
 def sender(
@@ -414,6 +440,199 @@ async def test_an_event_that_cannot_be_sent_is_given_up_without_blocking_the_oth
     assert (await stored_event(world, "evt_bad")).failed_at is not None
 
 
+# -- tenants: an endpoint gets its own tenant's events, never another's ---------------------
+
+
+TENANTS = ("acme", "globex")
+FAR = 2**62  # a purge horizon past every event
+
+
+async def tenant_accounts(store: Store, tenant: str, merchant: str, wallet: str) -> None:
+    """A merchant account and a wallet funded by the bank, both of ``tenant``."""
+    made = await store.execute(
+        CreateAccounts(
+            (
+                AccountRequest(merchant, "USD", tenant=tenant),
+                AccountRequest(wallet, "USD", tenant=tenant),
+            )
+        )
+    )
+    assert all(r.ok for r in made), made
+    funds = TransferRequest(f"fund-{wallet}", "bank", wallet, amount=5_000, currency="USD")
+    funded = await store.execute(CreateTransfers((funds,)))
+    assert funded[0].ok, funded
+
+
+async def tenant_business(
+    service: PaymentService, tenant: str, merchant: str, wallet: str, *, wallet_payment: bool
+) -> set[str]:
+    """What ``tenant`` does: a card payment refunded in part, a manual one canceled, a
+    payout (and a wallet payment); the ids of the objects, whose events are its own."""
+    new = NewPayment(400, "USD", merchant, card=CARD, tenant=tenant)
+    paid = payment_of((await service.create_payment(new)).outcome)
+    refund = (await service.refund(paid.payment.id, 50)).outcome
+    assert isinstance(refund, RefundView)
+    manual = NewPayment(300, "USD", merchant, CaptureMethod.MANUAL, card=CARD, tenant=tenant)
+    held = payment_of((await service.create_payment(manual)).outcome)
+    await service.cancel(held.payment.id)
+    payout = (await service.payout(NewPayout(wallet, 100, "USD", "GB00BANK01", tenant))).outcome
+    assert isinstance(payout, PayoutView)
+    ids = {paid.payment.id, refund.refund.id, held.payment.id, payout.payout.id}
+    if wallet_payment:
+        by_wallet = NewPayment(200, "USD", merchant, wallet_account_id=wallet, tenant=tenant)
+        ids.add(payment_of((await service.create_payment(by_wallet)).outcome).payment.id)
+    return ids
+
+
+async def all_events(service: PaymentService) -> list[EventRow]:
+    return [e for shard in service.shards for e in await service.reads(shard).events(limit=1000)]
+
+
+def assert_each_tenant_got_its_own(
+    events: Sequence[EventRow], owned: dict[str, set[str]], receivers: dict[str, Receiver]
+) -> None:
+    """Each tenant's receiver got exactly the events of its tenant's objects, each once,
+    signed, and nothing of another tenant; every event is stamped with its owner."""
+    for tenant, receiver in receivers.items():
+        mine = {e.id for e in events if e.object_id in owned[tenant]}
+        got = [r.event_id for r in receiver.got]
+        assert mine
+        assert sorted(got) == sorted(mine), tenant  # each once: they answered 200
+        assert all(r.signed for r in receiver.got)
+        assert {r.event["data"]["object"]["id"] for r in receiver.got} == owned[tenant]
+    kinds = {e.type for e in events}
+    assert {"payment.succeeded", "payment.canceled", "refund.succeeded", "payout.paid"} <= kinds
+    owner = {oid: tenant for tenant, ids in owned.items() for oid in ids}
+    assert {e.id: e.tenant for e in events} == {e.id: owner[e.object_id] for e in events}
+
+
+async def test_each_endpoint_gets_only_its_tenants_events(world: World, clock: ManualClock) -> None:
+    """Two tenants, each with an endpoint: each receives every event of its payments,
+    refunds, payouts and wallet payments, and none of the other's; an event of a tenant
+    without an endpoint (``default`` here) is delivered to nobody, holds up nothing, and
+    is purged with the rest."""
+    owned: dict[str, set[str]] = {}
+    for tenant in TENANTS:
+        await tenant_accounts(world.store, tenant, f"{tenant}-m", f"{tenant}-w")
+    for tenant in TENANTS:  # interleaved on the one shard
+        owned[tenant] = await tenant_business(
+            world.service, tenant, f"{tenant}-m", f"{tenant}-w", wallet_payment=True
+        )
+    stray = payment_of((await world.service.create_payment(card_payment(100))).outcome)
+    owned["default"] = {stray.payment.id}
+    events = await all_events(world.service)
+    async with Receiver(clock) as acme, Receiver(clock) as globex:
+        worker = sender(
+            world,
+            endpoint(acme.url, tenant="acme"),
+            endpoint(globex.url, tenant="globex"),
+        )
+        try:
+            await drive(worker, clock, 2.0)
+        finally:
+            await worker.aclose()
+    assert_each_tenant_got_its_own(events, owned, {"acme": acme, "globex": globex})
+    assert worker.delivered_total == len(events)
+    (unsent,) = [e for e in events if e.object_id == stray.payment.id]
+    assert (await stored_event(world, unsent.id)).delivered_at is not None
+    reads = world.service.reads(world.store.name)
+    assert await reads.webhook_deliveries([unsent.id]) == []
+    assert await world.store.execute(PurgePaymentEvents(FAR)) == len(events)
+
+
+async def test_tenants_events_on_several_shards_reach_only_their_endpoints(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """On two shards, each tenant's merchant on one and wallet on the other: payments and
+    refunds write their events on the merchant's shard, payouts on the wallet's, each
+    stamped with its tenant there; each shard's sender sends them to their tenant's
+    endpoint only."""
+    store = build_store(Settings(data_dir=str(tmp_path), embedded_shards=2), clock=clock)
+
+    def on(shard: str, prefix: str) -> str:
+        return next(
+            f"{prefix}{n}" for n in itertools.count() if store.shard_for(f"{prefix}{n}") == shard
+        )
+
+    async with open_world(store, clock) as world:
+        places = {"acme": ("shard-0", "shard-1"), "globex": ("shard-1", "shard-0")}
+        owned: dict[str, set[str]] = {}
+        for tenant, (merchant_shard, wallet_shard) in places.items():
+            merchant, wallet = on(merchant_shard, f"{tenant}-m"), on(wallet_shard, f"{tenant}-w")
+            await tenant_accounts(store, tenant, merchant, wallet)
+            owned[tenant] = await tenant_business(
+                world.service, tenant, merchant, wallet, wallet_payment=False
+            )
+        events = await all_events(world.service)
+        for shard in store.shards:  # each shard holds events of both tenants
+            tenants = {e.tenant for e in await world.service.reads(shard).events()}
+            assert tenants == set(TENANTS), shard
+        async with Receiver(clock) as acme, Receiver(clock) as globex:
+            endpoints = (endpoint(acme.url, tenant="acme"), endpoint(globex.url, tenant="globex"))
+            workers = [
+                WebhookWorker(shard_store, name, endpoints, clock=clock, owner=f"s-{name}")
+                for name, shard_store in store.shards.items()
+            ]
+            try:
+                for worker in workers:
+                    await worker.run_once()
+            finally:
+                for worker in workers:
+                    await worker.aclose()
+        assert_each_tenant_got_its_own(events, owned, {"acme": acme, "globex": globex})
+
+
+async def test_the_store_stamps_an_event_with_its_owners_tenant_never_the_callers(
+    world: World,
+) -> None:
+    """The writer sets an event's tenant from the account owning its object, whatever
+    the write says; an event with no owner on the shard is refused, nothing written."""
+    await tenant_accounts(world.store, "acme", "acme-m", "acme-w")
+    new = NewPayment(100, "USD", "acme-m", card=CARD, tenant="acme")
+    paid = payment_of((await world.service.create_payment(new)).outcome)
+    shard = world.store.name
+    lying = EventRow("evt_lie", "payment.succeeded", paid.payment.id, "{}", 1, tenant="globex")
+    assert (await world.store.execute(PaymentWrite(shard, events=(lying,)))).ok
+    assert (await stored_event(world, "evt_lie")).tenant == "acme"
+    orphan = EventRow("evt_orphan", "refund.succeeded", "re_nowhere", "{}", 1)
+    refused = await world.store.execute(PaymentWrite(shard, events=(lying, orphan)))
+    assert (refused.ok, refused.code) == (False, ErrorCode.INTERNAL_ERROR)
+    assert await world.service.reads(shard).event("evt_orphan") is None
+
+
+async def test_the_migration_attributes_the_events_written_before_it(
+    make_store: StoreFactory, database: LedgerDatabase, clock: ManualClock
+) -> None:
+    """Migration 0011 gives events already in the outbox their owner's tenant (tenants
+    came with 0010), and ``default`` to one whose object cannot be found."""
+    async with open_world(make_store(clock=clock), clock) as world:
+        owned: dict[str, set[str]] = {}
+        for tenant in TENANTS:
+            await tenant_accounts(world.store, tenant, f"{tenant}-m", f"{tenant}-w")
+            owned[tenant] = await tenant_business(
+                world.service, tenant, f"{tenant}-m", f"{tenant}-w", wallet_payment=True
+            )
+    # Back to schema v10, with an event of an object that is gone.
+    database.query("ALTER TABLE payment_events DROP COLUMN tenant")
+    database.query("DELETE FROM schema_migrations WHERE version = 11")
+    database.query(
+        "INSERT INTO payment_events (id, type, object_id, payload, created_at, timestamp) "
+        "VALUES ('evt_gone', 'payout.paid', 'po_gone', '{}', 1, 1)"
+    )
+    store = make_store(clock=clock)
+    await store.start()
+    try:
+        service = PaymentService(store, {}, clock=clock)
+        events = await all_events(service)
+    finally:
+        await store.stop()
+    owner = {oid: tenant for tenant, ids in owned.items() for oid in ids}
+    assert {e.id: e.tenant for e in events} == {
+        e.id: owner.get(e.object_id, "default") for e in events
+    }
+    assert {e.tenant for e in events} == {*TENANTS, "default"}
+
+
 # -- the supervisor's job ---------------------------------------------------------------------
 
 
@@ -469,15 +688,16 @@ def test_endpoints_load_from_the_config_file(tmp_path: Path) -> None:
         f'secrets = ["{SECRET}"]\n'
         '[[webhooks]]\nurl = "http://10.0.0.7:8080/in"\n'
         f'secrets = ["{SECRET}", "whsec_old_0123456789"]\nevents = ["refund.*"]\n'
-        "timeout_seconds = 2.5\n"
+        'timeout_seconds = 2.5\ntenant = "acme"\n'
     )
     path.chmod(0o600)  # it holds secrets: any wider is refused
     first, second = load_settings(path, env={}).webhooks
-    assert (first.events, first.timeout_seconds) == (("*",), 5.0)
-    assert (second.secrets[1], second.events, second.timeout_seconds) == (
+    assert (first.events, first.timeout_seconds, first.tenant) == (("*",), 5.0, "default")
+    assert (second.secrets[1], second.events, second.timeout_seconds, second.tenant) == (
         "whsec_old_0123456789",
         ("refund.*",),
         2.5,
+        "acme",
     )
 
 
@@ -496,6 +716,11 @@ def test_endpoints_load_from_the_config_file(tmp_path: Path) -> None:
         ({"timeout_seconds": 0}, "timeout"),
         ({"timeout_seconds": float("inf")}, "timeout"),
         ({"retries": 3}, "unknown field"),
+        ({"tenant": ""}, "tenant"),  # the system tenant: never a client's
+        ({"tenant": "acme corp"}, "tenant"),
+        ({"tenant": "acme:eu"}, "tenant"),
+        ({"tenant": "x" * 65}, "tenant"),
+        ({"tenant": 7}, "str"),
     ],
 )
 def test_bad_endpoints_are_refused(fields: dict[str, Any], why: str) -> None:

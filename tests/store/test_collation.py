@@ -64,6 +64,7 @@ C_COLUMNS = {
     ("payouts", "idempotency_key"),
     ("payment_events", "id"),
     ("payment_events", "object_id"),
+    ("payment_events", "tenant"),  # 0011
     # 0007 creates its id columns collated
     ("webhook_deliveries", "event_id"),
     ("webhook_deliveries", "endpoint"),

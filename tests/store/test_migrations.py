@@ -26,6 +26,7 @@ MIGRATIONS = [
     "0008_event_retention.sql",
     "0009_history_chain.sql",
     "0010_tenants_api_keys.sql",
+    "0011_event_tenants.sql",
 ]
 
 

@@ -18,7 +18,11 @@ transaction, all of it or nothing::
     ledger     transfers that must all apply (else none does), holds that must have
                expired, system accounts created when missing
     attempts   processor calls, upserted by (parent, seq)
-    events     ``payment_events`` rows, ordered by the shard's timestamps
+    events     ``payment_events`` rows, ordered by the shard's timestamps, each stamped
+               with its tenant: the one of the account that owns its object (a
+               payment's and its refunds' merchant account, a payout's wallet, both
+               on this shard), read in the same transaction, so that an event is
+               never attributed by what a caller says (refused if there is none)
 
 Webhooks (migration 0007): ``ClaimPaymentEvents`` leases due events to the shard's
 sender, ``AckPaymentEvents`` records what each endpoint answered (``webhook_deliveries``,
@@ -189,6 +193,9 @@ class EventRow(msgspec.Struct, frozen=True):
     claimed_until: int = 0
     attempts: int = 0  # claims so far: each claim is one delivery attempt
     failed_at: int | None = None  # given up after the retry schedule (migration 0007)
+    # Who owns it (migration 0011): set by the writer, whatever the caller put here, to
+    # the tenant of the object's owning account (see ``PaymentWrite``).
+    tenant: str = ""
 
 
 class WebhookDeliveryRow(msgspec.Struct, frozen=True):
@@ -490,6 +497,7 @@ def _apply_write(tx: LedgerTx, clock: GroupClock, w: PaymentWrite) -> PaymentWri
     for row, expected in rows:
         if row is not None:
             _check_version(tx, row, expected)
+    tenants = _event_tenants(tx, w) if w.events else ()
     counters = _refund_counters(tx, w.refund_delta) if w.refund_delta is not None else None
     if w.accounts:
         _check_accounts(tx, w.accounts)
@@ -525,8 +533,8 @@ def _apply_write(tx: LedgerTx, clock: GroupClock, w: PaymentWrite) -> PaymentWri
         )
     for attempt in w.attempts:
         _upsert_attempt(tx, attempt)
-    for event in w.events:
-        values = msgspec.structs.replace(event, timestamp=clock.next_timestamp())
+    for event, tenant in zip(w.events, tenants, strict=True):
+        values = msgspec.structs.replace(event, timestamp=clock.next_timestamp(), tenant=tenant)
         tx.run_sql(
             f"INSERT INTO payment_events ({', '.join(EVENT_COLUMNS)}) "
             f"VALUES ({_q(len(EVENT_COLUMNS))})",
@@ -558,6 +566,51 @@ def _refund_counters(tx: LedgerTx, delta: RefundDelta) -> tuple[int, int]:
             f"asked {delta.pending + delta.refunded}",
         )
     return refunded + delta.refunded, pending + delta.pending
+
+
+def _event_tenants(tx: LedgerTx, w: PaymentWrite) -> tuple[str, ...]:
+    """The tenant of each of ``w``'s events: the one of the account that owns its object
+    (``paycore.payments.service.PaymentService.check_owner`` draws the same line). The
+    object is the write's own row, or one stored already; refused when it has no owner
+    here, since an event nobody owns could not be sent to the right endpoints."""
+
+    def one(sql: str, key: str | None) -> str | None:
+        found = tx.run_sql(sql, (key,)) if key is not None else []
+        return str(found[0][0]) if found else None
+
+    merchants = {w.payment.id: w.payment.merchant_account_id} if w.payment else {}
+    wallets = {w.payout.id: w.payout.wallet_account_id} if w.payout else {}
+    refunds = {w.refund.id: w.refund.payment_id} if w.refund else {}
+    owners: list[str | None] = []
+    for event in w.events:
+        kind, object_id = event.type.partition(".")[0], event.object_id
+        if kind == "payout":
+            owner = wallets.get(object_id) or one(
+                "SELECT wallet_account_id FROM payouts WHERE id = ?", object_id
+            )
+        else:
+            payment_id: str | None = object_id
+            if kind == "refund":
+                payment_id = refunds.get(object_id) or one(
+                    "SELECT payment_id FROM refunds WHERE id = ?", object_id
+                )
+            elif kind != "payment":
+                payment_id = None
+            owner = (merchants.get(payment_id) if payment_id is not None else None) or one(
+                "SELECT merchant_account_id FROM payments WHERE id = ?", payment_id
+            )
+        owners.append(owner)
+    accounts = tx.accounts_by_ids({o for o in owners if o is not None}, with_metadata=False)
+    tenants: list[str] = []
+    for event, owner in zip(w.events, owners, strict=True):
+        account = accounts.get(owner) if owner is not None else None
+        if account is None:
+            raise _refuse(
+                ErrorCode.INTERNAL_ERROR,
+                f"event {event.type} of {event.object_id!r}: no owning account on this shard",
+            )
+        tenants.append(account.tenant)
+    return tuple(tenants)
 
 
 def _check_accounts(tx: LedgerTx, checks: Sequence[AccountCheck]) -> None:

@@ -6,9 +6,9 @@ shard (the ``leader:webhooks:<shard>`` job) runs passes::
 
     claim    ClaimPaymentEvents: the oldest due events, leased to this sender (each
              claim counts one attempt); fenced, so a deposed leader claims nothing
-    send     every event to every endpoint whose ``events`` match and that has not
-             answered 2xx to it yet (``webhook_deliveries``), concurrently, signed
-             (``paycore.payments.webhooks.deliver``), over one pooled HTTP client
+    send     every event to every endpoint of its tenant whose ``events`` match and
+             that has not answered 2xx to it yet (``webhook_deliveries``), concurrently,
+             signed (``paycore.payments.webhooks.deliver``), over one pooled HTTP client
     ack      AckPaymentEvents, fenced: what each endpoint answered; an event every
              endpoint took is delivered; else it comes back after
              ``next_attempt_delay(attempts)`` (only to the endpoints still missing), and
@@ -22,8 +22,12 @@ recorded as ``rejected``. Events are sent oldest first but concurrently, so a re
 must not rely on their order (``created_at`` and the object's status tell).
 
 Endpoints come from the settings (``[[webhooks]]``); an event is matched against the
-endpoints configured when it is sent. Without endpoints the job does not run and the
-events wait in the outbox.
+endpoints configured when it is sent. Each endpoint belongs to one tenant and only ever
+gets that tenant's events: the store stamps every event with the tenant of the account
+that owns its object, in the transaction that writes it (``EventRow.tenant``). An event
+no endpoint takes (its tenant has none, or none subscribed to its type) is delivered to
+nobody, so it never holds up the outbox, and is purged with the delivered ones. Without
+endpoints the job does not run and the events wait in the outbox.
 """
 
 from __future__ import annotations
@@ -197,6 +201,7 @@ class WebhookWorker:
             for event in events
             for endpoint in self.endpoints
             if event.id in bodies
+            and endpoint.tenant == event.tenant
             and event_matches(endpoint.events, event.type)
             and (event.id, endpoint.url) not in done
         ]
