@@ -136,7 +136,9 @@ def patroni_config(
 
 
 def write_config(path: Path, config: Mapping[str, Any]) -> None:
+    """Write ``config`` readable by its owner only (it names the database's users)."""
     path.write_text(json.dumps(config, indent=2) + "\n")
+    path.chmod(0o600)
 
 
 class MemberStatus:
