@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -11,7 +12,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from paycore.api.auth import Principal, Scope, principal_of, tenant_of
-from paycore.api.idempotency import WriteExecutor
+from paycore.api.idempotency import IDEMPOTENCY_HEADER, WriteExecutor
 from paycore.api.problems import problem
 from paycore.api.routes._docs import documented
 from paycore.api.schemas import (
@@ -40,9 +41,15 @@ DEFAULT_PAGE_SIZE = 100
 _MAX_TIMESTAMP = 2**63 - 1  # timestamps are signed 64-bit in both backends
 
 
-def new_account_id() -> str:
-    """A fresh id for an account created without one (36 chars of the id alphabet)."""
-    return f"acc_{uuid.uuid4().hex}"
+def new_account_id(tenant: str | None = None, idempotency_key: str | None = None) -> str:
+    """The id of an account created without one (36 chars of the id alphabet): fresh,
+    or, under an Idempotency-Key, derived from the tenant and the key, so that a request
+    that runs twice (its key's lock lost by a node frozen past the lease, while another
+    node ran it again) opens one account, not two."""
+    if idempotency_key is None:
+        return f"acc_{uuid.uuid4().hex}"
+    seed = f"{tenant or ''}\x00{idempotency_key}".encode()
+    return f"acc_{hashlib.sha256(seed).hexdigest()[:32]}"
 
 
 def encode_cursor(timestamp: int | None) -> str | None:
@@ -120,7 +127,8 @@ def account_routes(
         """Create an account; the same id with the same fields returns it again (200)."""
         body = decode_body(decode_account, await request.body())
         tenant = tenant_of(request)
-        command = CreateAccounts((body.to_request(body.id or new_account_id(), tenant),))
+        account_id = body.id or new_account_id(tenant, request.headers.get(IDEMPOTENCY_HEADER))
+        command = CreateAccounts((body.to_request(account_id, tenant),))
         return await writes.run(request, command, render_created, body)
 
     @get(
