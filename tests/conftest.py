@@ -5,6 +5,12 @@ is reproducible), no per-example deadline (a loaded CI machine must not flake), 
 no example database. ``long`` explores much more and is random; choose it with
 ``HYPOTHESIS_PROFILE=long``.
 
+Embedded layout: the suite runs the embedded ledger split over four SQLite files
+(``SUITE_EMBEDDED_SHARDS``) wherever a test does not say how many, in this process and in
+the ``paycore`` processes it starts (``PAYCORE_EMBEDDED_SHARDS``). Sharding is where the
+rules are hardest to keep, and shards are invisible: a test written for one file holds
+on four. A test of the product's own default asks for ``product_embedded_default``.
+
 Backends: a test that asks for ``make_store`` (or ``new_database``) runs once per
 backend, with ids ``sqlite`` and ``postgres``; the PostgreSQL runs carry the
 ``postgres`` marker and share one server per session (``fix_postgres``), with a
@@ -20,6 +26,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+import paycore.config as paycore_config
 from backends import (
     LedgerDatabase,
     PostgresDatabase,
@@ -46,6 +53,25 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+SUITE_EMBEDDED_SHARDS = 4
+_PRODUCT_EMBEDDED_SHARDS = paycore_config.EMBEDDED_SHARDS
+
+
+@pytest.fixture(autouse=True)
+def suite_embedded_shards(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four embedded shards unless a test says otherwise (see the module docstring)."""
+    monkeypatch.setattr(paycore_config, "EMBEDDED_SHARDS", SUITE_EMBEDDED_SHARDS)
+    monkeypatch.setenv("PAYCORE_EMBEDDED_SHARDS", str(SUITE_EMBEDDED_SHARDS))
+
+
+@pytest.fixture
+def product_embedded_default(monkeypatch: pytest.MonkeyPatch) -> int:
+    """The product's embedded default (what a fresh machine gets), for this test."""
+    monkeypatch.setattr(paycore_config, "EMBEDDED_SHARDS", _PRODUCT_EMBEDDED_SHARDS)
+    monkeypatch.delenv("PAYCORE_EMBEDDED_SHARDS", raising=False)
+    return _PRODUCT_EMBEDDED_SHARDS
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -18,10 +18,18 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
-from paycore.ledger.model import AccountRequest, TransferFlags, TransferRequest
+from paycore.ledger.model import (
+    Account,
+    AccountFlags,
+    AccountRequest,
+    TransferFlags,
+    TransferRequest,
+)
+from paycore.storage.apply import remainder_transfer
 
 __all__ = [
     "CURRENCIES",
+    "KEPT",
     "MAX",
     "LedgerModel",
     "MAccount",
@@ -36,6 +44,24 @@ MAX_CODE = 2**31 - 1
 NS = 1_000_000_000
 CURRENCIES = frozenset({"USD", "EUR", "JPY", "GBP", "KWD", "CHF"})  # all the tests use
 _ID_CHARS = frozenset(string.ascii_letters + string.digits + "_.:-")
+# Refusals that depend on the ledger's state: kept under the transfer id for good, so the
+# same id gets the same answer again (the contract: a retry never changes an answer).
+KEPT = frozenset(
+    {
+        "account_not_found",
+        "account_closed",
+        "currency_mismatch",
+        "insufficient_funds",
+        "exceeds_credit_limit",
+        "overflow",
+        "pending_transfer_not_found",
+        "pending_transfer_not_pending",
+        "pending_transfer_already_posted",
+        "pending_transfer_already_voided",
+        "pending_transfer_expired",
+        "amount_exceeds_pending_amount",
+    }
+)
 
 
 def valid_id(value: object) -> bool:
@@ -121,6 +147,9 @@ class LedgerModel:
     history: dict[str, list[tuple[int, int, int, int]]] = field(default_factory=dict)
     # Idempotency-Key -> (fingerprint, stored body, expires_at ns)
     idempotency: dict[str, tuple[str, bytes, int]] = field(default_factory=dict)
+    # transfer id -> (the request refused, its code), for the KEPT codes; a failed chain
+    # keeps them, a chain left open (malformed input) does not
+    refusals: dict[str, tuple[TransferRequest, str]] = field(default_factory=dict)
 
     # -- accounts -------------------------------------------------------------------
 
@@ -160,7 +189,9 @@ class LedgerModel:
             self.history[r.id] = []
         return Outcome(r.id)
 
-    def close_account(self, account_id: str) -> Outcome:
+    def close_account(self, account_id: str, to: str | None = None, now: int = 0) -> Outcome:
+        """A balance refuses the close, unless ``to`` takes it (or pays the debt) by a
+        transfer in the same step: that transfer's refusal refuses the close."""
         account = self.accounts.get(account_id)
         if account is None:
             return Outcome(account_id, "account_not_found")
@@ -168,6 +199,16 @@ class LedgerModel:
             return Outcome(account_id, exists=True)
         if account.dp or account.cp:
             return Outcome(account_id, "account_has_pending_transfers")
+        if account.cpo != account.dpo:
+            if to is None:
+                return Outcome(account_id, "account_has_balance")
+            counters = Account(
+                account_id, account.currency, 0, AccountFlags(), None, 0,
+                debits_posted=account.dpo, credits_posted=account.cpo,
+            )  # fmt: skip
+            (moved,) = self.apply_batch([remainder_transfer(counters, to)], now)
+            if not moved.ok:
+                return Outcome(account_id, moved.code)
         account.closed = True
         return Outcome(account_id)
 
@@ -179,10 +220,12 @@ class LedgerModel:
         results: list[Outcome] = []
         chain: list[int] | None = None
         saved: tuple[Any, ...] | None = None
+        refusals_before: dict[str, tuple[TransferRequest, str]] = {}
         failed = False
         for index, r in enumerate(requests):
             if chain is None and r.flags.linked:
                 chain, saved, failed = [], self._save(), False
+                refusals_before = dict(self.refusals)
             if chain is None:
                 results.append(self._one(r, now))
                 continue
@@ -204,6 +247,7 @@ class LedgerModel:
         if chain is not None:  # the batch ended inside a chain: none of it counts
             assert saved is not None
             self._restore(saved)
+            self.refusals = refusals_before
             for j in chain:
                 results[j] = Outcome(results[j].id, "linked_event_chain_open")
         return results
@@ -221,7 +265,12 @@ class LedgerModel:
     def expire(self, now: int) -> set[str]:
         """Release every pending hold whose timeout has passed at ``now``."""
         expired = set()
-        for hold_id, hold in self.holds.items():
+        # In the store's order: by deadline, ties by id (the order of balance history).
+        due = sorted(
+            (at, hold_id) for hold_id in self.holds if (at := self.expires_at(hold_id)) is not None
+        )
+        for _, hold_id in due:
+            hold = self.holds[hold_id]
             at = self.expires_at(hold_id)
             if hold.status == "pending" and at is not None and at <= now:
                 t = self.transfers[hold_id]
@@ -283,11 +332,21 @@ class LedgerModel:
             raise _Reject("pending_transfer_not_found")  # no transfer can have that id
         if type(r.timeout_seconds) is not int or not 0 <= r.timeout_seconds <= MAX_TIMEOUT:
             raise _Reject("invalid_request")
+        if r.id in self.refusals:
+            first, code = self.refusals[r.id]
+            if not self._same_request(r, first):
+                raise _Reject("transfer_exists_with_different_fields")
+            raise _Reject(code)
         if r.id in self.transfers:
             return self._same(r, self.transfers[r.id])
-        if f.post_pending or f.void_pending:
-            return self._resolve(r, now)
-        return self._create(r)
+        try:
+            if f.post_pending or f.void_pending:
+                return self._resolve(r, now)
+            return self._create(r)
+        except _Reject as rejected:
+            if rejected.code in KEPT:
+                self.refusals[r.id] = (r, rejected.code)
+            raise
 
     def _create(self, r: TransferRequest) -> Outcome:
         if r.debit_account_id is None or r.credit_account_id is None or r.amount is None:
@@ -318,10 +377,7 @@ class LedgerModel:
                 # A zero floor (no_overdraft, or a credit limit of 0) means "insufficient
                 # funds"; a positive credit limit is "exceeds credit limit".
                 raise _Reject("insufficient_funds" if floor == 0 else "exceeds_credit_limit")
-        if r.flags.pending:
-            if debit.dp + amount > MAX or credit.cp + amount > MAX:
-                raise _Reject("overflow")
-        elif debit.dpo + amount > MAX or credit.cpo + amount > MAX:
+        if debit.dp + debit.dpo + amount > MAX or credit.cp + credit.cpo + amount > MAX:
             raise _Reject("overflow")
         transfer = MTransfer(
             r.id,
@@ -424,6 +480,15 @@ class LedgerModel:
         if not same:
             raise _Reject("transfer_exists_with_different_fields")
         return Outcome(r.id, exists=True, transfer=t)
+
+    @staticmethod
+    def _same_request(r: TransferRequest, first: TransferRequest) -> bool:
+        """A retry of a refused id matches when it gives exactly the same fields."""
+        fields = (
+            "debit_account_id", "credit_account_id", "amount", "currency", "code", "flags",
+            "pending_id", "timeout_seconds", "metadata",
+        )  # fmt: skip
+        return all(getattr(r, name) == getattr(first, name) for name in fields)
 
     # -- helpers ----------------------------------------------------------------------
 

@@ -35,7 +35,8 @@ invalid_ids = st.one_of(
     st.builds(
         lambda a, bad, b: a + bad + b,
         st.text(alphabet=ID_ALPHABET, max_size=5),
-        st.sampled_from([" ", "/", "é", "#", "\t", "?", "\x00"]),
+        # One "/" may be a tenant's namespace ("t1/a1", paycore.ledger.tenancy); two never.
+        st.sampled_from([" ", "//", "é", "#", "\t", "?", "\x00"]),
         st.text(alphabet=ID_ALPHABET, max_size=5),
     ),
 )

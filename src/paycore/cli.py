@@ -2,7 +2,8 @@
 ``bench``.
 
 Each sub-command parses its options here, then runs an async core from
-``paycore.ops`` under ``asyncio.run``; ``main`` returns the exit status
+``paycore.ops`` (operator commands) or ``paycore.tools`` (demo, bench, local cluster)
+under ``asyncio.run``; ``main`` returns the exit status
 (0 fine, 1 a promise broken or a target missed where that fails the command,
 2 a usage or environment problem).
 """
@@ -100,6 +101,13 @@ def _parser() -> argparse.ArgumentParser:
     audit = sub.add_parser(
         "audit",
         help="check every ledger invariant on a data directory; exits 1 on any violation",
+        description="Check every promise of the ledger on one consistent snapshot per shard: "
+        "money conserved per currency, transfers well formed, counters equal to a replay of "
+        "the history, limits never exceeded, holds resolved once and none overdue, balance "
+        "history and hash chain intact; across shards, money conserved, clearing accounts "
+        "holding exactly the transfers in flight, and no saga open past --stuck. Exits 0 "
+        "when clean, 1 on any violation, 2 when there is no ledger or the checkpoint cannot "
+        "be read.",
     )
     where = audit.add_mutually_exclusive_group()
     where.add_argument("--data-dir", help="data directory (default: the settings' one)")
@@ -111,7 +119,13 @@ def _parser() -> argparse.ArgumentParser:
         default=60.0,
         help="seconds a hold may stay pending past its timeout (60)",
     )
-    audit.add_argument("--max-violations", type=int, default=1000)
+    audit.add_argument(
+        "--max-violations",
+        type=_count,
+        default=1000,
+        metavar="N",
+        help="list at most N violations per shard (1000); all are counted, and any fails the audit",
+    )
     audit.add_argument(
         "--checkpoint",
         type=Path,
@@ -161,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_chaos(sub)
 
-    from paycore.ops.bench import add_arguments  # noqa: PLC0415 - keeps start-up light
+    from paycore.tools.bench.options import add_arguments  # noqa: PLC0415 - keeps start-up light
 
     bench = sub.add_parser(
         "bench",
@@ -177,8 +191,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _count(text: str) -> int:
+    """An argparse type: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, not {text!r}")
+    return value
+
+
 def _add_cluster_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from paycore.ops.cluster.commands import add_arguments as add_cluster_arguments  # noqa: PLC0415
+    from paycore.tools.local_cluster.commands import add_arguments as add_cluster_arguments  # noqa: PLC0415
 
     cluster = sub.add_parser(
         "cluster",
@@ -194,13 +219,23 @@ def _add_cluster_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _cluster(args: argparse.Namespace) -> int:
-    from paycore.ops.cluster.commands import run  # noqa: PLC0415
+    from paycore.tools.local_cluster.commands import run  # noqa: PLC0415
 
     return run(args)
 
 
 def _add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    serve = sub.add_parser("serve", help="serve the HTTP API (uvicorn, uvloop, httptools)")
+    serve = sub.add_parser(
+        "serve",
+        help="serve the HTTP API (uvicorn, uvloop, httptools)",
+        description="Serve the HTTP API (/v1, OpenAPI at /docs, /healthz, /readyz, /metrics) "
+        "over the shards of the settings, with the background jobs (relay, expiry, "
+        "maintenance, payments) this node is elected for. With no config: the embedded "
+        "default, one SQLite shard in ./paycore-data (PAYCORE_EMBEDDED_SHARDS=N for N), "
+        "in-process locks and two simulated "
+        "acquirers. API keys are required (see `paycore keys create`) unless --open. "
+        "SIGTERM stops it; requests still running 10 s later are cut off.",
+    )
     serve.add_argument("--config", type=Path, help="TOML settings file")
     serve.add_argument("--data-dir", help="override the data directory")
     serve.add_argument("--host", help="override the listen address")
@@ -298,7 +333,7 @@ def _console() -> Console:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from paycore.ops.demo import DemoOptions, run_demo  # noqa: PLC0415
+    from paycore.tools.demo.run import DemoOptions, run_demo  # noqa: PLC0415
 
     options = DemoOptions(
         data_dir=args.data_dir,
@@ -543,7 +578,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from paycore.ops.bench import run_bench  # noqa: PLC0415
+    from paycore.tools.bench.transfers import run_bench  # noqa: PLC0415
 
     return run_bench(args, _console())
 

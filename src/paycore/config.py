@@ -1,7 +1,13 @@
 """Settings: one TOML file, overridable by ``PAYCORE_*`` environment variables.
 
-With no file at all, paycore runs embedded: 4 SQLite shards in ``./paycore-data``
-(``shard-0.sqlite3`` .. ``shard-3.sqlite3``), the 4,096 slots split evenly, no servers.
+With no file at all, paycore runs embedded: one SQLite shard, ``./paycore-data/shard-0.sqlite3``,
+no servers. ``embedded_shards = N`` (or ``PAYCORE_EMBEDDED_SHARDS``) splits the 4,096 slots
+evenly over N files ``shard-0.sqlite3`` .. ``shard-<N-1>.sqlite3``, with the same semantics
+(sagas carry what crosses files). One is the default because, measured on this machine
+kind, shards in one process share one interpreter lock and one disk: four of them moved
+about half as many local transfers per second as one, and every transfer crossing files
+costs three writes instead of one. Sharding pays where shards are separate servers
+(PostgreSQL). A data directory that already holds N shard files keeps N.
 Environment variables name a scalar setting in upper case, e.g. ``PAYCORE_DATA_DIR``,
 ``PAYCORE_SYNCHRONOUS``, ``PAYCORE_PORT``; the topology comes from the file only.
 
@@ -23,6 +29,9 @@ The topology, in the file::
     [[placement]]                          # optional: ids with this prefix live on s1
     prefix = "merchant:"
     shard = "s1"
+
+    [[placement]]                          # optional: ids with this prefix live together,
+    prefix = "t42:"                        # on the shard of the prefix's own slot
 
 Secrets (a DSN's or ``locks_url``'s password, webhook and processor secrets) may stay
 out of the file: ``PAYCORE_SHARD_<NAME>_DSN``, ``PAYCORE_LOCKS_URL``, ``dsn_file = "..."``
@@ -64,13 +73,14 @@ __all__ = [
     "ShardConfig",
     "ShardSpec",
     "WebhookEndpointConfig",
+    "embedded_shard_count",
     "load_settings",
     "parse_slots",
     "read_secret_file",
     "shard_specs",
 ]
 
-EMBEDDED_SHARDS = 4
+EMBEDDED_SHARDS = 1
 _SHARD_NAME = re.compile(r"[A-Za-z0-9_-]{1,24}")
 _BACKENDS = ("sqlite", "postgres")
 # PostgreSQL takes lock_timeout in milliseconds as a 32-bit integer.
@@ -91,10 +101,12 @@ class ShardConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class PlacementConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One ``[[placement]]`` table: account ids starting with ``prefix`` live on ``shard``."""
+    """One ``[[placement]]`` table: account ids starting with ``prefix`` live on ``shard``,
+    or, without ``shard``, together in the slot of ``prefix`` itself (so they share a shard
+    wherever the slot map puts that slot, and move together with it)."""
 
     prefix: str
-    shard: str
+    shard: str | None = None
 
 
 class ProcessorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -245,7 +257,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Topology (see the module docstring); empty: the embedded default.
     shards: tuple[ShardConfig, ...] = ()
     placement: tuple[PlacementConfig, ...] = ()
-    embedded_shards: int = EMBEDDED_SHARDS
+    # None: as many as the data directory already holds, else ``EMBEDDED_SHARDS``.
+    embedded_shards: int | None = None
     # Payment processors (``[[processors]]``) and how payments are routed among them
     # (``[routing]``, kept raw here and parsed by ``paycore.payments.routing``).
     processors: tuple[ProcessorConfig, ...] = ()
@@ -257,11 +270,6 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if self.auth not in _AUTH_MODES:
             raise ValueError(f"auth must be one of {_AUTH_MODES}, not {self.auth!r}")
-
-    @property
-    def shard_path(self) -> Path:
-        """The file of the first embedded shard (kept for single-file tools)."""
-        return Path(self.data_dir) / "shard-0.sqlite3"
 
 
 class ShardSpec(msgspec.Struct, frozen=True):
@@ -300,13 +308,51 @@ def _check_lock_timeout(value: float, where: str) -> float:
     return value
 
 
+def embedded_shard_count(settings: Settings) -> int:
+    """How many SQLite shards the embedded ledger has: ``embedded_shards`` when set,
+    else as many as the data directory holds (``shard-0.sqlite3`` on), else one.
+
+    A data directory written with N shards is refused with another count: its accounts
+    would be looked for on the wrong files (moving slots is an operator's command)."""
+    held = 0
+    while (Path(settings.data_dir) / f"shard-{held}.sqlite3").exists():
+        held += 1
+    n = settings.embedded_shards
+    if n is None:
+        return held or EMBEDDED_SHARDS
+    if n < 1:
+        raise ValueError("embedded_shards must be at least 1")
+    if (held > 1 and n != held) or (held == 1 and n > 1 and _holds_data(settings.data_dir)):
+        raise ValueError(
+            f"{settings.data_dir} holds a ledger of {held} shard file(s); embedded_shards = "
+            f"{n} would look for its accounts in the wrong files: keep {held}, or start "
+            "with an empty data directory"
+        )
+    return n
+
+
+def _holds_data(data_dir: str) -> bool:
+    """Whether a lone ``shard-0.sqlite3`` already holds accounts (a fresh one may grow
+    into any number of shards)."""
+    import sqlite3  # noqa: PLC0415 - only for this check
+
+    path = Path(data_dir) / "shard-0.sqlite3"
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT 1 FROM accounts LIMIT 1").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
+    return row is not None
+
+
 def shard_specs(settings: Settings) -> list[ShardSpec]:
     """The shards ``settings`` describes, validated; the embedded default without any."""
     default_lock_timeout = _check_lock_timeout(settings.lock_timeout_seconds, "settings")
     if not settings.shards:
-        n = settings.embedded_shards
-        if n < 1:
-            raise ValueError("embedded_shards must be at least 1")
+        n = embedded_shard_count(settings)
         bounds = [4096 * i // n for i in range(n + 1)]
         return [
             ShardSpec(
@@ -357,12 +403,15 @@ def shard_specs(settings: Settings) -> list[ShardSpec]:
         )
         specs.append(ShardSpec(shard.name, shard.backend, path, shard.dsn, slots, lock_timeout))
     for rule in settings.placement:
-        if rule.shard not in seen:
+        if not rule.prefix:
+            raise ValueError("a placement needs a non-empty prefix")
+        if rule.shard is not None and rule.shard not in seen:
             raise ValueError(f"placement {rule.prefix!r} names unknown shard {rule.shard!r}")
     return specs
 
 
 _SCALARS = (str, int, float, bool)
+_LATER = ("embedded_shards",)  # scalar settings whose default None is decided at start
 # Settings holding a secret, by table: ``(table, field, key of the PAYCORE_ name)``.
 _SECRET_FIELDS: Final = (("shards", "dsn"), ("processors", "webhook_secret"))
 _SAFE_MODE_BITS: Final = 0o077  # group or others may read, write or run it: refused
@@ -493,7 +542,10 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
             )
     defaults = Settings()
     for field in msgspec.structs.fields(Settings):
-        if field.name == "locks_url" or not isinstance(getattr(defaults, field.name), _SCALARS):
+        default = getattr(defaults, field.name)
+        # A scalar, or one whose default None means "decided later" (embedded_shards).
+        scalar = isinstance(default, _SCALARS) or (default is None and field.name in _LATER)
+        if field.name == "locks_url" or not scalar:
             continue  # the topology comes from the file only; locks_url is resolved above
         raw = environ.get(f"PAYCORE_{field.name.upper()}")
         if raw is not None:

@@ -38,6 +38,7 @@ class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid_request"
     BATCH_TOO_LARGE = "batch_too_large"
     REQUEST_TOO_LARGE = "request_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     RATE_LIMITED = "rate_limited"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
@@ -46,6 +47,7 @@ class ErrorCode(StrEnum):
     ACCOUNT_EXISTS_WITH_DIFFERENT_FIELDS = "account_exists_with_different_fields"
     ACCOUNT_CLOSED = "account_closed"
     ACCOUNT_HAS_PENDING_TRANSFERS = "account_has_pending_transfers"
+    ACCOUNT_HAS_BALANCE = "account_has_balance"
     # transfers
     TRANSFER_NOT_FOUND = "transfer_not_found"
     TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS = "transfer_exists_with_different_fields"
@@ -63,9 +65,10 @@ class ErrorCode(StrEnum):
     AMOUNT_EXCEEDS_PENDING_AMOUNT = "amount_exceeds_pending_amount"
     LINKED_EVENT_FAILED = "linked_event_failed"
     LINKED_EVENT_CHAIN_OPEN = "linked_event_chain_open"
-    # sharding: what a cross-shard transfer cannot be (see paycore.cluster.router)
-    LINKED_CHAIN_SPANS_SHARDS = "linked_chain_spans_shards"
-    CROSS_SHARD_PENDING_UNSUPPORTED = "cross_shard_pending_unsupported"
+    # sharding: a cross-shard hold whose second leg a fault interrupted (see
+    # paycore.cluster.settlement); the recovery finishes it within a bounded time
+    TRANSFER_IN_FLIGHT = "transfer_in_flight"
+    CROSS_SHARD_CLOSE_UNSUPPORTED = "cross_shard_close_unsupported"
     # idempotency
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     IDEMPOTENCY_KEY_IN_USE = "idempotency_key_in_use"
@@ -109,6 +112,7 @@ ERROR_SPECS: Final[dict[ErrorCode, ErrorSpec]] = {
     _E.INVALID_REQUEST: ErrorSpec(422, "The request is not valid"),
     _E.BATCH_TOO_LARGE: ErrorSpec(422, "The batch has too many items"),
     _E.REQUEST_TOO_LARGE: ErrorSpec(413, "The request body is too large"),
+    _E.UNSUPPORTED_MEDIA_TYPE: ErrorSpec(415, "The request body must be JSON"),
     _E.RATE_LIMITED: ErrorSpec(
         429, "Too many requests from this caller; retry after Retry-After seconds", retryable=True
     ),
@@ -121,6 +125,9 @@ ERROR_SPECS: Final[dict[ErrorCode, ErrorSpec]] = {
     _E.ACCOUNT_CLOSED: ErrorSpec(409, "The account is closed"),
     _E.ACCOUNT_HAS_PENDING_TRANSFERS: ErrorSpec(
         409, "The account has pending transfers and cannot be closed"
+    ),
+    _E.ACCOUNT_HAS_BALANCE: ErrorSpec(
+        409, "The account holds a balance; close it with transfer_balance_to, or move it first"
     ),
     _E.TRANSFER_NOT_FOUND: ErrorSpec(404, "Transfer not found"),
     _E.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS: ErrorSpec(
@@ -144,11 +151,13 @@ ERROR_SPECS: Final[dict[ErrorCode, ErrorSpec]] = {
     ),
     _E.LINKED_EVENT_FAILED: ErrorSpec(409, "Another transfer of the linked chain failed"),
     _E.LINKED_EVENT_CHAIN_OPEN: ErrorSpec(422, "The linked chain is not closed"),
-    _E.LINKED_CHAIN_SPANS_SHARDS: ErrorSpec(
-        422, "A linked chain must keep all its accounts on one shard"
+    _E.TRANSFER_IN_FLIGHT: ErrorSpec(
+        409,
+        "The hold is still being set up across shards after a fault; retry shortly",
+        retryable=True,
     ),
-    _E.CROSS_SHARD_PENDING_UNSUPPORTED: ErrorSpec(
-        422, "A pending transfer must keep both accounts on one shard"
+    _E.CROSS_SHARD_CLOSE_UNSUPPORTED: ErrorSpec(
+        422, "transfer_balance_to must name an account on the closed account's shard"
     ),
     _E.IDEMPOTENCY_KEY_REUSED: ErrorSpec(
         409, "The Idempotency-Key was used with a different request"

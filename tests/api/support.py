@@ -9,7 +9,7 @@ from litestar.testing import AsyncTestClient
 
 from paycore.errors import ERROR_SPECS, ErrorCode
 
-__all__ = ["NS", "Api", "ManualClock", "assert_problem"]
+__all__ = ["NS", "Api", "ManualClock", "assert_problem", "resolve_refs"]
 
 NS = 1_000_000_000
 
@@ -25,6 +25,22 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self.now += int(seconds * NS)
+
+
+def resolve_refs(node: Any, document: dict[str, Any]) -> Any:
+    """``node`` of the OpenAPI ``document`` with every local ``$ref`` replaced by what
+    it points at (the API's types are not recursive, so this ends)."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/"):
+            target: Any = document
+            for part in ref.removeprefix("#/").split("/"):
+                target = target[part]
+            return resolve_refs(target, document)
+        return {key: resolve_refs(value, document) for key, value in node.items()}
+    if isinstance(node, list):
+        return [resolve_refs(value, document) for value in node]
+    return node
 
 
 def assert_problem(response: httpx.Response, code: ErrorCode) -> dict[str, Any]:

@@ -121,16 +121,67 @@ async def test_close_account_marks_it_closed_and_refuses_new_transfers(api: Api)
     await api.account("bank")
     await api.account("w")
     await api.ok_transfer("t1", "bank", "w", 10)
+    await api.ok_transfer("t2", "w", "bank", 10)
     response = await api.client.post("/v1/accounts/w/close")
     assert response.status_code == 200
     assert response.json()["flags"]["closed"] is True
     assert response.json()["balance"]["credits_posted"] == 10
-    assert_problem(await api.transfer("t2", "bank", "w", 1), ErrorCode.ACCOUNT_CLOSED)
+    assert_problem(await api.transfer("t3", "bank", "w", 1), ErrorCode.ACCOUNT_CLOSED)
     assert (await api.client.post("/v1/accounts/w/close")).status_code == 200  # already closed
 
 
+async def test_an_account_holding_money_is_not_closed(api: Api) -> None:
+    """It used to close (200) and strand the money: every debit then account_closed."""
+    await api.account("bank")
+    await api.account("w", flags={"no_overdraft": True})
+    await api.ok_transfer("t1", "bank", "w", 10)
+    for body in (None, {}):
+        response = await api.client.post("/v1/accounts/w/close", json=body)
+        problem = assert_problem(response, ErrorCode.ACCOUNT_HAS_BALANCE)
+        assert (problem["status"], "holds 10 USD" in problem["detail"]) == (409, True)
+    account = (await api.client.get("/v1/accounts/w")).json()
+    assert account["flags"]["closed"] is False
+    await api.ok_transfer("t2", "w", "bank", 10)  # the money can still leave
+
+
+async def test_close_with_transfer_balance_to_moves_the_remainder_and_closes(api: Api) -> None:
+    await api.account("bank")
+    await api.account("w", flags={"no_overdraft": True})
+    await api.account("savings")
+    await api.ok_transfer("t1", "bank", "w", 25)
+    body = {"transfer_balance_to": "savings"}
+    response = await api.client.post("/v1/accounts/w/close", json=body)
+    assert response.status_code == 200, response.text
+    closed = response.json()
+    assert closed["flags"]["closed"] is True
+    assert closed["balance"]["available"] == 0
+    assert (closed["balance"]["debits_posted"], closed["balance"]["credits_posted"]) == (25, 25)
+    savings = (await api.client.get("/v1/accounts/savings")).json()
+    assert savings["balance"]["available"] == 25
+    page = (await api.client.get("/v1/accounts/savings/transfers")).json()
+    (moved,) = page["data"]
+    assert (moved["debit_account_id"], moved["amount"], moved["status"]) == ("w", 25, "posted")
+    assert moved["id"].startswith("close_")
+    again = await api.client.post("/v1/accounts/w/close", json=body)
+    assert (again.status_code, again.json()) == (200, closed)
+    assert (await api.client.get("/v1/accounts/savings")).json()["balance"]["available"] == 25
+
+
+async def test_close_with_a_target_that_cannot_take_it_changes_nothing(api: Api) -> None:
+    await api.account("bank")
+    await api.account("w", flags={"no_overdraft": True})
+    await api.account("eur", "EUR")
+    await api.ok_transfer("t1", "bank", "w", 25)
+    response = await api.client.post("/v1/accounts/w/close", json={"transfer_balance_to": "eur"})
+    assert_problem(response, ErrorCode.CURRENCY_MISMATCH)
+    response = await api.client.post("/v1/accounts/w/close", json={"transfer_balance_to": "x y"})
+    assert_problem(response, ErrorCode.INVALID_REQUEST)  # not an id at all
+    account = (await api.client.get("/v1/accounts/w")).json()
+    assert (account["flags"]["closed"], account["balance"]["available"]) == (False, 25)
+
+
 async def test_close_refuses_an_unexpected_body(api: Api) -> None:
-    """Close takes no parameters: a body with fields is 422 and the account stays open."""
+    """Close takes only transfer_balance_to: another field is 422 and the account stays open."""
     await api.account("w")
     response = await api.client.post("/v1/accounts/w/close", json={"force": True})
     assert_problem(response, ErrorCode.INVALID_REQUEST)

@@ -104,10 +104,12 @@ def _requests(world: dict[str, str], ids: dict[str, str]) -> dict[tuple[str, str
         ),
         ("GET", "/v1/transfers/{transfer_id:str}"): (f"/v1/transfers/{t1}", None),
         ("GET", "/v1/transfers/batch"): ("/v1/transfers/batch", None),
-        ("POST", "/v1/transfers"): ("/v1/transfers", {**body, "id": "bob-t"}),
+        # Bob's own new ids: each refusal is kept under its id, so the two calls
+        # compared (Alice's accounts, missing ones) use two ids.
+        ("POST", "/v1/transfers"): ("/v1/transfers", {**body, "id": ids["bob-t"]}),
         ("POST", "/v1/transfers/batch"): (
             "/v1/transfers/batch",
-            {"transfers": [{**body, "id": "bob-b"}]},
+            {"transfers": [{**body, "id": ids["bob-b"]}]},
         ),
         ("POST", "/v1/transfers/{transfer_id:str}/post"): (f"/v1/transfers/{h1}/post", None),
         ("POST", "/v1/transfers/{transfer_id:str}/void"): (f"/v1/transfers/{h1}/void", None),
@@ -135,7 +137,13 @@ def _requests(world: dict[str, str], ids: dict[str, str]) -> dict[tuple[str, str
             },
         ),
         ("GET", "/v1/payouts/{payout_id:str}"): (f"/v1/payouts/{ids.get('payout', 'po_x')}", None),
-        # Creating an account under a taken id: a conflict without the other's data.
+        # Lists: a filter naming Alice's object is a miss; with none, Bob's own (none).
+        ("GET", "/v1/accounts"): ("/v1/accounts?currency=USD", None),
+        ("GET", "/v1/transfers"): (f"/v1/transfers?account_id={a1}", None),
+        ("GET", "/v1/payments"): (f"/v1/payments?merchant_account_id={a1}", None),
+        ("GET", "/v1/refunds"): (f"/v1/refunds?payment_id={pay}", None),
+        ("GET", "/v1/payouts"): (f"/v1/payouts?wallet_account_id={a1}", None),
+        # Ids are scoped by tenant: Bob naming Alice's account id makes his own account.
         ("POST", "/v1/accounts"): ("/v1/accounts", {"id": a1, "currency": "USD"}),
     }
 
@@ -148,6 +156,13 @@ def _answer(response: httpx.Response, ids: dict[str, str]) -> tuple[int, str]:
     return response.status_code, text
 
 
+def _shape(response: httpx.Response, ids: dict[str, str]) -> tuple[int, str]:
+    """``_answer`` without the times (two accounts made one after the other)."""
+    status, text = _answer(response, ids)
+    text = re.sub(r'"(timestamp|created_at)":("[^"]*"|\d+)', r'"\1":_', text)
+    return status, text
+
+
 async def _snapshot(alice: Tenant, world: dict[str, str]) -> list[str]:
     paths = ["/v1/accounts/a1", "/v1/accounts/a2", "/v1/transfers/t1", "/v1/transfers/h1"]
     paths.append(f"/v1/payments/{world['payment']}")
@@ -158,25 +173,32 @@ async def test_another_tenants_objects_answer_as_missing_ones_on_every_route(
     open_client: Any, store: AnyStore
 ) -> None:
     """On every route of the app, Bob naming Alice's objects gets exactly what naming
-    objects that do not exist gets (404 with the same body; a taken id's conflict),
-    never her data; and nothing of hers changed."""
+    objects that do not exist gets (404 with the same body; creating an account under
+    her id makes his own, as under a fresh id), never her data; and nothing of hers
+    changed."""
     async with _two_tenants(open_client, store) as (client, alice, bob):
         world = await _alice_world(alice)
         before = await _snapshot(alice, world)
         routes = _routes(client.app)
         real = {"a1": "a1", "a2": "a2", "a3": "a3", "t1": "t1", "h1": "h1", **world}
+        real |= {"bob-t": "bob-t", "bob-b": "bob-b"}
         ghost = {k: f"zz{v}" for k, v in real.items()}
-        ghost["a1"] = "a1"  # the account-create conflict needs the taken id itself
         to_alice, to_nothing = _requests(world, real), _requests(world, ghost)
         assert set(to_alice) == routes, "a route without a cross-tenant check"
-        for route in sorted(routes):
+        create = ("POST", "/v1/accounts")
+        # Last: once Bob has his own "a1", the other routes would name it.
+        for route in [*sorted(routes - {create}), create]:
             path, body = to_alice[route]
             method = route[0]
             foreign = await (bob.get(path) if method == "GET" else bob.post(path, body))
             g_path, g_body = to_nothing[route]
             missing = await (bob.get(g_path) if method == "GET" else bob.post(g_path, g_body))
-            assert foreign.status_code in (404, 409, 200), (route, foreign.text)
-            if route != ("POST", "/v1/transfers/batch"):
+            if route == create:
+                assert foreign.status_code == missing.status_code == 201, foreign.text
+                assert _shape(foreign, real) == _shape(missing, ghost)
+                continue
+            assert foreign.status_code in (404, 200), (route, foreign.text)
+            if route not in (("POST", "/v1/transfers/batch"), ("GET", "/v1/accounts")):
                 assert foreign.status_code != 200, (route, foreign.text)
             assert _answer(foreign, real) == _answer(missing, ghost), route
             for secret in ("alice", '"balance"', "500"):
@@ -203,6 +225,29 @@ async def test_a_transfer_between_own_and_foreign_accounts_fails_atomically(
         assert [r["error"]["code"] for r in results] == ["linked_event_failed", "account_not_found"]
         assert (await alice.get("/v1/transfers/x1")).status_code == 404
         assert (await bob.get("/v1/accounts/b1")).json()["balance"]["credits_posted"] == 0
+
+
+async def test_a_refused_transfer_id_is_replayed_to_its_tenant_only(
+    open_client: Any, store: AnyStore
+) -> None:
+    """Alice's refused id keeps her refusal; Bob using the same id learns nothing of it:
+    his transfer is tried as if the id had never been refused (and later, Alice still gets
+    her own answer)."""
+    async with _two_tenants(open_client, store) as (_, alice, bob):
+        for tenant, names in ((alice, ("a1", "a2")), (bob, ("b1", "b2"))):
+            for i, name in enumerate(names):
+                flags = {"no_overdraft": True} if i == 0 else {}
+                body = {"id": name, "currency": "USD", "flags": flags}
+                assert (await tenant.post("/v1/accounts", body)).status_code == 201
+        pay = {"id": "pay-1", "debit_account_id": "a1", "credit_account_id": "a2", "amount": 5}
+        first = await alice.post("/v1/transfers", {**pay, "currency": "USD"})
+        assert first.json()["code"] == "insufficient_funds"
+        bobs = {**pay, "debit_account_id": "b2", "credit_account_id": "b1", "currency": "USD"}
+        created = await bob.post("/v1/transfers", bobs)
+        assert created.status_code == 201, created.text
+        again = await alice.post("/v1/transfers", {**pay, "currency": "USD"})
+        assert (again.status_code, again.json()) == (first.status_code, first.json())
+        assert (await bob.post("/v1/transfers", bobs)).status_code == 200  # his, as stored
 
 
 async def test_idempotency_keys_are_scoped_per_tenant(open_client: Any, store: AnyStore) -> None:
@@ -289,7 +334,9 @@ async def test_keys_are_not_stored_in_clear(
     async with open_client(auth="api_keys"):
         new = await keys.create("alice", ALL)
         rows = await keys.list()
-    secret = new.token.rsplit("_", 1)[1]
+    # The secret is what follows the key id (it may itself hold "_": token_urlsafe).
+    secret = new.token.split(f"{new.row.id}_", 1)[1]
+    assert len(secret) >= 40
     assert secret not in repr(rows)
     assert all(secret not in str(value) for row in rows for value in row.__struct_fields__)
     if backend == "sqlite":
@@ -338,7 +385,14 @@ async def test_only_an_admin_key_reads_paycores_own_accounts(tmp_path: Path) -> 
 
     settings = Settings(data_dir=str(tmp_path), rate_limit_per_second=0)
     store = build_store(settings)  # the router, as every server has it
-    shard_of = ShardMap.even([f"shard-{n}" for n in range(4)]).shard_for
+    from paycore.ledger.tenancy import internal_account_id
+
+    # Placed by the id the store keeps: in tenant "t"'s namespace.
+    place = ShardMap.even([f"shard-{n}" for n in range(4)]).shard_for
+
+    def shard_of(account_id: str) -> str:
+        return place(internal_account_id("t", account_id))
+
     a = next(f"a{n}" for n in range(100) if shard_of(f"a{n}") == "shard-0")
     b = next(f"b{n}" for n in range(100) if shard_of(f"b{n}") == "shard-1")
     clearing = clearing_account_id("shard-0", "shard-1", "USD")

@@ -170,3 +170,27 @@ async def test_unknown_currency_in_a_batch_item_is_refused(funded: Api) -> None:
     response = await funded.client.post("/v1/transfers/batch", json={"transfers": items})
     body = assert_problem(response, ErrorCode.INVALID_REQUEST)
     assert "XYZ" in body["detail"]
+
+
+async def test_refused_items_resent_after_funding_get_the_same_refusals(funded: Api) -> None:
+    """A batch resent once the wallet is funded: each refused item (a linked chain's too)
+    gets its first answer again, nothing moves; accepted items answer as they were."""
+    items = [
+        item("t1", "w", "shop", 500),  # more than w has
+        item("t2", "w", "shop", 30),
+        item("c1", "w", "shop", 10, linked=True),  # a chain failing at its last item
+        item("c2", "w", "shop", 300),
+    ]
+    first = await batch(funded, items)
+    assert [r.get("error", {}).get("code") for r in first] == [
+        "insufficient_funds",
+        None,
+        "linked_event_failed",
+        "insufficient_funds",
+    ]
+    await funded.ok_transfer("fund-2", "bank", "w", 10_000)
+    before = await funded.balances("w", "shop")
+    assert await batch(funded, items) == first
+    assert await funded.balances("w", "shop") == before
+    changed = await batch(funded, [item("t1", "w", "shop", 400)])
+    assert changed[0]["error"]["code"] == "transfer_exists_with_different_fields"

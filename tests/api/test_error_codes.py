@@ -74,7 +74,14 @@ async def batch_too_large(w: World) -> httpx.Response:
 
 
 async def request_too_large(w: World) -> httpx.Response:
-    return await w.api.transfer("t1", "a", "b", 1, metadata={"note": "x" * 2000})
+    return await w.api.transfer("t1", "a", "b", 1, metadata={f"n{i}": "x" * 450 for i in range(4)})
+
+
+async def unsupported_media_type(w: World) -> httpx.Response:
+    body = msgspec.json.encode(_item(id="t1", amount=1))
+    return await w.client.post(
+        "/v1/transfers", content=body, headers={"content-type": "text/plain"}
+    )
 
 
 async def rate_limited(w: World) -> httpx.Response:
@@ -109,6 +116,15 @@ async def account_closed(w: World) -> httpx.Response:
 async def account_has_pending_transfers(w: World) -> httpx.Response:
     await w.api.ok_transfer("h1", "a", "b", 5, pending=True)
     return await w.client.post("/v1/accounts/b/close")
+
+
+async def account_has_balance(w: World) -> httpx.Response:
+    await w.api.ok_transfer("t1", "a", "b", 5)
+    return await w.client.post("/v1/accounts/b/close")
+
+
+async def cross_shard_close_unsupported(w: World) -> httpx.Response:
+    return await _on_two_shards({"transfer_balance_to": "{b}"}, path="/v1/accounts/{a}/close")
 
 
 async def transfer_not_found(w: World) -> httpx.Response:
@@ -256,8 +272,12 @@ async def internal_error(w: World) -> httpx.Response:
     return response
 
 
-async def _on_two_shards(body: dict[str, Any], batch: bool) -> httpx.Response:
-    """POST ``body`` (``{a}``/``{b}``: accounts on two shards) to an app over 2 SQLite shards."""
+async def _on_two_shards(
+    body: dict[str, Any], batch: bool = False, then: str | None = None, path: str | None = None
+) -> httpx.Response:
+    """POST ``body`` (``{a}``/``{b}``: accounts on two shards) to an app over 2 SQLite shards,
+    at ``path`` (which may name ``{a}``) or at the transfer routes; with ``then``, leave its
+    sagas after step 1 (a node that died) and POST ``{}`` there."""
     import tempfile
 
     from paycore.api import create_app
@@ -273,23 +293,18 @@ async def _on_two_shards(body: dict[str, Any], batch: bool) -> httpx.Response:
             for account in (a, b):
                 await c.post("/v1/accounts", json={"id": account, "currency": "USD"})
             raw = msgspec.json.encode(body).decode().replace("{a}", a).replace("{b}", b)
-            path = "/v1/transfers/batch" if batch else "/v1/transfers"
-            return await c.post(path, content=raw, headers={"content-type": "application/json"})
+            path = (path or ("/v1/transfers/batch" if batch else "/v1/transfers")).format(a=a)
+            store.drive_sagas = then is None
+            first = await c.post(path, content=raw, headers={"content-type": "application/json"})
+            if then is None:
+                return first
+            return await c.post(then, json={})
 
 
-async def linked_chain_spans_shards(w: World) -> str:
-    item = {"debit_account_id": "{a}", "credit_account_id": "{b}", "amount": 1, "currency": "USD"}
-    response = await _on_two_shards(
-        {"transfers": [dict(item, id="t1", linked=True), dict(item, id="t2")]}, batch=True
-    )
-    code: str = response.json()["results"][0]["error"]["code"]
-    return code
-
-
-async def cross_shard_pending_unsupported(w: World) -> httpx.Response:
+async def transfer_in_flight(w: World) -> httpx.Response:
     body = {"id": "t1", "debit_account_id": "{a}", "credit_account_id": "{b}", "amount": 1,
             "currency": "USD", "pending": True}  # fmt: skip
-    return await _on_two_shards(body, batch=False)
+    return await _on_two_shards(body, batch=False, then="/v1/transfers/t1/post")
 
 
 # -- payments (the payment routes, over the same store, with a scripted processor) ----------
@@ -411,7 +426,8 @@ async def invalid_signature(w: World) -> httpx.Response:
     good = signature_header([_PROCESSOR_SECRET], body)
     path = "/v1/processor_events/acq"
     response = await w.client.post(path, content=body, headers={SIGNATURE_HEADER: forged})
-    accepted = await w.client.post(path, content=body, headers={SIGNATURE_HEADER: good})
+    json = {"content-type": "application/json"}
+    accepted = await w.client.post(path, content=body, headers={SIGNATURE_HEADER: good, **json})
     assert accepted.json() == {"received": True, "duplicate": False}
     return response
 
@@ -420,6 +436,7 @@ SCENARIOS: dict[ErrorCode, tuple[dict[str, Any], Scenario]] = {
     E.INVALID_REQUEST: ({}, invalid_request),
     E.BATCH_TOO_LARGE: ({}, batch_too_large),
     E.REQUEST_TOO_LARGE: ({"max_body_bytes": 1024}, request_too_large),
+    E.UNSUPPORTED_MEDIA_TYPE: ({}, unsupported_media_type),
     E.RATE_LIMITED: ({"rate_limit_per_second": 0.01, "rate_limit_burst": 5}, rate_limited),
     E.NOT_FOUND: ({}, not_found),
     E.METHOD_NOT_ALLOWED: ({}, method_not_allowed),
@@ -427,6 +444,7 @@ SCENARIOS: dict[ErrorCode, tuple[dict[str, Any], Scenario]] = {
     E.ACCOUNT_EXISTS_WITH_DIFFERENT_FIELDS: ({}, account_exists_with_different_fields),
     E.ACCOUNT_CLOSED: ({}, account_closed),
     E.ACCOUNT_HAS_PENDING_TRANSFERS: ({}, account_has_pending_transfers),
+    E.ACCOUNT_HAS_BALANCE: ({}, account_has_balance),
     E.TRANSFER_NOT_FOUND: ({}, transfer_not_found),
     E.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS: ({}, transfer_exists_with_different_fields),
     E.ACCOUNTS_MUST_BE_DIFFERENT: ({}, accounts_must_be_different),
@@ -443,8 +461,8 @@ SCENARIOS: dict[ErrorCode, tuple[dict[str, Any], Scenario]] = {
     E.AMOUNT_EXCEEDS_PENDING_AMOUNT: ({}, amount_exceeds_pending_amount),
     E.LINKED_EVENT_FAILED: ({}, linked_event_failed),
     E.LINKED_EVENT_CHAIN_OPEN: ({}, linked_event_chain_open),
-    E.LINKED_CHAIN_SPANS_SHARDS: ({}, linked_chain_spans_shards),
-    E.CROSS_SHARD_PENDING_UNSUPPORTED: ({}, cross_shard_pending_unsupported),
+    E.TRANSFER_IN_FLIGHT: ({}, transfer_in_flight),
+    E.CROSS_SHARD_CLOSE_UNSUPPORTED: ({}, cross_shard_close_unsupported),
     E.IDEMPOTENCY_KEY_REUSED: ({}, idempotency_key_reused),
     E.IDEMPOTENCY_KEY_IN_USE: ({}, idempotency_key_in_use),
     E.INVALID_CARD_NUMBER: ({}, invalid_card_number),

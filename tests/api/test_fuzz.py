@@ -29,7 +29,7 @@ _CODES = {c.value for c in ErrorCode}
 # A request shaped like each route wants, for mutation (ids exist or not, as it falls).
 _SHAPES: dict[str, dict[str, Any]] = {
     "/v1/accounts": {"id": "a1", "currency": "USD", "flags": {"no_overdraft": True}},
-    "/v1/accounts/{id}/close": {},
+    "/v1/accounts/{id}/close": {"transfer_balance_to": "a2"},
     "/v1/transfers": {"id": "t1", "debit_account_id": "a1", "credit_account_id": "a2",
                       "amount": 5, "currency": "USD", "pending": True, "timeout_seconds": 5},
     "/v1/transfers/batch": {"transfers": [{"id": "t2", "debit_account_id": "a1",

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from api.support import Api, assert_problem
+from api.support import Api, assert_problem, resolve_refs
 from backends import AnyStore
 from paycore.errors import ErrorCode, UnavailableError
 from paycore.payments.processors.base import AuthorizeRequest, CardDetails
@@ -108,7 +108,7 @@ async def test_docs_serve_the_openapi_ui_and_schema(client: AsyncTestClient[Any]
     assert ui.status_code == 200
     assert "<html" in ui.text.lower()
     schema = (await client.get("/docs/openapi.json")).json()
-    operation = schema["paths"]["/v1/transfers"]["post"]
+    operation = resolve_refs(schema["paths"]["/v1/transfers"]["post"], schema)
     body_schema = operation["requestBody"]["content"]["application/json"]["schema"]
     assert body_schema["properties"]["amount"]["maximum"] == 2**63 - 1
     assert body_schema["additionalProperties"] is False
@@ -169,3 +169,56 @@ async def test_metrics_show_each_processors_calls_and_breaker_state(api: Api) ->
     assert 'processor="acq-metrics"' in text
     assert "paycore_processor_calls_total" in text
     assert "paycore_processor_breaker_state" in text
+
+
+async def test_metrics_content_type_names_its_charset_once(api: Api) -> None:
+    """Prometheus' text format with one charset parameter (it used to come twice, which
+    strict parsers refuse)."""
+    response = await api.client.get("/metrics")
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+
+
+@pytest.mark.parametrize("path", ["/v1/transfers", "/v1/payments", "/v1/accounts/a/close"])
+async def test_a_client_that_leaves_mid_body_is_not_a_500(
+    api: Api, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    """A client that disconnects before the end of its body is neither an error log with a
+    traceback nor a 500 in the metrics: a 499 (client closed request), logged in one line,
+    and nothing is done."""
+    await api.account("a")
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b'{"id": "t1", "debit_', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1", "method": "POST", "scheme": "http", "path": path,
+        "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"test"), (b"content-type", b"application/json"),
+                    (b"content-length", b"200")],
+        "client": ("127.0.0.1", 40000), "server": ("test", 80), "state": {},
+    }  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        await api.client.app(scope, receive, send)  # type: ignore[arg-type]
+    starts = [m for m in sent if m["type"] == "http.response.start"]
+    assert [m["status"] for m in starts] in ([], [499])
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert errors == [], [r.getMessage() for r in errors]
+    assert "left before sending its whole body" in caplog.text
+    text = (await api.client.get("/metrics")).text
+    assert f'method="POST",route="{_template(path)}",status="499"}} 1.0' in text
+    assert 'status="500"' not in text
+    assert (await api.client.get("/v1/accounts/a")).json()["flags"]["closed"] is False
+
+
+def _template(path: str) -> str:
+    return path.replace("/a/", "/{account_id}/")

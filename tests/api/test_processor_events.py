@@ -47,8 +47,12 @@ def processors() -> tuple[ProcessorConfig, ...]:
 
 
 def signed(body: bytes, secret: str = SECRET, *, at: float | None = None) -> dict[str, str]:
+    """A processor's headers: its signature, and the JSON media type every body needs."""
     now = int(time.time() if at is None else at)
-    return {SIGNATURE_HEADER: signature_header([secret], body, now=now)}
+    return {
+        SIGNATURE_HEADER: signature_header([secret], body, now=now),
+        "content-type": "application/json",
+    }
 
 
 def notification(event_id: str = "evt_1", **fields: Any) -> bytes:

@@ -210,3 +210,38 @@ async def test_an_id_with_a_nul_byte_in_the_path_is_not_found(funded: Api) -> No
     for read in ("transfers", "balances"):
         found = await client.get(f"/v1/accounts/w%00/{read}")
         assert_problem(found, ErrorCode.ACCOUNT_NOT_FOUND)
+
+
+async def test_a_refused_transfer_resent_after_funding_gets_the_same_refusal(funded: Api) -> None:
+    """The transfer id is an idempotency key, failures included: refused for lack of
+    funds, resent unchanged once the wallet is funded, it is refused again (same problem),
+    moves nothing, and is still not a transfer; with other fields it is a conflict."""
+    first = await funded.transfer("t1", "w", "shop", 1_500)
+    refused = assert_problem(first, ErrorCode.INSUFFICIENT_FUNDS)
+    await funded.ok_transfer("fund-2", "bank", "w", 1_000)
+    before = await funded.balances("w", "shop")
+    again = await funded.transfer("t1", "w", "shop", 1_500)
+    assert again.status_code == first.status_code
+    assert again.json() == refused
+    changed = await funded.transfer("t1", "w", "shop", 1_400)
+    assert_problem(changed, ErrorCode.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS)
+    assert await funded.balances("w", "shop") == before
+    assert (await funded.client.get("/v1/transfers/t1")).status_code == 404
+    assert (await funded.transfer("t2", "w", "shop", 1_500)).status_code == 201
+
+
+@pytest.mark.parametrize("given_id", [True, False])
+async def test_a_refused_capture_keeps_its_refusal(funded: Api, given_id: bool) -> None:
+    """A capture refused for more than the hold keeps that answer under its id. Without an
+    id in the body the capture's id is derived from the hold, so the refusal is kept under
+    that one: a corrected capture then names an id of its own."""
+    await funded.ok_transfer("h1", "w", "shop", 300, pending=True)
+    body = {"id": "cap-1", "amount": 301} if given_id else {"amount": 301}
+    first = await funded.client.post("/v1/transfers/h1/post", json=body)
+    refused = assert_problem(first, ErrorCode.AMOUNT_EXCEEDS_PENDING_AMOUNT)
+    again = await funded.client.post("/v1/transfers/h1/post", json=body)
+    assert again.json() == refused
+    corrected = await funded.client.post("/v1/transfers/h1/post", json={**body, "amount": 300})
+    assert_problem(corrected, ErrorCode.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS)
+    captured = await funded.client.post("/v1/transfers/h1/post", json={"id": "cap-2"})
+    assert captured.status_code == 201

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from paycore.chaos.nemesis import FaultKind
 from paycore.chaos.run import ChaosOptions, run_local
-from paycore.ops.pg_local import find_bindir
+from paycore.tools.local_postgres import find_bindir
 
 pytestmark = pytest.mark.slow
 

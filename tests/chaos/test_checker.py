@@ -415,3 +415,83 @@ def test_audit_lines_are_violations() -> None:
     run = clean_run()
     found = check(run.history, run.state(), audit=["s0: counter_mismatch: ..."])
     assert kinds(found) == {K.AUDIT}
+
+
+# -- linked chains and holds (issue 13) ----------------------------------------------------
+
+
+def chain_run() -> Run:
+    """A clean run plus two chains across accounts: one that took effect (a hold, its
+    partial post, a transfer), one refused whole (its last item overdrew)."""
+    run = clean_run()
+    items = [
+        {"id": "c1", "linked": True},
+        {"id": "c2", "linked": True},
+        {"id": "c3"},
+        {"id": "d1", "linked": True},
+        {"id": "d2"},
+    ]
+    results = {
+        "results": [
+            {"id": "c1", "status": "pending"},
+            {"id": "c2", "status": "posted"},
+            {"id": "c3", "status": "posted"},
+            {"id": "d1", "error": {"code": "linked_event_failed"}},
+            {"id": "d2", "error": {"code": "insufficient_funds"}},
+        ]
+    }
+    run.send("/v1/transfers/batch", {"transfers": items}, 200, results)
+    hold = transfer("c1", A, B, 40, flags={"pending": True}, status="posted")
+    post = transfer("c2", A, B, 25, flags={"post_pending": True}, pending_id="c1")
+    run.transfers += [hold, post, transfer("c3", B, A, 25)]
+    return run
+
+
+def test_chains_and_holds_of_a_clean_run_have_no_violation() -> None:
+    """A chain that took effect whole and one refused whole are clean."""
+    run = chain_run()
+    assert check(run.history, run.state()) == []
+
+
+def test_chain_that_took_effect_in_part_is_reported() -> None:
+    """A chain of which only some transfers are there is not atomic (ambiguous or not)."""
+    run = chain_run()
+    run.transfers = [t for t in run.transfers if t["id"] != "c3"]
+    assert K.CHAIN_NOT_ATOMIC in kinds(check(run.history, run.state()))
+    run = chain_run()
+    items = [{"id": "e1", "linked": True}, {"id": "e2"}]
+    run.send("/v1/transfers/batch", {"transfers": items}, None, attempts=2)  # ambiguous
+    run.transfers.append(transfer("e1", B, A, 3))
+    assert kinds(check(run.history, run.state())) == {K.CHAIN_NOT_ATOMIC}
+
+
+def test_chain_answered_in_part_is_reported() -> None:
+    """A chain whose answer has ok items and refused items is not atomic."""
+    run = clean_run()
+    items = [{"id": "g1", "linked": True}, {"id": "g2"}]
+    results = {"results": [{"id": "g1", "status": "posted"}, {"id": "g2", "error": {"code": "x"}}]}
+    run.send("/v1/transfers/batch", {"transfers": items}, 200, results)
+    run.transfers.append(transfer("g1", B, A, 3))
+    assert kinds(check(run.history, run.state())) == {K.CHAIN_NOT_ATOMIC}
+
+
+def test_post_exceeding_its_hold_is_reported() -> None:
+    """A post that moved more than its hold held is reported."""
+    run = chain_run()
+    next(t for t in run.transfers if t["id"] == "c2")["amount"] = 41
+    assert kinds(check(run.history, run.state())) == {K.POST_EXCEEDS_HOLD}
+
+
+def test_hold_resolved_twice_or_with_the_wrong_status_is_reported() -> None:
+    """A hold posted and voided, or shown pending though a post resolved it, is reported."""
+    run = chain_run()
+    run.transfers.append(transfer("c9", A, B, 40, flags={"void_pending": True}, pending_id="c1"))
+    found = check(run.history, run.state())
+    assert K.HOLD_INCONSISTENT in kinds(found)
+    run = chain_run()
+    state = run.state()
+    for listing in state.transfers.values():
+        for t in listing:
+            if t["id"] == "c1":
+                t["status"] = "expired"
+    assert K.HOLD_INCONSISTENT in kinds(check(run.history, state))

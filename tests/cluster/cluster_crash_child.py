@@ -24,7 +24,7 @@ from paycore.api import create_app
 from paycore.cluster.router import ShardedStore
 from paycore.cluster.topology import build_store
 from paycore.config import load_settings
-from paycore.ops.demo import AsgiClient
+from paycore.tools.demo.asgi_client import AsgiClient
 
 CLIENTS = 8
 # A quick relay and short leases, so sagas a kill left open are retaken soon.

@@ -13,7 +13,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from backends import PostgresDatabase
 from paycore.cluster.router import ShardedStore
-from paycore.config import EMBEDDED_SHARDS, Settings, ShardConfig
+from paycore.config import Settings, ShardConfig
 from paycore.ledger.model import (
     Account,
     AccountFlags,
@@ -27,18 +27,20 @@ if TYPE_CHECKING:  # imported by pytest as a plugin, to rewrite its asserts
     from fix_postgres import PostgresServer
 
 USD = "USD"
-SHARDS = tuple(f"shard-{i}" for i in range(EMBEDDED_SHARDS))
+CLUSTER_SHARDS = 4
+SHARDS = tuple(f"shard-{i}" for i in range(CLUSTER_SHARDS))
 
 
 class ClusterDatabases:
     """The four shard databases of a test cluster, and the settings that name them.
 
-    SQLite: the embedded default, four files in ``directory`` (what a node runs with
-    no config file). PostgreSQL: four migrated, empty databases on the session's test
-    server (``fix_postgres``), listed as ``[[shards]]`` under the embedded names and
-    without slots, so the slots are split in the same order and every id lands on the
-    same shard name on both backends. ``drop()`` hands the PostgreSQL ones back to the
-    server's pool (their sessions are ended first) or deletes the SQLite files.
+    SQLite: the embedded layout split over four files in ``directory`` (what a node
+    runs with no config file but ``embedded_shards = 4``). PostgreSQL: four migrated,
+    empty databases on the session's test server (``fix_postgres``), listed as
+    ``[[shards]]`` under the embedded names and without slots, so the slots are split
+    in the same order and every id lands on the same shard name on both backends.
+    ``drop()`` hands the PostgreSQL ones back to the server's pool (their sessions are
+    ended first) or deletes the SQLite files.
     """
 
     def __init__(self, backend: str, directory: Path, server: PostgresServer | None) -> None:
@@ -54,7 +56,7 @@ class ClusterDatabases:
         unless a knob says otherwise (these tests are about the cluster, not keys)."""
         knobs.setdefault("auth", "open")
         if self.backend == "sqlite":
-            return Settings(data_dir=str(self.directory), **knobs)
+            return Settings(data_dir=str(self.directory), embedded_shards=CLUSTER_SHARDS, **knobs)
         shards = tuple(
             ShardConfig(name=name, backend="postgres", dsn=database.dsn)
             for name, database in zip(SHARDS, self.databases, strict=True)

@@ -56,3 +56,11 @@ async def wallets(cluster: ShardedStore) -> dict[str, list[str]]:
     # The shards are independent: set them up at once (a PostgreSQL round trip is slow).
     pairs = await asyncio.gather(*(place(shard) for shard in cluster.shards))
     return dict(zip(cluster.shards, pairs, strict=True))
+
+
+@pytest.fixture
+def relay_path(cluster: ShardedStore) -> ShardedStore:
+    """The cluster with requests that stop after step 1 of a saga, as a node that died
+    right after it would: the relay (the recovery path) does the rest."""
+    cluster.drive_sagas = False
+    return cluster

@@ -1,4 +1,5 @@
-"""Topology from settings: the embedded 4-shard default, [[shards]] and [[placement]]."""
+"""Topology from settings: the embedded one-shard default (or N files), [[shards]] and
+[[placement]]."""
 
 from __future__ import annotations
 
@@ -8,16 +9,52 @@ import pytest
 
 from paycore.cluster.topology import build_store, shard_map_of
 from paycore.config import Settings, load_settings, shard_specs
+from paycore.ledger.model import AccountRequest
+from paycore.storage.base import CreateAccounts
 
 
-def test_no_config_means_four_sqlite_shards_over_even_slots(tmp_path: Path) -> None:
-    """Without a topology, four SQLite files in data_dir share the 4,096 slots evenly."""
+def test_no_config_means_one_sqlite_shard_holding_every_slot(
+    tmp_path: Path, product_embedded_default: int
+) -> None:
+    """Without a topology, one SQLite file in data_dir holds the 4,096 slots."""
+    assert product_embedded_default == 1
     specs = shard_specs(Settings(data_dir=str(tmp_path)))
+    assert [(s.name, s.path, s.slots) for s in specs] == [
+        ("shard-0", tmp_path / "shard-0.sqlite3", ((0, 4095),))
+    ]
+    assert set(build_store(Settings(data_dir=str(tmp_path))).shards) == {"shard-0"}
+
+
+def test_embedded_shards_split_the_slots_evenly_over_that_many_files(tmp_path: Path) -> None:
+    """``embedded_shards = 4``: four SQLite files in data_dir share the slots evenly."""
+    specs = shard_specs(Settings(data_dir=str(tmp_path), embedded_shards=4))
     assert [s.name for s in specs] == ["shard-0", "shard-1", "shard-2", "shard-3"]
     assert [s.path for s in specs] == [tmp_path / f"shard-{i}.sqlite3" for i in range(4)]
     assert [s.slots for s in specs] == [((0, 1023),), ((1024, 2047),), ((2048, 3071),),
                                         ((3072, 4095),)]  # fmt: skip
-    assert set(build_store(Settings(data_dir=str(tmp_path))).shards) == {s.name for s in specs}
+
+
+async def test_a_data_directory_keeps_the_shards_it_was_written_with(tmp_path: Path) -> None:
+    """A data directory written with four shards opens with four when nothing is said,
+    and another count is refused (its accounts would be looked for in the wrong files);
+    a one-shard ledger holding accounts cannot be split by a setting either."""
+    four = build_store(Settings(data_dir=str(tmp_path / "four"), embedded_shards=4))
+    await four.start()
+    await four.stop()
+    assert len(shard_specs(Settings(data_dir=str(tmp_path / "four")))) == 4
+    with pytest.raises(ValueError, match="holds a ledger of 4 shard file"):
+        shard_specs(Settings(data_dir=str(tmp_path / "four"), embedded_shards=2))
+    one = build_store(Settings(data_dir=str(tmp_path / "one"), embedded_shards=1))
+    await one.start()
+    await one.execute(CreateAccounts((AccountRequest("a", "USD"),)))
+    await one.stop()
+    with pytest.raises(ValueError, match="holds a ledger of 1 shard file"):
+        shard_specs(Settings(data_dir=str(tmp_path / "one"), embedded_shards=4))
+    assert len(shard_specs(Settings(data_dir=str(tmp_path / "one"), embedded_shards=1))) == 1
+    empty = build_store(Settings(data_dir=str(tmp_path / "empty"), embedded_shards=1))
+    await empty.start()
+    await empty.stop()  # a fresh file with no account may still grow into four
+    assert len(shard_specs(Settings(data_dir=str(tmp_path / "empty"), embedded_shards=4))) == 4
 
 
 def test_toml_topology_with_ranges_dsns_and_placement(tmp_path: Path) -> None:

@@ -22,7 +22,8 @@ async def test_a_settled_saga_is_listed_once_on_each_side(
     await relay.start()
     try:
         (result,) = await cluster.execute(CreateTransfers((move("saga-1", a, b, 40),)))
-        assert result.in_flight
+        assert result.ok
+        assert not result.in_flight
         for _ in range(500):
             view = await cluster.get_transfer("saga-1")
             if view is not None and view.status is TransferStatus.POSTED:

@@ -19,6 +19,9 @@ from paycore.ledger.model import TransferStatus
 from paycore.locks.testing import RedisServer
 from paycore.storage.base import CreateTransfers
 
+# These tests drive the recovery path: requests leave steps 2 and 3 to the relay.
+pytestmark = pytest.mark.usefixtures("relay_path")
+
 
 @pytest.mark.slow
 async def test_a_worker_process_settles_sagas_and_stops_on_sigterm(

@@ -22,6 +22,9 @@ FAST = Settings(
     leader_ttl_seconds=0.5, relay_interval_seconds=0.02, maintenance_interval_seconds=0.05
 )
 
+# These tests drive the recovery path: requests leave steps 2 and 3 to the relay.
+pytestmark = pytest.mark.usefixtures("relay_path")
+
 
 @pytest.fixture
 async def two_nodes(redis_server: RedisServer) -> AsyncIterator[list[LockServiceBase]]:

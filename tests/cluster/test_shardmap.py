@@ -75,3 +75,13 @@ def test_prefix_rules_pin_ids_longest_prefix_first() -> None:
     assert shard_map.shard_for("merchant:7") == "m"
     assert shard_map.shard_for("wallet:7") == "main"
     assert shard_map.shards == ("main", "big", "m")
+
+
+def test_a_placement_without_a_shard_keeps_a_prefix_together_in_its_own_slot() -> None:
+    """``[[placement]] prefix = "t42:"`` puts every id with that prefix in the slot of the
+    prefix: one shard for all of them, wherever the slot map puts that slot."""
+    shard_map = ShardMap(ShardMap.even(["a", "b", "c", "d"]).ranges, [PrefixRule("t42:")])
+    home = shard_map.shard_for("t42:")
+    ids = [f"t42:wallet:{i}" for i in range(50)] + ["t42:fees"]
+    assert {shard_map.shard_for(i) for i in ids} == {home}
+    assert len({shard_map.shard_for(f"wallet:{i}") for i in range(50)}) == 4

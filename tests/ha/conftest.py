@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from paycore.chaos.local import NODE_SETTINGS
-from paycore.ops.cluster.control import LocalCluster
-from paycore.ops.cluster.spec import ClusterSpec
-from paycore.ops.cluster.tools import default_tools_dir, install_tools
+from paycore.tools.local_cluster.control import LocalCluster
+from paycore.tools.local_cluster.spec import ClusterSpec
+from paycore.tools.local_cluster.toolbox import default_tools_dir, install_tools
 
 
 @pytest.fixture(scope="session")

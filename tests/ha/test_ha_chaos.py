@@ -14,7 +14,7 @@ from rich.console import Console
 
 from paycore.chaos.nemesis import FaultKind
 from paycore.chaos.run import ChaosOptions, run_cluster
-from paycore.ops.cluster.control import LocalCluster
+from paycore.tools.local_cluster.control import LocalCluster
 
 pytestmark = pytest.mark.slow
 

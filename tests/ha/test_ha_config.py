@@ -11,12 +11,17 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from paycore.ops.cluster.layout import ClusterLayout
-from paycore.ops.cluster.nginx import nginx_config
-from paycore.ops.cluster.patroni import patroni_config
-from paycore.ops.cluster.runtime import node_settings, shard_dsn
-from paycore.ops.cluster.spec import BALANCE_METHODS, ClusterSpec, PortPlan, load_cluster_spec
-from paycore.ops.cluster.tools import Toolbox, ToolMissingError
+from paycore.tools.local_cluster.layout import ClusterLayout
+from paycore.tools.local_cluster.nginx import nginx_config
+from paycore.tools.local_cluster.patroni import patroni_config
+from paycore.tools.local_cluster.runtime import node_settings, shard_dsn
+from paycore.tools.local_cluster.spec import (
+    BALANCE_METHODS,
+    ClusterSpec,
+    PortPlan,
+    load_cluster_spec,
+)
+from paycore.tools.local_cluster.toolbox import Toolbox, ToolMissingError
 
 PLAN = PortPlan.from_base(ClusterSpec(), 30000)
 

@@ -17,8 +17,8 @@ import httpx
 import psycopg
 import pytest
 
-from paycore.ops.cluster.control import LocalCluster
-from paycore.ops.cluster.drill import DrillReport, run_drill
+from paycore.tools.local_cluster.control import LocalCluster
+from paycore.tools.local_cluster.drill import DrillReport, run_drill
 
 pytestmark = pytest.mark.slow
 

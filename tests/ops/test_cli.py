@@ -6,6 +6,7 @@ import asyncio
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,6 +49,7 @@ def _make_ledger(data_dir: Path) -> Path:
     return data_dir / "shard-0.sqlite3"
 
 
+@pytest.mark.usefixtures("product_embedded_default")  # one shard file, as made here
 def test_audit_exits_0_on_a_clean_ledger(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -59,6 +61,7 @@ def test_audit_exits_0_on_a_clean_ledger(
     assert "USD" in out
 
 
+@pytest.mark.usefixtures("product_embedded_default")  # one shard file, as made here
 def test_audit_exits_1_on_a_doctored_ledger(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -74,6 +77,7 @@ def test_audit_exits_1_on_a_doctored_ledger(
     assert "w1" in out
 
 
+@pytest.mark.usefixtures("product_embedded_default")  # one shard file, as made here
 def test_audit_json_is_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--json`` prints only the report, as JSON."""
     _make_ledger(tmp_path)
@@ -84,6 +88,7 @@ def test_audit_json_is_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert report["violations"] == []
 
 
+@pytest.mark.usefixtures("product_embedded_default")  # one shard file, as made here
 def test_audit_reads_the_data_dir_from_a_config_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -127,6 +132,7 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert result["transfers"] > 0
     assert result["audit"]["ok"] is True
     assert all(p["broken"] == 0 and p["checks"] > 0 for p in result["promises"]), result
+    assert result["cross_shard_act"]["ok"] is True
     assert main(["audit", "--data-dir", str(tmp_path / "demo")]) == 0
 
     # The payments act: acq-a went down, its breaker opened, the others took its
@@ -163,6 +169,65 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert logs == ["acq-a.log", "acq-b.log", "acq-c.log"]
 
 
+def test_demo_cross_shard_act_holds_and_chains_between_shards(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The demo's cross-shard act, on the default 4 SQLite shards: a hold between wallets
+    on two shards shows on both (debits_pending, credits_pending), a partial capture and
+    a void release the rest on both sides, a chain over three shards runs through a wallet
+    that starts empty, and a chain whose last item fails changes nothing; the demo checks
+    every answer and balance against the one-shard contract and exits 0."""
+    out_json = tmp_path / "demo.json"
+    status = main(
+        [
+            "demo", "--data-dir", str(tmp_path / "demo"), "--wallets", "20",
+            "--clients", "4", "--duration", "0.5", "--seed", "5", "--no-payments",
+            "--json", str(out_json),
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "cross-shard act" in out
+    result = json.loads(out_json.read_text())
+    act = result["cross_shard_act"]
+    assert act["ok"] is True
+    shards = {w["label"]: w["shard"] for w in act["wallets"]}
+    assert len(set(shards.values())) == 4  # A, B, E, C: one per shard
+    fund, hold, capture, hold2, void, chain, failed = act["steps"]
+    assert all(s["balances"] == s["expected_balances"] for s in act["steps"])
+    assert all(s["answers"] == s["expected_answers"] for s in act["steps"])
+
+    def at(step: dict[str, Any], label: str) -> list[int]:
+        return step["balances"][label]  # debits_pending, debits_posted, credits_pending, ..._posted
+
+    assert fund["answers"] == ["posted"] * 3
+    assert at(fund, "E") == [0, 0, 0, 0]
+    assert hold["answers"] == ["201 pending 40.00"]
+    assert at(hold, "A") == [4_000, 0, 0, 10_000]
+    assert at(hold, "B") == [0, 0, 4_000, 10_000]
+    assert capture["answers"] == ["201 posted 25.00"]  # A -> B, the client's own accounts
+    assert at(capture, "A") == [0, 2_500, 0, 10_000]  # the 15.00 left is released...
+    assert at(capture, "B") == [0, 0, 0, 12_500]  # ...on both sides
+    assert at(hold2, "A")[0] == 1_000
+    assert at(hold2, "B")[2] == 1_000
+    assert void["answers"] == ["201 voided 10.00"]
+    assert at(void, "A") == at(capture, "A")
+    assert at(void, "B") == at(capture, "B")
+    assert chain["answers"] == ["posted", "posted"]
+    assert at(chain, "E") == [0, 3_000, 0, 3_000]  # received and passed on, in one chain
+    assert at(chain, "A")[1] == 5_500
+    assert at(chain, "C")[3] == 13_000
+    assert failed["answers"] == ["linked_event_failed", "linked_event_failed", "insufficient_funds"]
+    assert failed["balances"] == chain["balances"]  # nothing moved
+    (promise,) = [p for p in result["promises"] if p["name"].startswith("holds and linked chains")]
+    assert promise["checks"] > 0
+    assert promise["broken"] == 0
+    (cross,) = [p for p in result["promises"] if p["name"].startswith("cross-shard transfers")]
+    assert cross["checks"] == result["cross_shard_transfers"] > 0
+    assert cross["broken"] == 0
+    assert main(["audit", "--data-dir", str(tmp_path / "demo")]) == 0
+
+
 def test_demo_refuses_a_used_data_dir(tmp_path: Path) -> None:
     """The demo never runs on a ledger that already exists."""
     _make_ledger(tmp_path)
@@ -170,11 +235,12 @@ def test_demo_refuses_a_used_data_dir(tmp_path: Path) -> None:
 
 
 def test_bench_quick_inprocess(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The in-process bench measures uniform and hot batches and audits them clean."""
+    """The in-process bench measures uniform and hot batches, and on several shards
+    local and cross-shard ones (counted once settled), and audits them clean."""
     out_json = tmp_path / "bench.json"
     status = main(
         [
-            "bench", "--quick", "--only", "inproc", "--transfers", "4000",
+            "bench", "--quick", "--only", "inproc", "--transfers", "4000", "--shards", "4",
             "--batch-size", "1000", "--accounts", "500", "--json", str(out_json),
         ]
     )  # fmt: skip
@@ -183,7 +249,7 @@ def test_bench_quick_inprocess(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "reproduce" in out
     report = json.loads(out_json.read_text())
     names = [r["name"] for r in report["results"]]
-    assert names == ["inproc-uniform", "inproc-hot"]
+    assert names == ["inproc-uniform", "inproc-hot", "inproc-local", "inproc-cross"]
     assert all(r["transfers"] == 4000 and r["errors"] == 0 for r in report["results"])
     assert report["audits"] == {"inproc": True}
     assert report["command"].startswith("paycore bench --quick")
@@ -206,6 +272,30 @@ def test_bench_http_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert all(r["transfers"] > 0 and r["errors"] == 0 for r in report["results"])
     assert report["server_rss_mb"]["peak_mb"] > 0
     assert report["audits"] == {"http": True}
+
+
+@pytest.mark.slow
+def test_bench_payments_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The payments bench pays a merchant by card through ``paycore serve`` on the embedded
+    default from another process; the merchant holds exactly what succeeded, the audit
+    is clean, and the server's CPU per payment is reported."""
+    out_json = tmp_path / "bench.json"
+    status = main(
+        [
+            "bench", "--only", "payments", "--clients", "4", "--duration", "0.5",
+            "--json", str(out_json),
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert status == 0, out
+    report = json.loads(out_json.read_text())
+    (result,) = report["results"]
+    assert result["name"] == "http-payments"
+    assert result["transfers"] > 0, result
+    assert result["errors"] == 0, result
+    assert result["detail"]["server_cpu_ms_per_payment"] > 0
+    assert report["audits"] == {"payments-merchant": True, "payments": True}
+    assert "card payments" in {t["name"] for t in report["targets"]}
 
 
 def test_demo_exits_1_when_a_promise_breaks(
@@ -233,6 +323,8 @@ def test_demo_exits_1_when_a_promise_breaks(
     assert "PROMISE BROKEN" in out
     assert "insufficient_funds" in out
     assert "limit_exceeded" in out
+    # The cross-shard act's failing chain went through: the act says so.
+    assert "the cross-shard act broke the contract" in out
 
 
 def _rechain_sqlite(path: Path, shard: str = "shard-0") -> None:
@@ -259,6 +351,7 @@ def _rechain_sqlite(path: Path, shard: str = "shard-0") -> None:
     conn.close()
 
 
+@pytest.mark.usefixtures("product_embedded_default")  # one shard file, as made here
 def test_audit_checkpoint_records_heads_and_catches_a_rewritten_history(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

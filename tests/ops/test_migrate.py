@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import msgspec
 import psycopg
 import pytest
 
@@ -226,6 +227,16 @@ def test_migrate_on_start_is_a_setting_defaulting_to_true() -> None:
     assert load_settings(None, env={"PAYCORE_MIGRATE_ON_START": "false"}).migrate_on_start is False
 
 
+def test_embedded_shards_is_read_from_the_environment() -> None:
+    """``PAYCORE_EMBEDDED_SHARDS`` sets the embedded shard count (its default, None, is
+    decided at start-up: it was once skipped as not a scalar); a bad value is refused."""
+    assert load_settings(None, env={}).embedded_shards is None
+    assert load_settings(None, env={"PAYCORE_EMBEDDED_SHARDS": "4"}).embedded_shards == 4
+    with pytest.raises(msgspec.ValidationError):
+        load_settings(None, env={"PAYCORE_EMBEDDED_SHARDS": "four"})
+
+
+@pytest.mark.usefixtures("product_embedded_default")  # `paycore migrate` reads the environment
 async def test_a_sqlite_node_that_may_not_migrate_refuses_a_lagging_schema(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

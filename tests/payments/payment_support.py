@@ -134,7 +134,7 @@ def payment_app(
     ``writes``: a ``WriteExecutor`` whose cluster-wide key lock the routes share."""
     return Litestar(
         route_handlers=payment_routes(
-            service.store, service, settings or Settings(data_dir="unused"), writes=writes
+            service, settings or Settings(data_dir="unused"), writes=writes
         ),
         exception_handlers=EXCEPTION_HANDLERS,
         # Open mode: every request acts for tenant "default" (as create_app's auth = "open").

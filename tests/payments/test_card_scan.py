@@ -190,13 +190,17 @@ def test_no_card_number_in_databases_logs_or_webhooks(
                 assert r.status_code == 422, r.text
             assert sum(1 for s in statuses.values() if s == 201) >= len(good)
             assert all(statuses[n] == 422 for n in INVALID)
-            # Every event reaches the receiver (wait until none is left to send).
-            deadline = time.monotonic() + 60
+            # Every event reaches the receiver: wait until none is left to send, and the
+            # first payment's (the positive control below) has arrived, however loaded
+            # the machine is.
+            deadline = time.monotonic() + 90
             last, stable_since = -1, time.monotonic()
-            while time.monotonic() - stable_since < 2.0:
+            while time.monotonic() - stable_since < 2.0 or not any(
+                b"4242" in request_bytes for request_bytes in list(delivered)
+            ):
                 if len(delivered) != last:
                     last, stable_since = len(delivered), time.monotonic()
-                assert time.monotonic() < deadline, "webhooks kept coming"
+                assert time.monotonic() < deadline, f"webhooks still coming: {len(delivered)}"
                 time.sleep(0.1)
     finally:
         serve.send_signal(signal.SIGTERM)

@@ -7,6 +7,7 @@ misbehave on purpose (refuse, close or reset after the request was sent).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import struct
@@ -90,6 +91,15 @@ def test_an_unreadable_success_is_ambiguous() -> None:
     for content in (b"<html>", b"", b'{"reference": "r"}'):
         result = classify_answer("acq", Operation.CAPTURE, "r", 200, content)
         assert result.outcome is Outcome.AMBIGUOUS
+
+
+def test_a_body_nested_too_deep_is_unreadable_not_an_exception() -> None:
+    """A processor's answer nesting 100,000 levels (hostile or broken) is read as an
+    unreadable body: AMBIGUOUS after a 2xx, FAILED after a 5xx, never a RecursionError
+    escaping into the payment flow."""
+    deep = b'{"id": "x", "extra": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert classify_answer("acq", Operation.CAPTURE, "r", 200, deep).outcome is Outcome.AMBIGUOUS
+    assert classify_answer("acq", Operation.CAPTURE, "r", 503, deep).outcome is Outcome.FAILED
 
 
 def test_status_not_found_is_an_answer() -> None:
@@ -226,3 +236,44 @@ async def test_connection_lost_after_sending_is_ambiguous(
     assert result.outcome is Outcome.AMBIGUOUS, result
     assert NUMBER not in caplog.text
     assert "pay_1.a:1" in caplog.text  # the log does name the reference
+
+
+async def test_calls_are_spread_over_several_keep_alive_pools() -> None:
+    """With ``pools=4``, calls go out over four pools in turn: twelve calls one after
+    the other travel on four kept-alive connections (one pool would reuse one)."""
+    peers: list[int] = []
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peers.append(writer.get_extra_info("peername")[1])
+        writers.append(writer)
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            lines = [line.lower() for line in head.split(b"\r\n")]
+            sizes = [int(ln.split(b":")[1]) for ln in lines if ln.startswith(b"content-length")]
+            await reader.readexactly(sizes[0] if sizes else 0)
+            body = b'{"id": "auth_1", "status": "authorized", "reference": "r"}'
+            writer.write(
+                b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\n"
+                + f"content-length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    async with server, SimulatorConnector("acq", url, pools=4, max_connections=4) as connector:
+        for _ in range(12):
+            result = await connector.status("r")
+            assert result.outcome is Outcome.APPROVED, result
+    for writer in writers:  # closed here, not by the garbage collector after the loop
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    assert len(peers) == 4
+    with pytest.raises(ValueError, match="pools"):
+        SimulatorConnector("acq", url, pools=0)

@@ -45,6 +45,15 @@ C_COLUMNS = {
     ("outbox", "debit_account_id"),
     ("outbox", "credit_account_id"),
     ("transfer_ids", "id"),
+    ("chains", "chain_id"),  # 0012 creates them collated
+    ("chain_reservations", "chain_id"),
+    ("chain_reservations", "account_id"),
+    ("saga_holds_in_flight", "hold_id"),
+    ("saga_holds_in_flight", "account_id"),
+    ("chain_locks", "pending_id"),
+    ("chain_locks", "chain_id"),
+    ("transfer_refusals", "id"),  # 0013 creates them collated
+    ("transfer_refusals", "tenant"),
     ("fencing_tokens", "name"),  # 0005 creates it collated
     # 0006 creates its id columns collated
     ("payments", "id"),

@@ -71,14 +71,21 @@ async def test_commands_of_different_kinds_in_one_group_see_each_other(store: An
                 ),
             )
         ),
+        # The id refused earlier in the group keeps its refusal (the contract: a retry
+        # never changes an answer); a new id sees the account.
         CreateTransfers((TransferRequest("early", "a", "late", 5),)),
+        CreateTransfers((TransferRequest("later", "a", "late", 5),)),
     ]
     results = await asyncio.gather(*(store.execute(c) for c in commands))
     assert results[0][0].code is ErrorCode.ACCOUNT_NOT_FOUND
     assert results[1][0].ok
     assert results[2][0].ok
     assert results[3][0].ok
-    assert (results[4][0].ok, results[4][0].exists) == (True, False)
+    assert (results[4][0].code, results[4][0].detail) == (
+        ErrorCode.ACCOUNT_NOT_FOUND,
+        results[0][0].detail,
+    )
+    assert (results[5][0].ok, results[5][0].exists) == (True, False)
     accounts = await store.get_accounts(["late"])
     assert (accounts["late"].credits_pending, accounts["late"].credits_posted) == (0, 7)
 

@@ -27,6 +27,11 @@ MIGRATIONS = [
     "0009_history_chain.sql",
     "0010_tenants_api_keys.sql",
     "0011_event_tenants.sql",
+    "0012_chains.sql",
+    "0013_transfer_refusals.sql",
+    "0014_outbox_flags.sql",
+    "0015_list_indexes.sql",
+    "0016_saga_history.sql",
 ]
 
 

@@ -452,6 +452,7 @@ def test_a_released_ledger_database_comes_back_empty(postgres_server: PostgresSe
         assert _query(dsn, "SELECT key, value FROM shard_meta ORDER BY key") == [
             ("chain_head", 0),
             ("last_timestamp", 0),
+            ("saga_history_since", 0),
         ]
         assert len(_query(dsn, "SELECT * FROM schema_migrations")) == len(_migration_names())
     finally:

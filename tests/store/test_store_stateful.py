@@ -39,7 +39,7 @@ from paycore.storage.base import (
     PurgeIdempotency,
     StoredResponse,
 )
-from reference_model import LedgerModel, Outcome
+from reference_model import KEPT, LedgerModel, Outcome
 from store.support import NS, ManualClock, audit, read_state
 from strategies import account_requests, transfer_batches
 
@@ -152,6 +152,8 @@ class LedgerMachine(RuleBasedStateMachine):
             assert (_code(got.code), got.exists) == (want.code, want.exists), (
                 f"{request}: store says {got.code}/{got.exists}, model {want.code}/{want.exists}"
             )
+            if want.code in KEPT:  # a refused id is resent too: it must answer the same
+                self.sent.setdefault(request.id, request)
             if not got.ok:
                 continue
             self.sent.setdefault(request.id, request)
@@ -290,12 +292,16 @@ class LedgerMachine(RuleBasedStateMachine):
         assert len(expired) == len(set(expired))
         assert set(expired) == self.model.expire(self.clock.now)
 
-    @rule(account_id=st.sampled_from([*ACCOUNT_IDS, "ghost"]), go=st.integers(0, 4))
-    def close_account(self, account_id: str, go: int) -> None:
+    @rule(
+        account_id=st.sampled_from([*ACCOUNT_IDS, "ghost"]),
+        to=st.none() | st.sampled_from([*ACCOUNT_IDS, "ghost"]),
+        go=st.integers(0, 4),
+    )
+    def close_account(self, account_id: str, to: str | None, go: int) -> None:
         if go:  # closing is final: do it in one step out of five
             return
-        got = self.run(self.store.execute(CloseAccount(account_id)))
-        want = self.model.close_account(account_id)
+        got = self.run(self.store.execute(CloseAccount(account_id, transfer_balance_to=to)))
+        want = self.model.close_account(account_id, to, self.clock.now)
         assert (_code(got.code), got.exists) == (want.code, want.exists)
         if got.ok:
             assert got.account is not None

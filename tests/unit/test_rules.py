@@ -9,6 +9,7 @@ import pytest
 
 from paycore.errors import ErrorCode
 from paycore.ledger.model import (
+    SYSTEM_TENANT,
     Account,
     AccountFlags,
     AccountRequest,
@@ -17,6 +18,7 @@ from paycore.ledger.model import (
     TransferFlags,
     TransferRequest,
 )
+from paycore.ledger.refusals import KEPT_REFUSALS, Refusal, fingerprint
 from paycore.ledger.rules import (
     MAX_CODE,
     MAX_TIMEOUT_SECONDS,
@@ -30,6 +32,7 @@ from paycore.ledger.rules import (
 from paycore.money import MAX_AMOUNT
 
 E = ErrorCode
+TAKEN = ErrorCode.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS
 NS = 1_000_000_000
 NOW = 1_000 * NS
 PENDING = TransferFlags(pending=True)
@@ -519,7 +522,8 @@ def test_a_hold_may_be_resolved_only_along_its_transition_table() -> None:
         pytest.param(tr(""), id="empty-id"),
         pytest.param(tr("x" * 65), id="id-too-long"),
         pytest.param(tr("a b"), id="id-with-space"),
-        pytest.param(tr("a/b"), id="id-with-slash"),
+        pytest.param(tr("a/b/c"), id="id-with-two-slashes"),
+        pytest.param(tr("/b"), id="id-with-an-empty-namespace"),
         pytest.param(tr(flags=TransferFlags(pending=True, post_pending=True)), id="pending+post"),
         pytest.param(tr(flags=TransferFlags(post_pending=True, void_pending=True)), id="post+void"),
         pytest.param(tr(flags=TransferFlags(pending=True, void_pending=True)), id="pending+void"),
@@ -604,8 +608,8 @@ def test_closed_accounts_take_no_transfers(closed: str) -> None:
     """Neither side of a new transfer may be a closed account."""
     accounts = {i: account(i, closed=(i == closed)) for i in ("a", "b")}
     ws = ledger(*accounts.values())
-    reject(ws, tr(), E.ACCOUNT_CLOSED)
-    reject(ws, tr(flags=PENDING), E.ACCOUNT_CLOSED)
+    reject(ws, tr("t1"), E.ACCOUNT_CLOSED)
+    reject(ws, tr("t2", flags=PENDING), E.ACCOUNT_CLOSED)  # t1's refusal is kept
 
 
 def test_no_overdraft_refuses_debits_beyond_posted_credits() -> None:
@@ -680,12 +684,22 @@ def test_the_credit_side_has_no_limit() -> None:
             tr(amount=6, flags=PENDING),
             id="credits-pending",
         ),
+        pytest.param(
+            (account("a", dp=MAX_AMOUNT - 5), account("b")), tr(amount=6), id="debits-sum"
+        ),
+        pytest.param(
+            (account("a"), account("b", cpo=MAX_AMOUNT - 5)),
+            tr(amount=6, flags=PENDING),
+            id="credits-sum",
+        ),
     ],
 )
 def test_counters_never_overflow_int64(
     accounts: tuple[Account, Account], request_: TransferRequest
 ) -> None:
-    """A transfer that would push a counter past 2^63-1 is refused with overflow."""
+    """A transfer that would push a counter, or pending and posted together, past 2^63-1
+    is refused with overflow (pending plus posted: a posted transfer across shards is
+    held first, and must be answered as on one shard)."""
     reject(ledger(*accounts), request_, E.OVERFLOW)
 
 
@@ -696,11 +710,14 @@ def test_counters_may_reach_exactly_the_maximum() -> None:
     assert counters(ws, "a")[1] == MAX_AMOUNT
 
 
-def test_posting_a_hold_checks_the_posted_counters_for_overflow() -> None:
-    """Capturing a hold into a nearly full posted counter is refused with overflow."""
-    ws, _ = hold_ledger(40, 0, account("a"), account("b", cpo=MAX_AMOUNT - 39))
-    reject(ws, post("p", "h"), E.OVERFLOW)
-    assert one(ws, post("p", "h", 39)).ok
+def test_a_hold_counts_against_the_posted_counters_it_will_reach() -> None:
+    """A hold is refused when pending plus posted would pass 2^63-1, so posting a hold
+    that was accepted can always fill the posted counter, up to the maximum exactly."""
+    with pytest.raises(AssertionError):
+        hold_ledger(40, 0, account("a"), account("b", cpo=MAX_AMOUNT - 39))
+    ws, _ = hold_ledger(40, 0, account("a"), account("b", cpo=MAX_AMOUNT - 40))
+    assert one(ws, post("p", "h")).ok
+    assert counters(ws, "b")[3] == MAX_AMOUNT
 
 
 def test_a_timeout_is_only_for_holds() -> None:
@@ -981,8 +998,13 @@ def test_an_account_with_holds_cannot_be_closed(pending: dict[str, int]) -> None
 
 
 def test_closing_keeps_counters_and_sets_the_flag_once() -> None:
-    """Closing sets the closed flag and keeps the balance; closing again returns it as is."""
-    before = account("a", dpo=5, cpo=9, history=True)
+    """Closing sets the closed flag and keeps the counters; closing again returns it as is.
+    A balance (either sign) refuses it: closed, it could never move again."""
+    for dpo, cpo, held in ((5, 9, "holds 4 USD"), (9, 5, "owes 4 USD")):
+        refused = close_account(account("a", dpo=dpo, cpo=cpo), "a")
+        assert refused.code is ErrorCode.ACCOUNT_HAS_BALANCE
+        assert held in refused.detail
+    before = account("a", dpo=9, cpo=9, history=True)
     result = close_account(before, "a")
     assert (result.ok, result.exists) == (True, False)
     closed = result.account
@@ -1020,3 +1042,231 @@ def test_only_the_settlement_may_resolve_a_saga_hold() -> None:
     assert refused.code is ErrorCode.PENDING_TRANSFER_NOT_PENDING
     (accepted,) = fresh().apply_transfers([void], settlement=True)
     assert accepted.ok
+
+
+# -- refusals kept under the id (paycore.ledger.refusals) -----------------------------------
+
+
+def _refused_on(code: ErrorCode) -> tuple[WorkingSet, TransferRequest]:
+    """A working set and an item it refuses with ``code``, a refusal that depends on state."""
+    if code is E.ACCOUNT_NOT_FOUND:
+        return ledger(), tr(credit="ghost")
+    if code is E.ACCOUNT_CLOSED:
+        return ledger(account("a"), account("b", closed=True)), tr()
+    if code is E.CURRENCY_MISMATCH:
+        return ledger(), tr(currency="EUR")
+    if code is E.INSUFFICIENT_FUNDS:
+        return ledger(account("a", no_overdraft=True), account("b")), tr()
+    if code is E.EXCEEDS_CREDIT_LIMIT:
+        return ledger(account("a", credit_limit=5), account("b")), tr()
+    if code is E.OVERFLOW:
+        return ledger(account("a"), account("b", cpo=MAX_AMOUNT)), tr()
+    if code is E.PENDING_TRANSFER_NOT_FOUND:
+        return ledger(), post("p", "h")
+    if code is E.PENDING_TRANSFER_NOT_PENDING:
+        ws = ledger()
+        assert one(ws, tr("plain")).ok
+        return ws, post("p", "plain")
+    if code is E.AMOUNT_EXCEEDS_PENDING_AMOUNT:
+        return hold_ledger(40)[0], post("p", "h", 41)
+    ws, _ = hold_ledger(40, 1)
+    if code is E.PENDING_TRANSFER_EXPIRED:
+        ws.now += 2 * NS
+    elif code is E.PENDING_TRANSFER_ALREADY_POSTED:
+        assert one(ws, post("first", "h")).ok
+    elif code is E.PENDING_TRANSFER_ALREADY_VOIDED:
+        assert one(ws, void("first", "h")).ok
+    else:
+        raise AssertionError(f"no case refused with {code}")
+    return ws, post("p", "h")
+
+
+@pytest.mark.parametrize("code", sorted(KEPT_REFUSALS))
+def test_a_refusal_that_depends_on_state_is_kept_under_its_id(code: ErrorCode) -> None:
+    """The same request again gets the same refusal (code and detail) without being tried;
+    other fields under the id are a conflict, as for a stored transfer."""
+    ws, request = _refused_on(code)
+    first = reject(ws, request, code)
+    assert ws.new_refusals == [
+        Refusal(request.id, SYSTEM_TENANT, str(fingerprint(request)), code, first.detail, ws.now)
+    ]
+    again = reject(ws, request, code)
+    assert again.detail == first.detail
+    other = reject(ws, msgspec.structs.replace(request, code=99), TAKEN)
+    assert code.value in other.detail
+    assert len(ws.new_refusals) == 1  # kept once
+
+
+def test_no_retryable_code_is_kept() -> None:
+    """A code that says "retry" (transfer_in_flight, an outage) must never be fixed for good."""
+    from paycore.errors import ERROR_SPECS
+
+    assert not [code for code in KEPT_REFUSALS if ERROR_SPECS[code].retryable]
+
+
+def test_a_kept_refusal_outlives_the_state_that_caused_it() -> None:
+    """Refused for lack of funds; later (a new transaction over the kept refusal) the wallet
+    is funded: the same request is refused the same way and moves nothing; a new id passes."""
+    ws = ledger(account("a", no_overdraft=True), account("b"))
+    first = reject(ws, tr(amount=50), E.INSUFFICIENT_FUNDS)
+    funded = (account("a", no_overdraft=True, cpo=100), account("b"))
+    later = WorkingSet(funded, [], [], now=NOW + NS, last_timestamp=1, refusals=ws.new_refusals)
+    again = reject(later, tr(amount=50), E.INSUFFICIENT_FUNDS)
+    assert again.detail == first.detail == "available 0, requested 50"
+    assert later.new_refusals == []  # nothing new to write
+    reject(later, tr(amount=40), TAKEN)
+    assert one(later, tr("t2", amount=50)).ok
+
+
+def test_a_refused_id_repeated_in_one_batch_gets_the_refusal_again() -> None:
+    """Even after an earlier item of the same batch funded the wallet."""
+    ws = ledger(account("a", no_overdraft=True), account("b"), account("bank"))
+    results = ws.apply_transfers([tr(amount=5), tr("fund", "bank", "a", 5), tr(amount=5)])
+    assert codes(results) == [E.INSUFFICIENT_FUNDS, None, E.INSUFFICIENT_FUNDS]
+    assert counters(ws, "a") == (0, 0, 0, 5)
+
+
+@pytest.mark.parametrize(
+    ("request_", "code"),
+    [
+        (tr(amount=0), E.INVALID_REQUEST),
+        (tr(debit=None), E.INVALID_REQUEST),
+        (tr(credit="a"), E.ACCOUNTS_MUST_BE_DIFFERENT),
+        (tr(timeout_seconds=5), E.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER),
+        (post("t1", "not an id"), E.PENDING_TRANSFER_NOT_FOUND),  # no state read
+        (void("t1", "h", 5), E.INVALID_REQUEST),  # a void of part of the hold
+    ],
+)
+def test_bad_input_is_not_kept(request_: TransferRequest, code: ErrorCode) -> None:
+    """A refusal the request alone decides changes nothing: the id stays free."""
+    ws, _ = hold_ledger(40)
+    reject(ws, request_, code)
+    assert (ws.new_refusals, ws.refusals) == ([], {})
+    assert one(ws, tr("t1")).ok
+
+
+def test_a_failed_chain_keeps_the_refusal_of_its_failing_item_only() -> None:
+    """Resent as it was once funded, the chain fails again at the same item, every item
+    answered as the first time, nothing applied; the other items' ids stay free."""
+    ws = ledger(account("a", no_overdraft=True, cpo=10), account("b"))
+    chain = [linked(tr("t1", amount=10)), tr("t2", amount=5)]
+    first = ws.apply_transfers(chain)
+    assert codes(first) == [E.LINKED_EVENT_FAILED, E.INSUFFICIENT_FUNDS]
+    assert [(f.id, f.code) for f in ws.new_refusals] == [("t2", E.INSUFFICIENT_FUNDS)]
+    funded = (account("a", no_overdraft=True, cpo=1_000), account("b"))
+    later = WorkingSet(funded, [], [], now=NOW + NS, last_timestamp=1, refusals=ws.new_refusals)
+    again = later.apply_transfers(chain)
+    assert [(r.code, r.detail) for r in again] == [(r.code, r.detail) for r in first]
+    assert (later.created, counters(later, "a")) == ([], (0, 0, 0, 1_000))
+    assert one(later, tr("t1", amount=10)).ok
+
+
+def test_nothing_of_a_chain_left_open_is_kept() -> None:
+    """A batch ending inside a chain is malformed: the refusal met inside it is not kept."""
+    ws = ledger(account("a", no_overdraft=True), account("b"))
+    results = ws.apply_transfers([tr("t0", amount=1), linked(tr("t1")), linked(tr("t2"))])
+    assert codes(results) == [
+        E.INSUFFICIENT_FUNDS,
+        E.LINKED_EVENT_CHAIN_OPEN,
+        E.LINKED_EVENT_CHAIN_OPEN,
+    ]
+    assert [f.id for f in ws.new_refusals] == ["t0"]  # the one outside the chain stays
+    assert set(ws.refusals) == {(SYSTEM_TENANT, "t0")}
+
+
+def _tenant_ledger() -> WorkingSet:
+    def owned(tenant: str, account_id: str, **fields: Any) -> Account:
+        return msgspec.structs.replace(account(account_id, **fields), tenant=tenant)
+
+    return ledger(
+        owned("acme", "a", no_overdraft=True),
+        owned("acme", "b"),
+        owned("zeta", "c", no_overdraft=True),
+        owned("zeta", "d"),
+        owned("zeta", "z", no_overdraft=True, cpo=100),
+    )
+
+
+def test_a_refusal_is_answered_again_only_to_its_tenant() -> None:
+    """Another tenant reusing the id is tried as if it had never been refused (and gets its
+    own refusal kept beside the first); the first tenant still gets its own answer."""
+    ws = _tenant_ledger()
+    (first,) = ws.apply_transfers([tr("t1", "a", "b")], tenant="acme")
+    assert first.code is E.INSUFFICIENT_FUNDS
+    (theirs,) = ws.apply_transfers([tr("t1", "c", "d", 7)], tenant="zeta")
+    assert theirs.code is E.INSUFFICIENT_FUNDS  # zeta's own answer, not acme's
+    assert theirs.detail == "available 0, requested 7"
+    assert {(f.tenant, f.id) for f in ws.new_refusals} == {("acme", "t1"), ("zeta", "t1")}
+    (again,) = ws.apply_transfers([tr("t1", "a", "b")], tenant="acme")
+    assert (again.code, again.detail) == (first.code, first.detail)
+
+
+def test_another_tenants_transfer_under_a_refused_id_changes_no_answer() -> None:
+    """Zeta stores a transfer under an id refused to acme: acme still gets its refusal."""
+    ws = _tenant_ledger()
+    (first,) = ws.apply_transfers([tr("t1", "a", "b")], tenant="acme")
+    (stored,) = ws.apply_transfers([tr("t1", "z", "d")], tenant="zeta")
+    assert (stored.ok, stored.exists) == (True, False)  # as if the id were free
+    (again,) = ws.apply_transfers([tr("t1", "a", "b")], tenant="acme")
+    assert (again.code, again.detail) == (first.code, first.detail)
+    (retry,) = ws.apply_transfers([tr("t1", "z", "d")], tenant="zeta")
+    assert retry.exists
+
+
+def test_the_fingerprint_compares_the_fields_as_given() -> None:
+    """Metadata key order does not count; every field _exists compares does, and an absent
+    field differs from one given with the value it would take."""
+    base = tr(metadata={"x": 1, "y": [1, {"b": 2, "a": 1}]})
+    assert fingerprint(base) == fingerprint(tr(metadata={"y": [1, {"a": 1, "b": 2}], "x": 1}))
+    assert fingerprint(base) == fingerprint(msgspec.structs.replace(base, id="other"))
+    changed = [
+        tr(),
+        tr(debit="c", metadata=base.metadata),
+        tr(credit="c", metadata=base.metadata),
+        tr(amount=11, metadata=base.metadata),
+        tr(currency="USD", metadata=base.metadata),
+        tr(code=1, metadata=base.metadata),
+        linked(base),
+        tr(flags=PENDING, timeout_seconds=1, metadata=base.metadata),
+        tr(flags=PENDING, metadata=base.metadata),
+        post("t1", "h"),
+        post("t1", "h2"),
+    ]
+    digests = [fingerprint(r) for r in [base, *changed]]
+    assert len(set(digests)) == len(digests)
+
+
+def test_paycores_own_settlement_steps_keep_no_refusal() -> None:
+    """A step that posts or voids a saga's (or a payment's) hold is retried until it
+    completes: its refusal is answered, not kept."""
+    ws, _ = hold_ledger(40)
+    (first,) = ws.apply_transfers([post("xs.post.1", "h", 41)], settlement=True)
+    assert first.code is E.AMOUNT_EXCEEDS_PENDING_AMOUNT
+    assert ws.new_refusals == []
+    assert ws.apply_transfers([post("xs.post.1", "h")], settlement=True)[0].ok
+
+
+def test_a_request_too_deep_to_fingerprint_is_answered_but_not_kept() -> None:
+    deep: dict[str, Any] = {}
+    for _ in range(5_000):
+        deep = {"x": deep}
+    ws = ledger(account("a", no_overdraft=True), account("b"))
+    reject(ws, tr(metadata=deep), E.INSUFFICIENT_FUNDS)
+    assert ws.new_refusals == []
+
+
+def test_a_refusal_decided_with_both_accounts_in_view_is_answered_and_kept() -> None:
+    """The cluster router refuses a cross-shard transfer having read both accounts; the
+    debit account's shard answers that refusal and keeps it under the id, so a resend is
+    refused the same way even once nothing would refuse it any more. An id already used
+    answers as it did first."""
+    ws = ledger(account("a"), account("c"))
+    detail = "credit account 'b' not found"
+    ws.decided = {0: (E.ACCOUNT_NOT_FOUND, detail)}  # by the item's place in the batch
+    first = reject(ws, tr("t1"), E.ACCOUNT_NOT_FOUND)
+    assert first.detail == detail
+    ws.decided = {}
+    assert one(ws, tr("t1")).code is E.ACCOUNT_NOT_FOUND  # kept, though nothing decides it
+    assert one(ws, tr("t2", credit="c")).ok
+    ws.decided = {0: (E.ACCOUNT_CLOSED, "credit account 'c' is closed")}
+    assert one(ws, tr("t2", credit="c")).exists

@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from litestar import Litestar
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.router import Router
 
 from paycore.api.auth import ApiKeys, AuthMiddleware
+from paycore.api.bodies import MAX_BODY_DEPTH
 from paycore.api.idempotency import WriteExecutor
 from paycore.api.metrics import ApiMetrics, MetricsMiddleware
+from paycore.api.openapi import SECURED, openapi_config
 from paycore.api.problems import EXCEPTION_HANDLERS
 from paycore.api.ratelimit import Limit, RateLimiter, RateLimitMiddleware, rate_limiter_for
 from paycore.api.routes import account_routes, ops_routes, transfer_routes
@@ -76,6 +77,7 @@ def create_app(
     """
     # Imported here: the processor connectors load httpx, which a tool serving only the
     # ledger does not need at import time.
+    from paycore.api.routes.lists import list_routes  # noqa: PLC0415
     from paycore.api.routes.payments import payment_routes  # noqa: PLC0415
     from paycore.api.routes.processor_events import processor_event_routes  # noqa: PLC0415
     from paycore.payments.service import build_payment_service  # noqa: PLC0415
@@ -150,9 +152,17 @@ def create_app(
 
     return Litestar(
         route_handlers=[
-            *account_routes(store, writes, settings),
-            *transfer_routes(store, writes, settings),
-            *payment_routes(store, payment_service, settings, writes=writes),
+            # Routes that need an API key (``AuthMiddleware``), so documented with one.
+            Router(
+                "/",
+                route_handlers=[
+                    *account_routes(store, writes, settings),
+                    *transfer_routes(store, writes, settings),
+                    *payment_routes(payment_service, settings, writes=writes),
+                    *list_routes(store, payment_service, settings),
+                ],
+                security=SECURED,
+            ),
             *processor_event_routes(store, settings),
             *ops_routes(store, settings, metrics, locks=service, workers=workers),
         ],
@@ -161,12 +171,17 @@ def create_app(
         # Outermost first: refused requests (429, 401) are counted in the metrics too.
         middleware=[*middleware, DefineMiddleware(AuthMiddleware, keys=api_keys)],
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(
+        openapi_config=openapi_config(
             title="paycore",
             version=version("paycore"),
-            description="A payment core: double-entry ledger. Amounts are integer minor units.",
-            path="/docs",
-            render_plugins=[ScalarRenderPlugin()],
+            description=(
+                "A payment core: double-entry ledger. Amounts are integer minor units. "
+                "Request bodies are JSON (Content-Type: application/json or "
+                "application/*+json, else 415 unsupported_media_type) nested at most "
+                f"{MAX_BODY_DEPTH} levels (else 422 invalid_request); `metadata` has the "
+                "bounds its schema describes."
+            ),
+            idempotency_retention_hours=settings.idempotency_retention_hours,
         ),
         # Logging is configured by the entry point (CLI), not by the web framework.
         logging_config=None,

@@ -169,7 +169,7 @@ class ApiKeys:
     ) -> NewKey:
         """A new key for ``tenant`` with ``scopes``; the token is not kept anywhere."""
         if not is_valid_tenant(tenant):
-            raise ValueError(f"tenant {tenant!r}: 1-64 chars of [A-Za-z0-9_.-]")
+            raise ValueError(f"tenant {tenant!r}: 1-64 characters: letters, digits, '_', '.', '-'")
         if not scopes:
             raise ValueError("a key needs at least one scope")
         key_id = secrets.token_hex(8)

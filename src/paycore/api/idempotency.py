@@ -169,7 +169,15 @@ class WriteExecutor:
         render: Render,
         body: msgspec.Struct,
     ) -> Response[bytes]:
-        """Execute ``command`` for ``request`` whose decoded body is ``body``."""
+        """Execute ``command`` for ``request`` whose decoded body is ``body``.
+
+        Nothing that can fail runs between the commit and the answer: ``render`` only
+        turns the result into bytes, from data bounded when it was decoded
+        (``bodies.MAX_BODY_DEPTH``, ``schemas.METADATA_RULES``) or read back safely
+        (``storage.codec``), with no I/O. Keyed, it runs inside the store's transaction
+        (the stored answer is the one given); unkeyed, a retry finds the committed
+        result by its ids and renders it again.
+        """
         raw_key = request.headers.get(IDEMPOTENCY_HEADER)
         if raw_key is None:
             return stored_to_response(render(await self.store.execute(command)))

@@ -59,7 +59,9 @@ class _StoreCollector(Collector):
 class ApiMetrics:
     """The registry and instruments of one app."""
 
-    content_type: Final = "text/plain; version=0.0.4; charset=utf-8"
+    # Litestar adds "; charset=utf-8" to every text/* media type by itself: naming it here
+    # too sent the parameter twice, which strict parsers refuse.
+    content_type: Final = "text/plain; version=0.0.4"
 
     def __init__(self, store: object, in_flight: KeysInFlight) -> None:
         self.registry = CollectorRegistry(auto_describe=True)

@@ -12,13 +12,14 @@ with the card reduced to those (``PaymentIn.fingerprint_body``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta
 
-from paycore.api.schemas import Amount, Currency, Id, rfc3339
-from paycore.errors import ErrorCode, RequestError
+from paycore.api.schemas import Amount, Currency, Id, decode_body, describe_pattern, rfc3339
+from paycore.api.tenancy import Namespace
 from paycore.money import is_currency
 from paycore.payments.cards import brand_of
 from paycore.payments.intents import CaptureMethod, PaymentStatus, PendingOp
@@ -46,11 +47,14 @@ __all__ = [
     "CardOut",
     "PaymentIn",
     "PaymentOut",
+    "PaymentPageOut",
     "PaymentSourceIn",
     "PayoutIn",
     "PayoutOut",
+    "PayoutPageOut",
     "RefundIn",
     "RefundOut",
+    "RefundPageOut",
     "SourceOut",
     "decode_payment_body",
     "payment_out",
@@ -65,7 +69,10 @@ Year = Annotated[int, Meta(ge=0, le=9999)]
 Month = Annotated[int, Meta(ge=0, le=99)]
 Destination = Annotated[
     str,
-    Meta(pattern=r"^[A-Z0-9]{8,34}$", description="A bank account (IBAN-like), 8-34 of [A-Z0-9]"),
+    Meta(
+        pattern=describe_pattern(r"^[A-Z0-9]{8,34}$", "8-34 capital letters or digits"),
+        description="A bank account (IBAN-like): 8-34 capital letters or digits",
+    ),
 ]
 
 
@@ -116,15 +123,17 @@ class PaymentIn(_In, frozen=True):
     def __post_init__(self) -> None:
         _known_currency(self.currency)
 
-    def to_new(self, tenant: str | None = None) -> NewPayment:
+    def to_new(self, tenant: str | None = None, account: Callable[[str], str] = str) -> NewPayment:
+        """The payment to make; ``account`` maps a client's account id to the store's."""
         card = self.source.card
+        wallet = self.source.wallet_account_id
         return NewPayment(
             amount=self.amount,
             currency=self.currency,
-            merchant_account_id=self.merchant_account_id,
+            merchant_account_id=account(self.merchant_account_id),
             capture=CaptureMethod(self.capture),
             card=None if card is None else card.details(),
-            wallet_account_id=self.source.wallet_account_id,
+            wallet_account_id=None if wallet is None else account(wallet),
             tenant=tenant,
         )
 
@@ -181,9 +190,10 @@ class PayoutIn(_In, frozen=True):
     def __post_init__(self) -> None:
         _known_currency(self.currency)
 
-    def to_new(self, tenant: str | None = None) -> NewPayout:
+    def to_new(self, tenant: str | None = None, account: Callable[[str], str] = str) -> NewPayout:
+        """The payout to make; ``account`` maps a client's account id to the store's."""
         return NewPayout(
-            self.wallet_account_id, self.amount, self.currency, self.destination, tenant
+            account(self.wallet_account_id), self.amount, self.currency, self.destination, tenant
         )
 
 
@@ -197,16 +207,10 @@ In = TypeVar("In", bound=_In)
 def decode_payment_body(
     decoder: msgspec.json.Decoder[In], body: bytes, *, empty: bytes = b""
 ) -> In:
-    """Decode a request body strictly; any problem is a 422 ``invalid_request`` (as
-    ``schemas.decode_body``; msgspec's messages name the field, never its value)."""
-    try:
-        return decoder.decode(body or empty)
-    except msgspec.ValidationError as exc:
-        raise RequestError(ErrorCode.INVALID_REQUEST, str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise RequestError(ErrorCode.INVALID_REQUEST, f"body is not valid JSON: {exc}") from None
-    except UnicodeDecodeError:  # msgspec's, for bytes that are not UTF-8 inside a string
-        raise RequestError(ErrorCode.INVALID_REQUEST, "body is not valid UTF-8 JSON") from None
+    """Decode a request body strictly; any problem is a 422 ``invalid_request`` (exactly
+    ``schemas.decode_body``: nesting bounded first; msgspec's messages name the field,
+    never its value)."""
+    return decode_body(decoder, body, empty=empty)
 
 
 # -- responses -------------------------------------------------------------------------------
@@ -266,6 +270,9 @@ class PaymentOut(_Out, frozen=True):
     attempts: list[AttemptOut]
     created_at: str
     updated_at: str
+    # Shown by reads (``GET /v1/payments/{id}``, the list), oldest first; absent from
+    # the answers of writes, which stay as they were before payments listed refunds.
+    refunds: list[RefundOut] | msgspec.UnsetType = msgspec.UNSET
 
 
 class RefundOut(_Out, frozen=True):
@@ -298,10 +305,38 @@ class PayoutOut(_Out, frozen=True):
     updated_at: str
 
 
+class PaymentPageOut(_Out, frozen=True):
+    """One page of payments; pass ``next_cursor`` back for the next (null: the last)."""
+
+    data: list[PaymentOut]
+    next_cursor: str | None
+
+
+class RefundPageOut(_Out, frozen=True):
+    """One page of refunds; pass ``next_cursor`` back for the next (null: the last)."""
+
+    data: list[RefundOut]
+    next_cursor: str | None
+
+
+class PayoutPageOut(_Out, frozen=True):
+    """One page of payouts; pass ``next_cursor`` back for the next (null: the last)."""
+
+    data: list[PayoutOut]
+    next_cursor: str | None
+
+
 _routing_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
-def _attempt_out(a: AttemptRow) -> AttemptOut:
+_DEFAULT = Namespace("default")
+
+
+def _text(ns: Namespace, text: str | None) -> str | None:
+    return None if text is None else ns.detail(text)
+
+
+def _attempt_out(a: AttemptRow, ns: Namespace) -> AttemptOut:
     return AttemptOut(
         operation=a.operation,
         processor=a.processor,
@@ -309,14 +344,18 @@ def _attempt_out(a: AttemptRow) -> AttemptOut:
         amount=a.amount,
         outcome=a.outcome,
         decline_code=a.decline_code,
-        error=a.error,
+        error=_text(ns, a.error),
         latency_ms=a.latency_ms,
         routing=None if a.routing is None else _routing_decoder.decode(a.routing),
         created_at=rfc3339(a.created_at),
     )
 
 
-def payment_out(view: PaymentView) -> PaymentOut:
+def payment_out(
+    view: PaymentView, ns: Namespace = _DEFAULT, refunds: Sequence[RefundView] | None = None
+) -> PaymentOut:
+    """``view`` as its owner (``ns``: its tenant's namespace) sees it; with its
+    ``refunds`` when given (a read's answer)."""
     p = view.payment
     holding = p.status == PaymentStatus.REQUIRES_CAPTURE.value or (
         p.status == PaymentStatus.PROCESSING.value
@@ -331,10 +370,10 @@ def payment_out(view: PaymentView) -> PaymentOut:
         status=PaymentStatus(p.status),
         amount=p.amount,
         currency=p.currency,
-        merchant_account_id=p.merchant_account_id,
+        merchant_account_id=ns.out(p.merchant_account_id),
         capture=p.capture_method,
         processor=p.processor,
-        source=SourceOut(p.source_type, p.source_account_id),
+        source=SourceOut(p.source_type, ns.optional_out(p.source_account_id)),
         card=card,
         amount_capturable=p.amount_authorized - p.amount_captured if holding else 0,
         amount_captured=p.amount_captured,
@@ -343,15 +382,16 @@ def payment_out(view: PaymentView) -> PaymentOut:
         capture_before=None if not holding or p.authorized_until is None
         else rfc3339(p.authorized_until),
         failure_code=p.failure_code,
-        failure_detail=p.failure_detail,
+        failure_detail=_text(ns, p.failure_detail),
         cancellation_reason=p.cancel_reason,
-        attempts=[_attempt_out(a) for a in view.attempts],
+        attempts=[_attempt_out(a, ns) for a in view.attempts],
         created_at=rfc3339(p.created_at),
         updated_at=rfc3339(p.updated_at),
+        refunds=msgspec.UNSET if refunds is None else [refund_out(r, ns) for r in refunds],
     )  # fmt: skip
 
 
-def refund_out(view: RefundView) -> RefundOut:
+def refund_out(view: RefundView, ns: Namespace = _DEFAULT) -> RefundOut:
     r = view.refund
     return RefundOut(
         id=r.id,
@@ -362,17 +402,17 @@ def refund_out(view: RefundView) -> RefundOut:
         processor=r.processor,
         failure_code=r.failure_code,
         decline_code=r.decline_code,
-        attempts=[_attempt_out(a) for a in view.attempts],
+        attempts=[_attempt_out(a, ns) for a in view.attempts],
         created_at=rfc3339(r.created_at),
         updated_at=rfc3339(r.updated_at),
     )
 
 
-def payout_out(view: PayoutView) -> PayoutOut:
+def payout_out(view: PayoutView, ns: Namespace = _DEFAULT) -> PayoutOut:
     p = view.payout
     return PayoutOut(
         id=p.id,
-        wallet_account_id=p.wallet_account_id,
+        wallet_account_id=ns.out(p.wallet_account_id),
         status=p.status,
         amount=p.amount,
         currency=p.currency,
@@ -380,8 +420,8 @@ def payout_out(view: PayoutView) -> PayoutOut:
         processor=p.processor,
         failure_code=p.failure_code,
         decline_code=p.decline_code,
-        failure_detail=p.failure_detail,
-        attempts=[_attempt_out(a) for a in view.attempts],
+        failure_detail=_text(ns, p.failure_detail),
+        attempts=[_attempt_out(a, ns) for a in view.attempts],
         created_at=rfc3339(p.created_at),
         updated_at=rfc3339(p.updated_at),
     )

@@ -2,8 +2,10 @@
 
 This is the one boundary where exceptions become HTTP: paycore's own errors carry
 their code; Litestar's (no route, wrong method, body too large, bad query
-parameter) are mapped to the matching code; anything else is a logged 500
-``internal_error`` that reveals nothing of the cause to the client.
+parameter) are mapped to the matching code; a client that left before sending its whole
+body gets a bare 499 (``bodies.ClientDisconnected``: logged in one line, no traceback);
+anything else is a logged 500 ``internal_error`` that reveals nothing of the cause to
+the client.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
+from paycore.api.bodies import CLIENT_CLOSED_REQUEST, ClientDisconnected
 from paycore.api.schemas import Problem, encode
+from paycore.api.tenancy import caller_detail
 from paycore.errors import ERROR_SPECS, ErrorCode, PaycoreError, UnavailableError
 from paycore.storage.base import StoredResponse
 
@@ -80,6 +84,8 @@ def status_of(exc: BaseException) -> int:
     """The HTTP status the handlers below give ``exc`` (for metrics of failed requests)."""
     if isinstance(exc, PaycoreError):
         return exc.status
+    if isinstance(exc, ClientDisconnected):
+        return CLIENT_CLOSED_REQUEST
     if isinstance(exc, HTTPException):
         return ERROR_SPECS[code_of_http_exception(exc)].status
     return 500
@@ -90,11 +96,14 @@ def _handle_paycore_error(request: Request[Any, Any, Any], exc: PaycoreError) ->
         log.error("%s %s failed: %s", request.method, request.url.path, exc.detail, exc_info=exc)
         return problem_response(ErrorCode.INTERNAL_ERROR)
     headers = None
+    # Raised details name ids as the store keeps them; the caller knows its own without
+    # its namespace's prefix (``paycore.api.tenancy``).
+    detail = caller_detail(request, exc.detail)
     if isinstance(exc, UnavailableError):
         headers = {"Retry-After": str(exc.retry_after)}
     elif exc.code is ErrorCode.UNAUTHORIZED:  # RFC 6750: say which scheme is wanted
         headers = {"WWW-Authenticate": 'Bearer realm="paycore"'}
-    return problem_response(exc.code, exc.detail, headers)
+    return problem_response(exc.code, detail, headers)
 
 
 def _handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
@@ -121,6 +130,15 @@ def _handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) 
     return problem_response(code, detail, headers or None)
 
 
+def _handle_client_disconnected(
+    request: Request[Any, Any, Any], exc: ClientDisconnected
+) -> Response[bytes]:
+    # Nothing of ours failed and nothing was done: the answer goes to no one.
+    log.info("%s %s: the client left before sending its whole body", request.method,
+             request.url.path)  # fmt: skip
+    return Response(b"", status_code=CLIENT_CLOSED_REQUEST)
+
+
 def _handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.error("%s %s raised unexpectedly", request.method, request.url.path, exc_info=exc)
     return problem_response(ErrorCode.INTERNAL_ERROR)
@@ -129,5 +147,6 @@ def _handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respo
 EXCEPTION_HANDLERS: Final[ExceptionHandlersMap] = {
     PaycoreError: _handle_paycore_error,
     HTTPException: _handle_http_exception,
+    ClientDisconnected: _handle_client_disconnected,
     Exception: _handle_unexpected,
 }

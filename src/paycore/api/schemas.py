@@ -5,6 +5,11 @@ rules, so an amount is an integer or the request is refused: no floats, no
 numeric strings, no booleans, nothing outside ``1..2**63-1``. Unknown fields
 are refused too, so a typo (``"pendng": true``) is an error instead of a
 silently plain transfer. Responses are Structs encoded in one pass.
+
+``metadata`` (accounts, transfers, batch items, posts and voids of holds) is the
+client's own small JSON object, bounded when it is decoded (``METADATA_RULES``): every
+answer that shows it is then cheap and safe to render, and no stored row can break a
+read. The whole body nests at most ``bodies.MAX_BODY_DEPTH`` levels.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ import calendar
 import re
 import time
 from datetime import datetime
-from typing import Annotated, Any, Final, TypeVar
+from typing import Annotated, Any, Final, TypeVar, cast
 
 import msgspec
 from msgspec import Meta
 
+from paycore.api.bodies import MAX_BODY_DEPTH, check_depth
 from paycore.errors import ErrorCode, RequestError
 from paycore.ledger.model import (
     DEFAULT_TENANT,
@@ -33,11 +39,15 @@ from paycore.ledger.model import (
 )
 from paycore.ledger.rules import MAX_TIMEOUT_SECONDS
 from paycore.money import MAX_AMOUNT, is_currency
+from paycore.storage.codec import DeepMetadata, encode_json
 
 __all__ = [
+    "ID_RULE",
+    "METADATA_RULES",
     "AccountFlagsIn",
     "AccountIn",
     "AccountOut",
+    "AccountPageOut",
     "BalanceOut",
     "BalancePageOut",
     "BalanceRecordOut",
@@ -47,17 +57,23 @@ __all__ = [
     "BatchTransferIn",
     "EmptyIn",
     "ItemError",
+    "MetadataIn",
     "PostPendingIn",
     "Problem",
     "TransferIn",
+    "TransferListOut",
     "TransferOut",
     "TransferPageOut",
     "VoidPendingIn",
     "account_out",
     "balance_record_out",
     "canonical_json",
+    "check_metadata",
     "decode_body",
+    "describe_pattern",
     "encode",
+    "in_words",
+    "metadata_out",
     "parse_rfc3339",
     "rfc3339",
     "transfer_out",
@@ -67,14 +83,95 @@ __all__ = [
 # ID_PATTERN ends in "$", which in Python also matches just before a final "\n";
 # the look-ahead refuses "abc\n" and is still a valid ECMA regex for OpenAPI.
 _ID_REGEX: Final = ID_PATTERN.removesuffix("$") + r"(?!\n)$"
+_CURRENCY_REGEX: Final = r"^[A-Z]{3}$"
+ID_RULE: Final = "1-64 characters: letters, digits, '_', '.', ':', '-'"
 
-Id = Annotated[str, Meta(pattern=_ID_REGEX, description="1-64 chars of [A-Za-z0-9_.:-]")]
+Id = Annotated[str, Meta(pattern=_ID_REGEX, description=ID_RULE)]
 Amount = Annotated[int, Meta(ge=1, le=MAX_AMOUNT, description="Integer minor units")]
-Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
+Currency = Annotated[str, Meta(pattern=_CURRENCY_REGEX, description="ISO 4217 code")]
 Code = Annotated[int, Meta(ge=0, le=2**31 - 1)]
 TimeoutSeconds = Annotated[int, Meta(ge=0, le=MAX_TIMEOUT_SECONDS)]
 CreditLimit = Annotated[int, Meta(ge=0, le=MAX_AMOUNT)]
 Metadata = dict[str, Any]
+
+# -- metadata bounds ---------------------------------------------------------------------
+
+MAX_METADATA_KEYS: Final = 50  # per object (and items per array)
+MAX_METADATA_KEY_LENGTH: Final = 40
+MAX_METADATA_STRING_LENGTH: Final = 500
+MAX_METADATA_DEPTH: Final = 5  # the metadata object itself is level 1
+MAX_METADATA_BYTES: Final = 8192  # as compact JSON (UTF-8)
+_MIN_INT, _MAX_INT = -(2**63), 2**63 - 1
+
+METADATA_RULES: Final = (
+    "Your own JSON object, kept and returned as sent, within bounds checked on every "
+    f"request (else 422 invalid_request): at most {MAX_METADATA_KEYS} keys per object and "
+    f"{MAX_METADATA_KEYS} items per array; keys of at most {MAX_METADATA_KEY_LENGTH} "
+    f"characters; strings of at most {MAX_METADATA_STRING_LENGTH} characters; integers "
+    f"within 64 bits (-2^63..2^63-1); objects and arrays nested at most "
+    f"{MAX_METADATA_DEPTH} levels (the metadata object is the first); at most "
+    f"{MAX_METADATA_BYTES} bytes as compact JSON."
+)
+
+MetadataIn = Annotated[
+    dict[str, Any],
+    Meta(
+        description=METADATA_RULES,
+        extra_json_schema={
+            "maxProperties": MAX_METADATA_KEYS,
+            "propertyNames": {"maxLength": MAX_METADATA_KEY_LENGTH},
+        },
+    ),
+]
+
+_metadata_encoder = msgspec.json.Encoder()
+
+
+def _at(path: str, key: object) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    text = str(key)
+    if text.isidentifier():
+        return f"{path}.{text}"
+    return f"{path}[{_metadata_encoder.encode(text).decode()}]"
+
+
+def check_metadata(metadata: dict[str, Any] | None) -> None:
+    """``ValueError`` naming the place and the bound when ``metadata`` breaks one of
+    ``METADATA_RULES``; iterative, so even a hostile value costs no recursion."""
+    if metadata is None:
+        return
+    stack: list[tuple[dict[str, Any] | list[Any], int, str]] = [(metadata, 1, "metadata")]
+    while stack:
+        node, depth, path = stack.pop()
+        if depth > MAX_METADATA_DEPTH:
+            raise ValueError(
+                f"{path}: nests deeper than {MAX_METADATA_DEPTH} levels of objects and arrays"
+            )
+        if len(node) > MAX_METADATA_KEYS:
+            kind = "keys" if isinstance(node, dict) else "items"
+            raise ValueError(f"{path}: {len(node)} {kind}; at most {MAX_METADATA_KEYS}")
+        pairs = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in pairs:
+            if isinstance(key, str) and len(key) > MAX_METADATA_KEY_LENGTH:
+                raise ValueError(
+                    f"{path}: a key of {len(key)} characters "
+                    f"({key[:20]!r}...); at most {MAX_METADATA_KEY_LENGTH}"
+                )
+            if isinstance(value, str):
+                if len(value) > MAX_METADATA_STRING_LENGTH:
+                    raise ValueError(
+                        f"{_at(path, key)}: a string of {len(value)} characters; "
+                        f"at most {MAX_METADATA_STRING_LENGTH}"
+                    )
+            elif isinstance(value, int) and not isinstance(value, bool):
+                if not _MIN_INT <= value <= _MAX_INT:
+                    raise ValueError(f"{_at(path, key)}: an integer outside -2^63..2^63-1")
+            elif isinstance(value, dict | list):
+                stack.append((value, depth + 1, _at(path, key)))
+    size = len(_metadata_encoder.encode(metadata))
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata: {size} bytes as JSON; at most {MAX_METADATA_BYTES}")
 
 
 def _known_currency(code: str | None) -> None:
@@ -105,10 +202,11 @@ class AccountIn(_Input, frozen=True):
     id: Id | None = None
     code: Code = 0
     flags: AccountFlagsIn = AccountFlagsIn()
-    metadata: Metadata | None = None
+    metadata: MetadataIn | None = None
 
     def __post_init__(self) -> None:
         _known_currency(self.currency)
+        check_metadata(self.metadata)
 
     def to_request(self, account_id: str, tenant: str = DEFAULT_TENANT) -> AccountRequest:
         f = self.flags
@@ -136,10 +234,11 @@ class TransferIn(_Input, frozen=True):
     pending: bool = False
     timeout_seconds: TimeoutSeconds = 0
     balancing: bool = False
-    metadata: Metadata | None = None
+    metadata: MetadataIn | None = None
 
     def __post_init__(self) -> None:
         _known_currency(self.currency)
+        check_metadata(self.metadata)
 
     def to_request(self) -> TransferRequest:
         return TransferRequest(
@@ -171,10 +270,11 @@ class BatchTransferIn(_Input, frozen=True):
     linked: bool = False
     timeout_seconds: TimeoutSeconds = 0
     balancing: bool = False
-    metadata: Metadata | None = None
+    metadata: MetadataIn | None = None
 
     def __post_init__(self) -> None:
         _known_currency(self.currency)
+        check_metadata(self.metadata)
 
     def to_request(self) -> TransferRequest:
         return TransferRequest(
@@ -213,7 +313,10 @@ class PostPendingIn(_Input, frozen=True):
     id: Id | None = None
     amount: Amount | None = None
     code: Code = 0
-    metadata: Metadata | None = None
+    metadata: MetadataIn | None = None
+
+    def __post_init__(self) -> None:
+        check_metadata(self.metadata)
 
     def to_request(self, transfer_id: str, pending_id: str) -> TransferRequest:
         return TransferRequest(
@@ -231,7 +334,10 @@ class VoidPendingIn(_Input, frozen=True):
 
     id: Id | None = None
     code: Code = 0
-    metadata: Metadata | None = None
+    metadata: MetadataIn | None = None
+
+    def __post_init__(self) -> None:
+        check_metadata(self.metadata)
 
     def to_request(self, transfer_id: str, pending_id: str) -> TransferRequest:
         return TransferRequest(
@@ -243,22 +349,50 @@ class VoidPendingIn(_Input, frozen=True):
         )
 
 
-In = TypeVar("In", bound=_Input)
+S = TypeVar("S", bound=msgspec.Struct)
+
+# msgspec names a broken pattern by its regex; the API says it in words.
+_PATTERN_WORDS: dict[str, str] = {
+    _ID_REGEX: ID_RULE,
+    _CURRENCY_REGEX: "3 capital letters (an ISO 4217 code)",
+}
 
 
-def decode_body(decoder: msgspec.json.Decoder[In], body: bytes, *, empty: bytes = b"") -> In:
+def describe_pattern(regex: str, words: str) -> str:
+    """Have validation errors say ``words`` rather than ``regex``; returns ``regex``."""
+    _PATTERN_WORDS[regex] = words
+    return regex
+
+
+def in_words(message: str) -> str:
+    """A msgspec validation message with each known pattern said in words."""
+    for regex, words in _PATTERN_WORDS.items():
+        message = message.replace(f"matching regex {regex!r}", f"of {words}")
+    return message
+
+
+def decode_body(decoder: msgspec.json.Decoder[S], body: bytes, *, empty: bytes = b"") -> S:
     """Decode a request body strictly; any problem is a 422 ``invalid_request``.
 
     ``empty`` is what an empty body stands for (``b"{}"`` where every field is optional).
+    The body's nesting is measured first (``bodies.check_depth``), so neither this
+    decoder nor anything after it recurses deeper than ``MAX_BODY_DEPTH`` levels.
     """
+    body = body or empty
+    check_depth(body)
     try:
-        return decoder.decode(body or empty)
+        return decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise RequestError(ErrorCode.INVALID_REQUEST, str(exc)) from None
+        raise RequestError(ErrorCode.INVALID_REQUEST, in_words(str(exc))) from None
     except msgspec.DecodeError as exc:
         raise RequestError(ErrorCode.INVALID_REQUEST, f"body is not valid JSON: {exc}") from None
     except UnicodeDecodeError:  # msgspec's, for bytes that are not UTF-8 inside a string
         raise RequestError(ErrorCode.INVALID_REQUEST, "body is not valid UTF-8 JSON") from None
+    except RecursionError:  # not reached after check_depth; the last line of defence
+        raise RequestError(
+            ErrorCode.INVALID_REQUEST,
+            f"the body nests arrays and objects deeper than {MAX_BODY_DEPTH} levels",
+        ) from None
 
 
 _canonical = msgspec.json.Encoder(order="sorted")
@@ -329,6 +463,20 @@ class TransferPageOut(_Output, frozen=True):
     next_cursor: str | None
 
 
+class AccountPageOut(_Output, frozen=True):
+    """One page of accounts; pass ``next_cursor`` back for the next (null: the last)."""
+
+    data: list[AccountOut]
+    next_cursor: str | None
+
+
+class TransferListOut(_Output, frozen=True):
+    """One page of transfers; pass ``next_cursor`` back for the next (null: the last)."""
+
+    data: list[TransferOut]
+    next_cursor: str | None
+
+
 class BalanceRecordOut(_Output, frozen=True):
     """An account's balance right after the transfer with this timestamp."""
 
@@ -383,13 +531,23 @@ _encoder = msgspec.json.Encoder()
 encode = _encoder.encode
 
 
+def metadata_out(metadata: Metadata | None) -> Metadata | None:
+    """Metadata as an answer shows it. Metadata the API took is bounded and encodes
+    as is; a row stored before it was bounded may nest deeper than any stack allows
+    (``storage.codec.DeepMetadata``): that one is encoded by a loop, to the same bytes,
+    and passed on pre-encoded (``msgspec.Raw``, which the encoder writes verbatim)."""
+    if isinstance(metadata, DeepMetadata):
+        return cast(Metadata, msgspec.Raw(encode_json(metadata)))
+    return metadata
+
+
 def account_out(a: Account) -> AccountOut:
     return AccountOut(
         id=a.id,
         currency=a.currency,
         code=a.code,
         flags=a.flags,
-        metadata=a.metadata,
+        metadata=metadata_out(a.metadata),
         timestamp=a.timestamp,
         created_at=rfc3339(a.timestamp),
         balance=BalanceOut(
@@ -425,7 +583,7 @@ def transfer_out(t: Transfer, status: TransferStatus) -> TransferOut:
         flags=t.flags,
         timeout_seconds=t.timeout_seconds,
         expires_at=None if expires_at is None else rfc3339(expires_at),
-        metadata=t.metadata,
+        metadata=metadata_out(t.metadata),
         timestamp=t.timestamp,
         created_at=rfc3339(t.timestamp),
     )

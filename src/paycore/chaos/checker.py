@@ -21,6 +21,12 @@ nothing) must have left no trace. What is checked, by ``ViolationKind``:
   refund still ``pending``, or the system not quiet within the run's bound;
 * ``balance_mismatch``: an account's counters differ from the replay of its transfer
   listing (or a balance-history record was not monotonic in time);
+* ``chain_not_atomic``: a linked chain (items of a batch flagged ``linked``, closed by
+  the first item not flagged) was answered in part (some items ok, some refused), or
+  only some of its transfers are there;
+* ``post_exceeds_hold``: a post of a hold moved more than the hold held;
+* ``hold_inconsistent``: a hold resolved (posted or voided) more than once, or whose
+  status disagrees with the transfers that resolve it;
 * ``idempotency_mismatch``: two definite answers under one Idempotency-Key differ;
 * ``server_error``: a 500 (a bug, never a planned answer);
 * ``audit``: what ``paycore audit`` found on the store, when the run had access to it.
@@ -44,7 +50,9 @@ __all__ = [
     "ViolationKind",
     "check",
     "check_answers",
+    "check_chains",
     "check_conservation",
+    "check_holds",
     "check_ledger_ops",
     "check_limits",
     "check_listings",
@@ -65,6 +73,9 @@ class ViolationKind(StrEnum):
     UNRESOLVED = "unresolved"
     BALANCE_MISMATCH = "balance_mismatch"
     IDEMPOTENCY_MISMATCH = "idempotency_mismatch"
+    CHAIN_NOT_ATOMIC = "chain_not_atomic"
+    POST_EXCEEDS_HOLD = "post_exceeds_hold"
+    HOLD_INCONSISTENT = "hold_inconsistent"
     SERVER_ERROR = "server_error"
     AUDIT = "audit"
 
@@ -93,7 +104,9 @@ def check(
     found: list[Violation] = []
     found += check_answers(ops)
     found += check_ledger_ops(ops, state)
+    found += check_chains(ops, state)
     found += check_listings(state)
+    found += check_holds(state)
     found += check_conservation(state)
     found += check_limits(ops, state)
     found += check_payments(ops, state)
@@ -223,6 +236,108 @@ def check_ledger_ops(ops: Ops, state: FinalState) -> list[Violation]:
                         evidence,
                     )
                 )
+    return found
+
+
+# -- linked chains and holds --------------------------------------------------------------
+
+
+def _chains(items: Sequence[Any]) -> list[list[int]]:
+    """The linked chains of a batch, as lists of item positions (a chain is closed by the
+    first item not flagged ``linked``, or by the end of the batch)."""
+    chains: list[list[int]] = []
+    current: list[int] = []
+    for i, item in enumerate(items):
+        linked = isinstance(item, dict) and bool(item.get("linked"))
+        if current or linked:
+            current.append(i)
+        if current and not linked:
+            chains.append(current)
+            current = []
+    if current:
+        chains.append(current)
+    return [c for c in chains if len(c) > 1]
+
+
+def check_chains(ops: Ops, state: FinalState) -> list[Violation]:
+    """A linked chain takes effect whole or not at all: in its answer (every item ok, or
+    every item refused) and in the final listings (all of its transfers, or none)."""
+    _, anywhere = _presence(state)
+    found: list[Violation] = []
+    for op, attempts in ops.items():
+        call = attempts[0].request
+        if call.method != "POST" or call.path != "/v1/transfers/batch":
+            continue
+        items = call.body.get("transfers", []) if isinstance(call.body, dict) else []
+        ok = next((a for a in attempts if a.outcome is Outcome.OK), None)
+        response = ok.response if ok is not None and isinstance(ok.response, dict) else {}
+        results = response.get("results", [])
+        for chain in _chains(items):
+            ids = [str(items[i]["id"]) for i in chain]
+            evidence: dict[str, Any] = {"op": op, "chain": ids}
+            if ok is not None:
+                answered_ok = [i < len(results) and "status" in results[i] for i in chain]
+                if any(answered_ok) and not all(answered_ok):
+                    found.append(
+                        Violation(
+                            ViolationKind.CHAIN_NOT_ATOMIC,
+                            f"linked chain {ids} answered in part",
+                            {
+                                **evidence,
+                                "results": [results[i] for i in chain if i < len(results)],
+                            },
+                        )
+                    )
+            present = [i for i in ids if anywhere[i]]
+            if present and len(present) != len(ids):
+                found.append(
+                    Violation(
+                        ViolationKind.CHAIN_NOT_ATOMIC,
+                        f"linked chain {ids}: only {present} took effect",
+                        {**evidence, "present": present},
+                    )
+                )
+    return found
+
+
+def check_holds(state: FinalState) -> list[Violation]:
+    """Every hold in the listings: resolved at most once, its status agreeing with what
+    resolved it, and a post never moving more than the hold held."""
+    transfers: dict[str, Json] = {}
+    for account_id, listing in state.transfers.items():
+        if not _is_system(account_id):
+            for t in listing:
+                transfers.setdefault(str(t["id"]), t)
+    holds = {i: t for i, t in transfers.items() if (t.get("flags") or {}).get("pending")}
+    resolvers: dict[str, list[Json]] = defaultdict(list)
+    for t in transfers.values():
+        flags = t.get("flags") or {}
+        if (flags.get("post_pending") or flags.get("void_pending")) and t.get("pending_id"):
+            resolvers[str(t["pending_id"])].append(t)
+    found: list[Violation] = []
+    for hold_id, hold in holds.items():
+        done = resolvers.get(hold_id, [])
+        evidence = {"transfer_id": hold_id, "resolved_by": [str(t["id"]) for t in done]}
+        posts = [t for t in done if (t.get("flags") or {}).get("post_pending")]
+        for post in posts:
+            if int(post["amount"]) > int(hold["amount"]):
+                found.append(
+                    Violation(
+                        ViolationKind.POST_EXCEEDS_HOLD,
+                        f"post {post['id']} moved {post['amount']} of hold {hold_id}, which "
+                        f"held {hold['amount']}",
+                        evidence,
+                    )
+                )
+        status = str(hold["status"])
+        want = {"posted": (1, 1), "voided": (1, 0)}.get(status, (0, 0))  # (resolvers, posts)
+        if len(done) > 1:
+            detail = f"hold {hold_id} resolved {len(done)} times"
+        elif (len(done), len(posts)) != want:
+            detail = f"hold {hold_id} is {status} but resolved by {evidence['resolved_by']}"
+        else:
+            continue
+        found.append(Violation(ViolationKind.HOLD_INCONSISTENT, detail, evidence))
     return found
 
 

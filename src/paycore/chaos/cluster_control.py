@@ -24,7 +24,7 @@ from paycore.chaos.auditing import audit_lines
 from paycore.chaos.nemesis import FaultKind, Targets
 from paycore.chaos.tcpproxy import TcpProxy
 from paycore.chaos.workload import Topology
-from paycore.ops.cluster.control import LocalCluster, process_alive
+from paycore.tools.local_cluster.control import LocalCluster, process_alive
 
 __all__ = ["HaClusterControl"]
 

@@ -2,7 +2,7 @@
 
 ``LocalCluster`` starts, in a directory of its own:
 
-- one throwaway PostgreSQL server (``paycore.ops.pg_local``) with a database per shard
+- one throwaway PostgreSQL server (``paycore.tools.local_postgres``) with a database per shard
   (no standby: ``kill_primary`` is skipped here, the HA cluster does it);
 - a ``redis-server`` (no persistence) for locks and leader election;
 - two simulated acquirers (``paycore acquirer-sim``);
@@ -35,8 +35,8 @@ from paycore.chaos.auditing import audit_lines
 from paycore.chaos.nemesis import FaultKind, Targets
 from paycore.chaos.tcpproxy import TcpProxy
 from paycore.locks.testing import RedisServer, free_port
-from paycore.ops.pg_local import LocalPostgres
 from paycore.payments.processors.simulator.process import SimulatorProcess
+from paycore.tools.local_postgres import LocalPostgres
 
 __all__ = ["LocalCluster"]
 
@@ -90,6 +90,9 @@ def _toml(value: Any) -> str:
 class LocalCluster:
     """See the module docstring; ``await start()``, ``await stop()``; it is its own
     ``ClusterControl``."""
+
+    # The tenant of the workload's key: its ids live in this tenant's namespace.
+    api_key_tenant = "chaos"
 
     def __init__(self, root: Path, *, nodes: int = 2, shards: int = 2, seed: int = 0) -> None:
         self.root = root
@@ -154,7 +157,7 @@ class LocalCluster:
         store = build_store(load_settings(self.audit_config_path(), env={}))
         await store.start()
         try:
-            new = await ApiKeys(store).create("chaos", frozenset({Scope.ADMIN}))
+            new = await ApiKeys(store).create(self.api_key_tenant, frozenset({Scope.ADMIN}))
         finally:
             await store.stop()
         return new.token

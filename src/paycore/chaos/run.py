@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -142,7 +141,9 @@ async def run_local(options: ChaosOptions, console: Console) -> ChaosReport:
     )
     try:
         await cluster.start()
-        topology = Topology(shards=cluster.shard_names, processors=PROCESSORS)
+        topology = Topology(
+            shards=cluster.shard_names, processors=PROCESSORS, tenant=cluster.api_key_tenant
+        )
         return await run_against(cluster, topology, options, console)
     finally:
         await cluster.stop()
@@ -151,7 +152,7 @@ async def run_local(options: ChaosOptions, console: Console) -> ChaosReport:
 async def run_cluster(data_dir: Path, options: ChaosOptions, console: Console) -> ChaosReport:
     """``run_against`` the running ``paycore cluster`` of ``data_dir`` (through nginx)."""
     from paycore.chaos.cluster_control import HaClusterControl  # noqa: PLC0415
-    from paycore.ops.cluster.control import LocalCluster  # noqa: PLC0415
+    from paycore.tools.local_cluster.control import LocalCluster  # noqa: PLC0415
 
     cluster = LocalCluster(data_dir)
     if (cluster.state() or {}).get("status") != "running":
@@ -171,7 +172,3 @@ def run_chaos(options: ChaosOptions, console: Console, cluster: Path | None = No
     else:
         report = asyncio.run(run_local(options, console))
     return 0 if report.ok else 1
-
-
-def parse_faults(names: Sequence[str]) -> tuple[FaultKind, ...]:
-    return tuple(FaultKind(n) for n in names)

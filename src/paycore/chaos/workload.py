@@ -7,7 +7,12 @@ concurrent clients send a seeded mix until then:
 
 - single transfers (a ``cross_shard_share`` of them between shards) and batches (with,
   now and then, a linked pair on one shard);
-- holds, then posted in part or in full, voided, or left to expire;
+- holds (a ``cross_shard_share`` of them between shards), then posted in part or in
+  full, voided, left to expire, or posted for more than they hold (a definite refusal);
+- linked chains of 2-5 items between random wallets, mostly spanning shards: transfers
+  and holds, posts and voids of the chain's own holds, an item often spending what the
+  one before gave its debit account, and now and then a last item that must fail (an
+  overdraft), which must leave no trace of the whole chain;
 - card payments through the simulators' test cards (approved, declined, processing
   error, answer lost), automatic or manual capture, partial and multiple captures,
   cancels, partial refunds;
@@ -16,8 +21,13 @@ concurrent clients send a seeded mix until then:
 Every POST carries an Idempotency-Key. An ambiguous answer (a timeout, a reset, a 5xx,
 409 ``idempotency_key_in_use``) is retried with the same key and body, with backoff and
 on the next node, until ``op_deadline``; every attempt is recorded (``history``).
-``quiesce()`` waits until no saga and no known payment is in flight, ``final_state()``
-reads everything back through the API for the checker.
+``quiesce()`` waits until no cross-shard transfer the run made (or may have made) shows
+``in_flight`` and no known payment is in flight, ``final_state()`` reads everything back
+through the API for the checker.
+
+Cross-shard holds (posted in part, voided, expired) and linked chains between random
+wallets are part of the workload; the checker holds chains to all-or-nothing and a hold's
+post to at most its amount.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import httpx
@@ -34,6 +44,8 @@ import msgspec
 from paycore.chaos.history import Attempt, Call, Outcome, classify, op_outcome
 from paycore.chaos.state import FinalState, Json
 from paycore.cluster.shardmap import ShardMap
+from paycore.ledger.model import DEFAULT_TENANT
+from paycore.ledger.tenancy import internal_account_id
 
 __all__ = ["Topology", "Workload", "WorkloadOptions"]
 
@@ -44,7 +56,17 @@ PROCESSING_ERROR: Final = "4000000000000119"
 ANSWER_LOST: Final = "4000000000007775"
 DESTINATION: Final = "NL91ABNA0417164300"
 PAGE: Final = 1000
-WEIGHTS: Final = {"transfer": 30, "batch": 8, "hold": 12, "payment": 16, "payout": 5, "read": 10}
+WEIGHTS: Final = {
+    "transfer": 30,
+    "batch": 8,
+    "hold": 12,
+    "chain": 8,
+    "payment": 16,
+    "payout": 5,
+    "read": 10,
+}
+# What a transfer's status may still change from: work the run waits for in ``quiesce``.
+_UNSETTLED: Final = frozenset({"in_flight", "unknown"})
 
 _decode = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder().encode
@@ -52,11 +74,13 @@ _encode = msgspec.json.Encoder().encode
 
 class Topology(msgspec.Struct, frozen=True, kw_only=True):
     """What the workload must know of the cluster: shard names (in slot-map order), the
-    processors' names (their ``psp:`` accounts), and the shard map itself."""
+    processors' names (their ``psp:`` accounts), the shard map itself, and the tenant of
+    the workload's API key (the store places its accounts by their ids in its namespace)."""
 
     shards: tuple[str, ...]
     processors: tuple[str, ...]
     placement: dict[str, str] = {}
+    tenant: str = DEFAULT_TENANT
 
     def shard_map(self) -> ShardMap:
         return ShardMap.even(self.shards)
@@ -131,6 +155,9 @@ class Workload:
         self.refunds: dict[str, str] = {}
         self.payouts: dict[str, str] = {}
         self.baseline: dict[str, Json] = {}  # system accounts before the run
+        # Cross-shard transfers (holds, posts and voids included) the run made or may have
+        # made -> last status seen ("unknown": the answer was lost).
+        self.cross: dict[str, str] = {}
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -213,7 +240,8 @@ class Workload:
         i = 0
         while len(found) < n:
             candidate = f"{self.tag}.{prefix}{shard}.{i}"
-            if shard_map.shard_for(candidate) == shard:
+            stored = internal_account_id(self.topology.tenant, candidate)
+            if shard_map.shard_for(stored) == shard:
                 found.append(candidate)
             i += 1
         return found
@@ -304,20 +332,52 @@ class Workload:
             "currency": CURRENCY,
         }
 
+    def _crosses(self, debit: str, credit: str) -> bool:
+        shard_map = self.topology.shard_map()
+        return shard_map.shard_for(debit) != shard_map.shard_for(credit)
+
+    def _note(self, items: Sequence[Json], answer: _Answer, holds: Mapping[str, Json]) -> None:
+        """Remember the cross-shard ones among ``items`` (sent in one request) and the
+        status each was answered with; ``holds``: the holds posts and voids name."""
+        results: list[Any] = []
+        if answer.outcome is Outcome.OK:
+            body = answer.body
+            if isinstance(body, dict) and isinstance(body.get("results"), list):
+                results = body["results"]
+            elif isinstance(body, dict):
+                results = [body]
+        for i, item in enumerate(items):
+            hold = holds.get(str(item.get("pending_id")))
+            debit = item.get("debit_account_id") or (hold or {}).get("debit_account_id")
+            credit = item.get("credit_account_id") or (hold or {}).get("credit_account_id")
+            if not (debit and credit and self._crosses(str(debit), str(credit))):
+                continue
+            if answer.outcome is Outcome.INFO:
+                self.cross[str(item["id"])] = "unknown"
+            elif i < len(results) and isinstance(results[i], dict) and "status" in results[i]:
+                self.cross[str(item["id"])] = str(results[i]["status"])
+
     async def _transfer(self, client: int, rng: random.Random) -> None:
-        await self.call(client, "transfer", "POST", "/v1/transfers", self._transfer_body(rng))
+        body = self._transfer_body(rng)
+        answer = await self.call(client, "transfer", "POST", "/v1/transfers", body)
+        self._note([body], answer, {})
 
     async def _batch(self, client: int, rng: random.Random) -> None:
         items = [self._transfer_body(rng) for _ in range(rng.randint(2, 5))]
         if rng.random() < 0.3:
             first = {**self._transfer_body(rng, cross=False), "linked": True}
             items += [first, self._transfer_body(rng, cross=False)]
-        await self.call(client, "batch", "POST", "/v1/transfers/batch", {"transfers": items})
+        answer = await self.call(
+            client, "batch", "POST", "/v1/transfers/batch", {"transfers": items}
+        )
+        self._note(items, answer, {})
 
     async def _hold(self, client: int, rng: random.Random) -> None:
-        a, b = self._pair(rng, cross=False)
+        a, b = self._pair(rng)
         amount = rng.randint(2, 400)
-        fate = rng.choices(["post_part", "post_all", "void", "expire"], [45, 15, 25, 15])[0]
+        fate = rng.choices(
+            ["post_part", "post_all", "void", "expire", "post_over"], [45, 15, 25, 15, 5]
+        )[0]
         hold = {
             "id": self.new_id("h"),
             "debit_account_id": a,
@@ -328,17 +388,72 @@ class Workload:
             "timeout_seconds": 2 if fate == "expire" else 60,
         }
         answer = await self.call(client, "hold", "POST", "/v1/transfers", hold)
+        self._note([hold], answer, {})
         if fate == "expire" or answer.outcome is Outcome.FAIL:
             return
         await asyncio.sleep(rng.uniform(0.0, 0.3))
         path = f"/v1/transfers/{hold['id']}"
+        holds = {str(hold["id"]): hold}
         if fate == "void":
-            await self.call(client, "void", "POST", f"{path}/void", {"id": self.new_id("v")})
+            body: Json = {"id": self.new_id("v")}
+            answer = await self.call(client, "void", "POST", f"{path}/void", body)
+            self._note([{**body, "pending_id": hold["id"]}], answer, holds)
             return
-        body: Json = {"id": self.new_id("p")}
+        body = {"id": self.new_id("p")}
         if fate == "post_part":
             body["amount"] = rng.randint(1, amount - 1)
-        await self.call(client, "post", "POST", f"{path}/post", body)
+        elif fate == "post_over":  # refused: amount_exceeds_pending_amount
+            body["amount"] = amount + rng.randint(1, 50)
+        answer = await self.call(client, "post", "POST", f"{path}/post", body)
+        self._note([{**body, "pending_id": hold["id"]}], answer, holds)
+
+    def _chain_items(self, rng: random.Random) -> list[Json]:
+        """A linked chain (see the module docstring): every item but the last ``linked``."""
+        items: list[Json] = []
+        holds: list[Json] = []
+        last_credit: str | None = None
+        for _ in range(rng.randint(2, 4)):
+            if last_credit is not None and rng.random() < 0.5:
+                a = last_credit  # spends what the chain just gave it
+                b = rng.choice([w for w in self.all_wallets if w != a])
+            else:
+                a, b = self._pair(rng, cross=rng.random() < 0.7)
+            kind = rng.choices(["plain", "hold", "resolve"], [55, 20, 25])[0]
+            if kind == "resolve" and holds:
+                hold = holds.pop(rng.randrange(len(holds)))
+                item: Json = {"id": self.new_id("k"), "pending_id": hold["id"]}
+                if rng.random() < 0.7:
+                    item["post_pending"] = True
+                    item["amount"] = rng.randint(1, int(hold["amount"]))
+                else:
+                    item["void_pending"] = True
+                items.append(item)
+                continue
+            item = {
+                "id": self.new_id("k"),
+                "debit_account_id": a,
+                "credit_account_id": b,
+                "amount": rng.randint(1, 300),
+                "currency": CURRENCY,
+            }
+            if kind != "plain":
+                item.update(pending=True, timeout_seconds=60)
+                holds.append(item)
+            items.append(item)
+            last_credit = b
+        if rng.random() < 0.25:  # an overdraft at the end: the whole chain must fail
+            items.append({**self._transfer_body(rng), "amount": self.options.funding * 100})
+        for item in items[:-1]:
+            item["linked"] = True
+        return items
+
+    async def _chain(self, client: int, rng: random.Random) -> None:
+        items = self._chain_items(rng)
+        answer = await self.call(
+            client, "chain", "POST", "/v1/transfers/batch", {"transfers": items}
+        )
+        holds = {str(i["id"]): i for i in items if i.get("pending")}
+        self._note(items, answer, holds)
 
     def _card(self, rng: random.Random) -> Json:
         draw = rng.random()
@@ -442,17 +557,24 @@ class Workload:
             await asyncio.sleep(0.2)
 
     async def open_work(self) -> list[str]:
-        """What is still in flight: sagas (clearing accounts with pending money) and the
-        payments, refunds and payouts last seen processing."""
+        """What is still in flight: the run's cross-shard transfers whose last status was
+        ``in_flight`` or unknown (re-read at every pass; one not found is not open), and
+        the payments, refunds and payouts last seen processing.
+
+        Judged by the transfers' own status, not by money pending on clearing accounts:
+        a cross-shard hold may well keep money pending there for as long as it is open.
+        A saga the run does not know of and still in flight at the end shows in the
+        listings, where the checker reports it."""
         still: list[str] = []
-        for account_id in self.topology.system_accounts():
-            if not account_id.startswith("clearing:"):
+        for transfer_id, status in list(self.cross.items()):
+            if status not in _UNSETTLED:
                 continue
-            account = await self._get(f"/v1/accounts/{account_id}")
-            if account is not None and (
-                account["balance"]["credits_pending"] or account["balance"]["debits_pending"]
-            ):
-                still.append(account_id)
+            found = await self._get(f"/v1/transfers/{transfer_id}")
+            if found is None:  # not there (yet: a lost request may still land); not open
+                continue
+            self.cross[transfer_id] = str(found["status"])
+            if self.cross[transfer_id] in _UNSETTLED:
+                still.append(transfer_id)
         for table, path, busy in (
             (self.payments, "/v1/payments/", "processing"),
             (self.refunds, "/v1/refunds/", "pending"),

@@ -3,30 +3,28 @@
 The API and the CLI talk to one ``Store``; this one routes each command to the
 shards that hold its accounts and answers as one store would:
 
-* an account lives on the shard of its id (``ShardMap``; clearing accounts
-  ``clearing:<home>:...`` on their home shard);
+* an account lives on the shard of its id (``ShardMap``; clearing and processor
+  accounts on their home shard);
 * a transfer is written on the shard of its debit account; when its credit account
-  lives elsewhere it becomes a cross-shard saga (``paycore.cluster.settlement``):
-  step 1 (hold + outbox row) is written here, a relay does the rest, and the item is
-  answered ``in_flight``;
-* a post or void goes to the shard holding its pending transfer: the API only names
-  the hold's id, so the router looks the id up on every shard in parallel (one
-  indexed read each), or takes the shard of an earlier item of the same batch that
-  created it; an id found nowhere goes to the debit account's shard (or the first
-  shard) and gets ``pending_transfer_not_found`` there;
+  lives elsewhere it becomes a cross-shard saga (``paycore.cluster.settlement``): step 1
+  (hold + outbox row) is written here, then the request itself runs steps 2 and 3
+  (``saga_drive``) and answers ``posted`` (a client's hold: ``pending``, with a pending leg on
+  each shard); only a fault leaves it ``in_flight`` for the relay to finish;
+* a post or void goes to the shard holding its hold: the API only names the hold's id,
+  so the router looks the id up on every shard in parallel (one indexed read each), or
+  takes the shard of an earlier item of the same batch that created it; a client's hold
+  across shards is resolved on its source and then mirrored on its target;
 * a batch is split per shard, the parts run in parallel (each part is one group
   commit on its shard), results come back in request order;
-* ``linked`` chains must stay on one shard: a chain whose items (or whose credit
-  accounts) span shards is refused as a whole with ``linked_chain_spans_shards``
-  (422), since no local transaction can make it atomic; a pending transfer across
-  shards is refused with ``cross_shard_pending_unsupported`` (422);
+* a ``linked`` chain whose items touch several shards runs as one atomic unit through
+  ``paycore.cluster.chains`` (plan, prepare, decide, finish); the batch around it runs
+  in segments, in order;
 * reads fan out where the id does not name a shard (``get_transfer``) and show a
-  saga as the client's transfer (A to B, ``in_flight`` until settled).
+  saga as the client's transfer (A to B, with one timestamp on both shards).
 
-Idempotency records live on the shard the command routes to: for a command on one
-shard, in the same transaction as its effect; for a batch spanning shards, on the
-shard of its first routed item, written after the other parts ran (those are
-idempotent by transfer id, so a retry after a crash repeats no effect).
+Idempotency records live on the shard of the key: for a command on one shard, in the
+same transaction as its effect; for one spanning shards, written once its steps ran
+(every item is idempotent by transfer id, so a retry after a crash repeats no effect).
 
 Transfer ids are unique across shards: an id hashes to a shard of its own (the same
 slot hash as account ids), and when that is not the shard writing the transfer, the
@@ -37,6 +35,21 @@ shard checks, in the same transaction as the write, that no reservation binds th
 elsewhere. A reservation is kept even if the transfer is then refused (say, for lack of
 funds), so a retry must keep its debit account's shard.
 
+The router itself only coordinates; each job lives in a module of its own (in
+``paycore.cluster``), which takes the store or what it needs as arguments:
+
+* ``placement``: which shard an account, an API key or an item naming no account is on;
+* ``split`` and ``dispatch``: a write cut per shard (a ``Split``), each item sent to the
+  shard writing it or refused up front;
+* ``id_reservation``: transfer ids bound to the shard writing them;
+* ``saga_plan`` and ``saga_drive``: a cross-shard transfer checked and turned into step
+  1, then driven through steps 2 and 3 by the request;
+* ``batch_cuts``: a batch run in segments, in order, where an item depends on an
+  earlier one across shards;
+* ``read_views``: stored rows shown to clients as one transfer;
+* ``reserved``: what the payments and the settlement keep for themselves, refused to
+  clients (the prefixes: ``namespaces``).
+
 With one shard every command passes straight through: the same answers as the plain
 store.
 """
@@ -44,36 +57,29 @@ store.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-import msgspec
-
-from paycore.cluster.settlement import (
-    PAYMENT_TRANSFER_PREFIX,
-    PSP_PREFIX,
-    SAGA_KEY,
-    clearing_account_id,
-    hold_request,
-    is_reserved,
-    parse_clearing,
-    parse_psp,
-    present_result,
-    present_view,
-    saga_info,
+from paycore.cluster import placement, read_views, saga_plan
+from paycore.cluster.batch_cuts import chains_across, run_segments
+from paycore.cluster.dispatch import split_command
+from paycore.cluster.reserved import (
+    close_refusal,
+    reserved_close,
+    single_part,
+    single_shard_reserved,
 )
+from paycore.cluster.saga_drive import drive, mirror_expiries
+from paycore.cluster.settlement import Settlement, is_reserved
 from paycore.cluster.shardmap import ShardMap
+from paycore.cluster.split import Split, gather_all
 from paycore.errors import ErrorCode, IdempotencyError
-from paycore.ledger.model import (
-    SYSTEM_TENANT,
-    Account,
-    AccountRequest,
-    BalanceRecord,
-    TransferRequest,
-    TransferView,
-)
-from paycore.ledger.rules import AccountResult, TransferResult
+from paycore.ledger.model import Account, BalanceRecord, TransferView
+from paycore.ledger.rules import AccountResult
 from paycore.storage.base import (
     AdvanceFence,
     CloseAccount,
@@ -83,16 +89,15 @@ from paycore.storage.base import (
     ExpirePending,
     Idempotency,
     LedgerSnapshot,
-    OutboxWrite,
     PeekIdempotency,
     PurgeIdempotency,
     PurgeOutbox,
-    ReserveTransferIds,
     Store,
     StoredResponse,
     TransferPage,
 )
 from paycore.storage.keys import CreateApiKey, RevokeApiKey
+from paycore.storage.listing import AccountFilter, ListPage, Page, TransferFilter
 from paycore.storage.payments import (
     AckPaymentEvents,
     ClaimPaymentEvents,
@@ -105,48 +110,22 @@ __all__ = ["ShardedStore", "gather_all"]
 T = TypeVar("T")
 _E = ErrorCode
 
-
-async def gather_all(aws: Iterable[Awaitable[T]]) -> list[T]:
-    """Run concurrently; every outcome is retrieved, then the first error is raised."""
-    outcomes = await asyncio.gather(*aws, return_exceptions=True)
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
-    return outcomes  # type: ignore[return-value]
-
-
-def _fail(item_id: str, code: ErrorCode, detail: str = "") -> TransferResult:
-    return TransferResult(id=item_id, code=code, detail=detail)
-
-
-@dataclass
-class _Split:
-    """A command cut per shard: which items go where, and what was answered up front."""
-
-    size: int
-    parts: dict[str, list[int]] = field(default_factory=dict)  # shard -> item indices
-    upfront: dict[int, Any] = field(default_factory=dict)  # index -> result
-    rewritten: dict[int, TransferRequest] = field(default_factory=dict)
-    outbox: dict[int, OutboxWrite] = field(default_factory=dict)  # index -> write (index 0)
-    sagas: set[int] = field(default_factory=set)
-
-    def add(self, shard: str, index: int) -> None:
-        self.parts.setdefault(shard, []).append(index)
-
-    def merge(self, answers: Mapping[str, list[Any]]) -> list[Any]:
-        merged: list[Any] = [None] * self.size
-        for index, result in self.upfront.items():
-            merged[index] = result
-        for shard, indices in self.parts.items():
-            for index, result in zip(indices, answers[shard], strict=True):
-                merged[index] = present_result(result) if index in self.sagas else result
-        return merged
+# How long the rows of a saga stay leased to the request that wrote them: past that (a
+# crashed node, a shard that did not answer), the relay finishes the saga.
+DRIVE_LEASE_SECONDS = 5.0
 
 
 class ShardedStore:
     """A ``Store`` over named shard stores, placed by a ``ShardMap`` (see module docstring)."""
 
-    def __init__(self, shards: Mapping[str, Store], shard_map: ShardMap) -> None:
+    def __init__(
+        self,
+        shards: Mapping[str, Store],
+        shard_map: ShardMap,
+        *,
+        clock: Callable[[], int] = time.time_ns,
+        drive_lease_seconds: float = DRIVE_LEASE_SECONDS,
+    ) -> None:
         if not shards:
             raise ValueError("at least one shard is needed")
         unknown = set(shard_map.shards) - set(shards)
@@ -155,20 +134,33 @@ class ShardedStore:
         self.shards: dict[str, Store] = dict(shards)
         self.shard_map = shard_map
         self.single = len(self.shards) == 1
-        self._first = next(iter(self.shards))
+        self._first = placement.first_shard(self.shards)
         self.name = self._first if self.single else f"{len(self.shards)} shards"
         self._clearing: set[str] = set()
-        self._listeners: list[Callable[[str], None]] = []
+        # Account id -> whether its debits are limited (no_overdraft or a credit limit):
+        # fixed when the account is created, so kept once read.
+        self._limited: dict[str, bool] = {}
+        # Called with a source shard after step 1 of a saga committed there (``on_saga``,
+        # ``paycore.cluster.saga_drive``).
+        self.saga_listeners: list[Callable[[str], None]] = []
+        # The request itself drives its sagas' steps 2 and 3 (``saga_drive``); the rows
+        # it writes are leased to it for ``DRIVE_LEASE_SECONDS``, then the relay's.
+        self.owner = f"request:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # False: leave steps 2 and 3 to the relay, as when a node dies right after step 1
+        # (the recovery path's tests; never in service).
+        self.drive_sagas = True
+        self._clock = clock
+        self.drive_lease_seconds = drive_lease_seconds
+        self._driver = Settlement(
+            self.shards, owner=self.owner, lease_seconds=drive_lease_seconds, keep_refusals=True
+        )
 
     # -- placement -------------------------------------------------------------------------
 
     def shard_for(self, account_id: str) -> str:
         """The shard holding ``account_id`` (clearing and processor accounts: their home
         shard)."""
-        parsed = parse_clearing(account_id) or parse_psp(account_id)
-        if parsed is not None and parsed[0] in self.shards:
-            return parsed[0]
-        return self.shard_map.shard_for(account_id)
+        return placement.shard_for(self.shard_map, self.shards, account_id)
 
     @property
     def key_shard(self) -> str:
@@ -177,7 +169,7 @@ class ShardedStore:
 
     def on_saga(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(source_shard)`` after step 1 of a saga committed there."""
-        self._listeners.append(listener)
+        self.saga_listeners.append(listener)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -202,17 +194,24 @@ class ShardedStore:
             return await self.shards[command.shard].execute(command)
         if isinstance(command, CreateApiKey | RevokeApiKey):  # every key on one shard
             return await self.shards[self.key_shard].execute(command)
+        if (
+            isinstance(command, CloseAccount)
+            and (refused := close_refusal(command, self.shard_for)) is not None
+        ):
+            return refused
         if self.single:
-            split = self._payments_reserved(command)
+            split = single_shard_reserved(command, self._first)
             if split is None:
                 return await self.shards[self._first].execute(command)
             if isinstance(command, CloseAccount):
-                return self._reserved_close(command)
-            part = self._single_part(command, split)
+                return reserved_close(command)
+            part = single_part(command, split, self._first)
             results = await self.shards[self._first].execute(part) if part is not None else []
             return split.merge({self._first: results})
         if isinstance(command, ExpirePending):
-            found = await gather_all(s.execute(command) for s in self.shards.values())
+            names = list(self.shards)
+            found = await gather_all(self.shards[s].execute(command) for s in names)
+            await mirror_expiries(self, dict(zip(names, found, strict=True)))
             return [hold for part in found for hold in part]
         if isinstance(command, PurgeIdempotency):
             return sum(await gather_all(s.execute(command) for s in self.shards.values()))
@@ -223,27 +222,34 @@ class ShardedStore:
         if isinstance(command, AdvanceFence):  # a new holder shuts the old one out everywhere
             await gather_all(s.execute(command) for s in self.shards.values())
             return None
-        split, parts = await self._split(command)
+        if isinstance(command, CreateTransfers):
+            segments = await chains_across(self, command, self._limited)
+            if segments is not None:
+                return await run_segments(self, command, segments)
+        split, parts = await split_command(self, command)
         results = await gather_all(self.shards[s].execute(c) for s, c in parts.items())
         answers = dict(zip(parts, results, strict=True))
-        merged = split.merge(answers)
-        self._notify(split, merged)
-        return merged
+        return await drive(self, split, split.merge(answers))
 
     async def execute_idempotent(
         self, command: Command, idempotency: Idempotency
     ) -> tuple[StoredResponse, bool]:
+        if (
+            isinstance(command, CloseAccount)
+            and (refused := close_refusal(command, self.shard_for)) is not None
+        ):
+            return idempotency.render(refused), False
         if self.single:
-            split = self._payments_reserved(command)
+            split = single_shard_reserved(command, self._first)
             if split is None:
                 return await self.shards[self._first].execute_idempotent(command, idempotency)
             if isinstance(command, CloseAccount):
-                return idempotency.render(self._reserved_close(command)), False
-            own = self._single_part(command, split)
+                return idempotency.render(reserved_close(command)), False
+            own = single_part(command, split, self._first)
             if own is None:
                 empty = CreateTransfers(()) if isinstance(command, CreateTransfers) else None
                 own = empty or CreateAccounts(())
-            reserved: _Split = split
+            reserved: Split = split
             merged = Idempotency(
                 idempotency.key,
                 idempotency.fingerprint,
@@ -256,7 +262,7 @@ class ShardedStore:
         home = self.shard_for(idempotency.key)
         if isinstance(command, CloseAccount):
             if is_reserved(command.account_id):
-                return idempotency.render(self._reserved_close(command)), False
+                return idempotency.render(reserved_close(command)), False
             target = self.shard_for(command.account_id)
             if target == home:
                 return await self.shards[home].execute_idempotent(command, idempotency)
@@ -273,7 +279,41 @@ class ShardedStore:
             return await self.shards[home].execute_idempotent(CreateAccounts(()), record)
         if not isinstance(command, CreateTransfers | CreateAccounts):
             raise TypeError(f"{type(command).__name__} is not run under an Idempotency-Key")
-        split, parts = await self._split(command)
+        segments = (
+            await chains_across(self, command, self._limited)
+            if isinstance(command, CreateTransfers)
+            else None
+        )
+        if segments is not None:
+            seen = await self._seen(home, idempotency)
+            if seen is not None:
+                return seen, True
+            assert isinstance(command, CreateTransfers)
+            done = await run_segments(self, command, segments)
+            record = Idempotency(
+                idempotency.key,
+                idempotency.fingerprint,
+                lambda _: idempotency.render(done),
+                idempotency.retention_seconds,
+            )
+            return await self.shards[home].execute_idempotent(type(command)(()), record)
+        split, parts = await split_command(self, command)
+        if split.sagas or split.resolves:
+            # Steps run after step 1: the answer is known once they did, so the record
+            # is written then (a crash before it: a retry repeats no effect, every item
+            # being idempotent by its transfer id).
+            seen = await self._seen(home, idempotency)
+            if seen is not None:
+                return seen, True
+            results = await gather_all(self.shards[s].execute(c) for s, c in parts.items())
+            final = await drive(self, split, split.merge(dict(zip(parts, results, strict=True))))
+            record = Idempotency(
+                idempotency.key,
+                idempotency.fingerprint,
+                lambda _: idempotency.render(final),
+                idempotency.retention_seconds,
+            )
+            return await self.shards[home].execute_idempotent(type(command)(()), record)
         others = {s: c for s, c in parts.items() if s != home}
         if others:
             seen = await self._seen(home, idempotency)
@@ -281,21 +321,15 @@ class ShardedStore:
                 return seen, True
         results = await gather_all(self.shards[s].execute(c) for s, c in others.items())
         answers = dict(zip(others, results, strict=True))
-        merged_box: list[list[Any]] = []
 
         def render(home_results: list[Any]) -> StoredResponse:
-            merged = split.merge({**answers, home: home_results})
-            merged_box[:] = [merged]
-            return idempotency.render(merged)
+            return idempotency.render(split.merge({**answers, home: home_results}))
 
         own = parts.get(home) or type(command)(())
         wrapped = Idempotency(
             idempotency.key, idempotency.fingerprint, render, idempotency.retention_seconds
         )
-        response, replayed = await self.shards[home].execute_idempotent(own, wrapped)
-        if merged_box:
-            self._notify(split, merged_box[0])
-        return response, replayed
+        return await self.shards[home].execute_idempotent(own, wrapped)
 
     async def _seen(self, home: str, idempotency: Idempotency) -> StoredResponse | None:
         """The stored answer under this key on its shard; 409 when the body differs."""
@@ -310,418 +344,37 @@ class ShardedStore:
         response: StoredResponse = seen[1]
         return response
 
-    def _notify(self, split: _Split, merged: Sequence[Any]) -> None:
-        sources = {
-            self.shard_for(merged[i].transfer.debit_account_id)
-            for i in split.sagas
-            if merged[i].ok and not merged[i].exists and merged[i].transfer is not None
-        }
-        for source in sources:
-            for listener in self._listeners:
-                listener(source)
-
-    def _reserved_close(self, command: CloseAccount) -> AccountResult:
-        return AccountResult(
-            id=command.account_id,
-            code=_E.INVALID_REQUEST,
-            detail="clearing and processor accounts stay open",
-        )
-
-    def _payments_reserved(self, command: Command) -> _Split | None:
-        """On a single shard (no settlement there), what the payments reserve is still
-        refused to clients: accounts ``psp:...`` and transfer ids ``pm....``. None when the
-        command names none of them (the usual case: it passes straight through)."""
-        if isinstance(command, CloseAccount):
-            if not command.account_id.startswith(PSP_PREFIX):
-                return None
-            split = _Split(1)
-            split.upfront[0] = self._reserved_close(command)
-            return split
-        refused: dict[int, Any]
-        if isinstance(command, CreateAccounts):
-            refused = {
-                i: AccountResult(
-                    id=r.id, code=_E.INVALID_REQUEST, detail="ids starting with 'psp:' are reserved"
-                )
-                for i, r in enumerate(command.requests)
-                if r.id.startswith(PSP_PREFIX)
-            }
-        elif isinstance(command, CreateTransfers) and not command.internal:
-            refused = {}
-            for i, r in enumerate(command.requests):  # one cheap pass: batches are large
-                if (
-                    r.id.startswith(PAYMENT_TRANSFER_PREFIX)
-                    or (r.pending_id or "").startswith(PAYMENT_TRANSFER_PREFIX)
-                    or (r.debit_account_id or "").startswith(PSP_PREFIX)
-                    or (r.credit_account_id or "").startswith(PSP_PREFIX)
-                ):
-                    refused[i] = _fail(r.id, _E.INVALID_REQUEST, _reserved_detail(r))
-        else:
-            return None
-        if not refused:
-            return None
-        split = _Split(len(command.requests))
-        split.upfront.update(refused)
-        if isinstance(command, CreateTransfers):
-            target = dict.fromkeys(range(len(command.requests)), self._first)
-            self._check_chains(command.requests, target, {}, split)
-        for index in range(len(command.requests)):
-            if index not in split.upfront:
-                split.add(self._first, index)
-        return split
-
-    def _single_part(self, command: Command, split: _Split) -> Command | None:
-        """The items of ``command`` that ``split`` lets through to the only shard."""
-        indices = split.parts.get(self._first)
-        if not indices or not isinstance(command, CreateTransfers | CreateAccounts):
-            return None
-        requests = tuple(command.requests[i] for i in indices)
-        return msgspec.structs.replace(command, requests=requests)
-
     async def _close(self, command: CloseAccount) -> AccountResult:
         if is_reserved(command.account_id):
-            return self._reserved_close(command)
+            return reserved_close(command)
         result: AccountResult = await self.shards[self.shard_for(command.account_id)].execute(
             command
         )
         return result
 
-    async def _split(self, command: Command) -> tuple[_Split, dict[str, Command]]:
-        if isinstance(command, CreateAccounts):
-            split = self._split_accounts(command.requests)
-            return split, {
-                shard: CreateAccounts(tuple(command.requests[i] for i in indices))
-                for shard, indices in split.parts.items()
-            }
-        if isinstance(command, CreateTransfers):
-            split = await self._split_transfers(
-                command.requests, internal=command.internal, tenant=command.tenant
-            )
-            await self._ensure_clearing(split)
-            parts: dict[str, Command] = {}
-            for shard, indices in split.parts.items():
-                requests = tuple(split.rewritten.get(i, command.requests[i]) for i in indices)
-                writes = tuple(
-                    msgspec.structs.replace(split.outbox[i], index=j)
-                    for j, i in enumerate(indices)
-                    if i in split.outbox
-                )
-                parts[shard] = CreateTransfers(
-                    requests, writes, guard_ids=True, fence=command.fence, tenant=command.tenant
-                )
-            return split, parts
-        raise TypeError(f"cannot route {type(command).__name__}")
+    async def ensure_clearing(self, pairs: set[tuple[str, str, str]]) -> None:
+        """Create the clearing accounts ``(home, peer, currency)``, once per node and
+        account."""
+        await saga_plan.ensure_clearing(self.shards, self._clearing, pairs)
 
-    def _split_accounts(self, requests: Sequence[AccountRequest]) -> _Split:
-        split = _Split(len(requests))
-        for index, request in enumerate(requests):
-            if is_reserved(request.id):
-                split.upfront[index] = AccountResult(
-                    id=request.id,
-                    code=_E.INVALID_REQUEST,
-                    detail="ids starting with 'clearing:' or 'psp:' are reserved",
-                )
-            else:
-                split.add(self.shard_for(request.id), index)
-        return split
+    # -- what chains (paycore.cluster.chains) and the modules of the router use ----------------
 
-    async def _split_transfers(
-        self,
-        requests: Sequence[TransferRequest],
-        *,
-        internal: bool = False,
-        tenant: str | None = None,
-    ) -> _Split:
-        split = _Split(len(requests))
-        target: dict[int, str] = {}  # index -> shard the item is written on
-        cross: dict[int, str] = {}  # index -> shard of the credit account (cross-shard)
-        created_here: dict[str, int] = {}  # transfer id -> index of the batch item creating it
-        lookups: set[str] = set()
-        for index, r in enumerate(requests):
-            if r.metadata is not None and any(k.startswith("paycore:") for k in r.metadata):
-                split.upfront[index] = _fail(
-                    r.id, _E.INVALID_REQUEST, "metadata keys starting with 'paycore:' are reserved"
-                )
-            elif r.id.startswith("xs."):
-                split.upfront[index] = _fail(
-                    r.id, _E.INVALID_REQUEST, "ids starting with 'xs.' are reserved for settlement"
-                )
-            elif r.id.startswith(PAYMENT_TRANSFER_PREFIX) and not internal:
-                split.upfront[index] = _fail(
-                    r.id, _E.INVALID_REQUEST, "ids starting with 'pm.' are reserved for payments"
-                )
-            if (
-                (r.flags.post_pending or r.flags.void_pending)
-                and (r.pending_id or "").startswith(PAYMENT_TRANSFER_PREFIX)
-                and not internal
-            ):
-                split.upfront[index] = _fail(
-                    r.id, _E.INVALID_REQUEST, "holds starting with 'pm.' belong to payments"
-                )
-            if r.flags.post_pending or r.flags.void_pending:
-                earlier = None if r.pending_id is None else created_here.get(r.pending_id)
-                if earlier is not None:
-                    target[index] = target[earlier]
-                    if earlier in cross:
-                        split.upfront[index] = _fail(
-                            r.id, _E.PENDING_TRANSFER_NOT_PENDING, "a cross-shard transfer"
-                        )
-                elif r.pending_id is not None:
-                    lookups.add(r.pending_id)
-                continue
-            if is_reserved(r.debit_account_id) or is_reserved(r.credit_account_id):
-                split.upfront[index] = _fail(
-                    r.id, _E.INVALID_REQUEST, "clearing accounts are reserved for settlement"
-                )
-            debit, credit = r.debit_account_id, r.credit_account_id
-            home = self.shard_for(debit or credit or "") if (debit or credit) else self._first
-            target[index] = home
-            created_here.setdefault(r.id, index)
-            if debit is not None and credit is not None and index not in split.upfront:
-                other = self.shard_for(credit)
-                if other != home:
-                    cross[index] = other
-        found = await self._find_holds(lookups)
-        for index, r in enumerate(requests):
-            if index in target:
-                continue
-            hold = None if r.pending_id is None else found.get(r.pending_id)
-            if hold is None:
-                debit = r.debit_account_id
-                target[index] = self.shard_for(debit) if debit else self._first
-            else:
-                target[index] = hold[0]
-                if saga_info(hold[1].transfer.metadata) is not None:
-                    split.upfront[index] = _fail(
-                        r.id, _E.PENDING_TRANSFER_NOT_PENDING, "a cross-shard transfer, not a hold"
-                    )
-        self._check_chains(requests, target, cross, split)
-        await self._plan_and_reserve(requests, target, cross, split, tenant)
-        for index in range(len(requests)):
-            if index not in split.upfront:
-                split.add(target[index], index)
-        return split
+    def clock_ns(self) -> int:
+        return self._clock()
 
-    async def _plan_and_reserve(
-        self,
-        requests: Sequence[TransferRequest],
-        target: Mapping[int, str],
-        cross: Mapping[int, str],
-        split: _Split,
-        tenant: str | None = None,
-    ) -> None:
-        """Plan the sagas and reserve the ids; an item whose id is taken is refused.
+    @property
+    def first_shard(self) -> str:
+        """Where an item naming no account is sent (to be refused there)."""
+        return self._first
 
-        The two need each other's results only at the end, so
-        their round trips overlap (an id reserved for an item the planning refuses is
-        harmless: it stays bound to the shard its debit account is on).
-        """
-        reserve = self._reserve_ids(requests, target, self._ids_to_reserve(requests, target, split))
-        outcomes = await asyncio.gather(
-            self._plan_sagas(requests, target, cross, split, tenant),
-            reserve,
-            return_exceptions=True,
-        )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        taken = outcomes[1]
-        assert isinstance(taken, dict)
-        if taken:
-            for index, refusal in taken.items():
-                split.upfront[index] = refusal
-                split.sagas.discard(index)
-            self._check_chains(requests, target, cross, split)  # fail the refused one's chain
+    @property
+    def driver(self) -> Settlement:
+        """The settlement this node's requests drive their sagas with."""
+        return self._driver
 
-    def _ids_to_reserve(
-        self, requests: Sequence[TransferRequest], target: Mapping[int, str], split: _Split
-    ) -> dict[str, list[int]]:
-        """Per shard, the items whose id hashes there but are written elsewhere.
-
-        An id hashing to its own writing shard needs no reservation: that shard checks
-        the reservations made on it in the transaction writing the transfer.
-        """
-        wanted: dict[str, list[int]] = {}
-        for index, r in enumerate(requests):
-            if index not in split.upfront:
-                owner = self.shard_map.shard_for(r.id)
-                if owner != target[index]:
-                    wanted.setdefault(owner, []).append(index)
-        return wanted
-
-    async def _reserve_ids(
-        self,
-        requests: Sequence[TransferRequest],
-        target: Mapping[int, str],
-        wanted: Mapping[str, list[int]],
-    ) -> dict[int, TransferResult]:
-        """Bind each wanted item's id to the shard writing it, on the shard the id hashes
-        to; returns the refusals of items whose id is bound elsewhere."""
-        owners = list(wanted)
-        answers = await gather_all(
-            self.shards[o].execute(
-                ReserveTransferIds(o, tuple((requests[i].id, target[i]) for i in wanted[o]))
-            )
-            for o in owners
-        )
-        refused: dict[int, TransferResult] = {}
-        for owner, bound in zip(owners, answers, strict=True):
-            for index, shard in zip(wanted[owner], bound, strict=True):
-                if shard != target[index]:
-                    refused[index] = _fail(
-                        requests[index].id,
-                        _E.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS,
-                        f"transfer id {requests[index].id!r} is taken by a transfer "
-                        f"stored on shard {shard!r}",
-                    )
-        return refused
-
-    async def _find_holds(self, ids: set[str]) -> dict[str, tuple[str, TransferView]]:
+    async def find_holds(self, ids: set[str]) -> dict[str, tuple[str, TransferView]]:
         """Where each of ``ids`` is stored (a hold preferred over a saga's credit leg)."""
-        if not ids:
-            return {}
-        order = sorted(ids)
-        shards = list(self.shards)
-        parts = await gather_all(self.shards[s].get_transfers(order) for s in shards)
-        found: dict[str, tuple[str, TransferView]] = {}
-        for shard, views in zip(shards, parts, strict=True):
-            for transfer_id, view in views.items():
-                best = found.get(transfer_id)
-                pending = view.transfer.flags.pending
-                if best is None or (pending and not best[1].transfer.flags.pending):
-                    found[transfer_id] = (shard, view)
-        return found
-
-    def _check_chains(
-        self,
-        requests: Sequence[TransferRequest],
-        target: Mapping[int, str],
-        cross: Mapping[int, str],
-        split: _Split,
-    ) -> None:
-        """Refuse linked chains spanning shards; fail a chain with an item refused up front."""
-        start: int | None = None
-        for index, r in enumerate(requests):
-            if start is None and r.flags.linked:
-                start = index
-            if start is None or (r.flags.linked and index < len(requests) - 1):
-                continue
-            chain = range(start, index + 1)
-            start = None
-            if requests[chain[-1]].flags.linked:  # the batch ended with the chain open
-                for i in chain:
-                    split.upfront[i] = _fail(requests[i].id, _E.LINKED_EVENT_CHAIN_OPEN)
-                continue
-            shards = {target[i] for i in chain} | {cross[i] for i in chain if i in cross}
-            if len(shards) > 1:
-                for i in chain:
-                    split.upfront[i] = _fail(
-                        requests[i].id,
-                        _E.LINKED_CHAIN_SPANS_SHARDS,
-                        f"the chain's accounts live on shards {sorted(shards)}",
-                    )
-            elif any(i in split.upfront for i in chain):
-                for i in chain:
-                    split.upfront.setdefault(i, _fail(requests[i].id, _E.LINKED_EVENT_FAILED))
-
-    async def _plan_sagas(
-        self,
-        requests: Sequence[TransferRequest],
-        target: Mapping[int, str],
-        cross: Mapping[int, str],
-        split: _Split,
-        tenant: str | None = None,
-    ) -> None:
-        """Check B on its shard (racy, cheap), then turn each cross-shard item into step 1.
-
-        ``tenant`` (the API caller's): a B of another tenant is answered as a missing one.
-        Not racy: an account's tenant never changes, and accounts are never deleted; A's
-        tenant is checked by its own shard in step 1's transaction."""
-        wanted = {i: s for i, s in cross.items() if i not in split.upfront}
-        by_shard: dict[str, list[str]] = {}
-        for index, shard in wanted.items():
-            credit = requests[index].credit_account_id
-            assert credit is not None
-            by_shard.setdefault(shard, []).append(credit)
-        shards = list(by_shard)
-        # A retry of a transfer that already exists is answered by its source shard
-        # ("exists", or different fields), never by a fresh look at B: B may have been
-        # closed since, and the answer to a retry must not change. Both reads at once.
-        ids_by_shard: dict[str, list[str]] = {}
-        for index in wanted:
-            ids_by_shard.setdefault(target[index], []).append(requests[index].id)
-        sources = list(ids_by_shard)
-        accounts, stored = await asyncio.gather(
-            gather_all(self.shards[s].get_accounts(by_shard[s]) for s in shards),
-            gather_all(self.shards[s].get_transfers(ids_by_shard[s]) for s in sources),
-        )
-        found: dict[str, Account] = {}
-        for part in accounts:
-            found.update({k: a for k, a in part.items() if tenant is None or a.tenant == tenant})
-        on_source = dict(zip(sources, stored, strict=True))
-        exists = {i for i in wanted if requests[i].id in on_source[target[i]]}
-        for index in wanted:
-            r = requests[index]
-            b = found.get(r.credit_account_id or "")
-            refusal = None if index in exists and b is not None else self._saga_refusal(r, b)
-            if refusal is not None:
-                split.upfront[index] = refusal
-                continue
-            b = found[r.credit_account_id or ""]
-            hold, row = hold_request(r, target[index], cross[index], b.currency)
-            split.rewritten[index] = hold
-            split.outbox[index] = OutboxWrite(0, row)
-            split.sagas.add(index)
-
-    @staticmethod
-    def _saga_refusal(r: TransferRequest, b: Account | None) -> TransferResult | None:
-        if r.flags.pending:
-            return _fail(r.id, _E.CROSS_SHARD_PENDING_UNSUPPORTED)
-        if r.timeout_seconds:  # as on one shard: a timeout only means something on a hold
-            return _fail(r.id, _E.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER)
-        if r.metadata is not None and SAGA_KEY in r.metadata:
-            return _fail(r.id, _E.INVALID_REQUEST, f"metadata key {SAGA_KEY!r} is reserved")
-        if r.debit_account_id == r.credit_account_id:
-            return _fail(r.id, _E.ACCOUNTS_MUST_BE_DIFFERENT)
-        if b is None:
-            return _fail(
-                r.id, _E.ACCOUNT_NOT_FOUND, f"credit account {r.credit_account_id!r} not found"
-            )
-        if r.currency is not None and r.currency != b.currency:
-            return _fail(
-                r.id, _E.CURRENCY_MISMATCH, f"transfer is {r.currency}, accounts are {b.currency}"
-            )
-        if b.flags.closed:
-            return _fail(r.id, _E.ACCOUNT_CLOSED, f"credit account {b.id!r} is closed")
-        return None
-
-    async def _ensure_clearing(self, split: _Split) -> None:
-        """Create the clearing accounts step 1 credits, once per node and account."""
-        wanted: dict[str, set[tuple[str, str]]] = {}
-        for index in split.sagas:
-            account = split.rewritten[index].credit_account_id
-            assert account is not None
-            if account not in self._clearing:
-                home, _, currency = parse_clearing(account) or ("", "", "")
-                wanted.setdefault(home, set()).add((account, currency))
-        if not wanted:
-            return
-        homes = list(wanted)
-        answers = await gather_all(
-            self.shards[h].execute(
-                CreateAccounts(
-                    tuple(
-                        AccountRequest(a, c, metadata={"role": "clearing"}, tenant=SYSTEM_TENANT)
-                        for a, c in sorted(wanted[h])
-                    )
-                )
-            )
-            for h in homes
-        )
-        for results in answers:
-            for result in results:
-                if result.ok:
-                    self._clearing.add(result.id)
+        return await read_views.find_holds(self.shards, ids)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -741,27 +394,12 @@ class ShardedStore:
         """Each id as ``get_transfer`` shows it, in one read per shard."""
         if self.single:
             return await self.shards[self._first].get_transfers(ids)
-        parts = await gather_all(s.get_transfers(ids) for s in self.shards.values())
-        found: dict[str, list[TransferView]] = {}
-        for views in parts:
-            for transfer_id, view in views.items():
-                found.setdefault(transfer_id, []).append(view)
-        return {transfer_id: self._client_view(views) for transfer_id, views in found.items()}
-
-    def _client_view(self, present: list[TransferView]) -> TransferView:
-        # A saga's hold (on its source) is the transfer; its credit leg is a detail.
-        for view in present:
-            info = saga_info(view.transfer.metadata)
-            if info is not None and info.get("role") == "hold":
-                return present_view(view)
-        return present_view(present[0])
+        return await read_views.get_transfers(self.shards, ids)
 
     async def get_transfer(self, transfer_id: str) -> TransferView | None:
         if self.single:
             return await self.shards[self._first].get_transfer(transfer_id)
-        views = await gather_all(s.get_transfer(transfer_id) for s in self.shards.values())
-        present = [v for v in views if v is not None]
-        return self._client_view(present) if present else None
+        return await read_views.get_transfer(self.shards, transfer_id)
 
     async def account_transfers(
         self,
@@ -777,11 +415,7 @@ class ShardedStore:
         )
         if self.single or is_reserved(account_id):
             return page
-        # A saga shows as its client transfer alone: its step 3 (xs.post / xs.void, which
-        # moved the hold's amount once more on paper) is the settlement's bookkeeping. A
-        # page may so hold fewer than ``limit`` items; its cursor still goes on correctly.
-        shown = [present_view(v) for v in page.data if not v.transfer.id.startswith("xs.")]
-        return TransferPage(shown, page.next_cursor)
+        return read_views.client_page(page)
 
     async def balance_history(
         self, account_id: str, *, at: int | None = None, limit: int = 100, cursor: int | None = None
@@ -789,6 +423,18 @@ class ShardedStore:
         return await self.shards[self.shard_for(account_id)].balance_history(
             account_id, at=at, limit=limit, cursor=cursor
         )
+
+    async def list_accounts(self, f: AccountFilter, page: Page) -> ListPage[Account]:
+        """Every shard read with the same keyset and limit, merged by (timestamp, id)."""
+        if self.single:
+            return await self.shards[self._first].list_accounts(f, page)
+        return await read_views.list_accounts(self.shards, f, page)
+
+    async def list_transfers(self, f: TransferFilter, page: Page) -> ListPage[TransferView]:
+        """As ``list_accounts``, each saga shown once, as ``get_transfer`` shows it."""
+        if self.single:
+            return await self.shards[self._first].list_transfers(f, page)
+        return await read_views.list_transfers(self.shards, self.shard_for, f, page)
 
     async def ping(self) -> None:
         await gather_all(s.ping() for s in self.shards.values())
@@ -809,23 +455,3 @@ class ShardedStore:
             groups += stats[0]
             jobs += stats[1]
         return groups, jobs
-
-
-def _reserved_detail(r: TransferRequest) -> str:
-    """Why a client transfer names something the payments reserve ("" when it does not)."""
-    if r.id.startswith(PAYMENT_TRANSFER_PREFIX):
-        return "ids starting with 'pm.' are reserved for payments"
-    if (r.pending_id or "").startswith(PAYMENT_TRANSFER_PREFIX):
-        return "holds starting with 'pm.' belong to payments"
-    for account_id in (r.debit_account_id, r.credit_account_id):
-        if account_id is not None and account_id.startswith(PSP_PREFIX):
-            return "accounts starting with 'psp:' are reserved for payments"
-    return ""
-
-
-def clearing_pair(source: str, target: str, currency: str) -> tuple[str, str]:
-    """The two clearing accounts a saga from ``source`` to ``target`` moves money through."""
-    return (
-        clearing_account_id(source, target, currency),
-        clearing_account_id(target, source, currency),
-    )

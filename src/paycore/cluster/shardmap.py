@@ -6,12 +6,15 @@ Python's ``hash()``)::
     slot = crc32(utf8(key)) mod 4096      key = the text inside the first {...} of the
                                           id if present and non-empty, else the whole id
 
-The ``{...}`` hash tag (as in Redis Cluster) lets related keys share a slot. Client
-account and transfer ids cannot carry braces (the API's id alphabet is
-``[A-Za-z0-9_.:-]``), so for them it is inert; related accounts are colocated by prefix
-rules, which pin ids to a shard outright (``[[placement]]`` in the config). Slots are
-assigned by ranges, so a shard is split or moved later by reassigning a range, never by
-rehashing.
+The ``{...}`` hash tag (as in Redis Cluster) lets paycore's own keys share a slot;
+client ids cannot carry braces (the API's id alphabet is ``[A-Za-z0-9_.:-]``). Clients'
+related accounts are colocated by prefix rules (``[[placement]]`` in the config): with a
+``shard``, ids starting with the prefix live there outright; without one, they hash as
+the prefix itself does, so ``t42:wallet:7`` and ``t42:fees`` share the slot of ``t42:``
+(and move with it when slot ranges move). Co-location only saves work (a transfer
+between two such accounts is one local transaction): every operation has the same
+answers whatever shards its accounts live on. Slots are assigned by ranges, so a shard
+is split or moved later by reassigning a range, never by rehashing.
 """
 
 from __future__ import annotations
@@ -48,10 +51,11 @@ class SlotRange:
 
 @dataclass(frozen=True, slots=True)
 class PrefixRule:
-    """Ids starting with ``prefix`` live on ``shard`` whatever their slot."""
+    """Ids starting with ``prefix`` live on ``shard`` whatever their slot, or (``shard``
+    None) in the slot of ``prefix``."""
 
     prefix: str
-    shard: str
+    shard: str | None = None
 
 
 class ShardMap:
@@ -76,7 +80,7 @@ class ShardMap:
         for r in ordered:
             self._slot_to_shard.extend([r.shard] * (r.last - r.first + 1))
         self.shards: tuple[str, ...] = tuple(
-            dict.fromkeys([r.shard for r in ordered] + [p.shard for p in self.prefixes])
+            dict.fromkeys([r.shard for r in ordered] + [p.shard for p in self.prefixes if p.shard])
         )
 
     @classmethod
@@ -91,5 +95,7 @@ class ShardMap:
     def shard_for(self, account_id: str) -> str:
         for rule in self.prefixes:
             if account_id.startswith(rule.prefix):
-                return rule.shard
+                if rule.shard is not None:
+                    return rule.shard
+                return self._slot_to_shard[slot_of(rule.prefix)]
         return self._slot_to_shard[slot_of(account_id)]

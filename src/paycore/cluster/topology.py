@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from paycore.cluster.router import ShardedStore
+from paycore.cluster.router import DRIVE_LEASE_SECONDS, ShardedStore
 from paycore.cluster.shardmap import PrefixRule, ShardMap, SlotRange
 from paycore.config import Settings, ShardSpec, shard_specs
 from paycore.storage.base import Store
@@ -48,7 +48,13 @@ def shard_store(
 
 
 def build_store(settings: Settings, *, clock: Callable[[], int] = time.time_ns) -> ShardedStore:
-    """The router over every shard of ``settings`` (4 SQLite shards when none is configured)."""
+    """The router over every shard of ``settings`` (the embedded SQLite shards when none
+    is configured)."""
     specs = shard_specs(settings)
     shards = {spec.name: shard_store(spec, settings, clock=clock) for spec in specs}
-    return ShardedStore(shards, shard_map_of(settings))
+    return ShardedStore(
+        shards,
+        shard_map_of(settings),
+        clock=clock,
+        drive_lease_seconds=min(DRIVE_LEASE_SECONDS, settings.relay_lease_seconds),
+    )

@@ -30,6 +30,7 @@ __all__ = [
     "TransferRequest",
     "TransferStatus",
     "TransferView",
+    "is_valid_client_id",
     "is_valid_id",
     "is_valid_tenant",
 ]
@@ -37,6 +38,10 @@ __all__ = [
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
 # fullmatch, not ID_PATTERN: "$" would also accept a trailing newline.
 _ID = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+# What the store keeps: a client id, prefixed with "<tenant>/" for every tenant but the
+# default one (``paycore.ledger.tenancy``); "/" is in neither charset, so no client id can
+# spell another tenant's.
+_INTERNAL_ID = re.compile(r"(?:[A-Za-z0-9_.\-]{1,64}/)?[A-Za-z0-9_.:\-]{1,64}")
 
 Metadata = dict[str, Any]
 
@@ -63,6 +68,12 @@ def is_valid_tenant(value: object) -> bool:
 
 
 def is_valid_id(value: object) -> bool:
+    """An id as the store keeps it: a client id (1-64 chars of ``[A-Za-z0-9_.:-]``, the
+    API contract), or one in a tenant's namespace, ``<tenant>/<client id>``."""
+    return isinstance(value, str) and _INTERNAL_ID.fullmatch(value) is not None
+
+
+def is_valid_client_id(value: object) -> bool:
     """Client ids are 1-64 chars of ``[A-Za-z0-9_.:-]`` (the API contract)."""
     return isinstance(value, str) and _ID.fullmatch(value) is not None
 

@@ -7,7 +7,9 @@ database transaction. The rules therefore see every earlier item of the batch,
 exactly as TigerBeetle's ``create_transfers`` does.
 
 Each item either fails before it changes anything, or succeeds; a ``linked``
-chain is undone as a whole when one of its items fails.
+chain is undone as a whole when one of its items fails. A refusal that depends on
+state is kept under the item's id, so that the id answers it again
+(``paycore.ledger.refusals``; the store writes ``new_refusals``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from paycore.ledger.model import (
     TransferRequest,
     is_valid_id,
 )
+from paycore.ledger.refusals import KEPT_REFUSALS, Refusal, fingerprint, refusal_tenant
+from paycore.ledger.saga_history import is_posted_saga_hold, leg_timestamp
 from paycore.money import MAX_AMOUNT, is_currency, is_valid_amount
 
 __all__ = [
@@ -83,16 +87,35 @@ class AccountResult(msgspec.Struct, frozen=True):
 class AccountState:
     """Mutable working copy of one account's counters during a batch."""
 
-    __slots__ = ("account", "cp", "cpo", "dirty", "dp", "dpo", "history", "limit")
+    __slots__ = (
+        "account",
+        "cp",
+        "cpo",
+        "dirty",
+        "dp",
+        "dpo",
+        "history",
+        "in_flight",
+        "limit",
+        "low",
+        "reserved",
+    )
 
     def __init__(self, account: Account) -> None:
         self.account = account
+        # Set by the store: money prepared cross-shard chains need from this account.
+        self.reserved = 0
+        # The lowest headroom seen while a chain is tried (``WorkingSet.track_drawdown``).
+        self.low: int | None = None
         self.dp = account.debits_pending
         self.dpo = account.debits_posted
         self.cp = account.credits_pending
         self.cpo = account.credits_posted
         self.limit = account.flags.debit_limit()
         self.history = account.flags.history
+        # Set by the store for a ``history`` account, kept up to date here: what its
+        # holds of posted transfers across shards hold (``ledger.saga_history``).
+        self.in_flight = 0
         self.dirty = False
 
     def counters(self) -> tuple[int, int, int, int]:
@@ -100,6 +123,12 @@ class AccountState:
 
     def restore(self, counters: tuple[int, int, int, int]) -> None:
         self.dp, self.dpo, self.cp, self.cpo = counters
+
+    def headroom(self) -> int | None:
+        """What a debit may still take (None: unlimited)."""
+        if self.limit is None:
+            return None
+        return self.cpo + self.limit - self.dpo - self.dp
 
     def to_account(self) -> Account:
         return msgspec.structs.replace(
@@ -142,7 +171,9 @@ class WorkingSet:
     """Accounts, transfers and holds that a batch touches, plus what it changed.
 
     ``transfers`` holds the stored transfers the batch names (for ``exists`` checks
-    and pending lookups) and every transfer the batch creates.
+    and pending lookups) and every transfer the batch creates; ``refusals`` the refusals
+    kept under the batch's ids (``paycore.ledger.refusals``), by (tenant, id), and those
+    the batch adds, which ``new_refusals`` lists for the store to write.
     """
 
     def __init__(
@@ -153,6 +184,7 @@ class WorkingSet:
         *,
         now: int,
         last_timestamp: int,
+        refusals: Iterable[Refusal] = (),
     ) -> None:
         self.accounts: dict[str, AccountState] = {a.id: AccountState(a) for a in accounts}
         self.transfers: dict[str, Transfer] = {t.id: t for t in transfers}
@@ -164,12 +196,29 @@ class WorkingSet:
         self.created: list[Transfer] = []
         self.history: list[BalanceRecord] = []
         self.changed_pendings: dict[str, PendingState] = {}
+        self.refusals: dict[tuple[str, str], Refusal] = {(f.tenant, f.id): f for f in refusals}
+        self.new_refusals: list[Refusal] = []
         self._settlement = False
         # The tenant the current command acts for (None: paycore itself, no check).
         self._tenant: str | None = None
         # Ids bound to transfers stored on other shards (id -> shard); set per command by
         # the store from its reservations, so an id is never used twice in a cluster.
         self.foreign_ids: Mapping[str, str] = {}
+        # Refusals decided elsewhere with both accounts in view (the cluster router's,
+        # for a cross-shard transfer): the item's position in the next
+        # ``apply_transfers`` -> (code, detail), answered (and kept) here.
+        self.decided: Mapping[int, tuple[ErrorCode, str]] = {}
+        self._decided_item: tuple[ErrorCode, str] | None = None
+        # Clients' cross-shard holds (loaded) whose legs both exist: only those may be
+        # posted or voided by a client (set by the store from the outbox).
+        self.settled_holds: set[str] = set()
+        # Holds a prepared cross-shard chain resolves: nobody else may meanwhile.
+        self.locked_holds: set[str] = set()
+        # Holds of posted transfers across shards, on ``history`` accounts, in flight
+        # (``ledger.saga_history``): the store's among those loaded, and the new ones.
+        self.saga_holds: set[str] = set()
+        self.saga_holds_loaded: frozenset[str] = frozenset()  # as the store had them
+        self._drawdown = False
         # Undo log of the open linked chain; None outside a chain.
         self._undo: _Undo | None = None
 
@@ -181,8 +230,13 @@ class WorkingSet:
         *,
         settlement: bool = False,
         tenant: str | None = None,
+        chains: bool = True,
     ) -> list[TransferResult]:
         """Apply one request's items in order; linked chains succeed or fail as one.
+
+        ``chains`` false: the items are one shard's legs of a chain across shards
+        (``paycore.cluster.chains``), all or nothing by that protocol; their ``linked``
+        flags are kept as the client sent them but do not group them here.
 
         ``settlement`` is set only by paycore's own workflows (the cross-shard settlement,
         payments): they alone may post or void a saga's hold (one marked with
@@ -200,7 +254,7 @@ class WorkingSet:
         chain_start: int | None = None
         chain_failed = False
         for index, request in enumerate(requests):
-            linked = request.flags.linked
+            linked = request.flags.linked and chains
             if chain_start is None and linked:
                 chain_start = index
                 chain_failed = False
@@ -208,7 +262,9 @@ class WorkingSet:
             if chain_start is not None and chain_failed:
                 results.append(_fail(request.id, _E.LINKED_EVENT_FAILED))
             else:
+                self._decided_item = self.decided.get(index)
                 result = self._apply_one(request)
+                self._decided_item = None
                 results.append(result)
                 if chain_start is not None and not result.ok:
                     chain_failed = True
@@ -241,6 +297,32 @@ class WorkingSet:
                 expired.append(state)
         return expired
 
+    def track_drawdown(self) -> None:
+        """Record, per account touched from now on, the lowest headroom reached: what a
+        chain being prepared needs of each account's money (``drawdown``)."""
+        self._drawdown = True
+        for state in self.accounts.values():
+            state.low = state.headroom()
+
+    def drawdown(self) -> dict[str, int]:
+        """Per account touched since ``track_drawdown``: how far its headroom went below
+        where it started (0 for one only credited, or without a limit)."""
+        found: dict[str, int] = {}
+        for state in self.accounts.values():
+            if state.dirty:
+                start = state.account.flags.debit_limit()
+                first = (
+                    None
+                    if start is None
+                    else state.account.credits_posted
+                    + start
+                    - state.account.debits_posted
+                    - state.account.debits_pending
+                )
+                low = state.low
+                found[state.account.id] = 0 if first is None or low is None else max(0, first - low)
+        return found
+
     def dirty_accounts(self) -> list[AccountState]:
         return [a for a in self.accounts.values() if a.dirty]
 
@@ -254,7 +336,10 @@ class WorkingSet:
 
     def _apply_checked(self, r: TransferRequest) -> TransferResult:
         if not is_valid_id(r.id):
-            raise _Rejected(_E.INVALID_REQUEST, "id must be 1-64 chars of [A-Za-z0-9_.:-]")
+            raise _Rejected(
+                _E.INVALID_REQUEST,
+                "id must be 1-64 characters: letters, digits, '_', '.', ':', '-'",
+            )
         flags = r.flags
         if flags.pending + flags.post_pending + flags.void_pending > 1:
             raise _Rejected(
@@ -269,6 +354,11 @@ class WorkingSet:
             raise _Rejected(_E.PENDING_TRANSFER_NOT_FOUND, "pending_id is not a valid transfer id")
         if type(r.timeout_seconds) is not int or not 0 <= r.timeout_seconds <= MAX_TIMEOUT_SECONDS:
             raise _Rejected(_E.INVALID_REQUEST, "timeout_seconds must be in 0..2^31-1")
+        # The id is an idempotency key: this tenant's kept refusal answers first (before a
+        # transfer another tenant may have stored under the id since).
+        refused = self.refusals.get((refusal_tenant(self._tenant), r.id))
+        if refused is not None:
+            return self._refused_before(r, refused)
         existing = self.transfers.get(r.id)
         if existing is not None:
             return self._exists(r, existing)
@@ -278,9 +368,16 @@ class WorkingSet:
                 _E.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS,
                 f"transfer id {r.id!r} is taken by a transfer stored on shard {elsewhere!r}",
             )
-        if flags.post_pending or flags.void_pending:
-            return self._resolve_pending(r)
-        return self._create(r)
+        try:
+            if self._decided_item is not None:
+                raise _Rejected(*self._decided_item)
+            if flags.post_pending or flags.void_pending:
+                return self._resolve_pending(r)
+            return self._create(r)
+        except _Rejected as rejected:
+            if rejected.code in KEPT_REFUSALS and not self._settlement:
+                self._keep_refusal(r, rejected)
+            raise
 
     def _create(self, r: TransferRequest) -> TransferResult:
         if r.debit_account_id is None or r.credit_account_id is None:
@@ -314,21 +411,24 @@ class WorkingSet:
         amount = r.amount
         limit = debit.limit
         if limit is not None:
-            headroom = debit.cpo + limit - debit.dpo - debit.dp
+            # Money a prepared cross-shard chain needs is as unavailable as a hold.
+            headroom = debit.cpo + limit - debit.dpo - debit.dp - debit.reserved
             if r.flags.balancing:
                 amount = min(amount, headroom)
             if amount > headroom or amount <= 0:
                 code = _E.INSUFFICIENT_FUNDS if limit == 0 else _E.EXCEEDS_CREDIT_LIMIT
                 raise _Rejected(code, f"available {headroom}, requested {r.amount}")
         pending = r.flags.pending
-        if pending:
-            if debit.dp + amount > MAX_AMOUNT or credit.cp + amount > MAX_AMOUNT:
-                raise _Rejected(_E.OVERFLOW, "pending counters would overflow")
-        elif debit.dpo + amount > MAX_AMOUNT or credit.cpo + amount > MAX_AMOUNT:
-            raise _Rejected(_E.OVERFLOW, "posted counters would overflow")
+        # Pending and posted together stay within 2^63-1 (TigerBeetle's overflows_debits
+        # and overflows_credits): a posted transfer across shards is held first, so a
+        # rule on the posted counters alone would answer differently there.
+        if debit.dp + debit.dpo + amount > MAX_AMOUNT:
+            raise _Rejected(_E.OVERFLOW, "debit account's counters would overflow")
+        if credit.cp + credit.cpo + amount > MAX_AMOUNT:
+            raise _Rejected(_E.OVERFLOW, "credit account's counters would overflow")
         # -- every check passed: mutate
         self._snapshot(debit, credit)
-        ts = self._next_timestamp()
+        ts = self._next_timestamp(r)
         transfer = Transfer(
             id=r.id,
             debit_account_id=r.debit_account_id,
@@ -351,6 +451,7 @@ class WorkingSet:
         else:
             debit.dpo += amount
             credit.cpo += amount
+        self._saga_hold_sent(debit, transfer)
         self._record_transfer(transfer)
         self._touched(debit, credit, ts)
         return TransferResult(id=r.id, transfer=transfer)
@@ -373,17 +474,7 @@ class WorkingSet:
                 _E.INVALID_REQUEST,
                 f"{r.pending_id!r} is held by a payment, refund or payout: use the payments API",
             )
-        if (
-            not self._settlement
-            and target.metadata is not None
-            and SETTLEMENT_METADATA_KEY in target.metadata
-        ):
-            # Enforced here, on the shard, not only by the router: a client voiding a
-            # saga's hold would leave the money credited on the other shard as well.
-            raise _Rejected(
-                _E.PENDING_TRANSFER_NOT_PENDING,
-                f"{r.pending_id!r} is a cross-shard transfer in settlement, not a hold",
-            )
+        self._check_saga_hold(r, target, state)
         for field, given, held in (
             ("debit_account_id", r.debit_account_id, target.debit_account_id),
             ("credit_account_id", r.credit_account_id, target.credit_account_id),
@@ -398,9 +489,14 @@ class WorkingSet:
         if status is PendingStatus.VOIDED:
             raise _Rejected(_E.PENDING_TRANSFER_ALREADY_VOIDED, f"voided by {state.resolved_by!r}")
         expires_at = target.expires_at
-        if status is PendingStatus.EXPIRED or (expires_at is not None and expires_at <= self.now):
-            raise _Rejected(_E.PENDING_TRANSFER_EXPIRED)
         posting = r.flags.post_pending
+        # The settlement may still void a hold whose timeout passed before it expired (a
+        # cross-shard hold whose credit was refused): releasing is what expiry would do.
+        late_void = self._settlement and not posting and status is PendingStatus.PENDING
+        if status is PendingStatus.EXPIRED or (
+            expires_at is not None and expires_at <= self.now and not late_void
+        ):
+            raise _Rejected(_E.PENDING_TRANSFER_EXPIRED)
         amount = target.amount if r.amount is None else r.amount
         if amount > target.amount:
             raise _Rejected(
@@ -415,12 +511,13 @@ class WorkingSet:
         # -- mutate
         self._snapshot(debit, credit)
         self._snapshot_pending(state)
-        ts = self._next_timestamp()
+        ts = self._next_timestamp(r)
         debit.dp -= target.amount
         credit.cp -= target.amount
         if posting:
             debit.dpo += amount
             credit.cpo += amount
+        landed = self._saga_hold_landed(debit, target)
         state.move_to(PendingStatus.POSTED if posting else PendingStatus.VOIDED, r.id)
         self._record_pending(state, new=False)
         transfer = Transfer(
@@ -437,8 +534,37 @@ class WorkingSet:
             timestamp=ts,
         )
         self._record_transfer(transfer)
-        self._touched(debit, credit, ts)
+        # The step posting a saga's hold in flight changes nothing as shown: no row.
+        self._touched(debit, credit, ts, debit_row=not (landed and posting))
         return TransferResult(id=r.id, transfer=transfer)
+
+    def _check_saga_hold(self, r: TransferRequest, target: Transfer, state: PendingState) -> None:
+        """Who may post or void a hold that a cross-shard saga or chain is working on."""
+        if target.id in self.locked_holds:
+            raise _Rejected(
+                _E.TRANSFER_IN_FLIGHT,
+                f"hold {target.id!r} is being resolved by a linked chain across shards; "
+                "retry shortly",
+            )
+        note = None if target.metadata is None else target.metadata.get(SETTLEMENT_METADATA_KEY)
+        if self._settlement or note is None:
+            return
+        # Enforced here, on the shard, not only by the router: a client voiding a
+        # transfer's saga hold would leave the money credited on the other shard as
+        # well. A client's own hold across shards is posted and voided here, on its
+        # source (the store then has the target follow), once both its legs exist.
+        client_hold = isinstance(note, dict) and note.get("role") == "hold" and note.get("pending")
+        if not client_hold:
+            raise _Rejected(
+                _E.PENDING_TRANSFER_NOT_PENDING,
+                f"{r.pending_id!r} is a cross-shard transfer in settlement, not a hold",
+            )
+        if state.status is PendingStatus.PENDING and target.id not in self.settled_holds:
+            raise _Rejected(
+                _E.TRANSFER_IN_FLIGHT,
+                f"hold {target.id!r} is still being set up on the credit account's "
+                "shard; retry shortly",
+            )
 
     def _exists(self, r: TransferRequest, t: Transfer) -> TransferResult:
         if not self._owns(t):  # the id is taken, by another tenant: say nothing more
@@ -461,6 +587,25 @@ class WorkingSet:
         if not same:
             return _fail(r.id, _E.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS)
         return TransferResult(id=r.id, transfer=t, exists=True)
+
+    def _refused_before(self, r: TransferRequest, refused: Refusal) -> TransferResult:
+        if fingerprint(r) != refused.fingerprint:
+            return _fail(
+                r.id,
+                _E.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS,
+                f"transfer {r.id!r} was refused ({refused.code}) with other fields",
+            )
+        return _fail(r.id, refused.code, refused.detail)
+
+    def _keep_refusal(self, r: TransferRequest, rejected: _Rejected) -> None:
+        digest = fingerprint(r)
+        if digest is None:
+            return
+        refusal = Refusal(
+            r.id, refusal_tenant(self._tenant), digest, rejected.code, rejected.detail, self.now
+        )
+        self.refusals[(refusal.tenant, refusal.id)] = refusal
+        self.new_refusals.append(refusal)
 
     # -- helpers ----------------------------------------------------------------
 
@@ -487,17 +632,54 @@ class WorkingSet:
             raise _Rejected(_E.ACCOUNT_NOT_FOUND, f"{side} account {account_id!r} not found")
         return state
 
-    def _next_timestamp(self) -> int:
-        ts = self.now if self.now > self.last_timestamp else self.last_timestamp + 1
+    def _next_timestamp(self, r: TransferRequest | None = None) -> int:
+        """``now``, or just after the last timestamp given; a saga's credit leg takes its
+        transfer's (earlier) timestamp when nothing later was written here (see
+        ``paycore.ledger.saga_history``)."""
+        ts = self.now
+        if r is not None and (shown := leg_timestamp(r)) is not None:
+            ts = min(ts, shown)
+        if ts <= self.last_timestamp:
+            ts = self.last_timestamp + 1
         self.last_timestamp = ts
         return ts
 
-    def _touched(self, debit: AccountState, credit: AccountState, ts: int) -> None:
+    def _saga_hold_sent(self, debit: AccountState, transfer: Transfer) -> None:
+        """Count a new hold of a posted transfer across shards as in flight."""
+        if debit.history and is_posted_saga_hold(transfer):
+            debit.in_flight += transfer.amount
+            self.saga_holds.add(transfer.id)
+
+    def _saga_hold_landed(self, debit: AccountState, hold: Transfer) -> bool:
+        """Count a hold in flight as resolved; False if it was none (or is older)."""
+        if hold.id not in self.saga_holds:
+            return False
+        debit.in_flight -= hold.amount
+        self.saga_holds.discard(hold.id)
+        return True
+
+    def _touched(
+        self, debit: AccountState, credit: AccountState, ts: int, *, debit_row: bool = True
+    ) -> None:
         debit.dirty = credit.dirty = True
-        for state in (debit, credit):
+        if self._drawdown:
+            for state in (debit, credit):
+                room = state.headroom()
+                if room is not None and (state.low is None or room < state.low):
+                    state.low = room
+        for state in (debit, credit) if debit_row else (credit,):
             if state.history:
+                # Holds of posted transfers in flight show as posted (ledger.saga_history).
+                shift = state.in_flight
                 self.history.append(
-                    BalanceRecord(state.account.id, ts, state.dp, state.dpo, state.cp, state.cpo)
+                    BalanceRecord(
+                        state.account.id,
+                        ts,
+                        state.dp - shift,
+                        state.dpo + shift,
+                        state.cp,
+                        state.cpo,
+                    )
                 )
 
     def _record_transfer(self, transfer: Transfer) -> None:
@@ -515,7 +697,7 @@ class WorkingSet:
     def _snapshot(self, *states: AccountState) -> None:
         if self._undo is not None:
             for s in states:
-                self._undo.accounts.setdefault(s.account.id, (s, s.counters()))
+                self._undo.accounts.setdefault(s.account.id, (s, s.counters(), s.in_flight))
 
     def _snapshot_pending(self, state: PendingState) -> None:
         if self._undo is not None:
@@ -526,9 +708,12 @@ class WorkingSet:
     def _fail_chain(
         self, results: list[TransferResult], start: int, code: ErrorCode, *, all_items: bool = False
     ) -> None:
-        """Undo a failed chain and mark its successful items (or all) with ``code``."""
+        """Undo a failed chain and mark its successful items (or all) with ``code``.
+
+        The refusal of the item that failed is kept, unless the batch ended inside the
+        chain (``all_items``): malformed input, of which nothing is kept."""
         assert self._undo is not None
-        self._undo.rollback()
+        self._undo.rollback(keep_refusals=not all_items)
         for i in range(start, len(results)):
             if all_items or results[i].ok:
                 results[i] = _fail(results[i].id, code)
@@ -540,17 +725,25 @@ class _Undo:
     def __init__(self, ws: WorkingSet) -> None:
         self.ws = ws
         self.created_len = len(ws.created)
+        self.refusals_len = len(ws.new_refusals)
         self.history_len = len(ws.history)
         self.last_timestamp = ws.last_timestamp
-        self.accounts: dict[str, tuple[AccountState, tuple[int, int, int, int]]] = {}
+        self.accounts: dict[str, tuple[AccountState, tuple[int, int, int, int], int]] = {}
+        self.saga_holds = set(ws.saga_holds)
         self.pendings: dict[str, tuple[PendingState, PendingStatus, str | None]] = {}
         self.new_pendings: list[str] = []
         self.changed: list[tuple[str, PendingState | None]] = []
 
-    def rollback(self) -> None:
+    def rollback(self, *, keep_refusals: bool) -> None:
         ws = self.ws
-        for state, counters in self.accounts.values():
+        if not keep_refusals:
+            for refusal in ws.new_refusals[self.refusals_len :]:
+                del ws.refusals[(refusal.tenant, refusal.id)]
+            del ws.new_refusals[self.refusals_len :]
+        for state, counters, in_flight in self.accounts.values():
             state.restore(counters)
+            state.in_flight = in_flight
+        ws.saga_holds = set(self.saga_holds)
         for hold, status, resolved_by in self.pendings.values():
             hold.status, hold.resolved_by = status, resolved_by
         for pending_id in self.new_pendings:
@@ -577,7 +770,7 @@ def _fail(transfer_id: str, code: ErrorCode, detail: str = "") -> TransferResult
 def check_account_request(r: AccountRequest) -> tuple[ErrorCode, str] | None:
     """Validate an account creation request; None when acceptable."""
     if not is_valid_id(r.id):
-        return _E.INVALID_REQUEST, "id must be 1-64 chars of [A-Za-z0-9_.:-]"
+        return _E.INVALID_REQUEST, "id must be 1-64 characters: letters, digits, '_', '.', ':', '-'"
     if not is_currency(r.currency):
         return _E.INVALID_REQUEST, f"unknown ISO 4217 currency {r.currency!r}"
     f = r.flags
@@ -627,7 +820,8 @@ def new_account(r: AccountRequest, existing: Account | None, timestamp: int) -> 
 def close_account(
     account: Account | None, account_id: str, tenant: str | None = None
 ) -> AccountResult:
-    """Close an account with no holds; closing a closed account returns it unchanged.
+    """Close an account with no holds and a zero posted balance (a balance left in a
+    closed account could never be moved); closing a closed account returns it unchanged.
 
     ``tenant``: the caller's; another tenant's account is answered as a missing one."""
     if account is None or (tenant is not None and account.tenant != tenant):
@@ -639,6 +833,14 @@ def close_account(
             id=account_id,
             code=_E.ACCOUNT_HAS_PENDING_TRANSFERS,
             detail=f"pending debits {account.debits_pending}, credits {account.credits_pending}",
+        )
+    if balance := account.balance:  # closed, it could never move again
+        held = f"holds {balance}" if balance > 0 else f"owes {-balance}"
+        return AccountResult(
+            id=account_id,
+            code=_E.ACCOUNT_HAS_BALANCE,
+            detail=f"account {account_id!r} {held} {account.currency}: name an account "
+            "in transfer_balance_to to take it, or move it first",
         )
     flags = msgspec.structs.replace(account.flags, closed=True)
     return AccountResult(id=account_id, account=msgspec.structs.replace(account, flags=flags))

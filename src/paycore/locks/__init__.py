@@ -6,6 +6,7 @@
     ├── RedisLockService           redis.py     SET NX PX + Lua compare-and-delete
     ├── PostgresLockService        postgres.py  a lease table, one upsert per grant
     └── LocalLockService           local.py     in-process, for the embedded mode
+    Lease, LockError (lease.py)    a grant and its errors; renewal imports only these
     HeldLease, hold (renewal.py)   renew every ttl/3; ``lost`` / cancel on loss
     LeaderElection, WorkerRunner   election.py  one leader per (job, shard)
 

@@ -30,6 +30,9 @@ request changed nothing)::
 
 A TTL is mandatory on every grant and extension (``check_ttl``): a holder that dies
 must never keep a lock forever.
+
+``Lease`` and the errors are defined in ``lease.py`` (re-exported here), so that
+``renewal`` can use them without importing this module back.
 """
 
 from __future__ import annotations
@@ -38,13 +41,11 @@ import math
 import os
 import secrets
 import socket
-import time
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from paycore.errors import ErrorCode, UnavailableError
+from paycore.locks.lease import Lease, LeaseGrants, LockBusy, LockError, LockLost, LockUnavailable
 
 if TYPE_CHECKING:
     from paycore.locks.renewal import HeldLease
@@ -55,6 +56,7 @@ __all__ = [
     "MAX_TTL",
     "MIN_TTL",
     "Lease",
+    "LeaseGrants",
     "LockBusy",
     "LockError",
     "LockLost",
@@ -74,58 +76,6 @@ MAX_NAME_LENGTH = 512
 # The local deadline of a lease is kept this much short of the backend's, so clock-rate
 # drift between this host and the backend cannot make us trust an expired lease.
 CLOCK_DRIFT = 0.01
-
-
-class LockError(UnavailableError):
-    """A lock could not be had or kept; whatever needed it must not run."""
-
-    def __init__(self, name: str, detail: str) -> None:
-        super().__init__(f"lock {name!r}: {detail}")
-        self.name = name
-
-
-class LockUnavailable(LockError):
-    """The lock backend is unreachable or too slow: fail safe, hold nothing.
-
-    Its code is ``lock_unavailable`` (503, retryable), so a client can tell "the lock
-    service is down" from "a shard is down" (``store_unavailable``)."""
-
-    def __init__(self, name: str, detail: str) -> None:
-        super().__init__(name, detail)
-        self.code = ErrorCode.LOCK_UNAVAILABLE
-
-
-class LockBusy(LockError):
-    """Another owner holds the lock and the caller's ``wait`` ran out."""
-
-
-class LockLost(LockError):
-    """The lease expired or another owner took the lock: the holder must stop writing."""
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """One grant of a lock: who holds it, its fencing token and until when.
-
-    ``expires_at`` is on this process's ``time.monotonic()`` clock, measured from just
-    before the request was sent and shortened by a drift margin, so it never lies past
-    the backend's own expiry. ``owner`` is unique per grant; it is what release and
-    extend compare.
-    """
-
-    name: str
-    owner: str
-    fencing_token: int
-    expires_at: float
-
-    def remaining(self) -> float:
-        """Seconds left before this lease must be taken as expired (negative when past)."""
-        return self.expires_at - time.monotonic()
-
-    @property
-    def expired(self) -> bool:
-        """True once the local deadline has passed."""
-        return self.remaining() <= 0
 
 
 def local_deadline(started: float, ttl: float) -> float:
@@ -172,7 +122,7 @@ def check_names(names: Sequence[str]) -> list[str]:
     return ordered
 
 
-class LockService(Protocol):
+class LockService(LeaseGrants, Protocol):
     """Named locks with TTLs and fencing tokens; Redis, PostgreSQL and in-process backends.
 
     Every method raises ``LockUnavailable`` when the backend cannot answer, and

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-from paycore.locks.base import Lease, LockBusy, LockLost, LockService, LockUnavailable
+from paycore.locks.lease import Lease, LeaseGrants, LockBusy, LockLost, LockUnavailable
 
 __all__ = ["HeldLease", "hold"]
 
@@ -38,7 +38,7 @@ class HeldLease:
 
     def __init__(
         self,
-        service: LockService,
+        service: LeaseGrants,
         lease: Lease,
         ttl: float,
         *,
@@ -161,7 +161,7 @@ class _Hold:
     """``async with service.hold(...)``: acquire, renew, cancel the block on loss, release."""
 
     def __init__(
-        self, service: LockService, name: str, ttl: float, wait: float, cancel_on_loss: bool
+        self, service: LeaseGrants, name: str, ttl: float, wait: float, cancel_on_loss: bool
     ) -> None:
         self.service = service
         self.name = name
@@ -207,7 +207,7 @@ class _Hold:
 
 
 def hold(
-    service: LockService,
+    service: LeaseGrants,
     name: str,
     ttl: float,
     *,

@@ -1,4 +1,6 @@
-"""Operations: the ledger auditor, the demo and the benchmark behind the CLI."""
+"""Operator commands run against a deployment: ``audit`` (the ledger auditor), ``migrate``
+(schema migrations) and ``keys`` (API keys). The demo, the benchmarks and the local
+cluster harness are tooling: ``paycore.tools``."""
 
 from paycore.ops.audit import (
     AuditReport,

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from paycore.ledger.model import Account, BalanceRecord, PendingStatus, Transfer
+from paycore.ledger.saga_history import is_posted_saga_hold
 from paycore.money import format_minor
 from paycore.storage.chain import ChainHead, chain_link, genesis_hash
 
@@ -206,6 +207,8 @@ def check_snapshot(
 ) -> AuditReport:
     """Check every promise on ``snapshot``; see the module docstring for the list."""
     audit = _Audit(snapshot.now, int(grace_seconds * _NS), max_violations)
+    # The SQL stores' snapshots say since when sagas are recorded as one transfer.
+    audit.saga_history_since = getattr(snapshot, "saga_history_since", 0)
     audit.load_accounts(snapshot.accounts())
     audit.load_pendings(snapshot.pendings())
     audit.replay(snapshot.transfers(), snapshot.balance_history())
@@ -346,6 +349,9 @@ class _HistoryTrack:
 
     counters: _Counters = field(default_factory=_Counters)
     expected: set[int] = field(default_factory=set)  # transfer timestamps needing a row
+    # Holds of posted transfers across shards in flight, shown as posted in every row
+    # (``paycore.ledger.saga_history``).
+    in_flight: int = 0
     expired_holds: list[_Hold] = field(default_factory=list)  # not yet seen expire
 
 
@@ -364,6 +370,10 @@ class _Audit:
         self.statuses: dict[str, tuple[PendingStatus, str | None]] = {}
         self.holds: dict[str, _Hold] = {}
         self.history: dict[str, _HistoryTrack] = {}
+        # Rows of transfers up to this timestamp were written before schema 16, each
+        # step of a saga as it was (``paycore.ledger.saga_history``).
+        self.saga_history_since = 0
+        self.saga_holds: set[str] = set()  # in flight, on history accounts
         self.transfer_count: dict[str, int] = {}
         self.transfers = 0
         self.balance_rows = 0
@@ -687,9 +697,13 @@ class _Audit:
             track = self.history.get(account_id)
             if track is None:
                 continue
-            track.expected.add(t.timestamp)
             c = track.counters
             debit = side == "debit"
+            if not (debit and self._saga_hold_landed(track, t)):
+                track.expected.add(t.timestamp)
+            if debit and is_posted_saga_hold(t) and t.timestamp > self.saga_history_since:
+                track.in_flight += t.amount
+                self.saga_holds.add(t.id)
             if t.flags.pending:
                 if debit:
                     c.dp += t.amount
@@ -710,6 +724,14 @@ class _Audit:
             else:
                 c.cpo += t.amount
 
+    def _saga_hold_landed(self, track: _HistoryTrack, t: Transfer) -> bool:
+        """``t`` resolves a hold in flight: counted out; True (no row) if it posts it."""
+        if t.pending_id is None or t.pending_id not in self.saga_holds:
+            return False
+        self.saga_holds.discard(t.pending_id)
+        track.in_flight -= self.holds[t.pending_id].transfer.amount
+        return t.flags.post_pending
+
     def _check_history_rows(self, rows: _Rows, before: int | None) -> None:
         """Check the balance rows older than ``before`` (all when None)."""
         while (row := rows.peek()) is not None and (before is None or row.timestamp < before):
@@ -728,10 +750,12 @@ class _Audit:
             return
         got = (row.debits_pending, row.debits_posted, row.credits_pending, row.credits_posted)
         c = track.counters
+        shift = track.in_flight
         if row.timestamp in track.expected:
             track.expected.discard(row.timestamp)
-            if got != c.as_tuple():
-                self._history_mismatch(row, got, c.as_tuple())
+            want = (c.dp - shift, c.dpo + shift, c.cp, c.cpo)
+            if got != want:
+                self._history_mismatch(row, got, want)
             return
         # No transfer of this account at this time: it must be the expiry of one of
         # its holds, due by then.
@@ -746,7 +770,7 @@ class _Audit:
                 c.cp - (h.amount if h.credit_account_id == row.account_id else 0),
                 c.cpo,
             )
-            if after == got:
+            if (after[0] - shift, after[1] + shift, after[2], after[3]) == got:
                 c.dp, c.dpo, c.cp, c.cpo = after
                 del track.expired_holds[i]
                 return
@@ -1012,7 +1036,7 @@ async def audit_cluster(
     """
     import asyncio  # noqa: PLC0415 - only this function waits
 
-    from paycore.cluster.settlement import OPEN_STATES, parse_clearing  # noqa: PLC0415
+    from paycore.cluster.settlement import LIVE_STATES, parse_clearing  # noqa: PLC0415
 
     anchors = checkpoints or {}
 
@@ -1025,7 +1049,7 @@ async def audit_cluster(
         )
         clearing = [a for a in snapshot.accounts() if parse_clearing(a.id) is not None]
         outbox = getattr(snapshot, "outbox", None)
-        rows = [r for r in outbox() if r.state in OPEN_STATES] if outbox is not None else []
+        rows = [r for r in outbox() if r.state in LIVE_STATES] if outbox is not None else []
         # The client's transfers: a saga's credit leg (debiting a clearing account)
         # repeats its id on the target shard by design, and step 3's ids are internal.
         ids = {
@@ -1058,6 +1082,28 @@ _MAX_DUPLICATES = 1000
 _ShardRead = tuple[AuditReport, list[Account], list[Any], int, set[str]]
 
 
+def _count_row(
+    shard: str,
+    row: Any,
+    held: dict[tuple[str, str, str], int],
+    split: dict[tuple[str, str, str], list[int]],
+    sums: dict[str, list[int]],
+) -> None:
+    """Add a live outbox row to what the clearing accounts must show."""
+    key = (shard, row.target_shard, row.currency)
+    legs = split.setdefault(key, [0, 0, 0])
+    if row.state in ("open", "resolving"):
+        legs[0] += row.amount
+    if row.state == "held_pending":
+        legs[1] += row.amount
+    if row.state == "resolving":
+        legs[2] += row.amount
+    if row.state in ("held", "credited", "held_pending", "open"):  # the source's hold pending
+        held[key] = held.get(key, 0) + row.amount
+    if row.state in ("held", "credited"):
+        sums.setdefault(row.currency, [0, 0, 0, 0, 0])[3] += row.amount
+
+
 def _cluster_report(
     reads: dict[str, _ShardRead],
     stuck_seconds: float,
@@ -1066,6 +1112,10 @@ def _cluster_report(
     violations: list[ClusterViolation] = []
     sums: dict[str, list[int]] = {}  # currency -> net posted, dp, cp, in flight, clearing net
     held: dict[tuple[str, str, str], int] = {}  # (source, target, currency) -> open amount
+    # Clients' holds across shards, per direction: (legs on the target surely pending,
+    # legs that may be pending there (step 2 done, step 3 not yet), resolved on the
+    # source and not yet on the target).
+    split: dict[tuple[str, str, str], list[int]] = {}
     clearing: dict[str, Account] = {}
     open_count = 0
     oldest = 0.0
@@ -1101,10 +1151,10 @@ def _cluster_report(
             s = sums.setdefault(a.currency, [0, 0, 0, 0, 0])
             s[4] += a.credits_posted - a.debits_posted
         for row in rows:
+            _count_row(shard, row, held, split, sums)
+            if row.state == "open":
+                continue  # a client's hold may stay pending for as long as it likes
             open_count += 1
-            key = (shard, row.target_shard, row.currency)
-            held[key] = held.get(key, 0) + row.amount
-            sums.setdefault(row.currency, [0, 0, 0, 0, 0])[3] += row.amount
             age = (now - row.created_at) / _NS
             oldest = max(oldest, age)
             if age > stuck_seconds:
@@ -1118,15 +1168,18 @@ def _cluster_report(
                     )
                 )
     # Each clearing account holds, as pending credits, exactly its shard's open sagas.
+    # Its pending debits are the target legs of the peer's clients' holds.
     for account in clearing.values():
         home, peer, currency = parse_clearing(account.id)
         want = held.get((home, peer, currency), 0)
-        if account.credits_pending != want or account.debits_pending != 0:
+        sure, maybe, _ = split.get((peer, home, currency), [0, 0, 0])
+        if account.credits_pending != want or not (sure <= account.debits_pending <= sure + maybe):
             violations.append(
                 ClusterViolation(
                     ClusterViolationKind.CLEARING_PENDING_MISMATCH,
                     f"{account.id}: pending credits {account.credits_pending}, debits "
-                    f"{account.debits_pending}; open sagas hold {want}",
+                    f"{account.debits_pending}; open sagas hold {want}, holds' target "
+                    f"legs {sure}..{sure + maybe}",
                     shard=home,
                     currency=currency,
                 )
@@ -1141,7 +1194,9 @@ def _cluster_report(
         hold = clearing.get(f"clearing:{source}:{target}:{currency}")
         awaiting = (leg.debits_posted if leg else 0) - (hold.credits_posted if hold else 0)
         still_open = held.get((source, target, currency), 0)
-        if not 0 <= awaiting <= still_open:
+        # A hold posted on its source and not yet on its target: the source is ahead.
+        ahead = split.get((source, target, currency), [0, 0, 0])[2]
+        if not -ahead <= awaiting <= still_open:
             violations.append(
                 ClusterViolation(
                     ClusterViolationKind.CLEARING_NOT_NETTING,
@@ -1162,7 +1217,8 @@ def _cluster_report(
                     currency=c.currency,
                 )
             )
-        if not -c.in_flight <= c.clearing_posted_net <= 0:
+        ahead = sum(v[2] for k, v in split.items() if k[2] == c.currency)
+        if not -c.in_flight <= c.clearing_posted_net <= ahead:
             violations.append(
                 ClusterViolation(
                     ClusterViolationKind.CLEARING_NOT_NETTING,

@@ -28,7 +28,7 @@ from rich.table import Table
 from paycore.config import ShardSpec
 from paycore.redaction import redact_dsn, redact_text, secrets_in
 from paycore.storage.postgres import migrate_postgres, pending_migrations_postgres
-from paycore.storage.sqlite import migrate, pending_migrations
+from paycore.storage.sqlite import migrate, pending_migrations, prepare_private_file
 
 __all__ = ["ShardMigration", "migrate_shards", "print_migrations"]
 
@@ -108,8 +108,9 @@ def _sqlite_pending(path: Path) -> list[str]:
 
 
 def _sqlite_migrate(path: Path) -> list[str]:
-    """Migrate the file as its store would at start-up (WAL, every commit fsynced)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Migrate the file as its store would at start-up (WAL, every commit fsynced; a new
+    file and directory its owner's only)."""
+    prepare_private_file(path, store=str(path))
     # timeout: wait for a serving node's writer to finish its transaction.
     conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
     try:

@@ -17,7 +17,7 @@ import re
 import secrets
 from typing import Final
 
-from paycore.cluster.settlement import (
+from paycore.cluster.namespaces import (
     PAYMENT_TRANSFER_PREFIX,
     PSP_PREFIX,
     parse_psp,

@@ -80,6 +80,7 @@ from paycore.resilience import (
     RetryConfig,
     State,
     Verdict,
+    with_defaults,
 )
 
 __all__ = [
@@ -122,7 +123,8 @@ def _payment_retry() -> RetryConfig:
 
 
 class ResilienceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """How one processor is guarded; loadable from a TOML table with ``msgspec.convert``."""
+    """How one processor is guarded; ``from_table`` reads a ``[processors.resilience]``
+    table (docs/payments.md lists every setting and its default)."""
 
     timeout: float = 8.0  # seconds per attempt, unless the operation has its own
     operation_timeouts: dict[Operation, float] = msgspec.field(default_factory=dict)
@@ -140,6 +142,14 @@ class ResilienceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def timeout_for(self, operation: Operation) -> float:
         return self.operation_timeouts.get(operation, self.timeout)
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> ResilienceConfig:
+        """A config table over these defaults: a key it leaves out, at any depth, keeps
+        the default above. (``msgspec.convert`` would fill a partial ``breaker`` table
+        from ``BreakerConfig``'s bare defaults, ``minimum_calls = 100``: a breaker that
+        never opens in a short outage.)"""
+        return with_defaults(cls(), table)
 
 
 def _verdict(result: ProcessorResult) -> Verdict:

@@ -34,6 +34,8 @@ Everything random comes from a ``random.Random`` seeded per rule from the config
 Which rule wins: rules name ``merchant``, ``currency`` and/or ``brand`` (at least one);
 the matching rule naming the most of them wins; between two naming as many, merchant
 outranks currency, which outranks brand. Two rules naming the same values are an error.
+``merchant`` is the merchant account's id as the store keeps it: ``<tenant>/<id>`` for
+an account of a tenant other than ``default`` (see ``paycore.ledger.tenancy``).
 
 A TOML example (the ``[routing]`` table of the config file)::
 
@@ -326,6 +328,9 @@ class StrategyName(StrEnum):
 
 _WEIGHTED = frozenset({StrategyName.WEIGHTED_ROUND_ROBIN, StrategyName.WEIGHTED_RANDOM})
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+# A merchant account as the store keeps it: its id, or "<tenant>/<id>" for an account of a
+# tenant other than "default" (paycore.ledger.tenancy).
+_Merchant = Annotated[str, msgspec.Meta(min_length=1, max_length=129)]
 
 
 class ProcessorWeight(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -342,7 +347,7 @@ class RoutingRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     strategy: StrategyName
     processors: Annotated[tuple[ProcessorWeight | _Name, ...], msgspec.Meta(min_length=1)]
     name: str | None = None
-    merchant: _Name | None = None
+    merchant: _Merchant | None = None
     currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")] | None = None
     brand: _Name | None = None
     epsilon: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None  # success_rate

@@ -48,8 +48,8 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
+from paycore.cluster.namespaces import is_reserved
 from paycore.cluster.router import ShardedStore, gather_all
-from paycore.cluster.settlement import is_reserved
 from paycore.config import Settings
 from paycore.errors import ErrorCode, IdempotencyError, PaycoreError, RequestError
 from paycore.ledger.model import (
@@ -81,6 +81,7 @@ from paycore.payments.processors.base import (
     ProcessorResult,
 )
 from paycore.storage.base import CreateTransfers, Fence, Store, StoredResponse
+from paycore.storage.listing import ListReads
 from paycore.storage.payments import (
     POINTER_CONTENT_TYPE,
     AccountCheck,
@@ -367,6 +368,13 @@ class PaymentService:
             raise TypeError(f"shard {shard} keeps no payment rows")
         return reads
 
+    def lists(self, shard: str) -> ListReads:
+        """The list endpoints' reads of ``shard`` (``paycore.payments.listing``)."""
+        lists = getattr(self.shards[shard], "lists", None)
+        if not isinstance(lists, ListReads):
+            raise TypeError(f"shard {shard} keeps no payment rows")
+        return lists
+
     async def _locate(self, kind: str, object_id: str) -> tuple[str, Any] | None:
         """The shard and row of a payment, refund or payout (every shard asked at once)."""
         if not is_valid_id(object_id):
@@ -515,11 +523,22 @@ class PaymentService:
             raise _in_use()  # a twin request claimed it a moment ago
         return None
 
-    async def _refuse(self, keyed: Keyed | None, exc: PaycoreError) -> Reply:
+    async def _refuse(
+        self, keyed: Keyed | None, exc: PaycoreError, *, resumed: bool = False
+    ) -> Reply:
         """Answer a refusal that wrote nothing; under a key it is stored (unless a retry
-        may succeed: unavailable shards or processors), so a retry gets it again."""
+        may succeed: unavailable shards or processors), so a retry gets it again.
+
+        ``resumed``: the request took over work its key claimed but had not recorded. The
+        claiming request may have recorded it since (it was slow, not dead), and the
+        refusal may be that very work in progress: then the key answers as that work does
+        (409 ``idempotency_key_in_use`` while it runs), never with the refusal."""
         if keyed is None or exc.retryable:
             raise exc
+        if resumed:
+            again = await self._replay_or_resume(keyed)
+            if isinstance(again, Reply):
+                return again
         response = keyed.render(exc)
         home = self._key_home(keyed.key)
         result = await self._write(
@@ -608,7 +627,7 @@ class PaymentService:
                     _E.PROCESSOR_UNAVAILABLE, f"no processor takes {new.currency} payments now"
                 )
         except PaycoreError as exc:
-            return await self._refuse(keyed, exc)
+            return await self._refuse(keyed, exc, resumed=resumed)
         return await self._card_payment(
             new, payment_id, route, candidates, keyed=keyed, resumed=resumed
         )
@@ -1170,7 +1189,7 @@ class PaymentService:
                 if row.authorized_until is not None and now >= row.authorized_until:
                     raise RequestError(_E.AUTHORIZATION_EXPIRED, "capture it before it expires")
             except PaycoreError as exc:
-                return await self._refuse(keyed, exc)
+                return await self._refuse(keyed, exc, resumed=resumed or claimed)
             seq = row.attempt_count + 1
             claim = await self._claim(
                 keyed,
@@ -1345,7 +1364,7 @@ class PaymentService:
                 row = view.payment
                 PaymentStatus(row.status).to(PaymentStatus.PROCESSING)
             except PaycoreError as exc:
-                return await self._refuse(keyed, exc)
+                return await self._refuse(keyed, exc, resumed=resumed or claimed)
             now = self.clock()
             seq = row.attempt_count + 1
             claim = await self._claim(
@@ -1536,7 +1555,7 @@ class PaymentService:
                 )
             amount = _check_refundable(row, amount)
         except PaycoreError as exc:
-            return await self._refuse(keyed, exc)
+            return await self._refuse(keyed, exc, resumed=resumed)
         shard = view.shard
         now = self.clock()
         assert row.processor is not None
@@ -1701,7 +1720,7 @@ class PaymentService:
                     _E.PROCESSOR_UNAVAILABLE, f"no processor takes {new.currency} payouts now"
                 )
         except PaycoreError as exc:
-            return await self._refuse(keyed, exc)
+            return await self._refuse(keyed, exc, resumed=resumed)
         shard = self.shard_of(new.wallet_account_id)
         now = self.clock()
         attempt = _attempt(
@@ -2166,24 +2185,22 @@ def build_payment_service(store: Store, settings: Settings, **service: Any) -> P
         if spec.name in connectors:
             raise ValueError(f"processor {spec.name!r} is configured twice")
         inner = SimulatorConnector(spec.name, spec.url, timeout=spec.timeout_seconds)
-        config = msgspec.convert(spec.resilience, ResilienceConfig)
+        config = ResilienceConfig.from_table(spec.resilience)
         connectors[spec.name] = ResilientConnector(inner, config)
     if not connectors and not settings.shards and settings.embedded_processors:
         # The embedded default (no config): simulated acquirers in this process, our own
-        # simulator app reached through the same HTTP connector over an in-memory
-        # transport, so card payments work on a fresh machine with no server at all.
-        import httpx  # noqa: PLC0415
-
-        from paycore.payments.processors.simulator.app import (  # noqa: PLC0415
-            create_app as simulator_app,
-        )
+        # simulator reached through the same HTTP connector over an in-memory transport,
+        # so card payments work on a fresh machine with no server at all.
+        from paycore.payments.processors.simulator.app import Simulator  # noqa: PLC0415
         from paycore.payments.processors.simulator.config import (  # noqa: PLC0415
             SimulatorConfig,
         )
+        from paycore.payments.processors.simulator.transport import (  # noqa: PLC0415
+            SimulatorTransport,
+        )
 
         for name in EMBEDDED_PROCESSORS:
-            app: Any = simulator_app(name, SimulatorConfig())  # ASGI; httpx types it narrower
-            transport = httpx.ASGITransport(app=app)
+            transport = SimulatorTransport(Simulator(name, SimulatorConfig()))
             inner = SimulatorConnector(name, f"http://{name}", transport=transport)
             connectors[name] = ResilientConnector(inner, ResilienceConfig())
     router: PaymentRouter = FixedRouter([])

@@ -44,6 +44,7 @@ from typing import Final
 import httpx
 import msgspec
 
+from paycore.ledger.tenancy import client_id
 from paycore.storage.payments import EventRow
 
 __all__ = [
@@ -174,16 +175,27 @@ def _rfc3339(ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}Z"
 
 
+# The ids of an event's object that name accounts (``payments.service._payload``).
+_ACCOUNT_FIELDS: Final = ("merchant_account_id", "wallet_account_id")
+
+
 def event_body(event: EventRow) -> bytes:
     """The JSON an event is sent as (see the module docstring): the same bytes whenever
     it is built, so a receiver sees one body per event id, retries included. The stored
-    payload holds a card's brand and last four digits at most, never its number."""
+    payload holds a card's brand and last four digits at most, never its number; its
+    account ids are the store's, shown here as the event's tenant knows them."""
+    obj = msgspec.json.decode(event.payload)
+    if isinstance(obj, dict):
+        for field in _ACCOUNT_FIELDS:
+            value = obj.get(field)
+            if isinstance(value, str):
+                obj[field] = client_id(event.tenant, value)
     envelope = {
         "id": event.id,
         "object": "event",
         "type": event.type,
         "created_at": _rfc3339(event.created_at),
-        "data": {"object": msgspec.json.decode(event.payload)},
+        "data": {"object": obj},
     }
     return msgspec.json.encode(envelope)
 

@@ -10,6 +10,7 @@
     ├── Bulkhead      bulkhead.py at most N calls in flight, wait <= max_wait
     └── run_with_timeout timeout.py  asyncio.timeout -> CallTimeout
     errors.py                     CallNotPermitted, BulkheadFull, CallTimeout
+    with_defaults     tables.py   a partial config table over complete defaults
 
 Generic on purpose: nothing here knows about payments. The payments layer says what
 its outcomes mean through the hooks (``classify``, ``retry_if``, ``on_timeout``).
@@ -43,6 +44,7 @@ from paycore.resilience.errors import (
 )
 from paycore.resilience.policy import DEFAULT_TIMEOUT, Policy
 from paycore.resilience.retry import RetryConfig, retry_call
+from paycore.resilience.tables import with_defaults
 from paycore.resilience.timeout import run_with_timeout
 
 __all__ = [
@@ -73,4 +75,5 @@ __all__ = [
     "next_state",
     "retry_call",
     "run_with_timeout",
+    "with_defaults",
 ]

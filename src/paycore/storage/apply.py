@@ -10,6 +10,7 @@ thread, so the ``LedgerTx`` methods are synchronous.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
@@ -23,7 +24,14 @@ from paycore.errors import (
     PaycoreError,
     UnavailableError,
 )
-from paycore.ledger.model import Account, PendingStatus, Transfer, TransferRequest
+from paycore.ledger.model import (
+    SETTLEMENT_METADATA_KEY,
+    Account,
+    PendingStatus,
+    Transfer,
+    TransferRequest,
+)
+from paycore.ledger.refusals import Refusal
 from paycore.ledger.rules import (
     AccountResult,
     TransferResult,
@@ -34,21 +42,34 @@ from paycore.ledger.rules import (
 from paycore.storage.base import (
     FINISHED_OUTBOX_STATES,
     AdvanceFence,
+    ChainRefusals,
     ClaimOutbox,
     CloseAccount,
     Command,
     CreateAccounts,
     CreateTransfers,
+    DecideChain,
     ExpirePending,
+    FinishChain,
     Idempotency,
+    KeepChainRefusals,
     OutboxRow,
     PeekIdempotency,
+    PrepareChain,
     PurgeIdempotency,
     PurgeOutbox,
     ReserveTransferIds,
+    SetOutboxStates,
+    StaleChains,
     StoredResponse,
 )
 from paycore.storage.chain import ChainLinker
+from paycore.storage.chain_legs import (
+    account_has_chain,
+    apply_chain_command,
+    load_chain_guards,
+    locked_holds,
+)
 from paycore.storage.codec import T_COLUMNS, transfer_from_row
 from paycore.storage.group_commit import Job
 from paycore.storage.keys import CreateApiKey, RevokeApiKey, apply_key_command
@@ -60,6 +81,7 @@ from paycore.storage.payments import (
     RecordProcessorEvent,
     apply_payment_command,
 )
+from paycore.storage.saga_holds import load_saga_holds
 
 __all__ = [
     "GroupClock",
@@ -87,6 +109,9 @@ class LedgerTx(Protocol):
     def pending_statuses(self, ids: Iterable[str]) -> dict[str, tuple[PendingStatus, str | None]]:
         """Status and resolving transfer of these holds."""
 
+    def refusals_by_ids(self, ids: Iterable[str]) -> list[Refusal]:
+        """The refusals kept under these transfer ids, every tenant's (migration 0013)."""
+
     def accounts_by_ids(self, ids: Iterable[str], *, with_metadata: bool) -> dict[str, Account]:
         """Accounts with current counters, locked for this transaction where that applies."""
 
@@ -98,8 +123,9 @@ class LedgerTx(Protocol):
         """Pending holds whose timeout passed, oldest first."""
 
     def write(self, ws: WorkingSet) -> None:
-        """Persist what the working set created and changed (a few set-based statements);
-        the transfers created are chained after ``chain``'s head, in their order."""
+        """Persist what the working set created and changed (a few set-based statements),
+        the refusals it kept included; the transfers created are chained after
+        ``chain``'s head, in their order."""
 
     def set_chain_links(self, links: Sequence[tuple[int, int, bytes]]) -> None:
         """Give stored transfers their chain position: ``(timestamp, seq, hash)`` each."""
@@ -342,10 +368,12 @@ def _apply_transfer_run(
     for job in jobs:
         if not _replayed(tx, clock, job, answered):
             ws.foreign_ids = foreign if job.command.guard_ids else {}
+            ws.decided = {i: (code, detail) for i, code, detail in job.command.refuse}
             results = _apply_transfers(tx, clock, ws, job.command)
             if job.command.outbox:
                 _write_outbox(tx, clock, job.command, results)
             _finish(tx, clock, job, results, answered)
+    _hand_over_resolved_holds(tx, clock, ws.changed_pendings.values(), ws.settled_holds)
     tx.write(ws)
     clock.last_timestamp = ws.last_timestamp
 
@@ -379,10 +407,101 @@ def _load_working_set(
             account_ids.add(t.credit_account_id)
         status = tx.pending_statuses(t.id for t in holds)
         pendings = [(t, *status[t.id]) for t in holds]
+    split_holds = [t.id for t in holds if is_client_split_hold(t)]
     accounts = tx.accounts_by_ids(account_ids, with_metadata=False).values()
-    return WorkingSet(
-        accounts, transfers, pendings, now=clock.now, last_timestamp=clock.last_timestamp
+    ws = WorkingSet(
+        accounts,
+        transfers,
+        pendings,
+        now=clock.now,
+        last_timestamp=clock.last_timestamp,
+        refusals=tx.refusals_by_ids(ids),  # the items' own ids: one read for the run
     )
+    if split_holds:
+        states = outbox_states(tx, split_holds)
+        ws.settled_holds = {i for i in split_holds if states.get(i) == _OPEN}
+    load_chain_guards(tx, ws, pending_ids)
+    load_saga_holds(tx.run_sql, ws, pending_ids)
+    return ws
+
+
+def _run_legs(
+    tx: LedgerTx, clock: GroupClock, command: CreateTransfers, write: bool
+) -> tuple[list[TransferResult], WorkingSet]:
+    """A linked chain's legs on this shard (``paycore.storage.chain_legs``): tried, and with
+    ``write`` written when every one passed."""
+    ws = _load_working_set(tx, clock, command.requests)
+    if not write:
+        ws.track_drawdown()
+    results = ws.apply_transfers(
+        command.requests, settlement=command.settlement, tenant=command.tenant, chains=False
+    )
+    if write and all(r.ok for r in results):
+        if command.outbox:
+            _write_outbox(tx, clock, command, results)
+        # A chain resolves both legs of a cross-shard hold itself (one it opened too):
+        # nothing is left to hand over.
+        changed = ws.changed_pendings.values()
+        split = {p.transfer.id for p in changed if is_client_split_hold(p.transfer)}
+        _hand_over_resolved_holds(tx, clock, changed, ws.settled_holds | split, "resolved")
+        tx.write(ws)
+        clock.last_timestamp = ws.last_timestamp
+    return results, ws
+
+
+# Outbox states (``paycore.cluster.settlement.SagaState``) the store itself acts on.
+_OPEN = "open"
+_CHUNK = 500
+
+
+def is_client_split_hold(t: Transfer) -> bool:
+    """A client's hold whose legs live on two shards: this one is its source's."""
+    note = None if t.metadata is None else t.metadata.get(SETTLEMENT_METADATA_KEY)
+    return isinstance(note, dict) and note.get("role") == "hold" and bool(note.get("pending"))
+
+
+def outbox_states(tx: LedgerTx, ids: Sequence[str]) -> dict[str, str]:
+    """The outbox state of each of ``ids`` that has a row."""
+    found: dict[str, str] = {}
+    for start in range(0, len(ids), _CHUNK):
+        part = list(ids[start : start + _CHUNK])
+        marks = ", ".join("?" * len(part))
+        query = f"SELECT transfer_id, state FROM outbox WHERE transfer_id IN ({marks})"
+        found.update({str(row[0]): str(row[1]) for row in tx.run_sql(query, part)})
+    return found
+
+
+def _hand_over_resolved_holds(
+    tx: LedgerTx,
+    clock: GroupClock,
+    changed: Iterable[Any],
+    settled: set[str],
+    state: str = "resolving",
+) -> None:
+    """A client's cross-shard hold posted, voided or expired here (its source) hands the
+    same resolution to its target through its outbox row, in this same transaction."""
+    ids = [
+        state.transfer.id
+        for state in changed
+        if state.status is not PendingStatus.PENDING and state.transfer.id in settled
+    ]
+    if ids:
+        tx.set_outbox_states([(i, state) for i in ids], clock.now)
+
+
+def _set_outbox_states(tx: LedgerTx, clock: GroupClock, command: SetOutboxStates) -> list[bool]:
+    current = outbox_states(tx, [change[0] for change in command.changes])
+    moved: list[bool] = []
+    changes: list[tuple[str, str]] = []
+    for transfer_id, before, after in command.changes:
+        ok = current.get(transfer_id) == before
+        if ok:
+            current[transfer_id] = after
+            changes.append((transfer_id, after))
+        moved.append(ok)
+    if changes:
+        tx.set_outbox_states(changes, clock.now)
+    return moved
 
 
 _REFUSAL_SECONDS = 10 * 365 * 24 * 3600
@@ -392,7 +511,13 @@ _refusal_encoder = msgspec.json.Encoder()
 def _apply_transfers(
     tx: LedgerTx, clock: GroupClock, ws: WorkingSet, command: CreateTransfers
 ) -> list[TransferResult]:
-    """Apply a command's items; with ``refusals_key``, refusals are kept for good."""
+    """Apply a command's items; with ``refusals_key``, refusals are kept for good.
+
+    The rules keep the refusals that depend on state under their ids themselves
+    (``paycore.ledger.refusals``). ``refusals_key`` (the settlement's step 2) keeps
+    every refusal, validation ones included, because the relay voids the hold on the
+    strength of it: no later code or rule may ever turn that credit into a success.
+    """
     prefix = command.refusals_key
     if prefix is None:
         return ws.apply_transfers(
@@ -437,11 +562,62 @@ def _foreign_ids(tx: LedgerTx, ws: WorkingSet, jobs: Sequence[Job]) -> dict[str,
     return tx.reserved_ids(new) if new else {}
 
 
+def _close(tx: LedgerTx, clock: GroupClock, command: CloseAccount) -> AccountResult:
+    """Close; with ``transfer_balance_to``, a balance first moves there, in this transaction
+    (its refusal, e.g. ``insufficient_funds`` of a target paying a debt, refuses the close)."""
+    account_id, to = command.account_id, command.transfer_balance_to
+    account = tx.accounts_by_ids([account_id], with_metadata=True).get(account_id)
+    if account is not None and account_has_chain(tx, account_id):
+        return AccountResult(
+            id=account_id,
+            code=ErrorCode.ACCOUNT_HAS_PENDING_TRANSFERS,
+            detail="a linked chain across shards is moving money of this account",
+        )
+    result = close_account(account, account_id, command.tenant)
+    if result.code is ErrorCode.ACCOUNT_HAS_BALANCE and account is not None and to is not None:
+        request = remainder_transfer(account, to)
+        ws = _load_working_set(tx, clock, [request])
+        ws.foreign_ids = tx.reserved_ids([request.id])  # an id bound to another shard: refused
+        (moved,) = ws.apply_transfers([request], tenant=command.tenant)
+        if not moved.ok or moved.exists:  # exists: the derived id taken, by a client
+            code = moved.code or ErrorCode.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS
+            detail = f"transfer_balance_to {to!r}: {moved.detail or code.value}"
+            return AccountResult(id=account_id, code=code, detail=detail)
+        tx.write(ws)
+        clock.last_timestamp = ws.last_timestamp
+        account = tx.accounts_by_ids([account_id], with_metadata=True)[account_id]
+        result = close_account(account, account_id, command.tenant)
+    if result.ok and not result.exists and result.account is not None:
+        tx.set_account_flags(result.account)
+    return result
+
+
+def remainder_transfer(account: Account, to: str) -> TransferRequest:
+    """The transfer that leaves ``account``'s posted balance at zero, ``to`` on the other
+    side (a debt is paid by ``to``). Its id is derived from the account, which closes at
+    most once: ``close_`` and 40 hex digits."""
+    balance = account.balance
+    seed = f"{account.tenant}\x00{account.id}".encode()
+    return TransferRequest(
+        id="close_" + hashlib.sha256(seed).hexdigest()[:40],
+        debit_account_id=account.id if balance > 0 else to,
+        credit_account_id=to if balance > 0 else account.id,
+        amount=abs(balance),
+        currency=account.currency,
+    )
+
+
 def _reserve(tx: LedgerTx, clock: GroupClock, command: ReserveTransferIds) -> list[str]:
     ids = {transfer_id for transfer_id, _ in command.entries}
     bound = tx.reserved_ids(ids)
-    for t in tx.transfers_by_ids(ids - bound.keys()):
-        bound[t.id] = command.shard  # stored here before anyone reserved it elsewhere
+    free = ids - bound.keys()
+    # Stored here before anyone reserved it elsewhere, or refused here: the id's answer
+    # is on this shard, so a retry routed elsewhere (another debit account, hence other
+    # fields) must not be written there.
+    for t in tx.transfers_by_ids(free):
+        bound[t.id] = command.shard
+    for refusal in tx.refusals_by_ids(free):
+        bound[refusal.id] = command.shard
     new: list[tuple[str, str]] = []
     for transfer_id, shard in command.entries:
         if transfer_id not in bound:
@@ -464,12 +640,14 @@ def _write_outbox(
             continue
         if write.insert:
             t = result.transfer
+            # created_at is the transfer's own timestamp: the target's leg shows it too,
+            # so the client sees one timestamp for the transfer on both shards.
             inserts.append(
                 msgspec.structs.replace(
                     write.row,
                     amount=t.amount,
                     currency=t.currency,
-                    created_at=clock.now,
+                    created_at=t.timestamp,
                     updated_at=clock.now,
                 )
             )
@@ -485,11 +663,7 @@ def _apply_other(tx: LedgerTx, clock: GroupClock, command: Command) -> Any:
     if isinstance(command, CreateAccounts):
         return _create_accounts(tx, clock, command)
     if isinstance(command, CloseAccount):
-        found = tx.accounts_by_ids([command.account_id], with_metadata=True)
-        result = close_account(found.get(command.account_id), command.account_id, command.tenant)
-        if result.ok and not result.exists and result.account is not None:
-            tx.set_account_flags(result.account)
-        return result
+        return _close(tx, clock, command)
     if isinstance(command, ExpirePending):
         return _expire(tx, clock, command.limit)
     if isinstance(command, PurgeIdempotency):
@@ -503,6 +677,13 @@ def _apply_other(tx: LedgerTx, clock: GroupClock, command: Command) -> Any:
         return tx.claim_outbox(command.owner, command.open_states, clock.now, until, command.limit)
     if isinstance(command, ReserveTransferIds):
         return _reserve(tx, clock, command)
+    if isinstance(command, SetOutboxStates):
+        return _set_outbox_states(tx, clock, command)
+    if isinstance(
+        command,
+        PrepareChain | DecideChain | FinishChain | StaleChains | ChainRefusals | KeepChainRefusals,
+    ):
+        return apply_chain_command(tx, clock, command, _run_legs)
     if isinstance(
         command,
         PaymentWrite
@@ -529,7 +710,11 @@ def _create_accounts(
     results = []
     created: list[Account] = []
     for request in command.requests:
-        result = new_account(request, known.get(request.id), clock.next_timestamp())
+        existing = known.get(request.id)
+        # An account that exists takes no timestamp: asking for one again (the clearing
+        # accounts, at every saga) would move the shard's clock for nothing.
+        timestamp = clock.next_timestamp() if existing is None else 0
+        result = new_account(request, existing, timestamp)
         results.append(result)
         if result.ok and not result.exists and result.account is not None:
             known[result.id] = result.account
@@ -542,6 +727,13 @@ def _expire(tx: LedgerTx, clock: GroupClock, limit: int) -> list[str]:
     holds = tx.due_holds(clock.now, limit)
     if not holds:
         return []
+    # A client's hold across shards (it has an outbox row) expires here, on its source,
+    # once both legs exist; its row then hands the expiry to the target.
+    rows = outbox_states(tx, [t.id for t in holds])
+    locked = locked_holds(tx, [t.id for t in holds])  # a prepared chain resolves them
+    holds = [t for t in holds if rows.get(t.id, _OPEN) == _OPEN and t.id not in locked]
+    if not holds:
+        return []
     ids = {t.debit_account_id for t in holds} | {t.credit_account_id for t in holds}
     ws = WorkingSet(
         tx.accounts_by_ids(ids, with_metadata=False).values(),
@@ -551,6 +743,7 @@ def _expire(tx: LedgerTx, clock: GroupClock, limit: int) -> list[str]:
         last_timestamp=clock.last_timestamp,
     )
     expired = ws.expire_due()
+    _hand_over_resolved_holds(tx, clock, expired, set(rows))
     tx.write(ws)
     clock.last_timestamp = ws.last_timestamp
     return [state.transfer.id for state in expired]

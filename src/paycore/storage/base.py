@@ -31,29 +31,38 @@ from paycore.ledger.model import (
 
 if TYPE_CHECKING:
     from paycore.storage.keys import KeyCommand
+    from paycore.storage.listing import AccountFilter, ListPage, Page, TransferFilter
     from paycore.storage.payments import PaymentCommand
 
 __all__ = [
     "FINISHED_OUTBOX_STATES",
     "PAGE_SIDES",
+    "ChainOutcome",
     "ChainRecord",
+    "ChainRefusals",
     "ChainSnapshot",
     "ClaimOutbox",
     "CloseAccount",
     "Command",
     "CreateAccounts",
     "CreateTransfers",
+    "DecideChain",
     "ExpirePending",
     "Fence",
+    "FinishChain",
     "Idempotency",
+    "KeepChainRefusals",
     "LedgerSnapshot",
     "OutboxRow",
     "OutboxSnapshot",
     "OutboxWrite",
     "PeekIdempotency",
+    "PrepareChain",
     "PurgeIdempotency",
     "PurgeOutbox",
     "ReserveTransferIds",
+    "SetOutboxStates",
+    "StaleChains",
     "Store",
     "StoredResponse",
     "TransferPage",
@@ -118,6 +127,9 @@ class OutboxRow(msgspec.Struct, frozen=True):
     claimed_by: str | None = None
     claimed_until: int = 0
     attempts: int = 0
+    # The client's flags the credit leg repeats (``transfer_flags_bits``: linked, balancing).
+    flags: int = 0
+    timeout_seconds: int = 0  # a client's hold's timeout, which its credit leg shows
 
 
 class OutboxWrite(msgspec.Struct, frozen=True):
@@ -146,6 +158,8 @@ class CreateTransfers(msgspec.Struct, frozen=True):
     # When set (the settlement's step 2), a refused item's answer is kept under
     # ``refusals_key + item id`` in the idempotency table, and an item refused before
     # is answered the same way again without being retried: a refusal is for good.
+    # Every command keeps its refusals that depend on state anyway (by tenant and id,
+    # ``paycore.ledger.refusals``); this one keeps every refusal, validation included.
     refusals_key: str | None = None
     # Set only by the settlement's step 3: lets it post or void a saga's hold.
     settlement: bool = False
@@ -161,6 +175,12 @@ class CreateTransfers(msgspec.Struct, frozen=True):
     # (another tenant's answer as missing ones, see ``WorkingSet.apply_transfers``);
     # None: paycore's own workflows.
     tenant: str | None = None
+    # Set by the cluster router: ``(position in requests, code, detail)`` of items it
+    # refused with both accounts in view (e.g. the credit account, on another shard, is
+    # missing). This shard, the debit account's, answers it after the checks of the id
+    # itself (an id stored or refused before answers as it did), and keeps it under the
+    # id when it is a refusal one shard keeps, as its own rules would.
+    refuse: tuple[tuple[int, ErrorCode, str], ...] = ()
 
 
 class ReserveTransferIds(msgspec.Struct, frozen=True):
@@ -168,7 +188,8 @@ class ReserveTransferIds(msgspec.Struct, frozen=True):
     the shard its id is bound to (the one asked for, unless bound before).
 
     Run on the shard an id hashes to (``shard``, this store's name in the cluster). An
-    id already reserved keeps its shard; an id of a transfer stored here is bound here.
+    id already reserved keeps its shard; an id of a transfer stored here, or of a refusal
+    kept here (``paycore.ledger.refusals``, any tenant's), is bound here.
     """
 
     shard: str
@@ -177,10 +198,13 @@ class ReserveTransferIds(msgspec.Struct, frozen=True):
 
 class CloseAccount(msgspec.Struct, frozen=True):
     """Close an account; result: ``AccountResult``. ``tenant``: the API caller's
-    (another tenant's account is answered as a missing one); None: no check."""
+    (another tenant's account is answered as a missing one); None: no check.
+    ``transfer_balance_to``: an account that takes the remainder (a posted balance,
+    either sign) in the same transaction; without it a balance refuses the close."""
 
     account_id: str
     tenant: str | None = None
+    transfer_balance_to: str | None = None
 
 
 class ExpirePending(msgspec.Struct, frozen=True):
@@ -203,9 +227,9 @@ class PurgeIdempotency(msgspec.Struct, frozen=True):
         check_limit(self.limit)
 
 
-# The outbox states a saga never leaves (``SagaState.COMPLETED`` and ``COMPENSATED`` in
+# The outbox states a saga never leaves (``SagaState.COMPLETED``, ``COMPENSATED``, ``RESOLVED`` in
 # ``paycore.cluster.settlement``): the only rows ``PurgeOutbox`` may delete.
-FINISHED_OUTBOX_STATES: tuple[str, ...] = ("completed", "compensated")
+FINISHED_OUTBOX_STATES: tuple[str, ...] = ("completed", "compensated", "resolved")
 
 
 class PurgeOutbox(msgspec.Struct, frozen=True):
@@ -240,6 +264,82 @@ class ClaimOutbox(msgspec.Struct, frozen=True):
         check_limit(self.limit)
 
 
+class SetOutboxStates(msgspec.Struct, frozen=True):
+    """Move outbox rows ``(transfer_id, from_state, to_state)``, each only if it is still
+    in ``from_state`` (so two drivers of one saga never undo each other's step), and
+    release their claims; result: ``list[bool]``, whether each row moved."""
+
+    changes: tuple[tuple[str, str, str], ...]
+    fence: Fence | None = None
+
+
+class PrepareChain(msgspec.Struct, frozen=True):
+    """A participant's part of a linked chain across shards (``paycore.cluster.chains``):
+    try ``legs`` in order on the current state without keeping their effects; if every one
+    passes, keep them (state ``prepared``), reserve the money they need of each account and
+    lock the holds they resolve, so that applying them later cannot fail. Result:
+    ``list[TransferResult]`` (the trial's; nothing is kept unless all are ok)."""
+
+    chain_id: str
+    coordinator: str
+    legs: tuple[TransferRequest, ...]
+    outbox: tuple[OutboxWrite, ...] = ()
+    tenant: str | None = None
+
+
+class DecideChain(msgspec.Struct, frozen=True):
+    """The coordinator's part: apply its own ``legs`` and record the chain ``committed``
+    in ONE transaction, or record it ``aborted`` if they do not all pass or
+    ``commit`` is false. A chain decided before keeps its decision. Result:
+    ``ChainOutcome``."""
+
+    chain_id: str
+    participants: tuple[str, ...]
+    legs: tuple[TransferRequest, ...] = ()
+    outbox: tuple[OutboxWrite, ...] = ()
+    tenant: str | None = None
+    commit: bool = True
+
+
+class FinishChain(msgspec.Struct, frozen=True):
+    """A participant applies (``commit``) or drops its prepared legs, releasing their
+    reservations and locks; idempotent. Result: ``ChainOutcome``."""
+
+    chain_id: str
+    commit: bool
+
+
+class StaleChains(msgspec.Struct, frozen=True):
+    """Chains prepared here at least ``older_than_seconds`` ago and not finished (their
+    coordinator may have died); result: ``list[tuple[str, str]]``, (chain id, coordinator)."""
+
+    older_than_seconds: float
+    limit: int = 1000
+
+
+class ChainRefusals(msgspec.Struct, frozen=True):
+    """The refusals kept here under these transfer ids (``paycore.ledger.refusals``), every
+    tenant's, for a chain planned over the shards; result: ``list[Refusal]``."""
+
+    ids: tuple[str, ...]
+
+
+class KeepChainRefusals(msgspec.Struct, frozen=True):
+    """Keep refusals a chain's plan made (one item's, for good), unless kept already;
+    result: None."""
+
+    refusals: tuple[Any, ...]  # paycore.ledger.refusals.Refusal
+
+
+class ChainOutcome(msgspec.Struct, frozen=True):
+    """Where a chain stands on a shard: ``committed`` (with its legs' results there),
+    ``aborted`` (with the refusal that aborted it, if it came from there) or ``unknown``
+    (nothing prepared there)."""
+
+    state: str
+    results: list[Any] = msgspec.field(default_factory=list)
+
+
 class PeekIdempotency(msgspec.Struct, frozen=True):
     """Look an Idempotency-Key up without using it; result: ``(fingerprint, response)``
     or None when the key is unknown or past its retention."""
@@ -260,6 +360,13 @@ Command = Union[  # a string forward reference cannot take part in "|"
     PeekIdempotency,
     PurgeOutbox,
     ReserveTransferIds,
+    SetOutboxStates,
+    PrepareChain,
+    DecideChain,
+    FinishChain,
+    StaleChains,
+    ChainRefusals,
+    KeepChainRefusals,
     "PaymentCommand",
     "KeyCommand",
 ]
@@ -383,6 +490,12 @@ class Store(Protocol):
         self, account_id: str, *, at: int | None = None, limit: int = 100, cursor: int | None = None
     ) -> list[BalanceRecord]:
         """Snapshots of a ``history`` account; with ``at``, the one in force at that time."""
+
+    async def list_accounts(self, f: AccountFilter, page: Page) -> ListPage[Account]:
+        """A page of the accounts ``f`` selects, by (timestamp, id) (see ``storage.listing``)."""
+
+    async def list_transfers(self, f: TransferFilter, page: Page) -> ListPage[TransferView]:
+        """A page of the transfers ``f`` selects, by (timestamp, id), as a client sees them."""
 
     async def ping(self) -> None:
         """Raise ``UnavailableError`` when the store cannot serve."""

@@ -421,13 +421,29 @@ def apply_payment_command(tx: LedgerTx, clock: GroupClock, command: PaymentComma
     if isinstance(command, ClaimPaymentEvents):
         until = clock.now + int(command.lease_seconds * 1_000_000_000)
         cols = ", ".join(EVENT_COLUMNS)
+        # The picked ids are a MATERIALIZED CTE, computed once: a subquery in ``IN`` may be
+        # run again per row of a nested loop (see the outbox claim in ``postgres``), and the
+        # UPDATE changes the columns it filters on. The claim's condition is repeated on
+        # the UPDATE so that a row changed since it was picked (PostgreSQL rechecks the
+        # newest version) is skipped, never taken twice; the shard's write turn already
+        # serializes claims, this keeps the statement safe without it.
+        claimable = (
+            "delivered_at IS NULL AND failed_at IS NULL AND (claimed_until <= ? OR claimed_by = ?)"
+        )
         rows = tx.run_sql(
+            f"WITH picked AS MATERIALIZED (SELECT id FROM payment_events WHERE {claimable} "
+            "ORDER BY timestamp LIMIT ?) "
             "UPDATE payment_events SET claimed_by = ?, claimed_until = ?, attempts = attempts + 1 "
-            "WHERE id IN (SELECT id FROM payment_events WHERE delivered_at IS NULL "
-            "AND failed_at IS NULL "
-            "AND (claimed_until <= ? OR claimed_by = ?) ORDER BY timestamp LIMIT ?) "
-            f"RETURNING {cols}",
-            (command.owner, until, clock.now, command.owner, min(command.limit, 2**62)),
+            f"WHERE id IN (SELECT id FROM picked) AND {claimable} RETURNING {cols}",
+            (
+                clock.now,
+                command.owner,
+                min(command.limit, 2**62),
+                command.owner,
+                until,
+                clock.now,
+                command.owner,
+            ),
         )
         return sorted((_row(EventRow, r) for r in rows), key=lambda e: e.timestamp)
     if isinstance(command, RecordProcessorEvent):

@@ -49,6 +49,7 @@ from paycore.ledger.model import (
     Transfer,
     TransferView,
 )
+from paycore.ledger.refusals import Refusal
 from paycore.ledger.rules import WorkingSet
 from paycore.redaction import redact_dsn, redact_text
 from paycore.storage.apply import backfill_chain, command_weight, run_group
@@ -67,20 +68,33 @@ from paycore.storage.codec import (
     A_COLUMNS,
     ACCOUNT_COLUMNS,
     OUTBOX_COLUMNS,
+    REFUSAL_COLUMNS,
+    SAGA_NOTE_PATTERN,
     T_COLUMNS,
     TRANSFER_COLUMNS,
     account_flags_bits,
     account_from_row,
     encode_metadata,
     outbox_values,
+    refusal_from_row,
+    refusal_row,
     transfer_from_row,
     transfer_row,
     view_from_row,
 )
 from paycore.storage.group_commit import GroupCommitWriter, Job
 from paycore.storage.keys import ApiKeyReads
+from paycore.storage.listing import (
+    AccountFilter,
+    Dialect,
+    ListPage,
+    ListReads,
+    Page,
+    TransferFilter,
+)
 from paycore.storage.migrations import outdated_schema_error
 from paycore.storage.payments import PaymentReads
+from paycore.storage.saga_holds import save_saga_holds
 
 __all__ = [
     "PostgresStore",
@@ -293,6 +307,13 @@ class _PostgresTx:
         )
         return {row[0]: (PendingStatus(row[1]), row[2]) for row in rows}
 
+    def refusals_by_ids(self, ids: Iterable[str]) -> list[Refusal]:
+        rows = self.conn.execute(
+            f"SELECT {REFUSAL_COLUMNS} FROM transfer_refusals WHERE id = ANY(%b)",
+            (_storable(ids),),
+        )
+        return [refusal_from_row(row) for row in rows]
+
     def accounts_by_ids(self, ids: Iterable[str], *, with_metadata: bool) -> dict[str, Account]:
         return _accounts_by_ids(self.conn, ids, with_metadata=with_metadata)
 
@@ -381,12 +402,20 @@ class _PostgresTx:
                 "AS v (id, dp, dpo, cp, cpo) WHERE a.id = v.id",
                 _columns([(a.account.id, a.dp, a.dpo, a.cp, a.cpo) for a in dirty]),
             )
+        if ws.saga_holds or ws.saga_holds_loaded:
+            save_saga_holds(self.run_sql, ws)
         if ws.history:
             h = ws.history
             conn.execute(
                 "INSERT INTO account_balances SELECT * FROM unnest(%b::text[], %b::bigint[], "
                 "%b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[])",
                 _columns([msgspec.structs.astuple(r) for r in h]),
+            )
+        if ws.new_refusals:
+            conn.execute(
+                f"INSERT INTO transfer_refusals ({REFUSAL_COLUMNS}) SELECT * FROM unnest("
+                "%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[])",
+                _columns([refusal_row(f) for f in ws.new_refusals]),
             )
 
     def set_chain_links(self, links: Sequence[tuple[int, int, bytes]]) -> None:
@@ -488,7 +517,7 @@ class _PostgresTx:
             f"INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT * FROM unnest("
             "%b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[], "
             "%b::int[], %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::text[], "
-            "%b::bigint[], %b::int[])",
+            "%b::bigint[], %b::int[], %b::int[], %b::int[])",
             _columns([outbox_values(r) for r in rows]),
         )
 
@@ -514,12 +543,19 @@ class _PostgresTx:
         self, owner: str, open_states: Sequence[str], now: int, until: int, limit: int
     ) -> list[OutboxRow]:
         # SKIP LOCKED: relays of several nodes claim disjoint rows without waiting.
+        # MATERIALIZED: the picked ids are computed once. As ``IN (subquery)`` the planner
+        # may make the subquery the inner side of a nested loop and run it again per outer
+        # row (it does with an emptied table's statistics); a rerun skips the rows this
+        # statement already updated (locked by itself) and picks the next ones, so the
+        # UPDATE took more than ``limit`` rows.
         rows = self.conn.execute(
-            "UPDATE outbox SET claimed_by = %s, claimed_until = %s, attempts = attempts + 1 "
-            "WHERE transfer_id IN (SELECT transfer_id FROM outbox WHERE state = ANY(%b) "
+            "WITH picked AS MATERIALIZED (SELECT transfer_id FROM outbox WHERE state = ANY(%b) "
             "AND (claimed_until <= %s OR claimed_by = %s) ORDER BY attempts, created_at LIMIT %s "
-            f"FOR UPDATE SKIP LOCKED) RETURNING {OUTBOX_COLUMNS}",
-            (owner, until, list(open_states), now, owner, limit),
+            "FOR UPDATE SKIP LOCKED) "
+            "UPDATE outbox o SET claimed_by = %s, claimed_until = %s, attempts = o.attempts + 1 "
+            "FROM picked WHERE o.transfer_id = picked.transfer_id "
+            f"RETURNING {_qualified('o', OUTBOX_COLUMNS)}",
+            (list(open_states), now, owner, _limit(limit), owner, until),
         ).fetchall()
         return sorted((OutboxRow(*row) for row in rows), key=lambda r: r.created_at)
 
@@ -531,6 +567,11 @@ class _PostgresTx:
             raise PaycoreError(ErrorCode.INVALID_REQUEST, "a value holds a NUL character")
         cur = self.conn.execute(_placeholders(query), params)
         return cur.fetchall() if cur.description is not None else []
+
+
+def _qualified(alias: str, columns: str) -> str:
+    """``a, b`` as ``o.a, o.b``: a RETURNING list that a joined CTE's columns cannot shadow."""
+    return ", ".join(f"{alias}.{c.strip()}" for c in columns.split(","))
 
 
 def _placeholders(query: str) -> str:
@@ -579,6 +620,8 @@ class PostgresStore:
         # Payment rows (paycore.storage.payments), read through the pool.
         self.payments = PaymentReads(self._fetch_rows)
         self.keys = ApiKeyReads(self._fetch_rows)
+        # The list endpoints' reads (paycore.storage.listing), payments' included.
+        self.lists = ListReads(self._fetch_rows, Dialect.POSTGRES)
 
     def _new_pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]:
         # No check on checkout (a round trip per read): a read that meets a connection
@@ -754,6 +797,12 @@ class PostgresStore:
         views = views[:limit]
         return TransferPage(views, views[-1].transfer.timestamp if more else None)
 
+    async def list_accounts(self, f: AccountFilter, page: Page) -> ListPage[Account]:
+        return await self.lists.accounts(f, page)
+
+    async def list_transfers(self, f: TransferFilter, page: Page) -> ListPage[TransferView]:
+        return await self.lists.transfers(f, page)
+
     async def balance_history(
         self, account_id: str, *, at: int | None = None, limit: int = 100, cursor: int | None = None
     ) -> list[BalanceRecord]:
@@ -828,6 +877,14 @@ class _Snapshot:
         self.shard = shard
         self._cursors: list[psycopg.ServerCursor[Any]] = []
 
+    @property
+    def saga_history_since(self) -> int:
+        """Up to this timestamp, a saga's steps were recorded as they were (schema 16)."""
+        row = self.conn.execute(
+            "SELECT value FROM shard_meta WHERE key = 'saga_history_since'"
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
     def chain_records(self) -> Iterator[ChainRecord]:
         query = (
             f"SELECT {T_COLUMNS}, m.metadata, t.chain_seq, t.chain_hash FROM transfers t "
@@ -864,8 +921,14 @@ class _Snapshot:
             yield account_from_row(row)
 
     def transfers(self) -> Iterator[Transfer]:
-        for row in self._rows(f"SELECT {TRANSFER_COLUMNS} FROM transfers ORDER BY timestamp"):
-            yield transfer_from_row(row)
+        # Metadata only where a saga's note is (see the SQLite snapshot).
+        query = (
+            f"SELECT {T_COLUMNS}, CASE WHEN m.metadata::text LIKE "
+            f"'{SAGA_NOTE_PATTERN}' THEN m.metadata END "
+            "FROM transfers t LEFT JOIN transfer_metadata m ON m.id = t.id ORDER BY t.timestamp"
+        )
+        for row in self._rows(query):
+            yield transfer_from_row(row, row[10])
 
     def pendings(self) -> Iterator[tuple[str, PendingStatus, str | None]]:
         query = 'SELECT id, status, resolved_by FROM pending_transfers ORDER BY id COLLATE "C"'

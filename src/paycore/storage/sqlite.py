@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,6 +37,7 @@ from paycore.ledger.model import (
     Transfer,
     TransferView,
 )
+from paycore.ledger.refusals import Refusal
 from paycore.ledger.rules import (
     WorkingSet,
 )
@@ -54,22 +57,41 @@ from paycore.storage.codec import (
     A_COLUMNS,
     ACCOUNT_COLUMNS,
     OUTBOX_COLUMNS,
+    REFUSAL_COLUMNS,
+    SAGA_NOTE_PATTERN,
     T_COLUMNS,
     TRANSFER_COLUMNS,
     account_flags_bits,
     account_from_row,
     encode_metadata,
     outbox_values,
+    refusal_from_row,
+    refusal_row,
     transfer_from_row,
     transfer_row,
     view_from_row,
 )
 from paycore.storage.group_commit import GroupCommitWriter, Job
 from paycore.storage.keys import ApiKeyReads
+from paycore.storage.listing import (
+    AccountFilter,
+    Dialect,
+    ListPage,
+    ListReads,
+    Page,
+    TransferFilter,
+)
 from paycore.storage.migrations import outdated_schema_error
 from paycore.storage.payments import PaymentReads
+from paycore.storage.saga_holds import save_saga_holds
 
-__all__ = ["SQLiteStore", "map_sqlite_errors", "migrate", "pending_migrations"]
+__all__ = [
+    "SQLiteStore",
+    "map_sqlite_errors",
+    "migrate",
+    "pending_migrations",
+    "prepare_private_file",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -92,6 +114,32 @@ def map_sqlite_errors(store: str) -> Iterator[None]:
         raise UnavailableError(f"shard {store}: {exc}") from exc
     except sqlite3.Error as exc:
         raise PaycoreError(ErrorCode.INTERNAL_ERROR, f"shard {store}: {exc}") from exc
+
+
+def prepare_private_file(path: Path, *, store: str) -> None:
+    """Make ``path``'s directory (0700, if new) and the file itself, empty, 0600, if new.
+
+    A shard's file holds every balance and transfer: it is its owner's only, whatever
+    the umask, and so are its -wal, -shm and -journal files (SQLite creates them with the
+    database file's mode). An existing file keeps its mode (an operator may let a backup
+    user read it); if others may read it, a warning names it.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            log.warning(
+                "shard %s: %s is readable by others (mode %04o): chmod 600 it (and its "
+                "-wal and -shm files) unless they must",
+                store,
+                path,
+                mode,
+            )
+        return
+    os.fchmod(fd, 0o600)  # the umask may have taken bits off, never added: keep it exact
+    os.close(fd)
 
 
 def _connect(path: Path, synchronous: str, *, readonly: bool = False) -> sqlite3.Connection:
@@ -217,6 +265,14 @@ class _SQLiteTx:
         )
         return {row[0]: (PendingStatus(row[1]), row[2]) for row in rows}
 
+    def refusals_by_ids(self, ids: Iterable[str]) -> list[Refusal]:
+        rows = self.conn.execute(
+            f"SELECT {REFUSAL_COLUMNS} FROM transfer_refusals "
+            "WHERE id IN (SELECT value FROM json_each(?))",
+            (_ids_json.encode(list(ids)).decode(),),
+        )
+        return [refusal_from_row(row) for row in rows]
+
     def accounts_by_ids(self, ids: Iterable[str], *, with_metadata: bool) -> dict[str, Account]:
         return _accounts_by_ids(self.conn, ids, with_metadata=with_metadata)
 
@@ -278,6 +334,8 @@ class _SQLiteTx:
             "credits_pending = ?, credits_posted = ? WHERE id = ?",
             [(a.dp, a.dpo, a.cp, a.cpo, a.account.id) for a in ws.dirty_accounts()],
         )
+        if ws.saga_holds or ws.saga_holds_loaded:
+            save_saga_holds(self.run_sql, ws)
         if ws.history:
             conn.executemany(
                 "INSERT INTO account_balances VALUES (?, ?, ?, ?, ?, ?)",
@@ -287,6 +345,11 @@ class _SQLiteTx:
                     for h in ws.history
                 ],
             )  # fmt: skip
+        if ws.new_refusals:
+            conn.executemany(
+                f"INSERT INTO transfer_refusals ({REFUSAL_COLUMNS}) VALUES ({_q(6)})",
+                [refusal_row(f) for f in ws.new_refusals],
+            )
 
     def set_chain_links(self, links: Sequence[tuple[int, int, bytes]]) -> None:
         self.conn.executemany(
@@ -365,7 +428,7 @@ class _SQLiteTx:
 
     def insert_outbox(self, rows: Sequence[OutboxRow]) -> None:
         self.conn.executemany(
-            f"INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES ({_q(14)})",
+            f"INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES ({_q(16)})",
             [outbox_values(r) for r in rows],
         )
 
@@ -437,6 +500,8 @@ class SQLiteStore:
         # Payment rows (paycore.storage.payments), read like everything else.
         self.payments = PaymentReads(self._fetch_rows)
         self.keys = ApiKeyReads(self._fetch_rows)
+        # The list endpoints' reads (paycore.storage.listing), payments' included.
+        self.lists = ListReads(self._fetch_rows, Dialect.SQLITE)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -447,12 +512,12 @@ class SQLiteStore:
                 "on power loss (not on a process crash)",
                 self.name,
             )
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UnavailableError(f"shard {self.name}: cannot create {self.path.parent}") from exc
         if not self._migrate and not self.path.exists():  # checking must not create it
             raise outdated_schema_error(self.name, [name for _, name, _ in _migrations()])
+        try:
+            prepare_private_file(self.path, store=self.name)
+        except OSError as exc:
+            raise UnavailableError(f"shard {self.name}: cannot create {self.path}") from exc
         with map_sqlite_errors(self.name):
             conn = _connect(self.path, self.synchronous)
             if self._migrate:
@@ -589,6 +654,12 @@ class SQLiteStore:
 
         return self._read(read)
 
+    async def list_accounts(self, f: AccountFilter, page: Page) -> ListPage[Account]:
+        return await self.lists.accounts(f, page)
+
+    async def list_transfers(self, f: TransferFilter, page: Page) -> ListPage[TransferView]:
+        return await self.lists.transfers(f, page)
+
     async def balance_history(
         self, account_id: str, *, at: int | None = None, limit: int = 100, cursor: int | None = None
     ) -> list[BalanceRecord]:
@@ -642,6 +713,14 @@ class _Snapshot:
         self.now = now
         self.shard = shard
 
+    @property
+    def saga_history_since(self) -> int:
+        """Up to this timestamp, a saga's steps were recorded as they were (schema 16)."""
+        row = self.conn.execute(
+            "SELECT value FROM shard_meta WHERE key = 'saga_history_since'"
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
     def chain_records(self) -> Iterator[ChainRecord]:
         for row in self.conn.execute(
             f"SELECT {T_COLUMNS}, m.metadata, t.chain_seq, t.chain_hash FROM transfers t "
@@ -660,10 +739,15 @@ class _Snapshot:
             yield account_from_row(row)
 
     def transfers(self) -> Iterator[Transfer]:
+        # Metadata only where a saga's note is (the auditor reads it to replay balance
+        # history: ``paycore.ledger.saga_history``); decoding every row's would be slow.
         for row in self.conn.execute(
-            f"SELECT {TRANSFER_COLUMNS} FROM transfers ORDER BY timestamp"
+            f"SELECT {T_COLUMNS}, CASE WHEN m.metadata LIKE ? THEN m.metadata END "
+            "FROM transfers t LEFT JOIN transfer_metadata m ON m.id = t.id "
+            "ORDER BY t.timestamp",
+            (SAGA_NOTE_PATTERN,),
         ):
-            yield transfer_from_row(row)
+            yield transfer_from_row(row, row[10])
 
     def pendings(self) -> Iterator[tuple[str, PendingStatus, str | None]]:
         for row in self.conn.execute("SELECT id, status, resolved_by FROM pending_transfers"):

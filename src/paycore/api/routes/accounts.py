@@ -12,6 +12,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from paycore.api.auth import Principal, Scope, principal_of, tenant_of
+from paycore.api.bodies import read_json_body
 from paycore.api.idempotency import IDEMPOTENCY_HEADER, WriteExecutor
 from paycore.api.problems import problem
 from paycore.api.routes._docs import documented
@@ -20,6 +21,7 @@ from paycore.api.schemas import (
     AccountOut,
     BalancePageOut,
     EmptyIn,
+    Id,
     TransferPageOut,
     account_out,
     balance_record_out,
@@ -28,6 +30,7 @@ from paycore.api.schemas import (
     parse_rfc3339,
     transfer_out,
 )
+from paycore.api.tenancy import Namespace, namespace_of
 from paycore.config import Settings
 from paycore.errors import ErrorCode, RequestError
 from paycore.ledger.model import SYSTEM_TENANT, Account, BalanceRecord
@@ -50,6 +53,15 @@ def new_account_id(tenant: str | None = None, idempotency_key: str | None = None
         return f"acc_{uuid.uuid4().hex}"
     seed = f"{tenant or ''}\x00{idempotency_key}".encode()
     return f"acc_{hashlib.sha256(seed).hexdigest()[:32]}"
+
+
+class CloseIn(EmptyIn, frozen=True):  # EmptyIn: a strict request body, no fields of its own
+    """Body of ``POST /v1/accounts/{id}/close`` (absent: ``{}``). ``transfer_balance_to``:
+    an account of the same currency, on the same shard, that takes the posted balance
+    (or pays the debt) in the close's own transaction; without it an account with a
+    balance is not closed (409 ``account_has_balance``)."""
+
+    transfer_balance_to: Id | None = None
 
 
 def encode_cursor(timestamp: int | None) -> str | None:
@@ -91,19 +103,15 @@ def render_closed(result: AccountResult) -> StoredResponse:
     return _account_response(result, 200)
 
 
-async def _existing_account(store: Store, account_id: str, tenant: str) -> Account:
-    """The caller's account; another tenant's is answered exactly as a missing one."""
-    account = (await store.get_accounts([account_id])).get(account_id)
-    if account is None or account.tenant != tenant:
-        raise RequestError(ErrorCode.ACCOUNT_NOT_FOUND, f"account {account_id!r} not found")
-    return account
-
-
-async def _readable_account(store: Store, account_id: str, caller: Principal) -> Account:
-    """An account the caller may read: its own, or, for an ``admin`` key, one of
-    paycore's own (clearing and processor accounts, read-only), which an operator
-    reconciles; to anyone else those are missing like another tenant's."""
-    account = (await store.get_accounts([account_id])).get(account_id)
+async def _readable_account(
+    store: Store, account_id: str, caller: Principal, ns: Namespace
+) -> Account:
+    """An account the caller may read (``account_id``: the client's): its own, or, for
+    an ``admin`` key, one of paycore's own (clearing and processor accounts, read-only),
+    which an operator reconciles; to anyone else those are missing like another tenant's
+    (which, in the caller's namespace, is another id: a plain miss)."""
+    internal = ns.account(account_id)
+    account = (await store.get_accounts([internal])).get(internal)
     if account is not None and account.tenant == caller.tenant:
         return account
     if account is not None and account.tenant == SYSTEM_TENANT and Scope.ADMIN in caller.scopes:
@@ -116,20 +124,23 @@ def account_routes(
 ) -> list[HTTPRouteHandler]:
     """The account handlers, bound to one store."""
     decode_account = msgspec.json.Decoder(AccountIn)
-    decode_empty = msgspec.json.Decoder(EmptyIn)
+    decode_close = msgspec.json.Decoder(CloseIn)
 
     @post(
         "/v1/accounts",
-        operation_class=documented({201: AccountOut, 200: AccountOut}, body=AccountIn),
+        operation_class=documented(
+            {201: AccountOut, 200: AccountOut}, body=AccountIn, idempotency_key=True
+        ),
         tags=["accounts"],
     )
     async def create_account(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Create an account; the same id with the same fields returns it again (200)."""
-        body = decode_body(decode_account, await request.body())
+        body = decode_body(decode_account, await read_json_body(request))
         tenant = tenant_of(request)
+        ns = namespace_of(request)
         account_id = body.id or new_account_id(tenant, request.headers.get(IDEMPOTENCY_HEADER))
-        command = CreateAccounts((body.to_request(account_id, tenant),))
-        return await writes.run(request, command, render_created, body)
+        command = CreateAccounts((body.to_request(ns.account(account_id), tenant),))
+        return await writes.run(request, command, ns.accounts(render_created), body)
 
     @get(
         "/v1/accounts/{account_id:str}",
@@ -140,21 +151,26 @@ def account_routes(
         request: Request[Any, Any, Any], account_id: FromPath[str]
     ) -> Response[bytes]:
         """An account with its balance counters."""
-        account = await _readable_account(store, account_id, principal_of(request))
-        return Response(encode(account_out(account)), media_type=_JSON)
+        ns = namespace_of(request)
+        account = await _readable_account(store, account_id, principal_of(request), ns)
+        return Response(encode(account_out(ns.account_out(account))), media_type=_JSON)
 
     @post(
         "/v1/accounts/{account_id:str}/close",
-        operation_class=documented({200: AccountOut}, body=EmptyIn),
+        operation_class=documented({200: AccountOut}, body=CloseIn, idempotency_key=True),
         tags=["accounts"],
     )
     async def close_account(
         request: Request[Any, Any, Any], account_id: FromPath[str]
     ) -> Response[bytes]:
-        """Close an account without holds; it refuses new transfers from then on."""
-        body = decode_body(decode_empty, await request.body(), empty=b"{}")
-        command = CloseAccount(account_id, tenant_of(request))
-        return await writes.run(request, command, render_closed, body)
+        """Close an account without holds and with a zero balance, or move its balance to
+        ``transfer_balance_to`` and close it in one transaction; it refuses new transfers
+        from then on."""
+        body = decode_body(decode_close, await read_json_body(request), empty=b"{}")
+        ns = namespace_of(request)
+        to = None if body.transfer_balance_to is None else ns.account(body.transfer_balance_to)
+        command = CloseAccount(ns.account(account_id), tenant_of(request), to)
+        return await writes.run(request, command, ns.accounts(render_closed), body)
 
     @get(
         "/v1/accounts/{account_id:str}/transfers",
@@ -173,12 +189,13 @@ def account_routes(
         """Transfers touching an account, by time; follow ``next_cursor`` for more."""
         check_limit(limit, settings)
         after = decode_cursor(cursor)
-        await _readable_account(store, account_id, principal_of(request))
+        ns = namespace_of(request)
+        account = await _readable_account(store, account_id, principal_of(request), ns)
         page = await store.account_transfers(
-            account_id, limit=limit, cursor=after, descending=order == "desc", side=side
+            account.id, limit=limit, cursor=after, descending=order == "desc", side=side
         )
         out = TransferPageOut(
-            data=[transfer_out(view.transfer, view.status) for view in page.data],
+            data=[transfer_out(ns.transfer_out(view.transfer), view.status) for view in page.data],
             next_cursor=encode_cursor(page.next_cursor),
         )
         return Response(encode(out), media_type=_JSON)
@@ -198,7 +215,9 @@ def account_routes(
         """Balance after each transfer of a ``history`` account; ``at`` gives the one then."""
         check_limit(limit, settings)
         after = decode_cursor(cursor)
-        account = await _readable_account(store, account_id, principal_of(request))
+        account = await _readable_account(
+            store, account_id, principal_of(request), namespace_of(request)
+        )
         if not account.flags.history:
             raise RequestError(
                 ErrorCode.INVALID_REQUEST,
@@ -208,7 +227,7 @@ def account_routes(
             records = await _balance_at(store, account, at)
             next_cursor = None
         else:
-            records = await store.balance_history(account_id, limit=limit + 1, cursor=after)
+            records = await store.balance_history(account.id, limit=limit + 1, cursor=after)
             next_cursor = records[limit - 1].timestamp if len(records) > limit else None
             records = records[:limit]
         out = BalancePageOut(

@@ -31,6 +31,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
 from paycore.api.auth import tenant_of
+from paycore.api.bodies import read_json_body
 from paycore.api.idempotency import (
     IDEMPOTENCY_HEADER,
     KeysInFlight,
@@ -55,8 +56,10 @@ from paycore.api.payment_schemas import (
 from paycore.api.problems import problem
 from paycore.api.routes._docs import documented
 from paycore.api.schemas import encode
+from paycore.api.tenancy import Namespace, namespace_of
 from paycore.config import Settings
 from paycore.errors import ErrorCode, PaycoreError, RequestError
+from paycore.payments.listing import refunds_of
 from paycore.payments.service import (
     Keyed,
     PaymentService,
@@ -66,7 +69,7 @@ from paycore.payments.service import (
     Reply,
     ReplyOutcome,
 )
-from paycore.storage.base import Store, StoredResponse
+from paycore.storage.base import StoredResponse
 
 __all__ = ["payment_routes"]
 
@@ -76,23 +79,29 @@ _KEY_SHAPE: Final = re.compile(r"[\x20-\x7e]{1,255}")
 Render = Callable[[ReplyOutcome], StoredResponse]
 
 
-def _render(status: int) -> Render:
+def _render(status: int, ns: Namespace) -> Render:
     """How a view (or an error) becomes the exact HTTP answer, for a route's success
-    status; pure, so that a stored answer is the one given."""
+    status, with ids as the caller (``ns``) knows them; pure, so that a stored answer is
+    the one given."""
 
     def render(outcome: ReplyOutcome) -> StoredResponse:
         if isinstance(outcome, PaycoreError):
-            return problem(outcome.code, outcome.detail)
+            return problem(outcome.code, ns.detail(outcome.detail))
         if isinstance(outcome, PaymentView):
-            body = encode(payment_out(outcome))
+            body = encode(payment_out(outcome, ns))
         elif isinstance(outcome, RefundView):
-            body = encode(refund_out(outcome))
+            body = encode(refund_out(outcome, ns))
         else:
             assert isinstance(outcome, PayoutView)
-            body = encode(payout_out(outcome))
+            body = encode(payout_out(outcome, ns))
         return StoredResponse(status, body, _JSON)
 
     return render
+
+
+def _ok(request: Request[Any, Any, Any]) -> Render:
+    """The 200 answer of a view to the request's caller."""
+    return _render(200, namespace_of(request))
 
 
 class _Keys:
@@ -139,39 +148,45 @@ class _Keys:
             return stored_to_response(reply.response, replayed=reply.replayed)
         assert reply.outcome is not None
         if isinstance(reply.outcome, PaycoreError):
-            raise reply.outcome
+            raise reply.outcome  # the problem handler shows its detail in the caller's ids
         return stored_to_response(render(reply.outcome))
 
 
+async def _read_payment(service: PaymentService, payment_id: str, ns: Namespace) -> Response[bytes]:
+    """A payment as its owner reads it: with its refunds (a write's answer has none)."""
+    view = await service.get_payment(payment_id)
+    out = payment_out(view, ns, await refunds_of(service, view))
+    return stored_to_response(StoredResponse(200, encode(out), _JSON))
+
+
 def payment_routes(
-    store: Store,
     service: PaymentService,
     settings: Settings,
     *,
     writes: WriteExecutor | None = None,
 ) -> list[HTTPRouteHandler]:
-    """The payment handlers, bound to one payment service (over ``store``); ``writes``:
+    """The payment handlers, bound to one payment service (it holds the store); ``writes``:
     the app's executor, whose cluster-wide key lock the payment keys share."""
-    del store  # the service holds it; kept in the signature like the other route groups
     decode_payment = msgspec.json.Decoder(PaymentIn)
     decode_capture = msgspec.json.Decoder(CaptureIn)
     decode_cancel = msgspec.json.Decoder(CancelIn)
     decode_refund = msgspec.json.Decoder(RefundIn)
     decode_payout = msgspec.json.Decoder(PayoutIn)
     keys = _Keys(settings.idempotency_retention_hours * 3600, writes)
-    created, ok = _render(201), _render(200)
     keyed, run = keys.keyed, keys.run
 
     @post(
         "/v1/payments",
-        operation_class=documented({201: PaymentOut}, body=PaymentIn),
+        operation_class=documented({201: PaymentOut}, body=PaymentIn, idempotency_key=True),
         tags=["payments"],
     )
     async def create_payment(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Pay a merchant (or top up a wallet) from a card, or pay from a wallet."""
-        body = decode_payment_body(decode_payment, await request.body())
+        body = decode_payment_body(decode_payment, await read_json_body(request))
+        ns = namespace_of(request)
+        created = _render(201, ns)
         key = keyed(request, body.fingerprint_body(), created)
-        new = body.to_new(tenant_of(request))
+        new = body.to_new(tenant_of(request), ns.account)
         return await run(key, created, lambda k: service.create_payment(new, k))
 
     @get(
@@ -182,20 +197,21 @@ def payment_routes(
     async def read_payment(
         request: Request[Any, Any, Any], payment_id: FromPath[str]
     ) -> Response[bytes]:
-        """A payment with its current status and attempts."""
+        """A payment with its current status, attempts and refunds."""
         await service.check_owner("payment", payment_id, tenant_of(request))
-        return stored_to_response(ok(await service.get_payment(payment_id)))
+        return await _read_payment(service, payment_id, namespace_of(request))
 
     @post(
         "/v1/payments/{payment_id:str}/capture",
-        operation_class=documented({200: PaymentOut}, body=CaptureIn),
+        operation_class=documented({200: PaymentOut}, body=CaptureIn, idempotency_key=True),
         tags=["payments"],
     )
     async def capture_payment(
         request: Request[Any, Any, Any], payment_id: FromPath[str]
     ) -> Response[bytes]:
         """Capture all or part of an authorization; partial captures may follow."""
-        body = decode_payment_body(decode_capture, await request.body(), empty=b"{}")
+        body = decode_payment_body(decode_capture, await read_json_body(request), empty=b"{}")
+        ok = _ok(request)
         await service.check_owner("payment", payment_id, tenant_of(request))
         key = keyed(request, body, ok)
         return await run(
@@ -206,26 +222,28 @@ def payment_routes(
 
     @post(
         "/v1/payments/{payment_id:str}/cancel",
-        operation_class=documented({200: PaymentOut}, body=CancelIn),
+        operation_class=documented({200: PaymentOut}, body=CancelIn, idempotency_key=True),
         tags=["payments"],
     )
     async def cancel_payment(
         request: Request[Any, Any, Any], payment_id: FromPath[str]
     ) -> Response[bytes]:
         """Release what an authorization still holds."""
-        body = decode_payment_body(decode_cancel, await request.body(), empty=b"{}")
+        body = decode_payment_body(decode_cancel, await read_json_body(request), empty=b"{}")
+        ok = _ok(request)
         await service.check_owner("payment", payment_id, tenant_of(request))
         key = keyed(request, body, ok)
         return await run(key, ok, lambda k: service.cancel(payment_id, keyed=k))
 
     @post(
         "/v1/refunds",
-        operation_class=documented({201: RefundOut}, body=RefundIn),
+        operation_class=documented({201: RefundOut}, body=RefundIn, idempotency_key=True),
         tags=["payments"],
     )
     async def create_refund(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Give back all or part of what a card payment captured."""
-        body = decode_payment_body(decode_refund, await request.body())
+        body = decode_payment_body(decode_refund, await read_json_body(request))
+        created = _render(201, namespace_of(request))
         await service.check_owner("payment", body.payment_id, tenant_of(request))
         key = keyed(request, body, created)
         return await run(
@@ -242,18 +260,20 @@ def payment_routes(
     ) -> Response[bytes]:
         """A refund with its current status."""
         await service.check_owner("refund", refund_id, tenant_of(request))
-        return stored_to_response(ok(await service.get_refund(refund_id)))
+        return stored_to_response(_ok(request)(await service.get_refund(refund_id)))
 
     @post(
         "/v1/payouts",
-        operation_class=documented({201: PayoutOut}, body=PayoutIn),
+        operation_class=documented({201: PayoutOut}, body=PayoutIn, idempotency_key=True),
         tags=["payments"],
     )
     async def create_payout(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Pay money out of a wallet to a bank account."""
-        body = decode_payment_body(decode_payout, await request.body())
+        body = decode_payment_body(decode_payout, await read_json_body(request))
+        ns = namespace_of(request)
+        created = _render(201, ns)
         key = keyed(request, body, created)
-        new = body.to_new(tenant_of(request))
+        new = body.to_new(tenant_of(request), ns.account)
         return await run(key, created, lambda k: service.payout(new, k))
 
     @get(
@@ -266,7 +286,7 @@ def payment_routes(
     ) -> Response[bytes]:
         """A payout with its current status."""
         await service.check_owner("payout", payout_id, tenant_of(request))
-        return stored_to_response(ok(await service.get_payout(payout_id)))
+        return stored_to_response(_ok(request)(await service.get_payout(payout_id)))
 
     return [
         create_payment,

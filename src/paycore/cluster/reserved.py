@@ -1,0 +1,127 @@
+"""The reserved-namespace policy of the router: what a client may not name, and the answer.
+
+The prefixes themselves live in ``paycore.cluster.namespaces``. On one shard (no
+settlement there) a command passes straight through unless it names what the payments
+or the settlement reserve (``psp:`` accounts, ``pm.`` transfers and holds, ``xs.``
+transfers, ``paycore:`` metadata keys, answered as on a cluster); those items are
+answered here and the rest goes through. On any store, paycore's own accounts stay open, and a close
+may not move a balance to them or to another shard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from paycore.cluster.namespaces import (
+    METADATA_PREFIX,
+    PAYMENT_TRANSFER_PREFIX,
+    PSP_PREFIX,
+    SETTLEMENT_TRANSFER_PREFIX,
+    is_reserved,
+)
+from paycore.cluster.split import Split, check_chains, fail
+from paycore.errors import ErrorCode
+from paycore.ledger.model import TransferRequest
+from paycore.ledger.rules import AccountResult
+from paycore.storage.base import CloseAccount, Command, CreateAccounts, CreateTransfers
+
+__all__ = ["close_refusal", "reserved_close", "single_part", "single_shard_reserved"]
+
+_E = ErrorCode
+
+
+def close_refusal(command: CloseAccount, shard_for: Callable[[str], str]) -> AccountResult | None:
+    """A ``transfer_balance_to`` the close cannot take: one of paycore's accounts, or
+    one on another shard (the remainder moves in the closing shard's transaction;
+    across shards it would be a saga, not done yet). Decided from the ids alone."""
+    account_id, to = command.account_id, command.transfer_balance_to
+    if to is None or is_reserved(account_id):
+        return None
+    if is_reserved(to):
+        return AccountResult(account_id, code=_E.INVALID_REQUEST, detail=f"{to!r} is reserved")
+    if shard_for(to) != shard_for(account_id):
+        return AccountResult(
+            account_id,
+            code=_E.CROSS_SHARD_CLOSE_UNSUPPORTED,
+            detail=f"accounts {account_id!r} and {to!r} live on different shards: "
+            "move the balance with a transfer, then close",
+        )
+    return None
+
+
+def reserved_close(command: CloseAccount) -> AccountResult:
+    return AccountResult(
+        id=command.account_id,
+        code=_E.INVALID_REQUEST,
+        detail="clearing and processor accounts stay open",
+    )
+
+
+def single_shard_reserved(command: Command, first: str) -> Split | None:
+    """On a single shard (no settlement there), what the payments and the settlement
+    reserve is still refused to clients: accounts ``psp:...``, transfer ids ``pm....`` and
+    ``xs....``, metadata keys ``paycore:...`` (a saga's note would change how a transfer
+    is stamped and shown). None when the command names none of them (the usual case: it
+    passes straight through)."""
+    if isinstance(command, CloseAccount):
+        if not command.account_id.startswith(PSP_PREFIX):
+            return None
+        split = Split(1)
+        split.upfront[0] = reserved_close(command)
+        return split
+    refused: dict[int, Any]
+    if isinstance(command, CreateAccounts):
+        refused = {
+            i: AccountResult(
+                id=r.id, code=_E.INVALID_REQUEST, detail="ids starting with 'psp:' are reserved"
+            )
+            for i, r in enumerate(command.requests)
+            if r.id.startswith(PSP_PREFIX)
+        }
+    elif isinstance(command, CreateTransfers) and not command.internal:
+        refused = {}
+        for i, r in enumerate(command.requests):  # one cheap pass: batches are large
+            if detail := _reserved_detail(r):
+                refused[i] = fail(r.id, _E.INVALID_REQUEST, detail)
+    else:
+        return None
+    if not refused:
+        return None
+    split = Split(len(command.requests))
+    split.upfront.update(refused)
+    if isinstance(command, CreateTransfers):
+        target = dict.fromkeys(range(len(command.requests)), first)
+        check_chains(command.requests, target, {}, split)
+    for index in range(len(command.requests)):
+        if index not in split.upfront:
+            split.add(first, index)
+    return split
+
+
+def single_part(command: Command, split: Split, first: str) -> Command | None:
+    """The items of ``command`` that ``split`` lets through to the only shard."""
+    indices = split.parts.get(first)
+    if not indices or not isinstance(command, CreateTransfers | CreateAccounts):
+        return None
+    requests = tuple(command.requests[i] for i in indices)
+    return msgspec.structs.replace(command, requests=requests)
+
+
+def _reserved_detail(r: TransferRequest) -> str:
+    """Why a client transfer names something paycore reserves ("" when it does not), in
+    the words of the cluster's router (``cluster.dispatch``)."""
+    if r.metadata is not None and any(k.startswith(METADATA_PREFIX) for k in r.metadata):
+        return f"metadata keys starting with {METADATA_PREFIX!r} are reserved"
+    if r.id.startswith(SETTLEMENT_TRANSFER_PREFIX):
+        return "ids starting with 'xs.' are reserved for settlement"
+    if r.id.startswith(PAYMENT_TRANSFER_PREFIX):
+        return "ids starting with 'pm.' are reserved for payments"
+    if (r.pending_id or "").startswith(PAYMENT_TRANSFER_PREFIX):
+        return "holds starting with 'pm.' belong to payments"
+    for account_id in (r.debit_account_id, r.credit_account_id):
+        if account_id is not None and account_id.startswith(PSP_PREFIX):
+            return "accounts starting with 'psp:' are reserved for payments"
+    return ""
