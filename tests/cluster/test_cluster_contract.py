@@ -21,6 +21,7 @@ from paycore.cluster.topology import build_store
 from paycore.ledger.model import AccountFlags, AccountRequest, TransferFlags, TransferRequest
 from paycore.ledger.model import TransferStatus as S
 from paycore.ledger.rules import TransferResult
+from paycore.ops.audit import audit_cluster
 from paycore.storage.base import CloseAccount, CreateAccounts, CreateTransfers
 from paycore.workers import MaintenanceWorker
 from store.support import ManualClock
@@ -481,3 +482,30 @@ async def test_listings_show_only_the_clients_transfers(
             S.VOIDED,
             S.POSTED,
         ]
+
+
+async def test_balance_history_of_an_expired_hold_is_as_on_one_shard_and_audits_clean(
+    clocked: ShardedStore, clock: ManualClock
+) -> None:
+    """A hold between two ``history`` accounts that expires: each account's rows are those
+    of the same hold between accounts sharing a shard, and the audit replays them."""
+
+    async def rows(debit_shard: str, credit_shard: str, tag: str) -> list[list[object]]:
+        a = await funded(clocked, debit_shard, f"{tag}-a", history=True)
+        b = await fresh(clocked, credit_shard, f"{tag}-b", history=True)
+        assert (await one(clocked, hold(f"{tag}-h", a, b, 40, timeout=1))).ok
+        assert (await one(clocked, move(f"{tag}-m", a, b, 3))).ok
+        clock.advance(2)
+        await MaintenanceWorker(clocked).run_once()
+        assert await status(clocked, f"{tag}-h") is S.EXPIRED
+        out = []
+        for account in (a, b):
+            history = await clocked.balance_history(account)
+            out.append([msgspec.structs.astuple(h)[2:] for h in history][-3:])
+        return out
+
+    across = await rows("shard-0", "shard-1", "ex")
+    within = await rows("shard-2", "shard-2", "ew")
+    assert across == within
+    report = await audit_cluster(clocked.shards)
+    assert report.ok, report

@@ -742,6 +742,8 @@ def _expire(tx: LedgerTx, clock: GroupClock, limit: int) -> list[str]:
         now=clock.now,
         last_timestamp=clock.last_timestamp,
     )
+    # Its rows of a ``history`` account show that account's holds in flight as posted.
+    load_saga_holds(tx.run_sql, ws, ())
     expired = ws.expire_due()
     _hand_over_resolved_holds(tx, clock, expired, set(rows))
     tx.write(ws)

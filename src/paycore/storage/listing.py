@@ -443,8 +443,14 @@ def merge_pages(
     after the last item kept (a shard's items past it are read again then)."""
     rows = sorted((item for part in parts for item in part.items), key=key,
                   reverse=page.descending)  # fmt: skip
-    more = len(rows) > page.limit or any(part.next_after is not None for part in parts)
-    rows = rows[: page.limit]
+    kept = page.limit
+    # Items of one key on several shards are copies of one thing (a saga's transfer on
+    # its source and its credit leg, same id and time): a page keeps them together, or
+    # the next page, which starts after that key, would lose the ones left out.
+    while rows[kept : kept + 1] and key(rows[kept]) == key(rows[kept - 1]):
+        kept += 1
+    more = len(rows) > kept or any(part.next_after is not None for part in parts)
+    rows = rows[:kept]
     return ListPage(rows, key(rows[-1]) if more and rows else None)
 
 

@@ -48,6 +48,7 @@ from paycore.errors import ErrorCode
 from paycore.ledger.model import Account, AccountRequest, PendingStatus, Transfer, TransferRequest
 from paycore.ledger.rules import WorkingSet, new_account
 from paycore.storage.base import Fence, StoredResponse, check_limit
+from paycore.storage.saga_holds import load_saga_holds
 
 if TYPE_CHECKING:
     from paycore.storage.apply import GroupClock, LedgerTx
@@ -717,6 +718,8 @@ def _working_set(
         now=clock.now,
         last_timestamp=clock.last_timestamp,
     )
+    # Rows of a ``history`` account show its holds in flight across shards as posted.
+    load_saga_holds(tx.run_sql, ws, pending_ids)
     return ws, created
 
 
