@@ -45,3 +45,33 @@ async def test_reserved_metadata_keys_and_settlement_ids_are_refused(
         # The same transfer without the reserved key goes through.
         fine = await client.post("/v1/transfers", json={**move, "id": "r-2", "metadata": {"a": 1}})
         assert fine.status_code == 201, fine.text
+
+
+@pytest.mark.parametrize("shards", [1, 4])
+async def test_every_reserved_id_prefix_is_refused_for_accounts_and_transfers(
+    tmp_path: Path, shards: int
+) -> None:
+    """``clearing:``, ``psp:``, ``xs.`` and ``pm.``: no client account or transfer takes
+    such an id, with the same answer on one shard and on four; nothing is written."""
+    settings = Settings(data_dir=str(tmp_path), embedded_shards=shards, auth="open")
+    app = create_app(build_store(settings), settings, start_workers=False)
+    async with AsyncTestClient(app) as client:
+        for account in ("q-a", "q-b"):
+            made = await client.post("/v1/accounts", json={"id": account, "currency": "USD"})
+            assert made.status_code == 201, made.text
+        move = {"debit_account_id": "q-a", "credit_account_id": "q-b", "amount": 5,
+                "currency": "USD"}  # fmt: skip
+        for prefix in ("clearing:", "psp:", "xs.", "pm."):
+            account = await client.post(
+                "/v1/accounts", json={"id": f"{prefix}acc", "currency": "USD"}
+            )
+            assert account.status_code == 422, account.text
+            assert account.json()["code"] == "invalid_request"
+            assert f"starting with {prefix!r} are reserved" in account.json()["detail"]
+            assert (await client.get(f"/v1/accounts/{prefix}acc")).status_code == 404
+            transfer = await client.post("/v1/transfers", json={**move, "id": f"{prefix}t1"})
+            assert transfer.status_code == 422, transfer.text
+            assert transfer.json()["code"] == "invalid_request"
+            assert (await client.get(f"/v1/transfers/{prefix}t1")).status_code == 404
+        balance = (await client.get("/v1/accounts/q-b")).json()["balance"]
+        assert balance["credits_posted"] == 0

@@ -579,3 +579,35 @@ async def test_a_tenants_cross_shard_transfer_shows_its_own_ids(tmp_path: Path) 
                 assert listing[0]["status"] == "posted"
         alice.assert_no_stored_id_shown()
         bob.assert_no_stored_id_shown()
+
+
+async def test_a_close_remainder_id_is_in_the_tenants_namespace(setup: Setup) -> None:
+    """The transfer a close with ``transfer_balance_to`` posts (``close_`` + 40 hex) is
+    Alice's: she reads it back by the id her listing shows; Bob and the default tenant,
+    having first taken that very id for transfers of their own, neither block her close
+    nor see her transfer."""
+    alice = await setup.tenant("alice")
+    ids = setup.local_ids(["alice"], ["cl.a", "cl.b", "cl.bank"])
+    a, b, bank = ids["cl.a"], ids["cl.b"], ids["cl.bank"]
+    for account in (a, b, bank):
+        await alice.account(account)
+    assert (await alice.transfer("cl.fund", bank, a, 70)).status_code == 201
+    seed = f"alice\x00{_stored('alice', a)}".encode()
+    close_id = "close_" + hashlib.sha256(seed).hexdigest()[:40]
+    for name in ("bob", "default"):
+        squatter = await setup.tenant(name)
+        own = setup.local_ids([name], [f"{name}.x", f"{name}.y"])
+        sx, sy = own[f"{name}.x"], own[f"{name}.y"]
+        await squatter.account(sx)
+        await squatter.account(sy)
+        assert (await squatter.transfer(close_id, sx, sy, 1)).status_code == 201
+    closed = await alice.post(f"/v1/accounts/{a}/close", {"transfer_balance_to": b})
+    assert closed.status_code == 200, closed.text
+    listed = (await alice.get(f"/v1/accounts/{b}/transfers")).json()["data"]
+    assert [t["id"] for t in listed] == [close_id]
+    read = await alice.get(f"/v1/transfers/{close_id}")
+    assert read.status_code == 200, read.text
+    assert (read.json()["debit_account_id"], read.json()["amount"]) == (a, 70)
+    bob = await setup.tenant("bob")
+    assert (await bob.get(f"/v1/transfers/{close_id}")).json()["amount"] == 1
+    alice.assert_no_stored_id_shown()

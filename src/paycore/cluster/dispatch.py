@@ -18,12 +18,11 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from paycore.cluster.id_reservation import ids_to_reserve, reserve_ids
+from paycore.cluster.namespaces import refusal_of_client_item, reserved_account_id
 from paycore.cluster.saga_plan import ensure_split_clearing, plan_sagas
 from paycore.cluster.settlement import (
-    PAYMENT_TRANSFER_PREFIX,
     SAGA_KEY,
     client_view_accounts,
-    is_reserved,
     resolve_request,
     saga_info,
 )
@@ -80,12 +79,8 @@ async def split_command(store: ShardedStore, command: Command) -> tuple[Split, d
 def _split_accounts(store: ShardedStore, requests: Sequence[AccountRequest]) -> Split:
     split = Split(len(requests))
     for index, request in enumerate(requests):
-        if is_reserved(request.id):
-            split.upfront[index] = AccountResult(
-                id=request.id,
-                code=_E.INVALID_REQUEST,
-                detail="ids starting with 'clearing:' or 'psp:' are reserved",
-            )
+        if (why := reserved_account_id(request.id)) is not None:
+            split.upfront[index] = AccountResult(request.id, code=_E.INVALID_REQUEST, detail=why)
         else:
             split.add(store.shard_for(request.id), index)
     return split
@@ -104,26 +99,8 @@ async def _split_transfers(
     created_here: dict[str, int] = {}  # transfer id -> index of the batch item creating it
     lookups: set[str] = set()
     for index, r in enumerate(requests):
-        if r.metadata is not None and any(k.startswith("paycore:") for k in r.metadata):
-            split.upfront[index] = fail(
-                r.id, _E.INVALID_REQUEST, "metadata keys starting with 'paycore:' are reserved"
-            )
-        elif r.id.startswith("xs."):
-            split.upfront[index] = fail(
-                r.id, _E.INVALID_REQUEST, "ids starting with 'xs.' are reserved for settlement"
-            )
-        elif r.id.startswith(PAYMENT_TRANSFER_PREFIX) and not internal:
-            split.upfront[index] = fail(
-                r.id, _E.INVALID_REQUEST, "ids starting with 'pm.' are reserved for payments"
-            )
-        if (
-            (r.flags.post_pending or r.flags.void_pending)
-            and (r.pending_id or "").startswith(PAYMENT_TRANSFER_PREFIX)
-            and not internal
-        ):
-            split.upfront[index] = fail(
-                r.id, _E.INVALID_REQUEST, "holds starting with 'pm.' belong to payments"
-            )
+        if (refused := refusal_of_client_item(r, internal=internal)) is not None:
+            split.upfront[index] = fail(r.id, *refused)
         if r.flags.post_pending or r.flags.void_pending:
             earlier = None if r.pending_id is None else created_here.get(r.pending_id)
             if earlier is not None:
@@ -138,10 +115,6 @@ async def _split_transfers(
             elif r.pending_id is not None:
                 lookups.add(r.pending_id)
             continue
-        if is_reserved(r.debit_account_id) or is_reserved(r.credit_account_id):
-            split.upfront[index] = fail(
-                r.id, _E.INVALID_REQUEST, "clearing accounts are reserved for settlement"
-            )
         debit, credit = r.debit_account_id, r.credit_account_id
         home = store.shard_for(debit or credit or "") if (debit or credit) else store.first_shard
         target[index] = home

@@ -16,15 +16,13 @@ from typing import Any
 import msgspec
 
 from paycore.cluster.namespaces import (
-    METADATA_PREFIX,
-    PAYMENT_TRANSFER_PREFIX,
     PSP_PREFIX,
-    SETTLEMENT_TRANSFER_PREFIX,
     is_reserved,
+    refusal_of_client_item,
+    reserved_account_id,
 )
 from paycore.cluster.split import Split, check_chains, fail
 from paycore.errors import ErrorCode
-from paycore.ledger.model import TransferRequest
 from paycore.ledger.rules import AccountResult
 from paycore.storage.base import CloseAccount, Command, CreateAccounts, CreateTransfers
 
@@ -75,17 +73,15 @@ def single_shard_reserved(command: Command, first: str) -> Split | None:
     refused: dict[int, Any]
     if isinstance(command, CreateAccounts):
         refused = {
-            i: AccountResult(
-                id=r.id, code=_E.INVALID_REQUEST, detail="ids starting with 'psp:' are reserved"
-            )
+            i: AccountResult(r.id, code=_E.INVALID_REQUEST, detail=why)
             for i, r in enumerate(command.requests)
-            if r.id.startswith(PSP_PREFIX)
+            if (why := reserved_account_id(r.id)) is not None
         }
     elif isinstance(command, CreateTransfers) and not command.internal:
         refused = {}
         for i, r in enumerate(command.requests):  # one cheap pass: batches are large
-            if detail := _reserved_detail(r):
-                refused[i] = fail(r.id, _E.INVALID_REQUEST, detail)
+            if (why := refusal_of_client_item(r)) is not None:
+                refused[i] = fail(r.id, *why)
     else:
         return None
     if not refused:
@@ -108,20 +104,3 @@ def single_part(command: Command, split: Split, first: str) -> Command | None:
         return None
     requests = tuple(command.requests[i] for i in indices)
     return msgspec.structs.replace(command, requests=requests)
-
-
-def _reserved_detail(r: TransferRequest) -> str:
-    """Why a client transfer names something paycore reserves ("" when it does not), in
-    the words of the cluster's router (``cluster.dispatch``)."""
-    if r.metadata is not None and any(k.startswith(METADATA_PREFIX) for k in r.metadata):
-        return f"metadata keys starting with {METADATA_PREFIX!r} are reserved"
-    if r.id.startswith(SETTLEMENT_TRANSFER_PREFIX):
-        return "ids starting with 'xs.' are reserved for settlement"
-    if r.id.startswith(PAYMENT_TRANSFER_PREFIX):
-        return "ids starting with 'pm.' are reserved for payments"
-    if (r.pending_id or "").startswith(PAYMENT_TRANSFER_PREFIX):
-        return "holds starting with 'pm.' belong to payments"
-    for account_id in (r.debit_account_id, r.credit_account_id):
-        if account_id is not None and account_id.startswith(PSP_PREFIX):
-            return "accounts starting with 'psp:' are reserved for payments"
-    return ""

@@ -39,6 +39,7 @@ from paycore.ledger.rules import (
     close_account,
     new_account,
 )
+from paycore.ledger.tenancy import id_prefix
 from paycore.storage.base import (
     FINISHED_OUTBOX_STATES,
     AdvanceFence,
@@ -595,11 +596,12 @@ def _close(tx: LedgerTx, clock: GroupClock, command: CloseAccount) -> AccountRes
 def remainder_transfer(account: Account, to: str) -> TransferRequest:
     """The transfer that leaves ``account``'s posted balance at zero, ``to`` on the other
     side (a debt is paid by ``to``). Its id is derived from the account, which closes at
-    most once: ``close_`` and 40 hex digits."""
+    most once: ``close_`` and 40 hex digits, in the account's tenant's namespace (the
+    tenant reads it as its own; another tenant's ``close_...`` is another id)."""
     balance = account.balance
     seed = f"{account.tenant}\x00{account.id}".encode()
     return TransferRequest(
-        id="close_" + hashlib.sha256(seed).hexdigest()[:40],
+        id=id_prefix(account.tenant) + "close_" + hashlib.sha256(seed).hexdigest()[:40],
         debit_account_id=account.id if balance > 0 else to,
         credit_account_id=to if balance > 0 else account.id,
         amount=abs(balance),
