@@ -615,7 +615,29 @@ class Workload:
 
     async def final_state(self) -> FinalState:
         """Everything back through the API (see ``FinalState``); each account and its
-        listing read until the account did not change around the listing."""
+        listing read until the account did not change around the listing, and the whole
+        set read again until no balance changed between two passes.
+
+        The accounts are read one by one: a step that lands between two reads (the relay
+        voiding a cross-shard hold's credit leg after its source expired it, on the
+        target's shard: the credited account read before, its clearing account after)
+        would show money that no single moment of the ledger held."""
+        for _ in range(10):
+            state = await self._read_accounts()
+            if await self._balances_unchanged(state):
+                break
+            await asyncio.sleep(1.0)
+        await self._read_the_rest(state)
+        return state
+
+    async def _balances_unchanged(self, state: FinalState) -> bool:
+        for account_id, account in state.accounts.items():
+            now = await self._get(f"/v1/accounts/{account_id}")
+            if now is None or now["balance"] != account["balance"]:
+                return False
+        return True
+
+    async def _read_accounts(self) -> FinalState:
         state = FinalState(baseline=dict(self.baseline))
         for account_id in [*self.accounts, *self.topology.system_accounts()]:
             for _ in range(5):
@@ -628,6 +650,9 @@ class Workload:
                     state.accounts[account_id] = after
                     state.transfers[account_id] = listing
                     break
+        return state
+
+    async def _read_the_rest(self, state: FinalState) -> None:
         for account_id in self.history_accounts:
             state.balance_history[account_id] = await self._pages(
                 f"/v1/accounts/{account_id}/balances"
@@ -642,7 +667,6 @@ class Workload:
                 found = await self._get(path + oid)
                 if found is not None:
                     target[oid] = found
-        return state
 
     def _known_ids(self) -> dict[str, set[str]]:
         """Every payment, refund and payout id an answer of the run named."""
