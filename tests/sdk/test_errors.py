@@ -57,8 +57,8 @@ def test_each_code_is_raised_as_its_family(code: ErrorCode) -> None:
 
 @pytest.mark.parametrize("code", list(ErrorCode), ids=str)
 def test_the_client_retries_what_the_server_calls_retryable(code: ErrorCode) -> None:
-    """Retryable codes are retried; ``internal_error`` is the one exception: a 500 may
-    be the stored answer of a keyed write, so the client leaves it to the caller."""
+    """Retryable codes are retried; ``internal_error`` is the one exception: a 500 is an
+    unexpected failure, likely to repeat, which the client shows at once (``_retry``)."""
     spec = ERROR_SPECS[code]
     expected = spec.retryable and code is not ErrorCode.INTERNAL_ERROR
     assert is_retryable_answer(spec.status, code.value) == expected

@@ -13,9 +13,10 @@ carries the first attempt's Idempotency-Key, so the server runs it at most once:
 - 429 (rate limited), 503 (a shard, lock service or processor down, nothing done),
   502 and 504 (a proxy lost its upstream: the same uncertainty as a lost answer).
 
-A definite answer (any other 4xx; a 500, which the server keeps as the key's answer)
-is never retried: sending it again would give the same answer or, without a key,
-could do the work twice.
+A definite answer (any other 4xx) is never retried: sending it again gives the same
+answer. Nor is a 500: it is paycore failing unexpectedly (a bug, not a passing
+condition), so the same request most likely fails the same way, and the caller should
+see it at once rather than after the backoff.
 """
 
 from __future__ import annotations
