@@ -14,18 +14,18 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_is_clean() -> None:
-    """ruff finds no lint problem in src or tests."""
-    result = _run("ruff", "check", "src", "tests")
+    """ruff finds no lint problem in src, the SDK or tests."""
+    result = _run("ruff", "check", "src", "sdk", "tests")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_ruff_format_is_clean() -> None:
     """Every file is formatted as ruff formats it."""
-    result = _run("ruff", "format", "--check", "src", "tests")
+    result = _run("ruff", "format", "--check", "src", "sdk", "tests")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_mypy_strict_is_clean() -> None:
-    """mypy --strict accepts src/paycore."""
+    """mypy --strict accepts src/paycore and the SDK (sdk/python/src)."""
     result = _run("mypy")
     assert result.returncode == 0, result.stdout + result.stderr

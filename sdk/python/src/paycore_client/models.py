@@ -1,0 +1,239 @@
+"""What the API answers, as typed, frozen values.
+
+Amounts are ``int`` minor units (cents for USD) with their ISO 4217 ``currency``:
+the API never sends floats for money, and these models never hold one. Statuses are
+plain strings so that a value a newer server adds does not break this client; the
+values known today are listed on each field.
+
+Unknown fields in an answer are ignored for the same reason. Request bodies are not
+models: each service method takes keyword arguments (typed by ``params``) and sends
+them as they are, so the server's own validation, with its precise error details,
+is the one that applies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "Account",
+    "AccountFlags",
+    "Attempt",
+    "Balance",
+    "BalanceRecord",
+    "BatchItemError",
+    "BatchItemResult",
+    "BatchResult",
+    "Card",
+    "Event",
+    "EventData",
+    "Payment",
+    "PaymentSource",
+    "Payout",
+    "Refund",
+    "Transfer",
+    "TransferFlags",
+]
+
+
+class _Model(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of answers: immutable, compared by value."""
+
+
+class AccountFlags(_Model, frozen=True):
+    """Balance limits chosen at creation; ``closed`` is set only by closing."""
+
+    no_overdraft: bool = False
+    credit_limit: int | None = None
+    history: bool = False
+    closed: bool = False
+
+
+class Balance(_Model, frozen=True):
+    """An account's four counters and what may still be spent:
+    ``available = credits_posted - debits_posted - debits_pending``."""
+
+    debits_posted: int
+    credits_posted: int
+    debits_pending: int
+    credits_pending: int
+    available: int
+
+
+class Account(_Model, frozen=True):
+    id: str
+    currency: str
+    code: int
+    flags: AccountFlags
+    metadata: dict[str, Any] | None
+    timestamp: int  # nanoseconds since the epoch; unique per ledger event
+    created_at: str  # RFC 3339, nanosecond precision
+    balance: Balance
+
+
+class TransferFlags(_Model, frozen=True):
+    pending: bool = False
+    post_pending: bool = False
+    void_pending: bool = False
+    linked: bool = False
+    balancing: bool = False
+
+
+class Transfer(_Model, frozen=True):
+    """A transfer; for a hold, ``status`` is its current state."""
+
+    id: str
+    debit_account_id: str
+    credit_account_id: str
+    amount: int
+    currency: str
+    code: int
+    status: str  # posted, pending, voided, expired, in_flight
+    pending_id: str | None  # the hold a post or void resolves
+    flags: TransferFlags
+    timeout_seconds: int
+    expires_at: str | None
+    metadata: dict[str, Any] | None
+    timestamp: int
+    created_at: str
+
+
+class BatchItemError(_Model, frozen=True):
+    code: str
+    detail: str
+
+
+class BatchItemResult(_Model, frozen=True):
+    """One item of a batch: ``status`` when applied, ``error`` when refused."""
+
+    id: str
+    status: str | None = None
+    error: BatchItemError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class BatchResult(_Model, frozen=True):
+    """One result per item, in the order sent."""
+
+    results: list[BatchItemResult]
+
+    @property
+    def errors(self) -> list[BatchItemResult]:
+        return [r for r in self.results if r.error is not None]
+
+
+class BalanceRecord(_Model, frozen=True):
+    """An account's balance right after the transfer with this timestamp."""
+
+    timestamp: int
+    recorded_at: str
+    debits_posted: int
+    credits_posted: int
+    debits_pending: int
+    credits_pending: int
+    available: int
+
+
+class Card(_Model, frozen=True):
+    """A card as answers show it: never its number or CVC."""
+
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+
+
+class PaymentSource(_Model, frozen=True):
+    type: str  # card, wallet
+    wallet_account_id: str | None
+
+
+class Attempt(_Model, frozen=True):
+    """One call to a processor and the routing decision behind it."""
+
+    operation: str
+    processor: str
+    reference: str
+    amount: int
+    outcome: str | None  # None while the call's end is unknown
+    decline_code: str | None
+    error: str | None
+    latency_ms: float | None  # a duration, not money
+    routing: dict[str, Any] | None
+    created_at: str
+
+
+class Refund(_Model, frozen=True):
+    id: str
+    payment_id: str
+    status: str  # pending, succeeded, failed
+    amount: int
+    currency: str
+    processor: str | None
+    failure_code: str | None
+    decline_code: str | None
+    attempts: list[Attempt]
+    created_at: str
+    updated_at: str
+
+
+class Payment(_Model, frozen=True):
+    """A payment intent. ``refunds`` is given by reads and lists, None in the answers
+    of writes (create, capture, cancel)."""
+
+    id: str
+    status: str  # processing, requires_capture, succeeded, failed, canceled
+    amount: int
+    currency: str
+    merchant_account_id: str
+    capture: str  # automatic, manual
+    processor: str | None
+    source: PaymentSource
+    card: Card | None
+    amount_capturable: int
+    amount_captured: int
+    amount_refunded: int
+    amount_refund_pending: int
+    capture_before: str | None
+    failure_code: str | None
+    failure_detail: str | None
+    cancellation_reason: str | None
+    attempts: list[Attempt]
+    created_at: str
+    updated_at: str
+    refunds: list[Refund] | None = None
+
+
+class Payout(_Model, frozen=True):
+    id: str
+    wallet_account_id: str
+    status: str  # processing, paid, failed
+    amount: int
+    currency: str
+    destination: str
+    processor: str | None
+    failure_code: str | None
+    decline_code: str | None
+    failure_detail: str | None
+    attempts: list[Attempt]
+    created_at: str
+    updated_at: str
+
+
+class EventData(_Model, frozen=True):
+    object: dict[str, Any]  # the payment, refund or payout, as its read shows it
+
+
+class Event(_Model, frozen=True):
+    """A webhook event (``webhooks.construct_event``); deduplicate by ``id``."""
+
+    id: str
+    object: str
+    type: str  # payment.succeeded, refund.succeeded, payout.paid, ...
+    created_at: str
+    data: EventData
