@@ -80,5 +80,6 @@ async def test_the_async_client_end_to_end(live_server: LiveServer, uid: str) ->
         refund = await client.refunds.create(payment_id=payment.id)
         assert refund.amount == 2_000
         assert (await client.payments.retrieve(payment.id)).amount_refunded == 2_000
-        with pytest.raises(NotFoundError):
+        with pytest.raises(NotFoundError) as missing:
             await client.payouts.retrieve("po_missing")
+        assert (missing.value.request_id or "").startswith("req_")  # the server's id

@@ -32,6 +32,7 @@ from paycore.api.metrics import ApiMetrics, MetricsMiddleware
 from paycore.api.openapi import SECURED, openapi_config
 from paycore.api.problems import EXCEPTION_HANDLERS
 from paycore.api.ratelimit import Limit, RateLimiter, RateLimitMiddleware, rate_limiter_for
+from paycore.api.request_id import add_request_id
 from paycore.api.routes import account_routes, ops_routes, transfer_routes
 from paycore.api.routes.ops import OPEN_AUTH_WARNING
 from paycore.config import Settings
@@ -168,6 +169,7 @@ def create_app(
         ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
+        before_send=[add_request_id],  # X-Request-Id on every answer, 404s included
         # Outermost first: refused requests (429, 401) are counted in the metrics too.
         middleware=[*middleware, DefineMiddleware(AuthMiddleware, keys=api_keys)],
         request_max_body_size=settings.max_body_bytes,
