@@ -19,7 +19,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     """``paycore serve`` with API keys required, as a user runs it."""
     root = tmp_path_factory.mktemp("sdk-serve")
     data_dir = root / "data"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PAYCORE_EMBEDDEDSHARDS": SHARDS}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PAYCORE_EMBEDDED_SHARDS": SHARDS}
     write_key = create_key(data_dir, env, "read,write")
     read_key = create_key(data_dir, env, "read")
     port = free_port()
