@@ -37,7 +37,8 @@ def generated(live_server: LiveServer, tmp_path: Path) -> Iterator[Any]:
     )  # fmt: skip
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
-    assert "Warning" not in output and "Error" not in output, output
+    assert "Warning" not in output, output
+    assert "Error" not in output, output
     sys.path.insert(0, str(tmp_path))
     try:
         yield importlib.import_module(PACKAGE)
