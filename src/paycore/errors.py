@@ -157,7 +157,7 @@ ERROR_SPECS: Final[dict[ErrorCode, ErrorSpec]] = {
         retryable=True,
     ),
     _E.CROSS_SHARD_CLOSE_UNSUPPORTED: ErrorSpec(
-        422, "transfer_balance_to must name an account on the closed account's shard"
+        422, "A debt is paid by an account on the closed account's shard only"
     ),
     _E.IDEMPOTENCY_KEY_REUSED: ErrorSpec(
         409, "The Idempotency-Key was used with a different request"

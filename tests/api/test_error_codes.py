@@ -124,7 +124,11 @@ async def account_has_balance(w: World) -> httpx.Response:
 
 
 async def cross_shard_close_unsupported(w: World) -> httpx.Response:
-    return await _on_two_shards({"transfer_balance_to": "{b}"}, path="/v1/accounts/{a}/close")
+    """A debt paid by an account on another shard (a balance moves across shards only the
+    other way: see ``paycore.cluster.close_across``)."""
+    return await _on_two_shards(
+        {"transfer_balance_to": "{b}"}, path="/v1/accounts/{a}/close", debt=5
+    )
 
 
 async def transfer_not_found(w: World) -> httpx.Response:
@@ -273,11 +277,16 @@ async def internal_error(w: World) -> httpx.Response:
 
 
 async def _on_two_shards(
-    body: dict[str, Any], batch: bool = False, then: str | None = None, path: str | None = None
+    body: dict[str, Any],
+    batch: bool = False,
+    then: str | None = None,
+    path: str | None = None,
+    debt: int = 0,
 ) -> httpx.Response:
     """POST ``body`` (``{a}``/``{b}``: accounts on two shards) to an app over 2 SQLite shards,
     at ``path`` (which may name ``{a}``) or at the transfer routes; with ``then``, leave its
-    sagas after step 1 (a node that died) and POST ``{}`` there."""
+    sagas after step 1 (a node that died) and POST ``{}`` there; with ``debt``, ``{a}``
+    first pays ``{b}`` that much it does not have."""
     import tempfile
 
     from paycore.api import create_app
@@ -292,6 +301,10 @@ async def _on_two_shards(
         async with AsyncTestClient(app=create_app(store, settings, start_workers=False)) as c:
             for account in (a, b):
                 await c.post("/v1/accounts", json={"id": account, "currency": "USD"})
+            if debt:
+                lent = {"id": "lent", "debit_account_id": a, "credit_account_id": b,
+                        "amount": debt, "currency": "USD"}  # fmt: skip
+                assert (await c.post("/v1/transfers", json=lent)).status_code == 201
             raw = msgspec.json.encode(body).decode().replace("{a}", a).replace("{b}", b)
             path = (path or ("/v1/transfers/batch" if batch else "/v1/transfers")).format(a=a)
             store.drive_sagas = then is None

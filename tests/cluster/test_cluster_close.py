@@ -1,25 +1,31 @@
 """Closing over four shards: a balance refuses the close; ``transfer_balance_to`` on the
-same shard moves it and closes in one transaction; on another shard it is refused with
-``cross_shard_close_unsupported`` (decided from the ids, before anything is read), as is
-a reserved target. The same through ``execute_idempotent``."""
+same shard moves it and closes in one transaction; on another shard the close rides on
+step 1 of the remainder's saga (``paycore.cluster.close_across``) and answers as one
+shard would: closed with the money moved, or the target's refusal with nothing changed.
+A reserved target is refused; a debt is paid across shards only by a transfer first.
+The same through ``execute_idempotent``."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from cluster_support import open_accounts
+import pytest
+from cluster_support import move, open_accounts
 
 from paycore.cluster.router import ShardedStore
-from paycore.errors import ErrorCode
+from paycore.errors import ErrorCode, UnavailableError
+from paycore.ledger.model import TransferStatus
 from paycore.ledger.rules import AccountResult
 from paycore.ops.audit import audit_cluster
 from paycore.storage.apply import remainder_transfer
 from paycore.storage.base import (
     CloseAccount,
+    CreateTransfers,
     Idempotency,
     ReserveTransferIds,
     StoredResponse,
 )
+from paycore.workers.relay import RelayWorker
 
 
 def _render(result: Any) -> StoredResponse:
@@ -42,27 +48,88 @@ async def test_a_balance_goes_to_an_account_on_the_same_shard(
     assert (await audit_cluster(cluster.shards)).ok
 
 
-async def test_a_target_on_another_shard_is_refused_and_nothing_moves(
+async def test_a_target_on_another_shard_takes_the_balance_and_the_account_closes(
     cluster: ShardedStore, wallets: dict[str, list[str]]
 ) -> None:
     a, b = wallets["shard-0"][0], wallets["shard-2"][0]
-    for to in (b, "clearing:shard-0:shard-2:USD", "psp:shard-0:acq:USD"):
+    for to in ("clearing:shard-0:shard-2:USD", "psp:shard-0:acq:USD"):
         refused = await cluster.execute(CloseAccount(a, transfer_balance_to=to))
-        expected = (
-            ErrorCode.INVALID_REQUEST if ":" in to else ErrorCode.CROSS_SHARD_CLOSE_UNSUPPORTED
-        )
-        assert refused.code is expected, refused
-    assert (
-        "different shards" in (await cluster.execute(CloseAccount(a, transfer_balance_to=b))).detail
-    )
-    idem = Idempotency("default:close-x", "fp", _render)
-    answer, replayed = await cluster.execute_idempotent(
-        CloseAccount(a, transfer_balance_to=b), idem
-    )
-    assert (answer.body, replayed) == (b"cross_shard_close_unsupported", False)
+        assert refused.code is ErrorCode.INVALID_REQUEST, refused
+    closed = await cluster.execute(CloseAccount(a, transfer_balance_to=b))
+    assert closed.ok, closed
+    assert closed.account is not None
+    assert (closed.account.flags.closed, closed.account.balance) == (True, 0)
+    assert closed.account.debits_pending == 0
+    found = await cluster.get_accounts([a, b])
+    assert found[a].flags.closed
+    assert (found[a].balance, found[b].balance) == (0, 20_000)
+    moved_id = remainder_transfer(found[a], b).id
+    moved = (await cluster.get_transfers([moved_id]))[moved_id]
+    assert (moved.transfer.debit_account_id, moved.transfer.credit_account_id) == (a, b)
+    assert (moved.transfer.amount, moved.status) == (10_000, TransferStatus.POSTED)
+    again = await cluster.execute(CloseAccount(a, transfer_balance_to=b))
+    assert (again.ok, again.exists) == (True, True)
+    (refused,) = await cluster.execute(CreateTransfers((move("after-close", b, a, 1),)))
+    assert refused.code is ErrorCode.ACCOUNT_CLOSED
+    assert (await audit_cluster(cluster.shards)).ok
+
+
+async def test_a_target_on_another_shard_that_cannot_take_it_changes_nothing(
+    cluster: ShardedStore, wallets: dict[str, list[str]]
+) -> None:
+    """B missing, closed, or of another currency: the answer one shard gives, nothing moved,
+    A open; a debt across shards is refused."""
+    a, b = wallets["shard-1"][0], wallets["shard-3"][0]
+    far = next(f"nob{i}" for i in range(99) if cluster.shard_for(f"nob{i}") != "shard-1")
+    missing = await cluster.execute(CloseAccount(a, transfer_balance_to=far))
+    assert missing.code is ErrorCode.ACCOUNT_NOT_FOUND, missing
+    assert f"transfer_balance_to {far!r}" in missing.detail
+    euro = next(f"eur{i}" for i in range(99) if cluster.shard_for(f"eur{i}") != "shard-1")
+    await open_accounts(cluster, [euro], currency="EUR")
+    other = await cluster.execute(CloseAccount(a, transfer_balance_to=euro))
+    assert other.code is ErrorCode.CURRENCY_MISMATCH, other
+    emptied = await cluster.execute(CloseAccount(wallets["shard-3"][1], transfer_balance_to=b))
+    assert emptied.ok  # same shard: b takes it
+    done = await cluster.execute(CloseAccount(b, transfer_balance_to=wallets["shard-0"][1]))
+    assert done.ok
+    shut = await cluster.execute(CloseAccount(a, transfer_balance_to=b))
+    assert shut.code is ErrorCode.ACCOUNT_CLOSED, shut
+    found = await cluster.get_accounts([a])
+    assert not found[a].flags.closed
+    assert found[a].balance == 10_000
+    debtor = next(f"debt{i}" for i in range(99) if cluster.shard_for(f"debt{i}") == "shard-1")
+    await open_accounts(cluster, [debtor], no_overdraft=False)
+    (lent,) = await cluster.execute(CreateTransfers((move("lend", debtor, a, 5),)))
+    assert lent.ok
+    owes = await cluster.execute(CloseAccount(debtor, transfer_balance_to=wallets["shard-0"][1]))
+    assert owes.code is ErrorCode.CROSS_SHARD_CLOSE_UNSUPPORTED, owes
+    assert (await audit_cluster(cluster.shards)).ok
+
+
+async def test_a_target_refusing_after_step_1_reopens_the_account(
+    relay_path: ShardedStore, wallets: dict[str, list[str]]
+) -> None:
+    """The request stops after step 1 (A closed, its balance held): a retry answers 503
+    while the saga is open; B is closed meanwhile, so the relay's credit is refused and
+    its void reopens A with its money; the close then answers B's refusal."""
+    cluster = relay_path
+    a, b = wallets["shard-2"][0], wallets["shard-1"][0]
+    with pytest.raises(UnavailableError):
+        await cluster.execute(CloseAccount(a, transfer_balance_to=b))
+    found = await cluster.get_accounts([a])
+    assert found[a].flags.closed
+    assert found[a].debits_pending == 10_000
+    with pytest.raises(UnavailableError):
+        await cluster.execute(CloseAccount(a, transfer_balance_to=b))
+    assert (await cluster.execute(CloseAccount(b, transfer_balance_to=wallets["shard-1"][1]))).ok
+    await RelayWorker(cluster, lease_seconds=0.001).drain()
     found = await cluster.get_accounts([a, b])
     assert not found[a].flags.closed
-    assert (found[a].balance, found[b].balance) == (10_000, 10_000)
+    assert (found[a].balance, found[a].debits_pending) == (10_000, 0)
+    assert found[b].balance == 0
+    answer = await cluster.execute(CloseAccount(a, transfer_balance_to=b))
+    assert answer.code is ErrorCode.ACCOUNT_CLOSED, answer
+    assert (await audit_cluster(cluster.shards)).ok
 
 
 async def test_an_idempotent_close_with_a_target_moves_the_balance_once(
@@ -83,18 +150,16 @@ async def test_an_idempotent_close_with_a_target_moves_the_balance_once(
     assert found[b].balance == 20_000
 
 
-async def test_an_empty_account_is_judged_by_its_target_s_shard_too(
+async def test_an_empty_account_closes_whatever_shard_its_target_is_on(
     cluster: ShardedStore,
 ) -> None:
-    """The cross-shard refusal comes from the ids alone, even when nothing would move:
-    the answer does not depend on a balance the caller may not know yet."""
-    await open_accounts(cluster, ["empty-1"])
+    """With nothing to move the target is not used, as on one shard."""
+    await open_accounts(cluster, ["empty-1", "empty-2"])
     home = cluster.shard_for("empty-1")
     far = next(f"e{i}" for i in range(99) if cluster.shard_for(f"e{i}") != home)
+    assert (await cluster.execute(CloseAccount("empty-1", transfer_balance_to=far))).ok
     near = next(f"e{i}" for i in range(99) if cluster.shard_for(f"e{i}") == home)
-    refused = await cluster.execute(CloseAccount("empty-1", transfer_balance_to=far))
-    assert refused.code is ErrorCode.CROSS_SHARD_CLOSE_UNSUPPORTED
-    assert (await cluster.execute(CloseAccount("empty-1", transfer_balance_to=near))).ok
+    assert (await cluster.execute(CloseAccount("empty-2", transfer_balance_to=near))).ok
 
 
 async def test_a_derived_id_bound_to_another_shard_refuses_the_close(
@@ -115,3 +180,17 @@ async def test_a_derived_id_bound_to_another_shard_refuses_the_close(
     found = await cluster.get_accounts([a, b])
     assert not found[a].flags.closed
     assert (found[a].balance, found[b].balance) == (10_000, 10_000)
+
+
+async def test_an_idempotent_close_across_shards_runs_once_then_replays(
+    cluster: ShardedStore, wallets: dict[str, list[str]]
+) -> None:
+    a, b = wallets["shard-3"][0], wallets["shard-0"][0]
+    idem = Idempotency("default:close-across", "fp", _render)
+    first, replayed = await cluster.execute_idempotent(CloseAccount(a, transfer_balance_to=b), idem)
+    assert (first.body, replayed) == (b"ok", False)
+    again, replayed = await cluster.execute_idempotent(CloseAccount(a, transfer_balance_to=b), idem)
+    assert (again, replayed) == (first, True)
+    found = await cluster.get_accounts([a, b])
+    assert found[a].flags.closed
+    assert (found[a].balance, found[b].balance) == (0, 20_000)

@@ -49,6 +49,7 @@ TYPE_ONLY_CYCLES: tuple[frozenset[str], ...] = (
     frozenset(
         {
             "paycore.cluster.batch_cuts",
+            "paycore.cluster.close_across",
             "paycore.cluster.dispatch",
             "paycore.cluster.router",
             "paycore.cluster.saga_drive",

@@ -5,12 +5,11 @@ settlement there) a command passes straight through unless it names what the pay
 or the settlement reserve (``psp:`` accounts, ``pm.`` transfers and holds, ``xs.``
 transfers, ``paycore:`` metadata keys, answered as on a cluster); those items are
 answered here and the rest goes through. On any store, paycore's own accounts stay open, and a close
-may not move a balance to them or to another shard.
+may not move a balance to them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -31,22 +30,14 @@ __all__ = ["close_refusal", "reserved_close", "single_part", "single_shard_reser
 _E = ErrorCode
 
 
-def close_refusal(command: CloseAccount, shard_for: Callable[[str], str]) -> AccountResult | None:
-    """A ``transfer_balance_to`` the close cannot take: one of paycore's accounts, or
-    one on another shard (the remainder moves in the closing shard's transaction;
-    across shards it would be a saga, not done yet). Decided from the ids alone."""
+def close_refusal(command: CloseAccount) -> AccountResult | None:
+    """A ``transfer_balance_to`` the close cannot take: one of paycore's accounts.
+    Decided from the ids alone."""
     account_id, to = command.account_id, command.transfer_balance_to
     if to is None or is_reserved(account_id):
         return None
     if is_reserved(to):
         return AccountResult(account_id, code=_E.INVALID_REQUEST, detail=f"{to!r} is reserved")
-    if shard_for(to) != shard_for(account_id):
-        return AccountResult(
-            account_id,
-            code=_E.CROSS_SHARD_CLOSE_UNSUPPORTED,
-            detail=f"accounts {account_id!r} and {to!r} live on different shards: "
-            "move the balance with a transfer, then close",
-        )
     return None
 
 

@@ -66,6 +66,7 @@ from typing import Any, TypeVar
 
 from paycore.cluster import placement, read_views, saga_plan
 from paycore.cluster.batch_cuts import chains_across, run_segments
+from paycore.cluster.close_across import close_across
 from paycore.cluster.dispatch import split_command
 from paycore.cluster.reserved import (
     close_refusal,
@@ -194,10 +195,7 @@ class ShardedStore:
             return await self.shards[command.shard].execute(command)
         if isinstance(command, CreateApiKey | RevokeApiKey):  # every key on one shard
             return await self.shards[self.key_shard].execute(command)
-        if (
-            isinstance(command, CloseAccount)
-            and (refused := close_refusal(command, self.shard_for)) is not None
-        ):
+        if isinstance(command, CloseAccount) and (refused := close_refusal(command)) is not None:
             return refused
         if self.single:
             split = single_shard_reserved(command, self._first)
@@ -234,10 +232,7 @@ class ShardedStore:
     async def execute_idempotent(
         self, command: Command, idempotency: Idempotency
     ) -> tuple[StoredResponse, bool]:
-        if (
-            isinstance(command, CloseAccount)
-            and (refused := close_refusal(command, self.shard_for)) is not None
-        ):
+        if isinstance(command, CloseAccount) and (refused := close_refusal(command)) is not None:
             return idempotency.render(refused), False
         if self.single:
             split = single_shard_reserved(command, self._first)
@@ -264,12 +259,12 @@ class ShardedStore:
             if is_reserved(command.account_id):
                 return idempotency.render(reserved_close(command)), False
             target = self.shard_for(command.account_id)
-            if target == home:
+            if target == home and not self._closes_across(command):
                 return await self.shards[home].execute_idempotent(command, idempotency)
             seen = await self._seen(home, idempotency)
             if seen is not None:
                 return seen, True
-            closed = await self.shards[target].execute(command)  # closing is idempotent
+            closed = await self._close(command)  # closing is idempotent
             record = Idempotency(
                 idempotency.key,
                 idempotency.fingerprint,
@@ -347,10 +342,17 @@ class ShardedStore:
     async def _close(self, command: CloseAccount) -> AccountResult:
         if is_reserved(command.account_id):
             return reserved_close(command)
+        if self._closes_across(command):
+            return await close_across(self, command)
         result: AccountResult = await self.shards[self.shard_for(command.account_id)].execute(
             command
         )
         return result
+
+    def _closes_across(self, command: CloseAccount) -> bool:
+        """The remainder of the close would go to an account on another shard."""
+        to = command.transfer_balance_to
+        return to is not None and self.shard_for(to) != self.shard_for(command.account_id)
 
     async def ensure_clearing(self, pairs: set[tuple[str, str, str]]) -> None:
         """Create the clearing accounts ``(home, peer, currency)``, once per node and

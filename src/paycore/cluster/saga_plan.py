@@ -28,7 +28,7 @@ from paycore.storage.base import CreateAccounts, OutboxWrite, Store
 if TYPE_CHECKING:
     from paycore.cluster.router import ShardedStore
 
-__all__ = ["ensure_clearing", "ensure_split_clearing", "plan_sagas"]
+__all__ = ["ensure_clearing", "ensure_split_clearing", "one_shard_refusal", "plan_sagas"]
 
 _E = ErrorCode
 
@@ -80,7 +80,7 @@ async def plan_sagas(
         refusal = (
             None
             if index in exists and b is not None
-            else _one_shard_refusal(r, found, tenant, now) or _saga_refusal(r, b)
+            else one_shard_refusal(r, found, tenant, now) or _saga_refusal(r, b)
         )
         if refusal is not None:
             if refusal.code is None:
@@ -176,7 +176,7 @@ async def ensure_clearing(
 _DECIDED_ON_SOURCE = frozenset({_E.INSUFFICIENT_FUNDS, _E.EXCEEDS_CREDIT_LIMIT, _E.OVERFLOW})
 
 
-def _one_shard_refusal(
+def one_shard_refusal(
     r: TransferRequest, accounts: Mapping[str, Account], tenant: str | None, now: int
 ) -> TransferResult | None:
     """What one shard holding both accounts (as read just now) would refuse ``r`` with, so

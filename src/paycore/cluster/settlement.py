@@ -233,11 +233,13 @@ def saga_info(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def hold_request(
-    r: TransferRequest, source: str, target: str, currency: str
+    r: TransferRequest, source: str, target: str, currency: str, *, closing: bool = False
 ) -> tuple[TransferRequest, OutboxRow]:
     """Step 1 for client request ``r``: the hold and (to write with it) the outbox row.
 
-    A client's hold keeps its own timeout; a transfer's hold never expires by itself."""
+    A client's hold keeps its own timeout; a transfer's hold never expires by itself.
+    ``closing``: the remainder of an account closed in the same transaction, which a
+    void of the hold reopens (``paycore.cluster.close_across``)."""
     assert r.debit_account_id is not None
     assert r.credit_account_id is not None
     client_hold = r.flags.pending
@@ -249,6 +251,8 @@ def hold_request(
     }
     if client_hold:
         info["pending"] = True
+    if closing:
+        info["closing"] = True
     hold = TransferRequest(
         id=r.id,
         debit_account_id=r.debit_account_id,

@@ -28,7 +28,7 @@ from typing import Any
 
 from paycore.ledger.model import SETTLEMENT_METADATA_KEY, Transfer, TransferRequest
 
-__all__ = ["is_posted_saga_hold", "leg_timestamp", "saga_role"]
+__all__ = ["is_closing_hold", "is_posted_saga_hold", "leg_timestamp", "saga_role"]
 
 
 def saga_role(metadata: dict[str, Any] | None) -> str | None:
@@ -57,3 +57,12 @@ def is_posted_saga_hold(t: Transfer) -> bool:
         return False
     assert t.metadata is not None
     return not t.metadata[SETTLEMENT_METADATA_KEY].get("pending")
+
+
+def is_closing_hold(t: Transfer) -> bool:
+    """``t`` is the hold that took a closed account's remainder to another shard: its
+    void (the target refused the credit) reopens the account."""
+    if saga_role(t.metadata) != "hold":
+        return False
+    assert t.metadata is not None
+    return bool(t.metadata[SETTLEMENT_METADATA_KEY].get("closing"))

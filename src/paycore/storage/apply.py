@@ -39,6 +39,7 @@ from paycore.ledger.rules import (
     close_account,
     new_account,
 )
+from paycore.ledger.saga_history import is_closing_hold
 from paycore.ledger.tenancy import id_prefix
 from paycore.storage.base import (
     FINISHED_OUTBOX_STATES,
@@ -373,6 +374,8 @@ def _apply_transfer_run(
             results = _apply_transfers(tx, clock, ws, job.command)
             if job.command.outbox:
                 _write_outbox(tx, clock, job.command, results)
+            if job.command.settlement:
+                _reopen_closed_by_voids(tx, ws, job.command.requests, results)
             _finish(tx, clock, job, results, answered)
     _hand_over_resolved_holds(tx, clock, ws.changed_pendings.values(), ws.settled_holds)
     tx.write(ws)
@@ -576,6 +579,8 @@ def _close(tx: LedgerTx, clock: GroupClock, command: CloseAccount) -> AccountRes
         )
     result = close_account(account, account_id, command.tenant)
     if result.code is ErrorCode.ACCOUNT_HAS_BALANCE and account is not None and to is not None:
+        if command.remainder_hold is not None:
+            return _close_with_remainder_hold(tx, clock, command, account)
         request = remainder_transfer(account, to)
         ws = _load_working_set(tx, clock, [request])
         ws.foreign_ids = tx.reserved_ids([request.id])  # an id bound to another shard: refused
@@ -591,6 +596,73 @@ def _close(tx: LedgerTx, clock: GroupClock, command: CloseAccount) -> AccountRes
     if result.ok and not result.exists and result.account is not None:
         tx.set_account_flags(result.account)
     return result
+
+
+def _close_with_remainder_hold(
+    tx: LedgerTx, clock: GroupClock, command: CloseAccount, account: Account
+) -> AccountResult:
+    """Close ``account`` and hold its whole (positive) balance for the clearing account
+    of ``transfer_balance_to``'s shard, with the saga's outbox row: step 1 of the saga
+    that credits the target (``paycore.cluster.close_across``)."""
+    assert command.remainder_hold is not None
+    assert command.remainder_row is not None
+    if account.balance < 0:  # the router refuses debts first; they may change since
+        return AccountResult(
+            id=account.id,
+            code=ErrorCode.CROSS_SHARD_CLOSE_UNSUPPORTED,
+            detail=f"account {account.id!r} owes {-account.balance} {account.currency}: "
+            "a debt is paid from an account on its own shard; move the money first",
+        )
+    request = msgspec.structs.replace(command.remainder_hold, amount=account.balance)
+    ws = _load_working_set(tx, clock, [request])
+    ws.foreign_ids = tx.reserved_ids([request.id])  # an id bound to another shard: refused
+    (held,) = ws.apply_transfers([request])
+    if not held.ok or held.exists or held.transfer is None:
+        code = held.code or ErrorCode.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS
+        detail = f"transfer_balance_to {command.transfer_balance_to!r}: {held.detail or code}"
+        return AccountResult(id=account.id, code=code, detail=detail)
+    tx.write(ws)
+    clock.last_timestamp = ws.last_timestamp
+    t = held.transfer
+    tx.insert_outbox(
+        [
+            msgspec.structs.replace(
+                command.remainder_row,
+                amount=t.amount,
+                currency=t.currency,
+                created_at=t.timestamp,
+                updated_at=clock.now,
+            )
+        ]
+    )
+    account = tx.accounts_by_ids([account.id], with_metadata=True)[account.id]
+    closed = msgspec.structs.replace(
+        account, flags=msgspec.structs.replace(account.flags, closed=True)
+    )
+    tx.set_account_flags(closed)
+    return AccountResult(id=account.id, account=closed)
+
+
+def _reopen_closed_by_voids(
+    tx: LedgerTx,
+    ws: WorkingSet,
+    requests: Sequence[TransferRequest],
+    results: Sequence[TransferResult],
+) -> None:
+    """A void of a closing hold (its target refused the remainder) reopens the account
+    it closed: the close did not happen, as its answer says."""
+    for r, result in zip(requests, results, strict=True):
+        if not result.ok or result.exists or not r.flags.void_pending:
+            continue
+        hold = ws.transfers.get(r.pending_id or "")
+        if hold is None or not is_closing_hold(hold):
+            continue
+        state = ws.accounts[hold.debit_account_id]
+        account = state.account
+        if account.flags.closed:
+            flags = msgspec.structs.replace(account.flags, closed=False)
+            state.account = msgspec.structs.replace(account, flags=flags)
+            tx.set_account_flags(state.account)
 
 
 def remainder_transfer(account: Account, to: str) -> TransferRequest:

@@ -205,6 +205,13 @@ class CloseAccount(msgspec.Struct, frozen=True):
     account_id: str
     tenant: str | None = None
     transfer_balance_to: str | None = None
+    # Set by the cluster's router when ``transfer_balance_to`` lives on another shard: a
+    # positive remainder leaves as step 1 of a saga (``paycore.cluster.close_across``),
+    # this hold of the whole balance to the clearing account (its amount filled in here)
+    # written with ``remainder_row`` in the closing transaction; voiding it (the target
+    # refused the credit) reopens the account.
+    remainder_hold: TransferRequest | None = None
+    remainder_row: OutboxRow | None = None
 
 
 class ExpirePending(msgspec.Struct, frozen=True):
