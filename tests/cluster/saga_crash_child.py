@@ -33,6 +33,7 @@ from paycore.cluster.topology import build_store
 from paycore.config import load_settings
 from paycore.ledger.model import AccountFlags, AccountRequest, TransferFlags, TransferRequest
 from paycore.storage.base import (
+    CloseAccount,
     CreateAccounts,
     CreateTransfers,
     DecideChain,
@@ -81,8 +82,8 @@ def _pending(**kw: Any) -> TransferFlags:
     return TransferFlags(pending=True, **kw)
 
 
-def batches(ids: dict[str, str]) -> dict[str, tuple[TransferRequest, ...]]:
-    """Every request batch the scenarios send, by name."""
+def batches(ids: dict[str, str]) -> dict[str, Any]:
+    """Every request batch the scenarios send, by name (a close is one command)."""
     a, b, c = ids["A"], ids["B"], ids["C"]
     return {
         "fund": (TransferRequest("fund", ids["bank"], a, 1000, USD),),
@@ -117,6 +118,8 @@ def batches(ids: dict[str, str]) -> dict[str, tuple[TransferRequest, ...]]:
             ),
             TransferRequest("cp2", b, c, 150, USD),
         ),
+        # A's whole balance to B, on another shard, and A closed (cluster.close_across).
+        "close": CloseAccount(a, transfer_balance_to=b),
     }
 
 
@@ -134,6 +137,7 @@ SCENARIOS = {
     "transfer": Scenario(("fund",), "pay"),
     "chain": Scenario(("fund",), "chain"),
     "chain_post": Scenario(("fund", "hold"), "chain_post"),
+    "close": Scenario(("fund",), "close"),
 }
 
 Predicate = Callable[[Any, Any], bool]  # (command, result) -> kill now
@@ -187,6 +191,12 @@ def _posts_saga_hold(c: Any, _: Any = None) -> bool:
 KILL_POINTS: dict[str, KillPoint] = {
     # a saga's step 1: the source's hold and its outbox row
     "step1": KillPoint("A", lambda c, _: _creates(c) and any(w.insert for w in c.outbox)),
+    # a close's step 1: the account closed, its balance held, the outbox row
+    "close_step1": KillPoint(
+        "A",
+        lambda c, _: isinstance(c, CloseAccount) and c.remainder_hold is not None,
+        command="CloseAccount",
+    ),
     # step 2: the target's credit (or pending) leg, its refusal kept for good
     "step2": KillPoint("B", lambda c, _: _creates(c) and c.refusals_key is not None),
     # a client's hold: its row held_pending -> open on the source
@@ -276,6 +286,9 @@ def arm(store: ShardedStore, point: str) -> None:
 
 
 async def run_operation(store: ShardedStore, name: str, requests: Any) -> None:
+    if isinstance(requests, CloseAccount):
+        await store.execute(requests)
+        return
     if name != "expire":
         await store.execute(CreateTransfers(requests))
         return

@@ -40,6 +40,7 @@ from paycore.config import Settings
 from paycore.ledger.model import TransferStatus, TransferView
 from paycore.ops.audit import audit_cluster
 from paycore.storage.base import (
+    CloseAccount,
     CreateAccounts,
     CreateTransfers,
     ExpirePending,
@@ -66,6 +67,7 @@ AFTERWARDS = {
     "transfer": ("pay", "pay"),
     "chain": ("chain", "chain"),
     "chain_post": ("chain_post", "chain_post"),
+    "close": ("close", "close"),
 }
 # Kill points after which the operation's last step had committed: nothing is left to
 # the relay. After the others, a saga or a chain must be open (the kill landed mid-way).
@@ -107,6 +109,8 @@ class Reference:
         self.store = SQLiteStore(path, clock=lambda: time.time_ns() + self.offset)
 
     async def send(self, name: str, sent: dict[str, Any]) -> list[Any]:
+        if isinstance(sent.get(name), CloseAccount):
+            return [await self.store.execute(sent[name])]
         if name == "expire":
             self.offset += 5_000_000_000
             return list(await self.store.execute(ExpirePending()))
@@ -114,6 +118,8 @@ class Reference:
 
 
 async def _send(store: ShardedStore, name: str, sent: dict[str, Any]) -> list[Any]:
+    if isinstance(sent.get(name), CloseAccount):
+        return [await store.execute(sent[name])]
     if name == "expire":
         return list(await store.execute(ExpirePending()))
     return list(await store.execute(CreateTransfers(sent[name])))
@@ -302,3 +308,13 @@ def test_killed_chain_posting_cross_shard_hold_is_all_or_nothing(
 ) -> None:
     """A chain posting a cross-shard hold, then spending it, is all or nothing when killed."""
     _crash_and_recover(cluster_databases, tmp_path, "chain_post", point)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["close_step1", "step2", "step3"])
+def test_killed_close_across_shards_closes_and_moves_the_balance_once(
+    cluster_databases: ClusterDatabases, tmp_path: Path, point: str
+) -> None:
+    """A close whose remainder goes to another shard, killed after any step: the account
+    is closed and its balance on the target, once, as one shard shows it."""
+    _crash_and_recover(cluster_databases, tmp_path, "close", point)
