@@ -80,8 +80,8 @@ def single_shard_reserved(command: Command, first: str) -> Split | None:
     elif isinstance(command, CreateTransfers) and not command.internal:
         refused = {}
         for i, r in enumerate(command.requests):  # one cheap pass: batches are large
-            if (why := refusal_of_client_item(r)) is not None:
-                refused[i] = fail(r.id, *why)
+            if (refusal := refusal_of_client_item(r)) is not None:
+                refused[i] = fail(r.id, *refusal)
     else:
         return None
     if not refused:
