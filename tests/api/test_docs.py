@@ -31,6 +31,8 @@ KEYED_POSTS = {
     "/v1/payments/{payment_id}/cancel",
     "/v1/refunds",
     "/v1/payouts",
+    "/v1/api_keys",
+    "/v1/api_keys/{key_id}/rotate",
 }
 NO_KEY_NEEDED = {"/v1/processor_events/{processor}"}  # signed by the processor
 CONTENT_TYPES = {

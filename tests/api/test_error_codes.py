@@ -432,6 +432,18 @@ async def invalid_signature(w: World) -> httpx.Response:
     return response
 
 
+async def api_key_not_found(w: World) -> httpx.Response:
+    """Open mode acts for tenant "default" with the admin scope."""
+    return await w.client.get("/v1/api_keys/0123456789abcdef")
+
+
+async def last_admin_key(w: World) -> httpx.Response:
+    """The only admin key of its tenant, revoked by itself."""
+    key = await ApiKeys(w.store).create("t1", frozenset({Scope.ADMIN}))
+    headers = {"Authorization": f"Bearer {key.token}"}
+    return await w.client.delete(f"/v1/api_keys/{key.row.id}", headers=headers)
+
+
 SCENARIOS: dict[ErrorCode, tuple[dict[str, Any], Scenario]] = {
     E.INVALID_REQUEST: ({}, invalid_request),
     E.BATCH_TOO_LARGE: ({}, batch_too_large),
@@ -488,6 +500,8 @@ SCENARIOS: dict[ErrorCode, tuple[dict[str, Any], Scenario]] = {
     ),
     E.UNAUTHORIZED: (_KEYS, unauthorized),
     E.FORBIDDEN_SCOPE: (_KEYS, forbidden_scope),
+    E.API_KEY_NOT_FOUND: ({}, api_key_not_found),
+    E.LAST_ADMIN_KEY: (_KEYS, last_admin_key),
     E.STORE_UNAVAILABLE: ({}, store_unavailable),
     E.LOCK_UNAVAILABLE: ({}, lock_unavailable),
     E.INTERNAL_ERROR: ({}, internal_error),

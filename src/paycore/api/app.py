@@ -32,7 +32,7 @@ from paycore.api.metrics import ApiMetrics, MetricsMiddleware
 from paycore.api.openapi import SECURED, openapi_config
 from paycore.api.problems import EXCEPTION_HANDLERS
 from paycore.api.ratelimit import Limit, RateLimiter, RateLimitMiddleware, rate_limiter_for
-from paycore.api.routes import account_routes, ops_routes, transfer_routes
+from paycore.api.routes import account_routes, api_key_routes, ops_routes, transfer_routes
 from paycore.api.routes.ops import OPEN_AUTH_WARNING
 from paycore.config import Settings
 from paycore.locks import LockService, LockServiceBase, open_lock_service
@@ -112,8 +112,9 @@ def create_app(
                 RateLimitMiddleware, limiter=limiter, default=default, overrides=overrides
             )
         )
+    api_keys = ApiKeys(store)
     # None in open mode: every request acts for tenant "default" with every scope.
-    api_keys = ApiKeys(store) if settings.auth == "api_keys" else None
+    checked_keys = api_keys if settings.auth == "api_keys" else None
     workers = _Workers() if start_workers else None
 
     @asynccontextmanager
@@ -160,6 +161,7 @@ def create_app(
                     *transfer_routes(store, writes, settings),
                     *payment_routes(payment_service, settings, writes=writes),
                     *list_routes(store, payment_service, settings),
+                    *api_key_routes(api_keys, writes, settings),
                 ],
                 security=SECURED,
             ),
@@ -169,7 +171,7 @@ def create_app(
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         # Outermost first: refused requests (429, 401) are counted in the metrics too.
-        middleware=[*middleware, DefineMiddleware(AuthMiddleware, keys=api_keys)],
+        middleware=[*middleware, DefineMiddleware(AuthMiddleware, keys=checked_keys)],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=openapi_config(
             title="paycore",

@@ -73,7 +73,13 @@ from paycore.storage.chain_legs import (
 )
 from paycore.storage.codec import T_COLUMNS, transfer_from_row
 from paycore.storage.group_commit import Job
-from paycore.storage.keys import CreateApiKey, RevokeApiKey, apply_key_command
+from paycore.storage.keys import (
+    CreateApiKey,
+    RevokeApiKey,
+    RevokeTenantApiKey,
+    RotateApiKey,
+    apply_key_command,
+)
 from paycore.storage.payments import (
     AckPaymentEvents,
     ClaimPaymentEvents,
@@ -695,7 +701,7 @@ def _apply_other(tx: LedgerTx, clock: GroupClock, command: Command) -> Any:
         | PurgePaymentEvents,
     ):
         return apply_payment_command(tx, clock, command)
-    if isinstance(command, CreateApiKey | RevokeApiKey):
+    if isinstance(command, CreateApiKey | RevokeApiKey | RevokeTenantApiKey | RotateApiKey):
         return apply_key_command(tx, clock, command)
     if isinstance(command, PeekIdempotency):
         seen = tx.idempotency_record(command.key)
