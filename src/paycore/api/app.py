@@ -15,6 +15,7 @@ The app owns, for its lifetime (the lifespan):
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -36,6 +37,7 @@ from paycore.api.routes import account_routes, api_key_routes, ops_routes, trans
 from paycore.api.routes.ops import OPEN_AUTH_WARNING
 from paycore.config import Settings
 from paycore.locks import LockService, LockServiceBase, open_lock_service
+from paycore.payments.endpoint_secrets import signing_key
 from paycore.redaction import redact_url
 from paycore.storage.base import Store
 
@@ -80,6 +82,8 @@ def create_app(
     from paycore.api.routes.lists import list_routes  # noqa: PLC0415
     from paycore.api.routes.payments import payment_routes  # noqa: PLC0415
     from paycore.api.routes.processor_events import processor_event_routes  # noqa: PLC0415
+    from paycore.api.routes.webhook_deliveries import webhook_delivery_routes  # noqa: PLC0415
+    from paycore.api.routes.webhook_endpoints import webhook_endpoint_routes  # noqa: PLC0415
     from paycore.payments.service import build_payment_service  # noqa: PLC0415
 
     payment_service = payments if payments is not None else build_payment_service(store, settings)
@@ -162,6 +166,10 @@ def create_app(
                     *payment_routes(payment_service, settings, writes=writes),
                     *list_routes(store, payment_service, settings),
                     *api_key_routes(api_keys, writes, settings),
+                    *webhook_endpoint_routes(
+                        store, writes, settings, functools.partial(signing_key, settings)
+                    ),
+                    *webhook_delivery_routes(store, writes, settings),
                 ],
                 security=SECURED,
             ),

@@ -96,6 +96,7 @@ from paycore.storage.base import (
     StoredResponse,
     TransferPage,
 )
+from paycore.storage.deliveries import EnqueueEvent, RedeliverEvent
 from paycore.storage.keys import KeyCommand
 from paycore.storage.listing import AccountFilter, ListPage, Page, TransferFilter
 from paycore.storage.payments import (
@@ -104,6 +105,7 @@ from paycore.storage.payments import (
     PaymentWrite,
     PurgePaymentEvents,
 )
+from paycore.storage.webhook_endpoints import EndpointCommand
 
 __all__ = ["ShardedStore", "gather_all"]
 
@@ -192,8 +194,10 @@ class ShardedStore:
         if isinstance(command, PaymentWrite | ClaimPaymentEvents | AckPaymentEvents):
             # The payments layer placed its rows: the command names their shard.
             return await self.shards[command.shard].execute(command)
-        if isinstance(command, KeyCommand):  # every key on one shard
+        if isinstance(command, KeyCommand | EndpointCommand):  # all on the key shard
             return await self.shards[self.key_shard].execute(command)
+        if isinstance(command, EnqueueEvent | RedeliverEvent):  # the event's own shard
+            return await self.shards[command.shard].execute(command)
         if (
             isinstance(command, CloseAccount)
             and (refused := close_refusal(command, self.shard_for)) is not None
@@ -234,8 +238,10 @@ class ShardedStore:
     async def execute_idempotent(
         self, command: Command, idempotency: Idempotency
     ) -> tuple[StoredResponse, bool]:
-        if isinstance(command, KeyCommand):
+        if isinstance(command, KeyCommand | EndpointCommand):
             return await self._idempotent_on(self.key_shard, command, idempotency)
+        if isinstance(command, EnqueueEvent | RedeliverEvent):
+            return await self._idempotent_on(command.shard, command, idempotency)
         if (
             isinstance(command, CloseAccount)
             and (refused := close_refusal(command, self.shard_for)) is not None
