@@ -266,8 +266,15 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Outgoing webhooks (``[[webhooks]]``): every payment event is POSTed, signed, to each
     # endpoint of its tenant whose ``events`` match, by the ``leader:webhooks:<shard>`` job.
     webhooks: tuple[WebhookEndpointConfig, ...] = ()
+    # The key the signing secrets of webhook endpoints made over HTTP are derived from
+    # (``paycore.payments.endpoint_secrets``; the database keeps no secret). Every node
+    # of a cluster needs the same one (``PAYCORE_WEBHOOK_SIGNING_KEY``); None: the file
+    # ``webhook-signing-key`` in ``data_dir``, made on first use (one machine only).
+    webhook_signing_key: str | None = None
 
     def __post_init__(self) -> None:
+        if self.webhook_signing_key is not None and len(self.webhook_signing_key) < 32:
+            raise ValueError("webhook_signing_key needs at least 32 characters")
         if self.auth not in _AUTH_MODES:
             raise ValueError(f"auth must be one of {_AUTH_MODES}, not {self.auth!r}")
 

@@ -92,6 +92,12 @@ class ErrorCode(StrEnum):
     # API keys (paycore.api.auth): no valid key; a valid key without the scope needed
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN_SCOPE = "forbidden_scope"
+    # the admin API (paycore.api.routes.api_keys, paycore.api.routes.webhook_endpoints)
+    API_KEY_NOT_FOUND = "api_key_not_found"
+    LAST_ADMIN_KEY = "last_admin_key"
+    WEBHOOK_ENDPOINT_NOT_FOUND = "webhook_endpoint_not_found"
+    WEBHOOK_DELIVERY_NOT_FOUND = "webhook_delivery_not_found"
+    WEBHOOK_DELIVERY_IN_PROGRESS = "webhook_delivery_in_progress"
     # infrastructure
     STORE_UNAVAILABLE = "store_unavailable"
     LOCK_UNAVAILABLE = "lock_unavailable"
@@ -192,6 +198,15 @@ ERROR_SPECS: Final[dict[ErrorCode, ErrorSpec]] = {
     ),
     _E.UNAUTHORIZED: ErrorSpec(401, "A valid API key is needed (Authorization: Bearer <key>)"),
     _E.FORBIDDEN_SCOPE: ErrorSpec(403, "The API key lacks the scope this request needs"),
+    _E.API_KEY_NOT_FOUND: ErrorSpec(404, "API key not found"),
+    _E.LAST_ADMIN_KEY: ErrorSpec(
+        409, "This is the tenant's last active admin key; make another admin key first"
+    ),
+    _E.WEBHOOK_ENDPOINT_NOT_FOUND: ErrorSpec(404, "Webhook endpoint not found"),
+    _E.WEBHOOK_DELIVERY_NOT_FOUND: ErrorSpec(404, "Webhook delivery not found"),
+    _E.WEBHOOK_DELIVERY_IN_PROGRESS: ErrorSpec(
+        409, "The event is still being delivered on its retry schedule", retryable=True
+    ),
     _E.STORE_UNAVAILABLE: ErrorSpec(503, "The ledger store is unavailable", retryable=True),
     _E.LOCK_UNAVAILABLE: ErrorSpec(503, "The lock service is unavailable", retryable=True),
     _E.INTERNAL_ERROR: ErrorSpec(500, "Internal error", retryable=True),

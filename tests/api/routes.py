@@ -24,6 +24,9 @@ _FILL = {
     "transfer_id": "t-held",
     "payment_id": "pay_1",
     "processor": PROCESSOR.name,
+    "key_id": "0123456789abcdef",
+    "endpoint_id": "we_000000000000000000000000",
+    "delivery_id": "evt_1",
 }
 _PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 

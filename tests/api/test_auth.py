@@ -54,6 +54,16 @@ class Tenant:
     async def post(self, path: str, body: Any = None, **headers: str) -> httpx.Response:
         return await self.client.post(path, json=body, headers={**self.headers, **headers})
 
+    async def delete(self, path: str) -> httpx.Response:
+        return await self.client.delete(path, headers=self.headers)
+
+    async def call(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        if method == "GET":
+            return await self.get(path)
+        if method == "DELETE":
+            return await self.delete(path)
+        return await self.post(path, body)
+
 
 @asynccontextmanager
 async def _two_tenants(
@@ -61,8 +71,9 @@ async def _two_tenants(
 ) -> AsyncIterator[tuple[AsyncTestClient[Any], Tenant, Tenant]]:
     async with open_client(auth="api_keys") as client:
         keys = ApiKeys(store)
-        alice = await keys.create("alice", ALL)
-        bob = await keys.create("bob", ALL)
+        # Admin keys: the admin API's routes are walked too.
+        alice = await keys.create("alice", ALL | {Scope.ADMIN})
+        bob = await keys.create("bob", ALL | {Scope.ADMIN})
         yield client, Tenant(client, alice.token), Tenant(client, bob.token)
 
 
@@ -86,12 +97,17 @@ async def _alice_world(alice: Tenant) -> dict[str, str]:
     }
     paid = await alice.post("/v1/payments", payment)
     assert paid.status_code == 201, paid.text
-    return {"payment": paid.json()["id"]}
+    key = await alice.post("/v1/api_keys", {"scopes": ["read"]})
+    assert key.status_code == 201, key.text
+    hook = await alice.post("/v1/webhook_endpoints", {"url": "http://127.0.0.1:9/alice"})
+    assert hook.status_code == 201, hook.text
+    return {"payment": paid.json()["id"], "key": key.json()["id"], "hook": hook.json()["id"]}
 
 
 def _requests(world: dict[str, str], ids: dict[str, str]) -> dict[tuple[str, str], Any]:
     """Per route: (path, body) naming Alice's objects (``ids`` maps each to the id used)."""
     a1, a2, t1, h1 = ids["a1"], ids["a2"], ids["t1"], ids["h1"]
+    hook = ids.get("hook", world["hook"])
     pay = ids.get("payment", world["payment"])
     body = {"debit_account_id": a1, "credit_account_id": a2, "currency": "USD", "amount": 1}
     return {
@@ -145,7 +161,48 @@ def _requests(world: dict[str, str], ids: dict[str, str]) -> dict[tuple[str, str
         ("GET", "/v1/payouts"): (f"/v1/payouts?wallet_account_id={a1}", None),
         # Ids are scoped by tenant: Bob naming Alice's account id makes his own account.
         ("POST", "/v1/accounts"): ("/v1/accounts", {"id": a1, "currency": "USD"}),
+        # The admin API: Alice's key is a missing one; Bob's list and new keys are his.
+        ("GET", "/v1/api_keys"): ("/v1/api_keys", None),
+        ("POST", "/v1/api_keys"): ("/v1/api_keys", {"scopes": ["read"]}),
+        ("GET", "/v1/api_keys/{key_id:str}"): (f"/v1/api_keys/{ids['key']}", None),
+        ("DELETE", "/v1/api_keys/{key_id:str}"): (f"/v1/api_keys/{ids['key']}", None),
+        ("POST", "/v1/api_keys/{key_id:str}/rotate"): (f"/v1/api_keys/{ids['key']}/rotate", None),
+        ("GET", "/v1/webhook_endpoints"): ("/v1/webhook_endpoints", None),
+        ("POST", "/v1/webhook_endpoints"): ("/v1/webhook_endpoints", {"url": "http://b.example"}),
+        ("GET", "/v1/webhook_endpoints/{endpoint_id:str}"): (f"/v1/webhook_endpoints/{hook}", None),
+        ("DELETE", "/v1/webhook_endpoints/{endpoint_id:str}"): (
+            f"/v1/webhook_endpoints/{hook}",
+            None,
+        ),
+        ("POST", "/v1/webhook_endpoints/{endpoint_id:str}/rotate_secret"): (
+            f"/v1/webhook_endpoints/{hook}/rotate_secret",
+            None,
+        ),
+        ("POST", "/v1/webhook_endpoints/{endpoint_id:str}/test"): (
+            f"/v1/webhook_endpoints/{hook}/test",
+            None,
+        ),
+        ("GET", "/v1/webhook_endpoints/{endpoint_id:str}/deliveries"): (
+            f"/v1/webhook_endpoints/{hook}/deliveries",
+            None,
+        ),
+        (
+            "POST",
+            "/v1/webhook_endpoints/{endpoint_id:str}/deliveries/{delivery_id:str}/redeliver",
+        ): (f"/v1/webhook_endpoints/{hook}/deliveries/evt_1/redeliver", None),
     }
+
+
+# Routes that make a new object of the caller's own (an id or secret of its own each time).
+CREATES = {("POST", "/v1/accounts"), ("POST", "/v1/api_keys"), ("POST", "/v1/webhook_endpoints")}
+# Routes whose answer for a foreign filter is the caller's own (empty) list, 200.
+ADMIN_LISTS = {("GET", "/v1/api_keys"), ("GET", "/v1/webhook_endpoints")}
+OWN_LISTS = {
+    ("POST", "/v1/transfers/batch"),
+    ("GET", "/v1/accounts"),
+    ("GET", "/v1/api_keys"),
+    ("GET", "/v1/webhook_endpoints"),
+}
 
 
 def _answer(response: httpx.Response, ids: dict[str, str]) -> tuple[int, str]:
@@ -185,20 +242,26 @@ async def test_another_tenants_objects_answer_as_missing_ones_on_every_route(
         ghost = {k: f"zz{v}" for k, v in real.items()}
         to_alice, to_nothing = _requests(world, real), _requests(world, ghost)
         assert set(to_alice) == routes, "a route without a cross-tenant check"
-        create = ("POST", "/v1/accounts")
         # Last: once Bob has his own "a1", the other routes would name it.
-        for route in [*sorted(routes - {create}), create]:
+        for route in [*sorted(routes - CREATES), *sorted(CREATES)]:
             path, body = to_alice[route]
             method = route[0]
-            foreign = await (bob.get(path) if method == "GET" else bob.post(path, body))
+            foreign = await bob.call(method, path, body)
             g_path, g_body = to_nothing[route]
-            missing = await (bob.get(g_path) if method == "GET" else bob.post(g_path, g_body))
-            if route == create:
+            missing = await bob.call(method, g_path, g_body)
+            if route == ("POST", "/v1/accounts"):
                 assert foreign.status_code == missing.status_code == 201, foreign.text
                 assert _shape(foreign, real) == _shape(missing, ghost)
                 continue
+            if route in CREATES:
+                assert foreign.status_code == missing.status_code == 201, foreign.text
+                assert "alice" not in foreign.text
+                continue
+            if route in ADMIN_LISTS:  # the caller's own (random) ids: compared as they are
+                assert foreign.text == missing.text, route
+                continue
             assert foreign.status_code in (404, 200), (route, foreign.text)
-            if route not in (("POST", "/v1/transfers/batch"), ("GET", "/v1/accounts")):
+            if route not in OWN_LISTS:
                 assert foreign.status_code != 200, (route, foreign.text)
             assert _answer(foreign, real) == _answer(missing, ghost), route
             for secret in ("alice", '"balance"', "500"):

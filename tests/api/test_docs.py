@@ -31,6 +31,12 @@ KEYED_POSTS = {
     "/v1/payments/{payment_id}/cancel",
     "/v1/refunds",
     "/v1/payouts",
+    "/v1/api_keys",
+    "/v1/api_keys/{key_id}/rotate",
+    "/v1/webhook_endpoints",
+    "/v1/webhook_endpoints/{endpoint_id}/rotate_secret",
+    "/v1/webhook_endpoints/{endpoint_id}/test",
+    "/v1/webhook_endpoints/{endpoint_id}/deliveries/{delivery_id}/redeliver",
 }
 NO_KEY_NEEDED = {"/v1/processor_events/{processor}"}  # signed by the processor
 CONTENT_TYPES = {

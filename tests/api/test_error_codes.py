@@ -445,6 +445,44 @@ async def invalid_signature(w: World) -> httpx.Response:
     return response
 
 
+async def api_key_not_found(w: World) -> httpx.Response:
+    """Open mode acts for tenant "default" with the admin scope."""
+    return await w.client.get("/v1/api_keys/0123456789abcdef")
+
+
+async def last_admin_key(w: World) -> httpx.Response:
+    """The only admin key of its tenant, revoked by itself."""
+    key = await ApiKeys(w.store).create("t1", frozenset({Scope.ADMIN}))
+    headers = {"Authorization": f"Bearer {key.token}"}
+    return await w.client.delete(f"/v1/api_keys/{key.row.id}", headers=headers)
+
+
+async def webhook_endpoint_not_found(w: World) -> httpx.Response:
+    return await w.client.get("/v1/webhook_endpoints/we_000000000000000000000000")
+
+
+async def webhook_delivery_not_found(w: World) -> httpx.Response:
+    made = await w.client.post("/v1/webhook_endpoints", json={"url": "http://127.0.0.1:9/x"})
+    return await w.client.post(f"/v1/webhook_endpoints/{made.json()['id']}/deliveries/e1/redeliver")
+
+
+async def webhook_delivery_in_progress(w: World) -> httpx.Response:
+    """An event whose delivery failed once (nothing listens) and will be retried."""
+    from paycore.workers.webhooks import StoredEndpoints, WebhookWorker
+
+    made = (
+        await w.client.post("/v1/webhook_endpoints", json={"url": "http://127.0.0.1:9/x"})
+    ).json()
+    path = f"/v1/webhook_endpoints/{made['id']}"
+    event = (await w.client.post(f"{path}/test")).json()["event_id"]
+    # Nothing listens, so which secret signs does not matter here.
+    stored = StoredEndpoints(w.store, lambda: b"k" * 32, refresh_seconds=0)
+    sender = WebhookWorker(w.store, w.store.name, (), stored=stored)
+    await sender.run_once()
+    await sender.aclose()
+    return await w.client.post(f"{path}/deliveries/{event}/redeliver")
+
+
 SCENARIOS: dict[ErrorCode, tuple[dict[str, Any], Scenario]] = {
     E.INVALID_REQUEST: ({}, invalid_request),
     E.BATCH_TOO_LARGE: ({}, batch_too_large),
@@ -501,6 +539,11 @@ SCENARIOS: dict[ErrorCode, tuple[dict[str, Any], Scenario]] = {
     ),
     E.UNAUTHORIZED: (_KEYS, unauthorized),
     E.FORBIDDEN_SCOPE: (_KEYS, forbidden_scope),
+    E.API_KEY_NOT_FOUND: ({}, api_key_not_found),
+    E.LAST_ADMIN_KEY: (_KEYS, last_admin_key),
+    E.WEBHOOK_ENDPOINT_NOT_FOUND: ({}, webhook_endpoint_not_found),
+    E.WEBHOOK_DELIVERY_NOT_FOUND: ({}, webhook_delivery_not_found),
+    E.WEBHOOK_DELIVERY_IN_PROGRESS: ({}, webhook_delivery_in_progress),
     E.STORE_UNAVAILABLE: ({}, store_unavailable),
     E.LOCK_UNAVAILABLE: ({}, lock_unavailable),
     E.INTERNAL_ERROR: ({}, internal_error),

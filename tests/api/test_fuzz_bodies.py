@@ -63,6 +63,13 @@ _SHAPES: dict[str, dict[str, Any]] = {
     "/v1/payouts": {"amount": 10, "currency": "USD", "wallet_account_id": "a1",
                     "destination": "DE89370400440532013000"},
     "/v1/processor_events/{processor:str}": {"id": "evt_1", "type": "x.y", "reference": "r"},
+    "/v1/api_keys": {"scopes": ["read"], "name": "n", "expires_in_seconds": 60},
+    "/v1/api_keys/{key_id:str}/rotate": {"grace_seconds": 60},
+    "/v1/webhook_endpoints": {"url": "http://127.0.0.1:9/x", "events": ["payment.*"],
+                              "description": "d"},
+    "/v1/webhook_endpoints/{endpoint_id:str}/rotate_secret": {"grace_seconds": 60},
+    "/v1/webhook_endpoints/{endpoint_id:str}/test": {},
+    "/v1/webhook_endpoints/{endpoint_id:str}/deliveries/{delivery_id:str}/redeliver": {},
 }  # fmt: skip
 
 _HOLE = "\x00hostile\x00"  # where the hostile JSON text goes, once encoded
@@ -130,8 +137,11 @@ def _body(template: str, hostile: str, where: str, pick: int) -> bytes:
         else:
             key = nested[pick % len(nested)]
             inner = body[key][0] if isinstance(body[key], list) else body[key]
-            names = [*sorted(inner), "extra"]
-            inner[names[pick // len(nested) % len(names)]] = _HOLE
+            if isinstance(inner, dict):
+                names = [*sorted(inner), "extra"]
+                inner[names[pick // len(nested) % len(names)]] = _HOLE
+            else:  # a list of scalars (scopes, event patterns): the hole is an item
+                body[key][0] = _HOLE
     hole = msgspec.json.encode(_HOLE).decode()
     return msgspec.json.encode(body).decode().replace(hole, hostile).encode()
 

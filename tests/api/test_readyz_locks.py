@@ -228,7 +228,9 @@ async def test_readyz_reports_the_background_jobs_of_the_node(
         assert body["status"] == "ready"
         assert body["workers"]["lock_backend_down"] is False
         assert {(j["job"], j["shard"]) for j in jobs} == {
-            (job, f"shard-{i}") for job in ("relay", "maintenance", "payments") for i in range(4)
+            (job, f"shard-{i}")
+            for job in ("relay", "maintenance", "payments", "webhooks")
+            for i in range(4)
         }
         assert all(j["leader"] for j in jobs), jobs  # the only node leads them all
         assert all(set(j) == {"job", "shard", "leader", "failures", "last_error"} for j in jobs)

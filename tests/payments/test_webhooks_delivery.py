@@ -670,11 +670,26 @@ async def test_the_supervisor_runs_a_webhooks_job_per_shard(tmp_path: Path) -> N
     assert {r.event["data"]["object"]["amount"] for r in receiver.got} == {100, 200, 300}
 
 
-def test_no_webhooks_configured_means_no_job(tmp_path: Path) -> None:
-    """Without endpoints the events wait in the outbox: no sender job is made."""
+async def test_without_any_endpoint_the_events_wait_in_the_outbox(tmp_path: Path) -> None:
+    """With no endpoint configured the sender job still runs (endpoints may be made over
+    HTTP at any time), but claims nothing while none exists: the events wait."""
     settings = Settings(data_dir=str(tmp_path), embedded_shards=1)
-    node = WorkerSupervisor(build_store(settings), settings, LocalLockService())
-    assert not any(r.job == "webhooks" for r in node.runners)
+    store = build_store(settings)
+    await store.start()
+    try:
+        node = WorkerSupervisor(store, settings, LocalLockService())
+        assert [r.job for r in node.runners].count("webhooks") == 1
+        await setup_accounts(store)
+        service = PaymentService(store, {"acq": ScriptedConnector("acq")})
+        await service.create_payment(card_payment(100))
+        (worker,) = node.webhooks.values()
+        assert (await worker.run_once()).claimed == 0
+        reads = worker.reads
+        assert [e.attempts for e in await reads.events()] == [0]
+        await node.stop()
+    finally:
+        await store.stop()
+    assert not (tmp_path / "webhook-signing-key").exists()  # made only for an endpoint
 
 
 # -- configuration ------------------------------------------------------------------------------

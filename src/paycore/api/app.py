@@ -15,6 +15,7 @@ The app owns, for its lifetime (the lifespan):
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -33,10 +34,11 @@ from paycore.api.openapi import SECURED, openapi_config
 from paycore.api.problems import EXCEPTION_HANDLERS
 from paycore.api.ratelimit import Limit, RateLimiter, RateLimitMiddleware, rate_limiter_for
 from paycore.api.request_id import add_request_id
-from paycore.api.routes import account_routes, ops_routes, transfer_routes
+from paycore.api.routes import account_routes, api_key_routes, ops_routes, transfer_routes
 from paycore.api.routes.ops import OPEN_AUTH_WARNING
 from paycore.config import Settings
 from paycore.locks import LockService, LockServiceBase, open_lock_service
+from paycore.payments.endpoint_secrets import signing_key
 from paycore.redaction import redact_url
 from paycore.storage.base import Store
 
@@ -81,6 +83,8 @@ def create_app(
     from paycore.api.routes.lists import list_routes  # noqa: PLC0415
     from paycore.api.routes.payments import payment_routes  # noqa: PLC0415
     from paycore.api.routes.processor_events import processor_event_routes  # noqa: PLC0415
+    from paycore.api.routes.webhook_deliveries import webhook_delivery_routes  # noqa: PLC0415
+    from paycore.api.routes.webhook_endpoints import webhook_endpoint_routes  # noqa: PLC0415
     from paycore.payments.service import build_payment_service  # noqa: PLC0415
 
     payment_service = payments if payments is not None else build_payment_service(store, settings)
@@ -113,8 +117,9 @@ def create_app(
                 RateLimitMiddleware, limiter=limiter, default=default, overrides=overrides
             )
         )
+    api_keys = ApiKeys(store)
     # None in open mode: every request acts for tenant "default" with every scope.
-    api_keys = ApiKeys(store) if settings.auth == "api_keys" else None
+    checked_keys = api_keys if settings.auth == "api_keys" else None
     workers = _Workers() if start_workers else None
 
     @asynccontextmanager
@@ -161,6 +166,11 @@ def create_app(
                     *transfer_routes(store, writes, settings),
                     *payment_routes(payment_service, settings, writes=writes),
                     *list_routes(store, payment_service, settings),
+                    *api_key_routes(api_keys, writes, settings),
+                    *webhook_endpoint_routes(
+                        store, writes, settings, functools.partial(signing_key, settings)
+                    ),
+                    *webhook_delivery_routes(store, writes, settings),
                 ],
                 security=SECURED,
             ),
@@ -171,7 +181,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[add_request_id],  # X-Request-Id on every answer, 404s included
         # Outermost first: refused requests (429, 401) are counted in the metrics too.
-        middleware=[*middleware, DefineMiddleware(AuthMiddleware, keys=api_keys)],
+        middleware=[*middleware, DefineMiddleware(AuthMiddleware, keys=checked_keys)],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=openapi_config(
             title="paycore",

@@ -7,8 +7,9 @@ with ``hmac.compare_digest``. A key is bound to one tenant and a set of scopes:
 
     read    GET requests
     write   POST requests (they move money or create objects)
-    admin   operations beyond health (none over HTTP yet: keys are managed by
-            ``paycore keys``); granted with the others, it implies them
+    admin   managing the tenant's own API keys and webhook endpoints (/v1/api_keys,
+            /v1/webhook_endpoints; ``paycore keys`` manages every tenant's keys);
+            granted with the others, it implies them
 
 ``AuthMiddleware`` checks every route but those marked public (``opt={"public": True}``:
 /healthz, /readyz, /metrics, /docs and processors' signed notifications). No key, a
@@ -47,7 +48,14 @@ from litestar.types import Scope as ASGIScope
 from paycore.cluster.router import ShardedStore
 from paycore.errors import ErrorCode, RequestError
 from paycore.ledger.model import DEFAULT_TENANT, is_valid_tenant
-from paycore.storage.keys import ApiKeyReads, ApiKeyRow, CreateApiKey, RevokeApiKey
+from paycore.storage.keys import (
+    ApiKeyReads,
+    ApiKeyRow,
+    CreateApiKey,
+    KeyChange,
+    RevokeApiKey,
+    RotateApiKey,
+)
 
 if TYPE_CHECKING:
     from paycore.storage.base import Store
@@ -164,10 +172,16 @@ class ApiKeys:
 
     # -- management ---------------------------------------------------------------------
 
-    async def create(
-        self, tenant: str, scopes: frozenset[Scope], *, expires_in_seconds: int | None = None
+    @staticmethod
+    def mint(
+        tenant: str,
+        scopes: frozenset[Scope],
+        *,
+        expires_in_seconds: int | None = None,
+        name: str | None = None,
     ) -> NewKey:
-        """A new key for ``tenant`` with ``scopes``; the token is not kept anywhere."""
+        """A new key's row and token, not stored yet (no I/O): the caller stores the row
+        (``CreateApiKey``, or a rotation) and shows the token once."""
         if not is_valid_tenant(tenant):
             raise ValueError(f"tenant {tenant!r}: 1-64 characters: letters, digits, '_', '.', '-'")
         if not scopes:
@@ -176,9 +190,23 @@ class ApiKeys:
         secret = secrets.token_urlsafe(32)
         now = time.time_ns()
         expires = None if expires_in_seconds is None else now + expires_in_seconds * _NS
-        row = ApiKeyRow(key_id, tenant, ",".join(sorted(scopes)), _hash(secret), now, expires)
-        await self.home.execute(CreateApiKey(row))
+        row = ApiKeyRow(
+            key_id, tenant, ",".join(sorted(scopes)), _hash(secret), now, expires, name=name
+        )
         return NewKey(row, f"{KEY_PREFIX}{key_id}_{secret}")
+
+    async def create(
+        self,
+        tenant: str,
+        scopes: frozenset[Scope],
+        *,
+        expires_in_seconds: int | None = None,
+        name: str | None = None,
+    ) -> NewKey:
+        """A new key for ``tenant`` with ``scopes``; the token is not kept anywhere."""
+        new = self.mint(tenant, scopes, expires_in_seconds=expires_in_seconds, name=name)
+        await self.home.execute(CreateApiKey(new.row))
+        return new
 
     async def list(self) -> list[ApiKeyRow]:
         return await self.reads.all()
@@ -190,20 +218,34 @@ class ApiKeys:
         This node refuses it from then on; the others within ``cache_seconds``."""
         at = time.time_ns() + after_seconds * _NS
         row: ApiKeyRow | None = await self.home.execute(RevokeApiKey(key_id, at, replaced_by))
-        self._cache.pop(key_id, None)
+        self.forget(key_id)
         return row
+
+    def forget(self, key_id: str) -> None:
+        """Drop this node's cached copy of a key just changed, so the change holds here
+        at once (other nodes: within ``cache_seconds``)."""
+        self._cache.pop(key_id, None)
+
+    @classmethod
+    def rotation(cls, old: ApiKeyRow, grace_seconds: int) -> tuple[NewKey, RotateApiKey]:
+        """The successor of ``old`` (same tenant, scopes and name; no expiry) and the
+        command that stores it and revokes ``old`` after ``grace_seconds``, at once."""
+        new = cls.mint(old.tenant, parse_scopes(old.scopes), name=old.name)
+        now = new.row.created_at
+        return new, RotateApiKey(old.id, new.row, now + grace_seconds * _NS, now)
 
     async def rotate(self, key_id: str, *, grace_seconds: int = 0) -> tuple[NewKey, ApiKeyRow]:
         """A new key for the same tenant and scopes; the old one is revoked after
         ``grace_seconds`` (0: at once). LookupError for an unknown or revoked key."""
         old = await self.reads.get(key_id)
-        now = time.time_ns()
-        if old is None or (old.revoked_at is not None and old.revoked_at <= now):
+        if old is None:
             raise LookupError(f"no active API key {key_id!r}")
-        new = await self.create(old.tenant, parse_scopes(old.scopes))
-        revoked = await self.revoke(key_id, after_seconds=grace_seconds, replaced_by=new.row.id)
-        assert revoked is not None
-        return new, revoked
+        new, command = self.rotation(old, grace_seconds)
+        change: KeyChange = await self.home.execute(command)
+        if change.old is None:
+            raise LookupError(f"no active API key {key_id!r}")
+        self.forget(key_id)
+        return new, change.old
 
     # -- checking -----------------------------------------------------------------------
 

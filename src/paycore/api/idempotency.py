@@ -178,9 +178,20 @@ class WriteExecutor:
         (the stored answer is the one given); unkeyed, a retry finds the committed
         result by its ids and renders it again.
         """
+        stored, replayed = await self.execute(request, command, render, body)
+        return stored_to_response(stored, replayed=replayed)
+
+    async def execute(
+        self,
+        request: Request[Any, Any, Any],
+        command: Command,
+        render: Render,
+        body: msgspec.Struct,
+    ) -> tuple[StoredResponse, bool]:
+        """``run``'s answer before it becomes a response, and whether it is a replay."""
         raw_key = request.headers.get(IDEMPOTENCY_HEADER)
         if raw_key is None:
-            return stored_to_response(render(await self.store.execute(command)))
+            return render(await self.store.execute(command)), False
         if not _KEY_SHAPE.fullmatch(raw_key):
             raise RequestError(
                 ErrorCode.INVALID_REQUEST,
@@ -196,8 +207,7 @@ class WriteExecutor:
         )
         with self.in_flight.hold(key):
             async with self.key_lock(key):
-                stored, replayed = await self.store.execute_idempotent(command, idempotency)
-        return stored_to_response(stored, replayed=replayed)
+                return await self.store.execute_idempotent(command, idempotency)
 
     @asynccontextmanager
     async def key_lock(self, key: str) -> AsyncIterator[HeldLease | None]:

@@ -97,7 +97,8 @@ from paycore.storage.base import (
     StoredResponse,
     TransferPage,
 )
-from paycore.storage.keys import CreateApiKey, RevokeApiKey
+from paycore.storage.deliveries import EnqueueEvent, RedeliverEvent
+from paycore.storage.keys import KeyCommand
 from paycore.storage.listing import AccountFilter, ListPage, Page, TransferFilter
 from paycore.storage.payments import (
     AckPaymentEvents,
@@ -105,6 +106,7 @@ from paycore.storage.payments import (
     PaymentWrite,
     PurgePaymentEvents,
 )
+from paycore.storage.webhook_endpoints import EndpointCommand
 
 __all__ = ["ShardedStore", "gather_all"]
 
@@ -193,8 +195,10 @@ class ShardedStore:
         if isinstance(command, PaymentWrite | ClaimPaymentEvents | AckPaymentEvents):
             # The payments layer placed its rows: the command names their shard.
             return await self.shards[command.shard].execute(command)
-        if isinstance(command, CreateApiKey | RevokeApiKey):  # every key on one shard
+        if isinstance(command, KeyCommand | EndpointCommand):  # all on the key shard
             return await self.shards[self.key_shard].execute(command)
+        if isinstance(command, EnqueueEvent | RedeliverEvent):  # the event's own shard
+            return await self.shards[command.shard].execute(command)
         if isinstance(command, CloseAccount) and (refused := close_refusal(command)) is not None:
             return refused
         if self.single:
@@ -232,6 +236,10 @@ class ShardedStore:
     async def execute_idempotent(
         self, command: Command, idempotency: Idempotency
     ) -> tuple[StoredResponse, bool]:
+        if isinstance(command, KeyCommand | EndpointCommand):
+            return await self._idempotent_on(self.key_shard, command, idempotency)
+        if isinstance(command, EnqueueEvent | RedeliverEvent):
+            return await self._idempotent_on(command.shard, command, idempotency)
         if isinstance(command, CloseAccount) and (refused := close_refusal(command)) is not None:
             return idempotency.render(refused), False
         if self.single:
@@ -325,6 +333,27 @@ class ShardedStore:
             idempotency.key, idempotency.fingerprint, render, idempotency.retention_seconds
         )
         return await self.shards[home].execute_idempotent(own, wrapped)
+
+    async def _idempotent_on(
+        self, target: str, command: Command, idempotency: Idempotency
+    ) -> tuple[StoredResponse, bool]:
+        """A command that runs on shard ``target`` alone, under a key whose record lives on
+        the key's own shard: in one transaction when that is ``target``, else the record
+        is written after the command (two nodes cannot both run it: the key's lock)."""
+        home = target if self.single else self.shard_for(idempotency.key)
+        if target == home:
+            return await self.shards[home].execute_idempotent(command, idempotency)
+        seen = await self._seen(home, idempotency)
+        if seen is not None:
+            return seen, True
+        result = await self.shards[target].execute(command)
+        record = Idempotency(
+            idempotency.key,
+            idempotency.fingerprint,
+            lambda _: idempotency.render(result),
+            idempotency.retention_seconds,
+        )
+        return await self.shards[home].execute_idempotent(CreateAccounts(()), record)
 
     async def _seen(self, home: str, idempotency: Idempotency) -> StoredResponse | None:
         """The stored answer under this key on its shard; 409 when the body differs."""

@@ -73,8 +73,15 @@ from paycore.storage.chain_legs import (
     locked_holds,
 )
 from paycore.storage.codec import T_COLUMNS, transfer_from_row
+from paycore.storage.deliveries import EnqueueEvent, RedeliverEvent, apply_delivery_command
 from paycore.storage.group_commit import Job
-from paycore.storage.keys import CreateApiKey, RevokeApiKey, apply_key_command
+from paycore.storage.keys import (
+    CreateApiKey,
+    RevokeApiKey,
+    RevokeTenantApiKey,
+    RotateApiKey,
+    apply_key_command,
+)
 from paycore.storage.payments import (
     AckPaymentEvents,
     ClaimPaymentEvents,
@@ -84,6 +91,12 @@ from paycore.storage.payments import (
     apply_payment_command,
 )
 from paycore.storage.saga_holds import load_saga_holds
+from paycore.storage.webhook_endpoints import (
+    CreateWebhookEndpoint,
+    DeleteWebhookEndpoint,
+    RotateEndpointSecret,
+    apply_endpoint_command,
+)
 
 __all__ = [
     "GroupClock",
@@ -767,8 +780,12 @@ def _apply_other(tx: LedgerTx, clock: GroupClock, command: Command) -> Any:
         | PurgePaymentEvents,
     ):
         return apply_payment_command(tx, clock, command)
-    if isinstance(command, CreateApiKey | RevokeApiKey):
+    if isinstance(command, CreateApiKey | RevokeApiKey | RevokeTenantApiKey | RotateApiKey):
         return apply_key_command(tx, clock, command)
+    if isinstance(command, CreateWebhookEndpoint | DeleteWebhookEndpoint | RotateEndpointSecret):
+        return apply_endpoint_command(tx, clock, command)
+    if isinstance(command, EnqueueEvent | RedeliverEvent):
+        return apply_delivery_command(tx, clock, command)
     if isinstance(command, PeekIdempotency):
         seen = tx.idempotency_record(command.key)
         if seen is None or seen[2] <= clock.now:

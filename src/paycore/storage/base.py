@@ -30,9 +30,11 @@ from paycore.ledger.model import (
 )
 
 if TYPE_CHECKING:
+    from paycore.storage.deliveries import DeliveryCommand
     from paycore.storage.keys import KeyCommand
     from paycore.storage.listing import AccountFilter, ListPage, Page, TransferFilter
     from paycore.storage.payments import PaymentCommand
+    from paycore.storage.webhook_endpoints import EndpointCommand
 
 __all__ = [
     "FINISHED_OUTBOX_STATES",
@@ -376,6 +378,8 @@ Command = Union[  # a string forward reference cannot take part in "|"
     KeepChainRefusals,
     "PaymentCommand",
     "KeyCommand",
+    "EndpointCommand",
+    "DeliveryCommand",
 ]
 
 

@@ -197,6 +197,9 @@ class EventRow(msgspec.Struct, frozen=True):
     # Who owns it (migration 0011): set by the writer, whatever the caller put here, to
     # the tenant of the object's owning account (see ``PaymentWrite``).
     tenant: str = ""
+    # The one endpoint (an HTTP-made endpoint's id) it goes to, else None: every
+    # endpoint of its tenant that wants its type (migration 0017, ``storage.deliveries``).
+    only_endpoint: str | None = None
 
 
 class WebhookDeliveryRow(msgspec.Struct, frozen=True):

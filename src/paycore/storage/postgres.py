@@ -82,6 +82,7 @@ from paycore.storage.codec import (
     transfer_row,
     view_from_row,
 )
+from paycore.storage.deliveries import DeliveryReads
 from paycore.storage.group_commit import GroupCommitWriter, Job
 from paycore.storage.keys import ApiKeyReads
 from paycore.storage.listing import (
@@ -95,6 +96,7 @@ from paycore.storage.listing import (
 from paycore.storage.migrations import outdated_schema_error
 from paycore.storage.payments import PaymentReads
 from paycore.storage.saga_holds import save_saga_holds
+from paycore.storage.webhook_endpoints import WebhookEndpointReads
 
 __all__ = [
     "PostgresStore",
@@ -620,6 +622,8 @@ class PostgresStore:
         # Payment rows (paycore.storage.payments), read through the pool.
         self.payments = PaymentReads(self._fetch_rows)
         self.keys = ApiKeyReads(self._fetch_rows)
+        self.webhook_endpoints = WebhookEndpointReads(self._fetch_rows)
+        self.deliveries = DeliveryReads(self._fetch_rows)
         # The list endpoints' reads (paycore.storage.listing), payments' included.
         self.lists = ListReads(self._fetch_rows, Dialect.POSTGRES)
 

@@ -7,7 +7,8 @@ Jobs, one leader each among all nodes (``paycore.locks.WorkerRunner``)::
     leader:payments:<shard>      resolves payments left processing (status lookup by
                                  reference), cancels authorizations that ran out
     leader:webhooks:<shard>      sends the shard's payment events to the ``[[webhooks]]``
-                                 endpoints (only when some are configured)
+                                 endpoints and those made over HTTP (claims nothing
+                                 while there is none)
 
 A leader announces its fencing token to the shards it writes (``AdvanceFence``) before
 it works, and every write it makes carries the token, so a leader paused past its lease
@@ -22,6 +23,7 @@ once, through the same code path.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +31,11 @@ from paycore.cluster.router import ShardedStore, gather_all
 from paycore.config import Settings
 from paycore.errors import FencedError, PaycoreError
 from paycore.locks import HeldLease, LockService, WorkerRunner
+from paycore.payments.endpoint_secrets import signing_key
 from paycore.storage.base import AdvanceFence, Fence, Store
 from paycore.workers.maintenance import MaintenanceWorker
 from paycore.workers.relay import RelayWorker
-from paycore.workers.webhooks import WebhookWorker, webhook_client
+from paycore.workers.webhooks import StoredEndpoints, WebhookWorker, webhook_client
 
 if TYPE_CHECKING:
     from paycore.payments.service import PaymentService
@@ -92,17 +95,19 @@ class WorkerSupervisor:
                 self.runners.append(
                     WorkerRunner(locks, "payments", self._payments_job(shard), shard=shard, ttl=ttl)
                 )
-        # Webhooks: one sender per shard, all over one pooled HTTP client.
+        # Webhooks: one sender per shard, all over one pooled HTTP client; always, since
+        # endpoints may be made over HTTP at any time (a pass without any claims nothing).
         self.webhooks: dict[str, WebhookWorker] = {}
-        self._webhook_client = webhook_client() if settings.webhooks else None
-        if self._webhook_client is not None:
-            for shard, shard_store in self.shards.items():
-                self.webhooks[shard] = WebhookWorker(
-                    shard_store, shard, settings.webhooks, client=self._webhook_client
-                )
-                self.runners.append(
-                    WorkerRunner(locks, "webhooks", self._webhooks_job(shard), shard=shard, ttl=ttl)
-                )
+        self._webhook_client = webhook_client()
+        home = store.shards[store.key_shard] if isinstance(store, ShardedStore) else store
+        stored = StoredEndpoints(home, functools.partial(signing_key, settings))
+        for shard, shard_store in self.shards.items():
+            self.webhooks[shard] = WebhookWorker(
+                shard_store, shard, settings.webhooks, stored=stored, client=self._webhook_client
+            )
+            self.runners.append(
+                WorkerRunner(locks, "webhooks", self._webhooks_job(shard), shard=shard, ttl=ttl)
+            )
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -119,8 +124,7 @@ class WorkerSupervisor:
             runner.stop()
         tasks, self._tasks = self._tasks, []
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._webhook_client is not None:
-            await self._webhook_client.aclose()
+        await self._webhook_client.aclose()
 
     def status(self) -> dict[str, Any]:
         """What /readyz shows: each job, whether this node leads it, and its failures."""

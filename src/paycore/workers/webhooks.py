@@ -21,13 +21,19 @@ retried like a 5xx, since a receiver's configuration may be fixed within the day
 recorded as ``rejected``. Events are sent oldest first but concurrently, so a receiver
 must not rely on their order (``created_at`` and the object's status tell).
 
-Endpoints come from the settings (``[[webhooks]]``); an event is matched against the
-endpoints configured when it is sent. Each endpoint belongs to one tenant and only ever
+Endpoints come from the settings (``[[webhooks]]``) and from the database, made over
+HTTP (``StoredEndpoints``: read from the key shard again every few seconds, their
+secrets derived, ``paycore.payments.endpoint_secrets``); an event is matched against
+the endpoints that exist when it is sent. An event with ``only_endpoint`` (a test
+event, a redelivery) goes to that endpoint alone, whatever its ``events``. In the
+delivery log a config endpoint is named by its URL, an HTTP-made one by its id.
+
+Each endpoint belongs to one tenant and only ever
 gets that tenant's events: the store stamps every event with the tenant of the account
 that owns its object, in the transaction that writes it (``EventRow.tenant``). An event
 no endpoint takes (its tenant has none, or none subscribed to its type) is delivered to
-nobody, so it never holds up the outbox, and is purged with the delivered ones. Without
-endpoints the job does not run and the events wait in the outbox.
+nobody, so it never holds up the outbox, and is purged with the delivered ones. While
+there is no endpoint at all, a pass claims nothing and the events wait in the outbox.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ import msgspec
 
 from paycore.config import WebhookEndpointConfig
 from paycore.errors import FencedError
+from paycore.payments.endpoint_secrets import endpoint_secret
 from paycore.payments.webhooks import (
     RETRY_SCHEDULE,
     DeliveryOutcome,
@@ -66,12 +73,93 @@ from paycore.storage.payments import (
     PaymentReads,
     WebhookDeliveryRow,
 )
+from paycore.storage.webhook_endpoints import WebhookEndpointReads, WebhookEndpointRow
 
-__all__ = ["WebhookPass", "WebhookWorker", "webhook_client"]
+__all__ = ["StoredEndpoints", "Target", "WebhookPass", "WebhookWorker", "webhook_client"]
 
 log = logging.getLogger(__name__)
 
 _NS = 1_000_000_000
+# The request timeout of an endpoint made over HTTP (a config endpoint sets its own).
+STORED_ENDPOINT_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """An endpoint as the sender uses it. ``key``: its name in the delivery log (a
+    config endpoint's URL, an HTTP-made endpoint's id)."""
+
+    key: str
+    url: str
+    secrets: tuple[str, ...]
+    events: tuple[str, ...]
+    tenant: str
+    timeout_seconds: float
+
+    @classmethod
+    def of_config(cls, endpoint: WebhookEndpointConfig) -> Target:
+        return cls(
+            endpoint.url,
+            endpoint.url,
+            endpoint.secrets,
+            endpoint.events,
+            endpoint.tenant,
+            endpoint.timeout_seconds,
+        )
+
+    def takes(self, event: EventRow) -> bool:
+        """Whether this endpoint gets ``event`` (see the module docstring)."""
+        if event.tenant != self.tenant:
+            return False
+        if event.only_endpoint is not None:
+            return event.only_endpoint == self.key
+        return event_matches(self.events, event.type)
+
+
+class StoredEndpoints:
+    """The endpoints made over HTTP, read from ``home`` (the key shard) at most every
+    ``refresh_seconds``, with their secrets derived from the key ``signing_key`` gives
+    (asked once, when there is a first endpoint: a node without any never makes one)."""
+
+    def __init__(
+        self,
+        home: Store,
+        signing_key: Callable[[], bytes],
+        *,
+        refresh_seconds: float = 5.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        reads = getattr(home, "webhook_endpoints", None)
+        if not isinstance(reads, WebhookEndpointReads):
+            raise TypeError(f"store {home.name} keeps no webhook endpoints")
+        self.reads = reads
+        self._signing_key = signing_key
+        self._key: bytes | None = None
+        self.refresh_seconds = refresh_seconds
+        self._monotonic = monotonic
+        self._rows: list[WebhookEndpointRow] = []
+        self._until = -math.inf
+
+    async def targets(self, now: int) -> list[Target]:
+        """The endpoints as of at most ``refresh_seconds`` ago; ``now``: ns, for which
+        secret versions sign."""
+        if self._monotonic() >= self._until:
+            self._rows = await self.reads.all()
+            self._until = self._monotonic() + self.refresh_seconds
+        if self._rows and self._key is None:
+            self._key = self._signing_key()
+        key = self._key or b""
+        return [
+            Target(
+                row.id,
+                row.url,
+                tuple(endpoint_secret(key, row.id, v) for v in row.secret_versions(now)),
+                tuple(row.events.split(",")),
+                row.tenant,
+                STORED_ENDPOINT_TIMEOUT_SECONDS,
+            )
+            for row in self._rows
+        ]
 
 
 def webhook_client(
@@ -102,7 +190,8 @@ class WebhookPass:
 
 
 class WebhookWorker:
-    """Sends the events of one shard (``store``, its name ``shard``) to ``endpoints``.
+    """Sends the events of one shard (``store``, its name ``shard``) to ``endpoints``
+    (the config file's) and to the ``stored`` ones (made over HTTP; None: none).
 
     ``client``: a shared HTTP client (closed by its owner); None: one of its own, closed by
     ``aclose``. ``schedule``: the retry delays (seconds; tests shrink it). ``clock``:
@@ -115,6 +204,7 @@ class WebhookWorker:
         shard: str,
         endpoints: Sequence[WebhookEndpointConfig],
         *,
+        stored: StoredEndpoints | None = None,
         client: httpx.AsyncClient | None = None,
         schedule: Sequence[float] = RETRY_SCHEDULE,
         clock: Callable[[], int] = time.time_ns,
@@ -124,7 +214,7 @@ class WebhookWorker:
         owner: str | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        if not endpoints:
+        if not endpoints and stored is None:
             raise ValueError("a webhook sender needs at least one endpoint")
         urls = [e.url for e in endpoints]
         if len(set(urls)) != len(urls):
@@ -140,6 +230,9 @@ class WebhookWorker:
         self.shard = shard
         self.reads = reads
         self.endpoints = tuple(endpoints)
+        self.configured = tuple(Target.of_config(e) for e in endpoints)
+        self.stored = stored
+        self.concurrency = concurrency
         self.schedule = tuple(schedule)
         self.clock = clock
         self.interval_seconds = interval_seconds
@@ -149,10 +242,7 @@ class WebhookWorker:
         self._client = client
         self._owns_client = client is None
         self._limit = asyncio.Semaphore(concurrency)
-        # A claim outlives the slowest pass: every POST of a full batch timing out.
-        slowest = max(e.timeout_seconds for e in self.endpoints)
-        rounds = math.ceil(batch_limit * len(self.endpoints) / concurrency)
-        self.lease_seconds = max(30.0, rounds * slowest * 1.5 + 5.0)
+        self.lease_seconds = self._lease_for(self.configured)
         # Counters for /readyz (and tests).
         self.passes = 0
         self.failures = 0
@@ -161,6 +251,18 @@ class WebhookWorker:
         self.delivered_total = 0
         self.retried_total = 0
         self.failed_total = 0
+
+    def _lease_for(self, targets: Sequence[Target]) -> float:
+        """A claim outlives the slowest pass: every POST of a full batch timing out."""
+        if not targets:
+            return 30.0
+        slowest = max(t.timeout_seconds for t in targets)
+        rounds = math.ceil(self.batch_limit * len(targets) / self.concurrency)
+        return max(30.0, rounds * slowest * 1.5 + 5.0)
+
+    async def _targets(self) -> list[Target]:
+        stored = [] if self.stored is None else await self.stored.targets(self.clock())
+        return [*self.configured, *stored]
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -180,6 +282,11 @@ class WebhookWorker:
         """Claim due events, send them, ack the outcomes (see the module docstring).
         Raises ``FencedError`` when another sender leads this shard now."""
         report = WebhookPass()
+        targets = await self._targets()
+        if not targets:  # nobody to send to: the events wait in the outbox
+            self.passes += 1
+            return report
+        self.lease_seconds = self._lease_for(targets)
         events: list[EventRow] = await self.store.execute(
             ClaimPaymentEvents(
                 self.shard, self.owner, self.lease_seconds, self.batch_limit, fence=fence
@@ -196,14 +303,11 @@ class WebhookWorker:
                 bodies[event.id] = event_body(event)
             except msgspec.DecodeError:  # never written so; given up rather than block
                 log.error("webhooks: event %s has a payload that is not JSON", event.id)
-        sends: list[tuple[EventRow, WebhookEndpointConfig]] = [
-            (event, endpoint)
+        sends: list[tuple[EventRow, Target]] = [
+            (event, target)
             for event in events
-            for endpoint in self.endpoints
-            if event.id in bodies
-            and endpoint.tenant == event.tenant
-            and event_matches(endpoint.events, event.type)
-            and (event.id, endpoint.url) not in done
+            for target in targets
+            if event.id in bodies and target.takes(event) and (event.id, target.key) not in done
         ]
         results = await asyncio.gather(
             *(self._send(endpoint, event.id, bodies[event.id]) for event, endpoint in sends)
@@ -229,9 +333,7 @@ class WebhookWorker:
         rows = await self.reads.webhook_deliveries(event_ids)
         return {(r.event_id, r.endpoint) for r in rows if r.status == "delivered"}
 
-    async def _send(
-        self, endpoint: WebhookEndpointConfig, event_id: str, body: bytes
-    ) -> DeliveryResult:
+    async def _send(self, endpoint: Target, event_id: str, body: bytes) -> DeliveryResult:
         async with self._limit:
             try:
                 return await deliver(
@@ -256,7 +358,7 @@ class WebhookWorker:
         self,
         events: Sequence[EventRow],
         bodies: Mapping[str, bytes],
-        sends: Sequence[tuple[EventRow, WebhookEndpointConfig]],
+        sends: Sequence[tuple[EventRow, Target]],
         results: Sequence[DeliveryResult],
         *,
         report: WebhookPass,
@@ -265,7 +367,7 @@ class WebhookWorker:
         now = self.clock()
         outcomes: dict[str, list[tuple[str, DeliveryResult]]] = {e.id: [] for e in events}
         for (event, endpoint), result in zip(sends, results, strict=True):
-            outcomes[event.id].append((endpoint.url, result))
+            outcomes[event.id].append((endpoint.key, result))
         retry: list[tuple[str, int]] = []
         rows: list[WebhookDeliveryRow] = []
         for event in events:
