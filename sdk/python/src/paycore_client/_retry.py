@@ -28,7 +28,9 @@ from typing import Final
 __all__ = ["RETRYABLE_CODES", "RETRYABLE_STATUSES", "RetryPolicy", "is_retryable_answer"]
 
 RETRYABLE_STATUSES: Final = frozenset({429, 502, 503, 504})
-RETRYABLE_CODES: Final = frozenset({"idempotency_key_in_use", "transfer_in_flight"})
+RETRYABLE_CODES: Final = frozenset(
+    {"idempotency_key_in_use", "transfer_in_flight", "webhook_delivery_in_progress"}
+)
 
 
 def is_retryable_answer(status: int, code: str | None) -> bool:
