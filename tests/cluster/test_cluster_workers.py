@@ -72,7 +72,10 @@ async def test_one_node_with_local_locks_leads_every_job_and_settles(
     try:
         await _until(lambda: all(_leaders(node).values()))
         assert set(_leaders(node)) == {
-            (job, shard) for job in ("relay", "maintenance") for shard in cluster.shards
+            # webhooks: endpoints may be added over HTTP at any time (the admin API)
+            (job, shard)
+            for job in ("relay", "maintenance", "webhooks")
+            for shard in cluster.shards
         }
         (result,) = await cluster.execute(
             CreateTransfers((move("w-1", wallets[s0][0], wallets[s1][0], 5),))

@@ -50,6 +50,9 @@ C_COLUMNS = {
     ("chain_reservations", "account_id"),
     ("saga_holds_in_flight", "hold_id"),
     ("saga_holds_in_flight", "account_id"),
+    ("webhook_endpoints", "id"),  # 0017
+    ("webhook_endpoints", "tenant"),
+    ("payment_events", "only_endpoint"),
     ("chain_locks", "pending_id"),
     ("chain_locks", "chain_id"),
     ("transfer_refusals", "id"),  # 0013 creates them collated

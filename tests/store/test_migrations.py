@@ -32,6 +32,7 @@ MIGRATIONS = [
     "0014_outbox_flags.sql",
     "0015_list_indexes.sql",
     "0016_saga_history.sql",
+    "0017_admin_api.sql",
 ]
 
 
