@@ -7,7 +7,7 @@ from __future__ import annotations
 from paycore.errors import PaycoreError
 from paycore.ledger.model import TransferFlags, TransferRequest
 from paycore.payments.accounts import new_id, psp_account_id, transfer_id
-from paycore.payments.flows import outcomes
+from paycore.payments.flows import holds
 from paycore.payments.flows.model import NewPayout, PayoutView, Reply, RouteLike
 from paycore.payments.flows.outcomes import (
     REQUEST_CODES,
@@ -79,7 +79,7 @@ async def payout(work: UnitOfWork, new: NewPayout) -> Reply:
         if started.code in REQUEST_CODES:
             return await work.refuse(started.refusal())
         # The wallet cannot cover it (limits, holds included): the payout failed.
-        step = outcomes.payout_refused(shard, row, started.code, started.detail, now)
+        step = holds.payout_refused(shard, row, started.code, started.detail, now)
         return await work.record_refused(step, claim)
     attempts = [current]
     index = 0
@@ -168,6 +168,6 @@ async def record_payout(
     all_attempts = (*attempts[:-1], done)
     if result.outcome is Outcome.AMBIGUOUS:
         return (await work.commit(unknown(PayoutView(row, all_attempts, shard), done))).reply
-    written = await work.commit(outcomes.paid_out(shard, row, all_attempts, result, now))
+    written = await work.commit(holds.paid_out(shard, row, all_attempts, result, now))
     complaint = "payout %s: recording the outcome refused: %s"
     return await work.finish(written, "payout", row.id, complaint)

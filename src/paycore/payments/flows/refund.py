@@ -6,7 +6,7 @@ from __future__ import annotations
 from paycore.errors import ErrorCode, PaycoreError, RequestError
 from paycore.ledger.model import TransferFlags, TransferRequest
 from paycore.payments.accounts import new_id, psp_account_id, transfer_id
-from paycore.payments.flows import outcomes
+from paycore.payments.flows import holds
 from paycore.payments.flows.model import RefundView, Reply
 from paycore.payments.flows.outcomes import (
     REQUEST_CODES,
@@ -91,7 +91,7 @@ async def refund(work: UnitOfWork, payment_id: str, amount: int | None) -> Reply
         if code in (_E.REFUND_EXCEEDS_CAPTURED, _E.PAYMENT_NOT_FOUND) or code in REQUEST_CODES:
             return await work.refuse(started.refusal())
         # The merchant's balance cannot cover it: the refund exists, failed.
-        return await work.record_refused(outcomes.refund_refused(shard, pending, code, now), claim)
+        return await work.record_refused(holds.refund_refused(shard, pending, code, now), claim)
     authorization = row.authorization_reference or ""
     result = await ctx.call(
         row.processor,
@@ -109,6 +109,6 @@ async def record_refund(
     done = finished(sent, result, now)
     if result.outcome is Outcome.AMBIGUOUS:
         return (await work.commit(unknown(RefundView(refund, (done,), shard), done))).reply
-    written = await work.commit(outcomes.refunded(shard, refund, done, result, now))
+    written = await work.commit(holds.refunded(shard, refund, done, result, now))
     complaint = "refund %s: recording the outcome refused: %s"
     return await work.finish(written, "refund", refund.id, complaint)

@@ -3,7 +3,9 @@ what became of each reference), and expire authorizations that ran out."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
+from typing import Protocol, TypeVar
 
 from paycore.errors import ErrorCode, PaycoreError
 from paycore.payments.flows.capture import record_capture, record_void, release
@@ -51,33 +53,42 @@ async def resolve_processing(
     before = ctx.clock() - int(older_than * NS)
     for shard in shards or list(ctx.shards):
         reads = ctx.reads(shard)
-        # Page by page (``limit`` rows each, at most ``_RESOLVE_PAGES`` pages a pass),
-        # so rows whose processor cannot answer now never hide the ones behind them.
-        after: tuple[int, str] | None = None
-        for _ in range(_RESOLVE_PAGES):
-            rows = await reads.payments_in(PaymentStatus.PROCESSING.value, before, limit, after)
-            for row in rows:
-                await _guarded(report, row.id, _resolve_payment(work, shard, row))
-            if len(rows) < limit:
-                break
-            after = (rows[-1].updated_at, rows[-1].id)
-        after = None
-        for _ in range(_RESOLVE_PAGES):
-            refunds = await reads.refunds_in(RefundStatus.PENDING.value, before, limit, after)
-            for refund in refunds:
-                await _guarded(report, refund.id, _resolve_refund(work, shard, refund))
-            if len(refunds) < limit:
-                break
-            after = (refunds[-1].updated_at, refunds[-1].id)
-        after = None
-        for _ in range(_RESOLVE_PAGES):
-            payouts = await reads.payouts_in(PayoutStatus.PROCESSING.value, before, limit, after)
-            for payout in payouts:
-                await _guarded(report, payout.id, _resolve_payout(work, shard, payout))
-            if len(payouts) < limit:
-                break
-            after = (payouts[-1].updated_at, payouts[-1].id)
+        processing = partial(reads.payments_in, PaymentStatus.PROCESSING.value, before, limit)
+        async for row in _pages(processing, limit):
+            await _guarded(report, row.id, _resolve_payment(work, shard, row))
+        pending = partial(reads.refunds_in, RefundStatus.PENDING.value, before, limit)
+        async for refund in _pages(pending, limit):
+            await _guarded(report, refund.id, _resolve_refund(work, shard, refund))
+        paying = partial(reads.payouts_in, PayoutStatus.PROCESSING.value, before, limit)
+        async for payout in _pages(paying, limit):
+            await _guarded(report, payout.id, _resolve_payout(work, shard, payout))
     return report
+
+
+class _Row(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def updated_at(self) -> int: ...
+
+
+_R = TypeVar("_R", bound=_Row)
+
+
+async def _pages(
+    fetch: Callable[[tuple[int, str] | None], Awaitable[Sequence[_R]]], limit: int
+) -> AsyncIterator[_R]:
+    """The rows ``fetch`` gives, page by page (``limit`` rows each, at most
+    ``_RESOLVE_PAGES`` pages a pass), so rows whose processor cannot answer now never
+    hide the ones behind them."""
+    after: tuple[int, str] | None = None
+    for _ in range(_RESOLVE_PAGES):
+        rows = await fetch(after)
+        for row in rows:
+            yield row
+        if len(rows) < limit:
+            return
+        after = (rows[-1].updated_at, rows[-1].id)
 
 
 async def _guarded(report: ResolveReport, object_id: str, work: Awaitable[bool]) -> None:
