@@ -24,6 +24,15 @@ from paycore.payments.intents import CancelReason, PaymentStatus, PendingOp
 from paycore.payments.processors.base import Operation, Outcome, ProcessorResult
 from paycore.storage.payments import AttemptRow, PaymentRow, PaymentWrite
 
+__all__ = [
+    "Plan",
+    "cancel",
+    "capture",
+    "record_capture",
+    "record_void",
+    "release",
+]
+
 _E = ErrorCode
 # What a capture or a cancel plans for a payment at ``now``: the attempt's amount and
 # the payment's further in-flight fields (or a refusal, raised).

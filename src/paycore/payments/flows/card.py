@@ -36,6 +36,13 @@ from paycore.payments.processors.base import (
 )
 from paycore.storage.payments import AccountCheck, AttemptRow, PaymentRow, PaymentWrite
 
+__all__ = [
+    "create_payment",
+    "record_authorization",
+    "record_give_back",
+    "send_give_back",
+]
+
 _E = ErrorCode
 
 

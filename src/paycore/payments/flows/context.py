@@ -32,6 +32,13 @@ from paycore.storage.base import Store
 from paycore.storage.listing import ListReads
 from paycore.storage.payments import PaymentReads, PaymentWrite, PaymentWriteResult
 
+__all__ = [
+    "Context",
+    "log",
+    "not_found",
+    "shard_stores",
+]
+
 # The service's one logger, under the name it has always had (operators filter on it).
 log = logging.getLogger("paycore.payments.service")
 _E = ErrorCode

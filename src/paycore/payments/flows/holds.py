@@ -15,6 +15,13 @@ from paycore.payments.intents import PayoutStatus, RefundStatus
 from paycore.payments.processors.base import Outcome, ProcessorResult
 from paycore.storage.payments import AttemptRow, PaymentWrite, PayoutRow, RefundDelta, RefundRow
 
+__all__ = [
+    "paid_out",
+    "payout_refused",
+    "refund_refused",
+    "refunded",
+]
+
 _E = ErrorCode
 
 

@@ -15,6 +15,24 @@ from paycore.payments.processors.base import CardDetails, ProcessorResult
 from paycore.storage.base import StoredResponse
 from paycore.storage.payments import AttemptRow, PaymentRow, PayoutRow, RefundRow
 
+__all__ = [
+    "DEFAULT_AUTHORIZATION_SECONDS",
+    "MAX_PAYMENT_AMOUNT",
+    "FixedRouter",
+    "Keyed",
+    "NewPayment",
+    "NewPayout",
+    "PaymentRouter",
+    "PaymentView",
+    "PayoutView",
+    "RefundView",
+    "Reply",
+    "ReplyOutcome",
+    "ResolveReport",
+    "RouteLike",
+    "View",
+]
+
 DEFAULT_AUTHORIZATION_SECONDS: Final = 7 * 24 * 3600
 # One payment or payout may move at most this many minor units (10 billion in a currency
 # of two decimals). The ledger takes up to 2^63-1, but a processor's account (psp:...) is

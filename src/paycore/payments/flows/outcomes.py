@@ -51,6 +51,22 @@ from paycore.storage.payments import (
     PaymentWrite,
 )
 
+__all__ = [
+    "REQUEST_CODES",
+    "Step",
+    "authorization",
+    "back_to_capturable",
+    "captured",
+    "captured_after_expiry",
+    "give_back",
+    "given_back",
+    "released",
+    "released_after_expiry",
+    "unknown",
+    "wallet_refused",
+    "wallet_transferred",
+]
+
 _E = ErrorCode
 # What the ledger may refuse about the request itself (answered as a problem, nothing
 # kept) rather than about money (a failed payment): see ``paycore.payments.service``.

@@ -28,6 +28,11 @@ from paycore.payments.intents import PayoutStatus
 from paycore.payments.processors.base import Operation, Outcome, PayoutRequest, ProcessorResult
 from paycore.storage.payments import AccountCheck, AttemptRow, PaymentWrite, PayoutRow
 
+__all__ = [
+    "payout",
+    "record_payout",
+]
+
 
 async def payout(work: UnitOfWork, new: NewPayout) -> Reply:
     """Pay ``new.amount`` out of a wallet to a bank account, through a processor."""

@@ -24,6 +24,11 @@ from paycore.payments.intents import RefundStatus, SourceType
 from paycore.payments.processors.base import Operation, Outcome, ProcessorResult
 from paycore.storage.payments import AttemptRow, PaymentWrite, RefundDelta, RefundRow
 
+__all__ = [
+    "record_refund",
+    "refund",
+]
+
 _E = ErrorCode
 
 

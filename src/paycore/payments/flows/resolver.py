@@ -32,6 +32,11 @@ from paycore.payments.processors.base import Operation, Outcome
 from paycore.storage.base import Fence
 from paycore.storage.payments import PaymentRow, PayoutRow, RefundRow
 
+__all__ = [
+    "expire_authorizations",
+    "resolve_processing",
+]
+
 _E = ErrorCode
 # Pages of the resolver's work per shard and pass (each of ``limit`` rows).
 _RESOLVE_PAGES = 100

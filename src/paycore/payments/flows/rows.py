@@ -22,6 +22,24 @@ from paycore.payments.intents import PaymentStatus, PayoutStatus, RefundStatus
 from paycore.payments.processors.base import Operation, Outcome, ProcessorResult
 from paycore.storage.payments import AttemptRow, EventRow, PaymentRow, PayoutRow, RefundRow
 
+__all__ = [
+    "CLEAR",
+    "NS",
+    "attempt",
+    "bump",
+    "check_amount",
+    "check_refundable",
+    "events",
+    "finished",
+    "in_progress",
+    "move",
+    "payload",
+    "psp_request",
+    "routed",
+    "settle",
+    "status_result",
+]
+
 NS: Final = 1_000_000_000
 _E = ErrorCode
 # What a row's in-flight fields go back to once its work ended.

@@ -25,6 +25,12 @@ from paycore.payments.intents import CaptureMethod, PaymentStatus, PendingOp, So
 from paycore.storage.base import CreateTransfers
 from paycore.storage.payments import AccountCheck, PaymentRow, PaymentWrite
 
+__all__ = [
+    "run_wallet_transfer",
+    "wallet_move",
+    "wallet_payment",
+]
+
 
 async def wallet_payment(
     work: UnitOfWork, new: NewPayment, payment_id: str, resumed: bool

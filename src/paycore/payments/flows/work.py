@@ -34,6 +34,15 @@ from paycore.storage.payments import (
     PaymentWriteResult,
 )
 
+__all__ = [
+    "Committed",
+    "Pointer",
+    "UnitOfWork",
+    "Written",
+    "in_use",
+    "pointer_json",
+]
+
 _E = ErrorCode
 
 
