@@ -367,7 +367,7 @@ async def test_a_capture_twin_that_took_over_a_slow_claim_is_told_in_use(
     recorded the capture, then finds the payment processing: that is the first request's
     own capture, so the retry is told 409 in_use (retryable), never a stored
     payment_unexpected_state (found by the chaos run: the capture then happened)."""
-    from paycore.payments.service import _Pointer
+    from paycore.payments.flows.work import Pointer, UnitOfWork
 
     held = await _ok(await client.post("/v1/payments", json=pay(700, capture="manual")))
     acq = world.processor("acq-a")
@@ -380,16 +380,16 @@ async def test_a_capture_twin_that_took_over_a_slow_claim_is_told_in_use(
             await asyncio.sleep(0.01)
             if await world.service.reads(world.store.name).payments_in("processing", 2**62, 10):
                 break
-        replay = world.service._replay_or_resume
+        replay = UnitOfWork.replay_or_resume
 
-        async def read_before_the_capture(keyed: Any) -> Any:
+        async def read_before_the_capture(work: UnitOfWork) -> Any:
             """The claim, as read before the first request recorded its capture."""
-            monkeypatch.setattr(world.service, "_replay_or_resume", replay)
-            seen = await world.service._seen(keyed)
-            assert isinstance(seen, _Pointer)
+            monkeypatch.setattr(UnitOfWork, "replay_or_resume", replay)
+            seen = await work.seen()
+            assert isinstance(seen, Pointer)
             return seen
 
-        monkeypatch.setattr(world.service, "_replay_or_resume", read_before_the_capture)
+        monkeypatch.setattr(UnitOfWork, "replay_or_resume", read_before_the_capture)
         # Another API node (its own app: the in-process guard of keys in flight is not
         # shared).
         twin = await client.post(path, json=body, headers={KEY: "kc"})
@@ -423,7 +423,7 @@ async def test_a_request_that_died_mid_payment_is_in_use_until_resolved(
 ) -> None:
     """The outcome could not be recorded (503): a retry is 409 in_use while the payment is
     processing; after the resolver, the retry gets the payment as it is, kept from then."""
-    write = world.service._write
+    write = world.service.context.write
     writes = 0
 
     async def outcome_write_fails(command: Any) -> Any:
@@ -433,7 +433,7 @@ async def test_a_request_that_died_mid_payment_is_in_use_until_resolved(
             raise UnavailableError("shard down")
         return await write(command)
 
-    monkeypatch.setattr(world.service, "_write", outcome_write_fails)
+    monkeypatch.setattr(world.service.context, "write", outcome_write_fails)
     died = await client.post("/v1/payments", json=pay(), headers={KEY: "kd"})
     assert_problem(died, E.STORE_UNAVAILABLE)
     monkeypatch.undo()
@@ -457,7 +457,7 @@ async def test_a_claimed_payment_that_never_started_is_resumed(
     """The key was claimed but the process died before the payment was written (as when
     the key lives on another shard than the payment): the retry runs the payment, under
     the claimed id."""
-    from paycore.payments.service import _Pointer, _pointer_json
+    from paycore.payments.flows.work import Pointer, pointer_json
     from paycore.storage.base import StoredResponse
     from paycore.storage.payments import POINTER_CONTENT_TYPE, KeyWrite, PaymentWrite
 
@@ -465,7 +465,7 @@ async def test_a_claimed_payment_that_never_started_is_resumed(
     raw = _raw_fingerprint("POST", "/v1/payments", body)
     pointer = StoredResponse(
         102,
-        _pointer_json.encode(_Pointer("payment", "pay_claimed", world.store.name, 0)),
+        pointer_json.encode(Pointer("payment", "pay_claimed", world.store.name, 0)),
         POINTER_CONTENT_TYPE,
     )
     claimed = await world.store.execute(

@@ -126,7 +126,7 @@ async def test_a_stale_check_is_caught_in_the_transaction(
         async def stale_read(payment_id: str) -> object:
             return stale
 
-        monkeypatch.setattr(w.service, "get_payment", stale_read)
+        monkeypatch.setattr(w.service.context, "get_payment", stale_read)
         with pytest.raises(RequestError) as raised:
             await w.service.refund(p.id, 80)
         assert raised.value.code is E.REFUND_EXCEEDS_CAPTURED

@@ -96,7 +96,7 @@ async def test_a_crash_after_the_call_is_resolved_without_a_second_charge(
     the request fails (503), the payment stays processing, the resolver records the
     approval; the processor is asked for the status, never to authorize again."""
     async with open_world(store, clock) as w:
-        write = w.service._write
+        write = w.service.context.write
         writes = 0
 
         async def second_write_fails(command: Any) -> Any:
@@ -106,7 +106,7 @@ async def test_a_crash_after_the_call_is_resolved_without_a_second_charge(
                 raise UnavailableError("shard down between the call and its record")
             return await write(command)
 
-        monkeypatch.setattr(w.service, "_write", second_write_fails)
+        monkeypatch.setattr(w.service.context, "write", second_write_fails)
         with pytest.raises(UnavailableError):
             await w.service.create_payment(card_payment(1000, "manual"))
         monkeypatch.undo()

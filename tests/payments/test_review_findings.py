@@ -264,7 +264,7 @@ async def test_one_capture_key_on_two_nodes_keeps_the_answer_of_the_capture(
         work = store.shard_for("m1")
         key = next(f"k{i}" for i in range(999) if store.shard_for(f"default:k{i}") != work)
         claimed, go = asyncio.Event(), asyncio.Event()
-        write = node_a._write
+        write = node_a.context.write
 
         async def slow_after_claim(command: Any) -> Any:
             result = await write(command)
@@ -273,7 +273,7 @@ async def test_one_capture_key_on_two_nodes_keeps_the_answer_of_the_capture(
                 await go.wait()  # the few instants between A's claim and A's tx1
             return result
 
-        node_a._write = slow_after_claim  # type: ignore[method-assign,assignment]
+        node_a.context.write = slow_after_claim  # type: ignore[method-assign]
         locks = [open_lock_service(redis_server.url) for _ in range(2)]
         for service in locks:
             await service.open()

@@ -15,7 +15,7 @@ A payment intent (Stripe's PaymentIntent, reduced to what a payment core needs):
 ``processing`` always means "something is in flight that we do not know the end of":
 a processor call (``pending_op``: authorize, capture, void), or a cross-shard wallet
 transfer (``transfer``). Crash or AMBIGUOUS answer: it stays so, and the resolver asks
-the processor (``status``) and records the end (``paycore.payments.service``).
+the processor (``status``) and records the end (``paycore.payments.flows.resolver``).
 
 Refunds: ``pending`` (sent; the money held on the merchant) -> ``succeeded`` | ``failed``.
 Payouts: ``processing`` (sent; the money held on the wallet) -> ``paid`` | ``failed``.

@@ -175,7 +175,7 @@ def _rfc3339(ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}Z"
 
 
-# The ids of an event's object that name accounts (``payments.service._payload``).
+# The ids of an event's object that name accounts (``payments.flows.rows.payload``).
 _ACCOUNT_FIELDS: Final = ("merchant_account_id", "wallet_account_id")
 
 
