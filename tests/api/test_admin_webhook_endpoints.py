@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +263,16 @@ async def test_only_admin_keys_manage_endpoints(open_client: Any, store: AnyStor
             response = await client.request(method, path, headers=headers, json={})
             assert response.status_code == 403, (method, path)
             assert response.json()["code"] == "forbidden_scope"
+
+
+def test_processes_starting_at_once_share_one_whole_signing_key(tmp_path: Path) -> None:
+    """The key file is made by whoever comes first; every other process reads that same,
+    complete key (never an empty file caught between its creation and its write)."""
+    settings = Settings(data_dir=str(tmp_path))
+    with ProcessPoolExecutor(4) as pool:
+        keys = list(pool.map(signing_key, [settings] * 16))
+    assert len(set(keys)) == 1
+    assert len(keys[0]) >= 32
+    assert (tmp_path / KEY_FILE_NAME).read_bytes().strip() == keys[0]
+    assert [p.name for p in tmp_path.iterdir()] == [KEY_FILE_NAME]  # no draft left
+    assert (tmp_path / KEY_FILE_NAME).stat().st_mode & 0o777 == 0o600

@@ -41,12 +41,21 @@ def signing_key(settings: Settings) -> bytes:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(32).encode()
-    try:  # O_EXCL: two processes starting at once keep one key, the first one written
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # Written whole under a private name, then linked into place: a process that starts
+    # at the same moment finds either no file or the complete key, never an empty one,
+    # and the first link wins (link fails if the name exists).
+    draft = path.with_name(f".{KEY_FILE_NAME}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(key)
+            file.flush()
+            os.fsync(file.fileno())
+        os.link(draft, path)
     except FileExistsError:
         return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as file:
-        file.write(key)
+    finally:
+        draft.unlink(missing_ok=True)
     return key
 
 
