@@ -157,3 +157,29 @@ async def test_a_prepared_chain_holds_its_money_and_the_recovery_finishes_it(
     assert (await cluster.shards[s0].execute(FinishChain("chain.t1", True))).state == "committed"
     (a_after,) = await _counters(cluster, a)
     assert a_after == (0, 9_000, 0, 10_000)
+
+
+async def test_a_chain_posting_a_hold_an_earlier_item_of_the_batch_made(
+    cluster: ShardedStore, wallets: dict[str, list[str]]
+) -> None:
+    """Batch [hold A->B across shards; C->A linked; post of the hold]: the chain of the
+    last two spans shards and posts a hold the batch itself made (found by hypothesis:
+    the chain looked the hold up before the first item had written it)."""
+    s0, s1, s2 = list(wallets)[:3]
+    a, b, c = wallets[s0][0], wallets[s1][0], wallets[s2][0]
+    sent = (
+        TransferRequest("bh-1", a, b, 128, flags=TransferFlags(pending=True)),
+        move("bh-2", c, a, 10, linked=True),
+        TransferRequest("bh-3", pending_id="bh-1", flags=TransferFlags(post_pending=True)),
+    )
+    results = await cluster.execute(CreateTransfers(sent))
+    assert [(r.ok, r.in_flight) for r in results] == [(True, False)] * 3, results
+    assert await _counters(cluster, a, b, c) == [
+        (0, 128, 0, 10_010),
+        (0, 0, 0, 10_128),
+        (0, 10, 0, 10_000),
+    ]
+    view = await cluster.get_transfer("bh-1")
+    assert view is not None
+    assert view.status is TransferStatus.POSTED
+    assert (await audit_cluster(cluster.shards)).ok

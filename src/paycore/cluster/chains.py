@@ -174,6 +174,9 @@ async def run_chain(
     internal: bool,
 ) -> list[TransferResult]:
     """Apply one linked chain spanning shards, all or nothing (see the module docstring)."""
+    missing = {r.pending_id for r in requests if r.pending_id and r.pending_id not in holds}
+    if missing:  # holds an earlier segment of the same batch created, after it was cut
+        holds = {**holds, **await router.find_holds(missing)}
     results = await _plan(router, requests, holds, tenant=tenant, internal=internal)
     if not all(r.ok for r in results):
         return results
