@@ -28,7 +28,6 @@ fails ends its term: the runner releases the lock and campaigns again after
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import signal
@@ -237,6 +236,10 @@ class WorkerRunner:
             stopping.cancel()
             if not task.done():
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                # Bounded: a step that swallows its cancellation (a lock call retried
+                # inside) must not hang the node's shutdown for ever.
+                await asyncio.wait({task}, timeout=self.grace)
+        if not task.done():
+            log.error("%s: still running %.1f s after cancel; left behind", self.job, self.grace)
+            return None
         return None if task.cancelled() else task.result()

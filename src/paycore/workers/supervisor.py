@@ -40,6 +40,8 @@ from paycore.workers.webhooks import StoredEndpoints, WebhookWorker, webhook_cli
 if TYPE_CHECKING:
     from paycore.payments.service import PaymentService
 
+STOP_TIMEOUT_SECONDS = 15.0
+
 __all__ = ["WorkerSupervisor"]
 
 log = logging.getLogger(__name__)
@@ -123,7 +125,13 @@ class WorkerSupervisor:
         for runner in self.runners:
             runner.stop()
         tasks, self._tasks = self._tasks, []
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            # Each runner bounds its own steps; this bounds the whole, so a stuck job
+            # cannot hang the node's shutdown (it is logged and left behind).
+            _, stuck = await asyncio.wait(tasks, timeout=STOP_TIMEOUT_SECONDS)
+            for task in stuck:
+                log.error("%s did not stop within %.0f s", task.get_name(), STOP_TIMEOUT_SECONDS)
+                task.cancel()
         await self._webhook_client.aclose()
 
     def status(self) -> dict[str, Any]:
