@@ -45,7 +45,6 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Send
 from litestar.types import Scope as ASGIScope
 
-from paycore.cluster.router import ShardedStore
 from paycore.errors import ErrorCode, RequestError
 from paycore.ledger.model import DEFAULT_TENANT, is_valid_tenant
 from paycore.storage.keys import (
@@ -156,19 +155,14 @@ class ApiKeys:
         cache_seconds: float = CACHE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.home: Store = (
-            store.shards[store.key_shard] if isinstance(store, ShardedStore) else store
-        )
+        self.home = store.key_store
         self.cache_seconds = cache_seconds
         self._clock = clock
         self._cache: dict[str, tuple[float, ApiKeyRow | None]] = {}
 
     @property
     def reads(self) -> ApiKeyReads:
-        reads = getattr(self.home, "keys", None)
-        if not isinstance(reads, ApiKeyReads):
-            raise TypeError(f"store {self.home.name} keeps no API keys")
-        return reads
+        return self.home.keys
 
     # -- management ---------------------------------------------------------------------
 

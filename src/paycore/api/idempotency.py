@@ -50,7 +50,6 @@ from litestar import Request, Response
 
 from paycore.api.auth import tenant_of
 from paycore.api.schemas import canonical_json
-from paycore.cluster.router import ShardedStore
 from paycore.errors import ErrorCode, IdempotencyError, RequestError
 from paycore.locks import HeldLease, LocalLockService, LockService, LockUnavailable
 from paycore.storage.base import Command, Idempotency, Store, StoredResponse
@@ -121,7 +120,7 @@ def needs_cluster_lock(store: Store, locks: LockService | None) -> bool:
     only a store of several shards, with a lock service that other nodes share."""
     if locks is None or isinstance(locks, LocalLockService):
         return False
-    return isinstance(store, ShardedStore) and not store.single
+    return store.spans_shards
 
 
 def fingerprint(method: str, path: str, body: msgspec.Struct) -> str:

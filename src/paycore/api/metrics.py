@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from paycore.api.idempotency import KeysInFlight
 from paycore.api.problems import status_of
+from paycore.storage.base import Store
 
 __all__ = ["ApiMetrics", "MetricsMiddleware"]
 
@@ -31,24 +32,22 @@ _LATENCY_BUCKETS: Final = (
 class _StoreCollector(Collector):
     """Reads the store's writer counters (and keys in flight) when scraped."""
 
-    def __init__(self, store: object, in_flight: KeysInFlight) -> None:
+    def __init__(self, store: Store, in_flight: KeysInFlight) -> None:
         self._store = store
         self._in_flight = in_flight
 
     def collect(self) -> Iterator[Any]:
-        stats = getattr(self._store, "writer_stats", None)
-        if stats is not None:
-            transactions, commands = stats
-            yield CounterMetricFamily(
-                "paycore_store_transactions",
-                "Write transactions committed by the store's writer (one per group commit)",
-                value=transactions,
-            )
-            yield CounterMetricFamily(
-                "paycore_store_commands",
-                "Write commands run by the store's writer",
-                value=commands,
-            )
+        transactions, commands = self._store.writer_stats
+        yield CounterMetricFamily(
+            "paycore_store_transactions",
+            "Write transactions committed by the store's writer (one per group commit)",
+            value=transactions,
+        )
+        yield CounterMetricFamily(
+            "paycore_store_commands",
+            "Write commands run by the store's writer",
+            value=commands,
+        )
         yield GaugeMetricFamily(
             "paycore_idempotency_keys_in_flight",
             "Idempotency-Keys whose first request is still running in this process",
@@ -63,7 +62,7 @@ class ApiMetrics:
     # too sent the parameter twice, which strict parsers refuse.
     content_type: Final = "text/plain; version=0.0.4"
 
-    def __init__(self, store: object, in_flight: KeysInFlight) -> None:
+    def __init__(self, store: Store, in_flight: KeysInFlight) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._requests = Counter(
             "paycore_http_requests",

@@ -91,7 +91,8 @@ _HOLD_STATES = {
 class ChainRouter(Protocol):
     """What a chain needs of the router (``ShardedStore``)."""
 
-    shards: dict[str, Store]
+    @property
+    def shards(self) -> Mapping[str, Store]: ...
 
     def shard_for(self, account_id: str) -> str: ...
     @property

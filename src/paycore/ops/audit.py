@@ -1016,7 +1016,7 @@ class ClusterAuditReport(msgspec.Struct, frozen=True):
 
 
 async def audit_cluster(
-    shards: dict[str, Store],
+    shards: Mapping[str, Store],
     *,
     grace_seconds: float = 60.0,
     stuck_seconds: float = 300.0,

@@ -47,7 +47,7 @@ from paycore.payments.flows import card as _card
 from paycore.payments.flows import payout as _payout
 from paycore.payments.flows import refund as _refund
 from paycore.payments.flows import resolver as _resolver
-from paycore.payments.flows.context import Context, not_found, shard_stores
+from paycore.payments.flows.context import Context, not_found
 from paycore.payments.flows.model import (
     DEFAULT_AUTHORIZATION_SECONDS,
     MAX_PAYMENT_AMOUNT,
@@ -65,7 +65,7 @@ from paycore.payments.flows.model import (
 )
 from paycore.payments.flows.work import UnitOfWork
 from paycore.payments.processors.base import ProcessorConnector
-from paycore.storage.base import Fence, Store
+from paycore.storage.base import Fence, ShardStore, Store
 from paycore.storage.listing import ListReads
 from paycore.storage.payments import PaymentReads
 
@@ -87,7 +87,6 @@ __all__ = [
     "build_payment_service",
     "expire_authorizations",
     "resolve_processing",
-    "shard_stores",
 ]
 
 # The in-process simulated acquirers of the embedded default (no [[processors]]).
@@ -137,7 +136,7 @@ class PaymentService:
         return self.context.store
 
     @property
-    def shards(self) -> dict[str, Store]:
+    def shards(self) -> Mapping[str, ShardStore]:
         return self.context.shards
 
     @property

@@ -12,9 +12,9 @@ Reads answer from committed state only.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union, cast, runtime_checkable
 
 import msgspec
 
@@ -30,11 +30,11 @@ from paycore.ledger.model import (
 )
 
 if TYPE_CHECKING:
-    from paycore.storage.deliveries import DeliveryCommand
-    from paycore.storage.keys import KeyCommand
-    from paycore.storage.listing import AccountFilter, ListPage, Page, TransferFilter
-    from paycore.storage.payments import PaymentCommand
-    from paycore.storage.webhook_endpoints import EndpointCommand
+    from paycore.storage.deliveries import DeliveryCommand, DeliveryReads
+    from paycore.storage.keys import ApiKeyReads, KeyCommand
+    from paycore.storage.listing import AccountFilter, ListPage, ListReads, Page, TransferFilter
+    from paycore.storage.payments import PaymentCommand, PaymentReads
+    from paycore.storage.webhook_endpoints import EndpointCommand, WebhookEndpointReads
 
 __all__ = [
     "FINISHED_OUTBOX_STATES",
@@ -64,6 +64,8 @@ __all__ = [
     "PurgeOutbox",
     "ReserveTransferIds",
     "SetOutboxStates",
+    "ShardStore",
+    "SingleShard",
     "StaleChains",
     "Store",
     "StoredResponse",
@@ -513,3 +515,67 @@ class Store(Protocol):
 
     async def with_snapshot(self, reader: Callable[[LedgerSnapshot], T]) -> T:
         """Run ``reader`` (in a worker thread) over one consistent snapshot."""
+
+    # -- topology: what callers ask instead of which class the store is ---------------------
+
+    @property
+    def shard_stores(self) -> Mapping[str, ShardStore]:
+        """Every shard by name (a store of one shard is its own only shard)."""
+
+    @property
+    def key_store(self) -> ShardStore:
+        """The shard keeping the API keys and webhook endpoints."""
+
+    @property
+    def spans_shards(self) -> bool:
+        """Whether there is more than one shard (sagas, a relay, cluster-wide key locks)."""
+
+    def shard_of(self, key: str) -> str:
+        """The shard ``key`` (an account id, a payment's placement key) is placed on."""
+
+    @property
+    def writer_stats(self) -> tuple[int, int]:
+        """(transactions, commands) committed by the writers since start."""
+
+    def on_saga(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(source_shard)`` after step 1 of a cross-shard saga committed
+        there (the relay's wake-up; a store of one shard never starts one)."""
+
+
+@runtime_checkable
+class ShardStore(Store, Protocol):
+    """One shard (a database): the store and the read helpers of its own tables."""
+
+    payments: PaymentReads
+    keys: ApiKeyReads
+    webhook_endpoints: WebhookEndpointReads
+    deliveries: DeliveryReads
+    lists: ListReads
+
+
+class SingleShard:
+    """The topology of a store that is one shard: itself, for everything."""
+
+    name: str
+
+    @property
+    def shard_stores(self) -> Mapping[str, ShardStore]:
+        return {self.name: self._as_shard()}
+
+    @property
+    def key_store(self) -> ShardStore:
+        return self._as_shard()
+
+    @property
+    def spans_shards(self) -> bool:
+        return False
+
+    def shard_of(self, key: str) -> str:
+        return self.name
+
+    def on_saga(self, listener: Callable[[str], None]) -> None:
+        return None  # one shard: no saga ever starts
+
+    def _as_shard(self) -> ShardStore:
+        # Mixed only into the shards' stores (SQLite, PostgreSQL), which are ShardStores.
+        return cast("ShardStore", self)

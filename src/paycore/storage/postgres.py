@@ -59,6 +59,7 @@ from paycore.storage.base import (
     Idempotency,
     LedgerSnapshot,
     OutboxRow,
+    SingleShard,
     StoredResponse,
     TransferPage,
     check_page_arguments,
@@ -581,7 +582,7 @@ def _placeholders(query: str) -> str:
     return query.replace("?", "%s")
 
 
-class PostgresStore:
+class PostgresStore(SingleShard):
     """A ledger shard in one PostgreSQL database (see the module docstring)."""
 
     def __init__(

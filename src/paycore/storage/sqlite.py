@@ -48,6 +48,7 @@ from paycore.storage.base import (
     Idempotency,
     LedgerSnapshot,
     OutboxRow,
+    SingleShard,
     StoredResponse,
     TransferPage,
     check_page_arguments,
@@ -473,7 +474,7 @@ class _SQLiteTx:
         return self.conn.execute(query, params).fetchall()
 
 
-class SQLiteStore:
+class SQLiteStore(SingleShard):
     """A ledger shard in one SQLite file (see the module docstring)."""
 
     def __init__(
