@@ -57,7 +57,7 @@ from paycore.storage.keys import (
 )
 
 if TYPE_CHECKING:
-    from paycore.storage.base import Store
+    from paycore.storage.store import Store
 
 __all__ = [
     "AUTH_MODES",

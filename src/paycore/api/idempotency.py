@@ -52,7 +52,8 @@ from paycore.api.auth import tenant_of
 from paycore.api.schemas import canonical_json
 from paycore.errors import ErrorCode, IdempotencyError, RequestError
 from paycore.locks import HeldLease, LocalLockService, LockService, LockUnavailable
-from paycore.storage.base import Command, Idempotency, Store, StoredResponse
+from paycore.storage.base import Idempotency, StoredResponse
+from paycore.storage.store import Command, Store
 
 __all__ = [
     "IDEMPOTENCY_HEADER",

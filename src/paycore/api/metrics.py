@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 
 from paycore.api.idempotency import KeysInFlight
 from paycore.api.problems import status_of
-from paycore.storage.base import Store
+from paycore.storage.store import Store
 
 __all__ = ["ApiMetrics", "MetricsMiddleware"]
 

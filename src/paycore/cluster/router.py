@@ -84,7 +84,6 @@ from paycore.ledger.rules import AccountResult
 from paycore.storage.base import (
     AdvanceFence,
     CloseAccount,
-    Command,
     CreateAccounts,
     CreateTransfers,
     ExpirePending,
@@ -93,7 +92,6 @@ from paycore.storage.base import (
     PeekIdempotency,
     PurgeIdempotency,
     PurgeOutbox,
-    ShardStore,
     StoredResponse,
     TransferPage,
 )
@@ -106,6 +104,7 @@ from paycore.storage.payments import (
     PaymentWrite,
     PurgePaymentEvents,
 )
+from paycore.storage.store import Command, ShardStore
 from paycore.storage.webhook_endpoints import EndpointCommand
 
 __all__ = ["ShardedStore", "gather_all"]

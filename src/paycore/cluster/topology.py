@@ -8,7 +8,7 @@ from collections.abc import Callable
 from paycore.cluster.router import DRIVE_LEASE_SECONDS, ShardedStore
 from paycore.cluster.shardmap import PrefixRule, ShardMap, SlotRange
 from paycore.config import Settings, ShardSpec, shard_specs
-from paycore.storage.base import ShardStore
+from paycore.storage.store import ShardStore
 
 __all__ = ["build_store", "shard_map_of", "shard_store"]
 

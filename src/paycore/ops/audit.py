@@ -61,7 +61,8 @@ from paycore.storage.chain import ChainHead, chain_link, genesis_hash
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from paycore.storage.base import ChainRecord, LedgerSnapshot, Store
+    from paycore.storage.base import ChainRecord, LedgerSnapshot
+    from paycore.storage.store import Store
 
 __all__ = [
     "AuditReport",

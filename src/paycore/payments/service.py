@@ -65,9 +65,10 @@ from paycore.payments.flows.model import (
 )
 from paycore.payments.flows.work import UnitOfWork
 from paycore.payments.processors.base import ProcessorConnector
-from paycore.storage.base import Fence, ShardStore, Store
+from paycore.storage.base import Fence
 from paycore.storage.listing import ListReads
 from paycore.storage.payments import PaymentReads
+from paycore.storage.store import ShardStore, Store
 
 __all__ = [
     "DEFAULT_AUTHORIZATION_SECONDS",

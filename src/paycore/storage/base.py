@@ -12,9 +12,9 @@ Reads answer from committed state only.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union, cast, runtime_checkable
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -29,13 +29,6 @@ from paycore.ledger.model import (
     TransferView,
 )
 
-if TYPE_CHECKING:
-    from paycore.storage.deliveries import DeliveryCommand, DeliveryReads
-    from paycore.storage.keys import ApiKeyReads, KeyCommand
-    from paycore.storage.listing import AccountFilter, ListPage, ListReads, Page, TransferFilter
-    from paycore.storage.payments import PaymentCommand, PaymentReads
-    from paycore.storage.webhook_endpoints import EndpointCommand, WebhookEndpointReads
-
 __all__ = [
     "FINISHED_OUTBOX_STATES",
     "PAGE_SIDES",
@@ -45,7 +38,6 @@ __all__ = [
     "ChainSnapshot",
     "ClaimOutbox",
     "CloseAccount",
-    "Command",
     "CreateAccounts",
     "CreateTransfers",
     "DecideChain",
@@ -54,6 +46,7 @@ __all__ = [
     "FinishChain",
     "Idempotency",
     "KeepChainRefusals",
+    "LedgerCommand",
     "LedgerSnapshot",
     "OutboxRow",
     "OutboxSnapshot",
@@ -64,10 +57,7 @@ __all__ = [
     "PurgeOutbox",
     "ReserveTransferIds",
     "SetOutboxStates",
-    "ShardStore",
-    "SingleShard",
     "StaleChains",
-    "Store",
     "StoredResponse",
     "TransferPage",
     "check_limit",
@@ -358,31 +348,26 @@ class PeekIdempotency(msgspec.Struct, frozen=True):
     key: str
 
 
-# The payment commands (``paycore.storage.payments``) import this module, so they join
-# the union by name.
-Command = Union[  # a string forward reference cannot take part in "|"
-    AdvanceFence,
-    CreateAccounts,
-    CreateTransfers,
-    CloseAccount,
-    ExpirePending,
-    PurgeIdempotency,
-    ClaimOutbox,
-    PeekIdempotency,
-    PurgeOutbox,
-    ReserveTransferIds,
-    SetOutboxStates,
-    PrepareChain,
-    DecideChain,
-    FinishChain,
-    StaleChains,
-    ChainRefusals,
-    KeepChainRefusals,
-    "PaymentCommand",
-    "KeyCommand",
-    "EndpointCommand",
-    "DeliveryCommand",
-]
+# The ledger's own commands; the features' commands join them in ``paycore.storage.store``.
+LedgerCommand = (
+    AdvanceFence
+    | CreateAccounts
+    | CreateTransfers
+    | CloseAccount
+    | ExpirePending
+    | PurgeIdempotency
+    | ClaimOutbox
+    | PeekIdempotency
+    | PurgeOutbox
+    | ReserveTransferIds
+    | SetOutboxStates
+    | PrepareChain
+    | DecideChain
+    | FinishChain
+    | StaleChains
+    | ChainRefusals
+    | KeepChainRefusals
+)
 
 
 class StoredResponse(msgspec.Struct, frozen=True):
@@ -455,127 +440,3 @@ class OutboxSnapshot(LedgerSnapshot, Protocol):
     """A snapshot that also reads the outbox (the cross-shard auditor needs both)."""
 
     def outbox(self) -> Iterator[OutboxRow]: ...
-
-
-@runtime_checkable
-class Store(Protocol):
-    """A ledger shard: commands in, committed facts out."""
-
-    name: str
-
-    async def start(self) -> None:
-        """Open connections, apply migrations, start the writer."""
-
-    async def stop(self) -> None:
-        """Finish queued commands, then close."""
-
-    async def execute(self, command: Command) -> Any:
-        """Run one command and return its result once it is durable."""
-
-    async def execute_idempotent(
-        self, command: Command, idempotency: Idempotency
-    ) -> tuple[StoredResponse, bool]:
-        """Run a command under an Idempotency-Key: ``(response, replayed)``.
-
-        Raises ``IdempotencyError`` when the key was used with another fingerprint.
-        """
-
-    async def get_accounts(self, ids: list[str]) -> dict[str, Account]:
-        """Accounts by id, with metadata and current counters; missing ids are absent."""
-
-    async def get_transfer(self, transfer_id: str) -> TransferView | None: ...
-
-    async def get_transfers(self, ids: list[str]) -> dict[str, TransferView]:
-        """Transfers by id, in one read; missing ids are absent."""
-
-    async def account_transfers(
-        self,
-        account_id: str,
-        *,
-        limit: int,
-        cursor: int | None = None,
-        descending: bool = False,
-        side: str = "both",
-    ) -> TransferPage:
-        """Transfers touching an account, ordered by timestamp, from after ``cursor``."""
-
-    async def balance_history(
-        self, account_id: str, *, at: int | None = None, limit: int = 100, cursor: int | None = None
-    ) -> list[BalanceRecord]:
-        """Snapshots of a ``history`` account; with ``at``, the one in force at that time."""
-
-    async def list_accounts(self, f: AccountFilter, page: Page) -> ListPage[Account]:
-        """A page of the accounts ``f`` selects, by (timestamp, id) (see ``storage.listing``)."""
-
-    async def list_transfers(self, f: TransferFilter, page: Page) -> ListPage[TransferView]:
-        """A page of the transfers ``f`` selects, by (timestamp, id), as a client sees them."""
-
-    async def ping(self) -> None:
-        """Raise ``UnavailableError`` when the store cannot serve."""
-
-    async def with_snapshot(self, reader: Callable[[LedgerSnapshot], T]) -> T:
-        """Run ``reader`` (in a worker thread) over one consistent snapshot."""
-
-    # -- topology: what callers ask instead of which class the store is ---------------------
-
-    @property
-    def shard_stores(self) -> Mapping[str, ShardStore]:
-        """Every shard by name (a store of one shard is its own only shard)."""
-
-    @property
-    def key_store(self) -> ShardStore:
-        """The shard keeping the API keys and webhook endpoints."""
-
-    @property
-    def spans_shards(self) -> bool:
-        """Whether there is more than one shard (sagas, a relay, cluster-wide key locks)."""
-
-    def shard_of(self, key: str) -> str:
-        """The shard ``key`` (an account id, a payment's placement key) is placed on."""
-
-    @property
-    def writer_stats(self) -> tuple[int, int]:
-        """(transactions, commands) committed by the writers since start."""
-
-    def on_saga(self, listener: Callable[[str], None]) -> None:
-        """Call ``listener(source_shard)`` after step 1 of a cross-shard saga committed
-        there (the relay's wake-up; a store of one shard never starts one)."""
-
-
-@runtime_checkable
-class ShardStore(Store, Protocol):
-    """One shard (a database): the store and the read helpers of its own tables."""
-
-    payments: PaymentReads
-    keys: ApiKeyReads
-    webhook_endpoints: WebhookEndpointReads
-    deliveries: DeliveryReads
-    lists: ListReads
-
-
-class SingleShard:
-    """The topology of a store that is one shard: itself, for everything."""
-
-    name: str
-
-    @property
-    def shard_stores(self) -> Mapping[str, ShardStore]:
-        return {self.name: self._as_shard()}
-
-    @property
-    def key_store(self) -> ShardStore:
-        return self._as_shard()
-
-    @property
-    def spans_shards(self) -> bool:
-        return False
-
-    def shard_of(self, key: str) -> str:
-        return self.name
-
-    def on_saga(self, listener: Callable[[str], None]) -> None:
-        return None  # one shard: no saga ever starts
-
-    def _as_shard(self) -> ShardStore:
-        # Mixed only into the shards' stores (SQLite, PostgreSQL), which are ShardStores.
-        return cast("ShardStore", self)

@@ -51,7 +51,7 @@ from paycore.storage.base import Fence, StoredResponse, check_limit
 from paycore.storage.saga_holds import load_saga_holds
 
 if TYPE_CHECKING:
-    from paycore.storage.apply import GroupClock, LedgerTx
+    from paycore.storage.tx import GroupClock, LedgerTx
 
 __all__ = [
     "POINTER_CONTENT_TYPE",

@@ -55,11 +55,9 @@ from paycore.redaction import redact_dsn, redact_text
 from paycore.storage.apply import backfill_chain, command_weight, run_group
 from paycore.storage.base import (
     ChainRecord,
-    Command,
     Idempotency,
     LedgerSnapshot,
     OutboxRow,
-    SingleShard,
     StoredResponse,
     TransferPage,
     check_page_arguments,
@@ -97,6 +95,7 @@ from paycore.storage.listing import (
 from paycore.storage.migrations import outdated_schema_error
 from paycore.storage.payments import PaymentReads
 from paycore.storage.saga_holds import save_saga_holds
+from paycore.storage.store import Command, SingleShard
 from paycore.storage.webhook_endpoints import WebhookEndpointReads
 
 __all__ = [

@@ -22,7 +22,8 @@ from collections.abc import Callable
 
 from paycore.cluster.settlement import Settlement
 from paycore.errors import FencedError
-from paycore.storage.base import Fence, Store
+from paycore.storage.base import Fence
+from paycore.storage.store import Store
 
 __all__ = ["RelayWorker"]
 

@@ -32,7 +32,8 @@ from paycore.config import Settings
 from paycore.errors import FencedError, PaycoreError
 from paycore.locks import HeldLease, LockService, WorkerRunner
 from paycore.payments.endpoint_secrets import signing_key
-from paycore.storage.base import AdvanceFence, Fence, Store
+from paycore.storage.base import AdvanceFence, Fence
+from paycore.storage.store import Store
 from paycore.workers.maintenance import MaintenanceWorker
 from paycore.workers.relay import RelayWorker
 from paycore.workers.webhooks import StoredEndpoints, WebhookWorker, webhook_client

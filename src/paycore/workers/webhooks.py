@@ -65,13 +65,14 @@ from paycore.payments.webhooks import (
     next_attempt_delay,
 )
 from paycore.redaction import redact_text, redact_url
-from paycore.storage.base import Fence, ShardStore
+from paycore.storage.base import Fence
 from paycore.storage.payments import (
     AckPaymentEvents,
     ClaimPaymentEvents,
     EventRow,
     WebhookDeliveryRow,
 )
+from paycore.storage.store import ShardStore
 from paycore.storage.webhook_endpoints import WebhookEndpointRow
 
 __all__ = ["StoredEndpoints", "Target", "WebhookPass", "WebhookWorker", "webhook_client"]

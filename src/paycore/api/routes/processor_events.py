@@ -40,8 +40,8 @@ from paycore.api.schemas import describe_pattern, in_words
 from paycore.config import Settings
 from paycore.errors import ErrorCode, RequestError
 from paycore.payments.webhooks import SIGNATURE_HEADER, SignatureError, verify_signature
-from paycore.storage.base import Store
 from paycore.storage.payments import ProcessorEventRow, RecordProcessorEvent
+from paycore.storage.store import Store
 
 __all__ = ["ProcessorEventIn", "ProcessorEventOut", "processor_event_routes"]
 

@@ -41,10 +41,11 @@ from paycore.api.webhook_schemas import (
 from paycore.config import Settings
 from paycore.errors import ErrorCode, RequestError
 from paycore.payments.endpoint_secrets import endpoint_secret
-from paycore.storage.base import ShardStore, Store, StoredResponse
+from paycore.storage.base import StoredResponse
 from paycore.storage.deliveries import (
     DeliveryReads,
 )
+from paycore.storage.store import ShardStore, Store
 from paycore.storage.webhook_endpoints import (
     CreateWebhookEndpoint,
     DeleteWebhookEndpoint,

@@ -28,9 +28,9 @@ from paycore.payments.processors.base import (
     ProcessorConnector,
     ProcessorResult,
 )
-from paycore.storage.base import Store
 from paycore.storage.listing import ListReads
 from paycore.storage.payments import PaymentReads, PaymentWrite, PaymentWriteResult
+from paycore.storage.store import Store
 
 __all__ = [
     "Context",
