@@ -40,7 +40,7 @@ bulk work stays in the ledger's own statements.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import msgspec
 
@@ -395,10 +395,6 @@ def _q(n: int) -> str:
 
 def _row(cls: type[R], row: Sequence[Any]) -> R:
     return cls(*row)
-
-
-class _Sql(Protocol):
-    def __call__(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
 
 # -- the writer's side -------------------------------------------------------------------
