@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import msgspec
 from rich.console import Console
 
+from paycore import logs
 from paycore.config import Settings, load_settings
 
 __all__ = ["main"]
@@ -32,17 +32,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    _configure_logging(getattr(args, "log_level", "warning"))
+    # Every line of the process (paycore's, uvicorn's, the libraries') in one format.
+    logs.configure(getattr(args, "log_level", "warning"), getattr(args, "log_format", "console"))
     status: int = args.handler(args)
     return status
 
 
-def _configure_logging(level: str) -> None:
-    """paycore logs to stderr; the web framework and uvicorn add nothing of their own."""
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+def _add_log_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=[*logs.LEVELS, "warn", "trace"],
+        help="log level (info; warning drops the access log)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default="console",
+        choices=logs.FORMATS,
+        help="console: aligned key=value lines; json: one object per line (console)",
     )
 
 
@@ -95,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--config", type=Path, help="TOML settings file")
     worker.add_argument("--data-dir", help="override the data directory")
-    worker.add_argument("--log-level", default="info", help="log level (info)")
+    _add_log_options(worker)
     worker.set_defaults(handler=_worker)
 
     audit = sub.add_parser(
@@ -240,7 +247,7 @@ def _add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     serve.add_argument("--data-dir", help="override the data directory")
     serve.add_argument("--host", help="override the listen address")
     serve.add_argument("--port", type=int, help="override the port")
-    serve.add_argument("--log-level", default="info", help="uvicorn log level (info)")
+    _add_log_options(serve)
     serve.add_argument(
         "--open",
         action="store_true",
@@ -398,7 +405,8 @@ def _serve(args: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         log_level=args.log_level,
-        access_log=False,
+        log_config=None,  # its lines go through paycore's handler (``paycore.logs``)
+        access_log=False,  # paycore writes its own, with the request id
         # On SIGTERM, requests still running after this are cut off, so that a node
         # always stops (a load balancer has already stopped sending it work); their
         # clients retry with the same key elsewhere.

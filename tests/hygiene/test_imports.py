@@ -35,6 +35,7 @@ LAYERS = (
 # Libraries every layer may use; they use no layer.
 FOUNDATIONS = (
     "paycore.errors",
+    "paycore.logs",
     "paycore.money",
     "paycore.redaction",
     "paycore.locks",

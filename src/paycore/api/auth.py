@@ -47,6 +47,7 @@ from litestar.types import Scope as ASGIScope
 
 from paycore.errors import ErrorCode, RequestError
 from paycore.ledger.model import DEFAULT_TENANT, is_valid_tenant
+from paycore.logs import bind
 from paycore.storage.keys import (
     ApiKeyReads,
     ApiKeyRow,
@@ -329,4 +330,7 @@ class AuthMiddleware:
                     f"this request needs a key with the {needed.value!r} scope",
                 )
         scope.setdefault("state", {})[_STATE_KEY] = principal
+        # Bound for the rest of the request, the access line included (the metrics
+        # middleware, outside this one, unbinds it when the request ends).
+        bind(tenant=principal.tenant)
         await self.app(scope, receive, send)
