@@ -258,6 +258,26 @@ def _add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _add_keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    shards = sub.add_parser(
+        "shards",
+        help="the slot map and each shard's rows and size",
+        description="Shard commands. `status`: which slots each shard holds (from the "
+        "settings' [[shards]] and [[placement]]), and each shard's accounts, transfer rows, "
+        "unfinished cross-shard transfers and size. A missing SQLite file is shown, not "
+        "created.",
+    )
+    shard_actions = shards.add_subparsers(dest="action", metavar="ACTION", required=True)
+    shards_status = shard_actions.add_parser(
+        "status",
+        help="slots, rows and size per shard",
+        description="Print the slot map and each shard's usage.",
+    )
+    where = shards_status.add_mutually_exclusive_group()
+    where.add_argument("--data-dir", help="data directory (default: the settings' one)")
+    where.add_argument("--config", type=Path, help="TOML settings file")
+    shards_status.add_argument("--json", action="store_true", help="print the report as JSON")
+    shards_status.set_defaults(handler=_shards_status)
+
     keys = sub.add_parser(
         "keys",
         help="create, list, revoke or rotate API keys",
@@ -505,6 +525,18 @@ def _audit(args: argparse.Namespace) -> int:
         return 0 if cluster.ok else 1
 
     return asyncio.run(run())
+
+
+def _shards_status(args: argparse.Namespace) -> int:
+    from paycore.ops.shards import print_shards, shards_status  # noqa: PLC0415
+
+    settings = _settings(args.config, data_dir=args.data_dir)
+    report = asyncio.run(shards_status(settings))
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+    else:
+        print_shards(report, _console())
+    return 0
 
 
 # -- keys ------------------------------------------------------------------------------

@@ -96,6 +96,7 @@ from paycore.storage.migrations import outdated_schema_error
 from paycore.storage.payments import PaymentReads
 from paycore.storage.saga_holds import save_saga_holds
 from paycore.storage.store import Command, SingleShard
+from paycore.storage.usage import ShardUsage, count_rows
 from paycore.storage.webhook_endpoints import WebhookEndpointReads
 
 __all__ = [
@@ -827,6 +828,11 @@ class PostgresStore(SingleShard):
                 (account_id, after, _limit(limit)),
             )
         return [BalanceRecord(*row) for row in rows]
+
+    async def usage(self) -> ShardUsage:
+        accounts, transfers, open_sagas = await count_rows(self._fetch_rows)
+        rows = await self._fetch("SELECT pg_database_size(current_database())", ())
+        return ShardUsage(accounts, transfers, open_sagas, int(rows[0][0]))
 
     async def ping(self) -> None:
         await self._fetch("SELECT 1", ())

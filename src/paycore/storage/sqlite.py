@@ -85,6 +85,7 @@ from paycore.storage.migrations import outdated_schema_error
 from paycore.storage.payments import PaymentReads
 from paycore.storage.saga_holds import save_saga_holds
 from paycore.storage.store import Command, SingleShard
+from paycore.storage.usage import ShardUsage, count_rows
 from paycore.storage.webhook_endpoints import WebhookEndpointReads
 
 __all__ = [
@@ -685,6 +686,12 @@ class SQLiteStore(SingleShard):
             return [BalanceRecord(*row) for row in rows]
 
         return self._read(read)
+
+    async def usage(self) -> ShardUsage:
+        accounts, transfers, open_sagas = await count_rows(self._fetch_rows)
+        files = (self.path, Path(f"{self.path}-wal"))
+        size = sum(f.stat().st_size for f in files if f.exists())
+        return ShardUsage(accounts, transfers, open_sagas, size)
 
     async def ping(self) -> None:
         self._read(lambda c: c.execute("SELECT 1").fetchone())

@@ -24,6 +24,7 @@ from paycore.storage.deliveries import DeliveryCommand, DeliveryReads
 from paycore.storage.keys import ApiKeyReads, KeyCommand
 from paycore.storage.listing import AccountFilter, ListPage, ListReads, Page, TransferFilter
 from paycore.storage.payments import PaymentCommand, PaymentReads
+from paycore.storage.usage import ShardUsage
 from paycore.storage.webhook_endpoints import EndpointCommand, WebhookEndpointReads
 
 __all__ = ["Command", "ShardStore", "SingleShard", "Store"]
@@ -128,6 +129,9 @@ class ShardStore(Store, Protocol):
     webhook_endpoints: WebhookEndpointReads
     deliveries: DeliveryReads
     lists: ListReads
+
+    async def usage(self) -> ShardUsage:
+        """Rows and bytes held (``paycore shards status``)."""
 
 
 class SingleShard:
