@@ -106,3 +106,68 @@ def test_a_request_is_matched_to_its_operation() -> None:
     assert operation_of("POST", "/v1/transfers/t1/post") == "POST /v1/transfers/{transfer_id}/post"
     assert operation_of("DELETE", "/v1/accounts/a") is None
     assert operation_of("GET", "/v1/nothing-here") is None
+
+
+_TEXT = {"content-type": "text/plain"}
+# More answers met over HTTP, beyond one scenario per code: (method, path, body or None,
+# headers, the code). Each must be declared for the operation that answered it.
+MORE_ANSWERS: list[tuple[str, str, bytes | None, dict[str, str], ErrorCode]] = [
+    ("GET", "/v1/transfers?limit=0", None, {}, ErrorCode.INVALID_REQUEST),
+    ("GET", "/v1/transfers?account_id=ghost", None, {}, ErrorCode.ACCOUNT_NOT_FOUND),
+    ("GET", "/v1/accounts?cursor=nonsense", None, {}, ErrorCode.INVALID_REQUEST),
+    ("GET", "/v1/accounts/ghost/transfers", None, {}, ErrorCode.ACCOUNT_NOT_FOUND),
+    ("GET", "/v1/accounts/ghost/balances", None, {}, ErrorCode.ACCOUNT_NOT_FOUND),
+    ("GET", "/v1/payments?merchant_account_id=ghost", None, {}, ErrorCode.ACCOUNT_NOT_FOUND),
+    ("GET", "/v1/payouts?wallet_account_id=ghost", None, {}, ErrorCode.ACCOUNT_NOT_FOUND),
+    ("GET", "/v1/refunds?payment_id=pay_ghost", None, {}, ErrorCode.PAYMENT_NOT_FOUND),
+    ("POST", "/v1/accounts", b"{}", _TEXT, ErrorCode.UNSUPPORTED_MEDIA_TYPE),
+    ("POST", "/v1/transfers/ghost/void", b"{}", {}, ErrorCode.PENDING_TRANSFER_NOT_FOUND),
+    ("POST", "/v1/transfers/batch", b'{"transfers": 1}', {}, ErrorCode.INVALID_REQUEST),
+    ("POST", "/v1/api_keys", b'{"scopes": []}', {}, ErrorCode.INVALID_REQUEST),
+    ("POST", "/v1/api_keys/0123456789abcdef/rotate", b"{}", {}, ErrorCode.API_KEY_NOT_FOUND),
+    ("DELETE", "/v1/api_keys/0123456789abcdef", None, {}, ErrorCode.API_KEY_NOT_FOUND),
+    (
+        "DELETE",
+        "/v1/webhook_endpoints/we_000000000000000000000000",
+        None,
+        {},
+        ErrorCode.WEBHOOK_ENDPOINT_NOT_FOUND,
+    ),
+    (
+        "POST",
+        "/v1/webhook_endpoints/we_000000000000000000000000/test",
+        b"{}",
+        {},
+        ErrorCode.WEBHOOK_ENDPOINT_NOT_FOUND,
+    ),
+    (
+        "GET",
+        "/v1/webhook_endpoints/we_000000000000000000000000/deliveries",
+        None,
+        {},
+        ErrorCode.WEBHOOK_ENDPOINT_NOT_FOUND,
+    ),
+    ("POST", "/v1/payments/pay_ghost/cancel", b"{}", {}, ErrorCode.PAYMENT_NOT_FOUND),
+    ("POST", "/v1/processor_events/nobody", b"{}", {}, ErrorCode.NOT_FOUND),
+]
+
+
+Answer = tuple[str, str, bytes | None, dict[str, str], ErrorCode]
+
+
+@pytest.mark.parametrize(
+    "answer", MORE_ANSWERS, ids=[f"{m} {p} {c.value}" for m, p, _, _, c in MORE_ANSWERS]
+)
+async def test_answers_met_over_http_are_declared_for_their_operation(
+    client: AsyncTestClient[Any], answer: Answer
+) -> None:
+    """The code a request meets is the one expected, and the document declares it for
+    the operation that answered."""
+    method, path, body, headers, code = answer
+    sent = {"content-type": "application/json", **headers} if body is not None else headers
+    response = await client.request(method, path, content=body, headers=sent)
+    assert response.json()["code"] == code.value, response.text
+    assert response.status_code == ERROR_SPECS[code].status
+    operation = operation_of(method, path.split("?", maxsplit=1)[0])
+    assert operation is not None, path
+    assert code in OPERATION_CODES[operation], operation

@@ -119,7 +119,7 @@ _TABLE: Final[dict[str, tuple[ErrorCode, ...]]] = {
     "POST /v1/transfers/{transfer_id}/void": (*_WRITE, *_RESOLVE_PENDING),
     "GET /v1/transfers/{transfer_id}": (*_READ, E.TRANSFER_NOT_FOUND),
     # payments, refunds, payouts
-    "GET /v1/payments": _READ,
+    "GET /v1/payments": (*_READ, E.ACCOUNT_NOT_FOUND),  # merchant_account_id
     "POST /v1/payments": (*_WRITE, *_MOVES_MONEY, *_CARD, E.PROCESSOR_UNAVAILABLE),
     "GET /v1/payments/{payment_id}": (*_READ, E.PAYMENT_NOT_FOUND),
     "POST /v1/payments/{payment_id}/capture": (
@@ -147,7 +147,7 @@ _TABLE: Final[dict[str, tuple[ErrorCode, ...]]] = {
         E.PROCESSOR_UNAVAILABLE,
     ),
     "GET /v1/refunds/{refund_id}": (*_READ, E.REFUND_NOT_FOUND),
-    "GET /v1/payouts": _READ,
+    "GET /v1/payouts": (*_READ, E.ACCOUNT_NOT_FOUND),  # wallet_account_id
     "POST /v1/payouts": (*_WRITE, *_MOVES_MONEY, E.PROCESSOR_UNAVAILABLE),
     "GET /v1/payouts/{payout_id}": (*_READ, E.PAYOUT_NOT_FOUND),
     # the admin API: API keys

@@ -18,8 +18,9 @@ first and last row, the last page after the key of the ``limit + 1``-th row from
 
 ``--postgres`` does the same on a throwaway local PostgreSQL server (``initdb``; fsync off
 while loading: load speed is not what is measured, and the reads are in memory either
-way), and prints ``EXPLAIN (ANALYZE, BUFFERS)`` of the list queries at the last page,
-which shows the index each walks. Numbers, not assertions: the tests never time.
+way), and prints ``EXPLAIN (ANALYZE, BUFFERS)`` of the list queries at the last page
+(and of an account on few transfers), which shows the index each walks. Numbers, not
+assertions: the tests never time.
 """
 
 from __future__ import annotations
@@ -247,9 +248,18 @@ async def _explain(dsn: str, o: _Options, store: ShardedStore) -> None:
         _, last = await listing.first_and_last(store, o.limit)
         plans.clear()
         await run(last)
-        print(f"\nEXPLAIN (ANALYZE, BUFFERS) of {title} at its last page:")
-        for plan in plans:
-            print("  " + plan.replace("\n", "\n  "))
+        _print_plans(f"{title} at its last page", plans)
+    # An account on few transfers (about 2 x transfers / accounts): its own index.
+    cold = _account(1)
+    plans.clear()
+    await reads.transfers(TransferFilter(owner="", account_id=cold), _page(o, None))
+    _print_plans(f"GET /v1/transfers?account_id={cold} (an account with few transfers)", plans)
+
+
+def _print_plans(title: str, plans: Sequence[str]) -> None:
+    print(f"\nEXPLAIN (ANALYZE, BUFFERS) of {title}:")
+    for plan in plans:
+        print("  " + plan.replace("\n", "\n  "))
 
 
 def _page(o: _Options, after: Keyset | None) -> Page:
