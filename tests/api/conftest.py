@@ -70,6 +70,22 @@ def api(client: AsyncTestClient[Any]) -> Api:
 
 
 @pytest.fixture
+def fund_amount() -> int:
+    """What ``funded`` puts in the wallet (a test module may override it)."""
+    return 100
+
+
+@pytest.fixture
+async def funded(api: Api, fund_amount: int) -> Api:
+    """bank (no limits), wallet w (no overdraft) holding ``fund_amount``, shop (no limits)."""
+    await api.account("bank")
+    await api.account("w", flags={"no_overdraft": True})
+    await api.account("shop")
+    await api.ok_transfer("fund", "bank", "w", fund_amount)
+    return api
+
+
+@pytest.fixture
 def shared_shards(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[SharedShards]:

@@ -7,25 +7,11 @@ from typing import Any
 import httpx
 from litestar.testing import AsyncTestClient
 
+from clocks import NS, ManualClock
 from paycore.api.problem_codes import OPERATION_CODES
 from paycore.errors import ERROR_SPECS, ErrorCode
 
 __all__ = ["NS", "Api", "ManualClock", "assert_problem", "operation_of", "resolve_refs"]
-
-NS = 1_000_000_000
-
-
-class ManualClock:
-    """A clock that moves only when the test says so (the store's writer reads it)."""
-
-    def __init__(self, start_seconds: int = 1_700_000_000) -> None:
-        self.now = start_seconds * NS
-
-    def __call__(self) -> int:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += int(seconds * NS)
 
 
 def resolve_refs(node: Any, document: dict[str, Any]) -> Any:

@@ -10,16 +10,6 @@ from api.support import Api, assert_problem
 from paycore.errors import ErrorCode
 
 
-@pytest.fixture
-async def funded(api: Api) -> Api:
-    """bank (no limits), wallet w (no overdraft) holding 100, shop (no limits)."""
-    await api.account("bank")
-    await api.account("w", flags={"no_overdraft": True})
-    await api.account("shop")
-    await api.ok_transfer("fund", "bank", "w", 100)
-    return api
-
-
 def item(transfer_id: str, debit: str, credit: str, amount: int, **fields: Any) -> dict[str, Any]:
     return {
         "id": transfer_id,

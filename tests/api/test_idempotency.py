@@ -11,16 +11,6 @@ from backends import AnyStore
 from paycore.errors import ErrorCode, UnavailableError
 
 
-@pytest.fixture
-async def funded(api: Api) -> Api:
-    """bank (no limits), wallet w (no overdraft) holding 100, shop (no limits)."""
-    await api.account("bank")
-    await api.account("w", flags={"no_overdraft": True})
-    await api.account("shop")
-    await api.ok_transfer("fund", "bank", "w", 100)
-    return api
-
-
 def transfer_body(transfer_id: str = "t1", amount: int = 30, **fields: Any) -> dict[str, Any]:
     return {
         "id": transfer_id,

@@ -14,13 +14,9 @@ from paycore.storage.base import ExpirePending
 
 
 @pytest.fixture
-async def funded(api: Api) -> Api:
-    """bank (no limits), wallet w (no overdraft) holding 1000, shop (no limits)."""
-    await api.account("bank")
-    await api.account("w", flags={"no_overdraft": True})
-    await api.account("shop")
-    await api.ok_transfer("fund", "bank", "w", 1000)
-    return api
+def fund_amount() -> int:
+    """These tests start with 1000 in the wallet (``funded`` in conftest.py)."""
+    return 1000
 
 
 async def test_create_transfer_returns_201_with_the_full_transfer(funded: Api) -> None:

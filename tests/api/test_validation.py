@@ -11,17 +11,6 @@ from litestar.testing import AsyncTestClient
 from api.support import Api, assert_problem
 from paycore.errors import ErrorCode
 
-
-@pytest.fixture
-async def funded(api: Api) -> Api:
-    """bank (no limits), wallet w (no overdraft) holding 100, shop (no limits)."""
-    await api.account("bank")
-    await api.account("w", flags={"no_overdraft": True})
-    await api.account("shop")
-    await api.ok_transfer("fund", "bank", "w", 100)
-    return api
-
-
 GOOD = {
     "id": "t1",
     "debit_account_id": "w",

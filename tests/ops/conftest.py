@@ -7,20 +7,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from backends import AnyStore, StoreFactory
-from ops.support import NS, T0, LedgerBuilder, post, transfer, void
+from clocks import ManualClock
+from ops.support import NS, LedgerBuilder, post, transfer, void
 
-
-class Clock:
-    """A settable clock in nanoseconds, injected into the store."""
-
-    def __init__(self, now: int = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += int(seconds * NS)
+Clock = ManualClock  # the ops tests' name for it
 
 
 @pytest.fixture

@@ -5,27 +5,12 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+from clocks import NS, ManualClock
 from paycore.ledger.model import Account, BalanceRecord, PendingStatus, Transfer
 from paycore.money import MAX_AMOUNT
 from paycore.storage.base import LedgerSnapshot
 
 __all__ = ["NS", "LedgerState", "ManualClock", "audit", "read_state"]
-
-NS = 1_000_000_000
-
-
-class ManualClock:
-    """A clock the test moves by hand; ``SQLiteStore(clock=...)`` reads it in its writer."""
-
-    def __init__(self, start_seconds: int = 1_700_000_000) -> None:
-        self.now = start_seconds * NS
-
-    def __call__(self) -> int:
-        return self.now
-
-    def advance(self, seconds: float = 0, *, ns: int = 0) -> int:
-        self.now += int(seconds * NS) + ns
-        return self.now
 
 
 @dataclass(frozen=True)
