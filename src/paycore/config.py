@@ -203,6 +203,8 @@ class EventStreamConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     batch_limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
     interval_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 0.2
     publish_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0
+    # The longest pause between two tries while NATS (or the shard) is away.
+    retry_max_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
 
     def __post_init__(self) -> None:
         if urlsplit(self.nats_url).scheme not in ("nats", "tls"):

@@ -51,7 +51,15 @@ class Crash(Exception):
 
 
 def stream_config(server: NatsServer, *, batch_limit: int = 500) -> EventStreamConfig:
-    return EventStreamConfig(nats_url=server.url, batch_limit=batch_limit, interval_seconds=0.05)
+    # Short publish timeout and backoff: a publish lost in NATS's restart fails fast and
+    # is retried soon.
+    return EventStreamConfig(
+        nats_url=server.url,
+        batch_limit=batch_limit,
+        interval_seconds=0.05,
+        publish_timeout_seconds=1.0,
+        retry_max_seconds=0.5,
+    )
 
 
 def reads_of(store: Store) -> EventStreamReads:

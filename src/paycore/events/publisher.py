@@ -60,7 +60,20 @@ _TRANSIENT: Final = (nats.errors.Error, OSError, asyncio.TimeoutError, Unavailab
 
 
 async def connect(url: str, *, name: str) -> NATS:
-    """A client that reconnects by itself for ever (a restarted NATS is found again)."""
+    """A client that reconnects by itself for ever (a restarted NATS is found again),
+    logging each connection problem in one line (the client's default logs a traceback
+    per reconnect attempt)."""
+    where = redact_url(url)
+
+    async def on_error(exc: Exception) -> None:
+        log.info("NATS %s (%s): %s: %s", where, name, type(exc).__name__, exc)
+
+    async def on_disconnect() -> None:
+        log.warning("NATS %s (%s): disconnected; reconnecting", where, name)
+
+    async def on_reconnect() -> None:
+        log.warning("NATS %s (%s): reconnected", where, name)
+
     return await nats.connect(
         url,
         name=name,
@@ -68,6 +81,9 @@ async def connect(url: str, *, name: str) -> NATS:
         allow_reconnect=True,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
     )
 
 
@@ -136,7 +152,9 @@ class EventPublisher:
         nc, self._nc, self._js = self._nc, None, None
         self._stream_ready = False
         if nc is not None and not nc.is_closed:
-            await nc.close()
+            # Closing flushes what is pending: a NATS that is away breaks the flush.
+            with contextlib.suppress(*_TRANSIENT):
+                await nc.close()
 
     async def _jetstream(self) -> JetStreamContext:
         if self._nc is None or self._nc.is_closed or self._js is None:
@@ -208,8 +226,14 @@ class EventPublisher:
         return True
 
     async def _pass(self, fence: Fence | None, check: Callable[[], None] | None) -> int:
+        wait_max = self.config.retry_max_seconds
         async for attempt in stamina.retry_context(
-            on=self._transient, attempts=None, timeout=None, wait_initial=0.1, wait_max=5.0
+            on=self._transient,
+            attempts=None,
+            timeout=None,
+            wait_initial=min(0.1, wait_max),
+            wait_max=wait_max,
+            wait_jitter=wait_max / 10,
         ):
             with attempt:
                 if check is not None:
