@@ -31,6 +31,7 @@ from paycore.locks import LocalLockService
 from paycore.payments.flows.model import NewPayment
 from paycore.storage.base import CreateTransfers, Store
 from paycore.storage.event_stream import EventStreamReads
+from paycore.storage.payments import PurgePaymentEvents
 from paycore.workers.supervisor import WorkerSupervisor
 from payments.payment_support import (
     CARD,
@@ -335,6 +336,23 @@ async def test_replay_from_a_sequence_gives_the_same_events(
     )
     subjects = {json.loads(x)["subject"] for x in ledger_only.getvalue().splitlines()}
     assert subjects == {f"paycore.ledger.{world.store.name}.transfer"}
+
+
+async def test_retention_purges_no_payment_event_the_stream_has_not_published(
+    world: World, nats_server: NatsServer
+) -> None:
+    """With a stream configured, the maintenance purge (``published_only``) keeps every
+    payment event past the stream's cursor, however old; once published they may go."""
+    everything = PurgePaymentEvents(2**62, undelivered_too=True, published_only=True)
+    assert await world.store.execute(everything) == 0
+    publisher = EventPublisher(world.store, world.store.name, stream_config(nats_server))
+    try:
+        await drain(publisher)
+    finally:
+        await publisher.aclose()
+    published = await reads_of(world.store).payment_events_after(0, 10_000)
+    assert published
+    assert await world.store.execute(everything) == len(published)
 
 
 async def test_paycore_events_tail_prints_the_stream(world: World, nats_server: NatsServer) -> None:

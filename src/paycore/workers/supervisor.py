@@ -89,6 +89,7 @@ class WorkerSupervisor:
                 outbox_retention_seconds=settings.outbox_retention_hours * 3600,
                 event_retention_seconds=settings.event_retention_hours * 3600,
                 undelivered_events_too=not settings.webhooks,
+                unpublished_events_too=settings.events is None,
             )
             self.runners.append(
                 WorkerRunner(
