@@ -158,9 +158,23 @@ def dedup(messages: list[tuple[int, str, str, dict[str, Any]]]) -> list[dict[str
 
 def assert_ordered_per_log(events: list[dict[str, Any]]) -> None:
     """Each log of each shard arrives in its own order: ledger seqs 1, 2, ... without a
-    gap; payment events by increasing seq."""
+    gap, so every account's transfers in the order they were written; payment events by
+    increasing seq, so every payment's in order."""
     ledger = [e["seq"] for e in events if e["type"].startswith("transfer.")]
     assert ledger == list(range(1, len(ledger) + 1))
+    per_account: dict[str, list[int]] = {}
+    for e in events:
+        if e["type"].startswith("transfer."):
+            for side in ("debit_account_id", "credit_account_id"):
+                per_account.setdefault(e["data"][side], []).append(e["data"]["timestamp"])
+    for account, stamps in per_account.items():
+        assert stamps == sorted(stamps), account
+    per_object: dict[str, list[int]] = {}
+    for e in events:
+        if not e["type"].startswith("transfer."):
+            per_object.setdefault(e["data"]["id"], []).append(e["seq"])
+    for object_id, seqs in per_object.items():
+        assert seqs == sorted(seqs), object_id
     payments = [e["seq"] for e in events if not e["type"].startswith("transfer.")]
     assert payments == sorted(payments)
     assert len(set(payments)) == len(payments)
@@ -255,6 +269,7 @@ async def test_a_publisher_killed_before_its_cursor_moved_publishes_nothing_twic
     want = await expected(world.store)
     assert len(got) == len(want)  # stored once each
     assert per_log(dedup(got)) == per_log([as_json(e) for e in want])
+    assert_ordered_per_log(dedup(got))
 
 
 async def test_a_restarted_nats_delays_the_events_and_loses_or_doubles_none(
@@ -287,6 +302,49 @@ async def test_a_restarted_nats_delays_the_events_and_loses_or_doubles_none(
     assert len(kept) == len(got)  # nothing stored twice
     assert_ordered_per_log(kept)
     assert {e["id"]: e for e in kept} == {e.id: as_json(e) for e in want}
+
+
+async def test_a_consumer_sees_every_change_once_in_order_through_a_crash_and_a_restart(
+    world: World, nats_server: NatsServer
+) -> None:
+    """While changes keep coming, the publisher dies after an ack (before its cursor
+    moved) and NATS is killed and started again; a consumer that de-duplicates by id
+    then has every change once, each account's and each payment's in order."""
+    config = stream_config(nats_server, batch_limit=2)
+    published: list[str] = []
+
+    def crash_once(event: Event) -> None:
+        published.append(event.id)
+        if len(published) == 5:
+            raise Crash
+
+    first = EventPublisher(world.store, world.store.name, config, after_publish=crash_once)
+    task = asyncio.create_task(first.serve())
+    await business(world, "b")
+    with pytest.raises(Crash):
+        await task  # the first publisher died mid-batch
+    successor = EventPublisher(world.store, world.store.name, config)
+    task = asyncio.create_task(successor.serve())
+    try:
+        await business(world, "c")
+        nats_server.stop()
+        await business(world, "d")
+        await wait_for(lambda: successor.failures >= 1)
+        nats_server.start()
+        await business(world, "e")
+        want = await expected(world.store)
+        head = max(e.seq for e in want if e.type.startswith("transfer."))
+        last_payment = max(e.seq for e in want if not e.type.startswith("transfer."))
+        reads = reads_of(world.store)
+        await wait_for_async(lambda: _caught_up(reads, head, last_payment))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    got = await stream_messages(nats_server.url)
+    kept = dedup(got)
+    assert len(kept) == len(want)
+    assert {e["id"]: e for e in kept} == {e.id: as_json(e) for e in want}
+    assert_ordered_per_log(kept)
 
 
 async def _caught_up(reads: EventStreamReads, head: int, last_payment: int) -> bool:
