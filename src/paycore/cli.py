@@ -447,7 +447,10 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _events(args: argparse.Namespace) -> int:
+    import nats.errors  # noqa: PLC0415
+
     from paycore.events.tail import tail  # noqa: PLC0415
+    from paycore.redaction import redact_url  # noqa: PLC0415
 
     if args.action is None:
         args.events_parser.print_help()
@@ -462,17 +465,25 @@ def _events(args: argparse.Namespace) -> int:
     url = args.nats or (configured.nats_url if configured else "nats://127.0.0.1:4222")
     stream = args.stream or (configured.stream if configured else "PAYCORE")
     prefix = configured.subject_prefix if configured else "paycore"
-    asyncio.run(
-        tail(
-            url,
-            sys.stdout,
-            stream=stream,
-            subject=args.subject or f"{prefix}.>",
-            from_seq=args.from_seq,
-            count=args.count,
-            idle_seconds=args.idle,
+    try:
+        asyncio.run(
+            tail(
+                url,
+                sys.stdout,
+                stream=stream,
+                subject=args.subject or f"{prefix}.>",
+                from_seq=args.from_seq,
+                count=args.count,
+                idle_seconds=args.idle,
+            )
         )
-    )
+    except (nats.errors.Error, OSError) as exc:
+        print(
+            f"events tail: NATS at {redact_url(url)}: {type(exc).__name__}: {exc}", file=sys.stderr
+        )
+        return 2
+    except KeyboardInterrupt:
+        return 0
     return 0
 
 

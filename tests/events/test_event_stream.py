@@ -21,6 +21,7 @@ import pytest
 
 from backends import StoreFactory
 from fix_nats import NatsServer
+from paycore.cli import main
 from paycore.cluster.topology import build_store
 from paycore.config import EventStreamConfig, Settings, load_settings
 from paycore.events.publisher import MSG_ID_HEADER, EventPublisher
@@ -476,3 +477,11 @@ def test_the_events_table_and_its_environment_variable() -> None:
     assert (on.nats_url, on.stream, on.subject_prefix) == ("nats://n1:4222", "PAYCORE", "paycore")
     with pytest.raises(msgspec.ValidationError, match="nats_url"):
         load_settings(env={"PAYCORE_EVENTS_NATS_URL": "http://n1"})
+
+
+def test_events_tail_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--from 0`` or ``--count 0`` is a usage error (exit 2), and so is no action."""
+    assert main(["events", "tail", "--from", "0"]) == 2
+    assert main(["events", "tail", "--count", "0"]) == 2
+    assert main(["events"]) == 2
+    assert "at least 1" in capsys.readouterr().err

@@ -59,8 +59,9 @@ MSG_ID_HEADER: Final = "Nats-Msg-Id"
 _TRANSIENT: Final = (nats.errors.Error, OSError, asyncio.TimeoutError, UnavailableError)
 
 
-async def connect(url: str, *, name: str) -> NATS:
-    """A client that reconnects by itself for ever (a restarted NATS is found again),
+async def connect(url: str, *, name: str, attempts: int = -1) -> NATS:
+    """A client that reconnects by itself (a restarted NATS is found again), ``attempts``
+    times in a row, half a second apart (-1: for ever), the first connection included;
     logging each connection problem in one line (the client's default logs a traceback
     per reconnect attempt)."""
     where = redact_url(url)
@@ -79,7 +80,7 @@ async def connect(url: str, *, name: str) -> NATS:
         name=name,
         connect_timeout=2,
         allow_reconnect=True,
-        max_reconnect_attempts=-1,
+        max_reconnect_attempts=attempts,
         reconnect_time_wait=0.5,
         error_cb=on_error,
         disconnected_cb=on_disconnect,

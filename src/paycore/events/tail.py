@@ -40,7 +40,9 @@ async def tail(
         config = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=from_seq
         )
-    nc = await connect(url, name="paycore-events-tail")
+    # A watcher rides out a NATS restart of about ten seconds, and gives up on one that
+    # cannot be reached for as long (nats.errors.NoServersError) rather than hang.
+    nc = await connect(url, name="paycore-events-tail", attempts=20)
     printed = 0
     try:
         js = nc.jetstream()
