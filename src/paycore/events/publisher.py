@@ -69,13 +69,17 @@ async def connect(url: str, *, name: str, attempts: int = -1) -> NATS:
     async def on_error(exc: Exception) -> None:
         log.info("NATS %s (%s): %s: %s", where, name, type(exc).__name__, exc)
 
+    client: list[NATS] = []  # set once connected: a disconnection by close() is no news
+
     async def on_disconnect() -> None:
+        if client and (client[0].is_closed or client[0].is_draining):
+            return
         log.warning("NATS %s (%s): disconnected; reconnecting", where, name)
 
     async def on_reconnect() -> None:
         log.warning("NATS %s (%s): reconnected", where, name)
 
-    return await nats.connect(
+    nc = await nats.connect(
         url,
         name=name,
         connect_timeout=2,
@@ -86,6 +90,8 @@ async def connect(url: str, *, name: str, attempts: int = -1) -> NATS:
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
     )
+    client.append(nc)
+    return nc
 
 
 async def ensure_stream(js: JetStreamContext, config: EventStreamConfig) -> None:
