@@ -192,6 +192,15 @@ class EventPublisher:
         batch: list[tuple[Event, int, int]]  # the event, its seq and timestamp
         if name == "ledger":
             records = await self.reads.transfers_after(cursor.timestamp, limit)
+            if records and records[0].seq != cursor.seq + 1:
+                # The chain has no gaps: a cursor out of step with it (a table restored
+                # apart from the other) is worth a look; the events go out all the same.
+                log.error(
+                    "events on %s: ledger cursor at seq %d, next transfer is seq %d",
+                    self.shard,
+                    cursor.seq,
+                    records[0].seq,
+                )
             batch = [(transfer_event(self.shard, r), r.seq, r.transfer.timestamp) for r in records]
         else:
             rows = await self.reads.payment_events_after(cursor.timestamp, limit)
