@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import msgspec
 from rich.console import Console
 
+from paycore import logs
 from paycore.config import Settings, load_settings
 
 __all__ = ["main"]
@@ -32,17 +32,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    _configure_logging(getattr(args, "log_level", "warning"))
+    # Every line of the process (paycore's, uvicorn's, the libraries') in one format.
+    logs.configure(getattr(args, "log_level", "warning"), getattr(args, "log_format", "console"))
     status: int = args.handler(args)
     return status
 
 
-def _configure_logging(level: str) -> None:
-    """paycore logs to stderr; the web framework and uvicorn add nothing of their own."""
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+def _add_log_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=[*logs.LEVELS, "warn", "trace"],
+        help="log level (info; warning drops the access log)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default="console",
+        choices=logs.FORMATS,
+        help="console: aligned key=value lines; json: one object per line (console)",
     )
 
 
@@ -96,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--config", type=Path, help="TOML settings file")
     worker.add_argument("--data-dir", help="override the data directory")
-    worker.add_argument("--log-level", default="info", help="log level (info)")
+    _add_log_options(worker)
     worker.set_defaults(handler=_worker)
 
     audit = sub.add_parser(
@@ -241,7 +248,7 @@ def _add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     serve.add_argument("--data-dir", help="override the data directory")
     serve.add_argument("--host", help="override the listen address")
     serve.add_argument("--port", type=int, help="override the port")
-    serve.add_argument("--log-level", default="info", help="uvicorn log level (info)")
+    _add_log_options(serve)
     serve.add_argument(
         "--open",
         action="store_true",
@@ -252,6 +259,26 @@ def _add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _add_keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    shards = sub.add_parser(
+        "shards",
+        help="the slot map and each shard's rows and size",
+        description="Shard commands. `status`: which slots each shard holds (from the "
+        "settings' [[shards]] and [[placement]]), and each shard's accounts, transfer rows, "
+        "unfinished cross-shard transfers and size. A missing SQLite file is shown, not "
+        "created.",
+    )
+    shard_actions = shards.add_subparsers(dest="action", metavar="ACTION", required=True)
+    shards_status = shard_actions.add_parser(
+        "status",
+        help="slots, rows and size per shard",
+        description="Print the slot map and each shard's usage.",
+    )
+    where = shards_status.add_mutually_exclusive_group()
+    where.add_argument("--data-dir", help="data directory (default: the settings' one)")
+    where.add_argument("--config", type=Path, help="TOML settings file")
+    shards_status.add_argument("--json", action="store_true", help="print the report as JSON")
+    shards_status.set_defaults(handler=_shards_status)
+
     keys = sub.add_parser(
         "keys",
         help="create, list, revoke or rotate API keys",
@@ -431,7 +458,8 @@ def _serve(args: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         log_level=args.log_level,
-        access_log=False,
+        log_config=None,  # its lines go through paycore's handler (``paycore.logs``)
+        access_log=False,  # paycore writes its own, with the request id
         # On SIGTERM, requests still running after this are cut off, so that a node
         # always stops (a load balancer has already stopped sending it work); their
         # clients retry with the same key elsewhere.
@@ -571,6 +599,18 @@ def _audit(args: argparse.Namespace) -> int:
         return 0 if cluster.ok else 1
 
     return asyncio.run(run())
+
+
+def _shards_status(args: argparse.Namespace) -> int:
+    from paycore.ops.shards import print_shards, shards_status  # noqa: PLC0415
+
+    settings = _settings(args.config, data_dir=args.data_dir)
+    report = asyncio.run(shards_status(settings))
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+    else:
+        print_shards(report, _console())
+    return 0
 
 
 # -- keys ------------------------------------------------------------------------------

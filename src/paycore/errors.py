@@ -28,6 +28,7 @@ __all__ = [
     "PaycoreError",
     "RequestError",
     "UnavailableError",
+    "key_in_use",
 ]
 
 
@@ -231,6 +232,15 @@ class RequestError(PaycoreError):
 
 class IdempotencyError(RequestError):
     """An Idempotency-Key was reused with another body or is still in flight."""
+
+
+def key_in_use() -> IdempotencyError:
+    """409 ``idempotency_key_in_use``: the key's first request is still running (on this
+    node, on another, or as a payment's claimed work); the caller may retry."""
+    return IdempotencyError(
+        ErrorCode.IDEMPOTENCY_KEY_IN_USE,
+        "a request with this Idempotency-Key is still running; retry later",
+    )
 
 
 class FencedError(PaycoreError):

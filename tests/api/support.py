@@ -7,9 +7,10 @@ from typing import Any
 import httpx
 from litestar.testing import AsyncTestClient
 
+from paycore.api.problem_codes import OPERATION_CODES
 from paycore.errors import ERROR_SPECS, ErrorCode
 
-__all__ = ["NS", "Api", "ManualClock", "assert_problem", "resolve_refs"]
+__all__ = ["NS", "Api", "ManualClock", "assert_problem", "operation_of", "resolve_refs"]
 
 NS = 1_000_000_000
 
@@ -41,6 +42,25 @@ def resolve_refs(node: Any, document: dict[str, Any]) -> Any:
     if isinstance(node, list):
         return [resolve_refs(value, document) for value in node]
     return node
+
+
+def operation_of(method: str, path: str) -> str | None:
+    """The operation of ``paycore.api.problem_codes`` (``"POST /v1/transfers/{transfer_id}/post"``)
+    that a request to ``method path`` reaches, or None: no route takes it. A literal
+    segment wins over a path parameter, as in the router (``/v1/transfers/batch``)."""
+    segments = path.rstrip("/").split("/")
+    found: list[tuple[int, str]] = []
+    for operation in OPERATION_CODES:
+        verb, template = operation.split(" ", 1)
+        parts = template.split("/")
+        if verb != method.upper() or len(parts) != len(segments):
+            continue
+        if all(
+            p == s or (p.startswith("{") and p.endswith("}"))
+            for p, s in zip(parts, segments, strict=True)
+        ):
+            found.append((sum(p.startswith("{") for p in parts), operation))
+    return min(found)[1] if found else None
 
 
 def assert_problem(response: httpx.Response, code: ErrorCode) -> dict[str, Any]:

@@ -16,9 +16,15 @@ import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
-from api.support import Api, ManualClock, assert_problem
+from api.support import Api, ManualClock, assert_problem, operation_of
 from backends import AnyStore
 from paycore.api.auth import ApiKeys, Scope
+from paycore.api.problem_codes import (
+    BATCH_ITEM_CODES,
+    OPERATION_CODES,
+    UNROUTED_CODES,
+    WORKER_ONLY_CODES,
+)
 from paycore.config import ProcessorConfig
 from paycore.errors import ErrorCode, UnavailableError
 from paycore.money import MAX_AMOUNT
@@ -563,7 +569,7 @@ def tools(store: AnyStore, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) 
 
 
 # Codes only workers meet, never a client (tested in tests/store/test_fencing.py).
-WORKER_ONLY = {E.FENCING_TOKEN_STALE}
+WORKER_ONLY = WORKER_ONLY_CODES
 
 
 def test_every_error_code_has_a_scenario() -> None:
@@ -586,7 +592,14 @@ async def test_error_code_is_reachable_over_http(
         outcome = await scenario(World(api, client, tools.store, tools.clock, tools.monkeypatch))
     if isinstance(outcome, str):
         assert outcome == code.value
+        assert code in BATCH_ITEM_CODES  # the batch's document names its items' codes
     else:
         assert_problem(outcome, code)
+        # The OpenAPI document declares this code for the operation that answered it.
+        operation = operation_of(outcome.request.method, outcome.request.url.path)
+        if operation is None:
+            assert code in UNROUTED_CODES, (outcome.request.method, outcome.request.url)
+        else:
+            assert code in OPERATION_CODES[operation], operation
     if code is E.INTERNAL_ERROR:
         assert "secret internals" in caplog.text  # logged for operators, hidden from clients

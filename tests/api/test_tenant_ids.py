@@ -27,8 +27,8 @@ from paycore.cluster.router import ShardedStore
 from paycore.cluster.settlement import Settlement
 from paycore.cluster.topology import build_store
 from paycore.config import Settings
-from paycore.storage.base import Store
 from paycore.storage.sqlite import SQLiteStore
+from paycore.storage.store import Store
 
 ALL = frozenset({Scope.READ, Scope.WRITE})
 CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}

@@ -17,13 +17,13 @@ from paycore.ledger.model import AccountRequest, TransferFlags, TransferRequest,
 from paycore.ops.audit import audit_cluster
 from paycore.storage.base import (
     CloseAccount,
-    Command,
     CreateAccounts,
     CreateTransfers,
     ExpirePending,
     Idempotency,
     StoredResponse,
 )
+from paycore.storage.store import Command
 
 
 async def test_batch_results_come_back_in_request_order(

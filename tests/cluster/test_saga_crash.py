@@ -45,9 +45,9 @@ from paycore.storage.base import (
     CreateTransfers,
     ExpirePending,
     StaleChains,
-    Store,
 )
 from paycore.storage.sqlite import SQLiteStore
+from paycore.storage.store import Store
 from paycore.workers.relay import RelayWorker
 
 CHILD = Path(__file__).with_name("saga_crash_child.py")

@@ -30,9 +30,10 @@ from paycore.events.tail import tail
 from paycore.ledger.model import DEFAULT_TENANT, SYSTEM_TENANT, TransferFlags, TransferRequest
 from paycore.locks import LocalLockService
 from paycore.payments.flows.model import NewPayment
-from paycore.storage.base import CreateTransfers, Store
+from paycore.storage.base import CreateTransfers
 from paycore.storage.event_stream import EventStreamReads
 from paycore.storage.payments import PurgePaymentEvents
+from paycore.storage.store import Store
 from paycore.workers.supervisor import WorkerSupervisor
 from payments.payment_support import (
     CARD,

@@ -16,7 +16,6 @@ from ops.support import transfer
 from paycore.errors import UnavailableError
 from paycore.ledger.model import AccountFlags, AccountRequest, TransferStatus
 from paycore.storage.base import (
-    Command,
     CreateAccounts,
     CreateTransfers,
     ExpirePending,
@@ -24,6 +23,7 @@ from paycore.storage.base import (
     PurgeIdempotency,
     StoredResponse,
 )
+from paycore.storage.store import Command
 from paycore.workers import MaintenanceWorker
 
 

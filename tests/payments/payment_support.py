@@ -22,7 +22,8 @@ from paycore.ops.audit import audit_store
 from paycore.payments.processors.base import CardDetails
 from paycore.payments.service import PaymentService, PaymentView
 from paycore.payments.testing import ScriptedConnector
-from paycore.storage.base import CreateAccounts, CreateTransfers, Store
+from paycore.storage.base import CreateAccounts, CreateTransfers
+from paycore.storage.store import Store
 
 __all__ = [
     "CARD",

@@ -43,14 +43,9 @@ from paycore.payments.webhooks import (
     SignatureError,
     verify_signature,
 )
-from paycore.storage.base import (
-    AdvanceFence,
-    CreateAccounts,
-    CreateTransfers,
-    Fence,
-    Store,
-)
+from paycore.storage.base import AdvanceFence, CreateAccounts, CreateTransfers, Fence
 from paycore.storage.payments import EventRow, PaymentWrite, PurgePaymentEvents
+from paycore.storage.store import Store
 from paycore.workers.supervisor import WorkerSupervisor
 from paycore.workers.webhooks import WebhookWorker
 from payments.payment_support import (

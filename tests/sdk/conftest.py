@@ -22,6 +22,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PAYCORE_EMBEDDED_SHARDS": SHARDS}
     write_key = create_key(data_dir, env, "read,write")
     read_key = create_key(data_dir, env, "read")
+    admin_key = create_key(data_dir, env, "admin")
     port = free_port()
     log = root / "serve.log"
     with log.open("wb") as out:
@@ -32,7 +33,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     try:
         base_url = f"http://127.0.0.1:{port}"
         wait_until_up(base_url, serve, log)
-        yield LiveServer(base_url, write_key, read_key, log)
+        yield LiveServer(base_url, write_key, read_key, log, admin_key)
     finally:
         serve.terminate()
         try:

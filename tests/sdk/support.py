@@ -23,6 +23,7 @@ class LiveServer:
     write_key: str  # tenant "acme", scopes read and write
     read_key: str  # tenant "acme", scope read only
     log: Path
+    admin_key: str  # tenant "acme", scope admin (the admin API)
 
 
 def free_port() -> int:

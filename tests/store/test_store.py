@@ -27,9 +27,9 @@ from paycore.storage.base import (
     ExpirePending,
     LedgerSnapshot,
     PurgeIdempotency,
-    Store,
 )
 from paycore.storage.sqlite import SQLiteStore
+from paycore.storage.store import Store
 from store.support import NS, LedgerState, ManualClock, audit, read_state
 
 PENDING = TransferFlags(pending=True)

@@ -40,7 +40,7 @@ from paycore.config import Settings
 from paycore.locks import LockService, LockServiceBase, open_lock_service
 from paycore.payments.endpoint_secrets import signing_key
 from paycore.redaction import redact_url
-from paycore.storage.base import Store
+from paycore.storage.store import Store
 
 if TYPE_CHECKING:
     from paycore.payments.service import PaymentService

@@ -45,9 +45,9 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Send
 from litestar.types import Scope as ASGIScope
 
-from paycore.cluster.router import ShardedStore
 from paycore.errors import ErrorCode, RequestError
 from paycore.ledger.model import DEFAULT_TENANT, is_valid_tenant
+from paycore.logs import bind
 from paycore.storage.keys import (
     ApiKeyReads,
     ApiKeyRow,
@@ -58,7 +58,7 @@ from paycore.storage.keys import (
 )
 
 if TYPE_CHECKING:
-    from paycore.storage.base import Store
+    from paycore.storage.store import Store
 
 __all__ = [
     "AUTH_MODES",
@@ -156,19 +156,14 @@ class ApiKeys:
         cache_seconds: float = CACHE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.home: Store = (
-            store.shards[store.key_shard] if isinstance(store, ShardedStore) else store
-        )
+        self.home = store.key_store
         self.cache_seconds = cache_seconds
         self._clock = clock
         self._cache: dict[str, tuple[float, ApiKeyRow | None]] = {}
 
     @property
     def reads(self) -> ApiKeyReads:
-        reads = getattr(self.home, "keys", None)
-        if not isinstance(reads, ApiKeyReads):
-            raise TypeError(f"store {self.home.name} keeps no API keys")
-        return reads
+        return self.home.keys
 
     # -- management ---------------------------------------------------------------------
 
@@ -335,4 +330,7 @@ class AuthMiddleware:
                     f"this request needs a key with the {needed.value!r} scope",
                 )
         scope.setdefault("state", {})[_STATE_KEY] = principal
+        # Bound for the rest of the request, the access line included (the metrics
+        # middleware, outside this one, unbinds it when the request ends).
+        bind(tenant=principal.tenant)
         await self.app(scope, receive, send)

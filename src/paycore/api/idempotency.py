@@ -50,16 +50,17 @@ from litestar import Request, Response
 
 from paycore.api.auth import tenant_of
 from paycore.api.schemas import canonical_json
-from paycore.cluster.router import ShardedStore
-from paycore.errors import ErrorCode, IdempotencyError, RequestError
+from paycore.errors import ErrorCode, RequestError, key_in_use
 from paycore.locks import HeldLease, LocalLockService, LockService, LockUnavailable
-from paycore.storage.base import Command, Idempotency, Store, StoredResponse
+from paycore.storage.base import Idempotency, StoredResponse
+from paycore.storage.store import Command, Store
 
 __all__ = [
     "IDEMPOTENCY_HEADER",
     "REPLAYED_HEADER",
     "KeysInFlight",
     "Render",
+    "RequestKeys",
     "WriteExecutor",
     "fingerprint",
     "key_lock_name",
@@ -94,19 +95,12 @@ class KeysInFlight:
     @contextmanager
     def hold(self, key: str) -> Iterator[None]:
         if key in self._keys:
-            raise _in_use()
+            raise key_in_use()
         self._keys.add(key)
         try:
             yield
         finally:
             self._keys.discard(key)
-
-
-def _in_use() -> IdempotencyError:
-    return IdempotencyError(
-        ErrorCode.IDEMPOTENCY_KEY_IN_USE,
-        "a request with this Idempotency-Key is still running; retry later",
-    )
 
 
 def key_lock_name(key: str) -> str:
@@ -121,7 +115,7 @@ def needs_cluster_lock(store: Store, locks: LockService | None) -> bool:
     only a store of several shards, with a lock service that other nodes share."""
     if locks is None or isinstance(locks, LocalLockService):
         return False
-    return isinstance(store, ShardedStore) and not store.single
+    return store.spans_shards
 
 
 def fingerprint(method: str, path: str, body: msgspec.Struct) -> str:
@@ -140,8 +134,93 @@ def stored_to_response(stored: StoredResponse, *, replayed: bool = False) -> Res
     )
 
 
+class RequestKeys:
+    """The Idempotency-Key protocol of every write route, the ledger's and the payments':
+    the header checked and scoped by tenant, the request fingerprinted, and the key held
+    while its request runs (409 ``idempotency_key_in_use`` to a twin, on this node at once,
+    on another through the key's cluster-wide lock). What the key then guards is the
+    store's: the key's record written in the same transaction as the work.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        retention_seconds: int,
+        locks: LockService | None = None,
+        lock_seconds: float = 30.0,
+    ) -> None:
+        self.retention_seconds = retention_seconds
+        self.in_flight = KeysInFlight()
+        self.locks = locks if needs_cluster_lock(store, locks) else None
+        self.lock_seconds = lock_seconds
+
+    def of(
+        self, request: Request[Any, Any, Any], body: msgspec.Struct, render: Render
+    ) -> Idempotency | None:
+        """The request's key, or None when it sent none; 422 for a malformed one."""
+        raw_key = request.headers.get(IDEMPOTENCY_HEADER)
+        if raw_key is None:
+            return None
+        if not _KEY_SHAPE.fullmatch(raw_key):
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST,
+                "Idempotency-Key must be 1-255 printable ASCII characters",
+            )
+        return Idempotency(
+            # Scoped by tenant: two tenants' keys never meet (nor replay each other's).
+            key=f"{tenant_of(request)}:{raw_key}",
+            fingerprint=fingerprint(request.method, request.scope["path"], body),
+            render=render,
+            retention_seconds=self.retention_seconds,
+        )
+
+    @asynccontextmanager
+    async def held(self, key: str) -> AsyncIterator[None]:
+        """Hold ``key`` for the block: no twin runs meanwhile, here or on another node."""
+        with self.in_flight.hold(key):
+            async with self.key_lock(key):
+                yield
+
+    @asynccontextmanager
+    async def key_lock(self, key: str) -> AsyncIterator[HeldLease | None]:
+        """Hold ``key``'s cluster-wide lock for the block (None: none is needed).
+
+        409 ``idempotency_key_in_use`` when another node holds it; 503
+        ``lock_unavailable`` when the lock service cannot answer (nothing ran). The
+        block is never cancelled if the lease is lost meanwhile (only possible after
+        ``lock_seconds`` without a renewal getting through): stopping a write half-way
+        would be worse than finishing it, and the store's own checks (transfer ids,
+        the key's record) still hold.
+        """
+        if self.locks is None:
+            yield None
+            return
+        name = key_lock_name(key)
+        try:
+            lease = await self.locks.acquire(name, self.lock_seconds)
+        except LockUnavailable as exc:
+            log.warning("Idempotency-Key lock not taken, request refused: %s", exc.detail)
+            raise LockUnavailable(
+                "Idempotency-Key",
+                "the lock service cannot be reached, so the request was not run; retry later",
+            ) from exc
+        if lease is None:
+            raise key_in_use()
+        held = HeldLease(self.locks, lease, self.lock_seconds).start()
+        try:
+            yield held
+        finally:
+            # Shielded: a cancelled request (client gone) still gives the key back at
+            # once rather than blocking retries until the TTL.
+            await asyncio.shield(held.release())
+            if held.lost:
+                log.warning("Idempotency-Key lock %s was lost while its request ran", name)
+
+
 class WriteExecutor:
-    """Runs write commands against the store and answers them, idempotently when asked.
+    """Runs write commands against the store and answers them, idempotently when asked
+    (the key's protocol: ``keys``, which the payment routes share).
 
     ``locks`` is the node's lock service and ``lock_seconds`` the TTL of a key's lock
     (``Settings.idempotency_lock_seconds``); see the module docstring for when it is
@@ -157,10 +236,17 @@ class WriteExecutor:
         lock_seconds: float = 30.0,
     ) -> None:
         self.store = store
-        self.retention_seconds = retention_seconds
-        self.in_flight = KeysInFlight()
-        self.locks = locks if needs_cluster_lock(store, locks) else None
-        self.lock_seconds = lock_seconds
+        self.keys = RequestKeys(
+            store, retention_seconds=retention_seconds, locks=locks, lock_seconds=lock_seconds
+        )
+
+    @property
+    def in_flight(self) -> KeysInFlight:
+        return self.keys.in_flight
+
+    @property
+    def locks(self) -> LockService | None:
+        return self.keys.locks
 
     async def run(
         self,
@@ -189,57 +275,8 @@ class WriteExecutor:
         body: msgspec.Struct,
     ) -> tuple[StoredResponse, bool]:
         """``run``'s answer before it becomes a response, and whether it is a replay."""
-        raw_key = request.headers.get(IDEMPOTENCY_HEADER)
-        if raw_key is None:
+        idempotency = self.keys.of(request, body, render)
+        if idempotency is None:
             return render(await self.store.execute(command)), False
-        if not _KEY_SHAPE.fullmatch(raw_key):
-            raise RequestError(
-                ErrorCode.INVALID_REQUEST,
-                "Idempotency-Key must be 1-255 printable ASCII characters",
-            )
-        # Scoped by tenant: two tenants' keys never meet (nor replay each other's answer).
-        key = f"{tenant_of(request)}:{raw_key}"
-        idempotency = Idempotency(
-            key=key,
-            fingerprint=fingerprint(request.method, request.scope["path"], body),
-            render=render,
-            retention_seconds=self.retention_seconds,
-        )
-        with self.in_flight.hold(key):
-            async with self.key_lock(key):
-                return await self.store.execute_idempotent(command, idempotency)
-
-    @asynccontextmanager
-    async def key_lock(self, key: str) -> AsyncIterator[HeldLease | None]:
-        """Hold ``key``'s cluster-wide lock for the block (None: none is needed).
-
-        409 ``idempotency_key_in_use`` when another node holds it; 503
-        ``lock_unavailable`` when the lock service cannot answer (nothing ran). The
-        block is never cancelled if the lease is lost meanwhile (only possible after
-        ``lock_seconds`` without a renewal getting through): stopping a write half-way
-        would be worse than finishing it, and the store's own checks (transfer ids,
-        the key's record) still hold.
-        """
-        if self.locks is None:
-            yield None
-            return
-        name = key_lock_name(key)
-        try:
-            lease = await self.locks.acquire(name, self.lock_seconds)
-        except LockUnavailable as exc:
-            log.warning("Idempotency-Key lock not taken, request refused: %s", exc.detail)
-            raise LockUnavailable(
-                "Idempotency-Key",
-                "the lock service cannot be reached, so the request was not run; retry later",
-            ) from exc
-        if lease is None:
-            raise _in_use()
-        held = HeldLease(self.locks, lease, self.lock_seconds).start()
-        try:
-            yield held
-        finally:
-            # Shielded: a cancelled request (client gone) still gives the key back at
-            # once rather than blocking retries until the TTL.
-            await asyncio.shield(held.release())
-            if held.lost:
-                log.warning("Idempotency-Key lock %s was lost while its request ran", name)
+        async with self.keys.held(idempotency.key):
+            return await self.store.execute_idempotent(command, idempotency)

@@ -8,20 +8,27 @@ pays a dict lookup, a counter and a histogram observation.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any, Final
 
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from paycore.api.idempotency import KeysInFlight
 from paycore.api.problems import status_of
+from paycore.api.request_id import request_id_of
+from paycore.logs import bound, unbind
+from paycore.storage.store import Store
 
 __all__ = ["ApiMetrics", "MetricsMiddleware"]
+
+# One line per request at INFO (``--log-level warning`` turns it off).
+access_log = logging.getLogger("paycore.access")
 
 _LATENCY_BUCKETS: Final = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -31,24 +38,22 @@ _LATENCY_BUCKETS: Final = (
 class _StoreCollector(Collector):
     """Reads the store's writer counters (and keys in flight) when scraped."""
 
-    def __init__(self, store: object, in_flight: KeysInFlight) -> None:
+    def __init__(self, store: Store, in_flight: KeysInFlight) -> None:
         self._store = store
         self._in_flight = in_flight
 
     def collect(self) -> Iterator[Any]:
-        stats = getattr(self._store, "writer_stats", None)
-        if stats is not None:
-            transactions, commands = stats
-            yield CounterMetricFamily(
-                "paycore_store_transactions",
-                "Write transactions committed by the store's writer (one per group commit)",
-                value=transactions,
-            )
-            yield CounterMetricFamily(
-                "paycore_store_commands",
-                "Write commands run by the store's writer",
-                value=commands,
-            )
+        transactions, commands = self._store.writer_stats
+        yield CounterMetricFamily(
+            "paycore_store_transactions",
+            "Write transactions committed by the store's writer (one per group commit)",
+            value=transactions,
+        )
+        yield CounterMetricFamily(
+            "paycore_store_commands",
+            "Write commands run by the store's writer",
+            value=commands,
+        )
         yield GaugeMetricFamily(
             "paycore_idempotency_keys_in_flight",
             "Idempotency-Keys whose first request is still running in this process",
@@ -63,7 +68,7 @@ class ApiMetrics:
     # too sent the parameter twice, which strict parsers refuse.
     content_type: Final = "text/plain; version=0.0.4"
 
-    def __init__(self, store: object, in_flight: KeysInFlight) -> None:
+    def __init__(self, store: Store, in_flight: KeysInFlight) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._requests = Counter(
             "paycore_http_requests",
@@ -102,7 +107,8 @@ class ApiMetrics:
 
 
 class MetricsMiddleware:
-    """Times each HTTP request and counts it by route template and status."""
+    """Times each HTTP request, counts it by route template and status, and writes its
+    access log line; every line logged while it runs carries its ``request_id``."""
 
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
@@ -112,6 +118,13 @@ class MetricsMiddleware:
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
+        with bound(request_id=request_id_of(scope)):
+            try:
+                await self._timed(scope, receive, send)
+            finally:
+                unbind("tenant")  # bound by the auth middleware, once it knows the key
+
+    async def _timed(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
         method = scope["method"]
         started = time.perf_counter()
         status = 500
@@ -130,4 +143,15 @@ class MetricsMiddleware:
             raise
         finally:
             route = scope.get("path_template", "unmatched")
-            self.metrics.observe(method, route, status, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.metrics.observe(method, route, status, seconds)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "request",
+                    extra={
+                        "method": method,
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 1),
+                    },
+                )

@@ -17,7 +17,8 @@ import msgspec
 from litestar import Request, Response
 
 from paycore.api.idempotency import WriteExecutor, stored_to_response
-from paycore.storage.base import Command, StoredResponse
+from paycore.storage.base import StoredResponse
+from paycore.storage.store import Command
 
 __all__ = ["RenderWithSecret", "run_shown_once"]
 

@@ -13,21 +13,19 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from paycore.cluster.chains import chain_spans, run_chain
 from paycore.cluster.dispatch import split_command
 from paycore.cluster.placement import crosses
+from paycore.cluster.routing import Router
 from paycore.cluster.saga_drive import drive
 from paycore.cluster.settlement import saga_info
 from paycore.cluster.split import gather_all
 from paycore.ledger.model import TransferRequest, TransferView
 from paycore.storage.base import CreateTransfers
-
-if TYPE_CHECKING:
-    from paycore.cluster.router import ShardedStore
 
 __all__ = ["Segment", "chains_across", "run_segments"]
 
@@ -37,7 +35,7 @@ Segment = tuple[int, int, dict[str, tuple[str, TransferView]] | None]
 
 
 async def chains_across(
-    store: ShardedStore, command: CreateTransfers, limited: dict[str, bool]
+    store: Router, command: CreateTransfers, limited: dict[str, bool]
 ) -> list[Segment] | None:
     """The batch cut into segments that run one after the other, so that every item
     sees what the earlier ones did, as on one shard: ``(start, end, holds)``, holds
@@ -87,7 +85,7 @@ async def chains_across(
 
 
 async def _read_limits(
-    store: ShardedStore,
+    store: Router,
     requests: Sequence[TransferRequest],
     known: Mapping[str, tuple[str, TransferView]],
     limited: dict[str, bool],
@@ -117,7 +115,7 @@ async def _read_limits(
 
 
 async def run_segments(
-    store: ShardedStore,
+    store: Router,
     command: CreateTransfers,
     segments: Sequence[Segment],
 ) -> list[Any]:

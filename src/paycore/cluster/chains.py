@@ -37,15 +37,14 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import msgspec
 
 from paycore.cluster.namespaces import refusal_of_client_item
+from paycore.cluster.routing import Router
 from paycore.cluster.settlement import (
     SAGA_KEY,
     SagaState,
-    Settlement,
     credit_leg,
     hold_request,
     present_transfer,
@@ -54,7 +53,6 @@ from paycore.cluster.settlement import (
 )
 from paycore.errors import ErrorCode, UnavailableError
 from paycore.ledger.model import (
-    Account,
     PendingStatus,
     Transfer,
     TransferFlags,
@@ -72,10 +70,9 @@ from paycore.storage.base import (
     OutboxRow,
     OutboxWrite,
     PrepareChain,
-    Store,
 )
 
-__all__ = ["ChainRouter", "chain_spans", "run_chain"]
+__all__ = ["Router", "chain_spans", "run_chain"]
 
 log = logging.getLogger(__name__)
 _E = ErrorCode
@@ -86,23 +83,6 @@ _HOLD_STATES = {
     TransferStatus.VOIDED: PendingStatus.VOIDED,
     TransferStatus.EXPIRED: PendingStatus.EXPIRED,
 }
-
-
-class ChainRouter(Protocol):
-    """What a chain needs of the router (``ShardedStore``)."""
-
-    shards: dict[str, Store]
-
-    def shard_for(self, account_id: str) -> str: ...
-    @property
-    def first_shard(self) -> str: ...
-    async def get_accounts(self, ids: list[str]) -> dict[str, Account]: ...
-    async def get_transfers(self, ids: list[str]) -> dict[str, TransferView]: ...
-    async def find_holds(self, ids: set[str]) -> dict[str, tuple[str, TransferView]]: ...
-    async def ensure_clearing(self, pairs: set[tuple[str, str, str]]) -> None: ...
-    def clock_ns(self) -> int: ...
-    @property
-    def driver(self) -> Settlement: ...
 
 
 @dataclass
@@ -129,7 +109,7 @@ class _Cut:
 
 
 def _shards_of(
-    router: ChainRouter,
+    router: Router,
     r: TransferRequest,
     holds: Mapping[str, tuple[str, TransferView]],
     opened: Mapping[str, set[str]] | None = None,
@@ -151,7 +131,7 @@ def _shards_of(
 
 
 async def chain_spans(
-    router: ChainRouter,
+    router: Router,
     requests: Sequence[TransferRequest],
     opened: Mapping[str, set[str]] | None = None,
 ) -> tuple[bool, dict[str, tuple[str, TransferView]]]:
@@ -166,7 +146,7 @@ async def chain_spans(
 
 
 async def run_chain(
-    router: ChainRouter,
+    router: Router,
     requests: Sequence[TransferRequest],
     holds: Mapping[str, tuple[str, TransferView]],
     *,
@@ -245,13 +225,13 @@ async def run_chain(
 
 
 def _crosses(
-    router: ChainRouter, r: TransferRequest, holds: Mapping[str, tuple[str, TransferView]]
+    router: Router, r: TransferRequest, holds: Mapping[str, tuple[str, TransferView]]
 ) -> bool:
     return len(_shards_of(router, r, holds)) > 1
 
 
 async def _plan(
-    router: ChainRouter,
+    router: Router,
     requests: Sequence[TransferRequest],
     holds: Mapping[str, tuple[str, TransferView]],
     *,
@@ -314,7 +294,7 @@ async def _plan(
 
 
 def _cut(
-    router: ChainRouter,
+    router: Router,
     requests: Sequence[TransferRequest],
     results: Sequence[TransferResult],
     holds: Mapping[str, tuple[str, TransferView]],
@@ -404,7 +384,7 @@ def _cut_resolution(
 
 
 async def _prepare(
-    router: ChainRouter,
+    router: Router,
     chain_id: str,
     coordinator: str,
     participants: Sequence[str],
@@ -455,7 +435,7 @@ async def _prepare(
     return refusal
 
 
-async def _settle_sagas(router: ChainRouter, cut: _Cut) -> bool:
+async def _settle_sagas(router: Router, cut: _Cut) -> bool:
     """Step 3 (posting the source's hold) of the chain's plain cross-shard items."""
     sources = list(cut.credited)
     if not sources:

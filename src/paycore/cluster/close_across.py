@@ -21,10 +21,10 @@ shards only through an ordinary transfer first: ``cross_shard_close_unsupported`
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import msgspec
 
+from paycore.cluster.routing import Router
 from paycore.cluster.saga_plan import one_shard_refusal
 from paycore.cluster.settlement import SagaState, hold_request
 from paycore.errors import ErrorCode, UnavailableError
@@ -33,16 +33,13 @@ from paycore.ledger.rules import AccountResult
 from paycore.storage.apply import remainder_transfer
 from paycore.storage.base import CloseAccount
 
-if TYPE_CHECKING:
-    from paycore.cluster.router import ShardedStore
-
 __all__ = ["close_across"]
 
 log = logging.getLogger("paycore.cluster.router")
 _E = ErrorCode
 
 
-async def close_across(store: ShardedStore, command: CloseAccount) -> AccountResult:
+async def close_across(store: Router, command: CloseAccount) -> AccountResult:
     """Close ``command.account_id`` with its remainder to an account on another shard."""
     account_id, to = command.account_id, command.transfer_balance_to
     assert to is not None
@@ -103,7 +100,7 @@ async def close_across(store: ShardedStore, command: CloseAccount) -> AccountRes
     return AccountResult(id=account_id, account=now[account_id])
 
 
-async def _refuse_while_in_flight(store: ShardedStore, closed: Account, to: str) -> None:
+async def _refuse_while_in_flight(store: Router, closed: Account, to: str) -> None:
     """A retry of a close whose remainder is still on its way answers 503 until the saga
     is settled (then the plain close answers the closed account)."""
     hold_id = remainder_transfer(closed, to).id

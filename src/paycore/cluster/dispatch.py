@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import msgspec
 
 from paycore.cluster.id_reservation import ids_to_reserve, reserve_ids
 from paycore.cluster.namespaces import refusal_of_client_item, reserved_account_id
+from paycore.cluster.routing import Router
 from paycore.cluster.saga_plan import ensure_split_clearing, plan_sagas
 from paycore.cluster.settlement import (
     SAGA_KEY,
@@ -30,17 +30,15 @@ from paycore.cluster.split import Split, check_chains, fail
 from paycore.errors import ErrorCode
 from paycore.ledger.model import AccountRequest, TransferRequest
 from paycore.ledger.rules import AccountResult
-from paycore.storage.base import Command, CreateAccounts, CreateTransfers
-
-if TYPE_CHECKING:
-    from paycore.cluster.router import ShardedStore
+from paycore.storage.base import CreateAccounts, CreateTransfers
+from paycore.storage.store import Command
 
 __all__ = ["split_command"]
 
 _E = ErrorCode
 
 
-async def split_command(store: ShardedStore, command: Command) -> tuple[Split, dict[str, Command]]:
+async def split_command(store: Router, command: Command) -> tuple[Split, dict[str, Command]]:
     """``command`` cut per shard: its ``Split`` and the command each shard runs."""
     if isinstance(command, CreateAccounts):
         split = _split_accounts(store, command.requests)
@@ -76,7 +74,7 @@ async def split_command(store: ShardedStore, command: Command) -> tuple[Split, d
     raise TypeError(f"cannot route {type(command).__name__}")
 
 
-def _split_accounts(store: ShardedStore, requests: Sequence[AccountRequest]) -> Split:
+def _split_accounts(store: Router, requests: Sequence[AccountRequest]) -> Split:
     split = Split(len(requests))
     for index, request in enumerate(requests):
         if (why := reserved_account_id(request.id)) is not None:
@@ -87,7 +85,7 @@ def _split_accounts(store: ShardedStore, requests: Sequence[AccountRequest]) -> 
 
 
 async def _split_transfers(
-    store: ShardedStore,
+    store: Router,
     requests: Sequence[TransferRequest],
     *,
     internal: bool = False,
@@ -137,7 +135,7 @@ async def _split_transfers(
 
 
 async def _route_resolutions(
-    store: ShardedStore,
+    store: Router,
     requests: Sequence[TransferRequest],
     target: dict[int, str],
     lookups: set[str],
@@ -175,7 +173,7 @@ async def _route_resolutions(
 
 
 async def _plan_and_reserve(
-    store: ShardedStore,
+    store: Router,
     requests: Sequence[TransferRequest],
     target: Mapping[int, str],
     cross: Mapping[int, str],

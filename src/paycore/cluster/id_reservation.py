@@ -16,7 +16,8 @@ from paycore.cluster.split import Split, fail, gather_all
 from paycore.errors import ErrorCode
 from paycore.ledger.model import TransferRequest
 from paycore.ledger.rules import TransferResult
-from paycore.storage.base import ReserveTransferIds, Store
+from paycore.storage.base import ReserveTransferIds
+from paycore.storage.store import Store
 
 __all__ = ["ids_to_reserve", "reserve_ids"]
 

@@ -15,7 +15,7 @@ import msgspec
 from paycore.cluster.settlement import SOURCE_ROLES, is_bookkeeping, present_view, saga_info
 from paycore.cluster.split import gather_all
 from paycore.ledger.model import Account, TransferView
-from paycore.storage.base import Store, TransferPage
+from paycore.storage.base import TransferPage
 from paycore.storage.listing import (
     AccountFilter,
     ListPage,
@@ -25,6 +25,7 @@ from paycore.storage.listing import (
     key_of_view,
     merge_pages,
 )
+from paycore.storage.store import Store
 
 __all__ = [
     "client_page",

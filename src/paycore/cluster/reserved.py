@@ -23,7 +23,8 @@ from paycore.cluster.namespaces import (
 from paycore.cluster.split import Split, check_chains, fail
 from paycore.errors import ErrorCode
 from paycore.ledger.rules import AccountResult
-from paycore.storage.base import CloseAccount, Command, CreateAccounts, CreateTransfers
+from paycore.storage.base import CloseAccount, CreateAccounts, CreateTransfers
+from paycore.storage.store import Command
 
 __all__ = ["close_refusal", "reserved_close", "single_part", "single_shard_reserved"]
 

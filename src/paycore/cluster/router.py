@@ -84,7 +84,6 @@ from paycore.ledger.rules import AccountResult
 from paycore.storage.base import (
     AdvanceFence,
     CloseAccount,
-    Command,
     CreateAccounts,
     CreateTransfers,
     ExpirePending,
@@ -93,7 +92,6 @@ from paycore.storage.base import (
     PeekIdempotency,
     PurgeIdempotency,
     PurgeOutbox,
-    Store,
     StoredResponse,
     TransferPage,
 )
@@ -106,6 +104,7 @@ from paycore.storage.payments import (
     PaymentWrite,
     PurgePaymentEvents,
 )
+from paycore.storage.store import Command, ShardStore
 from paycore.storage.webhook_endpoints import EndpointCommand
 
 __all__ = ["ShardedStore", "gather_all"]
@@ -123,7 +122,7 @@ class ShardedStore:
 
     def __init__(
         self,
-        shards: Mapping[str, Store],
+        shards: Mapping[str, ShardStore],
         shard_map: ShardMap,
         *,
         clock: Callable[[], int] = time.time_ns,
@@ -134,7 +133,7 @@ class ShardedStore:
         unknown = set(shard_map.shards) - set(shards)
         if unknown:
             raise ValueError(f"the shard map names shards without a store: {sorted(unknown)}")
-        self.shards: dict[str, Store] = dict(shards)
+        self.shards: dict[str, ShardStore] = dict(shards)
         self.shard_map = shard_map
         self.single = len(self.shards) == 1
         self._first = placement.first_shard(self.shards)
@@ -169,6 +168,23 @@ class ShardedStore:
     def key_shard(self) -> str:
         """The shard keeping every API key (``paycore.storage.keys``): the first one."""
         return self._first
+
+    # -- topology (the Store protocol's) ----------------------------------------------------
+
+    @property
+    def shard_stores(self) -> Mapping[str, ShardStore]:
+        return self.shards
+
+    @property
+    def key_store(self) -> ShardStore:
+        return self.shards[self.key_shard]
+
+    @property
+    def spans_shards(self) -> bool:
+        return not self.single
+
+    def shard_of(self, key: str) -> str:
+        return self.shard_for(key)
 
     def on_saga(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(source_shard)`` after step 1 of a saga committed there."""
@@ -482,7 +498,7 @@ class ShardedStore:
         """(transactions, commands) summed over the shards' writers."""
         groups = jobs = 0
         for store in self.shards.values():
-            stats = getattr(store, "writer_stats", (0, 0))
+            stats = store.writer_stats
             groups += stats[0]
             jobs += stats[1]
         return groups, jobs

@@ -13,18 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
+from paycore.cluster.routing import Router
 from paycore.cluster.settlement import SagaState, saga_info
 from paycore.cluster.split import Split, fail
 from paycore.errors import ErrorCode
 from paycore.ledger.model import Transfer, TransferStatus
 from paycore.storage.base import OutboxRow, PeekIdempotency
-
-if TYPE_CHECKING:
-    from paycore.cluster.router import ShardedStore
 
 __all__ = ["drive", "mirror_expiries"]
 
@@ -52,7 +50,7 @@ def _resolving_row(hold: Transfer) -> OutboxRow:
     )
 
 
-async def drive(store: ShardedStore, split: Split, merged: list[Any]) -> list[Any]:
+async def drive(store: Router, split: Split, merged: list[Any]) -> list[Any]:
     """Run the remaining steps of the sagas this command started (and of the holds it
     posted or voided) before answering, so the answer is final: ``posted``,
     ``pending`` or the precise refusal. A step a fault stopped stays ``in_flight``
@@ -120,7 +118,7 @@ async def drive(store: ShardedStore, split: Split, merged: list[Any]) -> list[An
     return merged
 
 
-async def mirror_expiries(store: ShardedStore, expired: Mapping[str, list[str]]) -> None:
+async def mirror_expiries(store: Router, expired: Mapping[str, list[str]]) -> None:
     """Release at once the target legs of the clients' cross-shard holds that just
     expired on their source (the relay would within its interval)."""
     for shard, ids in expired.items():
@@ -142,7 +140,7 @@ async def mirror_expiries(store: ShardedStore, expired: Mapping[str, list[str]])
 
 
 async def _answer_retries(
-    store: ShardedStore, split: Split, merged: list[Any], retried: list[int]
+    store: Router, split: Split, merged: list[Any], retried: list[int]
 ) -> None:
     """A repeated saga item answers as the saga stands now: settled, in flight, or the
     refusal step 2 kept for good (a compensated saga moved nothing)."""

@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import msgspec
 
+from paycore.cluster.routing import Router
 from paycore.cluster.settlement import SAGA_KEY, clearing_account_id, hold_request, parse_clearing
 from paycore.cluster.split import Split, fail, gather_all
 from paycore.errors import ErrorCode
 from paycore.ledger.model import SYSTEM_TENANT, Account, AccountRequest, TransferRequest
 from paycore.ledger.rules import TransferResult, WorkingSet
 from paycore.money import MAX_AMOUNT
-from paycore.storage.base import CreateAccounts, OutboxWrite, Store
-
-if TYPE_CHECKING:
-    from paycore.cluster.router import ShardedStore
+from paycore.storage.base import CreateAccounts, OutboxWrite
+from paycore.storage.store import Store
 
 __all__ = ["ensure_clearing", "ensure_split_clearing", "one_shard_refusal", "plan_sagas"]
 
@@ -34,7 +32,7 @@ _E = ErrorCode
 
 
 async def plan_sagas(
-    store: ShardedStore,
+    store: Router,
     requests: Sequence[TransferRequest],
     target: Mapping[int, str],
     cross: Mapping[int, str],
@@ -125,7 +123,7 @@ def _saga_refusal(r: TransferRequest, b: Account | None) -> TransferResult | Non
     return None
 
 
-async def ensure_split_clearing(store: ShardedStore, split: Split) -> None:
+async def ensure_split_clearing(store: Router, split: Split) -> None:
     """Create the clearing accounts the saga's steps use, once per node and account: the
     one step 1 credits and, before step 1 too, the one step 2 debits on the target (so
     that the credit leg, not the account's creation, is the target shard's first write

@@ -96,7 +96,6 @@ from paycore.storage.base import (
     OutboxWrite,
     SetOutboxStates,
     StaleChains,
-    Store,
 )
 from paycore.storage.codec import (
     decode_metadata,
@@ -104,6 +103,7 @@ from paycore.storage.codec import (
     transfer_flags_bits,
     transfer_flags_from_bits,
 )
+from paycore.storage.store import Store
 
 __all__ = [
     "CLEARING_PREFIX",

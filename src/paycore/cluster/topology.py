@@ -8,7 +8,7 @@ from collections.abc import Callable
 from paycore.cluster.router import DRIVE_LEASE_SECONDS, ShardedStore
 from paycore.cluster.shardmap import PrefixRule, ShardMap, SlotRange
 from paycore.config import Settings, ShardSpec, shard_specs
-from paycore.storage.base import Store
+from paycore.storage.store import ShardStore
 
 __all__ = ["build_store", "shard_map_of", "shard_store"]
 
@@ -22,7 +22,7 @@ def shard_map_of(settings: Settings) -> ShardMap:
 
 def shard_store(
     spec: ShardSpec, settings: Settings, *, clock: Callable[[], int] = time.time_ns
-) -> Store:
+) -> ShardStore:
     """The store of one shard: SQLite file or PostgreSQL database."""
     if spec.backend == "postgres":
         from paycore.storage.postgres import PostgresStore  # noqa: PLC0415 - optional server

@@ -47,8 +47,9 @@ from paycore.events.schema import (
     transfer_event,
 )
 from paycore.redaction import redact_url
-from paycore.storage.base import Fence, Store
-from paycore.storage.event_stream import LOGS, AdvanceStreamCursor, EventStreamReads
+from paycore.storage.base import Fence
+from paycore.storage.event_stream import LOGS, AdvanceStreamCursor
+from paycore.storage.store import ShardStore
 
 __all__ = ["MSG_ID_HEADER", "EventPublisher", "connect", "ensure_stream"]
 
@@ -130,18 +131,15 @@ class EventPublisher:
 
     def __init__(
         self,
-        store: Store,
+        store: ShardStore,
         shard: str,
         config: EventStreamConfig,
         *,
         after_publish: Callable[[Event], None] | None = None,
     ) -> None:
-        reads = getattr(store, "event_stream", None)
-        if not isinstance(reads, EventStreamReads):
-            raise TypeError(f"shard {shard} keeps no event stream cursors")
         self.store = store
         self.shard = shard
-        self.reads = reads
+        self.reads = store.event_stream
         self.config = config
         self.after_publish = after_publish
         self._nc: NATS | None = None

@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 from paycore.locks.base import LockLost, LockService, LockUnavailable, check_ttl
 from paycore.locks.renewal import HeldLease
+from paycore.logs import bind
 
 __all__ = ["JobFunction", "LeaderElection", "WorkerRunner", "leader_lock_name", "stop_on_signals"]
 
@@ -92,7 +93,9 @@ class LeaderElection:
         if self.is_leader:
             assert self.held is not None
             return self.held
+        attempts = 0
         while True:
+            attempts += 1
             try:
                 lease = await self.locks.acquire(self.name, self.ttl)
             except LockUnavailable as exc:
@@ -107,7 +110,15 @@ class LeaderElection:
             if lease is not None:
                 self.terms += 1
                 self.held = HeldLease(self.locks, lease, self.ttl).start()
-                log.info("%s: elected, fencing token %d", self.name, lease.fencing_token)
+                # Routine at start-up (the first try of the first term): one line per
+                # node says the jobs started. A term won after waiting is a takeover.
+                routine = attempts == 1 and self.terms == 1
+                log.log(
+                    logging.DEBUG if routine else logging.INFO,
+                    "%s: elected, fencing token %d",
+                    self.name,
+                    lease.fencing_token,
+                )
                 return self.held
             jitter = random.uniform(0.8, 1.2)  # noqa: S311 - spreading retries, not crypto
             await asyncio.sleep(self.retry_every * jitter)
@@ -117,7 +128,12 @@ class LeaderElection:
         held, self.held = self.held, None
         if held is not None:
             released = await held.release()
-            log.info("%s: stepped down (%s)", self.name, "released" if released else "was lost")
+            log.log(
+                logging.DEBUG if released else logging.INFO,
+                "%s: stepped down (%s)",
+                self.name,
+                "released" if released else "was lost",
+            )
 
 
 def stop_on_signals(
@@ -176,6 +192,8 @@ class WorkerRunner:
 
     async def run(self) -> None:
         """Campaign, run the job while leader, step down; until ``stop()``."""
+        # This task's lines (and its job's, which inherits the context) name the job.
+        bind(job=self.job, shard=self.shard)
         while not self._stopping.is_set():
             held = await self._until_stopped(self.election.campaign())
             if held is None:
@@ -204,8 +222,13 @@ class WorkerRunner:
             lost.cancel()
             stopping.cancel()
         if not job.done():
-            why = "stopping" if self._stopping.is_set() else "leadership lost"
-            log.info("%s: cancelling the job (%s)", held.name, why)
+            ending = self._stopping.is_set()
+            log.log(
+                logging.DEBUG if ending else logging.INFO,
+                "%s: cancelling the job (%s)",
+                held.name,
+                "stopping" if ending else "leadership lost",
+            )
             job.cancel()
             await asyncio.wait({job}, timeout=self.grace)
             if not job.done():

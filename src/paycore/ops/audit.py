@@ -61,7 +61,8 @@ from paycore.storage.chain import ChainHead, chain_link, genesis_hash
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from paycore.storage.base import ChainRecord, LedgerSnapshot, Store
+    from paycore.storage.base import ChainRecord, LedgerSnapshot
+    from paycore.storage.store import Store
 
 __all__ = [
     "AuditReport",
@@ -1016,7 +1017,7 @@ class ClusterAuditReport(msgspec.Struct, frozen=True):
 
 
 async def audit_cluster(
-    shards: dict[str, Store],
+    shards: Mapping[str, Store],
     *,
     grace_seconds: float = 60.0,
     stuck_seconds: float = 300.0,

@@ -47,12 +47,11 @@ from paycore.payments.flows import card as _card
 from paycore.payments.flows import payout as _payout
 from paycore.payments.flows import refund as _refund
 from paycore.payments.flows import resolver as _resolver
-from paycore.payments.flows.context import Context, not_found, shard_stores
+from paycore.payments.flows.context import Context, not_found
 from paycore.payments.flows.model import (
     DEFAULT_AUTHORIZATION_SECONDS,
     MAX_PAYMENT_AMOUNT,
     FixedRouter,
-    Keyed,
     NewPayment,
     NewPayout,
     PaymentRouter,
@@ -65,15 +64,15 @@ from paycore.payments.flows.model import (
 )
 from paycore.payments.flows.work import UnitOfWork
 from paycore.payments.processors.base import ProcessorConnector
-from paycore.storage.base import Fence, Store
+from paycore.storage.base import Fence, Idempotency
 from paycore.storage.listing import ListReads
 from paycore.storage.payments import PaymentReads
+from paycore.storage.store import ShardStore, Store
 
 __all__ = [
     "DEFAULT_AUTHORIZATION_SECONDS",
     "MAX_PAYMENT_AMOUNT",
     "FixedRouter",
-    "Keyed",
     "NewPayment",
     "NewPayout",
     "PaymentRouter",
@@ -87,7 +86,6 @@ __all__ = [
     "build_payment_service",
     "expire_authorizations",
     "resolve_processing",
-    "shard_stores",
 ]
 
 # The in-process simulated acquirers of the embedded default (no [[processors]]).
@@ -137,7 +135,7 @@ class PaymentService:
         return self.context.store
 
     @property
-    def shards(self) -> dict[str, Store]:
+    def shards(self) -> Mapping[str, ShardStore]:
         return self.context.shards
 
     @property
@@ -205,7 +203,7 @@ class PaymentService:
 
     # -- requests (each one unit of work under its Idempotency-Key) ----------------------------
 
-    async def create_payment(self, new: NewPayment, keyed: Keyed | None = None) -> Reply:
+    async def create_payment(self, new: NewPayment, keyed: Idempotency | None = None) -> Reply:
         """Pay ``new.amount`` to the merchant account from a card or a wallet."""
         return await _card.create_payment(UnitOfWork(self.context, keyed), new)
 
@@ -215,25 +213,25 @@ class PaymentService:
         amount: int | None = None,
         *,
         final: bool = False,
-        keyed: Keyed | None = None,
+        keyed: Idempotency | None = None,
     ) -> Reply:
         """Capture ``amount`` (default: all that is left) of an authorization; ``final``
         releases what is left after it. Several partial captures may follow each other."""
         work = UnitOfWork(self.context, keyed)
         return await _capture.capture(work, payment_id, amount, final=final)
 
-    async def cancel(self, payment_id: str, *, keyed: Keyed | None = None) -> Reply:
+    async def cancel(self, payment_id: str, *, keyed: Idempotency | None = None) -> Reply:
         """Release what an authorization holds (void at the processor, then the hold)."""
         return await _capture.cancel(UnitOfWork(self.context, keyed), payment_id)
 
     async def refund(
-        self, payment_id: str, amount: int | None = None, *, keyed: Keyed | None = None
+        self, payment_id: str, amount: int | None = None, *, keyed: Idempotency | None = None
     ) -> Reply:
         """Give back ``amount`` (default: all that is left) of what a card payment
         captured; partial and several refunds never exceed it, pending ones included."""
         return await _refund.refund(UnitOfWork(self.context, keyed), payment_id, amount)
 
-    async def payout(self, new: NewPayout, keyed: Keyed | None = None) -> Reply:
+    async def payout(self, new: NewPayout, keyed: Idempotency | None = None) -> Reply:
         """Pay ``new.amount`` out of a wallet to a bank account, through a processor."""
         return await _payout.payout(UnitOfWork(self.context, keyed), new)
 

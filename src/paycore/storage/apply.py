@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Final, get_args
 
 import msgspec
 
@@ -31,7 +31,6 @@ from paycore.ledger.model import (
     Transfer,
     TransferRequest,
 )
-from paycore.ledger.refusals import Refusal
 from paycore.ledger.rules import (
     AccountResult,
     TransferResult,
@@ -44,65 +43,40 @@ from paycore.ledger.tenancy import id_prefix
 from paycore.storage.base import (
     FINISHED_OUTBOX_STATES,
     AdvanceFence,
-    ChainRefusals,
     ClaimOutbox,
     CloseAccount,
-    Command,
     CreateAccounts,
     CreateTransfers,
-    DecideChain,
     ExpirePending,
-    FinishChain,
     Idempotency,
-    KeepChainRefusals,
     OutboxRow,
     PeekIdempotency,
-    PrepareChain,
     PurgeIdempotency,
     PurgeOutbox,
     ReserveTransferIds,
     SetOutboxStates,
-    StaleChains,
     StoredResponse,
 )
-from paycore.storage.chain import ChainLinker
 from paycore.storage.chain_legs import (
+    ChainCommand,
     account_has_chain,
     apply_chain_command,
     load_chain_guards,
     locked_holds,
 )
 from paycore.storage.codec import T_COLUMNS, transfer_from_row
-from paycore.storage.deliveries import EnqueueEvent, RedeliverEvent, apply_delivery_command
+from paycore.storage.deliveries import DeliveryCommand, apply_delivery_command
 from paycore.storage.event_stream import AdvanceStreamCursor, apply_stream_command
 from paycore.storage.group_commit import Job
-from paycore.storage.keys import (
-    CreateApiKey,
-    RevokeApiKey,
-    RevokeTenantApiKey,
-    RotateApiKey,
-    apply_key_command,
-)
-from paycore.storage.payments import (
-    AckPaymentEvents,
-    ClaimPaymentEvents,
-    PaymentWrite,
-    PurgePaymentEvents,
-    RecordProcessorEvent,
-    apply_payment_command,
-)
+from paycore.storage.keys import KeyCommand, apply_key_command
+from paycore.storage.payments import PaymentCommand, apply_payment_command
 from paycore.storage.saga_holds import load_saga_holds
-from paycore.storage.webhook_endpoints import (
-    CreateWebhookEndpoint,
-    DeleteWebhookEndpoint,
-    RotateEndpointSecret,
-    apply_endpoint_command,
-)
+from paycore.storage.store import Command
+from paycore.storage.tx import GroupClock, LedgerTx, WriteSession
+from paycore.storage.webhook_endpoints import EndpointCommand, apply_endpoint_command
 
 __all__ = [
-    "GroupClock",
-    "LedgerTx",
-    "WriteSession",
+    "HANDLED_ELSEWHERE",
     "apply_group",
     "backfill_chain",
     "command_weight",
@@ -110,111 +84,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class LedgerTx(Protocol):
-    """One open write transaction on a shard."""
-
-    # The shard's chain head (``paycore.storage.chain``), loaded with the write turn:
-    # ``write`` chains the transfers it inserts, the commit stores the head it reached.
-    chain: ChainLinker
-
-    def transfers_by_ids(self, ids: Iterable[str]) -> list[Transfer]:
-        """Stored transfers with these ids, metadata included."""
-
-    def pending_statuses(self, ids: Iterable[str]) -> dict[str, tuple[PendingStatus, str | None]]:
-        """Status and resolving transfer of these holds."""
-
-    def refusals_by_ids(self, ids: Iterable[str]) -> list[Refusal]:
-        """The refusals kept under these transfer ids, every tenant's (migration 0013)."""
-
-    def accounts_by_ids(self, ids: Iterable[str], *, with_metadata: bool) -> dict[str, Account]:
-        """Accounts with current counters, locked for this transaction where that applies."""
-
-    def insert_accounts(self, accounts: Sequence[Account]) -> None: ...
-
-    def set_account_flags(self, account: Account) -> None: ...
-
-    def due_holds(self, now: int, limit: int) -> list[Transfer]:
-        """Pending holds whose timeout passed, oldest first."""
-
-    def write(self, ws: WorkingSet) -> None:
-        """Persist what the working set created and changed (a few set-based statements),
-        the refusals it kept included; the transfers created are chained after
-        ``chain``'s head, in their order."""
-
-    def set_chain_links(self, links: Sequence[tuple[int, int, bytes]]) -> None:
-        """Give stored transfers their chain position: ``(timestamp, seq, hash)`` each."""
-
-    def purge_idempotency(self, now: int, limit: int) -> int: ...
-
-    def idempotency_record(self, key: str) -> tuple[str, StoredResponse, int] | None:
-        """(fingerprint, response, expires_at) stored under ``key``."""
-
-    def idempotency_records(
-        self, keys: Iterable[str]
-    ) -> dict[str, tuple[str, StoredResponse, int]]:
-        """``idempotency_record`` for many keys in one read; unknown keys are absent."""
-
-    def save_idempotency(
-        self, key: str, fingerprint: str, response: StoredResponse, now: int, expires_at: int
-    ) -> None: ...
-
-    # -- fencing tokens (migration 0005) -------------------------------------------------
-
-    def fence_token(self, name: str) -> int | None:
-        """The newest fencing token seen for lock ``name``, if any."""
-
-    def set_fence_token(self, name: str, token: int, now: int) -> None: ...
-
-    # -- transfer-id reservations (migration 0003) ---------------------------------------
-
-    def reserved_ids(self, ids: Iterable[str]) -> dict[str, str]:
-        """The shard each of these ids is reserved for; unreserved ids are absent."""
-
-    def reserve_ids(self, rows: Sequence[tuple[str, str]], now: int) -> None:
-        """Insert ``(transfer id, shard)`` reservations (their ids are unreserved)."""
-
-    # -- outbox of cross-shard transfers (migration 0002) ---------------------------------
-
-    def insert_outbox(self, rows: Sequence[OutboxRow]) -> None:
-        """Insert new outbox rows (their transfer ids are new on this shard)."""
-
-    def set_outbox_states(self, changes: Sequence[tuple[str, str]], now: int) -> None:
-        """Set ``(transfer_id, state)`` pairs and release their claims."""
-
-    def claim_outbox(
-        self, owner: str, open_states: Sequence[str], now: int, until: int, limit: int
-    ) -> list[OutboxRow]:
-        """Lease to ``owner`` the open rows whose lease passed or that it holds already."""
-
-    def purge_outbox(self, states: Sequence[str], updated_before: int, limit: int) -> int:
-        """Delete at most ``limit`` rows in ``states`` updated at or before that time.
-
-        Also bounded by ``created_at`` (never after ``updated_at``), so that the
-        ``(state, created_at)`` index skips the finished rows still kept."""
-
-    # -- payment rows (migration 0006, see paycore.storage.payments) -----------------------
-
-    def run_sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run one statement written with ``?`` placeholders; its rows (none for a write)."""
-
-
-class WriteSession(LedgerTx, Protocol):
-    """A ``LedgerTx`` that can open and close its own transaction."""
-
-    store: str  # the shard's name
-
-    def begin(self) -> int:
-        """Start a transaction holding the shard's write turn; return its last timestamp."""
-
-    def commit(self, last_timestamp: int) -> None:
-        """Record the last timestamp handed out and commit durably."""
-
-    def rollback(self) -> None: ...
-
-    def errors(self) -> contextlib.AbstractContextManager[None]:
-        """The backend's boundary that turns driver exceptions into PaycoreErrors."""
 
 
 def run_group(session: WriteSession, now: Callable[[], int], jobs: Sequence[Job]) -> None:
@@ -302,18 +171,6 @@ def backfill_chain(session: WriteSession, page: int = _BACKFILL_PAGE) -> int:
     if count:
         log.info("chained %d transfers written before the history chain existed", count)
     return count
-
-
-class GroupClock:
-    """The time of a group and the shard's timestamp sequence within it."""
-
-    def __init__(self, now: int, last_timestamp: int) -> None:
-        self.now = now
-        self.last_timestamp = last_timestamp
-
-    def next_timestamp(self) -> int:
-        self.last_timestamp = max(self.now, self.last_timestamp + 1)
-        return self.last_timestamp
 
 
 def command_weight(command: Command) -> int:
@@ -748,53 +605,34 @@ def _write_outbox(
 
 
 def _apply_other(tx: LedgerTx, clock: GroupClock, command: Command) -> Any:
-    if isinstance(command, CreateAccounts):
-        return _create_accounts(tx, clock, command)
-    if isinstance(command, CloseAccount):
-        return _close(tx, clock, command)
-    if isinstance(command, ExpirePending):
-        return _expire(tx, clock, command.limit)
-    if isinstance(command, PurgeIdempotency):
-        return tx.purge_idempotency(clock.now, command.limit)
-    if isinstance(command, PurgeOutbox):
-        # Clamped at -1: a retention longer than the clock's age purges nothing.
-        before = max(-1, clock.now - int(command.retention_seconds * 1_000_000_000))
-        return tx.purge_outbox(FINISHED_OUTBOX_STATES, before, command.limit)
-    if isinstance(command, ClaimOutbox):
-        until = clock.now + int(command.lease_seconds * 1_000_000_000)
-        return tx.claim_outbox(command.owner, command.open_states, clock.now, until, command.limit)
-    if isinstance(command, ReserveTransferIds):
-        return _reserve(tx, clock, command)
-    if isinstance(command, SetOutboxStates):
-        return _set_outbox_states(tx, clock, command)
-    if isinstance(
-        command,
-        PrepareChain | DecideChain | FinishChain | StaleChains | ChainRefusals | KeepChainRefusals,
-    ):
-        return apply_chain_command(tx, clock, command, _run_legs)
-    if isinstance(
-        command,
-        PaymentWrite
-        | ClaimPaymentEvents
-        | AckPaymentEvents
-        | RecordProcessorEvent
-        | PurgePaymentEvents,
-    ):
-        return apply_payment_command(tx, clock, command)
-    if isinstance(command, CreateApiKey | RevokeApiKey | RevokeTenantApiKey | RotateApiKey):
-        return apply_key_command(tx, clock, command)
-    if isinstance(command, CreateWebhookEndpoint | DeleteWebhookEndpoint | RotateEndpointSecret):
-        return apply_endpoint_command(tx, clock, command)
-    if isinstance(command, EnqueueEvent | RedeliverEvent):
-        return apply_delivery_command(tx, clock, command)
-    if isinstance(command, AdvanceStreamCursor):
-        return apply_stream_command(tx, clock, command)
-    if isinstance(command, PeekIdempotency):
-        seen = tx.idempotency_record(command.key)
-        if seen is None or seen[2] <= clock.now:
-            return None
-        return seen[0], seen[1]
-    raise TypeError(f"unknown command {command!r}")
+    handler = _HANDLERS.get(type(command))
+    if handler is None:
+        raise TypeError(f"unknown command {command!r}")
+    return handler(tx, clock, command)
+
+
+def _purge_outbox(tx: LedgerTx, clock: GroupClock, command: PurgeOutbox) -> int:
+    # Clamped at -1: a retention longer than the clock's age purges nothing.
+    before = max(-1, clock.now - int(command.retention_seconds * 1_000_000_000))
+    return tx.purge_outbox(FINISHED_OUTBOX_STATES, before, command.limit)
+
+
+def _claim_outbox(tx: LedgerTx, clock: GroupClock, command: ClaimOutbox) -> list[OutboxRow]:
+    until = clock.now + int(command.lease_seconds * 1_000_000_000)
+    return tx.claim_outbox(command.owner, command.open_states, clock.now, until, command.limit)
+
+
+def _peek_idempotency(
+    tx: LedgerTx, clock: GroupClock, command: PeekIdempotency
+) -> tuple[str, StoredResponse] | None:
+    seen = tx.idempotency_record(command.key)
+    if seen is None or seen[2] <= clock.now:
+        return None
+    return seen[0], seen[1]
+
+
+def _chain_command(tx: LedgerTx, clock: GroupClock, command: ChainCommand) -> Any:
+    return apply_chain_command(tx, clock, command, _run_legs)
 
 
 def _create_accounts(
@@ -884,3 +722,28 @@ def _finish(
     tx.save_idempotency(idem.key, idem.fingerprint, response, clock.now, expires_at)
     answered[idem.key] = (idem.fingerprint, response, expires_at)
     job.outcome = (response, False)
+
+
+# Which function applies each command (``CreateTransfers`` runs are applied together by
+# ``apply_group``, ``AdvanceFence`` by the fencing check). A feature's commands are the
+# members of its union (``PaymentCommand``...), so a new one is dispatched without an
+# edit here; a test checks that every command of ``Command`` has its handler.
+_Handler = Callable[[LedgerTx, GroupClock, Any], Any]
+_HANDLERS: dict[type, _Handler] = {
+    CreateAccounts: _create_accounts,
+    CloseAccount: _close,
+    ExpirePending: lambda tx, clock, command: _expire(tx, clock, command.limit),
+    PurgeIdempotency: lambda tx, clock, command: tx.purge_idempotency(clock.now, command.limit),
+    PurgeOutbox: _purge_outbox,
+    ClaimOutbox: _claim_outbox,
+    ReserveTransferIds: _reserve,
+    SetOutboxStates: _set_outbox_states,
+    PeekIdempotency: _peek_idempotency,
+    **dict.fromkeys(get_args(ChainCommand), _chain_command),
+    **dict.fromkeys(get_args(PaymentCommand), apply_payment_command),
+    **dict.fromkeys(get_args(KeyCommand), apply_key_command),
+    **dict.fromkeys(get_args(EndpointCommand), apply_endpoint_command),
+    **dict.fromkeys(get_args(DeliveryCommand), apply_delivery_command),
+    AdvanceStreamCursor: apply_stream_command,
+}
+HANDLED_ELSEWHERE: Final = (CreateTransfers, AdvanceFence)

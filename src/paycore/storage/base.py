@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union, runtime_checkable
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -29,14 +29,6 @@ from paycore.ledger.model import (
     TransferView,
 )
 
-if TYPE_CHECKING:
-    from paycore.storage.deliveries import DeliveryCommand
-    from paycore.storage.event_stream import StreamCommand
-    from paycore.storage.keys import KeyCommand
-    from paycore.storage.listing import AccountFilter, ListPage, Page, TransferFilter
-    from paycore.storage.payments import PaymentCommand
-    from paycore.storage.webhook_endpoints import EndpointCommand
-
 __all__ = [
     "FINISHED_OUTBOX_STATES",
     "PAGE_SIDES",
@@ -46,7 +38,6 @@ __all__ = [
     "ChainSnapshot",
     "ClaimOutbox",
     "CloseAccount",
-    "Command",
     "CreateAccounts",
     "CreateTransfers",
     "DecideChain",
@@ -55,6 +46,7 @@ __all__ = [
     "FinishChain",
     "Idempotency",
     "KeepChainRefusals",
+    "LedgerCommand",
     "LedgerSnapshot",
     "OutboxRow",
     "OutboxSnapshot",
@@ -66,7 +58,6 @@ __all__ = [
     "ReserveTransferIds",
     "SetOutboxStates",
     "StaleChains",
-    "Store",
     "StoredResponse",
     "TransferPage",
     "check_limit",
@@ -357,32 +348,26 @@ class PeekIdempotency(msgspec.Struct, frozen=True):
     key: str
 
 
-# The payment commands (``paycore.storage.payments``) import this module, so they join
-# the union by name.
-Command = Union[  # a string forward reference cannot take part in "|"
-    AdvanceFence,
-    CreateAccounts,
-    CreateTransfers,
-    CloseAccount,
-    ExpirePending,
-    PurgeIdempotency,
-    ClaimOutbox,
-    PeekIdempotency,
-    PurgeOutbox,
-    ReserveTransferIds,
-    SetOutboxStates,
-    PrepareChain,
-    DecideChain,
-    FinishChain,
-    StaleChains,
-    ChainRefusals,
-    KeepChainRefusals,
-    "PaymentCommand",
-    "KeyCommand",
-    "EndpointCommand",
-    "DeliveryCommand",
-    "StreamCommand",
-]
+# The ledger's own commands; the features' commands join them in ``paycore.storage.store``.
+LedgerCommand = (
+    AdvanceFence
+    | CreateAccounts
+    | CreateTransfers
+    | CloseAccount
+    | ExpirePending
+    | PurgeIdempotency
+    | ClaimOutbox
+    | PeekIdempotency
+    | PurgeOutbox
+    | ReserveTransferIds
+    | SetOutboxStates
+    | PrepareChain
+    | DecideChain
+    | FinishChain
+    | StaleChains
+    | ChainRefusals
+    | KeepChainRefusals
+)
 
 
 class StoredResponse(msgspec.Struct, frozen=True):
@@ -455,63 +440,3 @@ class OutboxSnapshot(LedgerSnapshot, Protocol):
     """A snapshot that also reads the outbox (the cross-shard auditor needs both)."""
 
     def outbox(self) -> Iterator[OutboxRow]: ...
-
-
-@runtime_checkable
-class Store(Protocol):
-    """A ledger shard: commands in, committed facts out."""
-
-    name: str
-
-    async def start(self) -> None:
-        """Open connections, apply migrations, start the writer."""
-
-    async def stop(self) -> None:
-        """Finish queued commands, then close."""
-
-    async def execute(self, command: Command) -> Any:
-        """Run one command and return its result once it is durable."""
-
-    async def execute_idempotent(
-        self, command: Command, idempotency: Idempotency
-    ) -> tuple[StoredResponse, bool]:
-        """Run a command under an Idempotency-Key: ``(response, replayed)``.
-
-        Raises ``IdempotencyError`` when the key was used with another fingerprint.
-        """
-
-    async def get_accounts(self, ids: list[str]) -> dict[str, Account]:
-        """Accounts by id, with metadata and current counters; missing ids are absent."""
-
-    async def get_transfer(self, transfer_id: str) -> TransferView | None: ...
-
-    async def get_transfers(self, ids: list[str]) -> dict[str, TransferView]:
-        """Transfers by id, in one read; missing ids are absent."""
-
-    async def account_transfers(
-        self,
-        account_id: str,
-        *,
-        limit: int,
-        cursor: int | None = None,
-        descending: bool = False,
-        side: str = "both",
-    ) -> TransferPage:
-        """Transfers touching an account, ordered by timestamp, from after ``cursor``."""
-
-    async def balance_history(
-        self, account_id: str, *, at: int | None = None, limit: int = 100, cursor: int | None = None
-    ) -> list[BalanceRecord]:
-        """Snapshots of a ``history`` account; with ``at``, the one in force at that time."""
-
-    async def list_accounts(self, f: AccountFilter, page: Page) -> ListPage[Account]:
-        """A page of the accounts ``f`` selects, by (timestamp, id) (see ``storage.listing``)."""
-
-    async def list_transfers(self, f: TransferFilter, page: Page) -> ListPage[TransferView]:
-        """A page of the transfers ``f`` selects, by (timestamp, id), as a client sees them."""
-
-    async def ping(self) -> None:
-        """Raise ``UnavailableError`` when the store cannot serve."""
-
-    async def with_snapshot(self, reader: Callable[[LedgerSnapshot], T]) -> T:
-        """Run ``reader`` (in a worker thread) over one consistent snapshot."""

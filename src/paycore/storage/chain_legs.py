@@ -40,7 +40,7 @@ from paycore.storage.base import (
 from paycore.storage.codec import REFUSAL_COLUMNS, refusal_row
 
 if TYPE_CHECKING:
-    from paycore.storage.apply import GroupClock, LedgerTx
+    from paycore.storage.tx import GroupClock, LedgerTx
 
 __all__ = [
     "ChainCommand",

@@ -18,7 +18,7 @@ import msgspec
 from paycore.storage.payments import DELIVERY_COLUMNS, EVENT_COLUMNS, EventRow, WebhookDeliveryRow
 
 if TYPE_CHECKING:
-    from paycore.storage.apply import GroupClock, LedgerTx
+    from paycore.storage.tx import GroupClock, LedgerTx
 
 __all__ = [
     "DeliveryReads",

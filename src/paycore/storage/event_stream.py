@@ -27,7 +27,7 @@ from paycore.storage.codec import T_COLUMNS, transfer_from_row
 from paycore.storage.payments import EVENT_COLUMNS, EventRow
 
 if TYPE_CHECKING:
-    from paycore.storage.apply import GroupClock, LedgerTx
+    from paycore.storage.tx import GroupClock, LedgerTx
 
 __all__ = [
     "LOGS",

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 if TYPE_CHECKING:
-    from paycore.storage.apply import GroupClock, LedgerTx
+    from paycore.storage.tx import GroupClock, LedgerTx
 
 __all__ = [
     "ApiKeyReads",

@@ -40,7 +40,7 @@ bulk work stays in the ledger's own statements.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import msgspec
 
@@ -51,7 +51,7 @@ from paycore.storage.base import Fence, StoredResponse, check_limit
 from paycore.storage.saga_holds import load_saga_holds
 
 if TYPE_CHECKING:
-    from paycore.storage.apply import GroupClock, LedgerTx
+    from paycore.storage.tx import GroupClock, LedgerTx
 
 __all__ = [
     "POINTER_CONTENT_TYPE",
@@ -398,10 +398,6 @@ def _q(n: int) -> str:
 
 def _row(cls: type[R], row: Sequence[Any]) -> R:
     return cls(*row)
-
-
-class _Sql(Protocol):
-    def __call__(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
 
 # -- the writer's side -------------------------------------------------------------------

@@ -55,7 +55,6 @@ from paycore.redaction import redact_dsn, redact_text
 from paycore.storage.apply import backfill_chain, command_weight, run_group
 from paycore.storage.base import (
     ChainRecord,
-    Command,
     Idempotency,
     LedgerSnapshot,
     OutboxRow,
@@ -97,6 +96,8 @@ from paycore.storage.listing import (
 from paycore.storage.migrations import outdated_schema_error
 from paycore.storage.payments import PaymentReads
 from paycore.storage.saga_holds import save_saga_holds
+from paycore.storage.store import Command, SingleShard
+from paycore.storage.usage import ShardUsage, count_rows
 from paycore.storage.webhook_endpoints import WebhookEndpointReads
 
 __all__ = [
@@ -582,7 +583,7 @@ def _placeholders(query: str) -> str:
     return query.replace("?", "%s")
 
 
-class PostgresStore:
+class PostgresStore(SingleShard):
     """A ledger shard in one PostgreSQL database (see the module docstring)."""
 
     def __init__(
@@ -829,6 +830,11 @@ class PostgresStore:
                 (account_id, after, _limit(limit)),
             )
         return [BalanceRecord(*row) for row in rows]
+
+    async def usage(self) -> ShardUsage:
+        accounts, transfers, open_sagas = await count_rows(self._fetch_rows)
+        rows = await self._fetch("SELECT pg_database_size(current_database())", ())
+        return ShardUsage(accounts, transfers, open_sagas, int(rows[0][0]))
 
     async def ping(self) -> None:
         await self._fetch("SELECT 1", ())

@@ -44,7 +44,6 @@ from paycore.ledger.rules import (
 from paycore.storage.apply import backfill_chain, command_weight, run_group
 from paycore.storage.base import (
     ChainRecord,
-    Command,
     Idempotency,
     LedgerSnapshot,
     OutboxRow,
@@ -86,6 +85,8 @@ from paycore.storage.listing import (
 from paycore.storage.migrations import outdated_schema_error
 from paycore.storage.payments import PaymentReads
 from paycore.storage.saga_holds import save_saga_holds
+from paycore.storage.store import Command, SingleShard
+from paycore.storage.usage import ShardUsage, count_rows
 from paycore.storage.webhook_endpoints import WebhookEndpointReads
 
 __all__ = [
@@ -474,7 +475,7 @@ class _SQLiteTx:
         return self.conn.execute(query, params).fetchall()
 
 
-class SQLiteStore:
+class SQLiteStore(SingleShard):
     """A ledger shard in one SQLite file (see the module docstring)."""
 
     def __init__(
@@ -687,6 +688,12 @@ class SQLiteStore:
             return [BalanceRecord(*row) for row in rows]
 
         return self._read(read)
+
+    async def usage(self) -> ShardUsage:
+        accounts, transfers, open_sagas = await count_rows(self._fetch_rows)
+        files = (self.path, Path(f"{self.path}-wal"))
+        size = sum(f.stat().st_size for f in files if f.exists())
+        return ShardUsage(accounts, transfers, open_sagas, size)
 
     async def ping(self) -> None:
         self._read(lambda c: c.execute("SELECT 1").fetchone())

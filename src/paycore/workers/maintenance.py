@@ -25,8 +25,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 
 from paycore.errors import FencedError
-from paycore.storage.base import ExpirePending, Fence, PurgeIdempotency, PurgeOutbox, Store
+from paycore.storage.base import ExpirePending, Fence, PurgeIdempotency, PurgeOutbox
 from paycore.storage.payments import PurgePaymentEvents
+from paycore.storage.store import Store
 
 __all__ = ["MaintenanceWorker", "PassGuard", "always_run"]
 

@@ -20,10 +20,10 @@ import socket
 import uuid
 from collections.abc import Callable
 
-from paycore.cluster.router import ShardedStore
 from paycore.cluster.settlement import Settlement
 from paycore.errors import FencedError
 from paycore.storage.base import Fence
+from paycore.storage.store import Store
 
 __all__ = ["RelayWorker"]
 
@@ -35,7 +35,7 @@ class RelayWorker:
 
     def __init__(
         self,
-        store: ShardedStore,
+        store: Store,
         *,
         interval_seconds: float = 0.5,
         lease_seconds: float = 30.0,
@@ -50,9 +50,12 @@ class RelayWorker:
         self.gather_seconds = gather_seconds
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.settlement = Settlement(
-            store.shards, owner=self.owner, lease_seconds=lease_seconds, batch_limit=batch_limit
+            store.shard_stores,
+            owner=self.owner,
+            lease_seconds=lease_seconds,
+            batch_limit=batch_limit,
         )
-        self._wake = {name: asyncio.Event() for name in store.shards}
+        self._wake = {name: asyncio.Event() for name in store.shard_stores}
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.passes = 0
@@ -77,7 +80,7 @@ class RelayWorker:
         self._stopping = asyncio.Event()
         self._tasks = [
             asyncio.create_task(self._loop(name), name=f"paycore-relay-{name}")
-            for name in self.store.shards
+            for name in self.store.shard_stores
         ]
 
     async def stop(self) -> None:
@@ -97,7 +100,7 @@ class RelayWorker:
     async def run_once(self) -> int:
         """One pass over every shard's outbox; returns the rows claimed."""
         counts = await asyncio.gather(
-            *(self.settlement.run_shard(name) for name in self.store.shards),
+            *(self.settlement.run_shard(name) for name in self.store.shard_stores),
             return_exceptions=True,
         )
         for count in counts:

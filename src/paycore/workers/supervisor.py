@@ -29,13 +29,14 @@ import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
-from paycore.cluster.router import ShardedStore, gather_all
+from paycore.cluster.router import gather_all
 from paycore.config import Settings
 from paycore.errors import FencedError, PaycoreError
 from paycore.events.publisher import EventPublisher
 from paycore.locks import HeldLease, LockService, WorkerRunner
 from paycore.payments.endpoint_secrets import signing_key
-from paycore.storage.base import AdvanceFence, Fence, Store
+from paycore.storage.base import AdvanceFence, Fence
+from paycore.storage.store import Store
 from paycore.workers.maintenance import MaintenanceWorker
 from paycore.workers.relay import RelayWorker
 from paycore.workers.webhooks import StoredEndpoints, WebhookWorker, webhook_client
@@ -65,14 +66,12 @@ class WorkerSupervisor:
         self.payments = payments
         self.settings = settings
         self.locks = locks
-        self.shards: dict[str, Store] = (
-            dict(store.shards) if isinstance(store, ShardedStore) else {store.name: store}
-        )
+        self.shards = store.shard_stores
         ttl = settings.leader_ttl_seconds
         self.relay: RelayWorker | None = None
         self.maintenance: dict[str, MaintenanceWorker] = {}
         self.runners: list[WorkerRunner] = []
-        if isinstance(store, ShardedStore) and not store.single:
+        if store.spans_shards:
             self.relay = RelayWorker(
                 store,
                 interval_seconds=settings.relay_interval_seconds,
@@ -105,7 +104,7 @@ class WorkerSupervisor:
         # endpoints may be made over HTTP at any time (a pass without any claims nothing).
         self.webhooks: dict[str, WebhookWorker] = {}
         self._webhook_client = webhook_client()
-        home = store.shards[store.key_shard] if isinstance(store, ShardedStore) else store
+        home = store.key_store
         stored = StoredEndpoints(home, functools.partial(signing_key, settings))
         for shard, shard_store in self.shards.items():
             self.webhooks[shard] = WebhookWorker(

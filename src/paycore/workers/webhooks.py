@@ -65,15 +65,15 @@ from paycore.payments.webhooks import (
     next_attempt_delay,
 )
 from paycore.redaction import redact_text, redact_url
-from paycore.storage.base import Fence, Store
+from paycore.storage.base import Fence
 from paycore.storage.payments import (
     AckPaymentEvents,
     ClaimPaymentEvents,
     EventRow,
-    PaymentReads,
     WebhookDeliveryRow,
 )
-from paycore.storage.webhook_endpoints import WebhookEndpointReads, WebhookEndpointRow
+from paycore.storage.store import ShardStore
+from paycore.storage.webhook_endpoints import WebhookEndpointRow
 
 __all__ = ["StoredEndpoints", "Target", "WebhookPass", "WebhookWorker", "webhook_client"]
 
@@ -123,16 +123,13 @@ class StoredEndpoints:
 
     def __init__(
         self,
-        home: Store,
+        home: ShardStore,
         signing_key: Callable[[], bytes],
         *,
         refresh_seconds: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        reads = getattr(home, "webhook_endpoints", None)
-        if not isinstance(reads, WebhookEndpointReads):
-            raise TypeError(f"store {home.name} keeps no webhook endpoints")
-        self.reads = reads
+        self.reads = home.webhook_endpoints
         self._signing_key = signing_key
         self._key: bytes | None = None
         self.refresh_seconds = refresh_seconds
@@ -200,7 +197,7 @@ class WebhookWorker:
 
     def __init__(
         self,
-        store: Store,
+        store: ShardStore,
         shard: str,
         endpoints: Sequence[WebhookEndpointConfig],
         *,
@@ -223,12 +220,9 @@ class WebhookWorker:
             raise ValueError("interval, batch limit and concurrency must be positive")
         if any(not (math.isfinite(d) and d >= 0) for d in schedule):
             raise ValueError("retry delays must be finite and >= 0")
-        reads = getattr(store, "payments", None)
-        if not isinstance(reads, PaymentReads):
-            raise TypeError(f"shard {shard} keeps no payment events")
         self.store = store
         self.shard = shard
-        self.reads = reads
+        self.reads = store.payments
         self.endpoints = tuple(endpoints)
         self.configured = tuple(Target.of_config(e) for e in endpoints)
         self.stored = stored

@@ -6,7 +6,8 @@
     alice = client.accounts.create(id="alice", currency="USD")
 
 ``Paycore`` (sync) and ``AsyncPaycore`` (asyncio) have the same services:
-``accounts``, ``transfers``, ``payments``, ``refunds``, ``payouts``. Answers are
+``accounts``, ``transfers``, ``payments``, ``refunds``, ``payouts``, and for an
+``admin`` key ``api_keys`` and ``webhook_endpoints``. Answers are
 frozen models (``paycore_client.models``), money in ``int`` minor units; errors are
 ``PaycoreError``s, one class per family of the server's problem ``code``;
 ``paycore_client.webhooks`` verifies the ``Paycore-Signature`` of events.
@@ -37,13 +38,20 @@ from paycore_client._pagination import AsyncPage, Page
 from paycore_client._retry import RetryPolicy
 from paycore_client.models import (
     Account,
+    ApiKey,
     BalanceRecord,
     BatchResult,
     Event,
+    NewApiKey,
+    NewWebhookEndpoint,
     Payment,
     Payout,
+    QueuedEvent,
     Refund,
+    RotatedApiKey,
     Transfer,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 from paycore_client.webhooks import SignatureVerificationError
 
@@ -52,6 +60,7 @@ __all__ = [
     "APIError",
     "APITimeoutError",
     "Account",
+    "ApiKey",
     "AsyncPage",
     "AsyncPaycore",
     "AuthenticationError",
@@ -63,6 +72,8 @@ __all__ = [
     "InsufficientFundsError",
     "InternalServerError",
     "InvalidRequestError",
+    "NewApiKey",
+    "NewWebhookEndpoint",
     "NotFoundError",
     "Page",
     "Paycore",
@@ -71,12 +82,16 @@ __all__ = [
     "PaymentDeclinedError",
     "Payout",
     "PermissionDeniedError",
+    "QueuedEvent",
     "RateLimitError",
     "Refund",
     "RetryPolicy",
+    "RotatedApiKey",
     "ServiceUnavailableError",
     "SignatureVerificationError",
     "Transfer",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "__version__",
     "models",
     "params",

@@ -24,10 +24,12 @@ from paycore_client._base import (
 from paycore_client._call import Call
 from paycore_client._errors import PaycoreError
 from paycore_client._resources.accounts import AsyncAccounts
+from paycore_client._resources.api_keys import AsyncApiKeys
 from paycore_client._resources.payments import AsyncPayments
 from paycore_client._resources.payouts import AsyncPayouts
 from paycore_client._resources.refunds import AsyncRefunds
 from paycore_client._resources.transfers import AsyncTransfers
+from paycore_client._resources.webhook_endpoints import AsyncWebhookEndpoints
 from paycore_client._retry import RetryPolicy
 
 __all__ = ["AsyncPaycore"]
@@ -71,6 +73,8 @@ class AsyncPaycore:
         self.payments = AsyncPayments(self)
         self.refunds = AsyncRefunds(self)
         self.payouts = AsyncPayouts(self)
+        self.api_keys = AsyncApiKeys(self)
+        self.webhook_endpoints = AsyncWebhookEndpoints(self)
 
     def __repr__(self) -> str:
         return f"AsyncPaycore(base_url={self._settings.base_url!r})"

@@ -42,7 +42,7 @@ def decoder_for(kind: type[T]) -> Callable[[bytes], T]:
 class Call(Generic[T]):
     """``idempotency_key``: the caller's own for a POST; None lets the client make one."""
 
-    method: Literal["GET", "POST"]
+    method: Literal["GET", "POST", "DELETE"]
     path: str
     decode: Callable[[bytes], T]
     query: tuple[tuple[str, str], ...] = ()

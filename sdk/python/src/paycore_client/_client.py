@@ -24,10 +24,12 @@ from paycore_client._base import (
 from paycore_client._call import Call
 from paycore_client._errors import PaycoreError
 from paycore_client._resources.accounts import Accounts
+from paycore_client._resources.api_keys import ApiKeys
 from paycore_client._resources.payments import Payments
 from paycore_client._resources.payouts import Payouts
 from paycore_client._resources.refunds import Refunds
 from paycore_client._resources.transfers import Transfers
+from paycore_client._resources.webhook_endpoints import WebhookEndpoints
 from paycore_client._retry import RetryPolicy
 
 __all__ = ["Paycore"]
@@ -37,7 +39,8 @@ T = TypeVar("T")
 
 class Paycore:
     """A paycore API client: ``client.accounts``, ``.transfers``, ``.payments``,
-    ``.refunds``, ``.payouts``.
+    ``.refunds``, ``.payouts``; with an ``admin`` key, ``.api_keys`` and
+    ``.webhook_endpoints``.
 
     ``api_key``: a key from ``paycore keys create`` (default: ``$PAYCORE_API_KEY``; none
     for a server run with ``--open``). ``base_url``: default ``$PAYCORE_BASE_URL`` or
@@ -71,6 +74,8 @@ class Paycore:
         self.payments = Payments(self)
         self.refunds = Refunds(self)
         self.payouts = Payouts(self)
+        self.api_keys = ApiKeys(self)
+        self.webhook_endpoints = WebhookEndpoints(self)
 
     def __repr__(self) -> str:
         return f"Paycore(base_url={self._settings.base_url!r})"

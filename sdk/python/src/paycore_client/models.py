@@ -20,6 +20,7 @@ import msgspec
 __all__ = [
     "Account",
     "AccountFlags",
+    "ApiKey",
     "Attempt",
     "Balance",
     "BalanceRecord",
@@ -29,12 +30,18 @@ __all__ = [
     "Card",
     "Event",
     "EventData",
+    "NewApiKey",
+    "NewWebhookEndpoint",
     "Payment",
     "PaymentSource",
     "Payout",
+    "QueuedEvent",
     "Refund",
+    "RotatedApiKey",
     "Transfer",
     "TransferFlags",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]
 
 
@@ -237,3 +244,78 @@ class Event(_Model, frozen=True):
     type: str  # payment.succeeded, refund.succeeded, payout.paid, ...
     created_at: str
     data: EventData
+
+
+# -- the admin API (an API key with the ``admin`` scope) ------------------------------------
+
+
+class ApiKey(_Model, frozen=True):
+    """An API key of the caller's tenant, without its secret. ``revoked_at``: from when
+    it is refused (in the future during a rotation's grace); ``replaced_by``: the id of
+    the key that rotated it."""
+
+    id: str
+    object: str  # "api_key"
+    tenant: str
+    scopes: list[str]  # read, write, admin
+    name: str | None
+    status: str  # active, revoked, expired
+    created_at: str
+    expires_at: str | None
+    revoked_at: str | None
+    replaced_by: str | None
+
+
+class NewApiKey(ApiKey, frozen=True):
+    """A key just made: ``token`` (``Authorization: Bearer <token>``) is in this answer
+    only (None in a replay of the same Idempotency-Key): keep it now."""
+
+    token: str | None
+
+
+class RotatedApiKey(NewApiKey, frozen=True):
+    """The new key of a rotation (its token shown once) and the old one, as it is now."""
+
+    replaces: ApiKey
+
+
+class WebhookEndpoint(_Model, frozen=True):
+    """Where the tenant's events of the types in ``events`` are POSTed, signed.
+    ``previous_secret_until``: while the old secret still signs too, after a rotation."""
+
+    id: str
+    object: str  # "webhook_endpoint"
+    url: str
+    events: list[str]  # patterns: "*", "payment.*", "refund.succeeded", ...
+    description: str | None
+    created_at: str
+    previous_secret_until: str | None
+
+
+class NewWebhookEndpoint(WebhookEndpoint, frozen=True):
+    """An endpoint as made or given a new secret: ``secret`` (for
+    ``webhooks.verify``) is in this answer only (None in a replay): keep it now."""
+
+    secret: str | None
+
+
+class QueuedEvent(_Model, frozen=True):
+    """An event queued for one endpoint (a test event, or one sent again)."""
+
+    event_id: str
+    endpoint_id: str
+    status: str  # "queued"
+
+
+class WebhookDelivery(_Model, frozen=True):
+    """What an endpoint made of one event; ``id`` is the event's id."""
+
+    id: str
+    event_type: str | None  # None once the event was purged
+    status: str  # pending (retried later), delivered, failed (given up)
+    outcome: str | None
+    attempts: int
+    last_response_code: int | None  # None: no answer (see last_error)
+    last_error: str | None
+    created_at: str
+    updated_at: str

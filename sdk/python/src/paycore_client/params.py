@@ -19,6 +19,9 @@ __all__ = [
     "AccountFlagsParams",
     "AccountListParams",
     "AccountTransfersParams",
+    "ApiKeyCreateParams",
+    "ApiKeyListParams",
+    "ApiKeyRotateParams",
     "BalanceHistoryParams",
     "BatchTransferParams",
     "CaptureParams",
@@ -35,6 +38,10 @@ __all__ = [
     "TransferCreateParams",
     "TransferListParams",
     "VoidPendingParams",
+    "WebhookDeliveryListParams",
+    "WebhookEndpointCreateParams",
+    "WebhookEndpointListParams",
+    "WebhookSecretRotateParams",
 ]
 
 Order = Literal["asc", "desc"]
@@ -200,3 +207,43 @@ class PayoutCreateParams(TypedDict):
 class PayoutListParams(_CreatedRange, total=False):
     wallet_account_id: str
     status: str  # processing, paid, failed
+
+
+# -- the admin API ----------------------------------------------------------------------
+
+
+class _AdminPageParams(TypedDict, total=False):
+    limit: int  # 1..max_page_size; 100 when absent
+    cursor: str  # a ``next_cursor``
+
+
+class ApiKeyCreateParams(TypedDict, total=False):
+    scopes: Required[list[Literal["read", "write", "admin"]]]  # admin implies the others
+    name: str  # what the key is for, 1-100 characters
+    expires_in_seconds: int  # else it never expires
+
+
+class ApiKeyRotateParams(TypedDict, total=False):
+    grace_seconds: int  # how long the old key keeps working (0: refused at once)
+
+
+class ApiKeyListParams(_AdminPageParams, total=False):
+    pass
+
+
+class WebhookEndpointCreateParams(TypedDict, total=False):
+    url: Required[str]  # http:// or https://
+    events: list[str]  # patterns ("*", "payment.*", "refund.succeeded"); every event by default
+    description: str
+
+
+class WebhookSecretRotateParams(TypedDict, total=False):
+    grace_seconds: int  # how long the old secret signs too (0: not at all)
+
+
+class WebhookEndpointListParams(_AdminPageParams, total=False):
+    pass
+
+
+class WebhookDeliveryListParams(_AdminPageParams, total=False):
+    pass

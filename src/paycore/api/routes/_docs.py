@@ -23,7 +23,7 @@ from litestar.openapi.spec import Operation
 from paycore.api.problems import PROBLEM_CONTENT_TYPE
 from paycore.api.schemas import Problem
 
-__all__ = ["IDEMPOTENCY_KEY_PARAMETER", "documented", "schema_components"]
+__all__ = ["IDEMPOTENCY_KEY_PARAMETER", "documented", "problem_schema_ref", "schema_components"]
 
 IDEMPOTENCY_KEY_PARAMETER: Final = "IdempotencyKey"
 """The name of the ``Idempotency-Key`` header in ``components.parameters``."""
@@ -54,6 +54,11 @@ def schema_components() -> dict[str, Any]:
 
 def _ref(struct_type: type[msgspec.Struct]) -> dict[str, Any]:
     return _generate(tuple(_documented))[0][struct_type]
+
+
+def problem_schema_ref() -> dict[str, Any]:
+    """The ``$ref`` of the problem+json body's schema."""
+    return _ref(Problem)
 
 
 def documented(

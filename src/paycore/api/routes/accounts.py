@@ -35,7 +35,8 @@ from paycore.config import Settings
 from paycore.errors import ErrorCode, RequestError
 from paycore.ledger.model import SYSTEM_TENANT, Account, BalanceRecord
 from paycore.ledger.rules import AccountResult
-from paycore.storage.base import CloseAccount, CreateAccounts, Store, StoredResponse
+from paycore.storage.base import CloseAccount, CreateAccounts, StoredResponse
+from paycore.storage.store import Store
 
 __all__ = ["account_routes", "decode_cursor", "encode_cursor", "new_account_id"]
 

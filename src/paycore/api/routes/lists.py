@@ -47,7 +47,6 @@ from paycore.ledger.tenancy import id_prefix
 from paycore.payments.intents import PaymentStatus, PayoutStatus, RefundStatus
 from paycore.payments.listing import list_payments, list_payouts, list_refunds
 from paycore.payments.service import PaymentService
-from paycore.storage.base import Store
 from paycore.storage.listing import (
     AccountFilter,
     PaymentFilter,
@@ -55,6 +54,7 @@ from paycore.storage.listing import (
     RefundFilter,
     TransferFilter,
 )
+from paycore.storage.store import Store
 
 __all__ = ["list_routes"]
 

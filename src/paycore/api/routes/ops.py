@@ -27,7 +27,7 @@ from paycore.config import Settings
 from paycore.errors import PaycoreError
 from paycore.locks import LockService
 from paycore.redaction import redact_text, redact_url, secrets_in
-from paycore.storage.base import Store
+from paycore.storage.store import Store
 
 __all__ = ["OPEN_AUTH_WARNING", "WorkerStatus", "lock_backend_kind", "ops_routes", "redact_url"]
 

@@ -21,7 +21,6 @@ done is a problem (422 bad card, 404 unknown account, 409 wrong state...).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -32,13 +31,7 @@ from litestar.params import FromPath
 
 from paycore.api.auth import tenant_of
 from paycore.api.bodies import read_json_body
-from paycore.api.idempotency import (
-    IDEMPOTENCY_HEADER,
-    KeysInFlight,
-    WriteExecutor,
-    fingerprint,
-    stored_to_response,
-)
+from paycore.api.idempotency import RequestKeys, WriteExecutor, stored_to_response
 from paycore.api.payment_schemas import (
     CancelIn,
     CaptureIn,
@@ -58,10 +51,9 @@ from paycore.api.routes._docs import documented
 from paycore.api.schemas import encode
 from paycore.api.tenancy import Namespace, namespace_of
 from paycore.config import Settings
-from paycore.errors import ErrorCode, PaycoreError, RequestError
+from paycore.errors import PaycoreError
 from paycore.payments.listing import refunds_of
 from paycore.payments.service import (
-    Keyed,
     PaymentService,
     PaymentView,
     PayoutView,
@@ -69,12 +61,11 @@ from paycore.payments.service import (
     Reply,
     ReplyOutcome,
 )
-from paycore.storage.base import StoredResponse
+from paycore.storage.base import Idempotency, StoredResponse
 
 __all__ = ["payment_routes"]
 
 _JSON: Final = "application/json"
-_KEY_SHAPE: Final = re.compile(r"[\x20-\x7e]{1,255}")
 
 Render = Callable[[ReplyOutcome], StoredResponse]
 
@@ -105,45 +96,29 @@ def _ok(request: Request[Any, Any, Any]) -> Render:
 
 
 class _Keys:
-    """Idempotency-Keys of the payment routes: parsed, fingerprinted, held in flight."""
+    """The payment routes' side of the Idempotency-Key protocol: the app's ``RequestKeys``
+    (one in-flight set and one cluster-wide lock per key for every write route), and what
+    a payment's reply becomes."""
 
-    def __init__(self, retention_seconds: int, writes: WriteExecutor | None = None) -> None:
-        self.retention_seconds = retention_seconds
-        self.in_flight = KeysInFlight()
-        # The ledger routes' executor: its key_lock guards a key across nodes (a no-op on
-        # one node or one shard), so two nodes never both run one payment key.
-        self.writes = writes
+    def __init__(self, keys: RequestKeys) -> None:
+        self.keys = keys
 
     def keyed(
         self, request: Request[Any, Any, Any], body: msgspec.Struct, render: Render
-    ) -> Keyed | None:
-        raw = request.headers.get(IDEMPOTENCY_HEADER)
-        if raw is None:
-            return None
-        if not _KEY_SHAPE.fullmatch(raw):
-            raise RequestError(
-                ErrorCode.INVALID_REQUEST,
-                "Idempotency-Key must be 1-255 printable ASCII characters",
-            )
-        return Keyed(
-            key=f"{tenant_of(request)}:{raw}",  # as WriteExecutor: scoped by tenant
-            fingerprint=fingerprint(request.method, request.scope["path"], body),
-            render=render,
-            retention_seconds=self.retention_seconds,
-        )
+    ) -> Idempotency | None:
+        return self.keys.of(request, body, render)
 
     async def run(
-        self, key: Keyed | None, render: Render, call: Callable[[Keyed | None], Awaitable[Reply]]
+        self,
+        key: Idempotency | None,
+        render: Render,
+        call: Callable[[Idempotency | None], Awaitable[Reply]],
     ) -> Response[bytes]:
         if key is None:
             reply = await call(None)
         else:
-            with self.in_flight.hold(key.key):  # a twin on this node: 409 at once
-                if self.writes is None:
-                    reply = await call(key)
-                else:
-                    async with self.writes.key_lock(key.key):  # a twin on another node
-                        reply = await call(key)
+            async with self.keys.held(key.key):  # a twin, here or on another node: 409
+                reply = await call(key)
         if reply.response is not None:
             return stored_to_response(reply.response, replayed=reply.replayed)
         assert reply.outcome is not None
@@ -172,7 +147,14 @@ def payment_routes(
     decode_cancel = msgspec.json.Decoder(CancelIn)
     decode_refund = msgspec.json.Decoder(RefundIn)
     decode_payout = msgspec.json.Decoder(PayoutIn)
-    keys = _Keys(settings.idempotency_retention_hours * 3600, writes)
+    shared = (
+        writes.keys
+        if writes is not None
+        else RequestKeys(
+            service.store, retention_seconds=settings.idempotency_retention_hours * 3600
+        )
+    )
+    keys = _Keys(shared)
     keyed, run = keys.keyed, keys.run
 
     @post(

@@ -37,12 +37,11 @@ from litestar.params import FromPath
 from paycore.api.bodies import check_depth, read_body, require_json_type
 from paycore.api.routes._docs import documented
 from paycore.api.schemas import describe_pattern, in_words
-from paycore.cluster.router import ShardedStore
 from paycore.config import Settings
 from paycore.errors import ErrorCode, RequestError
 from paycore.payments.webhooks import SIGNATURE_HEADER, SignatureError, verify_signature
-from paycore.storage.base import Store
 from paycore.storage.payments import ProcessorEventRow, RecordProcessorEvent
+from paycore.storage.store import Store
 
 __all__ = ["ProcessorEventIn", "ProcessorEventOut", "processor_event_routes"]
 
@@ -88,9 +87,7 @@ def processor_event_routes(
     def home(key: str) -> Store:
         """The shard keeping the notification ``key`` (payment commands name their shard:
         the router does not place them)."""
-        if isinstance(store, ShardedStore):
-            return store.shards[store.shard_for(key)]
-        return store
+        return store.shard_stores[store.shard_of(key)]
 
     @post(
         "/v1/processor_events/{processor:str}",

@@ -38,7 +38,8 @@ from paycore.config import Settings
 from paycore.errors import ERROR_SPECS, ErrorCode, RequestError
 from paycore.ledger.model import TransferStatus
 from paycore.ledger.rules import TransferResult
-from paycore.storage.base import CreateTransfers, Store, StoredResponse
+from paycore.storage.base import CreateTransfers, StoredResponse
+from paycore.storage.store import Store
 
 __all__ = ["render_batch", "render_transfer", "resolving_transfer_id", "transfer_routes"]
 

@@ -29,9 +29,10 @@ from paycore.api.schemas import EmptyIn, decode_body, encode
 from paycore.api.webhook_schemas import DeliveryPageOut, QueuedEventOut, delivery_out
 from paycore.config import Settings
 from paycore.errors import ErrorCode, RequestError
-from paycore.storage.base import Store, StoredResponse
+from paycore.storage.base import StoredResponse
 from paycore.storage.deliveries import DeliveryView, EnqueueEvent, RedeliverEvent, Redelivery
 from paycore.storage.payments import EventRow
+from paycore.storage.store import Store
 
 __all__ = ["TEST_EVENT_TYPE", "webhook_delivery_routes"]
 

@@ -38,14 +38,14 @@ from paycore.api.webhook_schemas import (
     new_endpoint_out,
     webhook_endpoint_out,
 )
-from paycore.cluster.router import ShardedStore
 from paycore.config import Settings
 from paycore.errors import ErrorCode, RequestError
 from paycore.payments.endpoint_secrets import endpoint_secret
-from paycore.storage.base import Store, StoredResponse
+from paycore.storage.base import StoredResponse
 from paycore.storage.deliveries import (
     DeliveryReads,
 )
+from paycore.storage.store import ShardStore, Store
 from paycore.storage.webhook_endpoints import (
     CreateWebhookEndpoint,
     DeleteWebhookEndpoint,
@@ -91,23 +91,15 @@ class EndpointBook:
     shard), and the tenant-checked lookup of one endpoint."""
 
     def __init__(self, store: Store) -> None:
-        self.shards: dict[str, Store] = (
-            dict(store.shards) if isinstance(store, ShardedStore) else {store.name: store}
-        )
-        self.home = store.shards[store.key_shard] if isinstance(store, ShardedStore) else store
+        self.shards = store.shard_stores
+        self.home = store.key_store
 
     def endpoint_reads(self) -> WebhookEndpointReads:
-        reads = getattr(self.home, "webhook_endpoints", None)
-        if not isinstance(reads, WebhookEndpointReads):
-            raise TypeError(f"store {self.home.name} keeps no webhook endpoints")
-        return reads
+        return self.home.webhook_endpoints
 
     @staticmethod
-    def delivery_reads(shard: Store) -> DeliveryReads:
-        reads = getattr(shard, "deliveries", None)
-        if not isinstance(reads, DeliveryReads):
-            raise TypeError(f"store {shard.name} keeps no webhook deliveries")
-        return reads
+    def delivery_reads(shard: ShardStore) -> DeliveryReads:
+        return shard.deliveries
 
     async def own_endpoint(self, tenant: str, endpoint_id: str) -> WebhookEndpointRow:
         """``tenant``'s endpoint ``endpoint_id``; another tenant's is a missing one."""

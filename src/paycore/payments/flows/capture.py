@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from paycore.errors import ErrorCode, PaycoreError, RequestError
+from paycore.errors import ErrorCode, PaycoreError, RequestError, key_in_use
 from paycore.payments.flows import outcomes
 from paycore.payments.flows.model import PaymentView, Reply
 from paycore.payments.flows.outcomes import (
@@ -19,7 +19,7 @@ from paycore.payments.flows.rows import (
     bump,
     finished,
 )
-from paycore.payments.flows.work import UnitOfWork, Written, in_use
+from paycore.payments.flows.work import UnitOfWork, Written
 from paycore.payments.intents import CancelReason, PaymentStatus, PendingOp
 from paycore.payments.processors.base import Operation, Outcome, ProcessorResult
 from paycore.storage.payments import AttemptRow, PaymentRow, PaymentWrite
@@ -129,10 +129,10 @@ async def _begin(
         )
         written = await work.commit(Step(write), claim=claim)
         if written.state is Written.TAKEN:
-            raise in_use()
+            raise key_in_use()
         if written.state is Written.DONE:
             return view, started, current
-    raise in_use()
+    raise key_in_use()
 
 
 async def record_capture(

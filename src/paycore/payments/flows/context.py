@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from paycore.cluster.namespaces import is_reserved
-from paycore.cluster.router import ShardedStore, gather_all
+from paycore.cluster.router import gather_all
 from paycore.errors import ErrorCode, PaycoreError, RequestError
 from paycore.ledger.model import is_valid_id
 from paycore.payments.flows.model import (
@@ -28,27 +28,19 @@ from paycore.payments.processors.base import (
     ProcessorConnector,
     ProcessorResult,
 )
-from paycore.storage.base import Store
 from paycore.storage.listing import ListReads
 from paycore.storage.payments import PaymentReads, PaymentWrite, PaymentWriteResult
+from paycore.storage.store import Store
 
 __all__ = [
     "Context",
     "log",
     "not_found",
-    "shard_stores",
 ]
 
 # The service's one logger, under the name it has always had (operators filter on it).
 log = logging.getLogger("paycore.payments.service")
 _E = ErrorCode
-
-
-def shard_stores(store: Store) -> dict[str, Store]:
-    """Every shard of ``store`` by name (a plain store is its own only shard)."""
-    if isinstance(store, ShardedStore):
-        return dict(store.shards)
-    return {store.name: store}
 
 
 def not_found(kind: str, object_id: str) -> RequestError:
@@ -77,7 +69,7 @@ class Context:
         conflict_retries: int,
     ) -> None:
         self.store = store
-        self.shards = shard_stores(store)
+        self.shards = store.shard_stores
         self.connectors = dict(connectors)
         self.router = router
         self.clock = clock
@@ -88,22 +80,14 @@ class Context:
     # -- placement and reads -----------------------------------------------------------------
 
     def shard_of(self, account_id: str) -> str:
-        if isinstance(self.store, ShardedStore):
-            return self.store.shard_for(account_id)
-        return self.store.name
+        return self.store.shard_of(account_id)
 
     def reads(self, shard: str) -> PaymentReads:
-        reads = getattr(self.shards[shard], "payments", None)
-        if not isinstance(reads, PaymentReads):
-            raise TypeError(f"shard {shard} keeps no payment rows")
-        return reads
+        return self.shards[shard].payments
 
     def lists(self, shard: str) -> ListReads:
         """The list endpoints' reads of ``shard`` (``paycore.payments.listing``)."""
-        lists = getattr(self.shards[shard], "lists", None)
-        if not isinstance(lists, ListReads):
-            raise TypeError(f"shard {shard} keeps no payment rows")
-        return lists
+        return self.shards[shard].lists
 
     async def locate(self, kind: str, object_id: str) -> tuple[str, Any] | None:
         """The shard and row of a payment, refund or payout (every shard asked at once)."""

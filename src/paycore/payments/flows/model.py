@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -19,7 +19,6 @@ __all__ = [
     "DEFAULT_AUTHORIZATION_SECONDS",
     "MAX_PAYMENT_AMOUNT",
     "FixedRouter",
-    "Keyed",
     "NewPayment",
     "NewPayout",
     "PaymentRouter",
@@ -143,17 +142,6 @@ class PayoutView(msgspec.Struct, frozen=True):
 
 View = PaymentView | RefundView | PayoutView
 ReplyOutcome = View | PaycoreError
-
-
-@dataclass(frozen=True, slots=True)
-class Keyed:
-    """A request's Idempotency-Key (tenant-scoped), the fingerprint of its body, and how
-    its answers look (``render`` turns a view or an error into the exact HTTP answer)."""
-
-    key: str
-    fingerprint: str
-    render: Callable[[ReplyOutcome], StoredResponse]
-    retention_seconds: int = 72 * 3600
 
 
 @dataclass(frozen=True, slots=True)

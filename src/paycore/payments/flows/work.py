@@ -17,16 +17,16 @@ from dataclasses import dataclass
 
 import msgspec
 
-from paycore.errors import ErrorCode, IdempotencyError, PaycoreError, RequestError
+from paycore.errors import ErrorCode, IdempotencyError, PaycoreError, RequestError, key_in_use
 from paycore.payments.flows.context import Context, log
-from paycore.payments.flows.model import Keyed, Reply, ReplyOutcome
+from paycore.payments.flows.model import Reply, ReplyOutcome
 from paycore.payments.flows.outcomes import (
     Step,
 )
 from paycore.payments.flows.rows import (
     in_progress,
 )
-from paycore.storage.base import Fence, StoredResponse
+from paycore.storage.base import Fence, Idempotency, StoredResponse
 from paycore.storage.payments import (
     POINTER_CONTENT_TYPE,
     KeyWrite,
@@ -39,7 +39,6 @@ __all__ = [
     "Pointer",
     "UnitOfWork",
     "Written",
-    "in_use",
     "pointer_json",
 ]
 
@@ -57,13 +56,6 @@ class Pointer(msgspec.Struct, frozen=True):
 
 pointer_json = msgspec.json.Encoder()
 _pointer_decoder = msgspec.json.Decoder(Pointer)
-
-
-def in_use() -> IdempotencyError:
-    return IdempotencyError(
-        _E.IDEMPOTENCY_KEY_IN_USE,
-        "a request with this Idempotency-Key is still being processed; retry later",
-    )
 
 
 class Written(enum.Enum):
@@ -94,7 +86,9 @@ class UnitOfWork:
     """One request's work under its key (``keyed``; None: no key), or a worker's under
     its ``fence``."""
 
-    def __init__(self, ctx: Context, keyed: Keyed | None, *, fence: Fence | None = None) -> None:
+    def __init__(
+        self, ctx: Context, keyed: Idempotency | None, *, fence: Fence | None = None
+    ) -> None:
         self.ctx = ctx
         self.keyed = keyed
         self.fence = fence
@@ -132,14 +126,14 @@ class UnitOfWork:
         the work's shard): 409 in use when a twin request got there first."""
         committed = await self.commit(step, claim=claim)
         if committed.state in (Written.TAKEN, Written.CONFLICT):
-            raise in_use()
+            raise key_in_use()
         return committed
 
     async def record_refused(self, step: Step, claim: KeyWrite | None) -> Reply:
         """Record work the ledger refused at its start (it exists, failed), answered."""
         committed = await self.commit(step, claim=claim)
         if committed.state is not Written.DONE:
-            raise in_use()
+            raise key_in_use()
         return committed.reply
 
     async def finish(
@@ -214,7 +208,7 @@ class UnitOfWork:
         if seen.seq and not any(a.seq >= seen.seq for a in view.attempts):
             return seen  # a capture or cancel claimed but never recorded: run it again
         if in_progress(view):
-            raise in_use()
+            raise key_in_use()
         # The work ended without an answer (its request died): answer with what it is now.
         return await self.settle(view, view.shard, replayed=True)
 
@@ -232,7 +226,7 @@ class UnitOfWork:
             return pointer
         claimed = await self.commit(Step(PaymentWrite(shard=home)), claim=pointer)
         if claimed.state is not Written.DONE:
-            raise in_use()  # a twin request claimed it a moment ago
+            raise key_in_use()  # a twin request claimed it a moment ago
         return None
 
     async def refuse(self, exc: PaycoreError, *, resumed: bool = False) -> Reply:

@@ -55,7 +55,7 @@ from paycore.payments.processors.simulator.process import SimulatorProcess
 from paycore.payments.resilient import ResilientConnector
 from paycore.payments.service import PaymentService
 from paycore.resilience import BreakerEvent, EventKind
-from paycore.storage.base import Store
+from paycore.storage.store import Store
 from paycore.tools.demo.asgi_client import DEMO_TENANT, AsgiClient
 from paycore.tools.demo.promises import OpStats, Promise
 from paycore.tools.loadgen import HttpResponse, latency_summary

@@ -52,7 +52,7 @@ from paycore.config import Settings, shard_specs
 from paycore.ledger.tenancy import internal_account_id
 from paycore.money import format_minor
 from paycore.ops.audit import ClusterAuditReport, audit_cluster, print_cluster_report
-from paycore.storage.base import Store
+from paycore.storage.store import Store
 from paycore.tools.demo.asgi_client import DEMO_TENANT, AsgiClient
 from paycore.tools.demo.cross_shard_act import CrossShardAct, CrossShardReport, print_act
 from paycore.tools.demo.payments_act import (

@@ -267,10 +267,6 @@ def run_audit(cluster: LocalCluster) -> tuple[bool, str]:
     return done.returncode == 0, done.stdout + done.stderr
 
 
-async def _settle(seconds: float) -> None:
-    await asyncio.sleep(seconds)
-
-
 async def run_drill(
     cluster: LocalCluster,
     kind: str,

@@ -4,7 +4,7 @@
 (``--port 0``), ``wait_ready()`` reads the port from the line it prints once listening
 and waits for /healthz; ``start`` does both. Start several at once by spawning them all
 before waiting. ``configure(**fields)`` changes its behaviour through
-``PUT /admin/config`` (``aconfigure`` from async code); ``stop()`` ends it (SIGTERM,
+``PUT /admin/config``; ``stop()`` ends it (SIGTERM,
 then SIGKILL after ``grace`` seconds).
 """
 
@@ -115,14 +115,6 @@ class SimulatorProcess:
     def configure(self, **changes: Any) -> dict[str, Any]:
         """PUT ``changes`` (``SimulatorConfig`` fields) to /admin/config; the new config."""
         response = httpx.put(f"{self.url}/admin/config", json=changes, timeout=5.0)
-        response.raise_for_status()
-        config: dict[str, Any] = response.json()
-        return config
-
-    async def aconfigure(self, **changes: Any) -> dict[str, Any]:
-        """``configure`` for async callers."""
-        async with httpx.AsyncClient(timeout=5.0) as client:
-            response = await client.put(f"{self.url}/admin/config", json=changes)
         response.raise_for_status()
         config: dict[str, Any] = response.json()
         return config
