@@ -1,5 +1,5 @@
-"""The ``paycore`` command: ``demo``, ``serve``, ``keys``, ``worker``, ``audit``, ``migrate``,
-``bench``.
+"""The ``paycore`` command: ``demo``, ``serve``, ``keys``, ``worker``, ``events``, ``audit``,
+``migrate``, ``bench``.
 
 Each sub-command parses its options here, then runs an async core from
 ``paycore.ops`` (operator commands) or ``paycore.tools`` (demo, bench, local cluster)
@@ -93,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_serve_parser(sub)
 
     _add_keys_parser(sub)
+    _add_events_parser(sub)
 
     worker = sub.add_parser(
         "worker",
@@ -316,6 +317,38 @@ def _add_keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
             )
 
 
+def _add_events_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    events = sub.add_parser(
+        "events",
+        help="watch the event stream (NATS JetStream)",
+        description="The ledger and payment events that the [events] publisher sends to "
+        "NATS JetStream (docs/events.md).",
+    )
+    events.set_defaults(handler=_events, action=None, events_parser=events)
+    actions = events.add_subparsers(dest="action", metavar="ACTION")
+    text = "print events as JSON lines as they arrive, or replayed from a stream sequence"
+    tail = actions.add_parser("tail", help=text, description=text + "; exits 2 on bad input.")
+    tail.add_argument("--config", type=Path, help="TOML settings file (its [events] table)")
+    tail.add_argument("--nats", help="NATS URL (default: [events] nats_url, else local)")
+    tail.add_argument("--stream", help="the JetStream stream (default: [events] stream)")
+    tail.add_argument(
+        "--from",
+        dest="from_seq",
+        type=int,
+        default=None,
+        metavar="SEQ",
+        help="replay from this stream sequence (1: the first); default: new events only",
+    )
+    tail.add_argument(
+        "--subject", default=None, help="a subject filter, e.g. paycore.ledger.> (default: all)"
+    )
+    tail.add_argument("--count", type=int, default=None, help="stop after N events")
+    tail.add_argument(
+        "--idle", type=float, default=None, help="stop when nothing came for this many seconds"
+    )
+    tail.set_defaults(handler=_events)
+
+
 def _add_chaos(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     chaos = sub.add_parser(
         "chaos",
@@ -439,6 +472,47 @@ def _worker(args: argparse.Namespace) -> int:
     from paycore.workers.node import run_worker_node  # noqa: PLC0415
 
     return asyncio.run(run_worker_node(_settings(args.config, data_dir=args.data_dir)))
+
+
+def _events(args: argparse.Namespace) -> int:
+    import nats.errors  # noqa: PLC0415
+
+    from paycore.events.tail import tail  # noqa: PLC0415
+    from paycore.redaction import redact_url  # noqa: PLC0415
+
+    if args.action is None:
+        args.events_parser.print_help()
+        return 2
+    if (args.from_seq is not None and args.from_seq < 1) or (
+        args.count is not None and args.count < 1
+    ):
+        print("--from and --count must be at least 1", file=sys.stderr)
+        return 2
+    settings = _settings(args.config)
+    configured = settings.events
+    url = args.nats or (configured.nats_url if configured else "nats://127.0.0.1:4222")
+    stream = args.stream or (configured.stream if configured else "PAYCORE")
+    prefix = configured.subject_prefix if configured else "paycore"
+    try:
+        asyncio.run(
+            tail(
+                url,
+                sys.stdout,
+                stream=stream,
+                subject=args.subject or f"{prefix}.>",
+                from_seq=args.from_seq,
+                count=args.count,
+                idle_seconds=args.idle,
+            )
+        )
+    except (nats.errors.Error, OSError) as exc:
+        print(
+            f"events tail: NATS at {redact_url(url)}: {type(exc).__name__}: {exc}", file=sys.stderr
+        )
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0
 
 
 # -- audit -----------------------------------------------------------------------------

@@ -66,6 +66,7 @@ from paycore.redaction import secrets_in
 
 __all__ = [
     "EMBEDDED_SHARDS",
+    "EventStreamConfig",
     "PlacementConfig",
     "ProcessorConfig",
     "RateLimitConfig",
@@ -180,6 +181,40 @@ class WebhookEndpointConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=T
             )
 
 
+_SUBJECT_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class EventStreamConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The ``[events]`` table: every ledger and payment change published to NATS
+    JetStream by the ``leader:events:<shard>`` job (see docs/events.md). Absent (the
+    default): no stream, no NATS needed. ``PAYCORE_EVENTS_NATS_URL`` sets ``nats_url``
+    (and so turns the stream on) from the environment.
+
+    ``stream``: the JetStream stream, made (or updated) at start with the subjects
+    ``<subject_prefix>.>``; ``duplicate_window_seconds``: how long NATS remembers an
+    event id to drop a re-publish (a publisher restarted after a crash within that
+    window publishes nothing twice; consumers de-duplicate by id beyond it).
+    """
+
+    nats_url: str
+    stream: str = "PAYCORE"
+    subject_prefix: str = "paycore"
+    duplicate_window_seconds: Annotated[float, msgspec.Meta(gt=0)] = 120.0
+    batch_limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
+    interval_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 0.2
+    publish_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0
+    # The longest pause between two tries while NATS (or the shard) is away.
+    retry_max_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
+
+    def __post_init__(self) -> None:
+        if urlsplit(self.nats_url).scheme not in ("nats", "tls"):
+            raise ValueError("events: nats_url must be a nats:// or tls:// URL")
+        if not _SUBJECT_TOKEN.fullmatch(self.stream):
+            raise ValueError("events: stream must be 1-64 chars of [A-Za-z0-9_-]")
+        if not all(_SUBJECT_TOKEN.fullmatch(t) for t in self.subject_prefix.split(".")):
+            raise ValueError("events: subject_prefix must be dot-separated [A-Za-z0-9_-] tokens")
+
+
 class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One caller's own budget (``[rate_limit_overrides."key:<keyid>"]``)."""
 
@@ -271,6 +306,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # of a cluster needs the same one (``PAYCORE_WEBHOOK_SIGNING_KEY``); None: the file
     # ``webhook-signing-key`` in ``data_dir``, made on first use (one machine only).
     webhook_signing_key: str | None = None
+    # The event stream (``[events]``, ``EventStreamConfig``); None: off.
+    events: EventStreamConfig | None = None
 
     def __post_init__(self) -> None:
         if self.webhook_signing_key is not None and len(self.webhook_signing_key) < 32:
@@ -547,6 +584,9 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
                 f"others (mode {stat.S_IMODE(mode):04o}): chmod 600 it, or move them to "
                 "PAYCORE_* variables or *_file settings"
             )
+    nats_url = environ.get("PAYCORE_EVENTS_NATS_URL")
+    if nats_url:
+        values["events"] = {**values.get("events", {}), "nats_url": nats_url}
     defaults = Settings()
     for field in msgspec.structs.fields(Settings):
         default = getattr(defaults, field.name)

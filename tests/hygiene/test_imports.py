@@ -29,6 +29,7 @@ LAYERS = (
     "paycore.storage",
     "paycore.cluster",
     "paycore.payments",
+    "paycore.events",
     "paycore.workers",
     "paycore.api",
 )
@@ -171,7 +172,7 @@ def test_no_import_cycle_even_through_type_checking_imports() -> None:
 
 
 def test_no_layer_imports_a_layer_above_it() -> None:
-    """ledger < storage < cluster < payments < workers < api: imports only point down."""
+    """ledger < storage < cluster < payments < events < workers < api: imports only point down."""
     upward = [
         f"{module} -> {target}"
         for module, targets in _graph(type_checking=True).items()

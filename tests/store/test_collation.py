@@ -51,6 +51,7 @@ C_COLUMNS = {
     ("saga_holds_in_flight", "hold_id"),
     ("saga_holds_in_flight", "account_id"),
     ("webhook_endpoints", "id"),  # 0017
+    ("event_stream_cursors", "log"),  # 0018
     ("webhook_endpoints", "tenant"),
     ("payment_events", "only_endpoint"),
     ("chain_locks", "pending_id"),

@@ -33,6 +33,7 @@ MIGRATIONS = [
     "0015_list_indexes.sql",
     "0016_saga_history.sql",
     "0017_admin_api.sql",
+    "0018_event_stream.sql",
 ]
 
 

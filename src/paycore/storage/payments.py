@@ -348,12 +348,15 @@ class PurgePaymentEvents(msgspec.Struct, frozen=True):
     """Delete, at most ``limit`` of each, payment events (with their per-endpoint delivery
     rows) from ``before`` (ns) or earlier that were delivered or given up, or any such
     event when ``undelivered_too`` (no webhook endpoint will ever take them), and
-    processor notifications received by then; result: rows deleted."""
+    processor notifications received by then; result: rows deleted. ``published_only``:
+    none the event stream has not published yet (its ``payments`` cursor, migration
+    0018), so a stream that lags loses nothing."""
 
     before: int
     limit: int = 10_000
     undelivered_too: bool = False
     fence: Fence | None = None
+    published_only: bool = False
 
 
 PaymentCommand = (
@@ -897,6 +900,11 @@ def _purge_events(tx: LedgerTx, command: PurgePaymentEvents) -> int:
         if command.undelivered_too
         else "(delivered_at IS NOT NULL OR failed_at IS NOT NULL) AND "
     )
+    if command.published_only:
+        done += (
+            "timestamp <= COALESCE((SELECT seq FROM event_stream_cursors "
+            "WHERE log = 'payments'), 0) AND "
+        )
     events = [
         r[0]
         for r in tx.run_sql(

@@ -82,6 +82,7 @@ from paycore.storage.codec import (
     view_from_row,
 )
 from paycore.storage.deliveries import DeliveryReads
+from paycore.storage.event_stream import EventStreamReads
 from paycore.storage.group_commit import GroupCommitWriter, Job
 from paycore.storage.keys import ApiKeyReads
 from paycore.storage.listing import (
@@ -625,6 +626,7 @@ class PostgresStore(SingleShard):
         self.keys = ApiKeyReads(self._fetch_rows)
         self.webhook_endpoints = WebhookEndpointReads(self._fetch_rows)
         self.deliveries = DeliveryReads(self._fetch_rows)
+        self.event_stream = EventStreamReads(self._fetch_rows)
         # The list endpoints' reads (paycore.storage.listing), payments' included.
         self.lists = ListReads(self._fetch_rows, Dialect.POSTGRES)
 

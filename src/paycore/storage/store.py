@@ -21,6 +21,7 @@ from paycore.storage.base import (
     TransferPage,
 )
 from paycore.storage.deliveries import DeliveryCommand, DeliveryReads
+from paycore.storage.event_stream import EventStreamReads, StreamCommand
 from paycore.storage.keys import ApiKeyReads, KeyCommand
 from paycore.storage.listing import AccountFilter, ListPage, ListReads, Page, TransferFilter
 from paycore.storage.payments import PaymentCommand, PaymentReads
@@ -32,7 +33,9 @@ __all__ = ["Command", "ShardStore", "SingleShard", "Store"]
 T = TypeVar("T")
 
 # Every command a store executes.
-Command = LedgerCommand | PaymentCommand | KeyCommand | EndpointCommand | DeliveryCommand
+Command = (
+    LedgerCommand | PaymentCommand | KeyCommand | EndpointCommand | DeliveryCommand | StreamCommand
+)
 
 
 @runtime_checkable
@@ -128,6 +131,7 @@ class ShardStore(Store, Protocol):
     keys: ApiKeyReads
     webhook_endpoints: WebhookEndpointReads
     deliveries: DeliveryReads
+    event_stream: EventStreamReads
     lists: ListReads
 
     async def usage(self) -> ShardUsage:

@@ -55,6 +55,7 @@ class MaintenanceWorker:
         outbox_retention_seconds: float = 72 * 3600,
         event_retention_seconds: float | None = None,
         undelivered_events_too: bool = False,
+        unpublished_events_too: bool = True,
         guard: PassGuard = always_run,
     ) -> None:
         if interval_seconds <= 0:
@@ -71,6 +72,8 @@ class MaintenanceWorker:
         # delivered yet are kept too, unless no webhook endpoint will ever take them.
         self.event_retention_seconds = event_retention_seconds
         self.undelivered_events_too = undelivered_events_too
+        # False while an event stream is configured: what it has not published stays.
+        self.unpublished_events_too = unpublished_events_too
         self.events_purged_total = 0
         self.guard = guard
         self._task: asyncio.Task[None] | None = None
@@ -177,7 +180,11 @@ class MaintenanceWorker:
         while True:
             before = time.time_ns() - int(self.event_retention_seconds * 1_000_000_000)
             command = PurgePaymentEvents(
-                before, self.batch_limit, self.undelivered_events_too, fence=fence
+                before,
+                self.batch_limit,
+                self.undelivered_events_too,
+                fence=fence,
+                published_only=not self.unpublished_events_too,
             )
             count: int = await self.store.execute(command)
             total += count

@@ -9,6 +9,8 @@ Jobs, one leader each among all nodes (``paycore.locks.WorkerRunner``)::
     leader:webhooks:<shard>      sends the shard's payment events to the ``[[webhooks]]``
                                  endpoints and those made over HTTP (claims nothing
                                  while there is none)
+    leader:events:<shard>        publishes the shard's ledger and payment logs to NATS
+                                 JetStream (only with an ``[events]`` table)
 
 A leader announces its fencing token to the shards it writes (``AdvanceFence``) before
 it works, and every write it makes carries the token, so a leader paused past its lease
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from paycore.cluster.router import gather_all
 from paycore.config import Settings
 from paycore.errors import FencedError, PaycoreError
+from paycore.events.publisher import EventPublisher
 from paycore.locks import HeldLease, LockService, WorkerRunner
 from paycore.payments.endpoint_secrets import signing_key
 from paycore.storage.base import AdvanceFence, Fence
@@ -85,6 +88,7 @@ class WorkerSupervisor:
                 outbox_retention_seconds=settings.outbox_retention_hours * 3600,
                 event_retention_seconds=settings.event_retention_hours * 3600,
                 undelivered_events_too=not settings.webhooks,
+                unpublished_events_too=settings.events is None,
             )
             self.runners.append(
                 WorkerRunner(
@@ -109,6 +113,15 @@ class WorkerSupervisor:
             self.runners.append(
                 WorkerRunner(locks, "webhooks", self._webhooks_job(shard), shard=shard, ttl=ttl)
             )
+        # The event stream: a publisher per shard, only when one is configured (no NATS
+        # is needed otherwise).
+        self.events: dict[str, EventPublisher] = {}
+        if settings.events is not None:
+            for shard, shard_store in self.shards.items():
+                self.events[shard] = EventPublisher(shard_store, shard, settings.events)
+                self.runners.append(
+                    WorkerRunner(locks, "events", self._events_job(shard), shard=shard, ttl=ttl)
+                )
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -132,6 +145,8 @@ class WorkerSupervisor:
                 log.error("%s did not stop within %.0f s", task.get_name(), STOP_TIMEOUT_SECONDS)
                 task.cancel()
         await self._webhook_client.aclose()
+        for publisher in self.events.values():
+            await publisher.aclose()
 
     def status(self) -> dict[str, Any]:
         """What /readyz shows: each job, whether this node leads it, and its failures."""
@@ -157,6 +172,8 @@ class WorkerSupervisor:
             return self.maintenance.get(runner.shard or "")
         if runner.job == "webhooks":
             return self.webhooks.get(runner.shard or "")
+        if runner.job == "events":
+            return self.events.get(runner.shard or "")
         return None  # the payments job counts its failures in its runner
 
     # -- the jobs ------------------------------------------------------------------------
@@ -211,6 +228,14 @@ class WorkerSupervisor:
             await self.webhooks[shard].serve(fence, held.check)
 
         return send_webhooks
+
+    def _events_job(self, shard: str) -> Any:
+        async def publish_events(held: HeldLease) -> None:
+            fence = Fence(held.name, held.fencing_token)
+            await self.shards[shard].execute(AdvanceFence(fence))
+            await self.events[shard].serve(fence, held.check)
+
+        return publish_events
 
     async def _announce(self, fence: Fence, *, skip: str) -> None:
         peers = [s for name, s in self.shards.items() if name != skip]

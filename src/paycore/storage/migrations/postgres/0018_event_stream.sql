@@ -1,0 +1,14 @@
+-- Schema v18: the event stream's publish cursors (see paycore.events.publisher and
+-- docs/events.md); the same as the SQLite dialect. The events themselves are not copied:
+-- the transfers table (append-only, chain_seq) and payment_events (written in the
+-- transaction of each change) are the outbox. One row per log this shard publishes:
+-- 'ledger' (transfers, by chain_seq) and 'payments' (payment_events, by timestamp); seq
+-- is the last position NATS acknowledged, timestamp that row's timestamp (the primary
+-- key the next read starts after, so the read needs no index on chain_seq). Moved
+-- forward only, by the elected publisher.
+CREATE TABLE event_stream_cursors (
+    log        text COLLATE "C" PRIMARY KEY,
+    seq        bigint NOT NULL,
+    timestamp  bigint NOT NULL,
+    updated_at bigint NOT NULL
+);
