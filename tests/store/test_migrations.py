@@ -33,6 +33,7 @@ MIGRATIONS = [
     "0015_list_indexes.sql",
     "0016_saga_history.sql",
     "0017_admin_api.sql",
+    "0019_fx_quotes.sql",
 ]
 
 

@@ -47,8 +47,8 @@ SEPARATOR: Final = "/"
 # The router refuses clients every id of these forms (``cluster.namespaces``:
 # ``reserved_account_id``, ``refusal_of_client_item``), on one shard too: only
 # then may they be shared by all tenants. tests/api/test_tenant_ids.py checks it.
-SYSTEM_ACCOUNT_PREFIXES: Final = ("clearing:", "psp:")
-SYSTEM_TRANSFER_PREFIXES: Final = ("xs.", "pm.")
+SYSTEM_ACCOUNT_PREFIXES: Final = ("clearing:", "psp:", "fx:")
+SYSTEM_TRANSFER_PREFIXES: Final = ("xs.", "pm.", "fx.")
 
 
 def id_prefix(tenant: str) -> str:

@@ -74,6 +74,7 @@ from paycore.storage.chain_legs import (
 )
 from paycore.storage.codec import T_COLUMNS, transfer_from_row
 from paycore.storage.deliveries import EnqueueEvent, RedeliverEvent, apply_delivery_command
+from paycore.storage.fx_quotes import CreateFxQuote, apply_fx_command
 from paycore.storage.group_commit import Job
 from paycore.storage.keys import (
     CreateApiKey,
@@ -786,6 +787,8 @@ def _apply_other(tx: LedgerTx, clock: GroupClock, command: Command) -> Any:
         return apply_endpoint_command(tx, clock, command)
     if isinstance(command, EnqueueEvent | RedeliverEvent):
         return apply_delivery_command(tx, clock, command)
+    if isinstance(command, CreateFxQuote):
+        return apply_fx_command(tx, command)
     if isinstance(command, PeekIdempotency):
         seen = tx.idempotency_record(command.key)
         if seen is None or seen[2] <= clock.now:

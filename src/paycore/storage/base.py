@@ -31,6 +31,7 @@ from paycore.ledger.model import (
 
 if TYPE_CHECKING:
     from paycore.storage.deliveries import DeliveryCommand
+    from paycore.storage.fx_quotes import FxQuoteCommand
     from paycore.storage.keys import KeyCommand
     from paycore.storage.listing import AccountFilter, ListPage, Page, TransferFilter
     from paycore.storage.payments import PaymentCommand
@@ -380,6 +381,7 @@ Command = Union[  # a string forward reference cannot take part in "|"
     "KeyCommand",
     "EndpointCommand",
     "DeliveryCommand",
+    "FxQuoteCommand",
 ]
 
 

@@ -83,6 +83,7 @@ from paycore.storage.codec import (
     view_from_row,
 )
 from paycore.storage.deliveries import DeliveryReads
+from paycore.storage.fx_quotes import FxQuoteReads
 from paycore.storage.group_commit import GroupCommitWriter, Job
 from paycore.storage.keys import ApiKeyReads
 from paycore.storage.listing import (
@@ -623,6 +624,7 @@ class PostgresStore:
         self.payments = PaymentReads(self._fetch_rows)
         self.keys = ApiKeyReads(self._fetch_rows)
         self.webhook_endpoints = WebhookEndpointReads(self._fetch_rows)
+        self.fx_quotes = FxQuoteReads(self._fetch_rows)
         self.deliveries = DeliveryReads(self._fetch_rows)
         # The list endpoints' reads (paycore.storage.listing), payments' included.
         self.lists = ListReads(self._fetch_rows, Dialect.POSTGRES)
