@@ -67,8 +67,8 @@ class StaticRates:
 
 class _RatesBody(msgspec.Struct):
     base: str
-    # Decimal: a JSON number is read from its digits, never through a float.
-    rates: dict[str, Decimal | str]
+    # Decimal: a JSON number (or string) is read from its digits, never through a float.
+    rates: dict[str, Decimal]
 
 
 class HttpRates:
@@ -101,7 +101,7 @@ class HttpRates:
             raw = body.rates.get(buy) if body.base == sell else None
             if raw is None:
                 raise _unsupported(sell, buy)
-            return parse_rate(raw if isinstance(raw, str) else format(raw, "f"))
+            return parse_rate(format(raw, "f"))
         except (msgspec.DecodeError, ValueError):
             raise _unavailable("an answer that is not a rates document") from None
 
