@@ -352,3 +352,20 @@ async def test_a_held_conversion_is_voided_as_one(fx_api: Api, store: ShardedSto
         balance = await fx_api.balance(account_id)
         assert balance["debits_pending"] == balance["credits_pending"] == 0
     assert await _posted(fx_api, usd) == 100_00
+
+
+async def test_a_quote_request_is_idempotent_with_a_key(fx_api: Api, clock: ManualClock) -> None:
+    """The same key and body replays the first quote (same id and rate) even after the
+    rate source would price it anew; another body under the key is refused."""
+    body = {"sell_currency": "USD", "buy_currency": "JPY", "sell_amount": 100}
+    headers = {"Idempotency-Key": "quote-1"}
+    first = await fx_api.client.post("/v1/fx/quotes", json=body, headers=headers)
+    clock.advance(60)
+    again = await fx_api.client.post("/v1/fx/quotes", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.content == first.content
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = await fx_api.client.post(
+        "/v1/fx/quotes", json={**body, "sell_amount": 101}, headers=headers
+    )
+    assert_problem(other, ErrorCode.IDEMPOTENCY_KEY_REUSED)

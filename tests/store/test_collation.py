@@ -52,6 +52,8 @@ C_COLUMNS = {
     ("saga_holds_in_flight", "account_id"),
     ("webhook_endpoints", "id"),  # 0017
     ("webhook_endpoints", "tenant"),
+    ("fx_quotes", "id"),  # 0019
+    ("fx_quotes", "tenant"),
     ("payment_events", "only_endpoint"),
     ("chain_locks", "pending_id"),
     ("chain_locks", "chain_id"),
