@@ -330,6 +330,16 @@ async def test_a_held_conversion_is_captured_in_part_at_the_locked_rate(
     assert read.json()["buy_amount"] == 45_77
     void = await fx_api.client.post(f"/v1/fx/conversions/{conversion_id}/void")
     assert_problem(void, ErrorCode.PENDING_TRANSFER_ALREADY_POSTED)
+    same = await fx_api.client.post(
+        f"/v1/fx/conversions/{conversion_id}/capture", json={"sell_amount": 50_00}
+    )
+    assert same.status_code == 200
+    assert same.json() == out
+    more = await fx_api.client.post(
+        f"/v1/fx/conversions/{conversion_id}/capture", json={"sell_amount": 60_00}
+    )
+    assert_problem(more, ErrorCode.PENDING_TRANSFER_ALREADY_POSTED)
+    assert await _posted(fx_api, eur) == 45_77
 
 
 async def test_a_held_conversion_is_voided_as_one(fx_api: Api, store: ShardedStore) -> None:

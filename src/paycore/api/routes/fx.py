@@ -73,26 +73,35 @@ def _quote_reads(store: Store) -> FxQuoteReads:
     return reads
 
 
-def _refusal(results: list[TransferResult]) -> StoredResponse | None:
+def _refusal(results: list[TransferResult], taken: ErrorCode) -> StoredResponse | None:
     """The problem a refused chain answers: its first own refusal (the others say
-    ``linked_event_failed``); an id taken with other fields means the quote was used."""
+    ``linked_event_failed``); an id taken with other fields answers ``taken`` (opening:
+    the quote was used; capturing: the holds were captured, with another amount)."""
     failed = [r for r in results if r.code is not None]
     if not failed:
         return None
     first = next((r for r in failed if r.code is not ErrorCode.LINKED_EVENT_FAILED), failed[0])
     assert first.code is not None
     if first.code is ErrorCode.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS:
-        return problem(ErrorCode.FX_QUOTE_ALREADY_USED, "the quote was used by another conversion")
+        return problem(taken, _TAKEN[taken])
     return problem(first.code, first.detail)
 
 
+_TAKEN: Final = {
+    ErrorCode.FX_QUOTE_ALREADY_USED: "the quote was used by another conversion",
+    ErrorCode.PENDING_TRANSFER_ALREADY_POSTED: "the conversion was captured with another amount",
+}
+
+
 def _render(
-    quote: FxQuoteRow, amounts: tuple[int, int, int]
+    quote: FxQuoteRow,
+    amounts: tuple[int, int, int],
+    taken: ErrorCode = ErrorCode.FX_QUOTE_ALREADY_USED,
 ) -> Callable[[list[TransferResult]], StoredResponse]:
     """The answer to a conversion's chain (opened, captured or voided), from its results."""
 
     def render(results: list[TransferResult]) -> StoredResponse:
-        refused = _refusal(results)
+        refused = _refusal(results, taken)
         if refused is not None:
             return refused
         sell, buy = results[0].transfer, results[1].transfer
@@ -292,7 +301,8 @@ def _conversion_routes(book: _Book, writes: WriteExecutor, clock: Clock) -> list
             amounts = (quote.sell_amount, quote.buy_amount, quote.spread_amount)
             items = void_legs(quote)
         command = CreateTransfers(items, internal=True)
-        return await writes.run(request, command, ns.transfers(_render(quote, amounts)), body)
+        render = _render(quote, amounts, ErrorCode.PENDING_TRANSFER_ALREADY_POSTED)
+        return await writes.run(request, command, ns.transfers(render), body)
 
     @post(
         "/v1/fx/conversions/{conversion_id:str}/capture",
