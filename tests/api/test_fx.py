@@ -261,6 +261,7 @@ async def test_a_refused_conversion_across_shards_changes_no_account(
         ({"credit_account_id": "missing"}, ErrorCode.ACCOUNT_NOT_FOUND),
         ({"credit_account_id": "bank-usd"}, ErrorCode.CURRENCY_MISMATCH),
         ({"extra": 1}, ErrorCode.INVALID_REQUEST),
+        ({"timeout_seconds": 60}, ErrorCode.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER),
     ],
 )
 async def test_a_bad_conversion_gets_a_precise_error_and_changes_nothing(

@@ -192,7 +192,7 @@ def test_a_held_conversion_opens_captures_and_voids_as_linked_chains() -> None:
     to earn a spread voids the spread's hold instead of posting nothing."""
     quote = FxQuoteRow("fxq_" + "b" * 24, "t", "USD", "EUR", 100_00, 91_54, 46, "0.9154",
                        "0.92", 0, 1)  # fmt: skip
-    opened = open_legs(quote, "a", "b", pending=True, timeout_seconds=60)
+    opened = open_legs(quote, "a", "b", pending=True, timeout=60)
     assert [t.flags.linked for t in opened] == [True, True, False]
     assert all(t.flags.pending and t.timeout_seconds == 60 for t in opened)
     captured = capture_legs(quote, 2)  # 1.83 EUR cents at the rate, 1.84 at mid: 1 and 1

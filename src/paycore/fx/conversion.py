@@ -76,11 +76,11 @@ def open_legs(
     credit_account_id: str,
     *,
     pending: bool = False,
-    timeout_seconds: int = 0,
+    timeout: int = 0,
 ) -> tuple[TransferRequest, ...]:
-    """The chain booking ``quote`` (module docstring); holds when ``pending``."""
+    """The chain booking ``quote`` (module docstring); holds when ``pending``, each
+    released after ``timeout`` seconds (0: never) unless captured or voided first."""
     flags = TransferFlags(pending=pending)
-    timeout = timeout_seconds if pending else 0
     q, sell, buy = quote.id, quote.sell_currency, quote.buy_currency
     items = [
         TransferRequest(

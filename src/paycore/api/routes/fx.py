@@ -268,6 +268,11 @@ def _conversion_routes(book: _Book, writes: WriteExecutor, clock: Clock) -> list
     async def create_conversion(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Book a quote: debit the sold currency, credit the bought one, as one chain."""
         body = decode_body(decode_conversion, await read_json_body(request))
+        if body.timeout_seconds and not body.pending:
+            raise RequestError(
+                ErrorCode.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER,
+                "timeout_seconds is only allowed on a held conversion (pending: true)",
+            )
         for account_id in (body.debit_account_id, body.credit_account_id):
             if (why := reserved_account_id(account_id)) is not None:
                 raise RequestError(ErrorCode.INVALID_REQUEST, why)
@@ -282,9 +287,7 @@ def _conversion_routes(book: _Book, writes: WriteExecutor, clock: Clock) -> list
         debit, credit = ns.account(body.debit_account_id), ns.account(body.credit_account_id)
         await book.check_owner(ns.tenant, debit, credit)
         await book.ensure_accounts(quote.sell_currency, quote.buy_currency)
-        items = open_legs(
-            quote, debit, credit, pending=body.pending, timeout_seconds=body.timeout_seconds
-        )
+        items = open_legs(quote, debit, credit, pending=body.pending, timeout=body.timeout_seconds)
         command = CreateTransfers(items, internal=True)
         amounts = (quote.sell_amount, quote.buy_amount, quote.spread_amount)
         return await writes.run(request, command, ns.transfers(_render(quote, amounts)), body)
