@@ -220,6 +220,7 @@ def _requests(world: dict[str, str], ids: dict[str, str]) -> dict[tuple[str, str
             {"sell_currency": "USD", "buy_currency": "EUR", "sell_amount": 10},
         ),
         ("GET", "/v1/fx/quotes/{quote_id:str}"): (f"/v1/fx/quotes/{quote}", None),
+        ("GET", "/v1/fx/quotes"): ("/v1/fx/quotes", None),
         ("POST", "/v1/fx/conversions"): (
             "/v1/fx/conversions",
             {"quote_id": quote, "debit_account_id": a1, "credit_account_id": ids["a4"]},
@@ -250,6 +251,7 @@ OWN_LISTS = {
     ("GET", "/v1/accounts"),
     ("GET", "/v1/api_keys"),
     ("GET", "/v1/webhook_endpoints"),
+    ("GET", "/v1/fx/quotes"),
 }
 
 

@@ -380,3 +380,21 @@ async def test_a_quote_request_is_idempotent_with_a_key(fx_api: Api, clock: Manu
         "/v1/fx/quotes", json={**body, "sell_amount": 101}, headers=headers
     )
     assert_problem(other, ErrorCode.IDEMPOTENCY_KEY_REUSED)
+
+
+async def test_quotes_are_listed_oldest_first_a_page_at_a_time(
+    fx_api: Api, clock: ManualClock
+) -> None:
+    """``GET /v1/fx/quotes`` pages through the caller's quotes by creation; a cursor not
+    handed out is refused."""
+    made = []
+    for amount in (100, 200, 300):
+        made.append((await _quote(fx_api, sell_currency="USD", buy_currency="EUR",
+                                  sell_amount=amount))["id"])  # fmt: skip
+        clock.advance(1)
+    first = (await fx_api.client.get("/v1/fx/quotes?limit=2")).json()
+    assert [q["id"] for q in first["data"]] == made[:2]
+    rest = (await fx_api.client.get(f"/v1/fx/quotes?limit=2&cursor={first['next_cursor']}")).json()
+    assert [q["id"] for q in rest["data"]] == made[2:]
+    assert rest["next_cursor"] is None
+    assert_problem(await fx_api.client.get("/v1/fx/quotes?cursor=nope"), ErrorCode.INVALID_REQUEST)

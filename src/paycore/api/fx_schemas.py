@@ -18,6 +18,7 @@ __all__ = [
     "ConversionOut",
     "QuoteIn",
     "QuoteOut",
+    "QuotePageOut",
     "VoidConversionIn",
     "quote_out",
 ]
@@ -93,6 +94,13 @@ class QuoteOut(msgspec.Struct, frozen=True):
     mid_rate: str
     created_at: str
     expires_at: str
+
+
+class QuotePageOut(msgspec.Struct, frozen=True):
+    """The caller's quotes, oldest first; pass ``next_cursor`` back for the next page."""
+
+    data: list[QuoteOut]
+    next_cursor: str | None
 
 
 class ConversionOut(msgspec.Struct, frozen=True):

@@ -70,3 +70,15 @@ class FxQuoteReads:
     async def get(self, tenant: str, quote_id: str) -> FxQuoteRow | None:
         rows = await self._fetch(f"{_SELECT} WHERE id = ? AND tenant = ?", (quote_id, tenant))
         return FxQuoteRow(*rows[0]) if rows else None
+
+    async def of_tenant(
+        self, tenant: str, *, after: tuple[int, str] | None = None, limit: int = 100
+    ) -> list[FxQuoteRow]:
+        """``tenant``'s quotes by (created_at, id), after the key ``after``."""
+        at, last = after if after is not None else (-1, "")
+        rows = await self._fetch(
+            f"{_SELECT} WHERE tenant = ? AND (created_at > ? OR (created_at = ? AND id > ?)) "
+            "ORDER BY created_at, id LIMIT ?",
+            (tenant, at, at, last, limit),
+        )
+        return [FxQuoteRow(*r) for r in rows]

@@ -12,12 +12,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from fractions import Fraction
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from paycore.api.auth import tenant_of
 from paycore.api.bodies import read_json_body
@@ -27,10 +27,12 @@ from paycore.api.fx_schemas import (
     ConversionOut,
     QuoteIn,
     QuoteOut,
+    QuotePageOut,
     VoidConversionIn,
     quote_out,
 )
 from paycore.api.idempotency import WriteExecutor
+from paycore.api.listing import decode_list_cursor, encode_list_cursor
 from paycore.api.problems import problem
 from paycore.api.routes._docs import documented
 from paycore.api.schemas import decode_body, encode, written_status
@@ -62,6 +64,7 @@ __all__ = ["fx_routes"]
 
 _JSON: Final = "application/json"
 _NS: Final = 1_000_000_000
+_DEFAULT_PAGE_SIZE: Final = 100
 Clock = Callable[[], int]
 
 
@@ -221,15 +224,16 @@ def fx_routes(
     (a test's own, to expire quotes without waiting)."""
     book = _Book(store)
     return [
-        *_quote_routes(book, writes, settings.fx, rates, clock),
+        *_quote_routes(book, writes, settings, rates, clock),
         *_conversion_routes(book, writes, clock),
     ]
 
 
 def _quote_routes(
-    book: _Book, writes: WriteExecutor, fx: FxConfig, rates: RateSource, clock: Clock
+    book: _Book, writes: WriteExecutor, settings: Settings, rates: RateSource, clock: Clock
 ) -> list[HTTPRouteHandler]:
     decode_quote = msgspec.json.Decoder(QuoteIn)
+    fx, max_page = settings.fx, settings.max_page_size
 
     @post(
         "/v1/fx/quotes",
@@ -251,7 +255,27 @@ def _quote_routes(
         row = await book.own_quote(request, quote_id)
         return Response(encode(quote_out(row)), media_type=_JSON)
 
-    return [create_quote, read_quote]
+    @get("/v1/fx/quotes", operation_class=documented({200: QuotePageOut}), tags=["fx"])
+    async def list_quotes(
+        request: Request[Any, Any, Any],
+        limit: Annotated[int, QueryParameter(ge=1)] = _DEFAULT_PAGE_SIZE,
+        cursor: FromQuery[str | None] = None,
+    ) -> Response[bytes]:
+        """The caller's quotes, oldest first (expired ones included)."""
+        if limit > max_page:
+            raise RequestError(ErrorCode.INVALID_REQUEST, f"limit must be in 1..{max_page}")
+        after = decode_list_cursor(cursor)
+        rows = await _quote_reads(book.store).of_tenant(
+            tenant_of(request), after=after, limit=limit + 1
+        )
+        last = rows[limit - 1] if len(rows) > limit else None
+        page = QuotePageOut(
+            data=[quote_out(row) for row in rows[:limit]],
+            next_cursor=None if last is None else encode_list_cursor((last.created_at, last.id)),
+        )
+        return Response(encode(page), media_type=_JSON)
+
+    return [create_quote, read_quote, list_quotes]
 
 
 def _conversion_routes(book: _Book, writes: WriteExecutor, clock: Clock) -> list[HTTPRouteHandler]:

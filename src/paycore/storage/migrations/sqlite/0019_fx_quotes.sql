@@ -15,3 +15,5 @@ CREATE TABLE fx_quotes (
     created_at    INTEGER NOT NULL,
     expires_at    INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- A tenant's quotes in order of creation (GET /v1/fx/quotes).
+CREATE INDEX fx_quotes_by_tenant ON fx_quotes (tenant, created_at, id);
