@@ -215,6 +215,50 @@ class EventStreamConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
             raise ValueError("events: subject_prefix must be dot-separated [A-Za-z0-9_-] tokens")
 
 
+# The embedded exchange rates (``[fx] rates``): units of the second currency for one of
+# the first, as exact decimal strings. Illustrative, not market data; a deployment sets
+# its own table or an HTTP source. Each direction is its own rate (a desk's bid and ask).
+DEFAULT_FX_RATES: Final[dict[str, str]] = {
+    "USD/EUR": "0.92",
+    "EUR/USD": "1.08",
+    "USD/GBP": "0.79",
+    "GBP/USD": "1.26",
+    "USD/JPY": "151.5",
+    "JPY/USD": "0.0066",
+    "EUR/JPY": "164.2",
+    "JPY/EUR": "0.0061",
+    "USD/KWD": "0.3075",
+    "KWD/USD": "3.25",
+    "EUR/KWD": "0.333",
+    "KWD/EUR": "3.0",
+}
+
+
+class FxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[fx]``: where exchange rates come from and how long a quote holds (``paycore.fx``).
+
+    ``source = "static"`` quotes from ``rates`` (``"USD/EUR" = "0.92"``: exact decimal
+    strings, never floats); ``"http"`` asks ``url`` (``GET <url>/<SELL>`` answering
+    ``{"base": "USD", "rates": {"EUR": "0.92"}}``) within ``timeout_seconds``.
+    ``spread_bps``: the house's margin on the mid rate, in basis points, for every pair
+    but those of ``spreads`` (``"USD/EUR" = 25``).
+    """
+
+    source: str = "static"
+    rates: dict[str, str] = msgspec.field(default_factory=lambda: dict(DEFAULT_FX_RATES))
+    url: str | None = None
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
+    quote_ttl_seconds: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 30
+    spread_bps: Annotated[int, msgspec.Meta(ge=0, lt=10_000)] = 0
+    spreads: dict[str, Annotated[int, msgspec.Meta(ge=0, lt=10_000)]] = {}
+
+    def __post_init__(self) -> None:
+        if self.source not in ("static", "http"):
+            raise ValueError(f"fx.source must be 'static' or 'http', not {self.source!r}")
+        if self.source == "http" and not self.url:
+            raise ValueError("fx.source = 'http' needs fx.url")
+
+
 class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One caller's own budget (``[rate_limit_overrides."key:<keyid>"]``)."""
 
@@ -308,6 +352,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     webhook_signing_key: str | None = None
     # The event stream (``[events]``, ``EventStreamConfig``); None: off.
     events: EventStreamConfig | None = None
+    # Currency exchange (``[fx]``, see ``FxConfig``): quotes and conversions.
+    fx: FxConfig = msgspec.field(default_factory=FxConfig)
 
     def __post_init__(self) -> None:
         if self.webhook_signing_key is not None and len(self.webhook_signing_key) < 32:

@@ -99,6 +99,14 @@ class ErrorCode(StrEnum):
     WEBHOOK_ENDPOINT_NOT_FOUND = "webhook_endpoint_not_found"
     WEBHOOK_DELIVERY_NOT_FOUND = "webhook_delivery_not_found"
     WEBHOOK_DELIVERY_IN_PROGRESS = "webhook_delivery_in_progress"
+    # currency exchange (paycore.fx): quotes and the conversions that use them
+    FX_PAIR_UNSUPPORTED = "fx_pair_unsupported"
+    FX_AMOUNT_TOO_SMALL = "fx_amount_too_small"
+    FX_QUOTE_NOT_FOUND = "fx_quote_not_found"
+    FX_QUOTE_EXPIRED = "fx_quote_expired"
+    FX_QUOTE_ALREADY_USED = "fx_quote_already_used"
+    FX_CONVERSION_NOT_FOUND = "fx_conversion_not_found"
+    FX_RATE_UNAVAILABLE = "fx_rate_unavailable"
     # infrastructure
     STORE_UNAVAILABLE = "store_unavailable"
     LOCK_UNAVAILABLE = "lock_unavailable"
@@ -208,6 +216,19 @@ ERROR_SPECS: Final[dict[ErrorCode, ErrorSpec]] = {
     _E.WEBHOOK_DELIVERY_IN_PROGRESS: ErrorSpec(
         409, "The event is still being delivered on its retry schedule", retryable=True
     ),
+    _E.FX_PAIR_UNSUPPORTED: ErrorSpec(422, "No exchange rate is offered for this currency pair"),
+    _E.FX_AMOUNT_TOO_SMALL: ErrorSpec(
+        422, "The amount converts to less than one minor unit of the other currency"
+    ),
+    _E.FX_QUOTE_NOT_FOUND: ErrorSpec(404, "FX quote not found"),
+    _E.FX_QUOTE_EXPIRED: ErrorSpec(409, "The FX quote has expired; ask for a new one"),
+    _E.FX_QUOTE_ALREADY_USED: ErrorSpec(
+        409, "The FX quote was already used by another conversion; ask for a new one"
+    ),
+    _E.FX_CONVERSION_NOT_FOUND: ErrorSpec(404, "FX conversion not found"),
+    _E.FX_RATE_UNAVAILABLE: ErrorSpec(
+        503, "The exchange rate source cannot be reached", retryable=True
+    ),
     _E.STORE_UNAVAILABLE: ErrorSpec(503, "The ledger store is unavailable", retryable=True),
     _E.LOCK_UNAVAILABLE: ErrorSpec(503, "The lock service is unavailable", retryable=True),
     _E.INTERNAL_ERROR: ErrorSpec(500, "Internal error", retryable=True),
@@ -254,6 +275,8 @@ class FencedError(PaycoreError):
 class UnavailableError(PaycoreError):
     """A store or dependency is down; the request changed nothing and may be retried."""
 
-    def __init__(self, detail: str, retry_after: int = 1) -> None:
-        super().__init__(ErrorCode.STORE_UNAVAILABLE, detail)
+    def __init__(
+        self, detail: str, retry_after: int = 1, code: ErrorCode = ErrorCode.STORE_UNAVAILABLE
+    ) -> None:
+        super().__init__(code, detail)
         self.retry_after = retry_after

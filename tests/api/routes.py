@@ -27,6 +27,7 @@ _FILL = {
     "key_id": "0123456789abcdef",
     "endpoint_id": "we_000000000000000000000000",
     "delivery_id": "evt_1",
+    "conversion_id": "fxc_000000000000000000000000",
 }
 _PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 

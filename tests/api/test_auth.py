@@ -101,7 +101,30 @@ async def _alice_world(alice: Tenant) -> dict[str, str]:
     assert key.status_code == 201, key.text
     hook = await alice.post("/v1/webhook_endpoints", {"url": "http://127.0.0.1:9/alice"})
     assert hook.status_code == 201, hook.text
-    return {"payment": paid.json()["id"], "key": key.json()["id"], "hook": hook.json()["id"]}
+    conversion = await _alice_conversion(alice)
+    return {
+        "payment": paid.json()["id"],
+        "key": key.json()["id"],
+        "hook": hook.json()["id"],
+        "quote": conversion["quote_id"],
+        "conversion": conversion["id"],
+    }
+
+
+async def _alice_conversion(alice: Tenant) -> dict[str, Any]:
+    """A held conversion from a1 to a EUR wallet, of a quote whose random id holds no
+    "500" (the walk below looks for that text in every answer to Bob)."""
+    assert (await alice.post("/v1/accounts", {"id": "a4", "currency": "EUR"})).status_code == 201
+    while True:
+        body = {"sell_currency": "USD", "buy_currency": "EUR", "sell_amount": 10}
+        quote = (await alice.post("/v1/fx/quotes", body)).json()
+        if "500" not in quote["id"]:
+            break
+    convert = {"quote_id": quote["id"], "debit_account_id": "a1", "credit_account_id": "a4"}
+    held = await alice.post("/v1/fx/conversions", {**convert, "pending": True})
+    assert held.status_code == 201, held.text
+    conversion: dict[str, Any] = held.json()
+    return conversion
 
 
 def _requests(world: dict[str, str], ids: dict[str, str]) -> dict[tuple[str, str], Any]:
@@ -109,6 +132,7 @@ def _requests(world: dict[str, str], ids: dict[str, str]) -> dict[tuple[str, str
     a1, a2, t1, h1 = ids["a1"], ids["a2"], ids["t1"], ids["h1"]
     hook = ids.get("hook", world["hook"])
     pay = ids.get("payment", world["payment"])
+    quote, fxc = ids["quote"], ids["conversion"]
     body = {"debit_account_id": a1, "credit_account_id": a2, "currency": "USD", "amount": 1}
     return {
         ("GET", "/v1/accounts/{account_id:str}"): (f"/v1/accounts/{a1}", None),
@@ -190,11 +214,36 @@ def _requests(world: dict[str, str], ids: dict[str, str]) -> dict[tuple[str, str
             "POST",
             "/v1/webhook_endpoints/{endpoint_id:str}/deliveries/{delivery_id:str}/redeliver",
         ): (f"/v1/webhook_endpoints/{hook}/deliveries/evt_1/redeliver", None),
+        # FX: Alice's quote and conversion are missing ones; Bob's quote is his own.
+        ("POST", "/v1/fx/quotes"): (
+            "/v1/fx/quotes",
+            {"sell_currency": "USD", "buy_currency": "EUR", "sell_amount": 10},
+        ),
+        ("GET", "/v1/fx/quotes/{quote_id:str}"): (f"/v1/fx/quotes/{quote}", None),
+        ("GET", "/v1/fx/quotes"): ("/v1/fx/quotes", None),
+        ("POST", "/v1/fx/conversions"): (
+            "/v1/fx/conversions",
+            {"quote_id": quote, "debit_account_id": a1, "credit_account_id": ids["a4"]},
+        ),
+        ("GET", "/v1/fx/conversions/{conversion_id:str}"): (f"/v1/fx/conversions/{fxc}", None),
+        ("POST", "/v1/fx/conversions/{conversion_id:str}/capture"): (
+            f"/v1/fx/conversions/{fxc}/capture",
+            None,
+        ),
+        ("POST", "/v1/fx/conversions/{conversion_id:str}/void"): (
+            f"/v1/fx/conversions/{fxc}/void",
+            None,
+        ),
     }
 
 
 # Routes that make a new object of the caller's own (an id or secret of its own each time).
-CREATES = {("POST", "/v1/accounts"), ("POST", "/v1/api_keys"), ("POST", "/v1/webhook_endpoints")}
+CREATES = {
+    ("POST", "/v1/accounts"),
+    ("POST", "/v1/api_keys"),
+    ("POST", "/v1/webhook_endpoints"),
+    ("POST", "/v1/fx/quotes"),
+}
 # Routes whose answer for a foreign filter is the caller's own (empty) list, 200.
 ADMIN_LISTS = {("GET", "/v1/api_keys"), ("GET", "/v1/webhook_endpoints")}
 OWN_LISTS = {
@@ -202,6 +251,7 @@ OWN_LISTS = {
     ("GET", "/v1/accounts"),
     ("GET", "/v1/api_keys"),
     ("GET", "/v1/webhook_endpoints"),
+    ("GET", "/v1/fx/quotes"),
 }
 
 
@@ -237,9 +287,11 @@ async def test_another_tenants_objects_answer_as_missing_ones_on_every_route(
         world = await _alice_world(alice)
         before = await _snapshot(alice, world)
         routes = _routes(client.app)
-        real = {"a1": "a1", "a2": "a2", "a3": "a3", "t1": "t1", "h1": "h1", **world}
+        real = {"a1": "a1", "a2": "a2", "a3": "a3", "a4": "a4", "t1": "t1", "h1": "h1", **world}
         real |= {"bob-t": "bob-t", "bob-b": "bob-b"}
         ghost = {k: f"zz{v}" for k, v in real.items()}
+        # Quote and conversion ids have a shape of their own: ghosts of that shape.
+        ghost |= {"quote": "fxq_" + "0" * 24, "conversion": "fxc_" + "0" * 24}
         to_alice, to_nothing = _requests(world, real), _requests(world, ghost)
         assert set(to_alice) == routes, "a route without a cross-tenant check"
         # Last: once Bob has his own "a1", the other routes would name it.

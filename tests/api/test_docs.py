@@ -37,6 +37,10 @@ KEYED_POSTS = {
     "/v1/webhook_endpoints/{endpoint_id}/rotate_secret",
     "/v1/webhook_endpoints/{endpoint_id}/test",
     "/v1/webhook_endpoints/{endpoint_id}/deliveries/{delivery_id}/redeliver",
+    "/v1/fx/quotes",
+    "/v1/fx/conversions",
+    "/v1/fx/conversions/{conversion_id}/capture",
+    "/v1/fx/conversions/{conversion_id}/void",
 }
 NO_KEY_NEEDED = {"/v1/processor_events/{processor}"}  # signed by the processor
 CONTENT_TYPES = {

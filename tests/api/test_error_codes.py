@@ -6,6 +6,7 @@ module until someone shows how a client meets it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
-from api.support import Api, ManualClock, assert_problem, operation_of
+from api.support import NS, Api, ManualClock, assert_problem, operation_of
 from backends import AnyStore
 from paycore.api.auth import ApiKeys, Scope
 from paycore.api.problem_codes import (
@@ -25,13 +26,14 @@ from paycore.api.problem_codes import (
     UNROUTED_CODES,
     WORKER_ONLY_CODES,
 )
-from paycore.config import ProcessorConfig
+from paycore.config import FxConfig, ProcessorConfig
 from paycore.errors import ErrorCode, UnavailableError
 from paycore.money import MAX_AMOUNT
 from paycore.payments.processors.base import Operation
 from paycore.payments.service import PaymentService
 from paycore.payments.testing import Behaviour, ScriptedConnector
 from paycore.payments.webhooks import SIGNATURE_HEADER, signature_header
+from paycore.storage.fx_quotes import CreateFxQuote, FxQuoteRow
 from payments.payment_support import payment_app
 
 E = ErrorCode
@@ -489,6 +491,57 @@ async def webhook_delivery_in_progress(w: World) -> httpx.Response:
     return await w.client.post(f"{path}/deliveries/{event}/redeliver")
 
 
+async def _fx_quote(w: World, **body: Any) -> httpx.Response:
+    return await w.client.post("/v1/fx/quotes", json={"sell_currency": "USD", **body})
+
+
+async def _convert(w: World, quote_id: str, credit: str = "e") -> httpx.Response:
+    body = {"quote_id": quote_id, "debit_account_id": "a", "credit_account_id": credit}
+    return await w.client.post("/v1/fx/conversions", json=body)
+
+
+async def fx_pair_unsupported(w: World) -> httpx.Response:
+    """The embedded rate table quotes no CHF."""
+    return await _fx_quote(w, buy_currency="CHF", sell_amount=100)
+
+
+async def fx_amount_too_small(w: World) -> httpx.Response:
+    """One yen buys less than a cent."""
+    return await _fx_quote(w, sell_currency="JPY", buy_currency="USD", sell_amount=1)
+
+
+async def fx_quote_not_found(w: World) -> httpx.Response:
+    return await w.client.get("/v1/fx/quotes/fxq_000000000000000000000000")
+
+
+async def fx_quote_expired(w: World) -> httpx.Response:
+    """A quote whose lock ran out (written as a node would have, a minute ago)."""
+    now = time.time_ns()
+    row = FxQuoteRow("fxq_" + "1" * 24, "default", "USD", "EUR", 100, 92, 0, "0.92", "0.92",
+                     now - 60 * NS, now - 30 * NS)  # fmt: skip
+    await w.store.execute(CreateFxQuote(row))
+    return await _convert(w, row.id)
+
+
+async def fx_quote_already_used(w: World) -> httpx.Response:
+    """A quote converted into one account, then asked for another."""
+    quote = (await _fx_quote(w, buy_currency="EUR", sell_amount=100)).json()
+    assert (await _convert(w, quote["id"])).status_code == 201
+    await w.api.account("e2", "EUR")
+    return await _convert(w, quote["id"], credit="e2")
+
+
+async def fx_conversion_not_found(w: World) -> httpx.Response:
+    return await w.client.get("/v1/fx/conversions/fxc_000000000000000000000000")
+
+
+async def fx_rate_unavailable(w: World) -> httpx.Response:
+    """The HTTP rate source set in the app's settings listens nowhere."""
+    response = await _fx_quote(w, buy_currency="EUR", sell_amount=100)
+    assert response.headers["retry-after"]
+    return response
+
+
 SCENARIOS: dict[ErrorCode, tuple[dict[str, Any], Scenario]] = {
     E.INVALID_REQUEST: ({}, invalid_request),
     E.BATCH_TOO_LARGE: ({}, batch_too_large),
@@ -550,6 +603,16 @@ SCENARIOS: dict[ErrorCode, tuple[dict[str, Any], Scenario]] = {
     E.WEBHOOK_ENDPOINT_NOT_FOUND: ({}, webhook_endpoint_not_found),
     E.WEBHOOK_DELIVERY_NOT_FOUND: ({}, webhook_delivery_not_found),
     E.WEBHOOK_DELIVERY_IN_PROGRESS: ({}, webhook_delivery_in_progress),
+    E.FX_PAIR_UNSUPPORTED: ({}, fx_pair_unsupported),
+    E.FX_AMOUNT_TOO_SMALL: ({}, fx_amount_too_small),
+    E.FX_QUOTE_NOT_FOUND: ({}, fx_quote_not_found),
+    E.FX_QUOTE_EXPIRED: ({}, fx_quote_expired),
+    E.FX_QUOTE_ALREADY_USED: ({}, fx_quote_already_used),
+    E.FX_CONVERSION_NOT_FOUND: ({}, fx_conversion_not_found),
+    E.FX_RATE_UNAVAILABLE: (
+        {"fx": FxConfig(source="http", url="http://127.0.0.1:9", timeout_seconds=1)},
+        fx_rate_unavailable,
+    ),
     E.STORE_UNAVAILABLE: ({}, store_unavailable),
     E.LOCK_UNAVAILABLE: ({}, lock_unavailable),
     E.INTERNAL_ERROR: ({}, internal_error),

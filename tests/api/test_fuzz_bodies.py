@@ -70,6 +70,11 @@ _SHAPES: dict[str, dict[str, Any]] = {
     "/v1/webhook_endpoints/{endpoint_id:str}/rotate_secret": {"grace_seconds": 60},
     "/v1/webhook_endpoints/{endpoint_id:str}/test": {},
     "/v1/webhook_endpoints/{endpoint_id:str}/deliveries/{delivery_id:str}/redeliver": {},
+    "/v1/fx/quotes": {"sell_currency": "USD", "buy_currency": "EUR", "sell_amount": 100},
+    "/v1/fx/conversions": {"quote_id": "fxq_000000000000000000000000",
+                           "debit_account_id": "a1", "credit_account_id": "a2"},
+    "/v1/fx/conversions/{conversion_id:str}/capture": {"sell_amount": 10},
+    "/v1/fx/conversions/{conversion_id:str}/void": {},
 }  # fmt: skip
 
 _HOLE = "\x00hostile\x00"  # where the hostile JSON text goes, once encoded

@@ -28,6 +28,7 @@ LAYERS = (
     "paycore.ledger",
     "paycore.storage",
     "paycore.cluster",
+    "paycore.fx",  # currency exchange: below payments, which settle through conversions
     "paycore.payments",
     "paycore.events",
     "paycore.workers",

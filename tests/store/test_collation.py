@@ -53,6 +53,8 @@ C_COLUMNS = {
     ("webhook_endpoints", "id"),  # 0017
     ("event_stream_cursors", "log"),  # 0018
     ("webhook_endpoints", "tenant"),
+    ("fx_quotes", "id"),  # 0019
+    ("fx_quotes", "tenant"),
     ("payment_events", "only_endpoint"),
     ("chain_locks", "pending_id"),
     ("chain_locks", "chain_id"),

@@ -34,6 +34,7 @@ MIGRATIONS = [
     "0016_saga_history.sql",
     "0017_admin_api.sql",
     "0018_event_stream.sql",
+    "0019_fx_quotes.sql",
 ]
 
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
@@ -35,8 +36,10 @@ from paycore.api.problems import EXCEPTION_HANDLERS
 from paycore.api.ratelimit import Limit, RateLimiter, RateLimitMiddleware, rate_limiter_for
 from paycore.api.request_id import add_request_id
 from paycore.api.routes import account_routes, api_key_routes, ops_routes, transfer_routes
+from paycore.api.routes.fx import fx_routes
 from paycore.api.routes.ops import OPEN_AUTH_WARNING
 from paycore.config import Settings
+from paycore.fx.rates import RateSource, rate_source_for
 from paycore.locks import LockService, LockServiceBase, open_lock_service
 from paycore.payments.endpoint_secrets import signing_key
 from paycore.redaction import redact_url
@@ -70,6 +73,8 @@ def create_app(
     start_workers: bool = True,
     locks: LockService | None = None,
     payments: PaymentService | None = None,
+    fx_rates: RateSource | None = None,
+    clock: Callable[[], int] = time.time_ns,
 ) -> Litestar:
     """The paycore HTTP API serving ``store``, configured by ``settings``.
 
@@ -77,6 +82,8 @@ def create_app(
     opens ``settings.locks_url`` when it starts and closes it when it stops.
     ``payments``: the payment service (the app closes it when it stops); None: one built
     from the settings' ``[[processors]]`` and ``[routing]``.
+    ``fx_rates``: where FX quotes take their rates (the app closes it when it stops);
+    None: the source ``[fx]`` names. ``clock``: ns since the epoch, for quote expiry.
     """
     # Imported here: the processor connectors load httpx, which a tool serving only the
     # ledger does not need at import time.
@@ -88,6 +95,7 @@ def create_app(
     from paycore.payments.service import build_payment_service  # noqa: PLC0415
 
     payment_service = payments if payments is not None else build_payment_service(store, settings)
+    rate_source = fx_rates if fx_rates is not None else rate_source_for(settings.fx)
     # Made now (no connection yet: every backend connects lazily or in ``open``), so
     # that the handlers can be bound to it; opened by the lifespan.
     owned: LockServiceBase | None = None
@@ -132,7 +140,7 @@ def create_app(
                 stack.push_async_callback(limiter.aclose)
             await store.start()
             stack.push_async_callback(store.stop)
-            stack.push_async_callback(payment_service.aclose)
+            stack.push_async_callback(_close_all, payment_service, rate_source)
             if settings.auth == "open":
                 log.warning(
                     "SECURITY: %s; every request acts for tenant 'default' with every scope; "
@@ -171,6 +179,7 @@ def create_app(
                         store, writes, settings, functools.partial(signing_key, settings)
                     ),
                     *webhook_delivery_routes(store, writes, settings),
+                    *fx_routes(store, writes, settings, rate_source, clock=clock),
                 ],
                 security=SECURED,
             ),
@@ -198,6 +207,12 @@ def create_app(
         # Logging is configured by the entry point (CLI), not by the web framework.
         logging_config=None,
     )
+
+
+async def _close_all(*owned: PaymentService | RateSource) -> None:
+    """Close what the app made for its handlers, in order."""
+    for thing in owned:
+        await thing.aclose()
 
 
 async def _stop_workers(workers: _Workers) -> None:

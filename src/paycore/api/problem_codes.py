@@ -176,6 +176,37 @@ _TABLE: Final[dict[str, tuple[ErrorCode, ...]]] = {
         E.WEBHOOK_DELIVERY_NOT_FOUND,
         E.WEBHOOK_DELIVERY_IN_PROGRESS,
     ),
+    # currency exchange: quotes, conversions (a linked chain; a held one posted or voided)
+    "POST /v1/fx/quotes": (
+        *_WRITE,
+        E.FX_PAIR_UNSUPPORTED,
+        E.FX_AMOUNT_TOO_SMALL,
+        E.FX_RATE_UNAVAILABLE,
+    ),
+    "GET /v1/fx/quotes": _READ,
+    "GET /v1/fx/quotes/{quote_id}": (*_READ, E.FX_QUOTE_NOT_FOUND),
+    "POST /v1/fx/conversions": (
+        *_WRITE,
+        *_MOVES_MONEY,
+        E.FX_QUOTE_NOT_FOUND,
+        E.FX_QUOTE_EXPIRED,
+        E.FX_QUOTE_ALREADY_USED,
+        E.ACCOUNTS_MUST_BE_DIFFERENT,
+        E.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER,
+        E.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS,
+    ),
+    "POST /v1/fx/conversions/{conversion_id}/capture": (
+        *_WRITE,
+        *_RESOLVE_PENDING,
+        E.FX_CONVERSION_NOT_FOUND,
+        E.FX_AMOUNT_TOO_SMALL,
+    ),
+    "POST /v1/fx/conversions/{conversion_id}/void": (
+        *_WRITE,
+        *_RESOLVE_PENDING,
+        E.FX_CONVERSION_NOT_FOUND,
+    ),
+    "GET /v1/fx/conversions/{conversion_id}": (*_READ, E.FX_CONVERSION_NOT_FOUND),
     # a processor's signed notification: no API key, no Idempotency-Key (kept per event id)
     "POST /v1/processor_events/{processor}": (
         *_ANY,

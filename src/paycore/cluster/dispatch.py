@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import msgspec
 
 from paycore.cluster.id_reservation import ids_to_reserve, reserve_ids
-from paycore.cluster.namespaces import refusal_of_client_item, reserved_account_id
+from paycore.cluster.namespaces import refusal_of_account, refusal_of_client_item
 from paycore.cluster.routing import Router
 from paycore.cluster.saga_plan import ensure_split_clearing, plan_sagas
 from paycore.cluster.settlement import (
@@ -77,7 +77,7 @@ async def split_command(store: Router, command: Command) -> tuple[Split, dict[st
 def _split_accounts(store: Router, requests: Sequence[AccountRequest]) -> Split:
     split = Split(len(requests))
     for index, request in enumerate(requests):
-        if (why := reserved_account_id(request.id)) is not None:
+        if (why := refusal_of_account(request)) is not None:
             split.upfront[index] = AccountResult(request.id, code=_E.INVALID_REQUEST, detail=why)
         else:
             split.add(store.shard_for(request.id), index)

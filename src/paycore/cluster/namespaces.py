@@ -11,12 +11,17 @@ prefix          what carries it                                              who
                 to a processor
 ``xs.``         transfers the settlement writes (step 3, expiry mirrors)      settlement
 ``pm.``         transfers (and holds) of payments, refunds and payouts        payments
+``fx:``         accounts ``fx:liquidity:<CUR>`` (the house's position in a     fx
+                currency) and ``fx:revenue:<CUR>`` (spreads earned)
+``fx.``         transfers of currency conversions, ``fx.<quote id>.<leg>``    fx
 ``paycore:``    metadata keys (``paycore:xs`` marks a saga's transfers)      settlement
 =============== ============================================================ ==========
 
 An account id or a transfer id starting with any of the id prefixes is refused from a
-client with ``invalid_request`` (payments pass ``internal`` for their own ``pm.`` ids);
-so is a metadata key starting with ``paycore:``.
+client with ``invalid_request`` (payments pass ``internal`` for their own ``pm.`` ids,
+conversions for their ``fx.`` ones); so is a metadata key starting with ``paycore:``.
+The FX accounts are made by paycore itself, as the system tenant: the only account
+requests with a reserved id that are let through (``refusal_of_account``).
 """
 
 from __future__ import annotations
@@ -24,10 +29,18 @@ from __future__ import annotations
 from typing import Final
 
 from paycore.errors import ErrorCode
-from paycore.ledger.model import SETTLEMENT_METADATA_KEY, SYSTEM_HOLD_PREFIX, TransferRequest
+from paycore.ledger.model import (
+    SETTLEMENT_METADATA_KEY,
+    SYSTEM_HOLD_PREFIX,
+    SYSTEM_TENANT,
+    AccountRequest,
+    TransferRequest,
+)
 
 __all__ = [
     "CLEARING_PREFIX",
+    "FX_ACCOUNT_PREFIX",
+    "FX_TRANSFER_PREFIX",
     "METADATA_PREFIX",
     "PAYMENT_TRANSFER_PREFIX",
     "PSP_PREFIX",
@@ -39,6 +52,7 @@ __all__ = [
     "parse_clearing",
     "parse_psp",
     "psp_account_id",
+    "refusal_of_account",
     "refusal_of_client_item",
     "reserved_account_id",
 ]
@@ -47,6 +61,8 @@ CLEARING_PREFIX: Final = "clearing:"
 PSP_PREFIX: Final = "psp:"
 SETTLEMENT_TRANSFER_PREFIX: Final = "xs."
 PAYMENT_TRANSFER_PREFIX: Final = SYSTEM_HOLD_PREFIX  # "pm."
+FX_ACCOUNT_PREFIX: Final = "fx:"
+FX_TRANSFER_PREFIX: Final = "fx."
 METADATA_PREFIX: Final = "paycore:"
 SAGA_KEY: Final = SETTLEMENT_METADATA_KEY
 RESERVED_ID_PREFIXES: Final = (
@@ -54,6 +70,8 @@ RESERVED_ID_PREFIXES: Final = (
     PSP_PREFIX,
     SETTLEMENT_TRANSFER_PREFIX,
     PAYMENT_TRANSFER_PREFIX,
+    FX_ACCOUNT_PREFIX,
+    FX_TRANSFER_PREFIX,
 )
 _E = ErrorCode
 
@@ -101,6 +119,14 @@ def reserved_account_id(account_id: str) -> str | None:
     return None
 
 
+def refusal_of_account(request: AccountRequest) -> str | None:
+    """Why this account may not be created (None: it may): a reserved id, unless it is
+    one of the FX accounts that paycore makes for itself (system tenant)."""
+    if request.tenant == SYSTEM_TENANT and request.id.startswith(FX_ACCOUNT_PREFIX):
+        return None
+    return reserved_account_id(request.id)
+
+
 def refusal_of_client_item(
     r: TransferRequest, *, internal: bool = False
 ) -> tuple[ErrorCode, str] | None:
@@ -114,6 +140,10 @@ def refusal_of_client_item(
     if r.id.startswith((CLEARING_PREFIX, PSP_PREFIX)):
         return _E.INVALID_REQUEST, "ids starting with 'clearing:' or 'psp:' are reserved"
     if not internal:
+        if r.id.startswith(FX_TRANSFER_PREFIX):
+            return _E.INVALID_REQUEST, "ids starting with 'fx.' are reserved for conversions"
+        if (r.pending_id or "").startswith(FX_TRANSFER_PREFIX):
+            return _E.INVALID_REQUEST, "holds starting with 'fx.' belong to conversions"
         if r.id.startswith(PAYMENT_TRANSFER_PREFIX):
             return _E.INVALID_REQUEST, "ids starting with 'pm.' are reserved for payments"
         if (r.pending_id or "").startswith(PAYMENT_TRANSFER_PREFIX):
@@ -121,6 +151,8 @@ def refusal_of_client_item(
     for account_id in (r.debit_account_id, r.credit_account_id):
         if account_id is not None and account_id.startswith(PSP_PREFIX) and not internal:
             return _E.INVALID_REQUEST, "accounts starting with 'psp:' are reserved for payments"
+        if account_id is not None and account_id.startswith(FX_ACCOUNT_PREFIX) and not internal:
+            return _E.INVALID_REQUEST, "accounts starting with 'fx:' are reserved for conversions"
         if account_id is not None and account_id.startswith(CLEARING_PREFIX):
             return _E.INVALID_REQUEST, "clearing accounts are reserved for settlement"
     return None

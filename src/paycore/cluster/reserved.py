@@ -17,8 +17,8 @@ import msgspec
 from paycore.cluster.namespaces import (
     PSP_PREFIX,
     is_reserved,
+    refusal_of_account,
     refusal_of_client_item,
-    reserved_account_id,
 )
 from paycore.cluster.split import Split, check_chains, fail
 from paycore.errors import ErrorCode
@@ -67,7 +67,7 @@ def single_shard_reserved(command: Command, first: str) -> Split | None:
         refused = {
             i: AccountResult(r.id, code=_E.INVALID_REQUEST, detail=why)
             for i, r in enumerate(command.requests)
-            if (why := reserved_account_id(r.id)) is not None
+            if (why := refusal_of_account(r)) is not None
         }
     elif isinstance(command, CreateTransfers) and not command.internal:
         refused = {}

@@ -96,6 +96,7 @@ from paycore.storage.base import (
     TransferPage,
 )
 from paycore.storage.deliveries import EnqueueEvent, RedeliverEvent
+from paycore.storage.fx_quotes import CreateFxQuote
 from paycore.storage.keys import KeyCommand
 from paycore.storage.listing import AccountFilter, ListPage, Page, TransferFilter
 from paycore.storage.payments import (
@@ -211,7 +212,7 @@ class ShardedStore:
         if isinstance(command, PaymentWrite | ClaimPaymentEvents | AckPaymentEvents):
             # The payments layer placed its rows: the command names their shard.
             return await self.shards[command.shard].execute(command)
-        if isinstance(command, KeyCommand | EndpointCommand):  # all on the key shard
+        if isinstance(command, KeyCommand | EndpointCommand | CreateFxQuote):  # the key shard
             return await self.shards[self.key_shard].execute(command)
         if isinstance(command, EnqueueEvent | RedeliverEvent):  # the event's own shard
             return await self.shards[command.shard].execute(command)
@@ -252,7 +253,7 @@ class ShardedStore:
     async def execute_idempotent(
         self, command: Command, idempotency: Idempotency
     ) -> tuple[StoredResponse, bool]:
-        if isinstance(command, KeyCommand | EndpointCommand):
+        if isinstance(command, KeyCommand | EndpointCommand | CreateFxQuote):
             return await self._idempotent_on(self.key_shard, command, idempotency)
         if isinstance(command, EnqueueEvent | RedeliverEvent):
             return await self._idempotent_on(command.shard, command, idempotency)

@@ -67,6 +67,7 @@ from paycore.storage.chain_legs import (
 from paycore.storage.codec import T_COLUMNS, transfer_from_row
 from paycore.storage.deliveries import DeliveryCommand, apply_delivery_command
 from paycore.storage.event_stream import AdvanceStreamCursor, apply_stream_command
+from paycore.storage.fx_quotes import CreateFxQuote, apply_fx_command
 from paycore.storage.group_commit import Job
 from paycore.storage.keys import KeyCommand, apply_key_command
 from paycore.storage.payments import PaymentCommand, apply_payment_command
@@ -745,5 +746,6 @@ _HANDLERS: dict[type, _Handler] = {
     **dict.fromkeys(get_args(EndpointCommand), apply_endpoint_command),
     **dict.fromkeys(get_args(DeliveryCommand), apply_delivery_command),
     AdvanceStreamCursor: apply_stream_command,
+    CreateFxQuote: lambda tx, clock, command: apply_fx_command(tx, command),
 }
 HANDLED_ELSEWHERE: Final = (CreateTransfers, AdvanceFence)

@@ -72,6 +72,7 @@ from paycore.storage.codec import (
 )
 from paycore.storage.deliveries import DeliveryReads
 from paycore.storage.event_stream import EventStreamReads
+from paycore.storage.fx_quotes import FxQuoteReads
 from paycore.storage.group_commit import GroupCommitWriter, Job
 from paycore.storage.keys import ApiKeyReads
 from paycore.storage.listing import (
@@ -505,6 +506,7 @@ class SQLiteStore(SingleShard):
         self.payments = PaymentReads(self._fetch_rows)
         self.keys = ApiKeyReads(self._fetch_rows)
         self.webhook_endpoints = WebhookEndpointReads(self._fetch_rows)
+        self.fx_quotes = FxQuoteReads(self._fetch_rows)
         self.deliveries = DeliveryReads(self._fetch_rows)
         self.event_stream = EventStreamReads(self._fetch_rows)
         # The list endpoints' reads (paycore.storage.listing), payments' included.

@@ -22,6 +22,7 @@ from paycore.storage.base import (
 )
 from paycore.storage.deliveries import DeliveryCommand, DeliveryReads
 from paycore.storage.event_stream import EventStreamReads, StreamCommand
+from paycore.storage.fx_quotes import FxQuoteCommand, FxQuoteReads
 from paycore.storage.keys import ApiKeyReads, KeyCommand
 from paycore.storage.listing import AccountFilter, ListPage, ListReads, Page, TransferFilter
 from paycore.storage.payments import PaymentCommand, PaymentReads
@@ -34,7 +35,13 @@ T = TypeVar("T")
 
 # Every command a store executes.
 Command = (
-    LedgerCommand | PaymentCommand | KeyCommand | EndpointCommand | DeliveryCommand | StreamCommand
+    LedgerCommand
+    | PaymentCommand
+    | KeyCommand
+    | EndpointCommand
+    | DeliveryCommand
+    | StreamCommand
+    | FxQuoteCommand
 )
 
 
@@ -132,6 +139,7 @@ class ShardStore(Store, Protocol):
     webhook_endpoints: WebhookEndpointReads
     deliveries: DeliveryReads
     event_stream: EventStreamReads
+    fx_quotes: FxQuoteReads
     lists: ListReads
 
     async def usage(self) -> ShardUsage:

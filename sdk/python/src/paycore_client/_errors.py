@@ -107,8 +107,8 @@ class PermissionDeniedError(APIError):
 
 
 class NotFoundError(APIError):
-    """The account, transfer, hold, payment, refund or payout does not exist for this
-    key's tenant (another tenant's objects are missing too)."""
+    """The account, transfer, hold, payment, refund, payout, FX quote or conversion does
+    not exist for this key's tenant (another tenant's objects are missing too)."""
 
 
 class ConflictError(APIError):
@@ -137,8 +137,9 @@ class RateLimitError(APIError):
 
 
 class ServiceUnavailableError(APIError):
-    """A shard, the lock service or every processor is unavailable; nothing was done and
-    the request may be retried after ``retry_after`` seconds."""
+    """A shard, the lock service, every processor or the exchange rate source is
+    unavailable; nothing was done and the request may be retried after ``retry_after``
+    seconds."""
 
 
 class InternalServerError(APIError):
@@ -164,6 +165,8 @@ CODE_FAMILIES: Final[Mapping[str, type[APIError]]] = {
     "invalid_expiry_date": _INVALID,
     "card_expired": _INVALID,
     "invalid_cvc": _INVALID,
+    "fx_pair_unsupported": _INVALID,
+    "fx_amount_too_small": _INVALID,
     "unauthorized": AuthenticationError,
     "invalid_signature": AuthenticationError,
     "forbidden_scope": PermissionDeniedError,
@@ -177,6 +180,8 @@ CODE_FAMILIES: Final[Mapping[str, type[APIError]]] = {
     "api_key_not_found": NotFoundError,
     "webhook_endpoint_not_found": NotFoundError,
     "webhook_delivery_not_found": NotFoundError,
+    "fx_quote_not_found": NotFoundError,
+    "fx_conversion_not_found": NotFoundError,
     "last_admin_key": _CONFLICT,
     "webhook_delivery_in_progress": _CONFLICT,
     "account_exists_with_different_fields": _CONFLICT,
@@ -197,6 +202,8 @@ CODE_FAMILIES: Final[Mapping[str, type[APIError]]] = {
     "amount_exceeds_capturable": _CONFLICT,
     "authorization_expired": _CONFLICT,
     "refund_exceeds_captured": _CONFLICT,
+    "fx_quote_expired": _CONFLICT,
+    "fx_quote_already_used": _CONFLICT,
     "idempotency_key_reused": IdempotencyError,
     "idempotency_key_in_use": IdempotencyError,
     "insufficient_funds": InsufficientFundsError,
@@ -206,6 +213,7 @@ CODE_FAMILIES: Final[Mapping[str, type[APIError]]] = {
     "store_unavailable": ServiceUnavailableError,
     "lock_unavailable": ServiceUnavailableError,
     "processor_unavailable": ServiceUnavailableError,
+    "fx_rate_unavailable": ServiceUnavailableError,
     "internal_error": InternalServerError,
 }
 

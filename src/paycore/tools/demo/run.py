@@ -55,6 +55,7 @@ from paycore.ops.audit import ClusterAuditReport, audit_cluster, print_cluster_r
 from paycore.storage.store import Store
 from paycore.tools.demo.asgi_client import DEMO_TENANT, AsgiClient
 from paycore.tools.demo.cross_shard_act import CrossShardAct, CrossShardReport, print_act
+from paycore.tools.demo.fx_act import run_fx_act
 from paycore.tools.demo.payments_act import (
     Fleet,
     PaymentsAct,
@@ -226,6 +227,7 @@ class _Demo:
         self.p_errors = Promise("bad input gets a precise problem; no answer is a 5xx")
         self.p_cross = Promise("cross-shard transfers are answered posted by the request itself")
         self.p_act = Promise("holds and linked chains across shards behave as on one shard")
+        self.p_fx = Promise("a wallet pays in another currency at its quote, used once")
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -660,6 +662,7 @@ class _Demo:
             self.p_holds,
             self.p_cross,
             self.p_act,
+            self.p_fx,
             self.p_errors,
         ]
 
@@ -710,6 +713,7 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
                 await demo.settle_expiring(progress)
             await demo.settle_in_flight()
             act = await _cross_shard_act(client, store, demo)
+            console.print(await run_fx_act(client, demo.p_fx))
             await demo.payout()
             await demo.settle_in_flight()
             await demo.compare_with_ledger(store)

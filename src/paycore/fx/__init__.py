@@ -1,0 +1,24 @@
+"""Currency exchange: quotes at a locked rate, and conversions that book them.
+
+A quote (``quotes``) prices one exchange from a rate source (``rates``) with the
+rounding rule of ``rounding``; a conversion (``conversion``) books it as one linked
+chain of transfers through paycore's per-currency FX accounts (``accounts``).
+Everything here but ``rates.HttpRates`` is pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from paycore.fx.accounts import liquidity_account_id, revenue_account_id
+from paycore.fx.quotes import Price, price
+from paycore.fx.rates import HttpRates, RateSource, StaticRates, rate_source_for
+
+__all__ = [
+    "HttpRates",
+    "Price",
+    "RateSource",
+    "StaticRates",
+    "liquidity_account_id",
+    "price",
+    "rate_source_for",
+    "revenue_account_id",
+]
