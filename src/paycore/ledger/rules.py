@@ -356,7 +356,7 @@ class WorkingSet:
             raise _Rejected(_E.INVALID_REQUEST, "timeout_seconds must be in 0..2^31-1")
         # The id is an idempotency key: this tenant's kept refusal answers first (before a
         # transfer another tenant may have stored under the id since).
-        refused = self.refusals.get((refusal_tenant(self._tenant), r.id))
+        refused = self.refusals.get((refusal_tenant(self._tenant), r.id)) if self.refusals else None
         if refused is not None:
             return self._refused_before(r, refused)
         existing = self.transfers.get(r.id)
@@ -418,7 +418,6 @@ class WorkingSet:
             if amount > headroom or amount <= 0:
                 code = _E.INSUFFICIENT_FUNDS if limit == 0 else _E.EXCEEDS_CREDIT_LIMIT
                 raise _Rejected(code, f"available {headroom}, requested {r.amount}")
-        pending = r.flags.pending
         # Pending and posted together stay within 2^63-1 (TigerBeetle's overflows_debits
         # and overflows_credits): a posted transfer across shards is held first, so a
         # rule on the posted counters alone would answer differently there.
@@ -442,7 +441,7 @@ class WorkingSet:
             metadata=r.metadata,
             timestamp=ts,
         )
-        if pending:
+        if r.flags.pending:
             debit.dp += amount
             credit.cp += amount
             state = PendingState(transfer, PendingStatus.PENDING)
@@ -451,7 +450,8 @@ class WorkingSet:
         else:
             debit.dpo += amount
             credit.cpo += amount
-        self._saga_hold_sent(debit, transfer)
+        if debit.history:  # only a history account counts its holds in flight
+            self._saga_hold_sent(debit, transfer)
         self._record_transfer(transfer)
         self._touched(debit, credit, ts)
         return TransferResult(id=r.id, transfer=transfer)
@@ -637,7 +637,9 @@ class WorkingSet:
         transfer's (earlier) timestamp when nothing later was written here (see
         ``paycore.ledger.saga_history``)."""
         ts = self.now
-        if r is not None and (shown := leg_timestamp(r)) is not None:
+        # Only a saga's leg carries metadata with a timestamp: a client's plain transfer
+        # (the hot path) pays no lookup.
+        if r is not None and r.metadata is not None and (shown := leg_timestamp(r)) is not None:
             ts = min(ts, shown)
         if ts <= self.last_timestamp:
             ts = self.last_timestamp + 1
