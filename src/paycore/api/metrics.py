@@ -122,7 +122,9 @@ class MetricsMiddleware:
             try:
                 await self._timed(scope, receive, send)
             finally:
-                unbind("tenant")  # bound by the auth middleware, once it knows the key
+                # Bound inside the request: the tenant once the key is known, a new payment's
+                # id once it is made.
+                unbind("tenant", "payment")
 
     async def _timed(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
         method = scope["method"]
