@@ -35,6 +35,16 @@ async def test_each_request_has_one_access_line_with_its_id_and_tenant(
     assert all(isinstance(line["duration_ms"], float) for line in lines)
 
 
+async def test_the_access_log_is_off_unless_asked_for(
+    client: AsyncTestClient[Any], log_lines: io.StringIO
+) -> None:
+    """Without ``--access-log`` (``access_log=False``) a request writes no line at info:
+    a server's stderr stays quiet under load unless its operator wants the lines."""
+    logs.configure("info", "json", stream=log_lines, access_log=False)
+    await client.get("/healthz")
+    assert access_lines(log_lines) == []
+
+
 async def test_warning_level_writes_no_access_line(
     client: AsyncTestClient[Any], log_lines: io.StringIO
 ) -> None:

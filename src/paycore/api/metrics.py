@@ -22,13 +22,13 @@ from prometheus_client.registry import Collector
 from paycore.api.idempotency import KeysInFlight
 from paycore.api.problems import status_of
 from paycore.api.request_id import request_id_of
-from paycore.logs import bound, unbind
+from paycore.logs import ACCESS_LOGGER, bound, unbind
 from paycore.storage.store import Store
 
 __all__ = ["ApiMetrics", "MetricsMiddleware"]
 
-# One line per request at INFO (``--log-level warning`` turns it off).
-access_log = logging.getLogger("paycore.access")
+# One line per request at INFO, when asked for (``paycore serve --access-log``).
+access_log = logging.getLogger(ACCESS_LOGGER)
 
 _LATENCY_BUCKETS: Final = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
