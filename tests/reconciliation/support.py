@@ -68,8 +68,10 @@ async def open_shop(tmp_path: Path, *, shards: int = 2) -> AsyncIterator[Shop]:
     try:
         made = await store.execute(
             CreateAccounts(
-                *(AccountRequest(m, "USD") for m in MERCHANTS),
-                AccountRequest("shop-eur", "EUR"),
+                (
+                    *(AccountRequest(m, "USD") for m in MERCHANTS),
+                    AccountRequest("shop-eur", "EUR"),
+                )
             )
         )
         assert all(r.ok for r in made), made
