@@ -4,11 +4,8 @@ create or name the chart's accounts and transfers."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from backends import StoreFactory
 from paycore.cluster.namespaces import refusal_of_account, refusal_of_client_item
-from paycore.cluster.topology import build_store
-from paycore.config import Settings
 from paycore.ledger.model import SYSTEM_TENANT, AccountRequest, TransferRequest
 from paycore.storage.reconciliation import ExceptionRow, RecordReport, ReportRow, SettledRow
 
@@ -25,17 +22,17 @@ def _missing(reference: str) -> ExceptionRow:
 
 
 async def test_a_report_is_recorded_once_and_settling_closes_a_missing_exception(
-    tmp_path: Path,
+    make_store: StoreFactory,
 ) -> None:
     """RecordReport is True once then False; a later batch settling a missing reference
-    resolves its exception with a note naming the batch."""
-    store = build_store(Settings(data_dir=str(tmp_path), embedded_shards=2))
+    resolves its exception with a note naming the batch (SQLite and PostgreSQL)."""
+    store = make_store()
     await store.start()
     try:
         first = RecordReport(_report("b1"), (), (_missing("p1.a1"), _missing("p2.a1")))
         assert await store.execute(first) is True
         assert await store.execute(first) is False
-        reads = store.key_store.reconciliation
+        reads = store.reconciliation
         assert len(await reads.exceptions("acq")) == 2
         late = RecordReport(_report("b2"), (SettledRow("acq", "p1.a1", "b2", 100),))
         assert await store.execute(late) is True

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from enum import StrEnum
 
+import msgspec
+
 from paycore.reconciliation.parse import Report, ReportLine
 
 __all__ = [
@@ -75,8 +77,7 @@ class Rules:
     grace_days: int = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Expected:
+class Expected(msgspec.Struct, frozen=True, gc=False):
     """A capture or refund paycore made through the processor, by our reference."""
 
     reference: str
@@ -87,8 +88,7 @@ class Expected:
     day: date
 
 
-@dataclass(frozen=True, slots=True)
-class Matched:
+class Matched(msgspec.Struct, frozen=True, gc=False):
     reference: str
     amount: int
     line_no: int

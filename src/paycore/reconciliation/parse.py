@@ -71,7 +71,7 @@ class ReportError(ValueError):
         self.message = message
 
 
-class ReportLine(msgspec.Struct, frozen=True, array_like=True):
+class ReportLine(msgspec.Struct, frozen=True, gc=False):
     """A settled amount: ``gross`` > 0 and ``fee`` >= 0 in minor units; ``net`` signed
     (captures: gross - fee; refunds and chargebacks: -gross - fee)."""
 

@@ -157,18 +157,20 @@ def apply_reconciliation_command(tx: _Sql, command: ReconciliationCommand) -> An
     insert_exc = _insert("reconciliation_exceptions", ExceptionRow)
     for exc in command.exceptions:
         tx.run_sql(insert_exc, msgspec.structs.astuple(exc))
-    for settled in command.settled:
-        tx.run_sql(
-            "UPDATE reconciliation_exceptions SET status = 'resolved', resolved_at = ?, "
-            "note = ? WHERE processor = ? AND reference = ? AND reason = 'missing_in_report' "
-            "AND status = 'open'",
-            (
-                report.imported_at,
-                f"settled in {report.batch_id}",
-                report.processor,
-                settled.reference,
-            ),
-        )
+    missing = tx.run_sql(
+        "SELECT id, reference FROM reconciliation_exceptions WHERE processor = ? "
+        "AND reason = 'missing_in_report' AND status = 'open'",
+        (report.processor,),
+    )
+    if missing:
+        now_settled = {s.reference for s in command.settled}
+        for exception_id, reference in missing:
+            if reference in now_settled:
+                tx.run_sql(
+                    "UPDATE reconciliation_exceptions SET status = 'resolved', "
+                    "resolved_at = ?, note = ? WHERE id = ?",
+                    (report.imported_at, f"settled in {report.batch_id}", exception_id),
+                )
     return True
 
 

@@ -60,7 +60,7 @@ Rate = Annotated[float, Meta(ge=0.0, le=1.0)]
 Minor = Annotated[int, Meta(ge=0, le=10**12)]
 
 
-class SettledItem(msgspec.Struct, frozen=True):
+class SettledItem(msgspec.Struct, frozen=True, gc=False):
     """One amount the acquirer settles: a capture or a refund, by our reference."""
 
     kind: str  # capture | refund
