@@ -42,14 +42,25 @@ class Shop:
     def today(self) -> date:
         return datetime.now(UTC).date()
 
-    async def pay(self, amount: int, merchant: str = MERCHANTS[0], currency: str = "USD") -> str:
+    async def pay(
+        self,
+        amount: int,
+        merchant: str = MERCHANTS[0],
+        currency: str = "USD",
+        capture: CaptureMethod = CaptureMethod.AUTOMATIC,
+    ) -> str:
         reply = await self.service.create_payment(
-            NewPayment(amount, currency, merchant, CaptureMethod.AUTOMATIC, card=CARD)
+            NewPayment(amount, currency, merchant, capture, card=CARD)
         )
         view = reply.outcome
         assert isinstance(view, PaymentView), reply
-        assert view.payment.status == "succeeded", reply
+        wanted = "succeeded" if capture is CaptureMethod.AUTOMATIC else "requires_capture"
+        assert view.payment.status == wanted, reply
         return view.payment.id
+
+    async def capture(self, payment_id: str, amount: int) -> None:
+        reply = await self.service.capture(payment_id, amount)
+        assert isinstance(reply.outcome, PaymentView), reply
 
     async def refund(self, payment_id: str, amount: int) -> None:
         reply = await self.service.refund(payment_id, amount)

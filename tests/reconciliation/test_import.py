@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from paycore.cli import main
+from paycore.payments.intents import CaptureMethod
 from paycore.payments.processors.simulator.settlement import (
     SettlementAnomalies,
     settlement_report,
@@ -64,6 +65,25 @@ async def test_a_report_with_anomalies_is_matched_booked_and_queued(tmp_path: Pa
         drifts = await drift(shop.store)
         assert [d.drift for d in drifts] == [0]
         assert drifts[0].unsettled != 0  # missing, late and differing lines stay unsettled
+        await assert_ledger_clean(shop.store)
+
+
+async def test_manual_captures_and_refunds_settle_by_their_own_references(
+    tmp_path: Path,
+) -> None:
+    """Two partial captures of one authorization and a refund are three lines, each
+    matched by the reference paycore sent for it; nothing is left unsettled."""
+    async with open_shop(tmp_path) as shop:
+        payment = await shop.pay(5000, capture=CaptureMethod.MANUAL)
+        await shop.capture(payment, 2000)
+        await shop.capture(payment, 1000)
+        await shop.refund(payment, 500)
+        text = shop.report(shop.today)
+        assert text.count("\nline,") == 3
+        result = await import_report(shop.store, PROCESSOR, text)
+        assert (result.matched, result.exceptions) == (3, {})
+        (only,) = await drift(shop.store)
+        assert (only.psp_balance, only.unsettled, only.drift) == (0, 0, 0)
         await assert_ledger_clean(shop.store)
 
 
