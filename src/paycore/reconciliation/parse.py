@@ -49,6 +49,8 @@ COLUMNS: Final = (
     "net",
 )
 LINE_TYPES: Final = frozenset({"capture", "refund", "chargeback"})
+# Types and currencies repeat on every line: keep one string object of each.
+_SHARED: Final = {s: s for s in (*LINE_TYPES, *CURRENCY_MINOR_UNITS)}
 _REFERENCE: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _BATCH: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,100}")
 _COUNT: Final = re.compile(r"0|[1-9][0-9]{0,11}")
@@ -180,6 +182,7 @@ def _head(n: int, batch: str, settled: str, payout: str) -> tuple[str, str, str]
 
 def _line(n: int, row: list[str]) -> ReportLine:
     _, _, _, _, kind, ref, pid, cur, count, gross, fee, net = row
+    kind, cur = _SHARED.get(kind, kind), _SHARED.get(cur, cur)  # one string per value
     if kind not in LINE_TYPES:
         raise ReportError(n, f"type {kind!r} is not one of {', '.join(sorted(LINE_TYPES))}")
     if not _REFERENCE.fullmatch(ref):

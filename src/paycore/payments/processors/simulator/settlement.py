@@ -22,6 +22,7 @@ exponent (``12.34`` EUR, ``1234`` JPY, ``1.234`` BHD); never floats.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -145,8 +146,8 @@ def settlement_report(
     for n in range(a.unknown):
         ref = f"unknown-{day.strftime('%Y%m%d')}-{n:05d}"
         amount = 100 + _hash(a, "unknown", ref) % 100_000
-        currency = currencies[n % len(currencies)]
-        lines.append(("capture", ref, f"{processor}_xx_{n:08d}", currency, amount, 0))
+        cur = currencies[n % len(currencies)]
+        lines.append(("capture", ref, f"{processor}_xx_{n:08d}", cur, amount, 0))
         injected["unknown"].append(ref)
     text = _render(batch_id, day, payout, lines, currency)
     return SettlementReport(text, batch_id, dict(injected))
@@ -191,9 +192,22 @@ def _render(
     return "\n".join(out) + "\n"
 
 
+# Each reference gets one 64-byte digest of (seed, reference); anomaly ``what`` reads its
+# own 8 bytes of it, so the draws are independent and cost one hash per line.
+_SLOTS: Final = {
+    w: i for i, w in enumerate(("late", "missing", "amount", "delta", "duplicate", "chargeback"))
+}
+
+
+@functools.lru_cache(maxsize=16)  # a line's draws come one after the other
+def _digest(seed: int, reference: str) -> bytes:
+    return hashlib.blake2b(f"{seed}:{reference}".encode(), digest_size=64).digest()
+
+
 def _hash(a: SettlementAnomalies, what: str, reference: str) -> int:
-    digest = hashlib.blake2b(f"{a.seed}:{what}:{reference}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
+    digest = _digest(a.seed, reference)
+    at = _SLOTS.get(what, 7) * 8
+    return int.from_bytes(digest[at : at + 8], "big")
 
 
 def _drawn(a: SettlementAnomalies, what: str, reference: str, rate: float) -> bool:
