@@ -167,6 +167,10 @@ async def test_a_bad_report_is_refused_and_changes_nothing(tmp_path: Path) -> No
         assert "line 2" in str(caught.value)
         assert await balances(shop.store) == before
         assert await list_exceptions(shop.store, PROCESSOR, status=None) == []
+        with pytest.raises(ReconciliationError) as bad_name:
+            await import_report(shop.store, "no:such", shop.report(shop.today))
+        assert bad_name.value.code == "invalid_processor"
+        assert await balances(shop.store) == before
 
 
 async def test_an_operator_resolves_an_exception_with_a_note(tmp_path: Path) -> None:

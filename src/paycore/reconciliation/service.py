@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from paycore.errors import ErrorCode
-from paycore.payments.accounts import parse_psp
+from paycore.payments.accounts import is_processor_name, parse_psp
 from paycore.reconciliation.book import account_requests, chain
 from paycore.reconciliation.match import (
     Expected,
@@ -57,7 +57,8 @@ __all__ = [
 
 
 class ReconciliationError(RuntimeError):
-    """An import that cannot go on (``code``: ``report_conflict``, ``booking_refused``)."""
+    """An import that cannot go on (``code``: ``invalid_processor``, ``report_conflict``,
+    ``booking_refused``); nothing was recorded."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -86,6 +87,10 @@ async def import_report(
     """Reconcile ``text`` (a settlement report of ``processor``); see the module docstring.
 
     ``after_booking`` runs between the bookings and the record (tests: a crash there)."""
+    if not is_processor_name(processor):
+        raise ReconciliationError(
+            "invalid_processor", f"processor {processor!r}: 1-24 chars of [A-Za-z0-9_-]"
+        )
     report = parse_report(text)
     digest = hashlib.sha256(text.encode()).hexdigest()
     reads = store.key_store.reconciliation
