@@ -1,5 +1,5 @@
 """The ``paycore`` command: ``demo``, ``serve``, ``keys``, ``worker``, ``events``, ``audit``,
-``migrate``, ``bench``.
+``migrate``, ``bench``, ``reconcile``.
 
 Each sub-command parses its options here, then runs an async core from
 ``paycore.ops`` (operator commands) or ``paycore.tools`` (demo, bench, local cluster)
@@ -98,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_keys_parser(sub)
     _add_events_parser(sub)
+    _add_reconcile_parser(sub)
 
     worker = sub.add_parser(
         "worker",
@@ -326,6 +327,92 @@ def _add_keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
             )
 
 
+def _add_reconcile_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    recon = sub.add_parser(
+        "reconcile",
+        help="import a processor's settlement report; list and resolve its exceptions",
+        description="Match a settlement report (CSV, docs/reconciliation.md) against the "
+        "ledger's captures and refunds, book fees, chargebacks and the payout as linked "
+        "transfers, and queue what does not match. Importing a report again changes "
+        "nothing. Exits 2 on a report that does not parse (nothing is changed).",
+    )
+    recon.add_argument("--processor", help="the processor's name (as in the settings)")
+    recon.add_argument("--report", type=Path, help="the settlement report file (CSV)")
+    recon.add_argument(
+        "--tolerance",
+        type=int,
+        default=0,
+        help="a line's gross this many minor units from ours still matches (0)",
+    )
+    recon.add_argument(
+        "--grace-days",
+        type=int,
+        default=1,
+        help="days a capture may be late before it is missing_in_report (1)",
+    )
+    recon.add_argument("--json", action="store_true", help="print the result as JSON")
+    recon.add_argument("--config", type=Path, help="TOML settings file")
+    recon.add_argument("--data-dir", help="override the data directory")
+    recon.set_defaults(handler=_reconcile, action=None)
+    actions = recon.add_subparsers(dest="action", metavar="ACTION")
+    listing = actions.add_parser(
+        "exceptions",
+        help="list a processor's exception queue",
+        description="List the open exceptions of a processor (--all: resolved ones too).",
+    )
+    listing.add_argument("--processor", required=True, help="the processor's name")
+    listing.add_argument("--all", action="store_true", help="resolved exceptions too")
+    listing.add_argument("--json", action="store_true", help="print the rows as JSON")
+    resolve = actions.add_parser(
+        "resolve",
+        help="resolve an exception with a note",
+        description="Mark an open exception resolved with an operator's note (a resolved "
+        "one keeps its first note). Exits 2 for an unknown id.",
+    )
+    resolve.add_argument("exception_id", metavar="EXC_ID", help="the exception's id")
+    resolve.add_argument("--note", required=True, help="what the operator did or found")
+    for action in (listing, resolve):
+        action.add_argument("--config", type=Path, help="TOML settings file")
+        action.add_argument("--data-dir", help="override the data directory")
+        action.set_defaults(handler=_reconcile)
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from rich.markup import escape  # noqa: PLC0415
+
+    from paycore.ops import reconcile  # noqa: PLC0415
+    from paycore.reconciliation import Rules  # noqa: PLC0415
+
+    errors = Console(stderr=True, highlight=False)
+    settings = _settings(args.config, data_dir=args.data_dir)
+    console = _console()
+    if args.action == "exceptions":
+        return asyncio.run(
+            reconcile.run_exceptions(
+                settings, console, args.processor, everything=args.all, json=args.json
+            )
+        )
+    if args.action == "resolve":
+        return asyncio.run(reconcile.run_resolve(settings, console, args.exception_id, args.note))
+    if args.processor is None or args.report is None:
+        errors.print("[red]error:[/] reconcile needs --processor and --report")
+        return 2
+    if args.tolerance < 0 or args.grace_days < 0:
+        errors.print("[red]error:[/] --tolerance and --grace-days must be 0 or more")
+        return 2
+    try:
+        text = args.report.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        errors.print(f"[red]error:[/] cannot read {escape(f'{args.report}: {exc}')}")
+        return 2
+    rules = Rules(tolerance=args.tolerance, grace_days=args.grace_days)
+    return asyncio.run(
+        reconcile.run_import(
+            settings, console, args.processor, args.report, text, rules=rules, json=args.json
+        )
+    )
+
+
 def _add_events_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     events = sub.add_parser(
         "events",
@@ -542,6 +629,8 @@ def _audit(args: argparse.Namespace) -> int:
         save_checkpoint,
         verified_heads,
     )
+    from paycore.ops.reconcile import print_drift  # noqa: PLC0415
+    from paycore.reconciliation import drift_of  # noqa: PLC0415
 
     console = _console()
     settings = _settings(args.config, data_dir=args.data_dir)
@@ -587,6 +676,7 @@ def _audit(args: argparse.Namespace) -> int:
                 else:
                     console.print(f"audit of {specs[0].path or specs[0].name}")
                     print_report(report, console)
+                    print_drift(await drift_of(stores, store), console)
                 keep_checkpoint({name: report})
                 return 0 if report.ok else 1
             cluster = await audit_cluster(
@@ -596,6 +686,7 @@ def _audit(args: argparse.Namespace) -> int:
                 max_violations=args.max_violations,
                 checkpoints=recorded,
             )
+            drifts = [] if args.json else await drift_of(stores, stores[specs[0].name])
         finally:
             for store in stores.values():
                 await store.stop()
@@ -604,6 +695,7 @@ def _audit(args: argparse.Namespace) -> int:
         else:
             console.print(f"audit of {len(stores)} shards: {', '.join(stores)}")
             print_cluster_report(cluster, console)
+            print_drift(drifts, console)
         keep_checkpoint(cluster.shards)
         return 0 if cluster.ok else 1
 

@@ -30,6 +30,7 @@ LAYERS = (
     "paycore.cluster",
     "paycore.fx",  # currency exchange: below payments, which settle through conversions
     "paycore.payments",
+    "paycore.reconciliation",  # settlement reports: matches payments, books their psp: accounts
     "paycore.events",
     "paycore.workers",
     "paycore.api",

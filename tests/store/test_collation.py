@@ -55,6 +55,15 @@ C_COLUMNS = {
     ("webhook_endpoints", "tenant"),
     ("fx_quotes", "id"),  # 0019
     ("fx_quotes", "tenant"),
+    ("reconciliation_reports", "processor"),  # 0020
+    ("reconciliation_reports", "batch_id"),
+    ("reconciliation_settled", "processor"),
+    ("reconciliation_settled", "reference"),
+    ("reconciliation_settled", "batch_id"),
+    ("reconciliation_exceptions", "id"),
+    ("reconciliation_exceptions", "processor"),
+    ("reconciliation_exceptions", "batch_id"),
+    ("reconciliation_exceptions", "reference"),
     ("payment_events", "only_endpoint"),
     ("chain_locks", "pending_id"),
     ("chain_locks", "chain_id"),

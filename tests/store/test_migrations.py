@@ -35,6 +35,7 @@ MIGRATIONS = [
     "0017_admin_api.sql",
     "0018_event_stream.sql",
     "0019_fx_quotes.sql",
+    "0020_reconciliation.sql",
 ]
 
 

@@ -14,14 +14,18 @@ prefix          what carries it                                              who
 ``fx:``         accounts ``fx:liquidity:<CUR>`` (the house's position in a     fx
                 currency) and ``fx:revenue:<CUR>`` (spreads earned)
 ``fx.``         transfers of currency conversions, ``fx.<quote id>.<leg>``    fx
+``recon:``      accounts ``recon:<role>:<processor>:<CUR>`` (role: ``bank``,  reconciliation
+                ``fees``, ``chargebacks``, ``suspense``)
+``rc.``         transfers of settlement reports, ``rc.<batch hash>.<leg>``    reconciliation
 ``paycore:``    metadata keys (``paycore:xs`` marks a saga's transfers)      settlement
 =============== ============================================================ ==========
 
 An account id or a transfer id starting with any of the id prefixes is refused from a
 client with ``invalid_request`` (payments pass ``internal`` for their own ``pm.`` ids,
 conversions for their ``fx.`` ones); so is a metadata key starting with ``paycore:``.
-The FX accounts are made by paycore itself, as the system tenant: the only account
-requests with a reserved id that are let through (``refusal_of_account``).
+The FX and reconciliation accounts are made by paycore itself, as the system tenant: the
+only account requests with a reserved id that are let through (``refusal_of_account``);
+the reconciliation's transfers pass ``internal`` like the payments'.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ __all__ = [
     "METADATA_PREFIX",
     "PAYMENT_TRANSFER_PREFIX",
     "PSP_PREFIX",
+    "RECON_ACCOUNT_PREFIX",
+    "RECON_TRANSFER_PREFIX",
     "RESERVED_ID_PREFIXES",
     "SAGA_KEY",
     "SETTLEMENT_TRANSFER_PREFIX",
@@ -63,6 +69,8 @@ SETTLEMENT_TRANSFER_PREFIX: Final = "xs."
 PAYMENT_TRANSFER_PREFIX: Final = SYSTEM_HOLD_PREFIX  # "pm."
 FX_ACCOUNT_PREFIX: Final = "fx:"
 FX_TRANSFER_PREFIX: Final = "fx."
+RECON_ACCOUNT_PREFIX: Final = "recon:"
+RECON_TRANSFER_PREFIX: Final = "rc."
 METADATA_PREFIX: Final = "paycore:"
 SAGA_KEY: Final = SETTLEMENT_METADATA_KEY
 RESERVED_ID_PREFIXES: Final = (
@@ -72,6 +80,8 @@ RESERVED_ID_PREFIXES: Final = (
     PAYMENT_TRANSFER_PREFIX,
     FX_ACCOUNT_PREFIX,
     FX_TRANSFER_PREFIX,
+    RECON_ACCOUNT_PREFIX,
+    RECON_TRANSFER_PREFIX,
 )
 # Every prefix any check below refuses, for its fast path.
 _ANY_RESERVED: Final = (*RESERVED_ID_PREFIXES,)
@@ -124,7 +134,9 @@ def reserved_account_id(account_id: str) -> str | None:
 def refusal_of_account(request: AccountRequest) -> str | None:
     """Why this account may not be created (None: it may): a reserved id, unless it is
     one of the FX accounts that paycore makes for itself (system tenant)."""
-    if request.tenant == SYSTEM_TENANT and request.id.startswith(FX_ACCOUNT_PREFIX):
+    if request.tenant == SYSTEM_TENANT and request.id.startswith(
+        (FX_ACCOUNT_PREFIX, RECON_ACCOUNT_PREFIX)
+    ):
         return None
     return reserved_account_id(request.id)
 
@@ -154,6 +166,8 @@ def refusal_of_client_item(
             return _E.INVALID_REQUEST, "ids starting with 'fx.' are reserved for conversions"
         if (r.pending_id or "").startswith(FX_TRANSFER_PREFIX):
             return _E.INVALID_REQUEST, "holds starting with 'fx.' belong to conversions"
+        if r.id.startswith(RECON_TRANSFER_PREFIX):
+            return _E.INVALID_REQUEST, "ids starting with 'rc.' are reserved for reconciliation"
         if r.id.startswith(PAYMENT_TRANSFER_PREFIX):
             return _E.INVALID_REQUEST, "ids starting with 'pm.' are reserved for payments"
         if (r.pending_id or "").startswith(PAYMENT_TRANSFER_PREFIX):
@@ -163,6 +177,8 @@ def refusal_of_client_item(
             return _E.INVALID_REQUEST, "accounts starting with 'psp:' are reserved for payments"
         if account_id is not None and account_id.startswith(FX_ACCOUNT_PREFIX) and not internal:
             return _E.INVALID_REQUEST, "accounts starting with 'fx:' are reserved for conversions"
+        if account_id is not None and account_id.startswith(RECON_ACCOUNT_PREFIX) and not internal:
+            return _E.INVALID_REQUEST, "accounts starting with 'recon:' are reserved"
         if account_id is not None and account_id.startswith(CLEARING_PREFIX):
             return _E.INVALID_REQUEST, "clearing accounts are reserved for settlement"
     return None

@@ -62,7 +62,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from paycore.cluster import placement, read_views, saga_plan
 from paycore.cluster.batch_cuts import chains_across, run_segments
@@ -105,6 +105,7 @@ from paycore.storage.payments import (
     PaymentWrite,
     PurgePaymentEvents,
 )
+from paycore.storage.reconciliation import RecordReport, ResolveException
 from paycore.storage.store import Command, ShardStore
 from paycore.storage.webhook_endpoints import EndpointCommand
 
@@ -116,6 +117,10 @@ _E = ErrorCode
 # How long the rows of a saga stay leased to the request that wrote them: past that (a
 # crashed node, a shard that did not answer), the relay finishes the saga.
 DRIVE_LEASE_SECONDS = 5.0
+# Commands of what lives on the key shard (API keys, endpoints, FX quotes, reconciliation).
+_KEY_SHARD_COMMANDS: Final = (
+    KeyCommand | EndpointCommand | CreateFxQuote | RecordReport | ResolveException
+)
 
 
 class ShardedStore:
@@ -212,7 +217,7 @@ class ShardedStore:
         if isinstance(command, PaymentWrite | ClaimPaymentEvents | AckPaymentEvents):
             # The payments layer placed its rows: the command names their shard.
             return await self.shards[command.shard].execute(command)
-        if isinstance(command, KeyCommand | EndpointCommand | CreateFxQuote):  # the key shard
+        if isinstance(command, _KEY_SHARD_COMMANDS):  # the key shard
             return await self.shards[self.key_shard].execute(command)
         if isinstance(command, EnqueueEvent | RedeliverEvent):  # the event's own shard
             return await self.shards[command.shard].execute(command)
@@ -253,7 +258,7 @@ class ShardedStore:
     async def execute_idempotent(
         self, command: Command, idempotency: Idempotency
     ) -> tuple[StoredResponse, bool]:
-        if isinstance(command, KeyCommand | EndpointCommand | CreateFxQuote):
+        if isinstance(command, _KEY_SHARD_COMMANDS):
             return await self._idempotent_on(self.key_shard, command, idempotency)
         if isinstance(command, EnqueueEvent | RedeliverEvent):
             return await self._idempotent_on(command.shard, command, idempotency)

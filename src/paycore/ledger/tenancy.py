@@ -13,10 +13,11 @@ namespace and every id it answers back out of it:
 of another tenant can never be found, taken or timed: it is a different string.
 
 paycore's own ids are shared by every tenant and never prefixed: accounts starting
-with ``clearing:``, ``psp:`` or ``fx:`` (clearing, processor and FX accounts, which only
-``admin`` keys may read) and transfers starting with ``xs.``, ``pm.`` or ``fx.`` (the
-cross-shard settlement's, the payments' and the conversions' steps, shown to the tenant
-whose account they touch; a conversion's ids hold its random quote id).
+with ``clearing:``, ``psp:``, ``fx:`` or ``recon:`` (clearing, processor, FX and
+reconciliation accounts, which only ``admin`` keys may read) and transfers starting with
+``xs.``, ``pm.``, ``fx.`` or ``rc.`` (the cross-shard settlement's, the payments', the
+conversions' and the settlement reports' steps, shown to the tenant whose account they
+touch; a conversion's ids hold its random quote id).
 No client may create an id of these forms (the router refuses them), so leaving them
 unprefixed gives no tenant a way into another's namespace; it keeps a tenant's answers
 for them the same as the default tenant's (a read of its payment's ledger transfer, a
@@ -48,8 +49,8 @@ SEPARATOR: Final = "/"
 # The router refuses clients every id of these forms (``cluster.namespaces``:
 # ``reserved_account_id``, ``refusal_of_client_item``), on one shard too: only
 # then may they be shared by all tenants. tests/api/test_tenant_ids.py checks it.
-SYSTEM_ACCOUNT_PREFIXES: Final = ("clearing:", "psp:", "fx:")
-SYSTEM_TRANSFER_PREFIXES: Final = ("xs.", "pm.", "fx.")
+SYSTEM_ACCOUNT_PREFIXES: Final = ("clearing:", "psp:", "fx:", "recon:")
+SYSTEM_TRANSFER_PREFIXES: Final = ("xs.", "pm.", "fx.", "rc.")
 
 
 def id_prefix(tenant: str) -> str:

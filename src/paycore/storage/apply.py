@@ -71,6 +71,10 @@ from paycore.storage.fx_quotes import CreateFxQuote, apply_fx_command
 from paycore.storage.group_commit import Job
 from paycore.storage.keys import KeyCommand, apply_key_command
 from paycore.storage.payments import PaymentCommand, apply_payment_command
+from paycore.storage.reconciliation import (
+    ReconciliationCommand,
+    apply_reconciliation_command,
+)
 from paycore.storage.saga_holds import load_saga_holds
 from paycore.storage.store import Command
 from paycore.storage.tx import GroupClock, LedgerTx, WriteSession
@@ -747,5 +751,9 @@ _HANDLERS: dict[type, _Handler] = {
     **dict.fromkeys(get_args(DeliveryCommand), apply_delivery_command),
     AdvanceStreamCursor: apply_stream_command,
     CreateFxQuote: lambda tx, clock, command: apply_fx_command(tx, command),
+    **dict.fromkeys(
+        get_args(ReconciliationCommand),
+        lambda tx, clock, command: apply_reconciliation_command(tx, command),
+    ),
 }
 HANDLED_ELSEWHERE: Final = (CreateTransfers, AdvanceFence)

@@ -96,6 +96,7 @@ from paycore.storage.listing import (
 )
 from paycore.storage.migrations import outdated_schema_error
 from paycore.storage.payments import PaymentReads
+from paycore.storage.reconciliation import ReconciliationReads
 from paycore.storage.saga_holds import save_saga_holds
 from paycore.storage.store import Command, SingleShard
 from paycore.storage.usage import ShardUsage, count_rows
@@ -627,6 +628,7 @@ class PostgresStore(SingleShard):
         self.keys = ApiKeyReads(self._fetch_rows)
         self.webhook_endpoints = WebhookEndpointReads(self._fetch_rows)
         self.fx_quotes = FxQuoteReads(self._fetch_rows)
+        self.reconciliation = ReconciliationReads(self._fetch_rows)
         self.deliveries = DeliveryReads(self._fetch_rows)
         self.event_stream = EventStreamReads(self._fetch_rows)
         # The list endpoints' reads (paycore.storage.listing), payments' included.

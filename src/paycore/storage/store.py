@@ -26,6 +26,7 @@ from paycore.storage.fx_quotes import FxQuoteCommand, FxQuoteReads
 from paycore.storage.keys import ApiKeyReads, KeyCommand
 from paycore.storage.listing import AccountFilter, ListPage, ListReads, Page, TransferFilter
 from paycore.storage.payments import PaymentCommand, PaymentReads
+from paycore.storage.reconciliation import ReconciliationCommand, ReconciliationReads
 from paycore.storage.usage import ShardUsage
 from paycore.storage.webhook_endpoints import EndpointCommand, WebhookEndpointReads
 
@@ -42,6 +43,7 @@ Command = (
     | DeliveryCommand
     | StreamCommand
     | FxQuoteCommand
+    | ReconciliationCommand
 )
 
 
@@ -140,6 +142,7 @@ class ShardStore(Store, Protocol):
     deliveries: DeliveryReads
     event_stream: EventStreamReads
     fx_quotes: FxQuoteReads
+    reconciliation: ReconciliationReads
     lists: ListReads
 
     async def usage(self) -> ShardUsage:

@@ -18,6 +18,8 @@ Endpoints (JSON bodies; every answer names the ``processor``)::
     GET  /v1/operations/{ref}                   status of any operation by our reference
     GET  /admin/config   PUT /admin/config      behaviour (PUT: any subset of the fields)
     GET  /admin/stats    POST /admin/reset      counters; reset drops records and counters
+    GET  /reports/settlement?date=YYYY-MM-DD    the day's settlement report (CSV), with
+                                                seeded anomalies by query (``settlement``)
     GET  /healthz                               {processor, status, down}
 
 Answers: 200 done; 402 declined (``decline_code``); 422 refused (``decline_code``:

@@ -16,6 +16,7 @@ import socket
 import sys
 from collections import Counter
 from collections.abc import Callable
+from datetime import date, timedelta
 from typing import Any, Final
 
 import msgspec
@@ -25,6 +26,10 @@ from litestar.params import FromPath
 
 from paycore.payments.processors.simulator.book import AcquirerBook, Answer
 from paycore.payments.processors.simulator.config import Behaviour, Fault, SimulatorConfig
+from paycore.payments.processors.simulator.settlement import (
+    SettlementAnomalies,
+    settlement_report,
+)
 
 __all__ = ["Simulator", "answer_headers", "create_app", "serve"]
 
@@ -55,6 +60,11 @@ class Simulator:
             "records": len(self.book),
             "in_flight": self.in_flight,
         }
+
+    def settlement(self, day: date, anomalies: SettlementAnomalies) -> str:
+        """The settlement report of ``day`` as CSV (see ``settlement.settlement_report``)."""
+        yesterday = self.book.settled(day - timedelta(days=1))
+        return settlement_report(self.name, day, self.book.settled(day), yesterday, anomalies).text
 
     def reset(self) -> None:
         self.book.clear()
@@ -190,6 +200,20 @@ def create_app(name: str, config: SimulatorConfig, *, seed: int | None = None) -
         log.info("%s: records and counters cleared", name)
         return Response(_ENCODER.encode(sim.stats()), media_type=_JSON)
 
+    @get("/reports/settlement")
+    async def settlement(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """The day's settlement report (CSV); query: ``date=YYYY-MM-DD`` and any field
+        of ``SettlementAnomalies`` (``seed``, ``missing``, ``duplicate``...)."""
+        query = dict(request.query_params)
+        try:
+            day = date.fromisoformat(query.pop("date", ""))
+            anomalies = msgspec.convert(query, SettlementAnomalies, strict=False)
+        except (msgspec.ValidationError, ValueError) as exc:
+            body = {"processor": name, "error": "invalid_request", "message": str(exc)}
+            return Response(_ENCODER.encode(body), status_code=400, media_type=_JSON)
+        text = sim.settlement(day, anomalies)
+        return Response(text.encode(), media_type="text/csv; charset=utf-8")
+
     @get("/healthz")
     async def healthz() -> Response[bytes]:
         body = {"processor": name, "status": "ok", "down": sim.behaviour.is_down()}
@@ -206,6 +230,7 @@ def create_app(name: str, config: SimulatorConfig, *, seed: int | None = None) -
         put_config,
         stats,
         reset,
+        settlement,
         healthz,
     ]
     app = Litestar(route_handlers=handlers, openapi_config=None, logging_config=None)

@@ -46,6 +46,7 @@ from paycore.payments.processors.simulator.cards import (
     destination_behaviour,
     mask,
 )
+from paycore.payments.processors.simulator.settlement import SettledItem
 
 __all__ = [
     "AcquirerBook",
@@ -159,6 +160,8 @@ class _Record:
     voided: bool = False
     void_answer: Answer | None = None
     hangs: bool = False  # the timeout test card: every answer about it hangs
+    day: date | None = None  # the day it was done (settlement reports group by it)
+    auto_captured: bool = False  # an authorization captured at once (capture: true)
 
 
 class AcquirerBook:
@@ -208,6 +211,8 @@ class AcquirerBook:
             card=CardOut(last4=card.number[-4:], brand=brand_of(card.number)),
             captured=request.amount if request.capture and decline is None else 0,
             hangs=behaviour is CardBehaviour.TIMEOUT,
+            day=self._today(),
+            auto_captured=request.capture and decline is None,
         )
         record.answer = Answer(402 if decline else 200, self._describe(record), hang=record.hangs)
         self._records[record.reference] = record
@@ -311,6 +316,26 @@ class AcquirerBook:
         self._records[record.reference] = record
         return record.answer
 
+    def settled(self, day: date) -> list[SettledItem]:
+        """What the acquirer settles for ``day``: every approved capture (an authorization
+        captured at once included) and refund done that day, in the order they were done."""
+        items: list[SettledItem] = []
+        for record in self._records.values():
+            if record.day != day or record.declined is not None:
+                continue
+            if record.kind == "capture" or (
+                record.kind == "authorization" and record.auto_captured
+            ):
+                kind = "capture"
+            elif record.kind == "refund":
+                kind = "refund"
+            else:
+                continue
+            items.append(
+                SettledItem(kind, record.reference, record.id, record.currency, record.amount)
+            )
+        return items
+
     def status(self, reference: str) -> Answer:
         """The current state of the operation ``reference``: 200, or 404 ``not_found``."""
         record = self._records.get(reference)
@@ -373,6 +398,7 @@ class AcquirerBook:
             answer=_PLACEHOLDER,
             declined=refusal,
             parent=parent.reference,
+            day=self._today(),
         )
         record.answer = Answer(422 if refusal else 200, self._describe(record))
         self._records[reference] = record
