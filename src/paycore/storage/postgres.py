@@ -98,7 +98,7 @@ from paycore.storage.migrations import outdated_schema_error
 from paycore.storage.payments import PaymentReads
 from paycore.storage.saga_holds import save_saga_holds
 from paycore.storage.store import Command, SingleShard
-from paycore.storage.usage import ShardUsage, count_rows
+from paycore.storage.usage import ShardBacklog, ShardUsage, count_rows, read_backlog
 from paycore.storage.webhook_endpoints import WebhookEndpointReads
 
 __all__ = [
@@ -837,6 +837,9 @@ class PostgresStore(SingleShard):
         accounts, transfers, open_sagas = await count_rows(self._fetch_rows)
         rows = await self._fetch("SELECT pg_database_size(current_database())", ())
         return ShardUsage(accounts, transfers, open_sagas, int(rows[0][0]))
+
+    async def backlog(self, *, stream: bool = False) -> ShardBacklog:
+        return await read_backlog(self._fetch_rows, self.clock(), stream=stream)
 
     async def ping(self) -> None:
         await self._fetch("SELECT 1", ())
