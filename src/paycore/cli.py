@@ -143,6 +143,13 @@ def _parser() -> argparse.ArgumentParser:
         "cannot change it; see docs/audit-trail.md)",
     )
     audit.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="FILE",
+        help="also write the outcome to FILE in node_exporter's textfile format "
+        "(paycore_audit_violations, for the alert rules; see docs/observability.md)",
+    )
+    audit.add_argument(
         "--stuck",
         type=float,
         default=None,
@@ -533,6 +540,7 @@ def _audit(args: argparse.Namespace) -> int:
         save_checkpoint,
         verified_heads,
     )
+    from paycore.ops.audit_metrics import export_audit  # noqa: PLC0415
 
     console = _console()
     settings = _settings(args.config, data_dir=args.data_dir)
@@ -579,6 +587,7 @@ def _audit(args: argparse.Namespace) -> int:
                     console.print(f"audit of {specs[0].path or specs[0].name}")
                     print_report(report, console)
                 keep_checkpoint({name: report})
+                export_audit(args.metrics_file, {name: report}, cross_shard=None, ok=report.ok)
                 return 0 if report.ok else 1
             cluster = await audit_cluster(
                 stores,
@@ -596,6 +605,8 @@ def _audit(args: argparse.Namespace) -> int:
             console.print(f"audit of {len(stores)} shards: {', '.join(stores)}")
             print_cluster_report(cluster, console)
         keep_checkpoint(cluster.shards)
+        cross = len(cluster.violations)
+        export_audit(args.metrics_file, cluster.shards, cross_shard=cross, ok=cluster.ok)
         return 0 if cluster.ok else 1
 
     return asyncio.run(run())
