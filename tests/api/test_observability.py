@@ -20,11 +20,13 @@ import yaml
 from litestar.testing import AsyncTestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.nodes import SHARDS, SharedShards, running_node
 from api.support import ManualClock
 from backends import AnyStore, LedgerDatabase
 from paycore.api import create_app
 from paycore.config import EventStreamConfig, Settings
 from paycore.errors import UnavailableError
+from paycore.locks import LocalLockService
 from paycore.ops.audit import AuditReport
 from paycore.ops.audit_metrics import audit_metrics_text
 from paycore.tools.local_cluster.toolbox import default_tools_dir
@@ -345,3 +347,41 @@ async def test_a_node_without_jobs_exports_no_leadership(
         text = await _scrape(client)
     assert _value(text, "paycore_job_leader") is None
     assert "paycore_event_stream_lag_seconds" not in text  # no [events]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_of_two_nodes_only_the_leader_shows_each_job_led(
+    shared_shards: SharedShards,
+) -> None:
+    """Two nodes campaign for every job of four shards over one lock service: for each
+    job and shard exactly one node's ``paycore_job_leader`` is 1 and the other's 0, and
+    both report every shard up."""
+    settings = shared_shards.settings()
+    locks = LocalLockService()
+    async with (
+        running_node(settings, locks=locks, start_workers=True) as first,
+        running_node(settings, locks=locks, start_workers=True) as second,
+    ):
+        async with asyncio.timeout(10):
+            while True:
+                texts = [(await n.client.get("/metrics")).text for n in (first, second)]
+                led = [_leaders(text) for text in texts]
+                jobs = set(led[0]) | set(led[1])
+                if len(jobs) == 16 and all(led[0][j] + led[1][j] == 1 for j in jobs):
+                    break
+                await asyncio.sleep(0.05)
+    assert {shard for _, shard in jobs} == set(SHARDS)
+    assert {job for job, _ in jobs} == {"relay", "maintenance", "payments", "webhooks"}
+    for text in texts:
+        for shard in SHARDS:
+            assert _value(text, "paycore_shard_up", shard=shard) == 1
+            assert _value(text, "paycore_saga_backlog", shard=shard) == 0
+
+
+def _leaders(text: str) -> dict[tuple[str, str], float]:
+    return {
+        (s.labels["job"], s.labels["shard"]): float(s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "paycore_job_leader"
+    }
