@@ -34,7 +34,7 @@ from backends import (
     StoreFactory,
 )
 
-pytest_plugins = ["fix_nats", "fix_postgres", "fix_redis"]
+pytest_plugins = ["fix_logs", "fix_nats", "fix_postgres", "fix_redis"]
 
 settings.register_profile(
     "ci",

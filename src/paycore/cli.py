@@ -33,7 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     # Every line of the process (paycore's, uvicorn's, the libraries') in one format.
-    logs.configure(getattr(args, "log_level", "warning"), getattr(args, "log_format", "console"))
+    logs.configure(
+        getattr(args, "log_level", "warning"),
+        getattr(args, "log_format", "console"),
+        access_log=getattr(args, "access_log", False),
+    )
     status: int = args.handler(args)
     return status
 
@@ -256,6 +260,11 @@ def _add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     serve.add_argument("--host", help="override the listen address")
     serve.add_argument("--port", type=int, help="override the port")
     _add_log_options(serve)
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="one log line per request (method, path, status, duration, request id, tenant)",
+    )
     serve.add_argument(
         "--open",
         action="store_true",

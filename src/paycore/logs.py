@@ -24,7 +24,7 @@ from typing import IO, Any, Final
 
 import structlog
 
-__all__ = ["FORMATS", "LEVELS", "bind", "bound", "configure", "unbind"]
+__all__ = ["ACCESS_LOGGER", "FORMATS", "LEVELS", "bind", "bound", "configure", "unbind"]
 
 FORMATS: Final = ("console", "json")
 LEVELS: Final = ("debug", "info", "warning", "error", "critical")
@@ -32,6 +32,8 @@ LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 NOISY_LIBRARIES: Final = ("httpx", "httpcore", "stamina", "asyncio", "hpack", "psycopg.pool")
 
 _HANDLER_NAME: Final = "paycore"
+# The line per HTTP request (``paycore.api.metrics``).
+ACCESS_LOGGER: Final = "paycore.access"
 
 
 def _level(name: str) -> int:
@@ -48,9 +50,16 @@ def _drop_color_message(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any
     return event
 
 
-def configure(level: str = "info", fmt: str = "console", *, stream: IO[str] | None = None) -> None:
+def configure(
+    level: str = "info",
+    fmt: str = "console",
+    *,
+    stream: IO[str] | None = None,
+    access_log: bool = True,
+) -> None:
     """Send every log record of this process to ``stream`` (stderr) as ``fmt``, at
-    ``level`` and above. Calling it again replaces what an earlier call installed."""
+    ``level`` and above; ``access_log``: the line per HTTP request too (logger
+    ``paycore.access``). Calling it again replaces what an earlier call installed."""
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {FORMATS}, not {fmt!r}")
     threshold = _level(level)
@@ -86,6 +95,7 @@ def configure(level: str = "info", fmt: str = "console", *, stream: IO[str] | No
     quiet = threshold if threshold <= logging.DEBUG else max(threshold, logging.WARNING)
     for name in NOISY_LIBRARIES:
         logging.getLogger(name).setLevel(quiet)
+    logging.getLogger(ACCESS_LOGGER).setLevel(logging.NOTSET if access_log else logging.WARNING)
     # uvicorn's loggers send their lines here rather than through handlers of their own.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)

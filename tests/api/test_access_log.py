@@ -4,36 +4,16 @@ and every line a request logs carries that id."""
 from __future__ import annotations
 
 import io
-import json
-import logging
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-import structlog
 from litestar.testing import AsyncTestClient
 
+from fix_logs import parsed
 from paycore import logs
 
 
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    libraries = {n: logging.getLogger(n).level for n in (*logs.NOISY_LIBRARIES, "uvicorn")}
-    buffer = io.StringIO()
-    logs.configure("info", "json", stream=buffer)
-    yield buffer
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
-    for name, level in libraries.items():
-        logging.getLogger(name).setLevel(level)
-    structlog.reset_defaults()
-
-
 def access_lines(buffer: io.StringIO) -> list[dict[str, Any]]:
-    parsed = [json.loads(line) for line in buffer.getvalue().splitlines() if line]
-    return [p for p in parsed if p.get("logger") == "paycore.access"]
+    return parsed(buffer, "paycore.access")
 
 
 async def test_each_request_has_one_access_line_with_its_id_and_tenant(
@@ -55,9 +35,47 @@ async def test_each_request_has_one_access_line_with_its_id_and_tenant(
     assert all(isinstance(line["duration_ms"], float) for line in lines)
 
 
+async def test_the_access_log_is_off_unless_asked_for(
+    client: AsyncTestClient[Any], log_lines: io.StringIO
+) -> None:
+    """Without ``--access-log`` (``access_log=False``) a request writes no line at info:
+    a server's stderr stays quiet under load unless its operator wants the lines."""
+    logs.configure("info", "json", stream=log_lines, access_log=False)
+    await client.get("/healthz")
+    assert access_lines(log_lines) == []
+
+
 async def test_warning_level_writes_no_access_line(
     client: AsyncTestClient[Any], log_lines: io.StringIO
 ) -> None:
     logs.configure("warning", "json", stream=log_lines)
     await client.get("/healthz")
     assert access_lines(log_lines) == []
+
+
+async def test_a_payments_access_lines_name_it(
+    client: AsyncTestClient[Any], log_lines: io.StringIO
+) -> None:
+    """The access lines of a payment's creation and capture carry its id (as the store
+    keeps it); the next request's line does not."""
+    created = await client.post("/v1/accounts", json={"id": "m-log", "currency": "USD"})
+    assert created.status_code == 201, created.text
+    card = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
+    body = {
+        "amount": 700,
+        "currency": "USD",
+        "merchant_account_id": "m-log",
+        "capture": "manual",
+        "source": {"card": card},
+    }
+    payment = await client.post("/v1/payments", json=body)
+    assert payment.status_code == 201, payment.text
+    payment_id = payment.json()["id"]
+    captured = await client.post(f"/v1/payments/{payment_id}/capture", json={})
+    assert captured.status_code == 200, captured.text
+    await client.get("/healthz")
+    lines = access_lines(log_lines)[1:]  # after the account's creation
+    assert [line["status"] for line in lines] == [201, 200, 200]
+    assert lines[0]["payment"].endswith(payment_id)
+    assert lines[1]["payment"].endswith(payment_id)
+    assert "payment" not in lines[2]

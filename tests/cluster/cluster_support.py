@@ -98,14 +98,27 @@ def write_config(path: Path, settings: Settings) -> Path:
             text = repr(value)
         return f"{key} = {text}\n"
 
+    def table(name: str, struct: msgspec.Struct) -> str:
+        """A ``[name]`` table; a dict field as its own ``[name.field]`` table."""
+        body, subtables = "", ""
+        for k, v in msgspec.structs.asdict(struct).items():
+            if isinstance(v, dict):
+                pairs = "".join(line(json.dumps(dk), dv) for dk, dv in v.items())
+                subtables += f"\n[{name}.{k}]\n{pairs}"
+            elif v is not None:
+                body += line(k, v)
+        return f"\n[{name}]\n{body}{subtables}"
+
     scalars: list[str] = []
     tables: list[str] = []
     for key, value in msgspec.structs.asdict(settings).items():
         if isinstance(value, tuple):
-            for table in value:
-                fields = msgspec.structs.asdict(table).items()
+            for item in value:
+                fields = msgspec.structs.asdict(item).items()
                 body = "".join(line(k, v) for k, v in fields if v is not None)
                 tables.append(f"\n[[{key}]]\n{body}")
+        elif isinstance(value, msgspec.Struct):  # [fx], [events]...
+            tables.append(table(key, value))
         elif value is not None:
             scalars.append(line(key, value))
     path.write_text("".join(scalars + tables))

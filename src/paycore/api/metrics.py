@@ -23,13 +23,13 @@ from paycore.api.idempotency import KeysInFlight
 from paycore.api.problems import status_of
 from paycore.api.request_id import request_id_of
 from paycore.api.state_metrics import JobsView, StateCollector
-from paycore.logs import bound, unbind
+from paycore.logs import ACCESS_LOGGER, bound, unbind
 from paycore.storage.store import Store
 
 __all__ = ["ApiMetrics", "MetricsMiddleware"]
 
-# One line per request at INFO (``--log-level warning`` turns it off).
-access_log = logging.getLogger("paycore.access")
+# One line per request at INFO, when asked for (``paycore serve --access-log``).
+access_log = logging.getLogger(ACCESS_LOGGER)
 
 _LATENCY_BUCKETS: Final = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -139,7 +139,9 @@ class MetricsMiddleware:
             try:
                 await self._timed(scope, receive, send)
             finally:
-                unbind("tenant")  # bound by the auth middleware, once it knows the key
+                # Bound inside the request: the tenant once the key is known, a new payment's
+                # id once it is made.
+                unbind("tenant", "payment")
 
     async def _timed(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
         method = scope["method"]

@@ -41,6 +41,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from paycore.config import Settings
+from paycore.logs import bind
 from paycore.payments.accounts import is_processor_name
 from paycore.payments.flows import capture as _capture
 from paycore.payments.flows import card as _card
@@ -217,11 +218,13 @@ class PaymentService:
     ) -> Reply:
         """Capture ``amount`` (default: all that is left) of an authorization; ``final``
         releases what is left after it. Several partial captures may follow each other."""
+        bind(payment=payment_id)  # this request's lines, its access line included
         work = UnitOfWork(self.context, keyed)
         return await _capture.capture(work, payment_id, amount, final=final)
 
     async def cancel(self, payment_id: str, *, keyed: Idempotency | None = None) -> Reply:
         """Release what an authorization holds (void at the processor, then the hold)."""
+        bind(payment=payment_id)
         return await _capture.cancel(UnitOfWork(self.context, keyed), payment_id)
 
     async def refund(
@@ -229,6 +232,7 @@ class PaymentService:
     ) -> Reply:
         """Give back ``amount`` (default: all that is left) of what a card payment
         captured; partial and several refunds never exceed it, pending ones included."""
+        bind(payment=payment_id)
         return await _refund.refund(UnitOfWork(self.context, keyed), payment_id, amount)
 
     async def payout(self, new: NewPayout, keyed: Idempotency | None = None) -> Reply:

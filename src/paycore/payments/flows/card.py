@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from paycore.errors import ErrorCode, PaycoreError, RequestError
+from paycore.logs import bind
 from paycore.payments.accounts import new_id
 from paycore.payments.cards import brand_of, check_card, tokenize
 from paycore.payments.flows.context import log
@@ -56,6 +57,8 @@ async def create_payment(work: UnitOfWork, new: NewPayment) -> Reply:
     if new.card is not None:
         check_card(new.card, today=datetime.fromtimestamp(ctx.clock() / NS, UTC).date())
     payment_id = seen.id if seen is not None else new_id("pay")
+    # On this request's lines from here on (the metrics middleware unbinds it at its end).
+    bind(payment=payment_id)
     resumed = seen is not None
     try:
         merchant = await ctx.open_account(new.merchant_account_id, new.currency, new.tenant)

@@ -8,6 +8,7 @@ from functools import partial
 from typing import Protocol, TypeVar
 
 from paycore.errors import ErrorCode, PaycoreError
+from paycore.logs import bound
 from paycore.payments.flows.capture import record_capture, record_void, release
 from paycore.payments.flows.card import record_authorization, record_give_back, send_give_back
 from paycore.payments.flows.context import Context, log
@@ -98,7 +99,8 @@ async def _pages(
 
 async def _guarded(report: ResolveReport, object_id: str, work: Awaitable[bool]) -> None:
     try:
-        done = await work
+        with bound(payment=object_id):  # a refund's or payout's id names its own row
+            done = await work
     except PaycoreError as exc:
         if exc.code is _E.FENCING_TOKEN_STALE:
             raise
