@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from rich.console import Console
@@ -146,6 +147,13 @@ def _parser() -> argparse.ArgumentParser:
         help="verify each shard's history chain still passes through the head recorded in "
         "FILE, then record the heads verified now (keep FILE where the database's writers "
         "cannot change it; see docs/audit-trail.md)",
+    )
+    audit.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="FILE",
+        help="also write the outcome to FILE in node_exporter's textfile format "
+        "(paycore_audit_violations, for the alert rules; see docs/observability.md)",
     )
     audit.add_argument(
         "--stuck",
@@ -614,6 +622,18 @@ def _events(args: argparse.Namespace) -> int:
 # -- audit -----------------------------------------------------------------------------
 
 
+def _audit_checkpoint(
+    path: Path | None, load: Callable[[Path], dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The heads recorded in the checkpoint ``path`` ({} without one); None, said on
+    stderr, when it cannot be read."""
+    try:
+        return {} if path is None else load(path)
+    except (OSError, ValueError, msgspec.DecodeError) as exc:
+        Console(stderr=True).print(f"[red]cannot read the checkpoint: {exc}[/]")
+        return None
+
+
 def _audit(args: argparse.Namespace) -> int:
     """Audit every shard of the topology; one shard prints (and --json gives) its own
     report, several shards the cross-shard report. Missing SQLite files are skipped."""
@@ -629,34 +649,30 @@ def _audit(args: argparse.Namespace) -> int:
         save_checkpoint,
         verified_heads,
     )
+    from paycore.ops.audit_metrics import export_audit  # noqa: PLC0415
     from paycore.ops.reconcile import print_drift  # noqa: PLC0415
     from paycore.reconciliation import drift_of  # noqa: PLC0415
 
     console = _console()
     settings = _settings(args.config, data_dir=args.data_dir)
     specs = [s for s in shard_specs(settings) if s.path is None or s.path.exists()]
-    if not specs:
-        Console(stderr=True).print(f"[red]no ledger in {settings.data_dir}[/]")
+    recorded = _audit_checkpoint(args.checkpoint, load_checkpoint)
+    if not specs or recorded is None:
+        if not specs:
+            Console(stderr=True).print(f"[red]no ledger in {settings.data_dir}[/]")
         return 2
     stuck = settings.saga_stuck_seconds if args.stuck is None else args.stuck
-    checkpoint_path: Path | None = args.checkpoint
-    try:
-        recorded = {} if checkpoint_path is None else load_checkpoint(checkpoint_path)
-    except (OSError, ValueError, msgspec.DecodeError) as exc:
-        Console(stderr=True).print(f"[red]cannot read the checkpoint: {exc}[/]")
-        return 2
 
     def keep_checkpoint(reports: dict[str, AuditReport]) -> None:
         """Record the heads verified now; a shard whose chain failed keeps its old one."""
-        if checkpoint_path is None:
-            return
-        heads = {**recorded, **verified_heads(reports)}
-        save_checkpoint(checkpoint_path, heads)
-        if not args.json:
-            console.print(
-                f"checkpoint {checkpoint_path}: {len(verified_heads(reports))} of "
-                f"{len(reports)} shard head(s) recorded"
-            )
+        if args.checkpoint is not None:
+            verified = verified_heads(reports)
+            save_checkpoint(args.checkpoint, {**recorded, **verified})
+            if not args.json:
+                console.print(
+                    f"checkpoint {args.checkpoint}: {len(verified)} of "
+                    f"{len(reports)} shard head(s) recorded"
+                )
 
     async def run() -> int:
         stores = {spec.name: shard_store(spec, settings) for spec in specs}
@@ -678,6 +694,7 @@ def _audit(args: argparse.Namespace) -> int:
                     print_report(report, console)
                     print_drift(await drift_of(stores, store), console)
                 keep_checkpoint({name: report})
+                export_audit(args.metrics_file, {name: report}, cross_shard=None, ok=report.ok)
                 return 0 if report.ok else 1
             cluster = await audit_cluster(
                 stores,
@@ -697,6 +714,9 @@ def _audit(args: argparse.Namespace) -> int:
             print_cluster_report(cluster, console)
             print_drift(drifts, console)
         keep_checkpoint(cluster.shards)
+        export_audit(
+            args.metrics_file, cluster.shards, cross_shard=len(cluster.violations), ok=cluster.ok
+        )
         return 0 if cluster.ok else 1
 
     return asyncio.run(run())

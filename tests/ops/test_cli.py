@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ops.support import post, transfer
 from paycore.cli import main
@@ -75,6 +76,29 @@ def test_audit_exits_1_on_a_doctored_ledger(
     out = capsys.readouterr().out
     assert "counter_mismatch" in out
     assert "w1" in out
+
+
+@pytest.mark.usefixtures("product_embedded_default")  # one shard file, as made here
+def test_audit_metrics_file_is_node_exporter_textfile(tmp_path: Path) -> None:
+    """``--metrics-file`` writes the violations, the verdict and the time of the run in
+    the text format node_exporter's textfile collector reads, clean or not."""
+    path = _make_ledger(tmp_path / "data")
+    metrics = tmp_path / "paycore_audit.prom"
+    command = ["audit", "--data-dir", str(tmp_path / "data"), "--metrics-file", str(metrics)]
+    assert main(command) == 0
+    families = {f.name: f for f in text_string_to_metric_families(metrics.read_text())}
+    assert [s.value for s in families["paycore_audit_violations"].samples] == [0]
+    assert families["paycore_audit_ok"].samples[0].value == 1
+    assert families["paycore_audit_last_run_timestamp_seconds"].samples[0].value > 0
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE accounts SET credits_posted = credits_posted + 5 WHERE id = 'w1'")
+    conn.close()
+    assert main(command) == 1
+    families = {f.name: f for f in text_string_to_metric_families(metrics.read_text())}
+    assert families["paycore_audit_violations"].samples[0].value > 0
+    assert families["paycore_audit_ok"].samples[0].value == 0
+    assert not list(tmp_path.glob(".*.tmp"))  # written through a renamed temporary file
 
 
 @pytest.mark.usefixtures("product_embedded_default")  # one shard file, as made here

@@ -633,7 +633,8 @@ async def test_the_migration_attributes_the_events_written_before_it(
 
 async def test_the_supervisor_runs_a_webhooks_job_per_shard(tmp_path: Path) -> None:
     """With ``[[webhooks]]`` configured, each shard gets a ``leader:webhooks:<shard>`` job
-    that sends its events (real clock, default schedule): every event arrives, signed."""
+    that sends its events (real clock, default schedule): every event arrives, signed, and
+    the supervisor counts each delivered (what ``/metrics`` exports)."""
     async with Receiver(time.time_ns) as receiver:
         settings = Settings(
             data_dir=str(tmp_path),
@@ -652,15 +653,22 @@ async def test_the_supervisor_runs_a_webhooks_job_per_shard(tmp_path: Path) -> N
                 await service.create_payment(card_payment(amount))
             await node.start()
             for _ in range(500):
-                if len(receiver.got) >= 3:
+                delivered = sum(t["delivered"] for t in node.webhook_totals().values())
+                if len(receiver.got) >= 3 and delivered >= 3:
                     break
                 await asyncio.sleep(0.02)
             jobs = {(j["job"], j["shard"]) for j in node.status()["jobs"] if j["leader"]}
+            totals = node.webhook_totals()
         finally:
             await node.stop()
             await store.stop()
     assert {("webhooks", shard) for shard in store.shards} <= jobs
     assert len(receiver.got) == 3
+    # What /metrics exports as paycore_webhook_events_total / _requests_total.
+    assert set(totals) == set(store.shards)
+    assert sum(t["delivered"] for t in totals.values()) == 3
+    assert sum(t["requests"] for t in totals.values()) == 3
+    assert sum(t["retried"] + t["failed"] for t in totals.values()) == 0
     assert all(r.signed and r.status == 200 for r in receiver.got)
     assert {r.event["data"]["object"]["amount"] for r in receiver.got} == {100, 200, 300}
 

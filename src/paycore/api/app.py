@@ -65,6 +65,9 @@ class _Workers:
             return {"jobs": [], "lock_backend_down": False}
         return self.supervisor.status()
 
+    def webhook_totals(self) -> dict[str, dict[str, int]]:
+        return {} if self.supervisor is None else self.supervisor.webhook_totals()
+
 
 def create_app(
     store: Store,
@@ -110,7 +113,8 @@ def create_app(
         locks=service,
         lock_seconds=settings.idempotency_lock_seconds,
     )
-    metrics = ApiMetrics(store, writes.in_flight)
+    workers = _Workers() if start_workers else None
+    metrics = ApiMetrics(store, writes.in_flight, jobs=workers, stream=settings.events is not None)
     middleware = [DefineMiddleware(MetricsMiddleware, metrics=metrics)]
     limiter: RateLimiter | None = None
     if settings.rate_limit_per_second > 0:
@@ -128,7 +132,6 @@ def create_app(
     api_keys = ApiKeys(store)
     # None in open mode: every request acts for tenant "default" with every scope.
     checked_keys = api_keys if settings.auth == "api_keys" else None
-    workers = _Workers() if start_workers else None
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:

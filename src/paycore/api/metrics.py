@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 from paycore.api.idempotency import KeysInFlight
 from paycore.api.problems import status_of
 from paycore.api.request_id import request_id_of
+from paycore.api.state_metrics import JobsView, StateCollector
 from paycore.logs import ACCESS_LOGGER, bound, unbind
 from paycore.storage.store import Store
 
@@ -68,7 +69,14 @@ class ApiMetrics:
     # too sent the parameter twice, which strict parsers refuse.
     content_type: Final = "text/plain; version=0.0.4"
 
-    def __init__(self, store: Store, in_flight: KeysInFlight) -> None:
+    def __init__(
+        self,
+        store: Store,
+        in_flight: KeysInFlight,
+        *,
+        jobs: JobsView | None = None,
+        stream: bool = False,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._requests = Counter(
             "paycore_http_requests",
@@ -84,6 +92,10 @@ class ApiMetrics:
             registry=self.registry,
         )
         self.registry.register(_StoreCollector(store, in_flight))
+        # The shards' backlog and the jobs' leadership (``jobs``: the node's, None: it runs
+        # none; ``stream``: the event stream's lag too), read by ``scrape``.
+        self.state = StateCollector(store, jobs=jobs, stream=stream)
+        self.registry.register(self.state)
         # Labelled children cached by key: ``labels()`` is the slow part of an observation.
         self._counters: dict[tuple[str, str, int], Any] = {}
         self._histograms: dict[tuple[str, str], Any] = {}
@@ -99,6 +111,11 @@ class ApiMetrics:
             histogram = self._latency.labels(method, route)
             self._histograms[(method, route)] = histogram
         histogram.observe(seconds)
+
+    async def scrape(self) -> bytes:
+        """Read the shards' state, then the exposition (``GET /metrics``)."""
+        await self.state.refresh()
+        return self.exposition()
 
     def exposition(self) -> bytes:
         # The app's own instruments, then the process-wide registry, where the processor

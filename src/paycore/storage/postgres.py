@@ -99,7 +99,7 @@ from paycore.storage.payments import PaymentReads
 from paycore.storage.reconciliation import ReconciliationReads
 from paycore.storage.saga_holds import save_saga_holds
 from paycore.storage.store import Command, SingleShard
-from paycore.storage.usage import ShardUsage, count_rows
+from paycore.storage.usage import ShardBacklog, ShardUsage, count_rows, read_backlog
 from paycore.storage.webhook_endpoints import WebhookEndpointReads
 
 __all__ = [
@@ -839,6 +839,9 @@ class PostgresStore(SingleShard):
         accounts, transfers, open_sagas = await count_rows(self._fetch_rows)
         rows = await self._fetch("SELECT pg_database_size(current_database())", ())
         return ShardUsage(accounts, transfers, open_sagas, int(rows[0][0]))
+
+    async def backlog(self, *, stream: bool = False) -> ShardBacklog:
+        return await read_backlog(self._fetch_rows, self.clock(), stream=stream)
 
     async def ping(self) -> None:
         await self._fetch("SELECT 1", ())

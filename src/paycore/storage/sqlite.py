@@ -88,7 +88,7 @@ from paycore.storage.payments import PaymentReads
 from paycore.storage.reconciliation import ReconciliationReads
 from paycore.storage.saga_holds import save_saga_holds
 from paycore.storage.store import Command, SingleShard
-from paycore.storage.usage import ShardUsage, count_rows
+from paycore.storage.usage import ShardBacklog, ShardUsage, count_rows, read_backlog
 from paycore.storage.webhook_endpoints import WebhookEndpointReads
 
 __all__ = [
@@ -698,6 +698,9 @@ class SQLiteStore(SingleShard):
         files = (self.path, Path(f"{self.path}-wal"))
         size = sum(f.stat().st_size for f in files if f.exists())
         return ShardUsage(accounts, transfers, open_sagas, size)
+
+    async def backlog(self, *, stream: bool = False) -> ShardBacklog:
+        return await read_backlog(self._fetch_rows, self.clock(), stream=stream)
 
     async def ping(self) -> None:
         self._read(lambda c: c.execute("SELECT 1").fetchone())

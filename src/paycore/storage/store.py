@@ -27,7 +27,7 @@ from paycore.storage.keys import ApiKeyReads, KeyCommand
 from paycore.storage.listing import AccountFilter, ListPage, ListReads, Page, TransferFilter
 from paycore.storage.payments import PaymentCommand, PaymentReads
 from paycore.storage.reconciliation import ReconciliationCommand, ReconciliationReads
-from paycore.storage.usage import ShardUsage
+from paycore.storage.usage import ShardBacklog, ShardUsage
 from paycore.storage.webhook_endpoints import EndpointCommand, WebhookEndpointReads
 
 __all__ = ["Command", "ShardStore", "SingleShard", "Store"]
@@ -147,6 +147,10 @@ class ShardStore(Store, Protocol):
 
     async def usage(self) -> ShardUsage:
         """Rows and bytes held (``paycore shards status``)."""
+
+    async def backlog(self, *, stream: bool = False) -> ShardBacklog:
+        """What waits here (``/metrics``): open sagas, open payments, undelivered webhook
+        events and, with ``stream``, the event stream's lag; index seeks only."""
 
 
 class SingleShard:

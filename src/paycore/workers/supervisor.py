@@ -165,6 +165,19 @@ class WorkerSupervisor:
         down = any(r.election.backend_down for r in self.runners)
         return {"jobs": jobs, "lock_backend_down": down}
 
+    def webhook_totals(self) -> dict[str, dict[str, int]]:
+        """Per shard, what this node's webhook sender did since it started (``/metrics``):
+        events ``delivered``, ``retried``, ``failed`` (given up), and POST ``requests``."""
+        return {
+            shard: {
+                "delivered": worker.delivered_total,
+                "retried": worker.retried_total,
+                "failed": worker.failed_total,
+                "requests": worker.attempts_total,
+            }
+            for shard, worker in self.webhooks.items()
+        }
+
     def _worker_of(self, runner: WorkerRunner) -> object:
         if runner.job == "relay":
             return self.relay

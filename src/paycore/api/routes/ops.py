@@ -156,6 +156,6 @@ def ops_routes(
     @get("/metrics", include_in_schema=False, opt=_PUBLIC)
     async def prometheus_metrics() -> Response[bytes]:
         """Prometheus text exposition."""
-        return Response(metrics.exposition(), media_type=metrics.content_type)
+        return Response(await metrics.scrape(), media_type=metrics.content_type)
 
     return [healthz, readyz, prometheus_metrics]
