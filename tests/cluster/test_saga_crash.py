@@ -193,9 +193,17 @@ async def _check_cluster(
         assert holders == wanted, (transfer_id, holders)
 
 
-async def _work_left(store: ShardedStore) -> int:
-    """Sagas with a step left, and chains prepared and not finished, over the shards."""
+async def _work_left(store: ShardedStore, *, audit_clean: bool) -> int:
+    """Sagas with a step left, and chains prepared and not finished, over the shards;
+    with ``audit_clean``, the cluster audit must accept the state the kill left (a state
+    the relay may be found in), before any recovery. Not yet for chains: the audit flags
+    a chain killed at its decision (clearing debits 0 where it expects the prepared
+    target legs) — to be looked at."""
     report = await audit_cluster(store.shards, stuck_seconds=3600)
+    if audit_clean:
+        assert report.ok, [*report.violations] + [
+            (name, r.kinds()) for name, r in report.shards.items() if not r.ok
+        ]
     chains = [await shard.execute(StaleChains(0.0)) for shard in store.shards.values()]
     return report.sagas_open + sum(len(c) for c in chains)
 
@@ -209,7 +217,7 @@ async def _recover_and_check(
     try:
         spec = KILL_POINTS[point]
         assert killed == f"killed after {spec.command} on {shard_of(store, spec.role)}"
-        left = await _work_left(store)
+        left = await _work_left(store, audit_clean=not scenario.startswith("chain"))
         if point in FINAL:
             assert left == 0, f"{point} was the last step, yet {left} left open"
         else:
