@@ -309,3 +309,21 @@ def test_the_balance_chart_holds_numbers_only() -> None:
     svg = balance_svg([(1, 10), (5, -4), (9, 7)])
     assert svg.startswith("<svg")
     assert re.fullmatch(r"[<>\w\s=\"./:,#\-]+", svg), svg
+
+
+async def test_every_console_page_needs_a_session(keyed: AsyncTestClient[Any]) -> None:
+    """Without a session, every console page sends the browser to the login form and
+    shows nothing; only the login form and the stylesheet answer."""
+    free = {"/console/login", "/console/static/{name:str}"}
+    paths = {
+        route.path
+        for route in keyed.app.routes
+        if route.path.startswith("/console") and "GET" in getattr(route, "methods", ())
+    }
+    assert "/console/payments/{payment_id:str}" in paths
+    for path in sorted(paths - free):
+        concrete = re.sub(r"\{[^}]+\}", "x1", path)
+        r = await keyed.get(concrete, follow_redirects=False)
+        assert r.status_code == 303, (path, r.text)
+        assert r.headers["location"] == "/console/login"
+        assert r.text == ""

@@ -405,9 +405,10 @@ def _ledger_routes(c: _Console) -> list[HTTPRouteHandler]:
         if view is None:
             return c.missing(request, who, "transfer", transfer_id)
         t = view.transfer
-        payment_id = None
-        if t.id.startswith("pm."):
-            payment_id = t.id[3:].rpartition(".")[0] or None
+        # A payment's ledger transfers are pm.<payment id>.<step> (refunds' and
+        # payouts' too, with their own ids: those have no page here yet).
+        owner = t.id[3:].rpartition(".")[0] if t.id.startswith("pm.") else ""
+        payment_id = owner if owner.startswith("pay_") else None
         return c.page(
             request, "transfer.html", who,
             view=view, t=t, client_id=ns.out(t.id), debit=ns.out(t.debit_account_id),
