@@ -169,7 +169,8 @@ async def test_post_forms_need_their_csrf_token(keyed: AsyncTestClient[Any], sto
     overview = await keyed.get("/console")
     token = _csrf(overview.text)
     session_id = keyed.cookies[SESSION_COOKIE]
-    for data in ({}, {"csrf": "x" + token[1:]}):
+    wrong = ("y" if token[0] == "x" else "x") + token[1:]
+    for data in ({}, {"csrf": wrong}):
         r = await keyed.post("/console/logout", data=data)
         assert r.status_code == 403
         assert (await keyed.get("/console", follow_redirects=False)).status_code == 200
@@ -327,3 +328,16 @@ async def test_every_console_page_needs_a_session(keyed: AsyncTestClient[Any]) -
         assert r.status_code == 303, (path, r.text)
         assert r.headers["location"] == "/console/login"
         assert r.text == ""
+
+
+async def test_a_csrf_token_sent_as_a_file_is_refused(
+    keyed: AsyncTestClient[Any], store: Store
+) -> None:
+    """A multipart form whose token is a file part is a 403, not a 500."""
+    admin = await _key(store, "alice", ADMIN)
+    keyed.cookies.clear()
+    await keyed.get("/console/login")
+    r = await keyed.post(
+        "/console/login", data={"api_key": admin}, files={"csrf": ("csrf", b"x", "text/plain")}
+    )
+    assert r.status_code == 403

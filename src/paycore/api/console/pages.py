@@ -187,6 +187,12 @@ def _home() -> Redirect:
     return Redirect(CONSOLE_PATH, status_code=303, headers=_HEADERS)
 
 
+def _field(form: Any, name: str) -> str | None:
+    """A form field's text; None when absent or not text (a file part)."""
+    value = form.get(name)
+    return value if isinstance(value, str) else None
+
+
 def _forbidden(request: Request[Any, Any, Any]) -> Template:
     return Template(
         template_name="forbidden.html",
@@ -223,11 +229,11 @@ def _session_routes(c: _Console) -> list[HTTPRouteHandler]:
     @post(f"{CONSOLE_PATH}/login", opt=_PUBLIC, include_in_schema=False, status_code=303)
     async def login(request: Request[Any, Any, Any]) -> Response[Any]:
         form = await request.form()
-        if not c.login_tokens.check(request.cookies.get(_LOGIN_COOKIE), form.get("csrf")):
+        if not c.login_tokens.check(request.cookies.get(_LOGIN_COOKIE), _field(form, "csrf")):
             return _forbidden(request)
         if c.open_mode:
             return _home()
-        key = str(form.get("api_key") or "").strip()
+        key = (_field(form, "api_key") or "").strip()
         try:
             principal = await c.api_keys.authenticate(f"Bearer {key}")
         except RequestError:
@@ -249,7 +255,7 @@ def _session_routes(c: _Console) -> list[HTTPRouteHandler]:
             return _home() if c.open_mode else _to_login()
         form = await request.form()
         session = who[1]
-        if not session.csrf_matches(form.get("csrf")):
+        if not session.csrf_matches(_field(form, "csrf")):
             return _forbidden(request)
         c.live.end(session.id)
         gone = Cookie(key=SESSION_COOKIE, value="", path=CONSOLE_PATH, max_age=0)
