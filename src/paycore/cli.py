@@ -250,6 +250,7 @@ def _add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "serve",
         help="serve the HTTP API (uvicorn, uvloop, httptools)",
         description="Serve the HTTP API (/v1, OpenAPI at /docs, /healthz, /readyz, /metrics) "
+        "and the operator console (/console, for admin keys) "
         "over the shards of the settings, with the background jobs (relay, expiry, "
         "maintenance, payments) this node is elected for. With no config: the embedded "
         "default, one SQLite shard in ./paycore-data (PAYCORE_EMBEDDED_SHARDS=N for N), "
@@ -546,7 +547,8 @@ def _serve(args: argparse.Namespace) -> int:
     console.print(
         f"[bold]paycore[/] serving http://{settings.host}:{settings.port}  "
         f"shards: {shards}  synchronous={settings.synchronous}  "
-        f"docs=http://{settings.host}:{settings.port}/docs"
+        f"docs=http://{settings.host}:{settings.port}/docs  "
+        f"console=http://{settings.host}:{settings.port}/console"
     )
     if settings.auth == "open":  # the app logs it too, and /readyz says it
         console.print(

@@ -29,6 +29,7 @@ from litestar.router import Router
 
 from paycore.api.auth import ApiKeys, AuthMiddleware
 from paycore.api.bodies import MAX_BODY_DEPTH
+from paycore.api.console import console_routes, console_templates
 from paycore.api.idempotency import WriteExecutor
 from paycore.api.metrics import ApiMetrics, MetricsMiddleware
 from paycore.api.openapi import SECURED, openapi_config
@@ -188,7 +189,10 @@ def create_app(
             ),
             *processor_event_routes(store, settings),
             *ops_routes(store, settings, metrics, locks=service, workers=workers),
+            # The operator console (its own session login; not in the OpenAPI document).
+            *console_routes(store, payment_service, settings, api_keys, workers=workers),
         ],
+        template_config=console_templates(),
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[add_request_id],  # X-Request-Id on every answer, 404s included

@@ -1,0 +1,425 @@
+"""The operator console's routes: ``/console`` and its pages, login and logout.
+
+Served without an API key (``opt={"public": True}``: ``AuthMiddleware`` lets them
+through) because a browser cannot send one; each page checks the session cookie
+instead (``paycore.api.console.sessions``) and sends a browser without one to the
+login form. Only ``admin`` keys log in. With ``auth = "open"`` there is no login: the
+console acts, like every API request, for tenant ``default`` with every scope, and
+every page says so in a banner.
+
+Every page is HTML rendered on the server by Jinja2 with autoescaping, answered with a
+Content-Security-Policy that lets the page load nothing but this server's own files and
+run no script at all (``script-src 'none'``): the console works without JavaScript. A
+POST form carries the session's CSRF token (the login form: a signed one), checked
+before anything else; a missing or wrong token is a 403.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib.resources import files
+from typing import Any, Final
+from urllib.parse import quote
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from litestar import Request, Response, get, post
+from litestar.datastructures import Cookie
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath, FromQuery
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import Redirect, Template
+from litestar.template.config import TemplateConfig
+from markupsafe import Markup
+
+from paycore.api.auth import OPEN_PRINCIPAL, ApiKeys, Principal, Scope, parse_scopes
+from paycore.api.console import reads
+from paycore.api.console.chart import balance_svg
+from paycore.api.console.sessions import LoginTokens, Session, Sessions
+from paycore.api.payment_schemas import payment_out
+from paycore.api.routes.ops import OPEN_AUTH_WARNING, WorkerStatus
+from paycore.api.schemas import rfc3339
+from paycore.api.tenancy import Namespace
+from paycore.config import Settings
+from paycore.errors import RequestError
+from paycore.ledger.model import SYSTEM_TENANT, is_valid_id
+from paycore.payments.service import PaymentService
+from paycore.storage.store import Store
+
+__all__ = ["CONSOLE_PATH", "CSP", "SESSION_COOKIE", "console_routes", "console_templates"]
+
+CONSOLE_PATH: Final = "/console"
+SESSION_COOKIE: Final = "paycore_console"
+_LOGIN_COOKIE: Final = "paycore_console_login"
+CSP: Final = (
+    "default-src 'self'; script-src 'none'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+_HEADERS: Final = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+_PUBLIC: Final = {"public": True}  # no API key: the session cookie is checked instead
+_STATIC: Final = {"console.css": "text/css; charset=utf-8"}
+_PAGE_SIZE: Final = 25
+_STUCK_DEFAULT: Final = 60
+_STUCK_MAX: Final = 30 * 86400
+_NS: Final = 1_000_000_000
+
+
+def _timestamp(ns: int | None) -> str:
+    return "" if ns is None else rfc3339(ns)
+
+
+def _amount(value: int) -> str:
+    return f"{value:,}"
+
+
+def console_templates() -> TemplateConfig[JinjaTemplateEngine]:
+    """The console's Jinja2 templates, autoescaped, an undefined name an error."""
+    env = Environment(
+        loader=PackageLoader("paycore.api.console", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+    )
+    env.filters["ts"] = _timestamp
+    env.filters["amount"] = _amount
+    env.filters["seg"] = lambda text: quote(str(text), safe="")
+    return TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))
+
+
+def _secure(request: Request[Any, Any, Any]) -> bool:
+    return request.url.scheme == "https"
+
+
+class _Console:
+    """What every handler shares: the services, the sessions, the page renderer."""
+
+    def __init__(
+        self,
+        store: Store,
+        payments: PaymentService,
+        settings: Settings,
+        api_keys: ApiKeys,
+        *,
+        workers: WorkerStatus | None,
+        sessions: Sessions,
+    ) -> None:
+        self.store = store
+        self.payments = payments
+        self.api_keys = api_keys
+        self.workers = workers
+        self.open_mode = settings.auth == "open"
+        self.live = sessions
+        self.login_tokens = LoginTokens()
+
+    async def caller(
+        self, request: Request[Any, Any, Any]
+    ) -> tuple[Principal, Session | None] | None:
+        """Who the browser is: (principal, session), None when it must log in."""
+        if self.open_mode:
+            return OPEN_PRINCIPAL, None
+        session = self.live.get(request.cookies.get(SESSION_COOKIE))
+        if session is None:
+            return None
+        key_id = session.principal.key_id
+        row = None if key_id is None else await self.api_keys.reads.get(key_id)
+        if (
+            row is None
+            or not row.active(time.time_ns())
+            or (Scope.ADMIN not in parse_scopes(row.scopes))
+        ):
+            self.live.end(session.id)  # the key was revoked, expired or lost its admin scope
+            return None
+        return session.principal, session
+
+    def page(
+        self,
+        request: Request[Any, Any, Any],
+        name: str,
+        who: tuple[Principal, Session | None],
+        *,
+        status: int = 200,
+        **context: Any,
+    ) -> Template:
+        principal, session = who
+        return Template(
+            template_name=name,
+            context={
+                "tenant": principal.tenant,
+                "warning": OPEN_AUTH_WARNING if self.open_mode else None,
+                "csrf": None if session is None else session.csrf,
+                "path": request.url.path,
+                **context,
+            },
+            status_code=status,
+            headers=_HEADERS,
+        )
+
+    def missing(self, request: Request[Any, Any, Any], who: Any, what: str, ident: str) -> Template:
+        return self.page(request, "missing.html", who, status=404, what=what, ident=ident)
+
+    def login_form(
+        self, request: Request[Any, Any, Any], error: str | None, status: int
+    ) -> Template:
+        nonce, token = self.login_tokens.new()
+        cookie = Cookie(
+            key=_LOGIN_COOKIE, value=nonce, path=CONSOLE_PATH, max_age=3600, httponly=True,
+            samesite="strict", secure=_secure(request),
+        )  # fmt: skip
+        return Template(
+            template_name="login.html",
+            context={"login_csrf": token, "error": error, "warning": None, "tenant": None,
+                     "csrf": None, "path": request.url.path},
+            status_code=status,
+            headers=_HEADERS,
+            cookies=[cookie],
+        )  # fmt: skip
+
+
+def _to_login() -> Redirect:
+    return Redirect(f"{CONSOLE_PATH}/login", status_code=303, headers=_HEADERS)
+
+
+def _home() -> Redirect:
+    return Redirect(CONSOLE_PATH, status_code=303, headers=_HEADERS)
+
+
+def _field(form: Any, name: str) -> str | None:
+    """A form field's text; None when absent or not text (a file part)."""
+    value = form.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _forbidden(request: Request[Any, Any, Any]) -> Template:
+    return Template(
+        template_name="forbidden.html",
+        context={"warning": None, "tenant": None, "csrf": None, "path": request.url.path},
+        status_code=403,
+        headers=_HEADERS,
+    )
+
+
+def console_routes(
+    store: Store,
+    payments: PaymentService,
+    settings: Settings,
+    api_keys: ApiKeys,
+    *,
+    workers: WorkerStatus | None = None,
+    sessions: Sessions | None = None,
+) -> list[HTTPRouteHandler]:
+    """The console's handlers, bound to the app's store, payment service and keys."""
+    live = sessions if sessions is not None else Sessions()
+    c = _Console(store, payments, settings, api_keys, workers=workers, sessions=live)
+    return [*_session_routes(c), *_overview_routes(c), *_ledger_routes(c)]
+
+
+def _session_routes(c: _Console) -> list[HTTPRouteHandler]:
+    """Login, logout, the stylesheet."""
+
+    @get(f"{CONSOLE_PATH}/login", opt=_PUBLIC, include_in_schema=False)
+    async def login_page(request: Request[Any, Any, Any]) -> Response[Any]:
+        if c.open_mode or await c.caller(request) is not None:
+            return _home()
+        return c.login_form(request, None, 200)
+
+    @post(f"{CONSOLE_PATH}/login", opt=_PUBLIC, include_in_schema=False, status_code=303)
+    async def login(request: Request[Any, Any, Any]) -> Response[Any]:
+        form = await request.form()
+        if not c.login_tokens.check(request.cookies.get(_LOGIN_COOKIE), _field(form, "csrf")):
+            return _forbidden(request)
+        if c.open_mode:
+            return _home()
+        key = (_field(form, "api_key") or "").strip()
+        try:
+            principal = await c.api_keys.authenticate(f"Bearer {key}")
+        except RequestError:
+            return c.login_form(request, "That API key is not valid, expired or revoked.", 401)
+        if Scope.ADMIN not in principal.scopes:
+            return c.login_form(request, "The console needs a key with the admin scope.", 403)
+        session = c.live.create(principal)
+        cookie = Cookie(
+            key=SESSION_COOKIE, value=session.id, path=CONSOLE_PATH, httponly=True,
+            samesite="strict", secure=_secure(request),
+        )  # fmt: skip
+        gone = Cookie(key=_LOGIN_COOKIE, value="", path=CONSOLE_PATH, max_age=0)
+        return Redirect(CONSOLE_PATH, status_code=303, headers=_HEADERS, cookies=[cookie, gone])
+
+    @post(f"{CONSOLE_PATH}/logout", opt=_PUBLIC, include_in_schema=False, status_code=303)
+    async def logout(request: Request[Any, Any, Any]) -> Response[Any]:
+        who = await c.caller(request)
+        if who is None or who[1] is None:
+            return _home() if c.open_mode else _to_login()
+        form = await request.form()
+        session = who[1]
+        if not session.csrf_matches(_field(form, "csrf")):
+            return _forbidden(request)
+        c.live.end(session.id)
+        gone = Cookie(key=SESSION_COOKIE, value="", path=CONSOLE_PATH, max_age=0)
+        return Redirect(f"{CONSOLE_PATH}/login", status_code=303, headers=_HEADERS, cookies=[gone])
+
+    @get(f"{CONSOLE_PATH}/static/{{name:str}}", opt=_PUBLIC, include_in_schema=False)
+    async def static(name: FromPath[str]) -> Response[bytes]:
+        """The console's own stylesheet (from the package: no CDN)."""
+        media = _STATIC.get(name)
+        if media is None:
+            return Response(b"not found", status_code=404, media_type="text/plain")
+        body = files("paycore.api.console").joinpath("static", name).read_bytes()
+        headers = {"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"}
+        return Response(body, media_type=media, headers=headers)
+
+    return [login_page, login, logout, static]
+
+
+def _overview_routes(c: _Console) -> list[HTTPRouteHandler]:
+    """The overview, payments and stuck payments."""
+
+    @get(CONSOLE_PATH, opt=_PUBLIC, include_in_schema=False)
+    async def overview(request: Request[Any, Any, Any]) -> Response[Any]:
+        """Money per currency, the shards, the processors' breakers, the jobs."""
+        who = await c.caller(request)
+        if who is None:
+            return _to_login()
+        totals, truncated = await reads.currency_totals(c.store, who[0].tenant)
+        status = c.workers.status() if c.workers is not None else None
+        return c.page(
+            request, "overview.html", who,
+            totals=totals, truncated=truncated, scanned=reads.ACCOUNTS_SCANNED,
+            shards=await reads.shard_health(c.store),
+            breakers=reads.breakers(c.payments.connectors),
+            jobs=None if status is None else status.get("jobs", []),
+            lock_backend_down=bool(status and status.get("lock_backend_down")),
+        )  # fmt: skip
+
+    @get(f"{CONSOLE_PATH}/payments/{{payment_id:str}}", opt=_PUBLIC, include_in_schema=False)
+    async def payment(request: Request[Any, Any, Any], payment_id: FromPath[str]) -> Response[Any]:
+        """A payment, its attempts as a timeline, its ledger transfers."""
+        who = await c.caller(request)
+        if who is None:
+            return _to_login()
+        ns = Namespace(who[0].tenant)
+        try:
+            await c.payments.check_owner("payment", payment_id, ns.tenant)
+            view = await c.payments.get_payment(payment_id)
+        except RequestError:
+            return c.missing(request, who, "payment", payment_id)
+        transfers = await reads.payment_transfers(c.store, view)
+        return c.page(
+            request, "payment.html", who,
+            p=payment_out(view, ns),
+            transfers=[(ns.out(v.transfer.id), v, ns.out(v.transfer.debit_account_id),
+                        ns.out(v.transfer.credit_account_id)) for v in transfers],
+        )  # fmt: skip
+
+    @get(f"{CONSOLE_PATH}/stuck", opt=_PUBLIC, include_in_schema=False)
+    async def stuck(
+        request: Request[Any, Any, Any], older_than: FromQuery[str] = ""
+    ) -> Response[Any]:
+        """Payments still processing past a bound (default 60 s)."""
+        who = await c.caller(request)
+        if who is None:
+            return _to_login()
+        seconds = _STUCK_DEFAULT
+        if older_than.isdigit() and len(older_than) <= 8:
+            seconds = min(int(older_than), _STUCK_MAX)
+        found = await reads.stuck_payments(c.payments, who[0].tenant, seconds)
+        ns = Namespace(who[0].tenant)
+        now = time.time_ns()
+        rows = [
+            (view.payment, ns.out(view.payment.merchant_account_id),
+             (now - view.payment.created_at) // _NS)
+            for view in found
+        ]  # fmt: skip
+        return c.page(request, "stuck.html", who, rows=rows, older_than=seconds)
+
+    return [overview, payment, stuck]
+
+
+def _ledger_routes(c: _Console) -> list[HTTPRouteHandler]:
+    """Account search, accounts, transfers."""
+
+    @get(f"{CONSOLE_PATH}/accounts", opt=_PUBLIC, include_in_schema=False)
+    async def accounts(request: Request[Any, Any, Any], q: FromQuery[str] = "") -> Response[Any]:
+        """Accounts by id prefix."""
+        who = await c.caller(request)
+        if who is None:
+            return _to_login()
+        ns = Namespace(who[0].tenant)
+        q = q.strip()
+        error = None
+        found: list[Any] = []
+        truncated = False
+        if q and (len(q) > 64 or not is_valid_id(q)):
+            error = "An id is 1-64 characters: letters, digits, '_', '.', ':', '-'."
+        else:
+            found, truncated = await reads.search_accounts(c.store, ns, q)
+        rows = [(ns.out(a.id), a, a.tenant == SYSTEM_TENANT) for a in found]
+        return c.page(
+            request, "accounts.html", who, q=q, rows=rows, error=error, truncated=truncated,
+            scanned=reads.ACCOUNTS_SCANNED,
+        )  # fmt: skip
+
+    @get(f"{CONSOLE_PATH}/accounts/{{account_id:str}}", opt=_PUBLIC, include_in_schema=False)
+    async def account(
+        request: Request[Any, Any, Any],
+        account_id: FromPath[str],
+        cursor: FromQuery[str | None] = None,
+    ) -> Response[Any]:
+        """An account: balances, balance chart, its transfers newest first."""
+        who = await c.caller(request)
+        if who is None:
+            return _to_login()
+        ns = Namespace(who[0].tenant)
+        found = await reads.readable_account(c.store, ns, account_id)
+        if found is None:
+            return c.missing(request, who, "account", account_id)
+        after = int(cursor) if cursor and cursor.isdigit() and len(cursor) <= 19 else None
+        listed = await c.store.account_transfers(
+            found.id, limit=_PAGE_SIZE, cursor=after, descending=True
+        )
+        views = listed.data
+        system = found.tenant == SYSTEM_TENANT
+        if system:  # paycore's account: only the transfers touching this tenant's
+            views = await reads.visible_transfers(c.store, ns, views)
+        chart = ""
+        if found.flags.history:
+            history = await c.store.balance_history(found.id, limit=500)
+            chart = balance_svg(
+                [(r.timestamp, r.credits_posted - r.debits_posted) for r in history]
+            )
+        return c.page(
+            request, "account.html", who,
+            account=found, client_id=ns.out(found.id), system=system,
+            transfers=[(ns.out(v.transfer.id), v, ns.out(v.transfer.debit_account_id),
+                        ns.out(v.transfer.credit_account_id)) for v in views],
+            next_cursor=listed.next_cursor, chart=Markup(chart),  # noqa: S704 - numbers only
+        )  # fmt: skip
+
+    @get(f"{CONSOLE_PATH}/transfers/{{transfer_id:str}}", opt=_PUBLIC, include_in_schema=False)
+    async def transfer(
+        request: Request[Any, Any, Any], transfer_id: FromPath[str]
+    ) -> Response[Any]:
+        """A transfer, its accounts and, for a payment's, the payment."""
+        who = await c.caller(request)
+        if who is None:
+            return _to_login()
+        ns = Namespace(who[0].tenant)
+        view = await reads.readable_transfer(c.store, ns, transfer_id)
+        if view is None:
+            return c.missing(request, who, "transfer", transfer_id)
+        t = view.transfer
+        # A payment's ledger transfers are pm.<payment id>.<step> (refunds' and
+        # payouts' too, with their own ids: those have no page here yet).
+        owner = t.id[3:].rpartition(".")[0] if t.id.startswith("pm.") else ""
+        payment_id = owner if owner.startswith("pay_") else None
+        return c.page(
+            request, "transfer.html", who,
+            view=view, t=t, client_id=ns.out(t.id), debit=ns.out(t.debit_account_id),
+            credit=ns.out(t.credit_account_id), pending=ns.optional_out(t.pending_id),
+            resolved_by=ns.optional_out(view.resolved_by), payment_id=payment_id,
+        )  # fmt: skip
+
+    return [accounts, account, transfer]

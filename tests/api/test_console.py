@@ -1,0 +1,343 @@
+"""The operator console (/console): login with an admin key into a server-side session,
+CSRF-checked forms, a strict Content-Security-Policy, escaped output, tenant
+boundaries, and every page over a ledger with a card payment and a cross-shard transfer."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from litestar.testing import AsyncTestClient
+
+from paycore.api import create_app
+from paycore.api.auth import ApiKeys, Scope
+from paycore.api.console import CSP, SESSION_COOKIE
+from paycore.api.console.chart import balance_svg
+from paycore.api.console.sessions import LoginTokens, Sessions
+from paycore.cluster.topology import build_store
+from paycore.config import Settings
+from paycore.ledger.tenancy import internal_account_id
+from paycore.storage.store import Store
+
+ADMIN = frozenset({Scope.ADMIN})
+HOSTILE = "<script>alert('x')</script>"
+CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found is not None, html
+    return found.group(1)
+
+
+async def _login(client: AsyncTestClient[Any], token: str) -> httpx.Response:
+    """Log in through the form as a browser does: GET it, POST it with its token."""
+    client.cookies.clear()
+    form = await client.get("/console/login")
+    assert form.status_code == 200, form.text
+    return await client.post("/console/login", data={"api_key": token, "csrf": _csrf(form.text)})
+
+
+class World:
+    """Alice's objects, made over the API with her key."""
+
+    def __init__(self, payment: str, a: str, b: str) -> None:
+        self.payment, self.a, self.b = payment, a, b
+
+
+async def _seed(client: AsyncTestClient[Any], store: Store, token: str, tenant: str) -> World:
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def post(path: str, body: Any) -> dict[str, Any]:
+        r = await client.post(path, json=body, headers=headers)
+        assert r.status_code == 201, r.text
+        out: dict[str, Any] = r.json()
+        return out
+
+    def shard(client_id: str) -> str:
+        return store.shard_of(internal_account_id(tenant, client_id))
+
+    a = next(f"a{n}" for n in range(200) if shard(f"a{n}") == shard("m1"))
+    b = next(f"b{n}" for n in range(200) if shard(f"b{n}") != shard(a))
+    await post("/v1/accounts", {"id": "m1", "currency": "USD", "flags": {"history": True}})
+    for account in (a, b):
+        await post("/v1/accounts", {"id": account, "currency": "USD"})
+    await post("/v1/accounts", {"id": "evil", "currency": "USD", "metadata": {"note": HOSTILE}})
+    transfer = {"debit_account_id": a, "credit_account_id": "m1", "currency": "USD"}
+    await post("/v1/transfers", {**transfer, "id": "t1", "amount": 500})
+    await post("/v1/transfers", {"id": "xs1", "debit_account_id": a, "credit_account_id": b,
+                                 "amount": 70, "currency": "USD"})  # fmt: skip
+    payment = {"amount": 1200, "currency": "USD", "merchant_account_id": "m1"}
+    paid = await post("/v1/payments", {**payment, "source": {"card": CARD}})
+    assert paid["status"] == "succeeded", paid
+    return World(paid["id"], a, b)
+
+
+@asynccontextmanager
+async def _serving(
+    root: Path, base_url: str = "http://testserver.local", auth: str = "api_keys"
+) -> AsyncIterator[tuple[AsyncTestClient[Any], Store]]:
+    """The app as ``paycore serve`` builds it (the embedded shards: several in the tests),
+    API keys required unless ``auth`` says otherwise."""
+    settings = Settings(data_dir=str(root), auth=auth, rate_limit_per_second=0)
+    store = build_store(settings)
+    app = create_app(store, settings, start_workers=False)
+    async with AsyncTestClient(app=app, base_url=base_url) as client:
+        yield client, store
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[AsyncTestClient[Any], Store]]:
+    async with _serving(tmp_path) as both:
+        yield both
+
+
+@pytest.fixture
+def keyed(served: tuple[AsyncTestClient[Any], Store]) -> AsyncTestClient[Any]:
+    return served[0]
+
+
+@pytest.fixture
+def store(served: tuple[AsyncTestClient[Any], Store]) -> Store:
+    return served[1]
+
+
+async def _key(store: Store, tenant: str, scopes: frozenset[Scope]) -> str:
+    return (await ApiKeys(store).create(tenant, scopes)).token
+
+
+async def test_login_refuses_bad_and_read_keys_and_accepts_an_admin_key(
+    keyed: AsyncTestClient[Any], store: Store
+) -> None:
+    """A wrong key is a 401, a read-and-write key a 403, an admin key a session: its
+    cookie is HttpOnly, SameSite=Strict, scoped to /console, and holds no part of the key."""
+    assert (await keyed.get("/console", follow_redirects=False)).status_code == 303
+    bad = await _login(keyed, "pk_live_0123456789abcdef_" + "x" * 43)
+    assert bad.status_code == 401
+    assert "not valid" in bad.text
+    reader = await _key(store, "alice", frozenset({Scope.READ, Scope.WRITE}))
+    refused = await _login(keyed, reader)
+    assert refused.status_code == 403
+    assert "admin scope" in refused.text
+    assert SESSION_COOKIE not in keyed.cookies
+    admin = await _key(store, "alice", ADMIN)
+    ok = await _login(keyed, admin)
+    assert ok.status_code == 200, ok.text  # followed the 303 to the overview
+    assert "Overview" in ok.text
+    set_cookie = next(
+        h for r in (*ok.history, ok) for h in r.headers.get_list("set-cookie")
+        if h.startswith(SESSION_COOKIE + "=")
+    )  # fmt: skip
+    flags = {part.strip().lower() for part in set_cookie.split(";")}
+    assert {"httponly", "samesite=strict", "path=/console"} <= flags
+    assert "secure" not in flags  # plain http here; see the https test
+    session_id = keyed.cookies[SESSION_COOKIE]
+    assert session_id not in admin
+    assert admin.rsplit("_", 1)[1] not in set_cookie
+
+
+async def test_the_session_cookie_is_secure_over_https(tmp_path: Path) -> None:
+    """Served over https, the session cookie carries the Secure flag."""
+    async with _serving(tmp_path, "https://console.test") as (https, store):
+        admin = await _key(store, "alice", ADMIN)
+        form = await https.get("/console/login")
+        r = await https.post(
+            "/console/login", data={"api_key": admin, "csrf": _csrf(form.text)},
+            follow_redirects=False,
+        )  # fmt: skip
+        assert r.status_code == 303
+        cookie = next(h for h in r.headers.get_list("set-cookie") if h.startswith(SESSION_COOKIE))
+        assert "secure" in {p.strip().lower() for p in cookie.split(";")}
+
+
+async def test_post_forms_need_their_csrf_token(keyed: AsyncTestClient[Any], store: Store) -> None:
+    """Login and logout without their CSRF token, or with a wrong one, are 403 and
+    change nothing; with it, logout ends the session for good."""
+    admin = await _key(store, "alice", ADMIN)
+    keyed.cookies.clear()
+    await keyed.get("/console/login")
+    for data in ({"api_key": admin}, {"api_key": admin, "csrf": "f" * 64}):
+        r = await keyed.post("/console/login", data=data)
+        assert r.status_code == 403, r.text
+        assert SESSION_COOKIE not in keyed.cookies
+    assert (await _login(keyed, admin)).status_code == 200
+    overview = await keyed.get("/console")
+    token = _csrf(overview.text)
+    session_id = keyed.cookies[SESSION_COOKIE]
+    wrong = ("y" if token[0] == "x" else "x") + token[1:]
+    for data in ({}, {"csrf": wrong}):
+        r = await keyed.post("/console/logout", data=data)
+        assert r.status_code == 403
+        assert (await keyed.get("/console", follow_redirects=False)).status_code == 200
+    out = await keyed.post("/console/logout", data={"csrf": token}, follow_redirects=False)
+    assert out.status_code == 303
+    assert out.headers["location"] == "/console/login"
+    # The old cookie, even replayed, opens nothing any more.
+    keyed.cookies.set(SESSION_COOKIE, session_id, path="/console")
+    assert (await keyed.get("/console", follow_redirects=False)).status_code == 303
+
+
+async def test_a_revoked_key_ends_its_sessions(keyed: AsyncTestClient[Any], store: Store) -> None:
+    """Revoking the key that logged in logs its sessions out at the next request."""
+    keys = ApiKeys(store)
+    new = await keys.create("alice", ADMIN)
+    assert (await _login(keyed, new.token)).status_code == 200
+    await keys.revoke(new.row.id)
+    assert (await keyed.get("/console", follow_redirects=False)).status_code == 303
+
+
+async def test_every_page_renders_for_a_ledger_with_a_payment_and_a_cross_shard_transfer(
+    keyed: AsyncTestClient[Any], store: Store
+) -> None:
+    """Overview, search, account (with its chart), transfer, payment (with its attempts
+    and ledger transfers) and stuck pages are 200, with the security headers."""
+    admin = await _key(store, "alice", ADMIN)
+    world = await _seed(keyed, store, await _key(store, "alice", ADMIN), "alice")
+    assert (await _login(keyed, admin)).status_code == 200
+    pages = {
+        "/console": ["Money per currency", "USD", "Shards", "Processors"],
+        "/console/accounts?q=a": [world.a],
+        "/console/accounts/m1": ["Balance over time", "<svg", "t1"],
+        f"/console/accounts/{world.a}": ["xs1"],
+        "/console/transfers/xs1": [world.a, world.b, "posted"],
+        f"/console/payments/{world.payment}": ["authorize", "Ledger transfers", "succeeded"],
+        "/console/stuck?older_than=0": ["Stuck payments"],
+    }
+    for path, expected in pages.items():
+        r = await keyed.get(path)
+        assert r.status_code == 200, (path, r.text)
+        assert r.headers["content-security-policy"] == CSP
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["content-type"].startswith("text/html")
+        for text in expected:
+            assert text in r.text, (path, text)
+    payment = (await keyed.get(f"/console/payments/{world.payment}")).text
+    ledger = re.findall(r'href="/console/transfers/(pm\.[^"]+)"', payment)
+    assert ledger, payment
+    for transfer_id in ledger:
+        r = await keyed.get(f"/console/transfers/{transfer_id}")
+        assert r.status_code == 200, r.text
+        assert f"/console/payments/{world.payment}" in r.text
+    css = await keyed.get("/console/static/console.css")
+    assert css.status_code == 200
+    assert css.headers["content-type"].startswith("text/css")
+    assert (await keyed.get("/console/static/../app.py")).status_code == 404
+
+
+async def test_hostile_metadata_and_queries_are_escaped(
+    keyed: AsyncTestClient[Any], store: Store
+) -> None:
+    """An account's metadata holding a script tag, and a search for one, render as text."""
+    world_key = await _key(store, "alice", ADMIN)
+    await _seed(keyed, store, world_key, "alice")
+    assert (await _login(keyed, world_key)).status_code == 200
+    page = await keyed.get("/console/accounts/evil")
+    assert page.status_code == 200
+    assert HOSTILE not in page.text
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page.text
+    search = await keyed.get("/console/accounts", params={"q": HOSTILE})
+    assert search.status_code == 200
+    assert "<script>" not in search.text
+    assert "&lt;script&gt;" in search.text
+
+
+async def test_another_tenants_objects_are_404s(keyed: AsyncTestClient[Any], store: Store) -> None:
+    """Bob's admin gets 404 for Alice's account, transfer and payment, exactly as for
+    ids that do not exist, and finds none of her accounts or money."""
+    world = await _seed(keyed, store, await _key(store, "alice", ADMIN), "alice")
+    assert (await _login(keyed, await _key(store, "bob", ADMIN))).status_code == 200
+    for kind, ident in (("accounts", "m1"), ("transfers", "t1"), ("payments", world.payment)):
+        foreign = await keyed.get(f"/console/{kind}/{ident}")
+        ghost = await keyed.get(f"/console/{kind}/zz{ident}")
+        assert foreign.status_code == ghost.status_code == 404
+        assert foreign.text.replace(ident, "ID") == ghost.text.replace(f"zz{ident}", "ID")
+    search = await keyed.get("/console/accounts?q=")
+    assert "m1" not in search.text
+    assert world.a not in search.text
+    overview = await keyed.get("/console")
+    assert "No accounts yet." in overview.text
+
+
+async def test_open_mode_acts_for_the_default_tenant_with_a_warning(tmp_path: Path) -> None:
+    """With auth = "open" there is no login: the console is the default tenant's, and
+    every page says so."""
+    async with _serving(tmp_path, auth="open") as (client, _):
+        await _check_open(client)
+
+
+async def _check_open(client: AsyncTestClient[Any]) -> None:
+    r = await client.get("/console")
+    assert r.status_code == 200
+    assert "SECURITY" in r.text
+    assert "tenant <strong>default</strong>" in r.text
+    assert (await client.get("/console/login", follow_redirects=False)).status_code == 303
+
+
+def test_sessions_expire_and_are_bounded() -> None:
+    """A session ends after its idle time, and the oldest makes room past the bound."""
+    from paycore.api.auth import OPEN_PRINCIPAL
+
+    now = [0.0]
+    sessions = Sessions(idle_seconds=10, max_seconds=100, max_sessions=2, clock=lambda: now[0])
+    first = sessions.create(OPEN_PRINCIPAL)
+    assert sessions.get(first.id) is first
+    now[0] = 11
+    assert sessions.get(first.id) is None
+    a, b, c = (sessions.create(OPEN_PRINCIPAL) for _ in range(3))
+    assert sessions.get(a.id) is None
+    assert sessions.get(b.id) is b
+    assert sessions.get(c.id) is c
+    assert len(sessions) == 2
+
+
+def test_login_tokens_are_bound_to_their_nonce() -> None:
+    """A login CSRF token checks with its own nonce only."""
+    tokens = LoginTokens()
+    nonce, token = tokens.new()
+    assert tokens.check(nonce, token)
+    assert not tokens.check(tokens.new()[0], token)
+    assert not tokens.check(nonce, None)
+
+
+def test_the_balance_chart_holds_numbers_only() -> None:
+    """The SVG is drawn from the points, zero line included; nothing to draw, nothing."""
+    assert balance_svg([]) == ""
+    svg = balance_svg([(1, 10), (5, -4), (9, 7)])
+    assert svg.startswith("<svg")
+    assert re.fullmatch(r"[<>\w\s=\"./:,#\-]+", svg), svg
+
+
+async def test_every_console_page_needs_a_session(keyed: AsyncTestClient[Any]) -> None:
+    """Without a session, every console page sends the browser to the login form and
+    shows nothing; only the login form and the stylesheet answer."""
+    free = {"/console/login", "/console/static/{name:str}"}
+    paths = {
+        route.path
+        for route in keyed.app.routes
+        if route.path.startswith("/console") and "GET" in getattr(route, "methods", ())
+    }
+    assert "/console/payments/{payment_id:str}" in paths
+    for path in sorted(paths - free):
+        concrete = re.sub(r"\{[^}]+\}", "x1", path)
+        r = await keyed.get(concrete, follow_redirects=False)
+        assert r.status_code == 303, (path, r.text)
+        assert r.headers["location"] == "/console/login"
+        assert r.text == ""
+
+
+async def test_a_csrf_token_sent_as_a_file_is_refused(
+    keyed: AsyncTestClient[Any], store: Store
+) -> None:
+    """A multipart form whose token is a file part is a 403, not a 500."""
+    admin = await _key(store, "alice", ADMIN)
+    keyed.cookies.clear()
+    await keyed.get("/console/login")
+    r = await keyed.post(
+        "/console/login", data={"api_key": admin}, files={"csrf": ("csrf", b"x", "text/plain")}
+    )
+    assert r.status_code == 403
