@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,12 +59,7 @@ def _add_log_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="paycore", description="A payment core: double-entry ledger, API and tools."
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def _add_demo(sub: Any) -> None:
     demo = sub.add_parser(
         "demo",
         help="run a concurrent wallet workload on a fresh embedded ledger, then audit it",
@@ -93,7 +89,23 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--payment-clients", type=int, default=16, help="payments act concurrent clients (16)"
     )
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="afterwards, keep serving the demo's ledger (API and /console, auth open, "
+        "127.0.0.1 only) until Ctrl-C",
+    )
+    demo.add_argument("--port", type=int, default=8000, help="port for --serve (8000)")
     demo.set_defaults(handler=_demo)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paycore", description="A payment core: double-entry ledger, API and tools."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    _add_demo(sub)
 
     _add_serve_parser(sub)
 
@@ -500,8 +512,11 @@ def _console() -> Console:
 def _demo(args: argparse.Namespace) -> int:
     from paycore.tools.demo.run import DemoOptions, run_demo  # noqa: PLC0415
 
+    data_dir = args.data_dir
+    if data_dir is None and args.serve:  # chosen here: --serve opens it again afterwards
+        data_dir = Path("paycore-data") / f"demo-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     options = DemoOptions(
-        data_dir=args.data_dir,
+        data_dir=data_dir,
         wallets=args.wallets,
         clients=args.clients,
         duration=args.duration,
@@ -512,7 +527,45 @@ def _demo(args: argparse.Namespace) -> int:
         payments_duration=args.payments_duration,
         payment_clients=args.payment_clients,
     )
-    return asyncio.run(run_demo(options, _console()))
+    status = asyncio.run(run_demo(options, _console()))
+    if not args.serve or status == 2:  # 2: nothing was made to serve
+        return status
+    return _serve_demo(data_dir, args.port)
+
+
+def _serve_demo(data_dir: Path, port: int) -> int:
+    """Serve the demo's ledger (its four shards) on 127.0.0.1 with an admin key made for
+    the demo's tenant, and say where the console is; until Ctrl-C or SIGTERM."""
+    import uvicorn  # noqa: PLC0415
+
+    from paycore.api import create_app  # noqa: PLC0415
+    from paycore.api.auth import ApiKeys, Scope  # noqa: PLC0415
+    from paycore.cluster.topology import build_store  # noqa: PLC0415
+    from paycore.tools.demo.asgi_client import DEMO_TENANT  # noqa: PLC0415
+    from paycore.tools.demo.run import DEMO_SHARDS  # noqa: PLC0415
+
+    settings = Settings(data_dir=str(data_dir), embedded_shards=DEMO_SHARDS, port=port)
+
+    async def admin_key() -> str:
+        store = build_store(settings)
+        await store.start()
+        try:
+            scopes = frozenset({Scope.READ, Scope.WRITE, Scope.ADMIN})
+            return (await ApiKeys(store).create(DEMO_TENANT, scopes)).token
+        finally:
+            await store.stop()
+
+    token = asyncio.run(admin_key())
+    app = create_app(build_store(settings), settings)
+    # Plain lines: a script reading stdout finds them as they are.
+    sys.stdout.write(
+        f"console: http://127.0.0.1:{port}/console\n"
+        f"admin key of tenant {DEMO_TENANT!r} (shown once): {token}\n"
+        "the demo's ledger is served until Ctrl-C\n"
+    )
+    sys.stdout.flush()
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", log_config=None)
+    return 0
 
 
 # -- serve -----------------------------------------------------------------------------

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -408,3 +413,44 @@ def test_audit_checkpoint_records_heads_and_catches_a_rewritten_history(
     assert [v["kind"] for v in report["violations"]] == ["history_checkpoint_mismatch"]
     assert report["chain"]["ok"] is False
     assert checkpoint.read_text() == before
+
+
+def test_demo_serve_leaves_the_console_running(tmp_path: Path, free_tcp_port: int) -> None:
+    """``paycore demo --serve`` ends by printing the console's URL and an admin key of the
+    demo's tenant, and serves the demo's own ledger (its four shards) until SIGTERM."""
+    command = [
+        sys.executable, "-m", "paycore.cli", "demo", "--data-dir", str(tmp_path / "demo"),
+        "--wallets", "20", "--clients", "4", "--duration", "1", "--seed", "3",
+        "--no-payments", "--serve", "--port", str(free_tcp_port),
+    ]  # fmt: skip
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as demo:
+        try:
+            assert demo.stdout is not None
+            url = None
+            for line in demo.stdout:  # the demo's report, then the console line
+                if line.startswith("console: "):
+                    url = line.split()[1]
+                    break
+            assert url == f"http://127.0.0.1:{free_tcp_port}/console", url
+            key_line = demo.stdout.readline()
+            assert key_line.startswith("admin key of tenant 'demo'"), key_line
+            key = key_line.split()[-1]
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    page = httpx.get(url, timeout=2, follow_redirects=True)
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "the console never answered"
+                    time.sleep(0.2)
+            assert page.status_code == 200  # its login page
+            assert "paycore" in page.text.lower()
+            accounts = httpx.get(
+                f"http://127.0.0.1:{free_tcp_port}/v1/accounts?limit=100",
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            assert accounts.status_code == 200, accounts.text
+            assert len(accounts.json()["data"]) > 20  # the demo's wallets, across 4 shards
+        finally:
+            demo.send_signal(signal.SIGTERM)
+            demo.wait(timeout=30)
