@@ -341,3 +341,29 @@ async def test_a_csrf_token_sent_as_a_file_is_refused(
         "/console/login", data={"api_key": admin}, files={"csrf": ("csrf", b"x", "text/plain")}
     )
     assert r.status_code == 403
+
+
+@pytest.mark.parametrize("path", ["/console/login", "/console/logout"])
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/json", b"[" * 100_000 + b"]" * 100_000),
+        ("application/json", b'{"api_key": {"a": [1, 2, {"b": null}]}}'),
+        ("application/x-www-form-urlencoded", b"api_key=" + b"%FF%FE" * 1000 + b"&csrf=%00"),
+        ("application/x-www-form-urlencoded", b"api_key=" + b"k" * 2_000_000),
+        ("multipart/form-data; boundary=x", b"--x\r\nbroken"),
+        ("text/plain", b"\xff\xfe\x00 not a form"),
+    ],
+)
+async def test_hostile_form_bodies_never_get_a_5xx(
+    keyed: AsyncTestClient[Any], path: str, content_type: str, body: bytes
+) -> None:
+    """Whatever arrives at a console form (JSON nested 100,000 deep, bytes that are not
+    UTF-8, a 2 MB field, a broken multipart), the answer is never a 5xx: a login is
+    refused, a logout without a session has nothing to end."""
+    keyed.cookies.clear()
+    await keyed.get("/console/login")
+    r = await keyed.post(path, content=body, headers={"content-type": content_type})
+    assert r.status_code < 500, (r.status_code, r.text[:300])
+    if path == "/console/login":
+        assert r.status_code >= 400, r.text[:300]
