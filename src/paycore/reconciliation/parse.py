@@ -23,6 +23,7 @@ from typing import Final
 import msgspec
 
 from paycore.money import CURRENCY_MINOR_UNITS
+from paycore.payments.settlement_format import COLUMNS
 
 __all__ = [
     "COLUMNS",
@@ -34,20 +35,6 @@ __all__ = [
     "parse_report",
 ]
 
-COLUMNS: Final = (
-    "record",
-    "batch_id",
-    "settlement_date",
-    "payout_date",
-    "type",
-    "reference",
-    "processor_id",
-    "currency",
-    "count",
-    "gross",
-    "fee",
-    "net",
-)
 LINE_TYPES: Final = frozenset({"capture", "refund", "chargeback"})
 # Types and currencies repeat on every line: keep one string object of each.
 _SHARED: Final = {s: s for s in (*LINE_TYPES, *CURRENCY_MINOR_UNITS)}

@@ -33,6 +33,7 @@ import msgspec
 from msgspec import Meta
 
 from paycore.money import CURRENCY_MINOR_UNITS
+from paycore.payments.settlement_format import COLUMNS
 
 __all__ = [
     "COLUMNS",
@@ -43,20 +44,6 @@ __all__ = [
     "settlement_report",
 ]
 
-COLUMNS: Final = (
-    "record",
-    "batch_id",
-    "settlement_date",
-    "payout_date",
-    "type",
-    "reference",
-    "processor_id",
-    "currency",
-    "count",
-    "gross",
-    "fee",
-    "net",
-)
 Rate = Annotated[float, Meta(ge=0.0, le=1.0)]
 Minor = Annotated[int, Meta(ge=0, le=10**12)]
 
