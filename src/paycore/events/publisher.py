@@ -224,7 +224,7 @@ class EventPublisher:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def _transient(self, exc: Exception) -> bool:
+    def _transient(self, exc: BaseException) -> bool:
         """Whether a failed pass is retried (after backoff); counts and logs it."""
         if not isinstance(exc, _TRANSIENT):
             return False

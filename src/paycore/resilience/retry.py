@@ -75,8 +75,10 @@ async def retry_call(
     """``await fn()`` up to ``config.attempts`` times while its result is ``retry_if``
     (or it raises an exception ``retry_if_exception``); the last result or exception."""
 
-    def should_retry(exc: Exception) -> bool:
-        return isinstance(exc, _RetryableResult) or retry_if_exception(exc)
+    def should_retry(exc: BaseException) -> bool:
+        if isinstance(exc, _RetryableResult):
+            return True
+        return isinstance(exc, Exception) and retry_if_exception(exc)
 
     try:
         async for attempt in stamina.retry_context(
