@@ -183,3 +183,45 @@ async def test_a_chain_posting_a_hold_an_earlier_item_of_the_batch_made(
     assert view is not None
     assert view.status is TransferStatus.POSTED
     assert (await audit_cluster(cluster.shards)).ok
+
+
+async def test_a_chains_transfer_sent_again_alone_answers_exists(
+    cluster: ShardedStore, wallets: dict[str, list[str]]
+) -> None:
+    """Each item's id is bound to the shard storing it, as a plain transfer's is: a chain's
+    last transfer sent again alone (same fields) answers "exists", whichever shard its id
+    hashes to (the credit's shard, a third one, the debit's own)."""
+    s0, s1, s2, s3 = list(cluster.shards)
+    a, b = wallets[s0][0], wallets[s1][0]
+    for n, shard in enumerate((s1, s2, s0, s3)):
+        last = ids_on(cluster, shard, 1, prefix=f"again-{n}-")[0]
+        chain = (move(f"lead-{n}", a, b, 10, linked=True), move(last, a, b, 20, pending=n == 3))
+        assert [r.code for r in await cluster.execute(CreateTransfers(chain))] == [None] * 2
+        before = await _counters(cluster, a, b)
+        (again,) = await cluster.execute(CreateTransfers(chain[1:]))
+        assert again.code is None, (last, again.code, again.detail)
+        assert again.exists
+        assert await _counters(cluster, a, b) == before
+    assert (await audit_cluster(cluster.shards)).ok
+
+
+async def test_a_chain_whose_id_is_taken_on_another_shard_is_refused_whole(
+    cluster: ShardedStore, wallets: dict[str, list[str]]
+) -> None:
+    """An item whose id a transfer between other accounts (on another shard) holds is
+    refused as one shard would refuse it; the chain moves nothing."""
+    s0, s1, s2 = list(wallets)[:3]
+    a, b, c = wallets[s0][0], wallets[s1][0], wallets[s2][0]
+    taken = ids_on(cluster, s1, 1, prefix="taken-")[0]
+    (first,) = await cluster.execute(CreateTransfers((move(taken, c, wallets[s2][1], 5),)))
+    assert first.code is None
+    before = await _counters(cluster, a, b, c)
+    chain = (move("t-ok", a, b, 10, linked=True), move(taken, a, b, 20))
+    results = await cluster.execute(CreateTransfers(chain))
+    assert [r.code for r in results] == [
+        ErrorCode.LINKED_EVENT_FAILED,
+        ErrorCode.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS,
+    ]
+    assert await _counters(cluster, a, b, c) == before
+    assert await cluster.get_transfer("t-ok") is None
+    assert (await audit_cluster(cluster.shards)).ok

@@ -366,6 +366,20 @@ async def test_cross_shard_transfer_is_posted_and_spendable_at_once(
     assert await balances(cluster, b) == [(0, 500, 0, 500)]
 
 
+async def test_a_hold_posted_across_shards_is_spendable_later_in_the_batch(
+    cluster: ShardedStore, wallets: dict[str, list[str]]
+) -> None:
+    """One batch: a hold A(s0)->B(s1), its post, then B spends what the post gave it (B
+    has no overdraft): every item answers as on one shard."""
+    a, c = wallets["shard-0"][0], wallets["shard-2"][0]
+    b = await fresh(cluster, "shard-1", "batch-spend-b")
+    results = await send(
+        cluster, hold("bh", a, b, 90), post("bp", "bh"), move("bs", b, c, 90), move("bx", b, c, 1)
+    )
+    assert answers(results) == ["pending", "posted", "posted", "insufficient_funds"]
+    assert await balances(cluster, a, b) == [(0, 90, 0, FUNDS), (0, 90, 0, 90)]
+
+
 async def test_cross_shard_transfer_to_a_closed_account_moves_nothing(
     cluster: ShardedStore, wallets: dict[str, list[str]]
 ) -> None:

@@ -77,7 +77,7 @@ async def chains_across(
                 created.setdefault(q.id, {store.shard_for(account)})
         spans, holds = await chain_spans(store, chain, created)
         if spans:
-            cuts.chain(i, end + 1, holds)
+            cuts.chain(i, chain, holds)
         else:
             cuts.item(i, chain)
         i = end + 1
@@ -154,6 +154,9 @@ class _BatchCuts:
         self.segments: list[Segment] = []
         self.start = 0
         self.opened: dict[str, int] = {}  # cross-shard hold id -> the item opening it
+        # cross-shard hold id -> its credit account, for holds the batch opens (a post
+        # of one lands that credit from another shard, as a plain transfer's does)
+        self.opened_credit: dict[str, str] = {}
         self.landing: set[str] = set()  # accounts credited from another shard since start
 
     def item(self, first: int, items: Sequence[TransferRequest]) -> None:
@@ -165,15 +168,27 @@ class _BatchCuts:
                 self.landing.add(q.credit_account_id or "")
                 if q.flags.pending:
                     self.opened.setdefault(q.id, k)
+                    self.opened_credit.setdefault(q.id, q.credit_account_id or "")
+            if _resolves(q) and (q.pending_id or "") in self.opened_credit:
+                self.landing.add(self.opened_credit[q.pending_id or ""])
             hold = self.known.get(q.pending_id or "") if _resolves(q) else None
             info = None if hold is None else saga_info(hold[1].transfer.metadata)
             if info is not None and info.get("role") == "hold" and info.get("pending"):
                 self.landing.add(str(info.get("credit_account_id", "")))
 
-    def chain(self, first: int, end: int, holds: dict[str, tuple[str, TransferView]]) -> None:
-        """A linked chain spanning shards: a segment of its own."""
+    def chain(
+        self,
+        first: int,
+        items: Sequence[TransferRequest],
+        holds: dict[str, tuple[str, TransferView]],
+    ) -> None:
+        """A linked chain spanning shards (items from ``first``): a segment of its own."""
+        end = first + len(items)
         if self.start < first:
             self._cut(first)
+        for q in items:
+            if q.flags.pending and self.crosses(q):
+                self.opened_credit.setdefault(q.id, q.credit_account_id or "")
         self.segments.append((first, end, holds))
         self.start = end
         self.landing.clear()

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from paycore.cluster.id_reservation import reserve_ids
 from paycore.cluster.namespaces import refusal_of_client_item
 from paycore.cluster.routing import Router
 from paycore.cluster.settlement import (
@@ -107,6 +108,14 @@ class _Cut:
         legs.append(leg)
         self.items.setdefault(shard, []).append(item)
 
+    def writers(self) -> dict[int, str]:
+        """Item -> the shard storing its client-facing leg (the one its id is bound to)."""
+        return {item: shard for item, (shard, _) in self.first.items()}
+
+    def guarded(self, shard: str) -> tuple[str, ...]:
+        """The ids of the client-facing legs ``shard`` stores (an item's id)."""
+        return tuple(self.legs[s][leg].id for s, leg in self.first.values() if s == shard)
+
 
 def _shards_of(
     router: Router,
@@ -163,7 +172,11 @@ async def run_chain(
     cut = _cut(router, requests, results, holds)
     if not cut.legs:  # every item existed already: a repeated chain
         return results
-    await router.ensure_clearing(cut.clearing)
+    taken, _ = await asyncio.gather(
+        _reserve_ids(router, requests, cut), router.ensure_clearing(cut.clearing)
+    )
+    if taken is not None:
+        return _failed(requests, *taken)
     order = sorted(cut.legs, key=lambda s: (-len(cut.legs[s]), s))
     coordinator, participants = order[0], order[1:]
     chain_id = f"chain.{uuid.uuid4().hex}"
@@ -177,6 +190,7 @@ async def run_chain(
                 tuple(participants),
                 tuple(cut.legs[coordinator]),
                 tuple(cut.outbox.get(coordinator, ())),
+                guarded=cut.guarded(coordinator),
             )
         )
     except Exception:
@@ -383,6 +397,32 @@ def _cut_resolution(
     cut.add(str(info.get("shard")), index, mirror)
 
 
+async def _reserve_ids(
+    router: Router, requests: Sequence[TransferRequest], cut: _Cut
+) -> tuple[int, ErrorCode, str] | None:
+    """Bind each new item's id to the shard storing it, on the shard the id hashes to, as
+    for any transfer (``paycore.cluster.id_reservation``): a chain's transfer sent again
+    alone then finds it, and an id taken elsewhere refuses the chain. The first refusal
+    (item index, code, detail), or None."""
+    target = cut.writers()
+    wanted: dict[str, list[int]] = {}
+    for index in sorted(target):
+        owner = router.shard_map.shard_for(requests[index].id)
+        if owner != target[index]:
+            wanted.setdefault(owner, []).append(index)
+    if not wanted:
+        return None
+    refused = await reserve_ids(router.shards, requests, target, wanted)
+    if not refused:
+        return None
+    index = min(refused)
+    return (
+        index,
+        refused[index].code or _E.TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS,
+        refused[index].detail,
+    )
+
+
 async def _prepare(
     router: Router,
     chain_id: str,
@@ -403,6 +443,7 @@ async def _prepare(
                     tuple(cut.legs[p]),
                     tuple(cut.outbox.get(p, ())),
                     tenant=tenant,
+                    guarded=cut.guarded(p),
                 )
             )
             for p in participants

@@ -306,11 +306,14 @@ def _load_working_set(
 
 
 def _run_legs(
-    tx: LedgerTx, clock: GroupClock, command: CreateTransfers, write: bool
+    tx: LedgerTx, clock: GroupClock, command: CreateTransfers, write: bool, guarded: Sequence[str]
 ) -> tuple[list[TransferResult], WorkingSet]:
     """A linked chain's legs on this shard (``paycore.storage.chain_legs``): tried, and with
-    ``write`` written when every one passed."""
+    ``write`` written when every one passed; a ``guarded`` id bound to another shard is
+    refused, as a plain transfer's is."""
     ws = _load_working_set(tx, clock, command.requests)
+    if guarded:
+        ws.foreign_ids = tx.reserved_ids(guarded)
     if not write:
         ws.track_drawdown()
     results = ws.apply_transfers(

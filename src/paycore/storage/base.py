@@ -279,20 +279,23 @@ class PrepareChain(msgspec.Struct, frozen=True):
     try ``legs`` in order on the current state without keeping their effects; if every one
     passes, keep them (state ``prepared``), reserve the money they need of each account and
     lock the holds they resolve, so that applying them later cannot fail. Result:
-    ``list[TransferResult]`` (the trial's; nothing is kept unless all are ok)."""
+    ``list[TransferResult]`` (the trial's; nothing is kept unless all are ok).
+    ``guarded``: the ids of the items' client-facing legs stored here, refused if a
+    reservation on this shard binds them to another (``paycore.cluster.id_reservation``)."""
 
     chain_id: str
     coordinator: str
     legs: tuple[TransferRequest, ...]
     outbox: tuple[OutboxWrite, ...] = ()
     tenant: str | None = None
+    guarded: tuple[str, ...] = ()
 
 
 class DecideChain(msgspec.Struct, frozen=True):
     """The coordinator's part: apply its own ``legs`` and record the chain ``committed``
     in ONE transaction, or record it ``aborted`` if they do not all pass or
     ``commit`` is false. A chain decided before keeps its decision. Result:
-    ``ChainOutcome``."""
+    ``ChainOutcome``. ``guarded`` as for ``PrepareChain``."""
 
     chain_id: str
     participants: tuple[str, ...]
@@ -300,6 +303,7 @@ class DecideChain(msgspec.Struct, frozen=True):
     outbox: tuple[OutboxWrite, ...] = ()
     tenant: str | None = None
     commit: bool = True
+    guarded: tuple[str, ...] = ()
 
 
 class FinishChain(msgspec.Struct, frozen=True):

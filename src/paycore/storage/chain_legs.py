@@ -54,10 +54,12 @@ __all__ = [
 ChainCommand = (
     PrepareChain | DecideChain | FinishChain | StaleChains | ChainRefusals | KeepChainRefusals
 )
-# Runs legs on the shard: (tx, clock, legs, write) -> (results, working set); with
-# ``write``, the effects are written when (and only when) every leg passed.
+# Runs legs on the shard: (tx, clock, legs, write, guarded) -> (results, working set);
+# with ``write``, the effects are written when (and only when) every leg passed; the
+# ``guarded`` ids are refused if reserved here for another shard.
 RunLegs = Callable[
-    ["LedgerTx", "GroupClock", CreateTransfers, bool], tuple[list[TransferResult], WorkingSet]
+    ["LedgerTx", "GroupClock", CreateTransfers, bool, Sequence[str]],
+    tuple[list[TransferResult], WorkingSet],
 ]
 
 PREPARED, COMMITTED, ABORTED, UNKNOWN = "prepared", "committed", "aborted", "unknown"
@@ -159,7 +161,7 @@ def _prepare(tx: LedgerTx, clock: GroupClock, c: PrepareChain, run: RunLegs) -> 
             for leg in c.legs
         ]
     command = CreateTransfers(c.legs, c.outbox, settlement=True, tenant=c.tenant)
-    results, ws = run(tx, clock, command, False)
+    results, ws = run(tx, clock, command, False, c.guarded)
     if not all(r.ok for r in results):
         return results
     part = _Part(c.legs, c.outbox)
@@ -201,7 +203,7 @@ def _decide(tx: LedgerTx, clock: GroupClock, c: DecideChain, run: RunLegs) -> Ch
     state = ABORTED
     if c.commit:
         command = CreateTransfers(c.legs, c.outbox, settlement=True, tenant=c.tenant)
-        results, _ = run(tx, clock, command, True)
+        results, _ = run(tx, clock, command, True, c.guarded)
         state = COMMITTED if all(r.ok for r in results) else ABORTED
     _insert(
         tx,
@@ -229,7 +231,9 @@ def _finish(tx: LedgerTx, clock: GroupClock, c: FinishChain, run: RunLegs) -> Ch
         _set_state(tx, clock, c.chain_id, ABORTED)
         return ChainOutcome(ABORTED)
     part = _decode_part(legs)
-    results, _ = run(tx, clock, CreateTransfers(part.legs, part.outbox, settlement=True), True)
+    # Unguarded: the prepare checked the ids, and their reservations are never undone.
+    command = CreateTransfers(part.legs, part.outbox, settlement=True)
+    results, _ = run(tx, clock, command, True, ())
     if not all(r.ok for r in results):
         # Reservations and locks made this impossible; if it happens anyway, nothing is
         # written (the transaction rolls back) and the recovery retries and logs it.
