@@ -55,6 +55,7 @@ C_COLUMNS = {
     ("webhook_endpoints", "tenant"),
     ("fx_quotes", "id"),  # 0019
     ("fx_quotes", "tenant"),
+    ("payment_attempts", "idempotency_key"),  # 0021
     ("reconciliation_reports", "processor"),  # 0020
     ("reconciliation_reports", "batch_id"),
     ("reconciliation_settled", "processor"),

@@ -36,6 +36,7 @@ MIGRATIONS = [
     "0018_event_stream.sql",
     "0019_fx_quotes.sql",
     "0020_reconciliation.sql",
+    "0021_attempt_keys.sql",
 ]
 
 

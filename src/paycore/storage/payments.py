@@ -139,6 +139,9 @@ class AttemptRow(msgspec.Struct, frozen=True):
     routing: str | None = None  # JSON: the routing decision that chose this processor
     created_at: int = 0
     updated_at: int = 0
+    # The Idempotency-Key of the request that made it ('' without one; None: made before
+    # keys were recorded): how a retry knows its key's claimed work was recorded.
+    idempotency_key: str | None = None
 
 
 class RefundRow(msgspec.Struct, frozen=True):

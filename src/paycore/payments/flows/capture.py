@@ -114,7 +114,9 @@ async def _begin(
         )
         claimed = claimed or claim is None
         assert row.processor is not None
-        current = attempt(row.id, seq, operation, row.processor, amount=amount, now=now)
+        current = attempt(
+            row.id, seq, operation, row.processor, amount=amount, now=now, key=work.attempt_key()
+        )
         started = bump(
             row,
             now,
@@ -132,6 +134,13 @@ async def _begin(
             raise key_in_use()
         if written.state is Written.DONE:
             return view, started, current
+        if resumed or claimed:
+            # The payment moved meanwhile. If a retry under this key took the claimed work
+            # over (this request was slow, not dead), that work is the one to answer with:
+            # planning another attempt here would capture twice for one request.
+            again = await work.replay_or_resume()
+            if isinstance(again, Reply):
+                return again
     raise key_in_use()
 
 

@@ -58,7 +58,14 @@ def bump(row: Any, now: int, **changes: Any) -> Any:
 
 
 def attempt(
-    parent_id: str, seq: int, operation: Operation, processor: str, *, amount: int, now: int
+    parent_id: str,
+    seq: int,
+    operation: Operation,
+    processor: str,
+    *,
+    amount: int,
+    now: int,
+    key: str | None = None,
 ) -> AttemptRow:
     letter = {
         Operation.AUTHORIZE: "a",
@@ -76,6 +83,7 @@ def attempt(
         amount=amount,
         created_at=now,
         updated_at=now,
+        idempotency_key=key,
     )
 
 

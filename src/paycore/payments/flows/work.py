@@ -13,6 +13,7 @@ the work's shard. A retry then gets the stored answer byte for byte, or 409
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -29,6 +30,7 @@ from paycore.payments.flows.rows import (
 from paycore.storage.base import Fence, Idempotency, StoredResponse
 from paycore.storage.payments import (
     POINTER_CONTENT_TYPE,
+    AttemptRow,
     KeyWrite,
     PaymentWrite,
     PaymentWriteResult,
@@ -205,12 +207,16 @@ class UnitOfWork:
         if found is None:
             return seen  # claimed, then the process died before the work was recorded
         view = await self.ctx.view(seen.kind, *found)
-        if seen.seq and not any(a.seq >= seen.seq for a in view.attempts):
+        if seen.seq and not _recorded(view.attempts, seen.seq, self.keyed.key):
             return seen  # a capture or cancel claimed but never recorded: run it again
         if in_progress(view):
             raise key_in_use()
         # The work ended without an answer (its request died): answer with what it is now.
         return await self.settle(view, view.shard, replayed=True)
+
+    def attempt_key(self) -> str:
+        """What a capture's or cancel's attempt records of the request's key."""
+        return "" if self.keyed is None else self.keyed.key
 
     async def claim(
         self, *, resumed: bool, kind: str, object_id: str, shard: str, seq: int
@@ -257,3 +263,10 @@ class UnitOfWork:
         homes = {shard, self.key_home(keyed.key)}
         for home in homes:
             await self.commit(Step(PaymentWrite(shard=home)), claim=gone)
+
+
+def _recorded(attempts: Sequence[AttemptRow], seq: int, key: str) -> bool:
+    """Whether a key's claimed capture or cancel (planned as attempt ``seq``) was recorded:
+    an attempt from ``seq`` on that carries the key (another request's attempt of the same
+    number is not it); one made before attempts carried keys (None) is taken to be it."""
+    return any(a.seq >= seq and a.idempotency_key in (key, None) for a in attempts)
