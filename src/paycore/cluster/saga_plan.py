@@ -11,7 +11,6 @@ created here too, once per node and account.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 
 import msgspec
@@ -54,23 +53,24 @@ async def plan_sagas(
         debit = requests[index].debit_account_id
         assert debit is not None
         by_shard.setdefault(target[index], []).append(debit)
-    shards = list(by_shard)
     # A retry of a transfer that already exists is answered by its source shard
     # ("exists", or different fields), never by a fresh look at B: B may have been
-    # closed since, and the answer to a retry must not change. Both reads at once.
+    # closed since, and the answer to a retry must not change. Both reads at once, one
+    # read call per shard.
     ids_by_shard: dict[str, list[str]] = {}
     for index in wanted:
         ids_by_shard.setdefault(target[index], []).append(requests[index].id)
-    sources = list(ids_by_shard)
-    accounts, stored = await asyncio.gather(
-        gather_all(store.shards[s].get_accounts(by_shard[s]) for s in shards),
-        gather_all(store.shards[s].get_transfers(ids_by_shard[s]) for s in sources),
+    shards = list(by_shard.keys() | ids_by_shard.keys())
+    parts = await gather_all(
+        store.shards[s].accounts_and_transfers(by_shard.get(s, []), ids_by_shard.get(s, []))
+        for s in shards
     )
     found: dict[str, Account] = {}
-    for part in accounts:
-        found.update({k: a for k, a in part.items() if tenant is None or a.tenant == tenant})
-    on_source = dict(zip(sources, stored, strict=True))
-    exists = {i for i in wanted if requests[i].id in on_source[target[i]]}
+    stored: set[str] = set()
+    for accounts, transfers in parts:
+        found.update({k: a for k, a in accounts.items() if tenant is None or a.tenant == tenant})
+        stored |= transfers.keys()
+    exists = {i for i in wanted if requests[i].id in stored}
     now = store.clock_ns()
     for index in wanted:
         r = requests[index]

@@ -770,6 +770,16 @@ class PostgresStore(SingleShard):
         )
         return {row[0]: view_from_row(row) for row in rows}
 
+    async def accounts_and_transfers(
+        self, account_ids: list[str], transfer_ids: list[str]
+    ) -> tuple[dict[str, Account], dict[str, TransferView]]:
+        # Two pooled connections at once: one round trip's wait, as a pipeline would be.
+        accounts, transfers = await asyncio.gather(
+            self.get_accounts(account_ids) if account_ids else _no_accounts(),
+            self.get_transfers(transfer_ids),
+        )
+        return accounts, transfers
+
     async def account_transfers(
         self,
         account_id: str,
@@ -983,3 +993,7 @@ def _accounts_by_ids(
         f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY(%b)", (_storable(ids),)
     )
     return {row[0]: account_from_row(row) for row in rows}
+
+
+async def _no_accounts() -> dict[str, Account]:
+    return {}

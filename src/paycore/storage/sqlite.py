@@ -612,16 +612,16 @@ class SQLiteStore(SingleShard):
     async def get_transfers(self, ids: list[str]) -> dict[str, TransferView]:
         if not ids:
             return {}
+        return self._read(lambda c: _transfer_views(c, ids))
 
-        def read(conn: sqlite3.Connection) -> dict[str, TransferView]:
-            rows = conn.execute(
-                f"SELECT {T_COLUMNS}, m.metadata, p.status, p.resolved_by FROM transfers t "
-                "LEFT JOIN transfer_metadata m ON m.id = t.id "
-                "LEFT JOIN pending_transfers p ON p.id = t.id "
-                "WHERE t.id IN (SELECT value FROM json_each(?))",
-                (_ids_json.encode(ids).decode(),),
+    async def accounts_and_transfers(
+        self, account_ids: list[str], transfer_ids: list[str]
+    ) -> tuple[dict[str, Account], dict[str, TransferView]]:
+        def read(conn: sqlite3.Connection) -> tuple[dict[str, Account], dict[str, TransferView]]:
+            accounts = (
+                _accounts_by_ids(conn, account_ids, with_metadata=True) if account_ids else {}
             )
-            return {row[0]: view_from_row(row) for row in rows}
+            return accounts, _transfer_views(conn, transfer_ids) if transfer_ids else {}
 
         return self._read(read)
 
@@ -811,6 +811,17 @@ def _accounts_by_ids(
         (ids_json,),
     )
     return {row[0]: account_from_row(row) for row in rows}
+
+
+def _transfer_views(conn: sqlite3.Connection, ids: list[str]) -> dict[str, TransferView]:
+    rows = conn.execute(
+        f"SELECT {T_COLUMNS}, m.metadata, p.status, p.resolved_by FROM transfers t "
+        "LEFT JOIN transfer_metadata m ON m.id = t.id "
+        "LEFT JOIN pending_transfers p ON p.id = t.id "
+        "WHERE t.id IN (SELECT value FROM json_each(?))",
+        (_ids_json.encode(ids).decode(),),
+    )
+    return {row[0]: view_from_row(row) for row in rows}
 
 
 def _transfers_by_ids(conn: sqlite3.Connection, ids: Iterable[str]) -> list[Transfer]:

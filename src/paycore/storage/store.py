@@ -145,6 +145,13 @@ class ShardStore(Store, Protocol):
     reconciliation: ReconciliationReads
     lists: ListReads
 
+    async def accounts_and_transfers(
+        self, account_ids: list[str], transfer_ids: list[str]
+    ) -> tuple[dict[str, Account], dict[str, TransferView]]:
+        """``get_accounts`` and ``get_transfers`` at once: one read call (a cross-shard
+        transfer's plan reads both on its source shard; on SQLite every read call blocks
+        the event loop and takes the GIL back from the writers)."""
+
     async def usage(self) -> ShardUsage:
         """Rows and bytes held (``paycore shards status``)."""
 
