@@ -4,8 +4,11 @@ and the ledger checks every test ends with."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,10 +17,14 @@ from litestar.middleware import DefineMiddleware
 
 from api.support import NS, ManualClock
 from paycore.api.auth import AuthMiddleware
+from paycore.api.idempotency import WriteExecutor
 from paycore.api.problems import EXCEPTION_HANDLERS
 from paycore.api.routes.payments import payment_routes
+from paycore.cluster.router import ShardedStore
+from paycore.cluster.topology import build_store
 from paycore.config import Settings
 from paycore.ledger.model import Account, AccountFlags, AccountRequest, TransferRequest
+from paycore.locks.base import LockService
 from paycore.ops.audit import audit_store
 from paycore.payments.processors.base import CardDetails
 from paycore.payments.service import PaymentService, PaymentView
@@ -156,3 +163,74 @@ async def payment_client(
 
 def card_json(number: str = CARD.number, **fields: Any) -> dict[str, Any]:
     return {"number": number, "exp_month": 12, "exp_year": 2030, "cvc": "123", **fields}
+
+
+KEY = "Idempotency-Key"
+
+
+@dataclass
+class Nodes:
+    """Two API nodes; A stalls after claiming an Idempotency-Key until ``go`` is set (a
+    node paused between its claim and its first write)."""
+
+    a: httpx.AsyncClient
+    b: httpx.AsyncClient
+    service: PaymentService
+    acquirer: ScriptedConnector
+    key: str  # a key whose own shard is not the payment's (its claim is a write alone)
+    claimed: asyncio.Event
+    go: asyncio.Event
+
+    async def manual_payment(self, amount: int) -> str:
+        body = {
+            "amount": amount,
+            "currency": "USD",
+            "merchant_account_id": "m1",
+            "capture": "manual",
+            "source": {"card": card_json()},
+        }
+        answer = await self.b.post("/v1/payments", json=body)
+        assert answer.status_code == 201, answer.text
+        payment_id: str = answer.json()["id"]
+        return payment_id
+
+    async def stalled(self, path: str, body: Any) -> asyncio.Task[httpx.Response]:
+        """A's request, once it has claimed the key and stalled."""
+        first = asyncio.create_task(self.a.post(path, json=body, headers={KEY: self.key}))
+        await asyncio.wait_for(self.claimed.wait(), 5)
+        return first
+
+
+@asynccontextmanager
+async def two_nodes(
+    tmp_path: Path, *, locks: Sequence[LockService | None] = (None, None)
+) -> AsyncIterator[Nodes]:
+    """Two payment services on one 2-shard embedded store, each behind its own key
+    executor (``locks``: their key-lock services; by default each its own, in-process)."""
+    clock = ManualClock()
+    store = build_store(Settings(data_dir=str(tmp_path), embedded_shards=2), clock=clock)
+    assert isinstance(store, ShardedStore)
+    await store.start()
+    try:
+        await setup_accounts(store)
+        acquirer = ScriptedConnector("acq-a")
+        node_a = PaymentService(store, {"acq-a": acquirer}, clock=clock)
+        node_b = PaymentService(store, {"acq-a": acquirer}, clock=clock)
+        work = store.shard_for("m1")
+        key = next(f"k{i}" for i in range(999) if store.shard_for(f"default:k{i}") != work)
+        claimed, go = asyncio.Event(), asyncio.Event()
+        write = node_a.context.write
+
+        async def pause_after_claim(command: Any) -> Any:
+            result = await write(command)
+            if command.key is not None and command.key.mode == "claim" and command.payment is None:
+                claimed.set()
+                await go.wait()  # node A paused between its claim and its first write
+            return result
+
+        node_a.context.write = pause_after_claim  # type: ignore[method-assign]
+        writes = [WriteExecutor(store, retention_seconds=3600, locks=lk) for lk in locks]
+        async with payment_client(node_a, writes[0]) as a, payment_client(node_b, writes[1]) as b:
+            yield Nodes(a, b, node_b, acquirer, key, claimed, go)
+    finally:
+        await store.stop()

@@ -6,90 +6,12 @@ moved, answers with the work its key did, and never plans a second capture."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from paycore.api.idempotency import WriteExecutor
-from paycore.cluster.router import ShardedStore
-from paycore.cluster.topology import build_store
-from paycore.config import Settings
 from paycore.payments.processors.base import Operation
-from paycore.payments.service import PaymentService
-from paycore.payments.testing import ScriptedConnector
-from payments.payment_support import ManualClock, card_json, payment_client, setup_accounts
-
-KEY = "Idempotency-Key"
-
-
-@dataclass
-class Nodes:
-    """Two API nodes whose key locks do not see each other (as when node A's lease ran
-    out while it was paused); A stalls after claiming a key until ``go`` is set."""
-
-    a: httpx.AsyncClient
-    b: httpx.AsyncClient
-    service: PaymentService
-    acquirer: ScriptedConnector
-    key: str  # a key whose own shard is not the payment's (its claim is a write alone)
-    claimed: asyncio.Event
-    go: asyncio.Event
-
-    async def manual_payment(self, amount: int) -> str:
-        body = {
-            "amount": amount,
-            "currency": "USD",
-            "merchant_account_id": "m1",
-            "capture": "manual",
-            "source": {"card": card_json()},
-        }
-        answer = await self.b.post("/v1/payments", json=body)
-        assert answer.status_code == 201, answer.text
-        payment_id: str = answer.json()["id"]
-        return payment_id
-
-    async def stalled(self, path: str, body: Any) -> asyncio.Task[httpx.Response]:
-        """A's request, once it has claimed the key and stalled."""
-        first = asyncio.create_task(self.a.post(path, json=body, headers={KEY: self.key}))
-        await asyncio.wait_for(self.claimed.wait(), 5)
-        return first
-
-
-@asynccontextmanager
-async def two_nodes(tmp_path: Path) -> AsyncIterator[Nodes]:
-    clock = ManualClock()
-    store = build_store(Settings(data_dir=str(tmp_path), embedded_shards=2), clock=clock)
-    assert isinstance(store, ShardedStore)
-    await store.start()
-    try:
-        await setup_accounts(store)
-        acquirer = ScriptedConnector("acq-a")
-        node_a = PaymentService(store, {"acq-a": acquirer}, clock=clock)
-        node_b = PaymentService(store, {"acq-a": acquirer}, clock=clock)
-        work = store.shard_for("m1")
-        key = next(f"k{i}" for i in range(999) if store.shard_for(f"default:k{i}") != work)
-        claimed, go = asyncio.Event(), asyncio.Event()
-        write = node_a.context.write
-
-        async def pause_after_claim(command: Any) -> Any:
-            result = await write(command)
-            if command.key is not None and command.key.mode == "claim" and command.payment is None:
-                claimed.set()
-                await go.wait()  # node A paused between its claim and its first write
-            return result
-
-        node_a.context.write = pause_after_claim  # type: ignore[method-assign]
-        writes = [WriteExecutor(store, retention_seconds=3600) for _ in range(2)]
-        async with payment_client(node_a, writes[0]) as a, payment_client(node_b, writes[1]) as b:
-            yield Nodes(a, b, node_b, acquirer, key, claimed, go)
-    finally:
-        await store.stop()
+from payments.payment_support import KEY, two_nodes
 
 
 @pytest.mark.parametrize("operation", ["capture", "cancel"])

@@ -15,7 +15,6 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from paycore.api.app import create_app
-from paycore.api.idempotency import WriteExecutor
 from paycore.cluster.router import ShardedStore
 from paycore.cluster.topology import build_store
 from paycore.config import Settings
@@ -30,15 +29,16 @@ from paycore.payments.testing import Behaviour, ScriptedConnector
 from paycore.storage.base import CloseAccount, CreateAccounts
 from payments.payment_support import (
     CARD,
+    KEY,
     ManualClock,
     card_json,
     open_world,
     payment_client,
     payment_of,
     setup_accounts,
+    two_nodes,
 )
 
-KEY = "Idempotency-Key"
 BANK_ACCOUNT = "GB00BANK0000000001"
 
 
@@ -243,7 +243,7 @@ async def test_a_retry_after_the_card_expired_replays_the_first_answer(
 
 
 async def test_one_capture_key_on_two_nodes_keeps_the_answer_of_the_capture(
-    clock: ManualClock, tmp_path: Path, redis_server: RedisServer
+    tmp_path: Path, redis_server: RedisServer
 ) -> None:
     """Review finding (fixed: payment keys now share the ledger routes' cluster-wide key
     lock, so the twin on node B gets 409 in_use instead of resuming). Two API nodes (two
@@ -253,53 +253,27 @@ async def test_one_capture_key_on_two_nodes_keeps_the_answer_of_the_capture(
     RESUMED, captured (200); A's tx1 then lost the compare-and-set and ``_refuse``
     settled the key with 409 ``payment_unexpected_state``: every later retry replayed
     that 409 although the capture happened."""
-    store = build_store(Settings(data_dir=str(tmp_path), embedded_shards=2), clock=clock)
-    assert isinstance(store, ShardedStore)
-    await store.start()
+    locks = [open_lock_service(redis_server.url) for _ in range(2)]
+    for service in locks:
+        await service.open()
     try:
-        await setup_accounts(store)
-        acq = ScriptedConnector("acq-a")
-        node_a = PaymentService(store, {"acq-a": acq}, clock=clock)
-        node_b = PaymentService(store, {"acq-a": acq}, clock=clock)
-        work = store.shard_for("m1")
-        key = next(f"k{i}" for i in range(999) if store.shard_for(f"default:k{i}") != work)
-        claimed, go = asyncio.Event(), asyncio.Event()
-        write = node_a.context.write
-
-        async def slow_after_claim(command: Any) -> Any:
-            result = await write(command)
-            if command.key is not None and command.key.mode == "claim" and command.payment is None:
-                claimed.set()
-                await go.wait()  # the few instants between A's claim and A's tx1
-            return result
-
-        node_a.context.write = slow_after_claim  # type: ignore[method-assign]
-        locks = [open_lock_service(redis_server.url) for _ in range(2)]
-        for service in locks:
-            await service.open()
-        writes = [WriteExecutor(store, retention_seconds=3600, locks=lk) for lk in locks]
-        async with (
-            payment_client(node_a, writes[0]) as a,
-            payment_client(node_b, writes[1]) as b,
-        ):
-            held = await _created(await b.post("/v1/payments", json=pay(1000, "manual")))
-            path = f"/v1/payments/{held['id']}/capture"
-            first = asyncio.create_task(a.post(path, json={}, headers={KEY: key}))
-            await asyncio.wait_for(claimed.wait(), 5)
-            twin = await b.post(path, json={}, headers={KEY: key})
-            go.set()
+        async with two_nodes(tmp_path, locks=locks) as nodes:
+            payment_id = await nodes.manual_payment(1000)
+            path = f"/v1/payments/{payment_id}/capture"
+            first = await nodes.stalled(path, {})
+            twin = await nodes.b.post(path, json={}, headers={KEY: nodes.key})
+            nodes.go.set()
             answer_a = await first
-            retry = await b.post(path, json={}, headers={KEY: key})
-        assert acq.count(Operation.CAPTURE) == 1
-        done = (await node_b.get_payment(held["id"])).payment
-        assert (done.status, done.amount_captured) == ("succeeded", 1000)
-        answers = [(r.status_code, r.json().get("code")) for r in (answer_a, twin, retry)]
-        assert answers[1] == (409, "idempotency_key_in_use"), answers
-        assert answer_a.status_code == retry.status_code == 200, answers
+            retry = await nodes.b.post(path, json={}, headers={KEY: nodes.key})
+            assert nodes.acquirer.count(Operation.CAPTURE) == 1
+            done = (await nodes.service.get_payment(payment_id)).payment
+    finally:
         for service in locks:
             await service.aclose()
-    finally:
-        await store.stop()
+    assert (done.status, done.amount_captured) == ("succeeded", 1000)
+    answers = [(r.status_code, r.json().get("code")) for r in (answer_a, twin, retry)]
+    assert answers[1] == (409, "idempotency_key_in_use"), answers
+    assert answer_a.status_code == retry.status_code == 200, answers
 
 
 async def test_one_huge_payment_does_not_break_every_later_payment(
