@@ -339,9 +339,14 @@ class RateLimitMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+# How long a request waits for Redis's answer before its node decides alone (fail open):
+# a rate limit must never make a request slow.
+REDIS_TIMEOUT_SECONDS = 0.25
+
+
 def rate_limiter_for(locks_url: str) -> RateLimiter:
     """Redis-backed when ``locks_url`` is Redis (the cluster), else in-process."""
     scheme = locks_url.split("://", 1)[0] if "://" in locks_url else ""
     if scheme in {"redis", "rediss", "unix"}:
-        return RedisRateLimiter.from_url(locks_url)
+        return RedisRateLimiter.from_url(locks_url, timeout=REDIS_TIMEOUT_SECONDS)
     return LocalRateLimiter()
