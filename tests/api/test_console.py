@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -26,6 +27,7 @@ from paycore.storage.store import Store
 
 ADMIN = frozenset({Scope.ADMIN})
 HOSTILE = "<script>alert('x')</script>"
+HOSTILE_ID = "<b onmouseover=alert(1)>x"  # no '/': it stays one path segment
 CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
 
 
@@ -367,3 +369,78 @@ async def test_hostile_form_bodies_never_get_a_5xx(
     assert r.status_code < 500, (r.status_code, r.text[:300])
     if path == "/console/login":
         assert r.status_code >= 400, r.text[:300]
+
+
+async def _refund_and_payout(
+    client: AsyncTestClient[Any], token: str, world: World
+) -> tuple[str, str]:
+    """A refund of the world's card payment and a payout from its account ``a``."""
+    headers = {"Authorization": f"Bearer {token}"}
+    refund = await client.post(
+        "/v1/refunds", json={"payment_id": world.payment, "amount": 300}, headers=headers
+    )
+    assert refund.status_code == 201, refund.text
+    payout = await client.post(
+        "/v1/payouts",
+        json={"wallet_account_id": world.a, "amount": 150, "currency": "USD",
+              "destination": "DE89370400440532013000"},
+        headers=headers,
+    )  # fmt: skip
+    assert payout.status_code == 201, payout.text
+    return refund.json()["id"], payout.json()["id"]
+
+
+async def test_refund_and_payout_pages_link_to_their_payment_wallet_and_transfers(
+    keyed: AsyncTestClient[Any], store: Store
+) -> None:
+    """The payment page lists its refund; the refund page shows its attempts, links to
+    its payment and its ledger transfers, each of which links back; likewise a payout
+    with its wallet account."""
+    admin = await _key(store, "alice", ADMIN)
+    world = await _seed(keyed, store, admin, "alice")
+    refund_id, payout_id = await _refund_and_payout(keyed, admin, world)
+    assert (await _login(keyed, admin)).status_code == 200
+    payment = (await keyed.get(f"/console/payments/{world.payment}")).text
+    assert f'href="/console/refunds/{refund_id}"' in payment
+    refund = await keyed.get(f"/console/refunds/{refund_id}")
+    assert refund.status_code == 200, refund.text
+    assert refund.headers["content-security-policy"] == CSP
+    for text in ("300 USD", f'href="/console/payments/{world.payment}"',
+                 'href="/console/accounts/m1"', "refund</strong>"):  # fmt: skip
+        assert text in refund.text, text
+    payout = await keyed.get(f"/console/payouts/{payout_id}")
+    assert payout.status_code == 200, payout.text
+    for text in ("150 USD", f'href="/console/accounts/{world.a}"', "DE89370400440532013000",
+                 "payout</strong>"):  # fmt: skip
+        assert text in payout.text, text
+    for page, owner in (
+        (refund.text, f"refunds/{refund_id}"),
+        (payout.text, f"payouts/{payout_id}"),
+    ):
+        ledger = re.findall(r'href="/console/transfers/(pm\.[^"]+)"', page)
+        assert ledger, page
+        for transfer_id in ledger:
+            r = await keyed.get(f"/console/transfers/{transfer_id}")
+            assert r.status_code == 200, r.text
+            assert f'href="/console/{owner}"' in r.text
+
+
+async def test_another_tenants_refund_and_payout_are_404s(
+    keyed: AsyncTestClient[Any], store: Store
+) -> None:
+    """Bob's admin gets for Alice's refund and payout the same 404 as for missing ids;
+    a hostile id in the path is shown escaped."""
+    alice = await _key(store, "alice", ADMIN)
+    world = await _seed(keyed, store, alice, "alice")
+    refund_id, payout_id = await _refund_and_payout(keyed, alice, world)
+    assert (await _login(keyed, await _key(store, "bob", ADMIN))).status_code == 200
+    for kind, ident in (("refunds", refund_id), ("payouts", payout_id)):
+        foreign = await keyed.get(f"/console/{kind}/{ident}")
+        ghost = await keyed.get(f"/console/{kind}/{ident[:-2]}zz")
+        assert foreign.status_code == ghost.status_code == 404
+        assert foreign.text.replace(ident, "ID") == ghost.text.replace(f"{ident[:-2]}zz", "ID")
+        hostile = await keyed.get(f"/console/{kind}/{quote(HOSTILE_ID)}")
+        assert hostile.status_code == 404
+        assert hostile.headers["content-type"].startswith("text/html")
+        assert HOSTILE_ID not in hostile.text
+        assert "&lt;b onmouseover=alert(1)&gt;" in hostile.text

@@ -48,13 +48,16 @@ from paycore.api.console.frame import (
     secure_request,
     to_login,
 )
+from paycore.api.console.money_pages import money_routes
 from paycore.api.console.sessions import Sessions
 from paycore.api.payment_schemas import payment_out
 from paycore.api.routes.ops import WorkerStatus
 from paycore.api.tenancy import Namespace
+from paycore.cluster.namespaces import PAYMENT_TRANSFER_PREFIX
 from paycore.config import Settings
 from paycore.errors import RequestError
 from paycore.ledger.model import SYSTEM_TENANT, is_valid_id
+from paycore.payments.listing import refunds_of
 from paycore.payments.service import PaymentService
 from paycore.storage.store import Store
 
@@ -62,6 +65,21 @@ __all__ = ["CONSOLE_PATH", "CSP", "SESSION_COOKIE", "console_routes", "console_t
 
 _STUCK_DEFAULT: Final = 60
 _STUCK_MAX: Final = 30 * 86400
+# A payment's, refund's or payout's ledger transfers are ``pm.<its id>.<step>``; its id's
+# prefix says which it is (``paycore.payments.accounts``).
+_OWNER_KINDS: Final = {"pay_": "payment", "re_": "refund", "po_": "payout"}
+
+
+def _owner(transfer_id: str) -> tuple[str | None, str | None]:
+    """(kind, id) of the payment, refund or payout that made a ledger transfer; Nones
+    for a client's transfer."""
+    if not transfer_id.startswith(PAYMENT_TRANSFER_PREFIX):
+        return None, None
+    owner = transfer_id[len(PAYMENT_TRANSFER_PREFIX) :].rpartition(".")[0]
+    for prefix, kind in _OWNER_KINDS.items():
+        if owner.startswith(prefix):
+            return kind, owner
+    return None, None
 
 
 def console_routes(
@@ -76,7 +94,7 @@ def console_routes(
     """The console's handlers, bound to the app's store, payment service and keys."""
     live = sessions if sessions is not None else Sessions()
     c = Console(store, payments, settings, api_keys, workers=workers, sessions=live)
-    return [*_session_routes(c), *_overview_routes(c), *_ledger_routes(c)]
+    return [*_session_routes(c), *_overview_routes(c), *_ledger_routes(c), *money_routes(c)]
 
 
 def _session_routes(c: Console) -> list[HTTPRouteHandler]:
@@ -171,7 +189,7 @@ def _overview_routes(c: Console) -> list[HTTPRouteHandler]:
         transfers = await reads.payment_transfers(c.store, view)
         return c.page(
             request, "payment.html", who,
-            p=payment_out(view, ns),
+            p=payment_out(view, ns, await refunds_of(c.payments, view)),
             transfers=[(ns.out(v.transfer.id), v, ns.out(v.transfer.debit_account_id),
                         ns.out(v.transfer.credit_account_id)) for v in transfers],
         )  # fmt: skip
@@ -273,15 +291,13 @@ def _ledger_routes(c: Console) -> list[HTTPRouteHandler]:
         if view is None:
             return c.missing(request, who, "transfer", transfer_id)
         t = view.transfer
-        # A payment's ledger transfers are pm.<payment id>.<step> (refunds' and
-        # payouts' too, with their own ids: those have no page here yet).
-        owner = t.id[3:].rpartition(".")[0] if t.id.startswith("pm.") else ""
-        payment_id = owner if owner.startswith("pay_") else None
+        owner_kind, owner_id = _owner(t.id)
         return c.page(
             request, "transfer.html", who,
             view=view, t=t, client_id=ns.out(t.id), debit=ns.out(t.debit_account_id),
             credit=ns.out(t.credit_account_id), pending=ns.optional_out(t.pending_id),
-            resolved_by=ns.optional_out(view.resolved_by), payment_id=payment_id,
+            resolved_by=ns.optional_out(view.resolved_by), owner_kind=owner_kind,
+            owner_id=owner_id,
         )  # fmt: skip
 
     return [accounts, account, transfer]
