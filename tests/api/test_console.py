@@ -5,8 +5,10 @@ boundaries, and every page over a ledger with a card payment and a cross-shard t
 from __future__ import annotations
 
 import re
+import sqlite3
+import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -17,12 +19,13 @@ from litestar.testing import AsyncTestClient
 
 from paycore.api import create_app
 from paycore.api.auth import ApiKeys, Scope
-from paycore.api.console import CSP, SESSION_COOKIE
+from paycore.api.console import CSP, SESSION_COOKIE, ops_reads
 from paycore.api.console.chart import balance_svg
 from paycore.api.console.sessions import LoginTokens, Sessions
 from paycore.cluster.topology import build_store
 from paycore.config import Settings
-from paycore.ledger.tenancy import internal_account_id
+from paycore.ledger.tenancy import internal_account_id, internal_transfer_id
+from paycore.storage.payments import AckPaymentEvents, ClaimPaymentEvents, WebhookDeliveryRow
 from paycore.storage.store import Store
 
 ADMIN = frozenset({Scope.ADMIN})
@@ -444,3 +447,123 @@ async def test_another_tenants_refund_and_payout_are_404s(
         assert hostile.headers["content-type"].startswith("text/html")
         assert HOSTILE_ID not in hostile.text
         assert "&lt;b onmouseover=alert(1)&gt;" in hostile.text
+
+
+async def _fail_deliveries(
+    client: AsyncTestClient[Any], store: Store, token: str, tenant: str
+) -> list[str]:
+    """The sender's record of attempts at two payments' events: the first given up
+    after a hostile error, the second answered 503 and due again in an hour."""
+    again = {"amount": 800, "currency": "USD", "merchant_account_id": "m1",
+             "source": {"card": CARD}}  # fmt: skip
+    paid = await client.post(
+        "/v1/payments", json=again, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert paid.status_code == 201, paid.text
+    shard = store.shard_of(internal_account_id(tenant, "m1"))
+    events = await store.execute(ClaimPaymentEvents(shard, "sender-test", 30))
+    assert len(events) >= 2, events
+    first, second = events[0].id, events[1].id
+    later = time.time_ns() + 3600 * 1_000_000_000
+    await store.execute(
+        AckPaymentEvents(
+            shard,
+            failed=(first,),
+            retry=((second, later),),
+            deliveries=(
+                WebhookDeliveryRow(first, "https://hooks.example/in", "failed", "rejected",
+                                   last_status=410, last_error=HOSTILE),
+                WebhookDeliveryRow(second, "https://hooks.example/in", "pending", "error",
+                                   last_status=503),
+            ),
+        )
+    )  # fmt: skip
+    return [first, second]
+
+
+async def test_failing_webhook_deliveries_are_listed_escaped_and_tenant_scoped(
+    keyed: AsyncTestClient[Any], store: Store
+) -> None:
+    """A delivery given up and one being retried are listed, latest change first, with
+    attempts, last answer and next retry; a hostile error shows as text; page 1 of size 1
+    links to the rest; Bob's admin sees none of Alice's."""
+    admin = await _key(store, "alice", ADMIN)
+    await _seed(keyed, store, admin, "alice")
+    failed, retried = await _fail_deliveries(keyed, store, admin, "alice")
+    assert (await _login(keyed, admin)).status_code == 200
+    page = await keyed.get("/console/webhooks")
+    assert page.status_code == 200, page.text
+    assert page.headers["content-security-policy"] == CSP
+    text = page.text
+    for shown in (failed, retried, "HTTP 410", "HTTP 503", "payment.succeeded"):
+        assert shown in text, shown
+    assert HOSTILE not in text
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in text
+    assert 'href="/console/webhooks"' in text  # in the navigation
+    assert sorted(await _delivery_pages(store, "alice")) == sorted([failed, retried])
+    assert "Older" not in text  # one page of 25 holds both
+    assert (await _login(keyed, await _key(store, "bob", ADMIN))).status_code == 200
+    bob = await keyed.get("/console/webhooks")
+    assert bob.status_code == 200
+    assert failed not in bob.text
+    assert retried not in bob.text
+    assert "No failing deliveries." in bob.text
+
+
+async def _delivery_pages(store: Store, tenant: str) -> list[str]:
+    """The event ids of the tenant's failing deliveries, one page of one at a time,
+    following each page's cursor as the page's link does."""
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        page = await ops_reads.failing_deliveries(
+            store, tenant, ops_reads.parse_delivery_cursor(cursor), 1
+        )
+        seen += [row.failing.delivery.event_id for row in page.rows]
+        if page.next_cursor is None:
+            return seen
+        cursor = page.next_cursor
+
+
+def _stall_saga(store: Store, tenant: str, client_transfer: str, seconds_ago: int) -> None:
+    """Put a finished cross-shard transfer's outbox row back to ``held``, begun
+    ``seconds_ago``: as if the request died after step 1 and no relay ran since."""
+    internal = internal_transfer_id(tenant, client_transfer)
+    stalled = 0
+    for shard in store.shard_stores.values():
+        path = getattr(shard, "path", None)
+        assert isinstance(path, Path), shard
+        with closing(sqlite3.connect(path, timeout=10)) as db, db:
+            stalled += db.execute(
+                "UPDATE outbox SET state = 'held', created_at = ? WHERE transfer_id = ?",
+                (time.time_ns() - seconds_ago * 1_000_000_000, internal),
+            ).rowcount
+    assert stalled == 1
+
+
+async def test_stuck_sagas_are_listed_past_their_bound_for_their_tenant_only(
+    keyed: AsyncTestClient[Any], store: Store
+) -> None:
+    """A cross-shard transfer whose saga stayed ``held`` for two minutes is listed past
+    the default 60 s bound with its state, shards and age, linking to its transfer; not
+    under a bound of ten minutes; and not at all for Bob's admin."""
+    admin = await _key(store, "alice", ADMIN)
+    world = await _seed(keyed, store, admin, "alice")
+    assert (await _login(keyed, admin)).status_code == 200
+    assert "xs1" not in (await keyed.get("/console/sagas?older_than=0")).text  # finished
+    _stall_saga(store, "alice", "xs1", 120)
+    page = await keyed.get("/console/sagas")
+    assert page.status_code == 200, page.text
+    assert page.headers["content-security-policy"] == CSP
+    for shown in ('href="/console/transfers/xs1"', "held", f'href="/console/accounts/{world.b}"',
+                  "70 USD", 'href="/console/sagas"'):  # fmt: skip
+        assert shown in page.text, shown
+    ages = re.findall(r'<td class="num">(\d+)</td>\s*</tr>', page.text)
+    assert len(ages) == 1, ages
+    assert 120 <= int(ages[0]) < 180, ages
+    assert "xs1" not in (await keyed.get("/console/sagas?older_than=600")).text
+    assert (await _login(keyed, await _key(store, "bob", ADMIN))).status_code == 200
+    bob = await keyed.get("/console/sagas?older_than=0")
+    assert bob.status_code == 200
+    assert "xs1" not in bob.text
+    assert world.a not in bob.text

@@ -49,6 +49,7 @@ from paycore.api.console.frame import (
     to_login,
 )
 from paycore.api.console.money_pages import money_routes
+from paycore.api.console.ops_pages import ops_routes
 from paycore.api.console.sessions import Sessions
 from paycore.api.payment_schemas import payment_out
 from paycore.api.routes.ops import WorkerStatus
@@ -94,7 +95,13 @@ def console_routes(
     """The console's handlers, bound to the app's store, payment service and keys."""
     live = sessions if sessions is not None else Sessions()
     c = Console(store, payments, settings, api_keys, workers=workers, sessions=live)
-    return [*_session_routes(c), *_overview_routes(c), *_ledger_routes(c), *money_routes(c)]
+    return [
+        *_session_routes(c),
+        *_overview_routes(c),
+        *_ledger_routes(c),
+        *money_routes(c),
+        *ops_routes(c),
+    ]
 
 
 def _session_routes(c: Console) -> list[HTTPRouteHandler]:
