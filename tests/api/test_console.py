@@ -22,6 +22,8 @@ from paycore.api.auth import ApiKeys, Scope
 from paycore.api.console import CSP, SESSION_COOKIE, ops_reads
 from paycore.api.console.chart import balance_svg
 from paycore.api.console.sessions import LoginTokens, Sessions
+from paycore.api.console.traffic_rows import per_second, share, traffic_rows
+from paycore.api.traffic import RecentTraffic
 from paycore.cluster.topology import build_store
 from paycore.config import Settings
 from paycore.ledger.tenancy import internal_account_id, internal_transfer_id
@@ -567,3 +569,59 @@ async def test_stuck_sagas_are_listed_past_their_bound_for_their_tenant_only(
     assert bob.status_code == 200
     assert "xs1" not in bob.text
     assert world.a not in bob.text
+
+
+def test_recent_traffic_counts_minute_by_minute_and_forgets_old_minutes() -> None:
+    """Requests land in their wall-clock minute; 4xx, 5xx and the 2xx answers that make
+    transfers and payments are counted apart; a quiet minute shows zeros; beyond the
+    ring's size a minute is gone; rates and shares are formatted from integers."""
+    now = [600.0]
+    traffic = RecentTraffic(minutes=3, clock=lambda: now[0])
+    traffic.note("POST", "/v1/transfers", 201)
+    traffic.note("POST", "/v1/transfers/batch", 200)
+    traffic.note("POST", "/v1/payments", 201)
+    traffic.note("GET", "/v1/transfers", 200)  # a listing makes nothing
+    traffic.note("POST", "/v1/transfers", 422)
+    traffic.note("GET", "/v1/accounts/{account_id:str}", 503)
+    now[0] = 720.0 + 15  # two minutes on: the one between was quiet
+    traffic.note("GET", "/healthz", 200)
+    current, quiet, first = traffic.minutes()
+    assert (current.start, current.requests) == (720, 1)
+    assert (quiet.start, quiet.requests) == (660, 0)
+    assert first.start == 600
+    assert (first.requests, first.client_errors, first.server_errors) == (6, 1, 1)
+    assert (first.transfer_writes, first.payments_created) == (2, 1)
+    rows = traffic_rows(traffic, now[0])
+    assert (rows[0].current, rows[0].per_second) == (True, "0.0")  # 1 in 15 s: 0.06
+    assert (rows[2].per_second, rows[2].error_share) == ("0.1", "33.3 %")
+    assert rows[1].error_share == "\u2013"
+    assert per_second(90, 60) == "1.5"
+    assert share(1, 3) == "33.3 %"
+    now[0] = 900.0  # 600 is now four minutes back: out of a ring of three
+    assert [m.start for m in traffic.minutes()] == [900, 840, 780]
+    assert all(m.requests == 0 for m in traffic.minutes())
+
+
+async def test_the_overview_shows_this_nodes_traffic(
+    keyed: AsyncTestClient[Any], store: Store
+) -> None:
+    """The API requests made before the page are counted in the overview's minutes
+    (summed over the minutes: the seeding may straddle two)."""
+    admin = await _key(store, "alice", ADMIN)
+    await _seed(keyed, store, admin, "alice")
+    assert (await _login(keyed, admin)).status_code == 200
+    page = (await keyed.get("/console")).text
+    assert "Traffic of the last minutes (this node)" in page
+    assert "This node's view only" in page
+    assert "(so far)" in page
+    section = page[page.index("Traffic of the last minutes") : page.index("<h2>Shards</h2>")]
+    rows = re.findall(r"<tr><td>[^<]*</td>((?:<td[^>]*>[^<]*</td>){7})</tr>", section)
+    assert len(rows) == 15, section
+    cells = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in rows]
+
+    def total(column: int) -> int:
+        return sum(int(c[column].replace(",", "")) for c in cells)
+
+    assert total(0) >= 9  # 4 accounts, 2 transfers, 1 payment, the login's 2 at least
+    assert total(5) == 2  # transfer writes
+    assert total(6) == 1  # payments created

@@ -190,7 +190,14 @@ def create_app(
             *processor_event_routes(store, settings),
             *ops_routes(store, settings, metrics, locks=service, workers=workers),
             # The operator console (its own session login; not in the OpenAPI document).
-            *console_routes(store, payment_service, settings, api_keys, workers=workers),
+            *console_routes(
+                store,
+                payment_service,
+                settings,
+                api_keys,
+                workers=workers,
+                traffic=metrics.traffic,
+            ),
         ],
         template_config=console_templates(),
         lifespan=[lifespan],

@@ -18,6 +18,7 @@ from paycore.api.auth import OPEN_PRINCIPAL, ApiKeys, Principal, Scope, parse_sc
 from paycore.api.console.sessions import LoginTokens, Session, Sessions
 from paycore.api.routes.ops import OPEN_AUTH_WARNING, WorkerStatus
 from paycore.api.schemas import rfc3339
+from paycore.api.traffic import RecentTraffic
 from paycore.config import Settings
 from paycore.payments.service import PaymentService
 from paycore.storage.store import Store
@@ -98,11 +99,13 @@ class Console:
         *,
         workers: WorkerStatus | None,
         sessions: Sessions,
+        traffic: RecentTraffic | None = None,
     ) -> None:
         self.store = store
         self.payments = payments
         self.api_keys = api_keys
         self.workers = workers
+        self.traffic = traffic
         self.open_mode = settings.auth == "open"
         self.live = sessions
         self.login_tokens = LoginTokens()

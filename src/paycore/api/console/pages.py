@@ -51,9 +51,11 @@ from paycore.api.console.frame import (
 from paycore.api.console.money_pages import money_routes
 from paycore.api.console.ops_pages import ops_routes
 from paycore.api.console.sessions import Sessions
+from paycore.api.console.traffic_rows import traffic_rows
 from paycore.api.payment_schemas import payment_out
 from paycore.api.routes.ops import WorkerStatus
 from paycore.api.tenancy import Namespace
+from paycore.api.traffic import RecentTraffic
 from paycore.cluster.namespaces import PAYMENT_TRANSFER_PREFIX
 from paycore.config import Settings
 from paycore.errors import RequestError
@@ -91,10 +93,14 @@ def console_routes(
     *,
     workers: WorkerStatus | None = None,
     sessions: Sessions | None = None,
+    traffic: RecentTraffic | None = None,
 ) -> list[HTTPRouteHandler]:
-    """The console's handlers, bound to the app's store, payment service and keys."""
+    """The console's handlers, bound to the app's store, payment service and keys
+    (``traffic``: this node's last minutes, shown on the overview when given)."""
     live = sessions if sessions is not None else Sessions()
-    c = Console(store, payments, settings, api_keys, workers=workers, sessions=live)
+    c = Console(
+        store, payments, settings, api_keys, workers=workers, sessions=live, traffic=traffic
+    )
     return [
         *_session_routes(c),
         *_overview_routes(c),
@@ -179,6 +185,7 @@ def _overview_routes(c: Console) -> list[HTTPRouteHandler]:
             breakers=reads.breakers(c.payments.connectors),
             jobs=None if status is None else status.get("jobs", []),
             lock_backend_down=bool(status and status.get("lock_backend_down")),
+            traffic=None if c.traffic is None else traffic_rows(c.traffic, time.time()),
         )  # fmt: skip
 
     @get(f"{CONSOLE_PATH}/payments/{{payment_id:str}}", opt=PUBLIC, include_in_schema=False)
