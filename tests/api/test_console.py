@@ -20,6 +20,7 @@ from litestar.testing import AsyncTestClient
 from paycore.api import create_app
 from paycore.api.auth import ApiKeys, Scope
 from paycore.api.console import CSP, SESSION_COOKIE, ops_reads
+from paycore.api.console.audit_runs import AuditRuns
 from paycore.api.console.chart import balance_svg
 from paycore.api.console.sessions import LoginTokens, Sessions
 from paycore.api.console.traffic_rows import per_second, share, traffic_rows
@@ -350,7 +351,7 @@ async def test_a_csrf_token_sent_as_a_file_is_refused(
     assert r.status_code == 403
 
 
-@pytest.mark.parametrize("path", ["/console/login", "/console/logout"])
+@pytest.mark.parametrize("path", ["/console/login", "/console/logout", "/console/audit"])
 @pytest.mark.parametrize(
     ("content_type", "body"),
     [
@@ -625,3 +626,83 @@ async def test_the_overview_shows_this_nodes_traffic(
     assert total(0) >= 9  # 4 accounts, 2 transfers, 1 payment, the login's 2 at least
     assert total(5) == 2  # transfer writes
     assert total(6) == 1  # payments created
+
+
+def _shard_db(store: Store, tenant: str, client_account: str) -> Path:
+    """The SQLite file of the shard holding ``client_account``."""
+    shard = store.shard_stores[store.shard_of(internal_account_id(tenant, client_account))]
+    path = getattr(shard, "path", None)
+    assert isinstance(path, Path), shard
+    return path
+
+
+async def test_the_audit_form_runs_a_bounded_audit_and_shows_counts_per_shard_and_kind(
+    keyed: AsyncTestClient[Any], store: Store
+) -> None:
+    """Without its CSRF token the form is a 403; with it, the audit of a sound ledger is
+    clean on every shard; a second run at once is refused; a counter changed behind the
+    ledger's back shows as violations of its shard, by kind."""
+    admin = await _key(store, "alice", ADMIN)
+    await _seed(keyed, store, admin, "alice")
+    assert (await _login(keyed, admin)).status_code == 200
+    page = await keyed.get("/console/audit")
+    assert page.status_code == 200
+    assert page.headers["content-security-policy"] == CSP
+    assert "No audit has run on this node" in page.text
+    assert 'href="/console/audit"' in page.text
+    assert (await keyed.post("/console/audit", data={})).status_code == 403
+    assert (await keyed.post("/console/audit", data={"csrf": "x" * 43})).status_code == 403
+    assert "No audit has run" in (await keyed.get("/console/audit")).text
+    clean = await keyed.post("/console/audit", data={"csrf": _csrf(page.text)})
+    assert clean.status_code == 200, clean.text
+    assert ">clean<" in clean.text
+    for name in store.shard_stores:
+        assert f"<code>{name}</code>" in clean.text
+    assert "violations found" not in clean.text
+    again = await keyed.post("/console/audit", data={"csrf": _csrf(page.text)})
+    assert "ran moments ago" in again.text
+
+    with closing(sqlite3.connect(_shard_db(store, "alice", "m1"), timeout=10)) as db, db:
+        db.execute(
+            "UPDATE accounts SET credits_posted = credits_posted + 7 WHERE id = ?",
+            (internal_account_id("alice", "m1"),),
+        )
+    runs = AuditRuns(store, stuck_seconds=300)
+    assert runs.start() is None
+    await runs.wait(30)
+    assert runs.last is not None
+    assert runs.last.ok is False
+    broken = [s for s in runs.last.shards if not s.ok]
+    assert [s.shard for s in broken] == [store.shard_of(internal_account_id("alice", "m1"))]
+    assert "counter_mismatch" in dict(broken[0].kinds)
+
+
+async def test_a_ledger_beyond_the_bound_is_not_audited_from_the_console(
+    keyed: AsyncTestClient[Any], store: Store
+) -> None:
+    """Past its bound of transfer rows the console audits nothing and says to run
+    ``paycore audit``; the page shows that outcome."""
+    admin = await _key(store, "alice", ADMIN)
+    await _seed(keyed, store, admin, "alice")
+    runs = AuditRuns(store, stuck_seconds=300, max_transfers=1)
+    assert runs.start() is None
+    assert runs.start() == "An audit is running already."
+    await runs.wait(30)
+    assert runs.last is not None
+    assert runs.last.ok is None
+    assert runs.last.problem is not None
+    assert "paycore audit" in runs.last.problem
+    assert runs.last.shards == []
+
+
+async def test_open_mode_audit_form_is_csrf_checked_too(tmp_path: Path) -> None:
+    """With auth = "open" (no session) the audit form's token is tied to a cookie: a
+    POST without it is a 403, with it the audit runs."""
+    async with _serving(tmp_path, auth="open") as (client, _):
+        page = await client.get("/console/audit")
+        assert page.status_code == 200
+        assert (await client.post("/console/audit", data={"csrf": "f" * 64})).status_code == 403
+        ran = await client.post("/console/audit", data={"csrf": _csrf(page.text)})
+        assert ran.status_code == 200, ran.text
+        assert "Last audit on this node" in ran.text
+        assert "No audit has run" not in ran.text

@@ -137,6 +137,7 @@ class Console:
         who: tuple[Principal, Session | None],
         *,
         status: int = 200,
+        cookies: list[Cookie] | None = None,
         **context: Any,
     ) -> Template:
         principal, session = who
@@ -151,6 +152,7 @@ class Console:
             },
             status_code=status,
             headers=HEADERS,
+            cookies=cookies or [],
         )
 
     def missing(self, request: Request[Any, Any, Any], who: Any, what: str, ident: str) -> Template:

@@ -29,6 +29,8 @@ from markupsafe import Markup
 
 from paycore.api.auth import ApiKeys, Scope
 from paycore.api.console import reads
+from paycore.api.console.audit_pages import audit_routes
+from paycore.api.console.audit_runs import AuditRuns
 from paycore.api.console.chart import balance_svg
 from paycore.api.console.frame import (
     CONSOLE_PATH,
@@ -107,6 +109,7 @@ def console_routes(
         *_ledger_routes(c),
         *money_routes(c),
         *ops_routes(c),
+        *audit_routes(c, AuditRuns(store, stuck_seconds=settings.saga_stuck_seconds)),
     ]
 
 
