@@ -3,9 +3,9 @@ rates and shares computed in integers (tenths), formatted without float arithmet
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
-from paycore.api.schemas import rfc3339
 from paycore.api.traffic import RecentTraffic
 
 __all__ = ["TrafficRow", "per_second", "share", "traffic_rows"]
@@ -13,7 +13,7 @@ __all__ = ["TrafficRow", "per_second", "share", "traffic_rows"]
 
 @dataclass(frozen=True, slots=True)
 class TrafficRow:
-    minute: str  # the minute's start, RFC 3339 (UTC)
+    minute: str  # the minute's start, UTC: YYYY-MM-DD HH:MM
     current: bool  # the minute still running: its rate is over the seconds so far
     requests: int
     per_second: str
@@ -46,7 +46,7 @@ def traffic_rows(traffic: RecentTraffic, now: float) -> list[TrafficRow]:
         seconds = max(1, int(now) - m.start) if current else 60
         rows.append(
             TrafficRow(
-                minute=rfc3339(m.start * 1_000_000_000),
+                minute=time.strftime("%Y-%m-%d %H:%M", time.gmtime(m.start)),
                 current=current,
                 requests=m.requests,
                 per_second=per_second(m.requests, seconds),
