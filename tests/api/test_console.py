@@ -399,15 +399,21 @@ async def _refund_and_payout(
 async def test_refund_and_payout_pages_link_to_their_payment_wallet_and_transfers(
     keyed: AsyncTestClient[Any], store: Store
 ) -> None:
-    """The payment page lists its refund; the refund page shows its attempts, links to
-    its payment and its ledger transfers, each of which links back; likewise a payout
-    with its wallet account."""
+    """The payment page lists its refund, and the merchant's and wallet's account pages
+    link the refund and payout their ledger transfers belong to; the refund page shows
+    its attempts, links to its payment and its ledger transfers, each of which links
+    back; likewise a payout with its wallet account."""
     admin = await _key(store, "alice", ADMIN)
     world = await _seed(keyed, store, admin, "alice")
     refund_id, payout_id = await _refund_and_payout(keyed, admin, world)
     assert (await _login(keyed, admin)).status_code == 200
     payment = (await keyed.get(f"/console/payments/{world.payment}")).text
     assert f'href="/console/refunds/{refund_id}"' in payment
+    merchant = (await keyed.get("/console/accounts/m1")).text  # its ledger transfers say so
+    assert f'href="/console/refunds/{refund_id}"' in merchant
+    assert f'href="/console/payments/{world.payment}"' in merchant
+    wallet = (await keyed.get(f"/console/accounts/{world.a}")).text
+    assert f'href="/console/payouts/{payout_id}"' in wallet
     refund = await keyed.get(f"/console/refunds/{refund_id}")
     assert refund.status_code == 200, refund.text
     assert refund.headers["content-security-policy"] == CSP

@@ -15,6 +15,7 @@ from litestar.response import Redirect, Template
 from litestar.template.config import TemplateConfig
 
 from paycore.api.auth import OPEN_PRINCIPAL, ApiKeys, Principal, Scope, parse_scopes
+from paycore.api.console.owners import made_by
 from paycore.api.console.sessions import LoginTokens, Session, Sessions
 from paycore.api.routes.ops import OPEN_AUTH_WARNING, WorkerStatus
 from paycore.api.schemas import rfc3339
@@ -80,6 +81,7 @@ def console_templates() -> TemplateConfig[JinjaTemplateEngine]:
     env.filters["ts"] = _timestamp
     env.filters["amount"] = _amount
     env.filters["seg"] = lambda text: quote(str(text), safe="")
+    env.globals["made_by"] = made_by
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))
 
 

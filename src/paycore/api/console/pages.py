@@ -52,13 +52,13 @@ from paycore.api.console.frame import (
 )
 from paycore.api.console.money_pages import money_routes
 from paycore.api.console.ops_pages import ops_routes
+from paycore.api.console.owners import made_by
 from paycore.api.console.sessions import Sessions
 from paycore.api.console.traffic_rows import traffic_rows
 from paycore.api.payment_schemas import payment_out
 from paycore.api.routes.ops import WorkerStatus
 from paycore.api.tenancy import Namespace
 from paycore.api.traffic import RecentTraffic
-from paycore.cluster.namespaces import PAYMENT_TRANSFER_PREFIX
 from paycore.config import Settings
 from paycore.errors import RequestError
 from paycore.ledger.model import SYSTEM_TENANT, is_valid_id
@@ -70,21 +70,6 @@ __all__ = ["CONSOLE_PATH", "CSP", "SESSION_COOKIE", "console_routes", "console_t
 
 _STUCK_DEFAULT: Final = 60
 _STUCK_MAX: Final = 30 * 86400
-# A payment's, refund's or payout's ledger transfers are ``pm.<its id>.<step>``; its id's
-# prefix says which it is (``paycore.payments.accounts``).
-_OWNER_KINDS: Final = {"pay_": "payment", "re_": "refund", "po_": "payout"}
-
-
-def _owner(transfer_id: str) -> tuple[str | None, str | None]:
-    """(kind, id) of the payment, refund or payout that made a ledger transfer; Nones
-    for a client's transfer."""
-    if not transfer_id.startswith(PAYMENT_TRANSFER_PREFIX):
-        return None, None
-    owner = transfer_id[len(PAYMENT_TRANSFER_PREFIX) :].rpartition(".")[0]
-    for prefix, kind in _OWNER_KINDS.items():
-        if owner.startswith(prefix):
-            return kind, owner
-    return None, None
 
 
 def console_routes(
@@ -308,7 +293,7 @@ def _ledger_routes(c: Console) -> list[HTTPRouteHandler]:
         if view is None:
             return c.missing(request, who, "transfer", transfer_id)
         t = view.transfer
-        owner_kind, owner_id = _owner(t.id)
+        owner_kind, owner_id = made_by(t.id)
         return c.page(
             request, "transfer.html", who,
             view=view, t=t, client_id=ns.out(t.id), debit=ns.out(t.debit_account_id),
