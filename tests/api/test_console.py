@@ -20,7 +20,7 @@ from litestar.testing import AsyncTestClient
 from paycore.api import create_app
 from paycore.api.auth import ApiKeys, Scope
 from paycore.api.console import CSP, SESSION_COOKIE, ops_reads
-from paycore.api.console.audit_runs import AuditRuns
+from paycore.api.console.audit_runs import Auditor, AuditRuns
 from paycore.api.console.chart import balance_svg
 from paycore.api.console.sessions import LoginTokens, Sessions
 from paycore.api.console.traffic_rows import per_second, share, traffic_rows
@@ -28,6 +28,7 @@ from paycore.api.traffic import RecentTraffic
 from paycore.cluster.topology import build_store
 from paycore.config import Settings
 from paycore.ledger.tenancy import internal_account_id, internal_transfer_id
+from paycore.ops.console_audit import console_audit
 from paycore.storage.payments import AckPaymentEvents, ClaimPaymentEvents, WebhookDeliveryRow
 from paycore.storage.store import Store
 
@@ -88,13 +89,17 @@ async def _seed(client: AsyncTestClient[Any], store: Store, token: str, tenant: 
 
 @asynccontextmanager
 async def _serving(
-    root: Path, base_url: str = "http://testserver.local", auth: str = "api_keys"
+    root: Path,
+    base_url: str = "http://testserver.local",
+    auth: str = "api_keys",
+    *,
+    auditor: Auditor | None = console_audit,
 ) -> AsyncIterator[tuple[AsyncTestClient[Any], Store]]:
-    """The app as ``paycore serve`` builds it (the embedded shards: several in the tests),
-    API keys required unless ``auth`` says otherwise."""
+    """The app as ``paycore serve`` builds it (the embedded shards: several in the tests,
+    the console's auditor), API keys required unless ``auth`` says otherwise."""
     settings = Settings(data_dir=str(root), auth=auth, rate_limit_per_second=0)
     store = build_store(settings)
-    app = create_app(store, settings, start_workers=False)
+    app = create_app(store, settings, start_workers=False, auditor=auditor)
     async with AsyncTestClient(app=app, base_url=base_url) as client:
         yield client, store
 
@@ -673,7 +678,7 @@ async def test_the_audit_form_runs_a_bounded_audit_and_shows_counts_per_shard_an
             "UPDATE accounts SET credits_posted = credits_posted + 7 WHERE id = ?",
             (internal_account_id("alice", "m1"),),
         )
-    runs = AuditRuns(store, stuck_seconds=300)
+    runs = AuditRuns(store, console_audit, stuck_seconds=300)
     assert runs.start() is None
     await runs.wait(30)
     assert runs.last is not None
@@ -690,7 +695,7 @@ async def test_a_ledger_beyond_the_bound_is_not_audited_from_the_console(
     ``paycore audit``; the page shows that outcome."""
     admin = await _key(store, "alice", ADMIN)
     await _seed(keyed, store, admin, "alice")
-    runs = AuditRuns(store, stuck_seconds=300, max_transfers=1)
+    runs = AuditRuns(store, console_audit, stuck_seconds=300, max_transfers=1)
     assert runs.start() is None
     assert runs.start() == "An audit is running already."
     await runs.wait(30)
@@ -712,3 +717,16 @@ async def test_open_mode_audit_form_is_csrf_checked_too(tmp_path: Path) -> None:
         assert ran.status_code == 200, ran.text
         assert "Last audit on this node" in ran.text
         assert "No audit has run" not in ran.text
+
+
+async def test_an_app_without_an_auditor_offers_no_audit(tmp_path: Path) -> None:
+    """Built without the tooling's auditor, the audit page says to run ``paycore
+    audit`` and offers no form (so no token: a POST is refused)."""
+    async with _serving(tmp_path, auth="open", auditor=None) as (client, _):
+        page = await client.get("/console/audit")
+        assert page.status_code == 200
+        assert "started without the auditor" in page.text
+        assert 'action="/console/audit"' not in page.text
+        assert 'name="csrf"' not in page.text
+        assert (await client.post("/console/audit", data={"csrf": "x" * 64})).status_code == 403
+        assert "No audit has run on this node" in (await client.get("/console/audit")).text

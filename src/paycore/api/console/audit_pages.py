@@ -31,8 +31,8 @@ __all__ = ["audit_routes"]
 _WAIT_SECONDS: Final = 5.0
 
 
-def audit_routes(c: Console, runs: AuditRuns) -> list[HTTPRouteHandler]:
-    """The audit page and its form."""
+def audit_routes(c: Console, runs: AuditRuns | None) -> list[HTTPRouteHandler]:
+    """The audit page and its form (``runs`` None: this app has no auditor)."""
 
     def render(request: Request[Any, Any, Any], who: Any, notice: str | None) -> Response[Any]:
         cookies: list[Cookie] = []
@@ -45,7 +45,7 @@ def audit_routes(c: Console, runs: AuditRuns) -> list[HTTPRouteHandler]:
             )  # fmt: skip
         return c.page(
             request, "audit.html", who, cookies=cookies, form_csrf=token, runs=runs,
-            last=runs.last, notice=notice,
+            last=None if runs is None else runs.last, notice=notice,
         )  # fmt: skip
 
     @get(f"{CONSOLE_PATH}/audit", opt=PUBLIC, include_in_schema=False)
@@ -71,6 +71,8 @@ def audit_routes(c: Console, runs: AuditRuns) -> list[HTTPRouteHandler]:
             allowed = c.login_tokens.check(request.cookies.get(LOGIN_COOKIE), token)
         if not allowed:
             return forbidden(request)
+        if runs is None:
+            return render(request, who, "This server runs no audit: run `paycore audit`.")
         refused = runs.start()
         if refused is None:
             await runs.wait(_WAIT_SECONDS)

@@ -10,28 +10,41 @@ so they never pile up); a new one starts at most every ``COOLDOWN_SECONDS``.
 What is kept is the outcome per shard and per kind of violation, never the violations'
 details: those name accounts and transfers of every tenant, and any tenant's admin may
 look at this page. The last outcome lives in this process (a restart forgets it).
+
+The checks themselves are the operator tooling's (``paycore.ops.audit``), which a node
+does not import: ``paycore serve`` hands the app an ``Auditor``
+(``paycore.ops.console_audit``); an app built without one offers no audit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
 from paycore.errors import PaycoreError
-from paycore.ops.audit import AuditReport, ClusterAuditReport, audit_cluster, audit_store
 from paycore.redaction import redact_text
-from paycore.storage.store import Store
+from paycore.storage.store import ShardStore, Store
 
-__all__ = ["COOLDOWN_SECONDS", "MAX_TRANSFERS", "SECONDS", "AuditOutcome", "AuditRuns"]
+__all__ = [
+    "COOLDOWN_SECONDS",
+    "MAX_TRANSFERS",
+    "SECONDS",
+    "AuditOutcome",
+    "AuditRuns",
+    "Auditor",
+    "LedgerAudit",
+    "ShardOutcome",
+]
+
+log = logging.getLogger(__name__)
 
 MAX_TRANSFERS: Final = 200_000
 SECONDS: Final = 60.0
 COOLDOWN_SECONDS: Final = 60.0
-_LISTED: Final = 1000  # violations listed per shard (all are counted), for the kinds
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +53,20 @@ class ShardOutcome:
     ok: bool
     violations: int
     kinds: list[tuple[str, int]]  # kind, how many of those listed
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerAudit:
+    """What an ``Auditor`` found: per shard, and across shards (kind, how many)."""
+
+    ok: bool
+    shards: list[ShardOutcome]
+    cross_shard: list[tuple[str, int]] = field(default_factory=list)
+    sagas_open: int = 0
+
+
+# Audits the shards (by name), a saga open longer than the float (seconds) a violation.
+Auditor = Callable[[Mapping[str, ShardStore], float], Awaitable[LedgerAudit]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,22 +83,13 @@ class AuditOutcome:
     sagas_open: int = 0
 
 
-def _kinds(kinds: Iterable[str]) -> list[tuple[str, int]]:
-    return sorted(Counter(kinds).items())
-
-
-def _shard(name: str, report: AuditReport) -> ShardOutcome:
-    return ShardOutcome(
-        name, report.ok, report.violation_count, _kinds(v.kind.value for v in report.violations)
-    )
-
-
 class AuditRuns:
     """This node's console audits: the one running, the last outcome."""
 
     def __init__(
         self,
         store: Store,
+        auditor: Auditor,
         *,
         stuck_seconds: float,
         max_transfers: int = MAX_TRANSFERS,
@@ -80,6 +98,7 @@ class AuditRuns:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
+        self._auditor = auditor
         self.stuck_seconds = stuck_seconds
         self.max_transfers = max_transfers
         self.seconds = seconds
@@ -116,6 +135,9 @@ class AuditRuns:
             outcome = self._unfinished(started, f"not done within {self.seconds:g} s")
         except PaycoreError as exc:
             outcome = self._unfinished(started, redact_text(exc.detail))
+        except Exception as exc:  # a bug must not leave the page waiting forever
+            log.exception("console audit failed")
+            outcome = self._unfinished(started, f"failed ({type(exc).__name__}); see the log")
         finally:
             self._task = None
             self.running_since = None
@@ -136,17 +158,8 @@ class AuditRuns:
                     f"({self.max_transfers:,}); run `paycore audit`",
                     transfers,
                 )  # fmt: skip
-            if len(shards) == 1:
-                ((name, shard),) = shards.items()
-                report = await audit_store(shard, max_violations=_LISTED)
-                return AuditOutcome(
-                    started, time.time_ns(), report.ok, None, transfers, [_shard(name, report)]
-                )
-            cluster: ClusterAuditReport = await audit_cluster(
-                shards, stuck_seconds=self.stuck_seconds, max_violations=_LISTED
-            )
+            found = await self._auditor(shards, self.stuck_seconds)
         return AuditOutcome(
-            started, time.time_ns(), cluster.ok, None, transfers,
-            [_shard(n, r) for n, r in sorted(cluster.shards.items())],
-            _kinds(v.kind.value for v in cluster.violations), cluster.sagas_open,
+            started, time.time_ns(), found.ok, None, transfers, found.shards,
+            found.cross_shard, found.sagas_open,
         )  # fmt: skip

@@ -30,7 +30,7 @@ from markupsafe import Markup
 from paycore.api.auth import ApiKeys, Scope
 from paycore.api.console import reads
 from paycore.api.console.audit_pages import audit_routes
-from paycore.api.console.audit_runs import AuditRuns
+from paycore.api.console.audit_runs import Auditor, AuditRuns
 from paycore.api.console.chart import balance_svg
 from paycore.api.console.frame import (
     CONSOLE_PATH,
@@ -81,20 +81,25 @@ def console_routes(
     workers: WorkerStatus | None = None,
     sessions: Sessions | None = None,
     traffic: RecentTraffic | None = None,
+    auditor: Auditor | None = None,
 ) -> list[HTTPRouteHandler]:
     """The console's handlers, bound to the app's store, payment service and keys
-    (``traffic``: this node's last minutes, shown on the overview when given)."""
+    (``traffic``: this node's last minutes, shown on the overview when given;
+    ``auditor``: what the audit page runs, None: it offers none)."""
     live = sessions if sessions is not None else Sessions()
     c = Console(
         store, payments, settings, api_keys, workers=workers, sessions=live, traffic=traffic
     )
+    runs = None
+    if auditor is not None:
+        runs = AuditRuns(store, auditor, stuck_seconds=settings.saga_stuck_seconds)
     return [
         *_session_routes(c),
         *_overview_routes(c),
         *_ledger_routes(c),
         *money_routes(c),
         *ops_routes(c),
-        *audit_routes(c, AuditRuns(store, stuck_seconds=settings.saga_stuck_seconds)),
+        *audit_routes(c, runs),
     ]
 
 
