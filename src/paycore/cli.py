@@ -16,13 +16,16 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from rich.console import Console
 
 from paycore import logs
 from paycore.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from paycore.api.console.audit_runs import Auditor
 
 __all__ = ["main"]
 
@@ -556,7 +559,7 @@ def _serve_demo(data_dir: Path, port: int) -> int:
             await store.stop()
 
     token = asyncio.run(admin_key())
-    app = create_app(build_store(settings), settings)
+    app = create_app(build_store(settings), settings, auditor=_console_auditor())
     # Plain lines: a script reading stdout finds them as they are.
     sys.stdout.write(
         f"console: http://127.0.0.1:{port}/console\n"
@@ -579,6 +582,13 @@ def _settings(config: Path | None, *, data_dir: str | None = None, **overrides: 
     return msgspec.structs.replace(settings, **changes) if changes else settings
 
 
+def _console_auditor() -> Auditor:
+    """The ledger audit the console of a served app may run (the tooling's checks)."""
+    from paycore.ops.console_audit import console_audit  # noqa: PLC0415
+
+    return console_audit
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415
 
@@ -595,7 +605,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     console = _console()
     store = build_store(settings)
-    app = create_app(store, settings)
+    app = create_app(store, settings, auditor=_console_auditor())
     shards = ", ".join(f"{spec.name}={spec.path or 'postgres'}" for spec in shard_specs(settings))
     console.print(
         f"[bold]paycore[/] serving http://{settings.host}:{settings.port}  "

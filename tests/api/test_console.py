@@ -5,10 +5,13 @@ boundaries, and every page over a ledger with a card payment and a cross-shard t
 from __future__ import annotations
 
 import re
+import sqlite3
+import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -16,16 +19,22 @@ from litestar.testing import AsyncTestClient
 
 from paycore.api import create_app
 from paycore.api.auth import ApiKeys, Scope
-from paycore.api.console import CSP, SESSION_COOKIE
+from paycore.api.console import CSP, SESSION_COOKIE, ops_reads
+from paycore.api.console.audit_runs import Auditor, AuditRuns
 from paycore.api.console.chart import balance_svg
 from paycore.api.console.sessions import LoginTokens, Sessions
+from paycore.api.console.traffic_rows import per_second, share, traffic_rows
+from paycore.api.traffic import RecentTraffic
 from paycore.cluster.topology import build_store
 from paycore.config import Settings
-from paycore.ledger.tenancy import internal_account_id
+from paycore.ledger.tenancy import internal_account_id, internal_transfer_id
+from paycore.ops.console_audit import console_audit
+from paycore.storage.payments import AckPaymentEvents, ClaimPaymentEvents, WebhookDeliveryRow
 from paycore.storage.store import Store
 
 ADMIN = frozenset({Scope.ADMIN})
 HOSTILE = "<script>alert('x')</script>"
+HOSTILE_ID = "<b onmouseover=alert(1)>x"  # no '/': it stays one path segment
 CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
 
 
@@ -80,13 +89,17 @@ async def _seed(client: AsyncTestClient[Any], store: Store, token: str, tenant: 
 
 @asynccontextmanager
 async def _serving(
-    root: Path, base_url: str = "http://testserver.local", auth: str = "api_keys"
+    root: Path,
+    base_url: str = "http://testserver.local",
+    auth: str = "api_keys",
+    *,
+    auditor: Auditor | None = console_audit,
 ) -> AsyncIterator[tuple[AsyncTestClient[Any], Store]]:
-    """The app as ``paycore serve`` builds it (the embedded shards: several in the tests),
-    API keys required unless ``auth`` says otherwise."""
+    """The app as ``paycore serve`` builds it (the embedded shards: several in the tests,
+    the console's auditor), API keys required unless ``auth`` says otherwise."""
     settings = Settings(data_dir=str(root), auth=auth, rate_limit_per_second=0)
     store = build_store(settings)
-    app = create_app(store, settings, start_workers=False)
+    app = create_app(store, settings, start_workers=False, auditor=auditor)
     async with AsyncTestClient(app=app, base_url=base_url) as client:
         yield client, store
 
@@ -343,7 +356,7 @@ async def test_a_csrf_token_sent_as_a_file_is_refused(
     assert r.status_code == 403
 
 
-@pytest.mark.parametrize("path", ["/console/login", "/console/logout"])
+@pytest.mark.parametrize("path", ["/console/login", "/console/logout", "/console/audit"])
 @pytest.mark.parametrize(
     ("content_type", "body"),
     [
@@ -367,3 +380,353 @@ async def test_hostile_form_bodies_never_get_a_5xx(
     assert r.status_code < 500, (r.status_code, r.text[:300])
     if path == "/console/login":
         assert r.status_code >= 400, r.text[:300]
+
+
+async def _refund_and_payout(
+    client: AsyncTestClient[Any], token: str, world: World
+) -> tuple[str, str]:
+    """A refund of the world's card payment and a payout from its account ``a``."""
+    headers = {"Authorization": f"Bearer {token}"}
+    refund = await client.post(
+        "/v1/refunds", json={"payment_id": world.payment, "amount": 300}, headers=headers
+    )
+    assert refund.status_code == 201, refund.text
+    payout = await client.post(
+        "/v1/payouts",
+        json={"wallet_account_id": world.a, "amount": 150, "currency": "USD",
+              "destination": "DE89370400440532013000"},
+        headers=headers,
+    )  # fmt: skip
+    assert payout.status_code == 201, payout.text
+    return refund.json()["id"], payout.json()["id"]
+
+
+async def test_refund_and_payout_pages_link_to_their_payment_wallet_and_transfers(
+    keyed: AsyncTestClient[Any], store: Store
+) -> None:
+    """The payment page lists its refund, and the merchant's and wallet's account pages
+    link the refund and payout their ledger transfers belong to; the refund page shows
+    its attempts, links to its payment and its ledger transfers, each of which links
+    back; likewise a payout with its wallet account."""
+    admin = await _key(store, "alice", ADMIN)
+    world = await _seed(keyed, store, admin, "alice")
+    refund_id, payout_id = await _refund_and_payout(keyed, admin, world)
+    assert (await _login(keyed, admin)).status_code == 200
+    payment = (await keyed.get(f"/console/payments/{world.payment}")).text
+    assert f'href="/console/refunds/{refund_id}"' in payment
+    merchant = (await keyed.get("/console/accounts/m1")).text  # its ledger transfers say so
+    assert f'href="/console/refunds/{refund_id}"' in merchant
+    assert f'href="/console/payments/{world.payment}"' in merchant
+    wallet = (await keyed.get(f"/console/accounts/{world.a}")).text
+    assert f'href="/console/payouts/{payout_id}"' in wallet
+    refund = await keyed.get(f"/console/refunds/{refund_id}")
+    assert refund.status_code == 200, refund.text
+    assert refund.headers["content-security-policy"] == CSP
+    for text in ("300 USD", f'href="/console/payments/{world.payment}"',
+                 'href="/console/accounts/m1"', "refund</strong>"):  # fmt: skip
+        assert text in refund.text, text
+    payout = await keyed.get(f"/console/payouts/{payout_id}")
+    assert payout.status_code == 200, payout.text
+    for text in ("150 USD", f'href="/console/accounts/{world.a}"', "DE89370400440532013000",
+                 "payout</strong>"):  # fmt: skip
+        assert text in payout.text, text
+    for page, owner in (
+        (refund.text, f"refunds/{refund_id}"),
+        (payout.text, f"payouts/{payout_id}"),
+    ):
+        ledger = re.findall(r'href="/console/transfers/(pm\.[^"]+)"', page)
+        assert ledger, page
+        for transfer_id in ledger:
+            r = await keyed.get(f"/console/transfers/{transfer_id}")
+            assert r.status_code == 200, r.text
+            assert f'href="/console/{owner}"' in r.text
+
+
+async def test_another_tenants_refund_and_payout_are_404s(
+    keyed: AsyncTestClient[Any], store: Store
+) -> None:
+    """Bob's admin gets for Alice's refund and payout the same 404 as for missing ids;
+    a hostile id in the path is shown escaped."""
+    alice = await _key(store, "alice", ADMIN)
+    world = await _seed(keyed, store, alice, "alice")
+    refund_id, payout_id = await _refund_and_payout(keyed, alice, world)
+    assert (await _login(keyed, await _key(store, "bob", ADMIN))).status_code == 200
+    for kind, ident in (("refunds", refund_id), ("payouts", payout_id)):
+        foreign = await keyed.get(f"/console/{kind}/{ident}")
+        ghost = await keyed.get(f"/console/{kind}/{ident[:-2]}zz")
+        assert foreign.status_code == ghost.status_code == 404
+        assert foreign.text.replace(ident, "ID") == ghost.text.replace(f"{ident[:-2]}zz", "ID")
+        hostile = await keyed.get(f"/console/{kind}/{quote(HOSTILE_ID)}")
+        assert hostile.status_code == 404
+        assert hostile.headers["content-type"].startswith("text/html")
+        assert HOSTILE_ID not in hostile.text
+        assert "&lt;b onmouseover=alert(1)&gt;" in hostile.text
+
+
+async def _fail_deliveries(
+    client: AsyncTestClient[Any], store: Store, token: str, tenant: str
+) -> list[str]:
+    """The sender's record of attempts at two payments' events: the first given up
+    after a hostile error, the second answered 503 and due again in an hour."""
+    again = {"amount": 800, "currency": "USD", "merchant_account_id": "m1",
+             "source": {"card": CARD}}  # fmt: skip
+    paid = await client.post(
+        "/v1/payments", json=again, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert paid.status_code == 201, paid.text
+    shard = store.shard_of(internal_account_id(tenant, "m1"))
+    events = await store.execute(ClaimPaymentEvents(shard, "sender-test", 30))
+    assert len(events) >= 2, events
+    first, second = events[0].id, events[1].id
+    later = time.time_ns() + 3600 * 1_000_000_000
+    await store.execute(
+        AckPaymentEvents(
+            shard,
+            failed=(first,),
+            retry=((second, later),),
+            deliveries=(
+                WebhookDeliveryRow(first, "https://hooks.example/in", "failed", "rejected",
+                                   last_status=410, last_error=HOSTILE),
+                WebhookDeliveryRow(second, "https://hooks.example/in", "pending", "error",
+                                   last_status=503),
+            ),
+        )
+    )  # fmt: skip
+    return [first, second]
+
+
+async def test_failing_webhook_deliveries_are_listed_escaped_and_tenant_scoped(
+    keyed: AsyncTestClient[Any], store: Store
+) -> None:
+    """A delivery given up and one being retried are listed, latest change first, with
+    attempts, last answer and next retry; a hostile error shows as text; page 1 of size 1
+    links to the rest; Bob's admin sees none of Alice's."""
+    admin = await _key(store, "alice", ADMIN)
+    await _seed(keyed, store, admin, "alice")
+    failed, retried = await _fail_deliveries(keyed, store, admin, "alice")
+    assert (await _login(keyed, admin)).status_code == 200
+    page = await keyed.get("/console/webhooks")
+    assert page.status_code == 200, page.text
+    assert page.headers["content-security-policy"] == CSP
+    text = page.text
+    for shown in (failed, retried, "HTTP 410", "HTTP 503", "payment.succeeded"):
+        assert shown in text, shown
+    assert HOSTILE not in text
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in text
+    assert 'href="/console/webhooks"' in text  # in the navigation
+    assert sorted(await _delivery_pages(store, "alice")) == sorted([failed, retried])
+    assert "Older" not in text  # one page of 25 holds both
+    assert (await _login(keyed, await _key(store, "bob", ADMIN))).status_code == 200
+    bob = await keyed.get("/console/webhooks")
+    assert bob.status_code == 200
+    assert failed not in bob.text
+    assert retried not in bob.text
+    assert "No failing deliveries." in bob.text
+
+
+async def _delivery_pages(store: Store, tenant: str) -> list[str]:
+    """The event ids of the tenant's failing deliveries, one page of one at a time,
+    following each page's cursor as the page's link does."""
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        page = await ops_reads.failing_deliveries(
+            store, tenant, ops_reads.parse_delivery_cursor(cursor), 1
+        )
+        seen += [row.failing.delivery.event_id for row in page.rows]
+        if page.next_cursor is None:
+            return seen
+        cursor = page.next_cursor
+
+
+def _stall_saga(store: Store, tenant: str, client_transfer: str, seconds_ago: int) -> None:
+    """Put a finished cross-shard transfer's outbox row back to ``held``, begun
+    ``seconds_ago``: as if the request died after step 1 and no relay ran since."""
+    internal = internal_transfer_id(tenant, client_transfer)
+    stalled = 0
+    for shard in store.shard_stores.values():
+        path = getattr(shard, "path", None)
+        assert isinstance(path, Path), shard
+        with closing(sqlite3.connect(path, timeout=10)) as db, db:
+            stalled += db.execute(
+                "UPDATE outbox SET state = 'held', created_at = ? WHERE transfer_id = ?",
+                (time.time_ns() - seconds_ago * 1_000_000_000, internal),
+            ).rowcount
+    assert stalled == 1
+
+
+async def test_stuck_sagas_are_listed_past_their_bound_for_their_tenant_only(
+    keyed: AsyncTestClient[Any], store: Store
+) -> None:
+    """A cross-shard transfer whose saga stayed ``held`` for two minutes is listed past
+    the default 60 s bound with its state, shards and age, linking to its transfer; not
+    under a bound of ten minutes; and not at all for Bob's admin."""
+    admin = await _key(store, "alice", ADMIN)
+    world = await _seed(keyed, store, admin, "alice")
+    assert (await _login(keyed, admin)).status_code == 200
+    assert "xs1" not in (await keyed.get("/console/sagas?older_than=0")).text  # finished
+    _stall_saga(store, "alice", "xs1", 120)
+    page = await keyed.get("/console/sagas")
+    assert page.status_code == 200, page.text
+    assert page.headers["content-security-policy"] == CSP
+    for shown in ('href="/console/transfers/xs1"', "held", f'href="/console/accounts/{world.b}"',
+                  "70 USD", 'href="/console/sagas"'):  # fmt: skip
+        assert shown in page.text, shown
+    ages = re.findall(r'<td class="num">(\d+)</td>\s*</tr>', page.text)
+    assert len(ages) == 1, ages
+    assert 120 <= int(ages[0]) < 180, ages
+    assert "xs1" not in (await keyed.get("/console/sagas?older_than=600")).text
+    assert (await _login(keyed, await _key(store, "bob", ADMIN))).status_code == 200
+    bob = await keyed.get("/console/sagas?older_than=0")
+    assert bob.status_code == 200
+    assert "xs1" not in bob.text
+    assert world.a not in bob.text
+
+
+def test_recent_traffic_counts_minute_by_minute_and_forgets_old_minutes() -> None:
+    """Requests land in their wall-clock minute; 4xx, 5xx and the 2xx answers that make
+    transfers and payments are counted apart; a quiet minute shows zeros; beyond the
+    ring's size a minute is gone; rates and shares are formatted from integers."""
+    now = [600.0]
+    traffic = RecentTraffic(minutes=3, clock=lambda: now[0])
+    traffic.note("POST", "/v1/transfers", 201)
+    traffic.note("POST", "/v1/transfers/batch", 200)
+    traffic.note("POST", "/v1/payments", 201)
+    traffic.note("GET", "/v1/transfers", 200)  # a listing makes nothing
+    traffic.note("POST", "/v1/transfers", 422)
+    traffic.note("GET", "/v1/accounts/{account_id:str}", 503)
+    now[0] = 720.0 + 15  # two minutes on: the one between was quiet
+    traffic.note("GET", "/healthz", 200)
+    current, quiet, first = traffic.minutes()
+    assert (current.start, current.requests) == (720, 1)
+    assert (quiet.start, quiet.requests) == (660, 0)
+    assert first.start == 600
+    assert (first.requests, first.client_errors, first.server_errors) == (6, 1, 1)
+    assert (first.transfer_writes, first.payments_created) == (2, 1)
+    rows = traffic_rows(traffic, now[0])
+    assert (rows[0].current, rows[0].per_second) == (True, "0.0")  # 1 in 15 s: 0.06
+    assert (rows[2].per_second, rows[2].error_share) == ("0.1", "33.3 %")
+    assert rows[1].error_share == "\u2013"
+    assert per_second(90, 60) == "1.5"
+    assert share(1, 3) == "33.3 %"
+    now[0] = 900.0  # 600 is now four minutes back: out of a ring of three
+    assert [m.start for m in traffic.minutes()] == [900, 840, 780]
+    assert all(m.requests == 0 for m in traffic.minutes())
+
+
+async def test_the_overview_shows_this_nodes_traffic(
+    keyed: AsyncTestClient[Any], store: Store
+) -> None:
+    """The API requests made before the page are counted in the overview's minutes
+    (summed over the minutes: the seeding may straddle two)."""
+    admin = await _key(store, "alice", ADMIN)
+    await _seed(keyed, store, admin, "alice")
+    assert (await _login(keyed, admin)).status_code == 200
+    page = (await keyed.get("/console")).text
+    assert "Traffic of the last minutes (this node)" in page
+    assert "This node's view only" in page
+    assert "(so far)" in page
+    section = page[page.index("Traffic of the last minutes") : page.index("<h2>Shards</h2>")]
+    rows = re.findall(r"<tr><td>[^<]*</td>((?:<td[^>]*>[^<]*</td>){7})</tr>", section)
+    assert len(rows) == 15, section
+    cells = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in rows]
+
+    def total(column: int) -> int:
+        return sum(int(c[column].replace(",", "")) for c in cells)
+
+    assert total(0) >= 9  # 4 accounts, 2 transfers, 1 payment, the login's 2 at least
+    assert total(5) == 2  # transfer writes
+    assert total(6) == 1  # payments created
+
+
+def _shard_db(store: Store, tenant: str, client_account: str) -> Path:
+    """The SQLite file of the shard holding ``client_account``."""
+    shard = store.shard_stores[store.shard_of(internal_account_id(tenant, client_account))]
+    path = getattr(shard, "path", None)
+    assert isinstance(path, Path), shard
+    return path
+
+
+async def test_the_audit_form_runs_a_bounded_audit_and_shows_counts_per_shard_and_kind(
+    keyed: AsyncTestClient[Any], store: Store
+) -> None:
+    """Without its CSRF token the form is a 403; with it, the audit of a sound ledger is
+    clean on every shard; a second run at once is refused; a counter changed behind the
+    ledger's back shows as violations of its shard, by kind."""
+    admin = await _key(store, "alice", ADMIN)
+    await _seed(keyed, store, admin, "alice")
+    assert (await _login(keyed, admin)).status_code == 200
+    page = await keyed.get("/console/audit")
+    assert page.status_code == 200
+    assert page.headers["content-security-policy"] == CSP
+    assert "No audit has run on this node" in page.text
+    assert 'href="/console/audit"' in page.text
+    assert (await keyed.post("/console/audit", data={})).status_code == 403
+    assert (await keyed.post("/console/audit", data={"csrf": "x" * 43})).status_code == 403
+    assert "No audit has run" in (await keyed.get("/console/audit")).text
+    clean = await keyed.post("/console/audit", data={"csrf": _csrf(page.text)})
+    assert clean.status_code == 200, clean.text
+    assert ">clean<" in clean.text
+    for name in store.shard_stores:
+        assert f"<code>{name}</code>" in clean.text
+    assert "violations found" not in clean.text
+    again = await keyed.post("/console/audit", data={"csrf": _csrf(page.text)})
+    assert "ran moments ago" in again.text
+
+    with closing(sqlite3.connect(_shard_db(store, "alice", "m1"), timeout=10)) as db, db:
+        db.execute(
+            "UPDATE accounts SET credits_posted = credits_posted + 7 WHERE id = ?",
+            (internal_account_id("alice", "m1"),),
+        )
+    runs = AuditRuns(store, console_audit, stuck_seconds=300)
+    assert runs.start() is None
+    await runs.wait(30)
+    assert runs.last is not None
+    assert runs.last.ok is False
+    broken = [s for s in runs.last.shards if not s.ok]
+    assert [s.shard for s in broken] == [store.shard_of(internal_account_id("alice", "m1"))]
+    assert "counter_mismatch" in dict(broken[0].kinds)
+
+
+async def test_a_ledger_beyond_the_bound_is_not_audited_from_the_console(
+    keyed: AsyncTestClient[Any], store: Store
+) -> None:
+    """Past its bound of transfer rows the console audits nothing and says to run
+    ``paycore audit``; the page shows that outcome."""
+    admin = await _key(store, "alice", ADMIN)
+    await _seed(keyed, store, admin, "alice")
+    runs = AuditRuns(store, console_audit, stuck_seconds=300, max_transfers=1)
+    assert runs.start() is None
+    assert runs.start() == "An audit is running already."
+    await runs.wait(30)
+    assert runs.last is not None
+    assert runs.last.ok is None
+    assert runs.last.problem is not None
+    assert "paycore audit" in runs.last.problem
+    assert runs.last.shards == []
+
+
+async def test_open_mode_audit_form_is_csrf_checked_too(tmp_path: Path) -> None:
+    """With auth = "open" (no session) the audit form's token is tied to a cookie: a
+    POST without it is a 403, with it the audit runs."""
+    async with _serving(tmp_path, auth="open") as (client, _):
+        page = await client.get("/console/audit")
+        assert page.status_code == 200
+        assert (await client.post("/console/audit", data={"csrf": "f" * 64})).status_code == 403
+        ran = await client.post("/console/audit", data={"csrf": _csrf(page.text)})
+        assert ran.status_code == 200, ran.text
+        assert "Last audit on this node" in ran.text
+        assert "No audit has run" not in ran.text
+
+
+async def test_an_app_without_an_auditor_offers_no_audit(tmp_path: Path) -> None:
+    """Built without the tooling's auditor, the audit page says to run ``paycore
+    audit`` and offers no form (so no token: a POST is refused)."""
+    async with _serving(tmp_path, auth="open", auditor=None) as (client, _):
+        page = await client.get("/console/audit")
+        assert page.status_code == 200
+        assert "started without the auditor" in page.text
+        assert 'action="/console/audit"' not in page.text
+        assert 'name="csrf"' not in page.text
+        assert (await client.post("/console/audit", data={"csrf": "x" * 64})).status_code == 403
+        assert "No audit has run on this node" in (await client.get("/console/audit")).text

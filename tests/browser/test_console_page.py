@@ -59,8 +59,9 @@ def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]
             serve.wait()
 
 
-def _seed(served: Served) -> str:
-    """Accounts, a transfer, transfers across shards, a card payment; the payment's id."""
+def _seed(served: Served) -> tuple[str, str]:
+    """Accounts, a transfer, transfers across shards, a card payment with a refund, a
+    payout; the payment's id and the payout's."""
     headers = {"Authorization": f"Bearer {served.admin}"}
     with httpx.Client(base_url=served.url, headers=headers, timeout=30) as api:
 
@@ -84,15 +85,21 @@ def _seed(served: Served) -> str:
         payment = {"amount": 4200, "currency": "EUR", "merchant_account_id": "shop"}
         paid = post("/v1/payments", {**payment, "source": {"card": _CARD}})
         payment_id: str = paid["id"]
-        return payment_id
+        post("/v1/refunds", {"payment_id": payment_id, "amount": 1200})
+        payout = post("/v1/payouts", {"wallet_account_id": "wallet-0", "amount": 300,
+                                      "currency": "EUR",
+                                      "destination": "DE89370400440532013000"})  # fmt: skip
+        payout_id: str = payout["id"]
+        return payment_id, payout_id
 
 
 async def test_console_in_a_browser(
     chromium: Chromium, console_server: Served, artifacts: Path, tmp_path: Path
 ) -> None:
     """Log in by typing the key, open every page, follow the payment to its ledger
-    transfers, log out; no console error on any page, no cookie readable by script."""
-    payment_id = _seed(console_server)
+    transfers and its refund, run an audit, log out; no console error on any page, no
+    cookie readable by script."""
+    payment_id, payout_id = _seed(console_server)
     base = console_server.url
     async with browser_page(chromium, tmp_path / "profile", free_port(), _OFFLINE) as page:
         await page.goto(f"{base}/console")
@@ -126,9 +133,37 @@ async def test_console_in_a_browser(
         assert payment_id in text  # the transfer links back to its payment
         await page.screenshot(artifacts / "console-transfer.png")
 
+        await page.goto(f"{base}/console/payments/{payment_id}")
+        await page.click('a[href^="/console/refunds/re_"]')
+        text = await page.text()
+        assert "Refund re_" in text
+        assert "1,200 EUR" in text
+        await page.screenshot(artifacts / "console-refund.png")
+        await page.click('a[href^="/console/transfers/pm.re_"]')
+        assert "Made by refund" in await page.text()  # the ledger transfer links back
+
+        await page.goto(f"{base}/console/payouts/{payout_id}")
+        text = await page.text()
+        assert "Payout po_" in text
+        assert "wallet-0" in text
+        await page.screenshot(artifacts / "console-payout.png")
+
         await page.goto(f"{base}/console/stuck?older_than=0")
         assert "Stuck payments" in await page.text()
         await page.screenshot(artifacts / "console-stuck.png")
+        await page.click('a[href="/console/sagas"]')  # from the navigation
+        assert "Stuck sagas" in await page.text()
+        await page.screenshot(artifacts / "console-sagas.png")
+        await page.click('a[href="/console/webhooks"]')
+        assert "Failing webhook deliveries" in await page.text()
+        await page.screenshot(artifacts / "console-webhooks.png")
+        await page.click('a[href="/console/audit"]')
+        assert "No audit has run on this node" in await page.text()
+        await page.click("form.search button")  # run one (a CSRF-checked POST)
+        text = await page.text()
+        assert "Last audit on this node" in text
+        assert "violations found" not in text
+        await page.screenshot(artifacts / "console-audit.png")
 
         await page.goto(f"{base}/console")
         await page.click("form.logout button")
@@ -146,6 +181,8 @@ async def test_console_in_a_browser(
         await asyncio.sleep(0.5)
         await page.evaluate("1")  # reads the events that arrived meanwhile
         assert any("Content Security Policy" in e for e in page.errors()), page.errors()
-    for name in ("login", "overview", "account", "payment", "transfer"):
+    shots = ("login", "overview", "account", "payment", "transfer", "refund", "payout", "stuck",
+             "sagas", "webhooks", "audit")  # fmt: skip
+    for name in shots:
         shot = artifacts / f"console-{name}.png"
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

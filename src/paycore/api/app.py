@@ -30,6 +30,7 @@ from litestar.router import Router
 from paycore.api.auth import ApiKeys, AuthMiddleware
 from paycore.api.bodies import MAX_BODY_DEPTH
 from paycore.api.console import console_routes, console_templates
+from paycore.api.console.audit_runs import Auditor
 from paycore.api.idempotency import WriteExecutor
 from paycore.api.metrics import ApiMetrics, MetricsMiddleware
 from paycore.api.openapi import SECURED, openapi_config
@@ -79,6 +80,7 @@ def create_app(
     payments: PaymentService | None = None,
     fx_rates: RateSource | None = None,
     clock: Callable[[], int] = time.time_ns,
+    auditor: Auditor | None = None,
 ) -> Litestar:
     """The paycore HTTP API serving ``store``, configured by ``settings``.
 
@@ -88,6 +90,8 @@ def create_app(
     from the settings' ``[[processors]]`` and ``[routing]``.
     ``fx_rates``: where FX quotes take their rates (the app closes it when it stops);
     None: the source ``[fx]`` names. ``clock``: ns since the epoch, for quote expiry.
+    ``auditor``: the ledger audit the console may run (``paycore serve`` passes
+    ``paycore.ops.console_audit``; the product does not import the operator tooling).
     """
     # Imported here: the processor connectors load httpx, which a tool serving only the
     # ledger does not need at import time.
@@ -190,7 +194,15 @@ def create_app(
             *processor_event_routes(store, settings),
             *ops_routes(store, settings, metrics, locks=service, workers=workers),
             # The operator console (its own session login; not in the OpenAPI document).
-            *console_routes(store, payment_service, settings, api_keys, workers=workers),
+            *console_routes(
+                store,
+                payment_service,
+                settings,
+                api_keys,
+                workers=workers,
+                traffic=metrics.traffic,
+                auditor=auditor,
+            ),
         ],
         template_config=console_templates(),
         lifespan=[lifespan],

@@ -23,6 +23,7 @@ from paycore.api.idempotency import KeysInFlight
 from paycore.api.problems import status_of
 from paycore.api.request_id import request_id_of
 from paycore.api.state_metrics import JobsView, StateCollector
+from paycore.api.traffic import RecentTraffic
 from paycore.logs import ACCESS_LOGGER, bound, unbind
 from paycore.storage.store import Store
 
@@ -99,6 +100,8 @@ class ApiMetrics:
         # Labelled children cached by key: ``labels()`` is the slow part of an observation.
         self._counters: dict[tuple[str, str, int], Any] = {}
         self._histograms: dict[tuple[str, str], Any] = {}
+        # The last minutes minute by minute, for the console's overview (this node's).
+        self.traffic = RecentTraffic()
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         counter = self._counters.get((method, route, status))
@@ -111,6 +114,7 @@ class ApiMetrics:
             histogram = self._latency.labels(method, route)
             self._histograms[(method, route)] = histogram
         histogram.observe(seconds)
+        self.traffic.note(method, route, status)
 
     async def scrape(self) -> bytes:
         """Read the shards' state, then the exposition (``GET /metrics``)."""

@@ -24,6 +24,7 @@ __all__ = [
     "DeliveryReads",
     "DeliveryView",
     "EnqueueEvent",
+    "FailingDelivery",
     "RedeliverEvent",
     "Redelivery",
     "apply_delivery_command",
@@ -94,6 +95,15 @@ class DeliveryView(msgspec.Struct, frozen=True):
     event_type: str | None
 
 
+class FailingDelivery(msgspec.Struct, frozen=True):
+    """A delivery given up or being retried, with its event's type and, while it is
+    retried, when the sender may try again (the event's ``claimed_until``, ns)."""
+
+    delivery: WebhookDeliveryRow
+    event_type: str
+    next_retry_at: int | None
+
+
 Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
 _D_COLUMNS = ", ".join(f"d.{c}" for c in DELIVERY_COLUMNS)
 
@@ -130,3 +140,28 @@ class DeliveryReads:
         )
         width = len(DELIVERY_COLUMNS)
         return DeliveryView(WebhookDeliveryRow(*rows[0][:width]), rows[0][width]) if rows else None
+
+    async def failing(
+        self, tenant: str, *, before: tuple[int, str, str] | None = None, limit: int = 100
+    ) -> list[FailingDelivery]:
+        """``tenant``'s deliveries that failed for good or are being retried (attempted,
+        not delivered), latest change first, from before ``before`` (updated_at, event
+        id, endpoint). No index serves the status: the rows read are bounded by the
+        events' retention (``event_retention_hours``)."""
+        until, last_id, last_endpoint = before if before is not None else (2**63 - 1, "", "")
+        rows = await self._fetch(
+            f"SELECT {_D_COLUMNS}, e.type, e.claimed_until FROM webhook_deliveries d "
+            "JOIN payment_events e ON e.id = d.event_id WHERE e.tenant = ? "
+            "AND (d.status = 'failed' OR (d.status = 'pending' AND d.attempts > 0)) "
+            "AND (d.updated_at < ? OR (d.updated_at = ? AND (d.event_id < ? "
+            "OR (d.event_id = ? AND d.endpoint < ?)))) "
+            "ORDER BY d.updated_at DESC, d.event_id DESC, d.endpoint DESC LIMIT ?",
+            (tenant, until, until, last_id, last_id, last_endpoint, limit),
+        )
+        width = len(DELIVERY_COLUMNS)
+        out = []
+        for r in rows:
+            delivery = WebhookDeliveryRow(*r[:width])
+            retry = int(r[width + 1]) if delivery.status == "pending" else None
+            out.append(FailingDelivery(delivery, str(r[width]), retry))
+        return out

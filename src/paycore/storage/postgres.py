@@ -99,7 +99,13 @@ from paycore.storage.payments import PaymentReads
 from paycore.storage.reconciliation import ReconciliationReads
 from paycore.storage.saga_holds import save_saga_holds
 from paycore.storage.store import Command, SingleShard
-from paycore.storage.usage import ShardBacklog, ShardUsage, count_rows, read_backlog
+from paycore.storage.usage import (
+    ShardBacklog,
+    ShardUsage,
+    count_rows,
+    read_backlog,
+    read_open_sagas,
+)
 from paycore.storage.webhook_endpoints import WebhookEndpointReads
 
 __all__ = [
@@ -852,6 +858,13 @@ class PostgresStore(SingleShard):
 
     async def backlog(self, *, stream: bool = False) -> ShardBacklog:
         return await read_backlog(self._fetch_rows, self.clock(), stream=stream)
+
+    async def open_sagas(
+        self, states: Sequence[str], *, created_before: int, limit: int
+    ) -> list[OutboxRow]:
+        return await read_open_sagas(
+            self._fetch_rows, states, created_before=created_before, limit=limit
+        )
 
     async def ping(self) -> None:
         await self._fetch("SELECT 1", ())

@@ -9,7 +9,7 @@ commands and reads it names, so none of them imports it back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 from paycore.ledger.model import Account, BalanceRecord, TransferView
@@ -17,6 +17,7 @@ from paycore.storage.base import (
     Idempotency,
     LedgerCommand,
     LedgerSnapshot,
+    OutboxRow,
     StoredResponse,
     TransferPage,
 )
@@ -158,6 +159,12 @@ class ShardStore(Store, Protocol):
     async def backlog(self, *, stream: bool = False) -> ShardBacklog:
         """What waits here (``/metrics``): open sagas, open payments, undelivered webhook
         events and, with ``stream``, the event stream's lag; index seeks only."""
+
+    async def open_sagas(
+        self, states: Sequence[str], *, created_before: int, limit: int
+    ) -> list[OutboxRow]:
+        """The cross-shard transfers started here whose saga (outbox row) is in one of
+        ``states`` and began before ``created_before`` (ns), oldest first; index seeks."""
 
 
 class SingleShard:

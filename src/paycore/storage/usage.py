@@ -13,7 +13,8 @@ from typing import Any, Final
 
 import msgspec
 
-from paycore.storage.base import FINISHED_OUTBOX_STATES
+from paycore.storage.base import FINISHED_OUTBOX_STATES, OutboxRow
+from paycore.storage.codec import OUTBOX_COLUMNS
 
 __all__ = [
     "EVENTS_BEHIND_CAP",
@@ -25,6 +26,7 @@ __all__ = [
     "StreamLag",
     "count_rows",
     "read_backlog",
+    "read_open_sagas",
 ]
 
 Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
@@ -164,3 +166,17 @@ async def _payments_lag(fetch: Fetch) -> StreamLag:
         (timestamp, "webhook_endpoint.test", EVENTS_BEHIND_CAP),  # as event_stream skips,
     )
     return StreamLag("payments", int(rows[0][0]), int(rows[0][1]))
+
+
+async def read_open_sagas(
+    fetch: Fetch, states: Sequence[str], *, created_before: int, limit: int
+) -> list[OutboxRow]:
+    """The outbox rows in ``states`` written before ``created_before`` (ns), oldest
+    first, at most ``limit``: seeks of the ``outbox_open`` index, as the backlog's."""
+    marks = ", ".join("?" for _ in states)
+    rows = await fetch(
+        f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE state IN ({marks}) AND created_at < ? "
+        "ORDER BY created_at, transfer_id LIMIT ?",
+        (*states, created_before, limit),
+    )
+    return [OutboxRow(*row) for row in rows]

@@ -19,187 +19,57 @@ from __future__ import annotations
 import time
 from importlib.resources import files
 from typing import Any, Final
-from urllib.parse import quote
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
 from litestar import Request, Response, get, post
 from litestar.datastructures import Cookie
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery
-from litestar.plugins.jinja import JinjaTemplateEngine
-from litestar.response import Redirect, Template
-from litestar.template.config import TemplateConfig
+from litestar.response import Redirect
 from markupsafe import Markup
 
-from paycore.api.auth import OPEN_PRINCIPAL, ApiKeys, Principal, Scope, parse_scopes
+from paycore.api.auth import ApiKeys, Scope
 from paycore.api.console import reads
+from paycore.api.console.audit_pages import audit_routes
+from paycore.api.console.audit_runs import Auditor, AuditRuns
 from paycore.api.console.chart import balance_svg
-from paycore.api.console.sessions import LoginTokens, Session, Sessions
+from paycore.api.console.frame import (
+    CONSOLE_PATH,
+    CSP,
+    HEADERS,
+    LOGIN_COOKIE,
+    NS,
+    PAGE_SIZE,
+    PUBLIC,
+    SESSION_COOKIE,
+    STATIC_FILES,
+    Console,
+    console_templates,
+    forbidden,
+    form_field,
+    home,
+    secure_request,
+    to_login,
+)
+from paycore.api.console.money_pages import money_routes
+from paycore.api.console.ops_pages import ops_routes
+from paycore.api.console.owners import made_by
+from paycore.api.console.sessions import Sessions
+from paycore.api.console.traffic_rows import traffic_rows
 from paycore.api.payment_schemas import payment_out
-from paycore.api.routes.ops import OPEN_AUTH_WARNING, WorkerStatus
-from paycore.api.schemas import rfc3339
+from paycore.api.routes.ops import WorkerStatus
 from paycore.api.tenancy import Namespace
+from paycore.api.traffic import RecentTraffic
 from paycore.config import Settings
 from paycore.errors import RequestError
 from paycore.ledger.model import SYSTEM_TENANT, is_valid_id
+from paycore.payments.listing import refunds_of
 from paycore.payments.service import PaymentService
 from paycore.storage.store import Store
 
 __all__ = ["CONSOLE_PATH", "CSP", "SESSION_COOKIE", "console_routes", "console_templates"]
 
-CONSOLE_PATH: Final = "/console"
-SESSION_COOKIE: Final = "paycore_console"
-_LOGIN_COOKIE: Final = "paycore_console_login"
-CSP: Final = (
-    "default-src 'self'; script-src 'none'; style-src 'self'; img-src 'self' data:; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-_HEADERS: Final = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Cache-Control": "no-store",
-}
-_PUBLIC: Final = {"public": True}  # no API key: the session cookie is checked instead
-_STATIC: Final = {"console.css": "text/css; charset=utf-8"}
-_PAGE_SIZE: Final = 25
 _STUCK_DEFAULT: Final = 60
 _STUCK_MAX: Final = 30 * 86400
-_NS: Final = 1_000_000_000
-
-
-def _timestamp(ns: int | None) -> str:
-    return "" if ns is None else rfc3339(ns)
-
-
-def _amount(value: int) -> str:
-    return f"{value:,}"
-
-
-def console_templates() -> TemplateConfig[JinjaTemplateEngine]:
-    """The console's Jinja2 templates, autoescaped, an undefined name an error."""
-    env = Environment(
-        loader=PackageLoader("paycore.api.console", "templates"),
-        autoescape=True,
-        undefined=StrictUndefined,
-    )
-    env.filters["ts"] = _timestamp
-    env.filters["amount"] = _amount
-    env.filters["seg"] = lambda text: quote(str(text), safe="")
-    return TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))
-
-
-def _secure(request: Request[Any, Any, Any]) -> bool:
-    return request.url.scheme == "https"
-
-
-class _Console:
-    """What every handler shares: the services, the sessions, the page renderer."""
-
-    def __init__(
-        self,
-        store: Store,
-        payments: PaymentService,
-        settings: Settings,
-        api_keys: ApiKeys,
-        *,
-        workers: WorkerStatus | None,
-        sessions: Sessions,
-    ) -> None:
-        self.store = store
-        self.payments = payments
-        self.api_keys = api_keys
-        self.workers = workers
-        self.open_mode = settings.auth == "open"
-        self.live = sessions
-        self.login_tokens = LoginTokens()
-
-    async def caller(
-        self, request: Request[Any, Any, Any]
-    ) -> tuple[Principal, Session | None] | None:
-        """Who the browser is: (principal, session), None when it must log in."""
-        if self.open_mode:
-            return OPEN_PRINCIPAL, None
-        session = self.live.get(request.cookies.get(SESSION_COOKIE))
-        if session is None:
-            return None
-        key_id = session.principal.key_id
-        row = None if key_id is None else await self.api_keys.reads.get(key_id)
-        if (
-            row is None
-            or not row.active(time.time_ns())
-            or (Scope.ADMIN not in parse_scopes(row.scopes))
-        ):
-            self.live.end(session.id)  # the key was revoked, expired or lost its admin scope
-            return None
-        return session.principal, session
-
-    def page(
-        self,
-        request: Request[Any, Any, Any],
-        name: str,
-        who: tuple[Principal, Session | None],
-        *,
-        status: int = 200,
-        **context: Any,
-    ) -> Template:
-        principal, session = who
-        return Template(
-            template_name=name,
-            context={
-                "tenant": principal.tenant,
-                "warning": OPEN_AUTH_WARNING if self.open_mode else None,
-                "csrf": None if session is None else session.csrf,
-                "path": request.url.path,
-                **context,
-            },
-            status_code=status,
-            headers=_HEADERS,
-        )
-
-    def missing(self, request: Request[Any, Any, Any], who: Any, what: str, ident: str) -> Template:
-        return self.page(request, "missing.html", who, status=404, what=what, ident=ident)
-
-    def login_form(
-        self, request: Request[Any, Any, Any], error: str | None, status: int
-    ) -> Template:
-        nonce, token = self.login_tokens.new()
-        cookie = Cookie(
-            key=_LOGIN_COOKIE, value=nonce, path=CONSOLE_PATH, max_age=3600, httponly=True,
-            samesite="strict", secure=_secure(request),
-        )  # fmt: skip
-        return Template(
-            template_name="login.html",
-            context={"login_csrf": token, "error": error, "warning": None, "tenant": None,
-                     "csrf": None, "path": request.url.path},
-            status_code=status,
-            headers=_HEADERS,
-            cookies=[cookie],
-        )  # fmt: skip
-
-
-def _to_login() -> Redirect:
-    return Redirect(f"{CONSOLE_PATH}/login", status_code=303, headers=_HEADERS)
-
-
-def _home() -> Redirect:
-    return Redirect(CONSOLE_PATH, status_code=303, headers=_HEADERS)
-
-
-def _field(form: Any, name: str) -> str | None:
-    """A form field's text; None when absent or not text (a file part)."""
-    value = form.get(name)
-    return value if isinstance(value, str) else None
-
-
-def _forbidden(request: Request[Any, Any, Any]) -> Template:
-    return Template(
-        template_name="forbidden.html",
-        context={"warning": None, "tenant": None, "csrf": None, "path": request.url.path},
-        status_code=403,
-        headers=_HEADERS,
-    )
 
 
 def console_routes(
@@ -210,30 +80,46 @@ def console_routes(
     *,
     workers: WorkerStatus | None = None,
     sessions: Sessions | None = None,
+    traffic: RecentTraffic | None = None,
+    auditor: Auditor | None = None,
 ) -> list[HTTPRouteHandler]:
-    """The console's handlers, bound to the app's store, payment service and keys."""
+    """The console's handlers, bound to the app's store, payment service and keys
+    (``traffic``: this node's last minutes, shown on the overview when given;
+    ``auditor``: what the audit page runs, None: it offers none)."""
     live = sessions if sessions is not None else Sessions()
-    c = _Console(store, payments, settings, api_keys, workers=workers, sessions=live)
-    return [*_session_routes(c), *_overview_routes(c), *_ledger_routes(c)]
+    c = Console(
+        store, payments, settings, api_keys, workers=workers, sessions=live, traffic=traffic
+    )
+    runs = None
+    if auditor is not None:
+        runs = AuditRuns(store, auditor, stuck_seconds=settings.saga_stuck_seconds)
+    return [
+        *_session_routes(c),
+        *_overview_routes(c),
+        *_ledger_routes(c),
+        *money_routes(c),
+        *ops_routes(c),
+        *audit_routes(c, runs),
+    ]
 
 
-def _session_routes(c: _Console) -> list[HTTPRouteHandler]:
+def _session_routes(c: Console) -> list[HTTPRouteHandler]:
     """Login, logout, the stylesheet."""
 
-    @get(f"{CONSOLE_PATH}/login", opt=_PUBLIC, include_in_schema=False)
+    @get(f"{CONSOLE_PATH}/login", opt=PUBLIC, include_in_schema=False)
     async def login_page(request: Request[Any, Any, Any]) -> Response[Any]:
         if c.open_mode or await c.caller(request) is not None:
-            return _home()
+            return home()
         return c.login_form(request, None, 200)
 
-    @post(f"{CONSOLE_PATH}/login", opt=_PUBLIC, include_in_schema=False, status_code=303)
+    @post(f"{CONSOLE_PATH}/login", opt=PUBLIC, include_in_schema=False, status_code=303)
     async def login(request: Request[Any, Any, Any]) -> Response[Any]:
         form = await request.form()
-        if not c.login_tokens.check(request.cookies.get(_LOGIN_COOKIE), _field(form, "csrf")):
-            return _forbidden(request)
+        if not c.login_tokens.check(request.cookies.get(LOGIN_COOKIE), form_field(form, "csrf")):
+            return forbidden(request)
         if c.open_mode:
-            return _home()
-        key = (_field(form, "api_key") or "").strip()
+            return home()
+        key = (form_field(form, "api_key") or "").strip()
         try:
             principal = await c.api_keys.authenticate(f"Bearer {key}")
         except RequestError:
@@ -243,28 +129,28 @@ def _session_routes(c: _Console) -> list[HTTPRouteHandler]:
         session = c.live.create(principal)
         cookie = Cookie(
             key=SESSION_COOKIE, value=session.id, path=CONSOLE_PATH, httponly=True,
-            samesite="strict", secure=_secure(request),
+            samesite="strict", secure=secure_request(request),
         )  # fmt: skip
-        gone = Cookie(key=_LOGIN_COOKIE, value="", path=CONSOLE_PATH, max_age=0)
-        return Redirect(CONSOLE_PATH, status_code=303, headers=_HEADERS, cookies=[cookie, gone])
+        gone = Cookie(key=LOGIN_COOKIE, value="", path=CONSOLE_PATH, max_age=0)
+        return Redirect(CONSOLE_PATH, status_code=303, headers=HEADERS, cookies=[cookie, gone])
 
-    @post(f"{CONSOLE_PATH}/logout", opt=_PUBLIC, include_in_schema=False, status_code=303)
+    @post(f"{CONSOLE_PATH}/logout", opt=PUBLIC, include_in_schema=False, status_code=303)
     async def logout(request: Request[Any, Any, Any]) -> Response[Any]:
         who = await c.caller(request)
         if who is None or who[1] is None:
-            return _home() if c.open_mode else _to_login()
+            return home() if c.open_mode else to_login()
         form = await request.form()
         session = who[1]
-        if not session.csrf_matches(_field(form, "csrf")):
-            return _forbidden(request)
+        if not session.csrf_matches(form_field(form, "csrf")):
+            return forbidden(request)
         c.live.end(session.id)
         gone = Cookie(key=SESSION_COOKIE, value="", path=CONSOLE_PATH, max_age=0)
-        return Redirect(f"{CONSOLE_PATH}/login", status_code=303, headers=_HEADERS, cookies=[gone])
+        return Redirect(f"{CONSOLE_PATH}/login", status_code=303, headers=HEADERS, cookies=[gone])
 
-    @get(f"{CONSOLE_PATH}/static/{{name:str}}", opt=_PUBLIC, include_in_schema=False)
+    @get(f"{CONSOLE_PATH}/static/{{name:str}}", opt=PUBLIC, include_in_schema=False)
     async def static(name: FromPath[str]) -> Response[bytes]:
         """The console's own stylesheet (from the package: no CDN)."""
-        media = _STATIC.get(name)
+        media = STATIC_FILES.get(name)
         if media is None:
             return Response(b"not found", status_code=404, media_type="text/plain")
         body = files("paycore.api.console").joinpath("static", name).read_bytes()
@@ -274,15 +160,15 @@ def _session_routes(c: _Console) -> list[HTTPRouteHandler]:
     return [login_page, login, logout, static]
 
 
-def _overview_routes(c: _Console) -> list[HTTPRouteHandler]:
+def _overview_routes(c: Console) -> list[HTTPRouteHandler]:
     """The overview, payments and stuck payments."""
 
-    @get(CONSOLE_PATH, opt=_PUBLIC, include_in_schema=False)
+    @get(CONSOLE_PATH, opt=PUBLIC, include_in_schema=False)
     async def overview(request: Request[Any, Any, Any]) -> Response[Any]:
         """Money per currency, the shards, the processors' breakers, the jobs."""
         who = await c.caller(request)
         if who is None:
-            return _to_login()
+            return to_login()
         totals, truncated = await reads.currency_totals(c.store, who[0].tenant)
         status = c.workers.status() if c.workers is not None else None
         return c.page(
@@ -292,14 +178,15 @@ def _overview_routes(c: _Console) -> list[HTTPRouteHandler]:
             breakers=reads.breakers(c.payments.connectors),
             jobs=None if status is None else status.get("jobs", []),
             lock_backend_down=bool(status and status.get("lock_backend_down")),
+            traffic=None if c.traffic is None else traffic_rows(c.traffic, time.time()),
         )  # fmt: skip
 
-    @get(f"{CONSOLE_PATH}/payments/{{payment_id:str}}", opt=_PUBLIC, include_in_schema=False)
+    @get(f"{CONSOLE_PATH}/payments/{{payment_id:str}}", opt=PUBLIC, include_in_schema=False)
     async def payment(request: Request[Any, Any, Any], payment_id: FromPath[str]) -> Response[Any]:
         """A payment, its attempts as a timeline, its ledger transfers."""
         who = await c.caller(request)
         if who is None:
-            return _to_login()
+            return to_login()
         ns = Namespace(who[0].tenant)
         try:
             await c.payments.check_owner("payment", payment_id, ns.tenant)
@@ -309,19 +196,19 @@ def _overview_routes(c: _Console) -> list[HTTPRouteHandler]:
         transfers = await reads.payment_transfers(c.store, view)
         return c.page(
             request, "payment.html", who,
-            p=payment_out(view, ns),
+            p=payment_out(view, ns, await refunds_of(c.payments, view)),
             transfers=[(ns.out(v.transfer.id), v, ns.out(v.transfer.debit_account_id),
                         ns.out(v.transfer.credit_account_id)) for v in transfers],
         )  # fmt: skip
 
-    @get(f"{CONSOLE_PATH}/stuck", opt=_PUBLIC, include_in_schema=False)
+    @get(f"{CONSOLE_PATH}/stuck", opt=PUBLIC, include_in_schema=False)
     async def stuck(
         request: Request[Any, Any, Any], older_than: FromQuery[str] = ""
     ) -> Response[Any]:
         """Payments still processing past a bound (default 60 s)."""
         who = await c.caller(request)
         if who is None:
-            return _to_login()
+            return to_login()
         seconds = _STUCK_DEFAULT
         if older_than.isdigit() and len(older_than) <= 8:
             seconds = min(int(older_than), _STUCK_MAX)
@@ -330,7 +217,7 @@ def _overview_routes(c: _Console) -> list[HTTPRouteHandler]:
         now = time.time_ns()
         rows = [
             (view.payment, ns.out(view.payment.merchant_account_id),
-             (now - view.payment.created_at) // _NS)
+             (now - view.payment.created_at) // NS)
             for view in found
         ]  # fmt: skip
         return c.page(request, "stuck.html", who, rows=rows, older_than=seconds)
@@ -338,15 +225,15 @@ def _overview_routes(c: _Console) -> list[HTTPRouteHandler]:
     return [overview, payment, stuck]
 
 
-def _ledger_routes(c: _Console) -> list[HTTPRouteHandler]:
+def _ledger_routes(c: Console) -> list[HTTPRouteHandler]:
     """Account search, accounts, transfers."""
 
-    @get(f"{CONSOLE_PATH}/accounts", opt=_PUBLIC, include_in_schema=False)
+    @get(f"{CONSOLE_PATH}/accounts", opt=PUBLIC, include_in_schema=False)
     async def accounts(request: Request[Any, Any, Any], q: FromQuery[str] = "") -> Response[Any]:
         """Accounts by id prefix."""
         who = await c.caller(request)
         if who is None:
-            return _to_login()
+            return to_login()
         ns = Namespace(who[0].tenant)
         q = q.strip()
         error = None
@@ -362,7 +249,7 @@ def _ledger_routes(c: _Console) -> list[HTTPRouteHandler]:
             scanned=reads.ACCOUNTS_SCANNED,
         )  # fmt: skip
 
-    @get(f"{CONSOLE_PATH}/accounts/{{account_id:str}}", opt=_PUBLIC, include_in_schema=False)
+    @get(f"{CONSOLE_PATH}/accounts/{{account_id:str}}", opt=PUBLIC, include_in_schema=False)
     async def account(
         request: Request[Any, Any, Any],
         account_id: FromPath[str],
@@ -371,14 +258,14 @@ def _ledger_routes(c: _Console) -> list[HTTPRouteHandler]:
         """An account: balances, balance chart, its transfers newest first."""
         who = await c.caller(request)
         if who is None:
-            return _to_login()
+            return to_login()
         ns = Namespace(who[0].tenant)
         found = await reads.readable_account(c.store, ns, account_id)
         if found is None:
             return c.missing(request, who, "account", account_id)
         after = int(cursor) if cursor and cursor.isdigit() and len(cursor) <= 19 else None
         listed = await c.store.account_transfers(
-            found.id, limit=_PAGE_SIZE, cursor=after, descending=True
+            found.id, limit=PAGE_SIZE, cursor=after, descending=True
         )
         views = listed.data
         system = found.tenant == SYSTEM_TENANT
@@ -398,28 +285,26 @@ def _ledger_routes(c: _Console) -> list[HTTPRouteHandler]:
             next_cursor=listed.next_cursor, chart=Markup(chart),  # noqa: S704 - numbers only
         )  # fmt: skip
 
-    @get(f"{CONSOLE_PATH}/transfers/{{transfer_id:str}}", opt=_PUBLIC, include_in_schema=False)
+    @get(f"{CONSOLE_PATH}/transfers/{{transfer_id:str}}", opt=PUBLIC, include_in_schema=False)
     async def transfer(
         request: Request[Any, Any, Any], transfer_id: FromPath[str]
     ) -> Response[Any]:
         """A transfer, its accounts and, for a payment's, the payment."""
         who = await c.caller(request)
         if who is None:
-            return _to_login()
+            return to_login()
         ns = Namespace(who[0].tenant)
         view = await reads.readable_transfer(c.store, ns, transfer_id)
         if view is None:
             return c.missing(request, who, "transfer", transfer_id)
         t = view.transfer
-        # A payment's ledger transfers are pm.<payment id>.<step> (refunds' and
-        # payouts' too, with their own ids: those have no page here yet).
-        owner = t.id[3:].rpartition(".")[0] if t.id.startswith("pm.") else ""
-        payment_id = owner if owner.startswith("pay_") else None
+        owner_kind, owner_id = made_by(t.id)
         return c.page(
             request, "transfer.html", who,
             view=view, t=t, client_id=ns.out(t.id), debit=ns.out(t.debit_account_id),
             credit=ns.out(t.credit_account_id), pending=ns.optional_out(t.pending_id),
-            resolved_by=ns.optional_out(view.resolved_by), payment_id=payment_id,
+            resolved_by=ns.optional_out(view.resolved_by), owner_kind=owner_kind,
+            owner_id=owner_id,
         )  # fmt: skip
 
     return [accounts, account, transfer]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from paycore.api.tenancy import Namespace
+from paycore.cluster.namespaces import PAYMENT_TRANSFER_PREFIX
 from paycore.errors import PaycoreError
 from paycore.ledger.model import SYSTEM_TENANT, Account, TransferView
 from paycore.ledger.tenancy import id_prefix
@@ -32,6 +33,7 @@ __all__ = [
     "ShardHealth",
     "breakers",
     "currency_totals",
+    "owned_transfers",
     "payment_transfers",
     "readable_account",
     "readable_transfer",
@@ -191,14 +193,21 @@ async def readable_transfer(store: Store, ns: Namespace, client: str) -> Transfe
     return view if await visible_transfers(store, ns, [view]) else None
 
 
-async def payment_transfers(store: Store, view: PaymentView) -> list[TransferView]:
-    """The ledger transfers a payment made (``pm.<payment id>.<step>``), from its
-    merchant account's transfers since the payment began."""
-    p = view.payment
-    prefix = f"pm.{p.id}."
-    since = max(0, p.created_at - 60 * _NS)
-    page = await store.account_transfers(p.merchant_account_id, limit=500, cursor=since)
+async def owned_transfers(
+    store: Store, owner_id: str, account_id: str, created_at: int
+) -> list[TransferView]:
+    """The ledger transfers a payment, refund or payout made (``pm.<its id>.<step>``),
+    from ``account_id``'s transfers (the merchant's, the wallet's) since it began."""
+    prefix = f"{PAYMENT_TRANSFER_PREFIX}{owner_id}."
+    since = max(0, created_at - 60 * _NS)
+    page = await store.account_transfers(account_id, limit=500, cursor=since)
     return [v for v in page.data if v.transfer.id.startswith(prefix)]
+
+
+async def payment_transfers(store: Store, view: PaymentView) -> list[TransferView]:
+    """The ledger transfers a payment made, from its merchant account's."""
+    p = view.payment
+    return await owned_transfers(store, p.id, p.merchant_account_id, p.created_at)
 
 
 async def stuck_payments(
