@@ -27,7 +27,10 @@ _E = ErrorCode
 
 async def gather_all(aws: Iterable[Awaitable[T]]) -> list[T]:
     """Run concurrently; every outcome is retrieved, then the first error is raised."""
-    outcomes = await asyncio.gather(*aws, return_exceptions=True)
+    awaitables = list(aws)
+    if len(awaitables) == 1:  # most often, one shard: no task to make and schedule
+        return [await awaitables[0]]
+    outcomes = await asyncio.gather(*awaitables, return_exceptions=True)
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
