@@ -57,6 +57,7 @@ store.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import time
@@ -162,13 +163,18 @@ class ShardedStore:
         self._driver = Settlement(
             self.shards, owner=self.owner, lease_seconds=drive_lease_seconds, keep_refusals=True
         )
+        # A request places each of its accounts about ten times (the cut, the plan, the
+        # sagas): remembered, as the map is this router's for its whole life.
+        self._placed = functools.lru_cache(maxsize=1 << 16)(
+            functools.partial(placement.shard_for, self.shard_map, self.shards)
+        )
 
     # -- placement -------------------------------------------------------------------------
 
     def shard_for(self, account_id: str) -> str:
         """The shard holding ``account_id`` (clearing and processor accounts: their home
         shard)."""
-        return placement.shard_for(self.shard_map, self.shards, account_id)
+        return self._placed(account_id)
 
     @property
     def key_shard(self) -> str:
