@@ -17,6 +17,7 @@ from rich.table import Table
 
 from paycore.cluster.topology import build_store
 from paycore.config import Settings
+from paycore.locks import open_lock_service
 from paycore.reconciliation import (
     Drift,
     ImportResult,
@@ -42,12 +43,21 @@ async def run_import(
     rules: Rules,
     json: bool = False,
 ) -> int:
-    """Import ``text``, the report read from the file ``report``."""
+    """Import ``text``, the report read from the file ``report``, holding the processor's
+    import lock in the settings' lock service (``locks_url``)."""
     errors = Console(stderr=True, highlight=False)
     store = build_store(settings)
     await store.start()
     try:
-        result = await import_report(store, processor, text, rules=rules)
+        async with open_lock_service(settings.locks_url) as locks:
+            result = await import_report(
+                store,
+                processor,
+                text,
+                rules=rules,
+                locks=locks,
+                lock_wait=settings.reconciliation.lock_wait_seconds,
+            )
     except ReportError as exc:
         errors.print(f"[red]error:[/] {exc.code}: {escape(str(report))}: {escape(str(exc))}")
         return 2

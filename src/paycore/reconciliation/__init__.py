@@ -16,9 +16,11 @@ from paycore.reconciliation.service import (
     ReconciliationError,
     drift,
     drift_of,
+    import_lock_name,
     import_report,
     list_exceptions,
     resolve_exception,
+    rules_for,
 )
 
 __all__ = [
@@ -30,8 +32,10 @@ __all__ = [
     "Rules",
     "drift",
     "drift_of",
+    "import_lock_name",
     "import_report",
     "list_exceptions",
     "parse_report",
     "resolve_exception",
+    "rules_for",
 ]
