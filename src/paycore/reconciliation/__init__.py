@@ -19,6 +19,7 @@ from paycore.reconciliation.service import (
     import_lock_name,
     import_report,
     list_exceptions,
+    resolution,
     resolve_exception,
     rules_for,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "import_report",
     "list_exceptions",
     "parse_report",
+    "resolution",
     "resolve_exception",
     "rules_for",
 ]

@@ -64,6 +64,7 @@ __all__ = [
     "import_lock_name",
     "import_report",
     "list_exceptions",
+    "resolution",
     "resolve_exception",
     "rules_for",
 ]
@@ -269,12 +270,18 @@ async def resolve_exception(
 ) -> ExceptionRow | None:
     """Resolve an open exception with ``note``; None: no such exception. A resolved one
     is answered as it is (its first note kept)."""
+    result: ExceptionRow | None = await store.execute(resolution(exception_id, note, clock=clock))
+    return result
+
+
+def resolution(
+    exception_id: str, note: str, *, clock: Callable[[], int] | None = None
+) -> ResolveException:
+    """The command resolving ``exception_id`` with ``note`` (its result: the row, or None
+    for no such exception), for a caller that runs it itself (under an Idempotency-Key)."""
     if not note.strip():
         raise ValueError("a note is required")
-    result: ExceptionRow | None = await store.execute(
-        ResolveException(exception_id, note, (clock or _now_ns)())
-    )
-    return result
+    return ResolveException(exception_id, note, (clock or _now_ns)())
 
 
 @dataclass(frozen=True, slots=True)
