@@ -121,3 +121,35 @@ async def test_an_import_waits_for_the_lock_then_gives_up(tmp_path: Path) -> Non
         async with locks.hold(import_lock_name("sim-other"), 30.0):
             done = await import_report(shop.store, PROCESSOR, text, locks=locks, lock_wait=0.2)
         assert done.matched == 4
+
+
+def test_the_command_line_takes_the_lock_of_its_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """paycore reconcile holds the import lock in the settings' lock service: one that
+    cannot be reached refuses the import (exit 1, lock_unavailable) having booked
+    nothing; the settings' tolerance applies (a differing line matches)."""
+    from paycore.cli import main
+    from paycore.locks.testing import free_port
+
+    async def trade() -> str:
+        async with open_shop(tmp_path, shards=4) as shop:
+            await _trade(shop, 4)
+            return shop.report(shop.today, ALL_DIFFER)
+
+    report = tmp_path / "report.csv"
+    report.write_text(asyncio.run(trade()))
+    data_dir = tmp_path / "data"
+    config = tmp_path / "paycore.toml"
+    config.write_text(
+        f'data_dir = "{data_dir}"\nlocks_url = "redis://127.0.0.1:{free_port()}/0"\n'
+        f"[reconciliation.tolerances]\n{PROCESSOR} = 100\n"
+    )
+    args = ["reconcile", "--processor", PROCESSOR, "--report", str(report)]
+    assert main([*args, "--config", str(config)]) == 1
+    assert "lock_unavailable" in capsys.readouterr().err
+    config.write_text(f'data_dir = "{data_dir}"\n[reconciliation.tolerances]\n{PROCESSOR} = 100\n')
+    assert main([*args, "--config", str(config), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"matched": 4' in out
+    assert '"exceptions": {}' in out
