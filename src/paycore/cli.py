@@ -365,14 +365,14 @@ def _add_reconcile_parser(sub: argparse._SubParsersAction[argparse.ArgumentParse
     recon.add_argument(
         "--tolerance",
         type=int,
-        default=0,
-        help="a line's gross this many minor units from ours still matches (0)",
+        help="a line's gross this many minor units from ours still matches "
+        "(default: the processor's in [reconciliation.tolerances], else 0)",
     )
     recon.add_argument(
         "--grace-days",
         type=int,
-        default=1,
-        help="days a capture may be late before it is missing_in_report (1)",
+        help="days a capture may be late before it is missing_in_report "
+        "(default: [reconciliation] grace_days, 1)",
     )
     recon.add_argument("--json", action="store_true", help="print the result as JSON")
     recon.add_argument("--config", type=Path, help="TOML settings file")
@@ -405,7 +405,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     from rich.markup import escape  # noqa: PLC0415
 
     from paycore.ops import reconcile  # noqa: PLC0415
-    from paycore.reconciliation import Rules  # noqa: PLC0415
+    from paycore.reconciliation import Rules, rules_for  # noqa: PLC0415
 
     errors = Console(stderr=True, highlight=False)
     settings = _settings(args.config, data_dir=args.data_dir)
@@ -421,7 +421,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     if args.processor is None or args.report is None:
         errors.print("[red]error:[/] reconcile needs --processor and --report")
         return 2
-    if args.tolerance < 0 or args.grace_days < 0:
+    if (args.tolerance or 0) < 0 or (args.grace_days or 0) < 0:
         errors.print("[red]error:[/] --tolerance and --grace-days must be 0 or more")
         return 2
     try:
@@ -429,7 +429,11 @@ def _reconcile(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         errors.print(f"[red]error:[/] cannot read {escape(f'{args.report}: {exc}')}")
         return 2
-    rules = Rules(tolerance=args.tolerance, grace_days=args.grace_days)
+    configured = rules_for(settings.reconciliation, args.processor)
+    rules = Rules(
+        tolerance=configured.tolerance if args.tolerance is None else args.tolerance,
+        grace_days=configured.grace_days if args.grace_days is None else args.grace_days,
+    )
     return asyncio.run(
         reconcile.run_import(
             settings, console, args.processor, args.report, text, rules=rules, json=args.json

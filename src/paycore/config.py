@@ -70,6 +70,7 @@ __all__ = [
     "PlacementConfig",
     "ProcessorConfig",
     "RateLimitConfig",
+    "ReconciliationConfig",
     "Settings",
     "ShardConfig",
     "ShardSpec",
@@ -259,6 +260,36 @@ class FxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("fx.source = 'http' needs fx.url")
 
 
+_PROCESSOR_NAME = re.compile(r"[A-Za-z0-9_-]{1,24}")
+
+
+class ReconciliationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[reconciliation]``: how settlement reports are matched (``paycore.reconciliation``).
+
+    ``tolerances``: per processor, how many minor units a line's gross may be off ours
+    and still match (the difference is booked to fees), e.g. ``[reconciliation.tolerances]``
+    ``sim-a = 2``; a processor not named matches to the unit (0). ``grace_days``: how
+    late a line may arrive before its capture is ``missing_in_report``.
+    ``lock_wait_seconds``: how long an import waits for another import of the same
+    processor to finish before it is refused (``import_in_progress``).
+    """
+
+    tolerances: dict[str, Annotated[int, msgspec.Meta(ge=0)]] = {}
+    grace_days: Annotated[int, msgspec.Meta(ge=0, le=366)] = 1
+    lock_wait_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 30.0
+
+    def __post_init__(self) -> None:
+        bad = [name for name in self.tolerances if not _PROCESSOR_NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(
+                f"reconciliation.tolerances: {bad[0]!r} is not a processor name "
+                "(1-24 chars of [A-Za-z0-9_-])"
+            )
+
+    def tolerance(self, processor: str) -> int:
+        return self.tolerances.get(processor, 0)
+
+
 class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One caller's own budget (``[rate_limit_overrides."key:<keyid>"]``)."""
 
@@ -354,6 +385,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     events: EventStreamConfig | None = None
     # Currency exchange (``[fx]``, see ``FxConfig``): quotes and conversions.
     fx: FxConfig = msgspec.field(default_factory=FxConfig)
+    # Settlement reports (``[reconciliation]``, see ``ReconciliationConfig``): matching
+    # tolerances per processor.
+    reconciliation: ReconciliationConfig = msgspec.field(default_factory=ReconciliationConfig)
 
     def __post_init__(self) -> None:
         if self.webhook_signing_key is not None and len(self.webhook_signing_key) < 32:

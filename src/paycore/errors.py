@@ -107,6 +107,12 @@ class ErrorCode(StrEnum):
     FX_QUOTE_ALREADY_USED = "fx_quote_already_used"
     FX_CONVERSION_NOT_FOUND = "fx_conversion_not_found"
     FX_RATE_UNAVAILABLE = "fx_rate_unavailable"
+    # reconciliation (paycore.reconciliation): settlement reports and their exceptions
+    INVALID_REPORT = "invalid_report"
+    UNKNOWN_PROCESSOR = "unknown_processor"
+    REPORT_CONFLICT = "report_conflict"
+    IMPORT_IN_PROGRESS = "import_in_progress"
+    RECONCILIATION_EXCEPTION_NOT_FOUND = "reconciliation_exception_not_found"
     # infrastructure
     STORE_UNAVAILABLE = "store_unavailable"
     LOCK_UNAVAILABLE = "lock_unavailable"
@@ -229,6 +235,15 @@ ERROR_SPECS: Final[dict[ErrorCode, ErrorSpec]] = {
     _E.FX_RATE_UNAVAILABLE: ErrorSpec(
         503, "The exchange rate source cannot be reached", retryable=True
     ),
+    _E.INVALID_REPORT: ErrorSpec(422, "The settlement report does not parse"),
+    _E.UNKNOWN_PROCESSOR: ErrorSpec(422, "No processor of this name is configured"),
+    _E.REPORT_CONFLICT: ErrorSpec(
+        409, "This batch of the processor was imported before with other content"
+    ),
+    _E.IMPORT_IN_PROGRESS: ErrorSpec(
+        409, "Another import of this processor's reports is running", retryable=True
+    ),
+    _E.RECONCILIATION_EXCEPTION_NOT_FOUND: ErrorSpec(404, "Reconciliation exception not found"),
     _E.STORE_UNAVAILABLE: ErrorSpec(503, "The ledger store is unavailable", retryable=True),
     _E.LOCK_UNAVAILABLE: ErrorSpec(503, "The lock service is unavailable", retryable=True),
     _E.INTERNAL_ERROR: ErrorSpec(500, "Internal error", retryable=True),

@@ -28,6 +28,7 @@ _FILL = {
     "endpoint_id": "we_000000000000000000000000",
     "delivery_id": "evt_1",
     "conversion_id": "fxc_000000000000000000000000",
+    "exception_id": "rx_000000000000000000000000",
 }
 _PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 

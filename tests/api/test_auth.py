@@ -235,6 +235,17 @@ def _requests(world: dict[str, str], ids: dict[str, str]) -> dict[tuple[str, str
             f"/v1/fx/conversions/{fxc}/void",
             None,
         ),
+        # Reconciliation is the operator's (tenant default): any other is refused alike.
+        ("POST", "/v1/reconciliation/reports"): (
+            "/v1/reconciliation/reports",
+            {"processor": "sim-a", "report": "x"},
+        ),
+        ("GET", "/v1/reconciliation/reports"): ("/v1/reconciliation/reports", None),
+        ("GET", "/v1/reconciliation/exceptions"): ("/v1/reconciliation/exceptions", None),
+        ("POST", "/v1/reconciliation/exceptions/{exception_id:str}/resolve"): (
+            f"/v1/reconciliation/exceptions/rx_{'0' * 24}/resolve",
+            {"note": "checked"},
+        ),
     }
 
 
@@ -244,6 +255,13 @@ CREATES = {
     ("POST", "/v1/api_keys"),
     ("POST", "/v1/webhook_endpoints"),
     ("POST", "/v1/fx/quotes"),
+}
+# Routes of the operator's tenant alone (reconciliation): 403 to any other, whatever named.
+OPERATOR_ONLY = {
+    ("POST", "/v1/reconciliation/reports"),
+    ("GET", "/v1/reconciliation/reports"),
+    ("GET", "/v1/reconciliation/exceptions"),
+    ("POST", "/v1/reconciliation/exceptions/{exception_id:str}/resolve"),
 }
 # Routes whose answer for a foreign filter is the caller's own (empty) list, 200.
 ADMIN_LISTS = {("GET", "/v1/api_keys"), ("GET", "/v1/webhook_endpoints")}
@@ -312,6 +330,10 @@ async def test_another_tenants_objects_answer_as_missing_ones_on_every_route(
                 continue
             if route in ADMIN_LISTS:  # the caller's own (random) ids: compared as they are
                 assert foreign.text == missing.text, route
+                continue
+            if route in OPERATOR_ONLY:  # refused to every tenant but the operator's
+                assert foreign.status_code == 403, (route, foreign.text)
+                assert _answer(foreign, real) == _answer(missing, ghost), route
                 continue
             assert foreign.status_code in (404, 200), (route, foreign.text)
             if route not in OWN_LISTS:

@@ -41,6 +41,8 @@ KEYED_POSTS = {
     "/v1/fx/conversions",
     "/v1/fx/conversions/{conversion_id}/capture",
     "/v1/fx/conversions/{conversion_id}/void",
+    "/v1/reconciliation/reports",
+    "/v1/reconciliation/exceptions/{exception_id}/resolve",
 }
 NO_KEY_NEEDED = {"/v1/processor_events/{processor}"}  # signed by the processor
 CONTENT_TYPES = {

@@ -26,13 +26,14 @@ from paycore.api.problem_codes import (
     UNROUTED_CODES,
     WORKER_ONLY_CODES,
 )
-from paycore.config import FxConfig, ProcessorConfig
+from paycore.config import FxConfig, ProcessorConfig, ReconciliationConfig
 from paycore.errors import ErrorCode, UnavailableError
 from paycore.money import MAX_AMOUNT
 from paycore.payments.processors.base import Operation
 from paycore.payments.service import PaymentService
 from paycore.payments.testing import Behaviour, ScriptedConnector
 from paycore.payments.webhooks import SIGNATURE_HEADER, signature_header
+from paycore.storage.base import CreateAccounts
 from paycore.storage.fx_quotes import CreateFxQuote, FxQuoteRow
 from payments.payment_support import payment_app
 
@@ -542,6 +543,65 @@ async def fx_rate_unavailable(w: World) -> httpx.Response:
     return response
 
 
+_REPORT_HEADER = (
+    "record,batch_id,settlement_date,payout_date,type,reference,processor_id,currency,"
+    "count,gross,fee,net\n"
+)
+
+
+def _report(reference: str = "ref-1", batch: str = "b1") -> str:
+    """A settlement report of one line, a reference paycore never sent."""
+    days = "2026-12-07,2026-12-08"
+    return (
+        f"{_REPORT_HEADER}line,{batch},{days},capture,{reference},p1,USD,,10.00,0.39,9.61\n"
+        f"total,{batch},{days},,,,USD,1,10.00,0.39,9.61\n"
+    )
+
+
+async def _import(w: World, report: str, processor: str = "sim-a") -> httpx.Response:
+    body = {"processor": processor, "report": report}
+    return await w.client.post("/v1/reconciliation/reports", json=body)
+
+
+async def invalid_report(w: World) -> httpx.Response:
+    return await _import(w, "not,a,report\n")
+
+
+async def unknown_processor(w: World) -> httpx.Response:
+    """A processor this node has none of (the embedded ones are sim-a and sim-b)."""
+    return await _import(w, _report(), processor="sim-zz")
+
+
+async def report_conflict(w: World) -> httpx.Response:
+    """The batch again, with another line in it."""
+    assert (await _import(w, _report())).status_code == 201
+    return await _import(w, _report(reference="ref-2"))
+
+
+async def import_in_progress(w: World) -> httpx.Response:
+    """A second import of sim-a's reports sent while the first books (the lock wait set
+    to 0 in the settings)."""
+    execute = w.store.execute
+    seen: list[httpx.Response] = []
+
+    async def second_import_arrives_meanwhile(command: Any) -> Any:
+        if isinstance(command, CreateAccounts) and command.requests and not seen:
+            transport = httpx.ASGITransport(app=w.client.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as other:
+                body = {"processor": "sim-a", "report": _report(batch="b2")}
+                seen.append(await other.post("/v1/reconciliation/reports", json=body))
+        return await execute(command)
+
+    w.monkeypatch.setattr(w.store, "execute", second_import_arrives_meanwhile)
+    assert (await _import(w, _report())).status_code == 201
+    return seen[0]
+
+
+async def reconciliation_exception_not_found(w: World) -> httpx.Response:
+    path = f"/v1/reconciliation/exceptions/rx_{'0' * 24}/resolve"
+    return await w.client.post(path, json={"note": "checked"})
+
+
 SCENARIOS: dict[ErrorCode, tuple[dict[str, Any], Scenario]] = {
     E.INVALID_REQUEST: ({}, invalid_request),
     E.BATCH_TOO_LARGE: ({}, batch_too_large),
@@ -613,6 +673,14 @@ SCENARIOS: dict[ErrorCode, tuple[dict[str, Any], Scenario]] = {
         {"fx": FxConfig(source="http", url="http://127.0.0.1:9", timeout_seconds=1)},
         fx_rate_unavailable,
     ),
+    E.INVALID_REPORT: ({}, invalid_report),
+    E.UNKNOWN_PROCESSOR: ({}, unknown_processor),
+    E.REPORT_CONFLICT: ({}, report_conflict),
+    E.IMPORT_IN_PROGRESS: (
+        {"reconciliation": ReconciliationConfig(lock_wait_seconds=0)},
+        import_in_progress,
+    ),
+    E.RECONCILIATION_EXCEPTION_NOT_FOUND: ({}, reconciliation_exception_not_found),
     E.STORE_UNAVAILABLE: ({}, store_unavailable),
     E.LOCK_UNAVAILABLE: ({}, lock_unavailable),
     E.INTERNAL_ERROR: ({}, internal_error),

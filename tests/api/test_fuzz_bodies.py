@@ -75,6 +75,8 @@ _SHAPES: dict[str, dict[str, Any]] = {
                            "debit_account_id": "a1", "credit_account_id": "a2"},
     "/v1/fx/conversions/{conversion_id:str}/capture": {"sell_amount": 10},
     "/v1/fx/conversions/{conversion_id:str}/void": {},
+    "/v1/reconciliation/reports": {"processor": PROCESSOR.name, "report": "record,batch_id\n"},
+    "/v1/reconciliation/exceptions/{exception_id:str}/resolve": {"note": "checked"},
 }  # fmt: skip
 
 _HOLE = "\x00hostile\x00"  # where the hostile JSON text goes, once encoded

@@ -197,6 +197,19 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     logs = sorted(p.name for p in (tmp_path / "demo" / "acquirers").iterdir())
     assert logs == ["acq-a.log", "acq-b.log", "acq-c.log"]
 
+    # The reconciliation act: the clean reports matched whole, acq-b's anomalies were
+    # each queued (the promises checked them one by one), and a wallet paid in euros.
+    assert "reconciliation act" in out
+    rows = {row["processor"]: row for row in result["reconciliation"]["rows"]}
+    assert sorted(rows) == ["acq-a", "acq-b", "acq-c"]
+    for name in ("acq-a", "acq-c"):
+        assert rows[name]["matched"] == rows[name]["lines"] > 0
+        assert rows[name]["exceptions"] == {}
+    assert rows["acq-b"]["exceptions"] == rows["acq-b"]["injected"] != {}
+    assert rows["acq-b"]["suspense"] != 0
+    assert "EUR to demo.shop-eur" in result["reconciliation"]["fx_payment"]
+    assert any(n.startswith("settlement reports reconcile") for n in names)
+
 
 def test_demo_cross_shard_act_holds_and_chains_between_shards(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]

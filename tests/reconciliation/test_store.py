@@ -47,6 +47,74 @@ async def test_a_report_is_recorded_once_and_settling_closes_a_missing_exception
         await store.stop()
 
 
+async def test_reports_and_exceptions_are_paged_by_their_keys(make_store: StoreFactory) -> None:
+    """Pages of reports (by imported_at, processor, batch) and exceptions (by created_at,
+    id), filtered by processor and status, either way, with ties on the time broken by
+    the rest of the key and nothing skipped or repeated (SQLite and PostgreSQL)."""
+    store = make_store()
+    await store.start()
+    try:
+        batches = [("acq", "b1", 5), ("acq", "b2", 5), ("bcq", "b1", 5), ("acq", "b3", 9)]
+        for processor, batch, at in batches:
+            row = ReportRow(processor, batch, "d" * 64, "2026-12-07", "2026-12-08", 1, 0, 2, at)
+            excs = tuple(
+                ExceptionRow(
+                    f"rx_{processor}.{batch}.{n}",
+                    processor,
+                    batch,
+                    "unknown_reference",
+                    f"r{n}",
+                    n,
+                    "EUR",
+                    None,
+                    1,
+                    "",
+                    "open",
+                    None,
+                    at,
+                    None,
+                )
+                for n in (1, 2)
+            )
+            assert await store.execute(RecordReport(row, (), excs)) is True
+        reads = store.reconciliation
+
+        async def reports(processor: str | None, descending: bool) -> list[tuple[str, str]]:
+            seen: list[tuple[str, str]] = []
+            after = None
+            while True:
+                page = await reads.report_page(
+                    processor, after=after, limit=1, descending=descending
+                )
+                if not page:
+                    return seen
+                seen += [(r.processor, r.batch_id) for r in page]
+                after = (page[-1].imported_at, page[-1].processor, page[-1].batch_id)
+
+        ordered = [("acq", "b1"), ("acq", "b2"), ("bcq", "b1"), ("acq", "b3")]
+        assert await reports(None, False) == ordered
+        assert await reports(None, True) == ordered[::-1]
+        assert await reports("acq", False) == [("acq", "b1"), ("acq", "b2"), ("acq", "b3")]
+
+        async def exceptions(processor: str | None, status: str | None) -> list[str]:
+            seen: list[str] = []
+            after = None
+            while True:
+                page = await reads.exception_page(processor, status=status, after=after, limit=3)
+                if not page:
+                    return seen
+                seen += [e.id for e in page]
+                after = (page[-1].created_at, page[-1].id)
+
+        everything = await exceptions(None, None)
+        assert len(everything) == len(set(everything)) == 8
+        assert everything[-2:] == ["rx_acq.b3.1", "rx_acq.b3.2"]  # the latest last
+        assert await exceptions("bcq", "open") == ["rx_bcq.b1.1", "rx_bcq.b1.2"]
+        assert await exceptions("acq", "resolved") == []
+    finally:
+        await store.stop()
+
+
 def test_the_charts_names_are_reserved() -> None:
     """recon: accounts are made only by paycore (system tenant); rc. ids and recon:
     accounts are refused in a client's transfer, allowed in paycore's own."""

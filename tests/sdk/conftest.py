@@ -23,6 +23,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     write_key = create_key(data_dir, env, "read,write")
     read_key = create_key(data_dir, env, "read")
     admin_key = create_key(data_dir, env, "admin")
+    operator_key = create_key(data_dir, env, "admin", tenant="default")
     port = free_port()
     log = root / "serve.log"
     with log.open("wb") as out:
@@ -33,7 +34,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     try:
         base_url = f"http://127.0.0.1:{port}"
         wait_until_up(base_url, serve, log)
-        yield LiveServer(base_url, write_key, read_key, log, admin_key)
+        yield LiveServer(base_url, write_key, read_key, log, admin_key, operator_key)
     finally:
         serve.terminate()
         try:

@@ -24,6 +24,7 @@ class LiveServer:
     read_key: str  # tenant "acme", scope read only
     log: Path
     admin_key: str  # tenant "acme", scope admin (the admin API)
+    operator_key: str  # tenant "default", scope admin (the operator's: reconciliation)
 
 
 def free_port() -> int:
@@ -37,9 +38,9 @@ def paycore_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "paycore.cli", *args]
 
 
-def create_key(data_dir: Path, env: dict[str, str], scopes: str) -> str:
+def create_key(data_dir: Path, env: dict[str, str], scopes: str, tenant: str = "acme") -> str:
     out = subprocess.run(
-        paycore_command("keys", "create", "--data-dir", str(data_dir), "--tenant", "acme",
+        paycore_command("keys", "create", "--data-dir", str(data_dir), "--tenant", tenant,
                  "--scopes", scopes),
         env=env, capture_output=True, text=True, check=True, timeout=60,
     ).stdout  # fmt: skip

@@ -35,8 +35,9 @@ def test_codes_are_stable_snake_case() -> None:
 def test_only_transient_failures_are_retryable() -> None:
     """A retry may help only for an unavailable store, lock service, payment processor or
     exchange rate source,
-    an in-flight key or cross-shard hold, a webhook event still on its retry schedule, a
-    caller over its rate limit (after Retry-After) or an internal error."""
+    an in-flight key or cross-shard hold, a webhook event still on its retry schedule, an
+    import of the same processor's reports, a caller over its rate limit (after
+    Retry-After) or an internal error."""
     retryable = {code for code, spec in ERROR_SPECS.items() if spec.retryable}
     assert retryable == {
         ErrorCode.STORE_UNAVAILABLE,
@@ -46,6 +47,7 @@ def test_only_transient_failures_are_retryable() -> None:
         ErrorCode.IDEMPOTENCY_KEY_IN_USE,
         ErrorCode.TRANSFER_IN_FLIGHT,
         ErrorCode.WEBHOOK_DELIVERY_IN_PROGRESS,
+        ErrorCode.IMPORT_IN_PROGRESS,
         ErrorCode.RATE_LIMITED,
         ErrorCode.INTERNAL_ERROR,
     }

@@ -98,6 +98,7 @@ def create_app(
     from paycore.api.routes.lists import list_routes  # noqa: PLC0415
     from paycore.api.routes.payments import payment_routes  # noqa: PLC0415
     from paycore.api.routes.processor_events import processor_event_routes  # noqa: PLC0415
+    from paycore.api.routes.reconciliation import reconciliation_routes  # noqa: PLC0415
     from paycore.api.routes.webhook_deliveries import webhook_delivery_routes  # noqa: PLC0415
     from paycore.api.routes.webhook_endpoints import webhook_endpoint_routes  # noqa: PLC0415
     from paycore.payments.service import build_payment_service  # noqa: PLC0415
@@ -124,16 +125,7 @@ def create_app(
     limiter: RateLimiter | None = None
     if settings.rate_limit_per_second > 0:
         limiter = rate_limiter_for(settings.locks_url)
-        overrides = {
-            caller: Limit(o.per_second, o.burst)
-            for caller, o in settings.rate_limit_overrides.items()
-        }
-        default = Limit(settings.rate_limit_per_second, settings.rate_limit_burst)
-        middleware.append(
-            DefineMiddleware(
-                RateLimitMiddleware, limiter=limiter, default=default, overrides=overrides
-            )
-        )
+        middleware.append(_rate_limit_middleware(settings, limiter))
     api_keys = ApiKeys(store)
     # None in open mode: every request acts for tenant "default" with every scope.
     checked_keys = api_keys if settings.auth == "api_keys" else None
@@ -188,6 +180,13 @@ def create_app(
                     ),
                     *webhook_delivery_routes(store, writes, settings),
                     *fx_routes(store, writes, settings, rate_source, clock=clock),
+                    *reconciliation_routes(
+                        store,
+                        writes,
+                        settings,
+                        processors=payment_service.connectors,
+                        locks=service,
+                    ),
                 ],
                 security=SECURED,
             ),
@@ -225,6 +224,16 @@ def create_app(
         ),
         # Logging is configured by the entry point (CLI), not by the web framework.
         logging_config=None,
+    )
+
+
+def _rate_limit_middleware(settings: Settings, limiter: RateLimiter) -> DefineMiddleware:
+    overrides = {
+        caller: Limit(o.per_second, o.burst) for caller, o in settings.rate_limit_overrides.items()
+    }
+    default = Limit(settings.rate_limit_per_second, settings.rate_limit_burst)
+    return DefineMiddleware(
+        RateLimitMiddleware, limiter=limiter, default=default, overrides=overrides
     )
 
 

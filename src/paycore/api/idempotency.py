@@ -41,7 +41,7 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final
 
@@ -50,9 +50,9 @@ from litestar import Request, Response
 
 from paycore.api.auth import tenant_of
 from paycore.api.schemas import canonical_json
-from paycore.errors import ErrorCode, RequestError, key_in_use
+from paycore.errors import ErrorCode, IdempotencyError, RequestError, key_in_use
 from paycore.locks import HeldLease, LocalLockService, LockService, LockUnavailable
-from paycore.storage.base import Idempotency, StoredResponse
+from paycore.storage.base import CreateAccounts, Idempotency, PeekIdempotency, StoredResponse
 from paycore.storage.store import Command, Store
 
 __all__ = [
@@ -267,6 +267,47 @@ class WriteExecutor:
         stored, replayed = await self.execute(request, command, render, body)
         return stored_to_response(stored, replayed=replayed)
 
+    async def run_steps(
+        self,
+        request: Request[Any, Any, Any],
+        body: msgspec.Struct,
+        steps: Callable[[], Awaitable[StoredResponse]],
+    ) -> Response[bytes]:
+        """Answer ``request`` (decoded body ``body``) with ``steps``: work that is not one
+        store command but several transactions, each safe to repeat (a settlement
+        report's import), under the request's Idempotency-Key if any.
+
+        Keyed, the key is held while the steps run (a twin: 409), a key seen before is
+        answered with its stored answer without running them (another body: 409
+        ``idempotency_key_reused``), and their answer is stored after them on the key's
+        shard, as the router stores the answer of a command run on another shard. A
+        crash in between stores nothing: a retry runs the steps again, which is why they
+        must be safe to repeat. What ``steps`` raises is not stored (a body refused as
+        invalid, a retryable refusal); what it returns is, problems included.
+        """
+        idempotency = self.keys.of(request, body, _stored_as_is)
+        if idempotency is None:
+            return stored_to_response(await steps())
+        async with self.keys.held(idempotency.key):
+            home = self.store.shard_stores[self.store.shard_of(idempotency.key)]
+            seen = await home.execute(PeekIdempotency(idempotency.key))
+            if seen is not None:
+                if seen[0] != idempotency.fingerprint:
+                    raise IdempotencyError(
+                        ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                        "this Idempotency-Key was first used with a different request",
+                    )
+                return stored_to_response(seen[1], replayed=True)
+            answer = await steps()
+            record = Idempotency(
+                idempotency.key,
+                idempotency.fingerprint,
+                lambda _: answer,
+                idempotency.retention_seconds,
+            )
+            stored, replayed = await home.execute_idempotent(CreateAccounts(()), record)
+            return stored_to_response(stored, replayed=replayed)
+
     async def execute(
         self,
         request: Request[Any, Any, Any],
@@ -280,3 +321,9 @@ class WriteExecutor:
             return render(await self.store.execute(command)), False
         async with self.keys.held(idempotency.key):
             return await self.store.execute_idempotent(command, idempotency)
+
+
+def _stored_as_is(answer: Any) -> StoredResponse:
+    """The render of ``run_steps``' key: its answer is made before it is stored."""
+    assert isinstance(answer, StoredResponse)
+    return answer

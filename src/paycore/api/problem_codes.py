@@ -207,6 +207,20 @@ _TABLE: Final[dict[str, tuple[ErrorCode, ...]]] = {
         E.FX_CONVERSION_NOT_FOUND,
     ),
     "GET /v1/fx/conversions/{conversion_id}": (*_READ, E.FX_CONVERSION_NOT_FOUND),
+    # reconciliation: the operator's admin keys only (another tenant's: forbidden_scope)
+    "POST /v1/reconciliation/reports": (
+        *_WRITE,
+        E.INVALID_REPORT,
+        E.UNKNOWN_PROCESSOR,
+        E.REPORT_CONFLICT,
+        E.IMPORT_IN_PROGRESS,
+    ),
+    "GET /v1/reconciliation/reports": _READ,
+    "GET /v1/reconciliation/exceptions": _READ,
+    "POST /v1/reconciliation/exceptions/{exception_id}/resolve": (
+        *_WRITE,
+        E.RECONCILIATION_EXCEPTION_NOT_FOUND,
+    ),
     # a processor's signed notification: no API key, no Idempotency-Key (kept per event id)
     "POST /v1/processor_events/{processor}": (
         *_ANY,

@@ -3,7 +3,8 @@ exception queue (``paycore.reconciliation``; docs/reconciliation.md).
 
 Each action opens the topology's store, does its work and closes it. Exit codes: 0 done
 (exceptions found are not a failure: they are queued), 2 bad input (a report that does
-not parse, another text under a batch imported before, an unknown exception).
+not parse, another text under a batch imported before, another import of the processor
+running, an unknown exception), 1 the lock service could not be reached.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from rich.table import Table
 
 from paycore.cluster.topology import build_store
 from paycore.config import Settings
+from paycore.locks import LockError, open_lock_service
 from paycore.reconciliation import (
     Drift,
     ImportResult,
@@ -42,18 +44,30 @@ async def run_import(
     rules: Rules,
     json: bool = False,
 ) -> int:
-    """Import ``text``, the report read from the file ``report``."""
+    """Import ``text``, the report read from the file ``report``, holding the processor's
+    import lock in the settings' lock service (``locks_url``)."""
     errors = Console(stderr=True, highlight=False)
     store = build_store(settings)
     await store.start()
     try:
-        result = await import_report(store, processor, text, rules=rules)
+        async with open_lock_service(settings.locks_url) as locks:
+            result = await import_report(
+                store,
+                processor,
+                text,
+                rules=rules,
+                locks=locks,
+                lock_wait=settings.reconciliation.lock_wait_seconds,
+            )
     except ReportError as exc:
         errors.print(f"[red]error:[/] {exc.code}: {escape(str(report))}: {escape(str(exc))}")
         return 2
     except ReconciliationError as exc:
         errors.print(f"[red]error:[/] {exc.code}: {escape(str(exc))}")
         return 2
+    except LockError as exc:  # the lock service is down (or the lease was lost): retry
+        errors.print(f"[red]error:[/] {exc.code}: {escape(str(exc))}; run the import again")
+        return 1
     finally:
         await store.stop()
     if json:

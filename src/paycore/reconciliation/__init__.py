@@ -16,9 +16,12 @@ from paycore.reconciliation.service import (
     ReconciliationError,
     drift,
     drift_of,
+    import_lock_name,
     import_report,
     list_exceptions,
+    resolution,
     resolve_exception,
+    rules_for,
 )
 
 __all__ = [
@@ -30,8 +33,11 @@ __all__ = [
     "Rules",
     "drift",
     "drift_of",
+    "import_lock_name",
     "import_report",
     "list_exceptions",
     "parse_report",
+    "resolution",
     "resolve_exception",
+    "rules_for",
 ]

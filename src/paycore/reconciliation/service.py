@@ -13,6 +13,14 @@
 
 A crash between 3 and 4 leaves the bookings and no record: a rerun matches the same
 way (nothing of this batch is recorded), books nothing new and records it.
+
+Steps 2-4 of two imports of one processor must not interleave: both would read the
+settled references before either records its own, so a reference in both reports would
+be settled (and its ``psp:`` leg booked) twice. Given the node's lock service, an import
+runs them holding ``recon:import:<processor>`` (waiting ``lock_wait`` seconds for
+another import to finish, else ``import_in_progress``). The lock guards the imports
+that share its service: every node of a cluster (Redis or PostgreSQL locks), or one
+process in the embedded mode (in-process locks).
 """
 
 from __future__ import annotations
@@ -23,7 +31,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from paycore.config import ReconciliationConfig
 from paycore.errors import ErrorCode
+from paycore.locks import LockBusy, LockService
 from paycore.payments.accounts import is_processor_name, parse_psp
 from paycore.reconciliation.book import account_requests, chain
 from paycore.reconciliation.match import (
@@ -45,20 +55,27 @@ from paycore.storage.reconciliation import (
 from paycore.storage.store import ShardStore, Store
 
 __all__ = [
+    "IMPORT_LOCK_SECONDS",
     "Drift",
     "ImportResult",
     "ReconciliationError",
     "drift",
     "drift_of",
+    "import_lock_name",
     "import_report",
     "list_exceptions",
+    "resolution",
     "resolve_exception",
+    "rules_for",
 ]
+
+# The TTL of an import's lock, renewed every third of it while the import runs.
+IMPORT_LOCK_SECONDS = 30.0
 
 
 class ReconciliationError(RuntimeError):
     """An import that cannot go on (``code``: ``invalid_processor``, ``report_conflict``,
-    ``booking_refused``); nothing was recorded."""
+    ``booking_refused``, ``import_in_progress``); nothing was recorded."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -75,23 +92,64 @@ class ImportResult:
     transfers: int  # ledger transfers of the bookings (existing ones included)
 
 
+def rules_for(config: ReconciliationConfig, processor: str) -> Rules:
+    """The matching rules of ``processor`` from the settings' ``[reconciliation]``."""
+    return Rules(tolerance=config.tolerance(processor), grace_days=config.grace_days)
+
+
+def import_lock_name(processor: str) -> str:
+    return f"recon:import:{processor}"
+
+
 async def import_report(
     store: Store,
     processor: str,
     text: str,
     *,
     rules: Rules = Rules(),  # noqa: B008 - frozen
+    locks: LockService | None = None,
+    lock_wait: float = 30.0,
     clock: Callable[[], int] | None = None,
     after_booking: Callable[[], None] | None = None,
 ) -> ImportResult:
     """Reconcile ``text`` (a settlement report of ``processor``); see the module docstring.
 
-    ``after_booking`` runs between the bookings and the record (tests: a crash there)."""
+    ``locks``: the service whose lock keeps two imports of ``processor`` apart (None:
+    the caller guarantees it runs alone). ``after_booking`` runs between the bookings
+    and the record (tests: a crash there)."""
     if not is_processor_name(processor):
         raise ReconciliationError(
             "invalid_processor", f"processor {processor!r}: 1-24 chars of [A-Za-z0-9_-]"
         )
-    report = parse_report(text)
+    report = parse_report(text)  # a bad report is refused before waiting for anything
+
+    async def run() -> ImportResult:
+        return await _import(
+            store, processor, text, report, rules=rules, clock=clock, after_booking=after_booking
+        )
+
+    if locks is None:
+        return await run()
+    try:
+        async with locks.hold(import_lock_name(processor), IMPORT_LOCK_SECONDS, wait=lock_wait):
+            return await run()
+    except LockBusy:
+        raise ReconciliationError(
+            "import_in_progress",
+            f"another import of {processor}'s reports is running; retry when it is done",
+        ) from None
+
+
+async def _import(
+    store: Store,
+    processor: str,
+    text: str,
+    report: Report,
+    *,
+    rules: Rules,
+    clock: Callable[[], int] | None,
+    after_booking: Callable[[], None] | None,
+) -> ImportResult:
     digest = hashlib.sha256(text.encode()).hexdigest()
     reads = store.key_store.reconciliation
     known = await reads.report(processor, report.batch_id)
@@ -212,12 +270,18 @@ async def resolve_exception(
 ) -> ExceptionRow | None:
     """Resolve an open exception with ``note``; None: no such exception. A resolved one
     is answered as it is (its first note kept)."""
+    result: ExceptionRow | None = await store.execute(resolution(exception_id, note, clock=clock))
+    return result
+
+
+def resolution(
+    exception_id: str, note: str, *, clock: Callable[[], int] | None = None
+) -> ResolveException:
+    """The command resolving ``exception_id`` with ``note`` (its result: the row, or None
+    for no such exception), for a caller that runs it itself (under an Idempotency-Key)."""
     if not note.strip():
         raise ValueError("a note is required")
-    result: ExceptionRow | None = await store.execute(
-        ResolveException(exception_id, note, (clock or _now_ns)())
-    )
-    return result
+    return ResolveException(exception_id, note, (clock or _now_ns)())
 
 
 @dataclass(frozen=True, slots=True)

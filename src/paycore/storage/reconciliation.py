@@ -216,6 +216,49 @@ class ReconciliationReads:
         )
         return [ExceptionRow(*r) for r in rows]
 
+    async def report_page(
+        self,
+        processor: str | None,
+        *,
+        after: tuple[int, str, str] | None,
+        limit: int,
+        descending: bool = False,
+    ) -> list[ReportRow]:
+        """Imported reports (of ``processor``; None: every one) by (imported_at,
+        processor, batch_id), strictly after the key ``after`` (before, ``descending``)."""
+        where, params = _page_where(
+            "(imported_at, processor, batch_id)", after, descending, processor
+        )
+        order = "DESC" if descending else "ASC"
+        rows = await self._fetch(
+            f"SELECT {', '.join(_cols(ReportRow))} FROM reconciliation_reports{where} "
+            f"ORDER BY imported_at {order}, processor {order}, batch_id {order} LIMIT ?",
+            (*params, limit),
+        )
+        return [ReportRow(*r) for r in rows]
+
+    async def exception_page(
+        self,
+        processor: str | None,
+        *,
+        status: str | None,
+        after: tuple[int, str] | None,
+        limit: int,
+        descending: bool = False,
+    ) -> list[ExceptionRow]:
+        """Exceptions (of ``processor``, in ``status``; None: any) by (created_at, id),
+        strictly after the key ``after`` (before, ``descending``)."""
+        where, params = _page_where("(created_at, id)", after, descending, processor)
+        if status is not None:
+            where += f"{' AND' if where else ' WHERE'} status = ?"
+            params.append(status)
+        order = "DESC" if descending else "ASC"
+        rows = await self._fetch(
+            f"{_SELECT_EXC}{where} ORDER BY created_at {order}, id {order} LIMIT ?",
+            (*params, limit),
+        )
+        return [ExceptionRow(*r) for r in rows]
+
     async def settleable(self, processor: str) -> list[SettleableRow]:
         """This shard's approved captures and refunds through ``processor``."""
         rows = await self._fetch(
@@ -246,3 +289,19 @@ class ReconciliationReads:
 
 
 _KINDS = {"refund": "refund", "payout": "payout"}
+
+
+def _page_where(
+    key: str, after: tuple[Any, ...] | None, descending: bool, processor: str | None
+) -> tuple[str, list[Any]]:
+    """The WHERE clause of a page: its processor, and its key past ``after``."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if processor is not None:
+        clauses.append("processor = ?")
+        params.append(processor)
+    if after is not None:
+        marks = ", ".join("?" * len(after))
+        clauses.append(f"{key} {'<' if descending else '>'} ({marks})")
+        params.extend(after)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params

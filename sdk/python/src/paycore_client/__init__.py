@@ -7,7 +7,8 @@
 
 ``Paycore`` (sync) and ``AsyncPaycore`` (asyncio) have the same services:
 ``accounts``, ``transfers``, ``payments``, ``refunds``, ``payouts``, and for an
-``admin`` key ``api_keys`` and ``webhook_endpoints``. Answers are
+``admin`` key ``api_keys``, ``webhook_endpoints`` and (the operator's tenant)
+``reconciliation``. Answers are
 frozen models (``paycore_client.models``), money in ``int`` minor units; errors are
 ``PaycoreError``s, one class per family of the server's problem ``code``;
 ``paycore_client.webhooks`` verifies the ``Paycore-Signature`` of events.

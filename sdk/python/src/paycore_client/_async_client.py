@@ -27,6 +27,7 @@ from paycore_client._resources.accounts import AsyncAccounts
 from paycore_client._resources.api_keys import AsyncApiKeys
 from paycore_client._resources.payments import AsyncPayments
 from paycore_client._resources.payouts import AsyncPayouts
+from paycore_client._resources.reconciliation import AsyncReconciliation
 from paycore_client._resources.refunds import AsyncRefunds
 from paycore_client._resources.transfers import AsyncTransfers
 from paycore_client._resources.webhook_endpoints import AsyncWebhookEndpoints
@@ -75,6 +76,7 @@ class AsyncPaycore:
         self.payouts = AsyncPayouts(self)
         self.api_keys = AsyncApiKeys(self)
         self.webhook_endpoints = AsyncWebhookEndpoints(self)
+        self.reconciliation = AsyncReconciliation(self)
 
     def __repr__(self) -> str:
         return f"AsyncPaycore(base_url={self._settings.base_url!r})"

@@ -27,6 +27,7 @@ from paycore_client._resources.accounts import Accounts
 from paycore_client._resources.api_keys import ApiKeys
 from paycore_client._resources.payments import Payments
 from paycore_client._resources.payouts import Payouts
+from paycore_client._resources.reconciliation import Reconciliation
 from paycore_client._resources.refunds import Refunds
 from paycore_client._resources.transfers import Transfers
 from paycore_client._resources.webhook_endpoints import WebhookEndpoints
@@ -40,7 +41,7 @@ T = TypeVar("T")
 class Paycore:
     """A paycore API client: ``client.accounts``, ``.transfers``, ``.payments``,
     ``.refunds``, ``.payouts``; with an ``admin`` key, ``.api_keys`` and
-    ``.webhook_endpoints``.
+    ``.webhook_endpoints``, and (the operator's tenant) ``.reconciliation``.
 
     ``api_key``: a key from ``paycore keys create`` (default: ``$PAYCORE_API_KEY``; none
     for a server run with ``--open``). ``base_url``: default ``$PAYCORE_BASE_URL`` or
@@ -76,6 +77,7 @@ class Paycore:
         self.payouts = Payouts(self)
         self.api_keys = ApiKeys(self)
         self.webhook_endpoints = WebhookEndpoints(self)
+        self.reconciliation = Reconciliation(self)
 
     def __repr__(self) -> str:
         return f"Paycore(base_url={self._settings.base_url!r})"

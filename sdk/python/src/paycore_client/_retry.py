@@ -8,8 +8,9 @@ carries the first attempt's Idempotency-Key, so the server runs it at most once:
 
 - no answer at all (connection refused or reset, timeout): the request may have been
   done, and the key makes the retry return that first result;
-- 409 ``idempotency_key_in_use`` (the first attempt is still running on the server)
-  and ``transfer_in_flight`` (a cross-shard hold being finished after a fault);
+- 409 ``idempotency_key_in_use`` (the first attempt is still running on the server),
+  ``transfer_in_flight`` (a cross-shard hold being finished after a fault) and
+  ``import_in_progress`` (another import of the processor's reports is running);
 - 429 (rate limited), 503 (a shard, lock service or processor down, nothing done),
   502 and 504 (a proxy lost its upstream: the same uncertainty as a lost answer).
 
@@ -29,7 +30,12 @@ __all__ = ["RETRYABLE_CODES", "RETRYABLE_STATUSES", "RetryPolicy", "is_retryable
 
 RETRYABLE_STATUSES: Final = frozenset({429, 502, 503, 504})
 RETRYABLE_CODES: Final = frozenset(
-    {"idempotency_key_in_use", "transfer_in_flight", "webhook_delivery_in_progress"}
+    {
+        "idempotency_key_in_use",
+        "transfer_in_flight",
+        "webhook_delivery_in_progress",
+        "import_in_progress",
+    }
 )
 
 

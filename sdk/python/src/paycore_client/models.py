@@ -36,8 +36,11 @@ __all__ = [
     "PaymentSource",
     "Payout",
     "QueuedEvent",
+    "ReconciliationException",
     "Refund",
+    "ReportImport",
     "RotatedApiKey",
+    "SettlementReport",
     "Transfer",
     "TransferFlags",
     "WebhookDelivery",
@@ -319,3 +322,52 @@ class WebhookDelivery(_Model, frozen=True):
     last_error: str | None
     created_at: str
     updated_at: str
+
+
+class ReportImport(_Model, frozen=True):
+    """What importing a settlement report did: its lines, how many matched, the
+    exceptions queued by reason, the ledger transfers of its bookings.
+    ``already_imported``: the same report was imported before, nothing was done."""
+
+    processor: str
+    batch_id: str
+    already_imported: bool
+    lines: int
+    matched: int
+    exceptions: dict[str, int]
+    transfers: int
+
+
+class SettlementReport(_Model, frozen=True):
+    """An imported settlement report."""
+
+    processor: str
+    batch_id: str
+    settlement_date: str  # YYYY-MM-DD
+    payout_date: str
+    lines: int
+    matched: int
+    exceptions: int
+    digest: str  # SHA-256 of its text
+    imported_at: str
+
+
+class ReconciliationException(_Model, frozen=True):
+    """What a report did not match, until an operator resolves it (amounts in minor
+    units of ``currency``)."""
+
+    id: str
+    processor: str
+    batch_id: str
+    reason: str  # chargeback, duplicate_line, unknown_reference, kind_mismatch,
+    # amount_mismatch, batch_total_mismatch, missing_in_report
+    reference: str | None
+    line_no: int | None
+    currency: str
+    expected_amount: int | None
+    reported_amount: int | None
+    detail: str
+    status: str  # open, resolved
+    note: str | None
+    created_at: str
+    resolved_at: str | None

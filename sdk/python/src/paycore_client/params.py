@@ -33,8 +33,12 @@ __all__ = [
     "PayoutCreateParams",
     "PayoutListParams",
     "PostPendingParams",
+    "ReconciliationExceptionListParams",
+    "ReconciliationReportListParams",
     "RefundCreateParams",
     "RefundListParams",
+    "ReportImportParams",
+    "ResolveExceptionParams",
     "TransferCreateParams",
     "TransferListParams",
     "VoidPendingParams",
@@ -247,3 +251,26 @@ class WebhookEndpointListParams(_AdminPageParams, total=False):
 
 class WebhookDeliveryListParams(_AdminPageParams, total=False):
     pass
+
+
+# -- reconciliation (an admin key of the operator's tenant) --------------------------------
+
+
+class ReportImportParams(TypedDict):
+    processor: str  # as in the server's settings
+    report: str  # the settlement report's CSV text, as the processor sent it
+
+
+class ReconciliationReportListParams(_AdminPageParams, total=False):
+    processor: str
+    order: Order
+
+
+class ReconciliationExceptionListParams(_AdminPageParams, total=False):
+    processor: str
+    status: Literal["open", "resolved"]
+    order: Order
+
+
+class ResolveExceptionParams(TypedDict):
+    note: str  # what the operator did or found, 1-1000 characters

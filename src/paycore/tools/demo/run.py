@@ -23,6 +23,11 @@ directory, configured with the processors), and one processor taken down midway 
 brought back: its breaker opens, the traffic shifts, and it closes again through
 half-open probes.
 
+Then the reconciliation act (``recon_act``): the day's settlement report of each
+processor, fetched from it, imported by the operator through the admin API (one with
+injected anomalies, each found and booked, checked against the report's clean twin),
+and a USD wallet paying a EUR merchant through an FX conversion.
+
 Last, the whole ledger is audited, the data directory's files are scanned for the
 card numbers the act used, and the demo prints throughput, latency percentiles, the
 payments story and one line per promise. Any broken promise exits 1.
@@ -66,6 +71,7 @@ from paycore.tools.demo.payments_act import (
     scan_for_cards,
 )
 from paycore.tools.demo.promises import OpStats, Promise
+from paycore.tools.demo.recon_act import ReconReport, print_recon, run_recon_act
 from paycore.tools.loadgen import HttpResponse, latency_summary
 
 __all__ = ["DemoOptions", "DemoResult", "run_demo"]
@@ -139,6 +145,7 @@ class DemoResult(msgspec.Struct):
     cross_shard_transfers: int = 0
     cross_shard_act: CrossShardReport | None = None
     payments: PaymentsReport | None = None
+    reconciliation: ReconReport | None = None
 
 
 # -- the workload -------------------------------------------------------------------------------
@@ -699,6 +706,7 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
     act: CrossShardReport | None = None
     fleet: Fleet | None = None
     payments: PaymentsReport | None = None
+    recon: ReconReport | None = None
     more_promises: list[Promise] = []
     try:
         async with AsgiClient(app) as client:
@@ -720,7 +728,7 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
             if fleet is None:
                 audit = await _audit(store, demo.p_audit, console)
         if fleet is not None:
-            payments, audit, more_promises = await _payments_act(
+            payments, audit, recon, more_promises = await _payments_act(
                 options, settings, seed=seed, fleet=fleet, p_audit=demo.p_audit, console=console
             )
     finally:
@@ -757,12 +765,17 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
         cross_shard_transfers=demo.cross_shard,
         cross_shard_act=act,
         payments=payments,
+        reconciliation=recon,
     )
     _print(result, console)
-    if options.json_path is not None:
-        options.json_path.write_bytes(msgspec.json.format(msgspec.json.encode(result)) + b"\n")
-        console.print(f"wrote {options.json_path}")
+    _write_json(result, options.json_path, console)
     return 0 if result.ok else 1
+
+
+def _write_json(result: DemoResult, path: Path | None, console: Console) -> None:
+    if path is not None:
+        path.write_bytes(msgspec.json.format(msgspec.json.encode(result)) + b"\n")
+        console.print(f"wrote {path}")
 
 
 def _announce(options: DemoOptions, settings: Settings, seed: int, console: Console) -> None:
@@ -819,7 +832,7 @@ async def _payments_act(
     fleet: Fleet,
     p_audit: Promise,
     console: Console,
-) -> tuple[PaymentsReport, ClusterAuditReport, list[Promise]]:
+) -> tuple[PaymentsReport, ClusterAuditReport, ReconReport, list[Promise]]:
     """The payments act on a new node over the same data directory, configured with the
     simulated processors; then the audit of everything, and the scan for card numbers
     once that node has stopped (its databases closed)."""
@@ -846,7 +859,7 @@ async def _run_payments_act(
     fleet: Fleet,
     p_audit: Promise,
     console: Console,
-) -> tuple[PaymentsReport, ClusterAuditReport, list[Promise]]:
+) -> tuple[PaymentsReport, ClusterAuditReport, ReconReport, list[Promise]]:
     from paycore.api.app import create_app  # noqa: PLC0415
     from paycore.payments.service import build_payment_service  # noqa: PLC0415
 
@@ -875,6 +888,9 @@ async def _run_payments_act(
             verified = await act.verify(store)
         act.judge_outage()
         lap("verify")
+        with console.status("reconciling the day's settlement reports..."):
+            recon, recon_promises = await _recon_act(client, store, fleet, urls, seed)
+        lap("reconcile")
         audit = await _audit(store, p_audit, console)
         lap("audit")
     p_cards = Promise("no card number in the data directory (databases, WAL, logs)")
@@ -883,7 +899,37 @@ async def _run_payments_act(
     p_cards.checks, p_cards.broken, p_cards.examples = files * len(numbers), len(found), found[:5]
     lap("card_scan")
     act.phases = lap.laps
-    return act.report(elapsed, verified), audit, [*act.promises(), p_cards]
+    return act.report(elapsed, verified), audit, recon, [*act.promises(), *recon_promises, p_cards]
+
+
+async def _recon_act(
+    client: AsgiClient, store: Store, fleet: Fleet, urls: dict[str, str], seed: int
+) -> tuple[ReconReport, list[Promise]]:
+    """The day's settlement reports reconciled by the operator, then a wallet paying in
+    euros (``recon_act``)."""
+    from paycore.api.auth import ApiKeys, Scope  # noqa: PLC0415
+
+    key = await ApiKeys(store).create("default", frozenset({Scope.ADMIN}), name="demo operator")
+    promises = [
+        Promise(
+            "settlement reports reconcile: clean ones match line for line, every injected "
+            "anomaly is queued and booked, none invented; psp: drift 0"
+        ),
+        Promise("a settlement report imported again changes nothing"),
+        Promise("a USD wallet pays a EUR merchant at exactly the quoted amounts"),
+    ]
+    report = await run_recon_act(
+        client,
+        store,
+        operator={"Authorization": f"Bearer {key.token}"},
+        http=fleet.http,
+        urls=urls,
+        seed=seed,
+        promise=promises[0],
+        p_again=promises[1],
+        p_fx=promises[2],
+    )
+    return report, promises
 
 
 class _Laps:
@@ -961,6 +1007,8 @@ def _print(result: DemoResult, console: Console) -> None:
         print_act(result.cross_shard_act, console)
     if result.payments is not None:
         print_report(result.payments, console)
+    if result.reconciliation is not None:
+        print_recon(result.reconciliation, console)
     if result.audit is not None:
         print_cluster_report(result.audit, console)
     promises = Table(title="promises", title_justify="left")
