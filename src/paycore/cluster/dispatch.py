@@ -11,11 +11,11 @@ and one command per shard, run by the router in parallel.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 
 import msgspec
 
+from paycore.cluster.concurrently import gather_outcomes
 from paycore.cluster.id_reservation import ids_to_reserve, reserve_ids
 from paycore.cluster.namespaces import refusal_of_account, refusal_of_client_item
 from paycore.cluster.routing import Router
@@ -188,17 +188,19 @@ async def _plan_and_reserve(
     harmless: it stays bound to the shard its debit account is on).
     """
     wanted = ids_to_reserve(store.shard_map, requests, target, split)
-    reserve = reserve_ids(store.shards, requests, target, wanted)
-    outcomes = await asyncio.gather(
-        plan_sagas(store, requests, target, cross, split, tenant=tenant),
-        reserve,
-        return_exceptions=True,
-    )
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
-    taken = outcomes[1]
-    assert isinstance(taken, dict)
+    plan = plan_sagas(store, requests, target, cross, split, tenant=tenant)
+    if wanted:
+        outcomes = await gather_outcomes(
+            [plan, reserve_ids(store.shards, requests, target, wanted)]
+        )
+        for outcome in outcomes:  # both ended, then the first error
+            if isinstance(outcome, BaseException):
+                raise outcome
+        taken = outcomes[1]
+        assert isinstance(taken, dict)
+    else:  # every id hashes to the shard writing it: nothing to reserve elsewhere
+        await plan
+        taken = {}
     if taken:
         for index, refusal in taken.items():
             split.upfront[index] = refusal

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from paycore.cluster.shardmap import ShardMap
 from paycore.cluster.split import Split, fail, gather_all
 from paycore.errors import ErrorCode
-from paycore.ledger.model import TransferRequest
+from paycore.ledger.model import TransferRequest, is_valid_id
 from paycore.ledger.rules import TransferResult
 from paycore.storage.base import ReserveTransferIds
 from paycore.storage.store import Store
@@ -37,7 +37,9 @@ def ids_to_reserve(
     """
     wanted: dict[str, list[int]] = {}
     for index, r in enumerate(requests):
-        if index not in split.upfront:
+        # An invalid id (a NUL in it, say) is refused by the shard writing it: nothing to
+        # bind, and a PostgreSQL shard could not even store it.
+        if index not in split.upfront and is_valid_id(r.id):
             owner = shard_map.shard_for(r.id)
             if owner != target[index]:
                 wanted.setdefault(owner, []).append(index)

@@ -10,13 +10,13 @@ for a few seconds only (``paycore.cluster.settlement``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
+from paycore.cluster.concurrently import gather_outcomes
 from paycore.cluster.routing import Router
 from paycore.cluster.settlement import SagaState, saga_info
 from paycore.cluster.split import Split, fail
@@ -89,9 +89,8 @@ async def drive(store: Router, split: Split, merged: list[Any]) -> list[Any]:
                 listener(source)
         return merged
     sources = list(rows)
-    outcomes = await asyncio.gather(
-        *(store.driver.settle(source, rows[source]) for source in sources),
-        return_exceptions=True,
+    outcomes = await gather_outcomes(
+        store.driver.settle(source, rows[source]) for source in sources
     )
     reached: dict[str, SagaState] = {}
     for source, outcome in zip(sources, outcomes, strict=True):

@@ -53,7 +53,6 @@ with one timestamp (step 1's) on both shards. The client's own metadata is kept 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
@@ -62,6 +61,7 @@ from typing import Any, Final
 
 import msgspec
 
+from paycore.cluster.concurrently import gather_outcomes
 from paycore.cluster.namespaces import (
     CLEARING_PREFIX,
     PAYMENT_TRANSFER_PREFIX,
@@ -541,13 +541,14 @@ class Settlement:
         resolving = [r for r in rows if r.state == SagaState.RESOLVING.value]
         credited = [(r, SagaState.COMPLETED) for r in rows if r.state == SagaState.CREDITED.value]
         reached: dict[str, SagaState] = {}
-        outcomes = await asyncio.gather(
-            self._settle_fresh(source, fresh, fence, reached),
-            self._settle_resolving(source, resolving, fence, reached),
-            self._resolve(source, credited, fence, reached) if credited else asyncio.sleep(0),
-            return_exceptions=True,
-        )
-        for outcome in outcomes:
+        jobs = []
+        if fresh:
+            jobs.append(self._settle_fresh(source, fresh, fence, reached))
+        if resolving:
+            jobs.append(self._settle_resolving(source, resolving, fence, reached))
+        if credited:
+            jobs.append(self._resolve(source, credited, fence, reached))
+        for outcome in await gather_outcomes(jobs):
             if isinstance(outcome, BaseException):
                 raise outcome
         return reached
@@ -566,9 +567,8 @@ class Settlement:
         for row in rows:
             by_target.setdefault(row.target_shard, []).append(row)
         targets = list(by_target)
-        outcomes = await asyncio.gather(
-            *(self._credit(source, t, by_target[t], fence) for t in targets),
-            return_exceptions=True,
+        outcomes = await gather_outcomes(
+            self._credit(source, t, by_target[t], fence) for t in targets
         )
         decided: list[tuple[OutboxRow, SagaState]] = []
         opened: list[OutboxRow] = []
@@ -593,7 +593,7 @@ class Settlement:
                 (r.transfer_id, SagaState.HELD_PENDING.value, SagaState.OPEN.value) for r in opened
             )
             jobs.append(self._set_states(source, changes, fence, reached))
-        for done in await asyncio.gather(*jobs, return_exceptions=True):
+        for done in await gather_outcomes(jobs):
             if isinstance(done, BaseException):
                 raise done
 
@@ -642,9 +642,8 @@ class Settlement:
             request = mirror(row, source, hold, None if by is None else by.transfer)
             by_target.setdefault(row.target_shard, []).append((row, request))
         targets = list(by_target)
-        outcomes = await asyncio.gather(
-            *(self._mirror(t, [req for _, req in by_target[t]], fence) for t in targets),
-            return_exceptions=True,
+        outcomes = await gather_outcomes(
+            self._mirror(t, [req for _, req in by_target[t]], fence) for t in targets
         )
         done: list[tuple[str, str, str]] = []
         for target, outcome in zip(targets, outcomes, strict=True):

@@ -8,11 +8,11 @@ router so that the modules of the cut can use it without importing the router.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from paycore.cluster.concurrently import gather_all
 from paycore.cluster.settlement import present_result
 from paycore.errors import ErrorCode
 from paycore.ledger.model import TransferRequest, TransferView
@@ -23,18 +23,6 @@ __all__ = ["Split", "check_chains", "fail", "gather_all"]
 
 T = TypeVar("T")
 _E = ErrorCode
-
-
-async def gather_all(aws: Iterable[Awaitable[T]]) -> list[T]:
-    """Run concurrently; every outcome is retrieved, then the first error is raised."""
-    awaitables = list(aws)
-    if len(awaitables) == 1:  # most often, one shard: no task to make and schedule
-        return [await awaitables[0]]
-    outcomes = await asyncio.gather(*awaitables, return_exceptions=True)
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
-    return outcomes  # type: ignore[return-value]
 
 
 def fail(item_id: str, code: ErrorCode, detail: str = "") -> TransferResult:
