@@ -93,7 +93,7 @@ class PostgresDatabase(LedgerDatabase):
 
     def query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            cur = conn.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
+            cur = conn.execute(sql.replace("?", "%s"), params)
             return cur.fetchall() if cur.description is not None else []
 
     def drop(self) -> None:

@@ -21,6 +21,7 @@ import httpx
 import msgspec
 from litestar import Litestar
 
+from api.support import asgi_transport
 from backends import LedgerDatabase, PostgresDatabase, SQLiteDatabase
 from paycore.api import create_app
 from paycore.cluster.router import ShardedStore
@@ -92,7 +93,7 @@ async def running_node(
     store = build_store(settings)
     app = create_app(store, settings, start_workers=start_workers, locks=locks)
     async with app.lifespan():
-        transport = httpx.ASGITransport(app=app)
+        transport = asgi_transport(app)
         name = uuid.uuid4().hex[:6]
         async with httpx.AsyncClient(transport=transport, base_url=f"http://{name}") as client:
             yield Node(app, store, client)

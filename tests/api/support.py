@@ -5,13 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from clocks import NS, ManualClock
 from paycore.api.problem_codes import OPERATION_CODES
 from paycore.errors import ERROR_SPECS, ErrorCode
 
-__all__ = ["NS", "Api", "ManualClock", "assert_problem", "operation_of", "resolve_refs"]
+__all__ = [
+    "NS",
+    "Api",
+    "ManualClock",
+    "asgi_transport",
+    "assert_problem",
+    "operation_of",
+    "resolve_refs",
+]
+
+
+def asgi_transport(app: Litestar) -> httpx.ASGITransport:
+    """An httpx transport that calls ``app`` in this event loop (no portal thread)."""
+    # Litestar's ASGI types and httpx's describe the same callable differently.
+    return httpx.ASGITransport(app=app)  # type: ignore[arg-type]
 
 
 def resolve_refs(node: Any, document: dict[str, Any]) -> Any:

@@ -135,6 +135,7 @@ async def test_an_account_holding_money_is_not_closed(api: Api) -> None:
     await api.account("bank")
     await api.account("w", flags={"no_overdraft": True})
     await api.ok_transfer("t1", "bank", "w", 10)
+    body: dict[str, object] | None
     for body in (None, {}):
         response = await api.client.post("/v1/accounts/w/close", json=body)
         problem = assert_problem(response, ErrorCode.ACCOUNT_HAS_BALANCE)

@@ -15,7 +15,7 @@ from litestar.testing import AsyncTestClient
 from api.conftest import ClientFactory
 from api.support import resolve_refs
 
-BEARER = [{"BearerAuth": []}]
+BEARER: list[dict[str, list[str]]] = [{"BearerAuth": []}]
 IDEMPOTENCY_KEY = {"$ref": "#/components/parameters/IdempotencyKey"}
 # The POSTs whose handlers honour an Idempotency-Key (WriteExecutor.run or the payment
 # routes' keys); a processor's notification is kept once per event id instead.

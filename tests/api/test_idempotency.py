@@ -121,7 +121,7 @@ async def test_every_post_endpoint_replays(funded: Api) -> None:
 @pytest.mark.parametrize("bad_key", ["", "x" * 256, "caf\u00e9", "tab\there"])
 async def test_malformed_key_is_refused(funded: Api, bad_key: str) -> None:
     """Keys are 1-255 printable ASCII characters; anything else is 422 and changes nothing."""
-    headers = {"Idempotency-Key": bad_key.encode()}
+    headers = {b"Idempotency-Key": bad_key.encode()}
     response = await funded.client.post("/v1/transfers", json=transfer_body(), headers=headers)
     assert_problem(response, ErrorCode.INVALID_REQUEST)
     assert (await funded.balance("w"))["available"] == 100

@@ -208,7 +208,7 @@ async def test_a_client_that_leaves_mid_body_is_not_a_500(
         "client": ("127.0.0.1", 40000), "server": ("test", 80), "state": {},
     }  # fmt: skip
     with caplog.at_level(logging.INFO):
-        await api.client.app(scope, receive, send)  # type: ignore[arg-type]
+        await api.client.app(scope, receive, send)
     starts = [m for m in sent if m["type"] == "http.response.start"]
     assert [m["status"] for m in starts] in ([], [499])
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

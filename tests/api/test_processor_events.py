@@ -21,7 +21,7 @@ from litestar import Litestar
 from litestar.middleware import DefineMiddleware
 from litestar.testing import TestClient
 
-from api.support import assert_problem
+from api.support import asgi_transport, assert_problem
 from backends import AnyStore, LedgerDatabase, StoreFactory
 from paycore.api import create_app
 from paycore.api.auth import AuthMiddleware
@@ -83,7 +83,7 @@ async def store(make_store: StoreFactory) -> AsyncIterator[AnyStore]:
 @pytest.fixture
 async def client(store: AnyStore, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """A client in the store's event loop: requests run concurrently, for real."""
-    transport = httpx.ASGITransport(app=app_over(store, tmp_path))
+    transport = asgi_transport(app_over(store, tmp_path))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         yield c
 
@@ -217,7 +217,7 @@ async def test_concurrent_duplicates_keep_exactly_one(
     other = make_store(name="shard-0")
     await other.start()
     try:
-        transport = httpx.ASGITransport(app=app_over(other, tmp_path))
+        transport = asgi_transport(app_over(other, tmp_path))
         async with httpx.AsyncClient(transport=transport, base_url="http://node-2") as second:
             answers = await asyncio.gather(
                 *(post(c, body, signed(body)) for _ in range(20) for c in (client, second))
@@ -236,7 +236,7 @@ async def test_on_several_shards_a_notification_has_one_home(tmp_path: Path) -> 
     assert isinstance(store, ShardedStore)
     await store.start()
     try:
-        transport = httpx.ASGITransport(app=app_over(store, tmp_path))
+        transport = asgi_transport(app_over(store, tmp_path))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             bodies = [notification(f"evt_{i}") for i in range(12)]
             first = [await post(client, b, signed(b)) for b in bodies]
@@ -245,7 +245,7 @@ async def test_on_several_shards_a_notification_has_one_home(tmp_path: Path) -> 
         for i in range(12):
             found = []
             for name, shard in store.shards.items():
-                reads = shard.payments  # type: ignore[attr-defined]
+                reads = shard.payments
                 if await reads.processor_event("acq", f"evt_{i}") is not None:
                     found.append(name)
             assert len(found) == 1

@@ -62,12 +62,12 @@ async def test_every_reserved_id_prefix_is_refused_for_accounts_and_transfers(
         move = {"debit_account_id": "q-a", "credit_account_id": "q-b", "amount": 5,
                 "currency": "USD"}  # fmt: skip
         for prefix in ("clearing:", "psp:", "xs.", "pm."):
-            account = await client.post(
+            refused = await client.post(
                 "/v1/accounts", json={"id": f"{prefix}acc", "currency": "USD"}
             )
-            assert account.status_code == 422, account.text
-            assert account.json()["code"] == "invalid_request"
-            assert f"starting with {prefix!r} are reserved" in account.json()["detail"]
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["code"] == "invalid_request"
+            assert f"starting with {prefix!r} are reserved" in refused.json()["detail"]
             assert (await client.get(f"/v1/accounts/{prefix}acc")).status_code == 404
             transfer = await client.post("/v1/transfers", json={**move, "id": f"{prefix}t1"})
             assert transfer.status_code == 422, transfer.text

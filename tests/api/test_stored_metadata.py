@@ -104,9 +104,9 @@ async def test_a_listing_with_deeply_nested_stored_metadata_is_served(
         transfer = await api.client.get(f"/v1/transfers/t{depth}")
         assert transfer.status_code == 200, transfer.text[:300]
         assert f'"metadata":{deep_text(depth)},' in transfer.text
-        account = await api.client.get(f"/v1/accounts/acc{depth}")
-        assert account.status_code == 200, account.text[:300]
-        assert f'"metadata":{deep_text(depth)},' in account.text
+        account_response = await api.client.get(f"/v1/accounts/acc{depth}")
+        assert account_response.status_code == 200, account_response.text[:300]
+        assert f'"metadata":{deep_text(depth)},' in account_response.text
 
 
 async def test_a_stored_deep_transfer_still_answers_a_retry_of_its_id(

@@ -70,7 +70,7 @@ async def test_same_transfer_id_with_other_fields_is_a_conflict(
     """Reusing a transfer id with any field changed is 409 and changes nothing."""
     changed = dict(changed)  # the parameter is one dict shared by the runs of every backend
     await funded.ok_transfer("t1", "w", "shop", 100)
-    fields = {"debit": "w", "credit": "shop", "amount": 100}
+    fields: dict[str, Any] = {"debit": "w", "credit": "shop", "amount": 100}
     if "credit_account_id" in changed:
         fields["credit"] = changed.pop("credit_account_id")
     if "amount" in changed:

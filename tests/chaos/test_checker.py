@@ -299,7 +299,7 @@ def test_conservation_counts_system_accounts_from_where_they_started() -> None:
     conservation holds on what this run changed, and a leak is still caught."""
     import copy
 
-    earlier = {"id": "psp:s0:sim-a:USD", "currency": "USD", "balance": {
+    earlier: dict[str, Any] = {"id": "psp:s0:sim-a:USD", "currency": "USD", "balance": {
         "debits_posted": 500, "credits_posted": 0, "debits_pending": 70,
         "credits_pending": 0, "available": -500,
     }}  # fmt: skip

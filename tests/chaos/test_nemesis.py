@@ -54,6 +54,9 @@ class FakeControl:
     def targets(self) -> Targets:
         return TARGETS
 
+    def auth_headers(self) -> dict[str, str]:
+        return {}
+
     def unsupported(self, kind: FaultKind) -> str | None:
         return "no standby" if kind is FaultKind.KILL_PRIMARY else None
 

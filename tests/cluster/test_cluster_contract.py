@@ -11,6 +11,7 @@ the answers are compared.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import msgspec
 import pytest
@@ -216,7 +217,8 @@ async def test_account_with_a_cross_shard_hold_cannot_close(
 
 
 # The same bad request, once between accounts of one shard and once across shards.
-REFUSALS = {  # name: (debit role, credit role, other fields)
+# name: (debit role, credit role, other fields)
+REFUSALS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "debit missing, credit of another currency": ("ghost", "eur", {"currency": "USD"}),
     "debit missing, credit closed": ("ghost", "closed_b", {}),
     "debit and credit missing": ("ghost", "ghost_b", {}),
@@ -434,7 +436,9 @@ async def test_balance_history_of_both_accounts_is_as_on_one_shard(cluster: Shar
     that share a shard (one row per transfer, a posted transfer's amount posted at once,
     never pending), each at the transfer's own timestamp."""
 
-    async def rows(pair: tuple[str, str], tag: str) -> tuple[list[object], list[object]]:
+    async def rows(
+        pair: tuple[str, str], tag: str
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         a, b = pair
         sent = [
             move(f"{tag}-1", a, b, 60),
@@ -504,7 +508,7 @@ async def test_balance_history_of_an_expired_hold_is_as_on_one_shard_and_audits_
     """A hold between two ``history`` accounts that expires: each account's rows are those
     of the same hold between accounts sharing a shard, and the audit replays them."""
 
-    async def rows(debit_shard: str, credit_shard: str, tag: str) -> list[list[object]]:
+    async def rows(debit_shard: str, credit_shard: str, tag: str) -> list[list[tuple[Any, ...]]]:
         a = await funded(clocked, debit_shard, f"{tag}-a", history=True)
         b = await fresh(clocked, credit_shard, f"{tag}-b", history=True)
         assert (await one(clocked, hold(f"{tag}-h", a, b, 40, timeout=1))).ok

@@ -146,7 +146,8 @@ def test_a_saga_step_is_fingerprinted_as_the_client_sent_it(
         "x1", "a", stored.credit_account_id or "", 40, "USD", 3, stored.flags, None, 5,
         stored.metadata, 1,
     )  # fmt: skip
-    for given in ((None, None), ("a", "b")):
+    ends: tuple[tuple[str | None, str | None], ...] = ((None, None), ("a", "b"))
+    for given in ends:
         post = TransferRequest(
             "p1", *given, amount=10, flags=TransferFlags(post_pending=True), pending_id="x1",
             metadata=metadata,

@@ -56,7 +56,10 @@ async def test_a_worker_process_settles_sagas_and_stops_on_sigterm(
 
 def _holder_pid(client: redis.Redis, job: str) -> int | None:
     owner = client.get(f"paycore:lock:{{{job}}}")
-    return None if owner is None else int(owner.decode().split(":")[1])
+    if owner is None:
+        return None
+    assert isinstance(owner, bytes)  # the client does not decode responses
+    return int(owner.decode().split(":")[1])
 
 
 @pytest.mark.slow

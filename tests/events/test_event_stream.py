@@ -42,6 +42,7 @@ from payments.payment_support import (
     open_world,
     payment_of,
     setup_accounts,
+    shard_of,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -212,7 +213,7 @@ async def test_every_change_is_published_in_order_under_a_stable_id(
 ) -> None:
     """Transfers and payments become events, each log in its order, with stable ids,
     integer amounts, no card number, on per-shard subjects; a second pass sends nothing."""
-    publisher = EventPublisher(world.store, world.store.name, stream_config(nats_server))
+    publisher = EventPublisher(shard_of(world), world.store.name, stream_config(nats_server))
     try:
         await drain(publisher)
         assert await publisher.run_once() == 0
@@ -256,12 +257,14 @@ async def test_a_publisher_killed_before_its_cursor_moved_publishes_nothing_twic
         if len(acked) == 3:
             raise Crash
 
-    doomed = EventPublisher(world.store, world.store.name, config, after_publish=crash_after_three)
+    doomed = EventPublisher(
+        shard_of(world), world.store.name, config, after_publish=crash_after_three
+    )
     with pytest.raises(Crash):
         await doomed.run_once()
     await doomed.aclose()
     assert (await reads_of(world.store).cursor("ledger")).seq == 0
-    successor = EventPublisher(world.store, world.store.name, config)
+    successor = EventPublisher(shard_of(world), world.store.name, config)
     try:
         await drain(successor)
     finally:
@@ -280,7 +283,7 @@ async def test_a_restarted_nats_delays_the_events_and_loses_or_doubles_none(
     """With NATS killed mid-run the publisher retries with backoff and keeps its cursor;
     once NATS is back (same port and store) it goes on, and every event is there once."""
     config = stream_config(nats_server, batch_limit=3)
-    publisher = EventPublisher(world.store, world.store.name, config)
+    publisher = EventPublisher(shard_of(world), world.store.name, config)
     assert await publisher.run_once() > 0  # the first batch of each log
     nats_server.stop()
     await business(world, "b")  # changes made while NATS is down
@@ -320,12 +323,12 @@ async def test_a_consumer_sees_every_change_once_in_order_through_a_crash_and_a_
         if len(published) == 5:
             raise Crash
 
-    first = EventPublisher(world.store, world.store.name, config, after_publish=crash_once)
+    first = EventPublisher(shard_of(world), world.store.name, config, after_publish=crash_once)
     task = asyncio.create_task(first.serve())
     await business(world, "b")
     with pytest.raises(Crash):
         await task  # the first publisher died mid-batch
-    successor = EventPublisher(world.store, world.store.name, config)
+    successor = EventPublisher(shard_of(world), world.store.name, config)
     task = asyncio.create_task(successor.serve())
     try:
         await business(world, "c")
@@ -377,7 +380,7 @@ async def test_replay_from_a_sequence_gives_the_same_events(
 ) -> None:
     """``tail`` from stream sequence 3 prints the stored events from the third on, byte
     for byte, and stops after ``count``."""
-    publisher = EventPublisher(world.store, world.store.name, stream_config(nats_server))
+    publisher = EventPublisher(shard_of(world), world.store.name, stream_config(nats_server))
     try:
         await drain(publisher)
     finally:
@@ -405,7 +408,7 @@ async def test_retention_purges_no_payment_event_the_stream_has_not_published(
     payment event past the stream's cursor, however old; once published they may go."""
     everything = PurgePaymentEvents(2**62, undelivered_too=True, published_only=True)
     assert await world.store.execute(everything) == 0
-    publisher = EventPublisher(world.store, world.store.name, stream_config(nats_server))
+    publisher = EventPublisher(shard_of(world), world.store.name, stream_config(nats_server))
     try:
         await drain(publisher)
     finally:
@@ -418,7 +421,7 @@ async def test_retention_purges_no_payment_event_the_stream_has_not_published(
 async def test_paycore_events_tail_prints_the_stream(world: World, nats_server: NatsServer) -> None:
     """``paycore events tail --from 1 --count N`` prints the first N events as JSON lines
     and exits 0."""
-    publisher = EventPublisher(world.store, world.store.name, stream_config(nats_server))
+    publisher = EventPublisher(shard_of(world), world.store.name, stream_config(nats_server))
     try:
         await drain(publisher)
     finally:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from fractions import Fraction
-from typing import TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import pytest
 from hypothesis import given
@@ -74,6 +74,13 @@ def test_buying_never_charges_less_than_the_rate_and_overcharges_less_than_a_min
     assert p.buy_amount == buy
 
 
+class _Amount(TypedDict, total=False):
+    """What ``price`` is asked for: exactly one of the two amounts."""
+
+    sell_amount: int
+    buy_amount: int
+
+
 @given(pairs, rates, spreads, amounts, st.booleans())
 def test_a_conversion_conserves_each_currency_and_the_spread_is_never_negative(
     pair: tuple[str, str], mid: Fraction, bps: int, amount: int, selling: bool
@@ -81,7 +88,7 @@ def test_a_conversion_conserves_each_currency_and_the_spread_is_never_negative(
     """The legs balance per currency (the customer's debit equals the liquidity credit;
     the liquidity debit equals what the customer and revenue get), the spread is at
     least zero, and nothing pays out more than the mid rate allows."""
-    kwargs = {"sell_amount": amount} if selling else {"buy_amount": amount}
+    kwargs: _Amount = {"sell_amount": amount} if selling else {"buy_amount": amount}
     try:
         p = price(*pair, mid, spread_bps=bps, **kwargs)
     except RequestError:
@@ -152,7 +159,7 @@ def _row(sell: str, buy: str, s: int, b: int, spread: int) -> FxQuoteRow:
     return FxQuoteRow("fxq_" + "a" * 24, "default", sell, buy, s, b, spread, "1", "1", 0, 1)
 
 
-def _fields(row: FxQuoteRow) -> dict[str, object]:
+def _fields(row: FxQuoteRow) -> dict[str, Any]:
     return {f: getattr(row, f) for f in row.__struct_fields__}
 
 

@@ -17,6 +17,7 @@ from paycore.tools.local_cluster.patroni import patroni_config
 from paycore.tools.local_cluster.runtime import node_settings, shard_dsn
 from paycore.tools.local_cluster.spec import (
     BALANCE_METHODS,
+    BalanceMethod,
     ClusterSpec,
     PortPlan,
     load_cluster_spec,
@@ -111,7 +112,7 @@ def test_patroni_keeps_acknowledged_commits_through_a_failover() -> None:
 
 @pytest.mark.parametrize("balance", BALANCE_METHODS)
 def test_the_generated_nginx_config_is_valid_for_every_balance_method(
-    balance: str, tmp_path: Path, tools_dir: Path
+    balance: BalanceMethod, tmp_path: Path, tools_dir: Path
 ) -> None:
     spec = ClusterSpec(balance=balance, weights=(5, 1, 1) if balance == "weighted" else ())
     for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):

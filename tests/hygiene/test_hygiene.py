@@ -26,6 +26,7 @@ def test_ruff_format_is_clean() -> None:
 
 
 def test_mypy_strict_is_clean() -> None:
-    """mypy --strict accepts src/paycore and the SDK (sdk/python/src)."""
+    """mypy --strict accepts src/paycore, the SDK (sdk/python/src) and the tests (tests/):
+    the files and import roots are those of ``[tool.mypy]`` in pyproject.toml."""
     result = _run("mypy")
     assert result.returncode == 0, result.stdout + result.stderr

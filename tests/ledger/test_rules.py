@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 import msgspec
 import pytest
@@ -536,7 +536,7 @@ def test_a_hold_may_be_resolved_only_along_its_transition_table() -> None:
         pytest.param(
             tr(flags=PENDING, timeout_seconds=MAX_TIMEOUT_SECONDS + 1), id="timeout-too-long"
         ),
-        pytest.param(tr(flags=PENDING, timeout_seconds=1.5), id="float-timeout"),  # type: ignore[arg-type]
+        pytest.param(tr(flags=PENDING, timeout_seconds=1.5), id="float-timeout"),
         pytest.param(tr(debit=None), id="no-debit-account"),
         pytest.param(tr(credit=None), id="no-credit-account"),
         pytest.param(tr(amount=None), id="no-amount"),
@@ -990,8 +990,13 @@ def test_closing_an_unknown_account_is_not_found() -> None:
     assert (result.id, result.code) == ("ghost", E.ACCOUNT_NOT_FOUND)
 
 
+class _Holds(TypedDict, total=False):
+    dp: int
+    cp: int
+
+
 @pytest.mark.parametrize("pending", [{"dp": 1}, {"cp": 1}])
-def test_an_account_with_holds_cannot_be_closed(pending: dict[str, int]) -> None:
+def test_an_account_with_holds_cannot_be_closed(pending: _Holds) -> None:
     """An account with outgoing or incoming holds stays open."""
     result = close_account(account("a", **pending), "a")
     assert (result.code, result.account) == (E.ACCOUNT_HAS_PENDING_TRANSFERS, None)

@@ -240,7 +240,8 @@ def test_demo_cross_shard_act_holds_and_chains_between_shards(
     assert all(s["answers"] == s["expected_answers"] for s in act["steps"])
 
     def at(step: dict[str, Any], label: str) -> list[int]:
-        return step["balances"][label]  # debits_pending, debits_posted, credits_pending, ..._posted
+        balances: list[int] = step["balances"][label]  # dp, dpo, cp, cpo (pending/posted)
+        return balances
 
     assert fund["answers"] == ["posted"] * 3
     assert at(fund, "E") == [0, 0, 0, 0]

@@ -15,7 +15,7 @@ import httpx
 from litestar import Litestar
 from litestar.middleware import DefineMiddleware
 
-from api.support import NS, ManualClock
+from api.support import NS, ManualClock, asgi_transport
 from paycore.api.auth import AuthMiddleware
 from paycore.api.idempotency import WriteExecutor
 from paycore.api.problems import EXCEPTION_HANDLERS
@@ -30,7 +30,10 @@ from paycore.payments.processors.base import CardDetails
 from paycore.payments.service import PaymentService, PaymentView
 from paycore.payments.testing import ScriptedConnector
 from paycore.storage.base import CreateAccounts, CreateTransfers
-from paycore.storage.store import Store
+from paycore.storage.payments import PaymentWrite, PaymentWriteResult
+from paycore.storage.postgres import PostgresStore
+from paycore.storage.sqlite import SQLiteStore
+from paycore.storage.store import ShardStore, Store
 
 __all__ = [
     "CARD",
@@ -42,6 +45,7 @@ __all__ = [
     "payment_app",
     "payment_client",
     "payment_of",
+    "shard_of",
 ]
 
 CARD = CardDetails("4242424242424242", 12, 2030, "123")
@@ -97,6 +101,13 @@ class World:
 
     async def account(self, account_id: str) -> Account:
         return await account(self.store, account_id)
+
+
+def shard_of(world: World) -> ShardStore:
+    """The world's store as the one shard it is when it came from ``make_store`` (what a
+    worker that reads a shard's own tables, such as the event publisher, is given)."""
+    assert isinstance(world.store, SQLiteStore | PostgresStore), world.store
+    return world.store
 
 
 @asynccontextmanager
@@ -156,7 +167,7 @@ async def payment_client(
     service: PaymentService, writes: Any = None
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client of ``payment_app`` in this event loop (the store's): no portal thread."""
-    transport = httpx.ASGITransport(app=payment_app(service, writes=writes))
+    transport = asgi_transport(payment_app(service, writes=writes))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         yield client
 
@@ -221,14 +232,15 @@ async def two_nodes(
         claimed, go = asyncio.Event(), asyncio.Event()
         write = node_a.context.write
 
-        async def pause_after_claim(command: Any) -> Any:
+        async def pause_after_claim(command: PaymentWrite) -> PaymentWriteResult:
             result = await write(command)
             if command.key is not None and command.key.mode == "claim" and command.payment is None:
                 claimed.set()
                 await go.wait()  # node A paused between its claim and its first write
             return result
 
-        node_a.context.write = pause_after_claim  # type: ignore[method-assign]
+        # A method patched on one instance: mypy checks it as an assignment to the class.
+        node_a.context.write = pause_after_claim  # type: ignore[method-assign, assignment]
         writes = [WriteExecutor(store, retention_seconds=3600, locks=lk) for lk in locks]
         async with payment_client(node_a, writes[0]) as a, payment_client(node_b, writes[1]) as b:
             yield Nodes(a, b, node_b, acquirer, key, claimed, go)

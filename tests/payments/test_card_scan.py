@@ -41,7 +41,7 @@ INVALID = ["4242424242424241", "1234567890123", "42424242424242424242"]  # Luhn,
 
 def _random_cards(n: int, rng: random.Random) -> list[str]:
     """``n`` Luhn-valid 16-digit visa numbers (the simulator approves unknown cards)."""
-    cards = []
+    cards: list[str] = []
     while len(cards) < n:
         body = "4" + "".join(rng.choice("0123456789") for _ in range(14))
         check = next(str(d) for d in range(10) if luhn_valid(body + str(d)))

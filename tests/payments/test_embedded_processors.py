@@ -93,6 +93,7 @@ async def test_the_in_process_transport_answers_as_the_simulators_app() -> None:
 
     import httpx
 
+    from api.support import asgi_transport
     from paycore.payments.processors.simulator.app import Simulator
     from paycore.payments.processors.simulator.app import create_app as simulator_app
     from paycore.payments.processors.simulator.config import SimulatorConfig
@@ -101,7 +102,7 @@ async def test_the_in_process_transport_answers_as_the_simulators_app() -> None:
     year = datetime.datetime.now(datetime.UTC).year + 2
     app = simulator_app("sim-x", SimulatorConfig())
     in_process = SimulatorTransport(Simulator("sim-x", SimulatorConfig()))
-    via_app = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s")
+    via_app = httpx.AsyncClient(transport=asgi_transport(app), base_url="http://s")
     direct = httpx.AsyncClient(transport=in_process, base_url="http://s")
     async with via_app, direct:
         for down in (False, True):

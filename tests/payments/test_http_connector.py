@@ -111,8 +111,8 @@ def test_status_not_found_is_an_answer() -> None:
     assert bare.outcome is Outcome.FAILED
 
 
-def _subclasses(cls: type) -> set[type]:
-    found = set()
+def _subclasses(cls: type[object]) -> set[type[object]]:
+    found: set[type[object]] = set()
     for sub in cls.__subclasses__():
         found |= {sub, *_subclasses(sub)}
     return found
@@ -129,7 +129,10 @@ def test_every_httpx_transport_error_is_mapped() -> None:
     assert TRANSPORT_OUTCOMES[httpx.ReadTimeout] is Outcome.AMBIGUOUS
 
 
-@pytest.mark.parametrize("error", sorted(TRANSPORT_OUTCOMES, key=lambda cls: cls.__name__))
+TRANSPORT_ERRORS = sorted(TRANSPORT_OUTCOMES, key=lambda cls: cls.__name__)
+
+
+@pytest.mark.parametrize("error", TRANSPORT_ERRORS)
 async def test_transport_errors_become_results(error: type[httpx.TransportError]) -> None:
     """A network failure is a result (never an exception) with the table's outcome."""
 

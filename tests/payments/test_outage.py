@@ -142,9 +142,11 @@ async def node(
             world = Node(store, service, client)
             for name, connector in service.connectors.items():
                 assert isinstance(connector, ResilientConnector)
-                connector.breaker.add_listener(
-                    lambda e, n=name: world.events.append((world.now(), n, e))
-                )
+
+                def listener(e: BreakerEvent, n: str = name) -> None:
+                    world.events.append((world.now(), n, e))
+
+                connector.breaker.add_listener(listener)
             yield world
     finally:
         await service.aclose()

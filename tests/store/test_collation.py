@@ -130,7 +130,7 @@ def locale_dsn(postgres_server: PostgresServer) -> Iterator[str]:
 
 def _query(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+        return conn.execute(query, params).fetchall()
 
 
 async def test_ids_sort_by_bytes_after_migration_0004(

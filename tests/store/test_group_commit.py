@@ -13,6 +13,7 @@ from paycore.errors import ErrorCode, UnavailableError
 from paycore.ledger.model import AccountFlags, AccountRequest, TransferFlags, TransferRequest
 from paycore.storage.base import CreateAccounts, CreateTransfers
 from paycore.storage.group_commit import GroupCommitWriter, Job
+from paycore.storage.store import Command
 from store.support import audit, read_state
 
 N = 500
@@ -60,7 +61,7 @@ async def test_commands_of_different_kinds_in_one_group_see_each_other(store: An
     """In one group, a transfer sees an account created by an earlier command, not a later one."""
     await store.execute(CreateAccounts((AccountRequest("a", "USD"),)))
     hold = TransferRequest("h", "a", "late", 5, flags=TransferFlags(pending=True))
-    commands = [
+    commands: list[Command] = [
         CreateTransfers((TransferRequest("early", "a", "late", 5),)),
         CreateAccounts((AccountRequest("late", "USD"),)),
         CreateTransfers((hold,)),

@@ -35,12 +35,14 @@ import msgspec
 
 __all__ = [
     "BALANCE_METHODS",
+    "BalanceMethod",
     "ClusterSpec",
     "PortPlan",
     "load_cluster_spec",
 ]
 
-BALANCE_METHODS = ("round_robin", "weighted", "least_conn", "random_two")
+BalanceMethod = Literal["round_robin", "weighted", "least_conn", "random_two"]
+BALANCE_METHODS: tuple[BalanceMethod, ...] = ("round_robin", "weighted", "least_conn", "random_two")
 
 
 class ClusterSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -51,7 +53,7 @@ class ClusterSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     shards: Annotated[int, msgspec.Meta(ge=1, le=16)] = 2
     postgres_per_shard: Annotated[int, msgspec.Meta(ge=1, le=5)] = 2
     api_nodes: Annotated[int, msgspec.Meta(ge=1, le=16)] = 3
-    balance: Literal["round_robin", "weighted", "least_conn", "random_two"] = "round_robin"
+    balance: BalanceMethod = "round_robin"
     weights: tuple[Annotated[int, msgspec.Meta(ge=1, le=100)], ...] = ()
     max_fails: Annotated[int, msgspec.Meta(ge=0, le=100)] = 2
     fail_timeout_seconds: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 5
