@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 from cluster_crash_child import RELAY_KNOBS, accounts_by_shard
-from cluster_support import ClusterDatabases, write_config
+from cluster_support import ClusterDatabases
 
+from config_files import write_config
 from paycore.cluster.topology import build_store
 from paycore.config import Settings, load_settings
 from paycore.ledger.model import TransferStatus

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from cluster_support import ClusterDatabases, move, write_config
+from cluster_support import ClusterDatabases, move
 
+from config_files import write_config
 from paycore.cluster.router import ShardedStore
 from paycore.ledger.model import TransferStatus
 from paycore.locks.testing import RedisServer

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_support import ClusterDatabases, counters, write_config
+from cluster_support import ClusterDatabases, counters
 from saga_crash_child import (
     KILL_POINTS,
     LEASE_SECONDS,
@@ -34,6 +34,7 @@ from saga_crash_child import (
     shard_of,
 )
 
+from config_files import write_config
 from paycore.cluster.router import ShardedStore
 from paycore.cluster.topology import build_store
 from paycore.config import Settings

@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from cluster.cluster_support import write_config
+from config_files import write_config
 from paycore.config import ReconciliationConfig, Settings, load_settings
 from paycore.locks import LocalLockService
 from paycore.payments.processors.simulator.settlement import SettlementAnomalies
