@@ -225,3 +225,21 @@ async def test_a_chain_whose_id_is_taken_on_another_shard_is_refused_whole(
     assert await _counters(cluster, a, b, c) == before
     assert await cluster.get_transfer("t-ok") is None
     assert (await audit_cluster(cluster.shards)).ok
+
+
+async def test_an_id_named_twice_in_a_chain_answers_one_stored_transfer(
+    cluster: ShardedStore, wallets: dict[str, list[str]]
+) -> None:
+    """A chain across shards naming one id twice: the second item answers "exists" with the
+    transfer as stored (its timestamp too), as one shard answers it."""
+    s0, s1, s2 = list(wallets)[:3]
+    (a, b), c, d = wallets[s0], wallets[s1][0], wallets[s2][0]
+    # Earlier writes on s0, so that its next timestamp is not the clock's reading.
+    assert all(r.ok for r in await cluster.execute(CreateTransfers((move("tw-0", a, b, 1),))))
+    twice = move("tw-1", a, b, 5, linked=True)
+    results = await cluster.execute(CreateTransfers((twice, twice, move("tw-2", c, d, 7))))
+    assert [(r.code, r.exists) for r in results] == [(None, False), (None, True), (None, False)]
+    view = await cluster.get_transfer("tw-1")
+    assert view is not None
+    stamps = [r.transfer.timestamp for r in results[:2] if r.transfer is not None]
+    assert stamps == [view.transfer.timestamp] * 2

@@ -225,6 +225,7 @@ async def run_chain(
         if isinstance(outcome, ChainOutcome):
             applied[shard] = outcome.results
     answers = []
+    stored: dict[str, Transfer] = {}  # id -> as stored, for a later item naming it again
     for index, (r, q) in enumerate(zip(results, requests, strict=True)):
         where = cut.first.get(index)
         legs = applied.get(where[0], []) if where is not None else []
@@ -232,6 +233,9 @@ async def run_chain(
         if where is not None and where[1] < len(legs) and legs[where[1]].transfer is not None:
             shown, _ = present_transfer(legs[where[1]].transfer)  # as stored: its timestamp
             answer = msgspec.structs.replace(r, transfer=shown)
+            stored[q.id] = shown
+        elif r.exists and q.id in stored:  # made by an earlier item of this chain
+            answer = msgspec.structs.replace(r, transfer=stored[q.id])
         answers.append(
             msgspec.structs.replace(answer, in_flight=in_flight and _crosses(router, q, holds))
         )
