@@ -87,6 +87,16 @@ def _wait_for_dead_sessions(databases: ClusterDatabases) -> None:
         time.sleep(0.01)
 
 
+async def _sagas_left_open(settings: Settings) -> int:
+    """How many sagas the last kill left open (none if it landed between them)."""
+    store = build_store(settings)
+    await store.start()
+    try:
+        return (await audit_cluster(store.shards, stuck_seconds=3600)).sagas_open
+    finally:
+        await store.stop()
+
+
 async def _recover_and_check(settings: Settings, acked: set[str]) -> None:
     store = build_store(settings)
     await store.start()
@@ -132,6 +142,13 @@ def test_killed_api_and_relay_lose_nothing_acknowledged(
     acked: set[str] = set()
     for round_no in range(ROUNDS):
         acked |= _run_and_kill(config, round_no, rng)
-    assert len(acked) > 100
     _wait_for_dead_sessions(cluster_databases)
+    # The recovery must have sagas to finish: a last kill that landed between sagas (rare,
+    # they are short) is followed by another round, a few times at most.
+    for round_no in range(ROUNDS, ROUNDS + 3):
+        if asyncio.run(_sagas_left_open(settings)) > 0:
+            break
+        acked |= _run_and_kill(config, round_no, rng)
+        _wait_for_dead_sessions(cluster_databases)
+    assert len(acked) > 100
     asyncio.run(_recover_and_check(settings, acked))
