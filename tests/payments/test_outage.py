@@ -348,7 +348,10 @@ async def test_timeouts_leave_payments_processing_until_the_resolver_ends_them_c
                 assert attempt["outcome"] == "ambiguous"
                 assert p.body["amount_captured"] == 0
         assert sims["out-u"].stats()["records"] == 0
-        assert sims["out-t"].stats()["requests"]["authorize"] == len(paid)  # once each
+        # Once each at most: a hung call may time out before its request reached out-t
+        # (a stalled loop under load); the resolver then finds it not_found -> failed.
+        authorizations = sims["out-t"].stats()["requests"]["authorize"]
+        assert len(paid) - len(hung) <= authorizations <= len(paid)
 
         too_young = await world.service.resolve_processing(older_than=60.0)
         assert too_young.resolved == []
@@ -373,6 +376,6 @@ async def test_timeouts_leave_payments_processing_until_the_resolver_ends_them_c
                 assert captured.json()["status"] == "succeeded", captured.text
         assert "captured" in seen  # the timeout card, at least
         stats = sims["out-t"].stats()
-        assert stats["requests"]["authorize"] == len(paid)  # the resolver only asked
+        assert stats["requests"]["authorize"] == authorizations  # the resolver only asked
         assert stats["requests"]["status"] >= len(hung)
         await assert_charged_once(world, sims, paid)
