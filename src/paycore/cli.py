@@ -312,6 +312,42 @@ def _add_keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     where.add_argument("--config", type=Path, help="TOML settings file")
     shards_status.add_argument("--json", action="store_true", help="print the report as JSON")
     shards_status.set_defaults(handler=_shards_status)
+    shards_move = shard_actions.add_parser(
+        "move",
+        help="move a slot range to another shard while serving",
+        description="Move slots A-B (all on one shard) to SHARD: fence them on their shard, "
+        "let what is in flight on them end, copy their accounts, history, idempotency "
+        "records and transfer-id bindings, switch the map (docs/resharding.md). Run it "
+        "again after a crash to resume; --abort rolls back a move that has not switched. "
+        "Exit 1 when the slots cannot move now (e.g. a pending hold on one of their "
+        "accounts: the move is rolled back), 2 on bad arguments.",
+    )
+    shards_move.add_argument("--slots", help="slot range, e.g. 0-511 (or one slot)")
+    shards_move.add_argument("--to", dest="target", help="the shard that takes the slots")
+    shards_move.add_argument(
+        "--wait", type=float, default=30.0, help="seconds to wait for work in flight (30)"
+    )
+    shards_move.add_argument("--abort", action="store_true", help="roll back the unfinished move")
+    shards_add = shard_actions.add_parser(
+        "add",
+        help="add a shard and move it its share of the slots",
+        description="Give shard NAME an even share of the slots by moves from the shards "
+        "holding the most. A PostgreSQL or named SQLite shard must first be listed in the "
+        "settings' [[shards]] (every node needs its dsn or path); on the embedded layout "
+        "NAME is omitted and the next file shard-<N>.sqlite3 is created. --plan prints the "
+        "moves without acting.",
+    )
+    shards_add.add_argument("--name", help="the shard (a [[shards]] name in the settings)")
+    shards_add.add_argument("--plan", action="store_true", help="print the moves only")
+    shards_add.add_argument(
+        "--wait", type=float, default=30.0, help="seconds to wait for work in flight (30)"
+    )
+    for action in (shards_move, shards_add):
+        where = action.add_mutually_exclusive_group()
+        where.add_argument("--data-dir", help="data directory (default: the settings' one)")
+        where.add_argument("--config", type=Path, help="TOML settings file")
+    shards_move.set_defaults(handler=_shards_move)
+    shards_add.set_defaults(handler=_shards_add)
 
     keys = sub.add_parser(
         "keys",
@@ -800,6 +836,86 @@ def _shards_status(args: argparse.Namespace) -> int:
         sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
     else:
         print_shards(report, _console())
+    return 0
+
+
+def _slot_range(text: str | None) -> tuple[int, int]:
+    first, _, last = (text or "").partition("-")
+    try:
+        lo, hi = int(first), int(last or first)
+    except ValueError:
+        raise ValueError(f"--slots {text!r}: a slot range such as 0-511") from None
+    return lo, hi
+
+
+def _shards_move(args: argparse.Namespace) -> int:
+    from paycore.cluster.slot_moves import MoveBlocked  # noqa: PLC0415
+    from paycore.ops.resharding import run_moves  # noqa: PLC0415
+
+    console = _console()
+    settings = _settings(args.config, data_dir=args.data_dir)
+    try:
+        moves = [] if args.abort else [(*_slot_range(args.slots), str(args.target or ""))]
+        if not args.abort and not args.target:
+            raise ValueError("--to SHARD is required")
+        reports = asyncio.run(
+            run_moves(settings, moves, wait_seconds=args.wait, abort=args.abort, say=console.print)
+        )
+    except MoveBlocked as exc:
+        console.print(f"[red]not moved:[/red] {exc}")
+        return 1
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+    for r in reports:
+        console.print(
+            f"moved slots {r.plan.first}-{r.plan.last} {r.plan.source} -> {r.plan.target}: "
+            f"{r.accounts:,} accounts, {r.transfers:,} history rows in {r.seconds:.2f} s; "
+            f"writes to those slots paused {r.fenced_seconds:.2f} s (map version "
+            f"{r.plan.version})"
+        )
+    return 0
+
+
+def _shards_add(args: argparse.Namespace) -> int:
+    from paycore.cluster.slot_moves import MoveBlocked  # noqa: PLC0415
+    from paycore.ops.resharding import (  # noqa: PLC0415
+        balance_moves,
+        create_embedded_shard,
+        run_moves,
+        stored_map,
+    )
+
+    console = _console()
+    settings = _settings(args.config, data_dir=args.data_dir)
+    try:
+        name = args.name
+        if name is None:
+            if settings.shards:
+                raise ValueError("--name: the [[shards]] name of the new shard")
+            name = (
+                "the next embedded file"
+                if args.plan
+                else asyncio.run(create_embedded_shard(settings))
+            )
+        shard_map, names = asyncio.run(stored_map(settings))
+        if name not in names and not args.plan:
+            raise ValueError(f"shard {name!r} is not in the settings' [[shards]]")
+        moves = balance_moves(shard_map, sorted({*names, name}), name)
+        for first, last, target in moves:
+            console.print(
+                f"move slots {first}-{last} ({shard_map.shard_of_slot(first)}) -> {target}"
+            )
+        if args.plan or not moves:
+            return 0
+        asyncio.run(run_moves(settings, moves, wait_seconds=args.wait, say=console.print))
+    except MoveBlocked as exc:
+        console.print(f"[red]stopped:[/red] {exc}")
+        return 1
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+    console.print(f"{name} holds {sum(m[1] - m[0] + 1 for m in moves):,} slots")
     return 0
 
 

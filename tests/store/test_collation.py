@@ -56,6 +56,19 @@ C_COLUMNS = {
     ("fx_quotes", "id"),  # 0019
     ("fx_quotes", "tenant"),
     ("payment_attempts", "idempotency_key"),  # 0021
+    ("slot_moves", "id"),  # 0022
+    ("slot_moves", "source"),
+    ("slot_moves", "target"),
+    ("moved_transfers", "id"),
+    ("moved_transfers", "debit_account_id"),
+    ("moved_transfers", "credit_account_id"),
+    ("moved_transfers", "pending_id"),
+    ("moved_transfers", "resolved_by"),
+    ("moved_transfers", "source"),
+    ("moved_accounts", "id"),
+    ("moved_accounts", "tenant"),
+    ("moved_accounts", "target"),
+    ("moved_accounts", "move_id"),
     ("reconciliation_reports", "processor"),  # 0020
     ("reconciliation_reports", "batch_id"),
     ("reconciliation_settled", "processor"),

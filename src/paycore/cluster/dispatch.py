@@ -188,6 +188,7 @@ async def _plan_and_reserve(
     harmless: it stays bound to the shard its debit account is on).
     """
     wanted = ids_to_reserve(store.shard_map, requests, target, split)
+    split.reserved = wanted
     plan = plan_sagas(store, requests, target, cross, split, tenant=tenant)
     if wanted:
         outcomes = await gather_outcomes(

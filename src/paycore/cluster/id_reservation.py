@@ -16,10 +16,10 @@ from paycore.cluster.split import Split, fail, gather_all
 from paycore.errors import ErrorCode
 from paycore.ledger.model import TransferRequest, is_valid_id
 from paycore.ledger.rules import TransferResult
-from paycore.storage.base import ReserveTransferIds
+from paycore.storage.base import ReleaseTransferIds, ReserveTransferIds
 from paycore.storage.store import Store
 
-__all__ = ["ids_to_reserve", "reserve_ids"]
+__all__ = ["ids_to_reserve", "release_fenced", "reserve_ids"]
 
 _E = ErrorCode
 
@@ -72,3 +72,38 @@ async def reserve_ids(
                     f"stored on shard {shard!r}",
                 )
     return refused
+
+
+async def release_fenced(
+    shards: Mapping[str, Store],
+    requests: Sequence[TransferRequest],
+    split: Split,
+    fenced: Sequence[str],
+) -> None:
+    """Unbind the ids this request bound to shards that then refused its write by their
+    slot fence (they wrote none of it): the client's retry, routed by the new map, is
+    written where the account lives now. An id such a shard holds already stays bound."""
+    entries = {
+        owner: [requests[i].id for i in indices if split.target.get(i) in fenced]
+        for owner, indices in split.reserved.items()
+    }
+    entries = {owner: ids for owner, ids in entries.items() if ids}
+    if not entries:
+        return
+    held: set[str] = set()
+    for shard in fenced:
+        held |= (
+            await shards[shard].get_transfers([i for ids in entries.values() for i in ids])
+        ).keys()
+    await gather_all(
+        shards[owner].execute(
+            ReleaseTransferIds(
+                tuple(
+                    (i, split.target[index])
+                    for index in split.reserved[owner]
+                    if (i := requests[index].id) in ids and i not in held
+                )
+            )
+        )
+        for owner, ids in entries.items()
+    )

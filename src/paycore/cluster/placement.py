@@ -15,16 +15,22 @@ from paycore.cluster.settlement import parse_clearing, parse_psp
 from paycore.cluster.shardmap import ShardMap
 from paycore.ledger.model import TransferRequest
 
-__all__ = ["crosses", "first_shard", "shard_for"]
+__all__ = ["crosses", "first_shard", "home_of", "shard_for"]
 
 
 def shard_for(shard_map: ShardMap, shards: Container[str], account_id: str) -> str:
     """The shard holding ``account_id`` (clearing and processor accounts: their home
     shard)."""
-    parsed = parse_clearing(account_id) or parse_psp(account_id)
-    if parsed is not None and parsed[0] in shards:
-        return parsed[0]
+    home = home_of(account_id)
+    if home is not None and home in shards:
+        return home
     return shard_map.shard_for(account_id)
+
+
+def home_of(account_id: str) -> str | None:
+    """The home shard a clearing or processor account id names, else None."""
+    parsed = parse_clearing(account_id) or parse_psp(account_id)
+    return None if parsed is None else parsed[0]
 
 
 def first_shard(shards: Iterable[str]) -> str:

@@ -57,7 +57,9 @@ store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
 import os
 import socket
 import time
@@ -65,10 +67,12 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
-from paycore.cluster import placement, read_views, saga_plan
+from paycore.cluster import placement, read_views, saga_plan, slot_catalog
 from paycore.cluster.batch_cuts import chains_across, run_segments
 from paycore.cluster.close_across import close_across
+from paycore.cluster.concurrently import gather_outcomes
 from paycore.cluster.dispatch import split_command
+from paycore.cluster.id_reservation import release_fenced
 from paycore.cluster.reserved import (
     close_refusal,
     reserved_close,
@@ -107,10 +111,13 @@ from paycore.storage.payments import (
     PurgePaymentEvents,
 )
 from paycore.storage.reconciliation import RecordReport, ResolveException
+from paycore.storage.slot_fence import ROUTED_BY, RecordSlotMap, SlotFenced
 from paycore.storage.store import Command, ShardStore
 from paycore.storage.webhook_endpoints import EndpointCommand
 
 __all__ = ["ShardedStore", "gather_all"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _E = ErrorCode
@@ -163,10 +170,26 @@ class ShardedStore:
         self._driver = Settlement(
             self.shards, owner=self.owner, lease_seconds=drive_lease_seconds, keep_refusals=True
         )
+        # The version of ``shard_map`` in the shards' ``slot_maps`` (0: the settings' map,
+        # until ``start`` adopts the stored one); every shard is fenced by its newest.
+        self.map_version = 0
+        for shard in self.shards.values():
+            shard.slot_ownership = slot_catalog.ownership
+        self._refresher: asyncio.Task[None] | None = None
+        self._use_map(0, shard_map)
+
+    def _use_map(self, version: int, shard_map: ShardMap) -> None:
+        unknown = set(shard_map.shards) - set(self.shards)
+        if unknown:
+            raise ValueError(
+                f"slot map version {version} places slots on shards this node has no store "
+                f"for: {sorted(unknown)} (add them to the settings' [[shards]])"
+            )
+        self.shard_map, self.map_version = shard_map, version
         # A request places each of its accounts about ten times (the cut, the plan, the
-        # sagas): remembered, as the map is this router's for its whole life.
+        # sagas): remembered until the map changes.
         self._placed = functools.lru_cache(maxsize=1 << 16)(
-            functools.partial(placement.shard_for, self.shard_map, self.shards)
+            functools.partial(placement.shard_for, shard_map, self.shards)
         )
 
     # -- placement -------------------------------------------------------------------------
@@ -213,13 +236,66 @@ class ShardedStore:
             started = [s for s, o in zip(self.shards.values(), outcomes, strict=True) if o is None]
             await asyncio.gather(*(s.stop() for s in started), return_exceptions=True)
             raise errors[0]
+        try:
+            await self.adopt_stored_map()
+        except BaseException:
+            await asyncio.gather(*(s.stop() for s in self.shards.values()), return_exceptions=True)
+            raise
+        self._refresher = asyncio.create_task(self._refresh_forever(), name="slot-map-refresh")
 
     async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
         await gather_all(s.stop() for s in self.shards.values())
+
+    # -- the slot map (paycore.cluster.slot_catalog) ------------------------------------------
+
+    async def adopt_stored_map(self) -> None:
+        """Use the key shard's newest slot map; a ledger that has none records this
+        router's (the settings') as version 1 on every shard, the key shard last."""
+        stored = await self.key_store.slot_maps.newest()
+        if stored is not None:
+            version, text = stored
+            shard_map = slot_catalog.decode_map(text)
+            if self.map_version == 0 and not slot_catalog.same_map(shard_map, self.shard_map):
+                log.info(
+                    "the shards keep slot map version %d, which differs from the settings' "
+                    "[[shards]] slots: the stored map is used (the settings only seed a new "
+                    "ledger; see paycore shards status)",
+                    version,
+                )
+            self._use_map(version, shard_map)
+            return
+        record = RecordSlotMap(1, slot_catalog.encode_map(self.shard_map))
+        others = [s for name, s in self.shards.items() if name != self.key_shard]
+        await gather_all(s.execute(record) for s in others)
+        await self.key_store.execute(record)
+        self._use_map(1, self.shard_map)
+
+    async def refresh_map(self) -> bool:
+        """Adopt the key shard's newest map if it is newer than this router's."""
+        stored = await self.key_store.slot_maps.newest()
+        if stored is None or stored[0] <= self.map_version:
+            return False
+        self._use_map(stored[0], slot_catalog.decode_map(stored[1]))
+        log.info("slot map version %d adopted", stored[0])
+        return True
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(slot_catalog.REFRESH_SECONDS)
+            try:
+                await self.refresh_map()
+            except Exception as exc:  # noqa: BLE001 - the key shard away: keep this map
+                log.debug("slot map refresh failed: %s", exc)
 
     # -- writes ------------------------------------------------------------------------------
 
     async def execute(self, command: Command) -> Any:
+        ROUTED_BY.set(self.map_version)  # this task's commands: see storage.slot_fence
         if isinstance(command, PaymentWrite | ClaimPaymentEvents | AckPaymentEvents):
             # The payments layer placed its rows: the command names their shard.
             return await self.shards[command.shard].execute(command)
@@ -257,13 +333,13 @@ class ShardedStore:
             if segments is not None:
                 return await run_segments(self, command, segments)
         split, parts = await split_command(self, command)
-        results = await gather_all(self.shards[s].execute(c) for s, c in parts.items())
-        answers = dict(zip(parts, results, strict=True))
+        answers = await self._run_parts(command, split, parts)
         return await drive(self, split, split.merge(answers))
 
     async def execute_idempotent(
         self, command: Command, idempotency: Idempotency
     ) -> tuple[StoredResponse, bool]:
+        ROUTED_BY.set(self.map_version)
         if isinstance(command, _KEY_SHARD_COMMANDS):
             return await self._idempotent_on(self.key_shard, command, idempotency)
         if isinstance(command, EnqueueEvent | RedeliverEvent):
@@ -336,8 +412,9 @@ class ShardedStore:
             seen = await self._seen(home, idempotency)
             if seen is not None:
                 return seen, True
-            results = await gather_all(self.shards[s].execute(c) for s, c in parts.items())
-            final = await drive(self, split, split.merge(dict(zip(parts, results, strict=True))))
+            final = await drive(
+                self, split, split.merge(await self._run_parts(command, split, parts))
+            )
             record = Idempotency(
                 idempotency.key,
                 idempotency.fingerprint,
@@ -350,8 +427,7 @@ class ShardedStore:
             seen = await self._seen(home, idempotency)
             if seen is not None:
                 return seen, True
-        results = await gather_all(self.shards[s].execute(c) for s, c in others.items())
-        answers = dict(zip(others, results, strict=True))
+        answers = await self._run_parts(command, split, others)
 
         def render(home_results: list[Any]) -> StoredResponse:
             return idempotency.render(split.merge({**answers, home: home_results}))
@@ -360,7 +436,33 @@ class ShardedStore:
         wrapped = Idempotency(
             idempotency.key, idempotency.fingerprint, render, idempotency.retention_seconds
         )
-        return await self.shards[home].execute_idempotent(own, wrapped)
+        return await self._home_part(home, own, wrapped, split=split, whole=command)
+
+    async def _home_part(
+        self, home: str, own: Command, idempotency: Idempotency, *, split: Split, whole: Command
+    ) -> tuple[StoredResponse, bool]:
+        """The key shard's part, with the key's record (its ids released if refused by a
+        slot fence, as ``_run_parts`` does)."""
+        try:
+            return await self.shards[home].execute_idempotent(own, idempotency)
+        except SlotFenced as fenced:
+            if isinstance(whole, CreateTransfers):
+                await release_fenced(self.shards, whole.requests, split, [fenced.shard])
+            raise
+
+    async def _run_parts(
+        self, command: Command, split: Split, parts: Mapping[str, Command]
+    ) -> dict[str, Any]:
+        """Each shard's part at once; the answers by shard, or the first error once every
+        part ended (ids bound for parts a slot fence refused are released first)."""
+        outcomes = await gather_outcomes(self.shards[s].execute(c) for s, c in parts.items())
+        fenced = [o.shard for o in outcomes if isinstance(o, SlotFenced)]
+        if fenced and isinstance(command, CreateTransfers):
+            await release_fenced(self.shards, command.requests, split, fenced)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return dict(zip(parts, outcomes, strict=True))
 
     async def _idempotent_on(
         self, target: str, command: Command, idempotency: Idempotency

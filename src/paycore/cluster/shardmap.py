@@ -92,6 +92,9 @@ class ShardMap:
         bounds = [SLOTS * i // n for i in range(n + 1)]
         return cls(SlotRange(bounds[i], bounds[i + 1] - 1, s) for i, s in enumerate(shards))
 
+    def shard_of_slot(self, slot: int) -> str:
+        return self._slot_to_shard[slot]
+
     def shard_for(self, account_id: str) -> str:
         for rule in self.prefixes:
             if account_id.startswith(rule.prefix):

@@ -46,6 +46,8 @@ class Split:
     # sent to its debit account's shard to be answered there (after the id's own
     # checks) and kept when one shard would keep it
     decided: dict[int, tuple[ErrorCode, str]] = field(default_factory=dict)
+    # owner shard -> indices whose id was bound there to the shard writing them
+    reserved: dict[str, list[int]] = field(default_factory=dict)
 
     def add(self, shard: str, index: int) -> None:
         self.parts.setdefault(shard, []).append(index)

@@ -211,8 +211,11 @@ def check_snapshot(
     # The SQL stores' snapshots say since when sagas are recorded as one transfer.
     audit.saga_history_since = getattr(snapshot, "saga_history_since", 0)
     audit.load_accounts(snapshot.accounts())
+    openings = getattr(snapshot, "moved_openings", None)  # SQL shards (migration 0022)
+    if openings is not None:
+        audit.open_moved_in(openings())
     audit.load_pendings(snapshot.pendings())
-    audit.replay(snapshot.transfers(), snapshot.balance_history())
+    audit.replay(snapshot.transfers(), audit.own_balance_rows(snapshot.balance_history()))
     records = getattr(snapshot, "chain_records", None)
     if records is not None:  # a ChainSnapshot (the SQL stores'); test fakes may have none
         shard: str = getattr(snapshot, "shard")  # noqa: B009 - present with chain_records
@@ -379,6 +382,8 @@ class _Audit:
         self.transfers = 0
         self.balance_rows = 0
         self.chain: ChainReport | None = None
+        # Moved-in accounts: (debits, credits) their moved history posted, its newest time.
+        self.openings: dict[str, tuple[int, int, int]] = {}
 
     def flag(
         self,
@@ -496,6 +501,24 @@ class _Audit:
             self.replayed[account.id] = _Counters()
             if account.flags.history:
                 self.history[account.id] = _HistoryTrack()
+
+    def open_moved_in(self, openings: Mapping[str, tuple[int, int, int]]) -> None:
+        """Accounts that moved in start from what their moved history posted (checked
+        against the source's chain there); this shard's own book excludes it."""
+        for account_id, (debits, credits, until) in openings.items():
+            if account_id not in self.replayed:
+                continue
+            counters = self.replayed[account_id]
+            counters.dpo, counters.cpo = debits, credits
+            self.openings[account_id] = (debits, credits, until)
+
+    def own_balance_rows(self, rows: Iterator[BalanceRecord]) -> Iterator[BalanceRecord]:
+        """The balance rows this shard's history accounts for (not a moved-in account's
+        rows from before its move)."""
+        for row in rows:
+            opened = self.openings.get(row.account_id)
+            if opened is None or row.timestamp > opened[2]:
+                yield row
 
     def load_pendings(self, rows: Iterator[tuple[str, PendingStatus, str | None]]) -> None:
         for hold_id, status, resolved_by in rows:
@@ -899,8 +922,9 @@ class _Audit:
         for a in self.accounts.values():
             s = sums.setdefault(a.currency, [0, 0, 0, 0, 0])
             s[0] += 1
-            s[1] += a.debits_posted
-            s[2] += a.credits_posted
+            opened = self.openings.get(a.id, (0, 0, 0))  # posted before it moved here
+            s[1] += a.debits_posted - opened[0]
+            s[2] += a.credits_posted - opened[1]
             s[3] += a.debits_pending
             s[4] += a.credits_pending
         out = []

@@ -1,8 +1,10 @@
 """``paycore shards status``: where the slots live and what each shard holds.
 
-The slot map comes from the settings (``[[shards]] slots`` and ``[[placement]]``); each
-shard is opened to count its rows and measure its size. A SQLite shard whose file does
-not exist is shown as missing, never created.
+The slot map is the one the shards keep (the key shard's newest version, migration 0022:
+``paycore.cluster.slot_catalog``), or the settings' (``[[shards]] slots`` and
+``[[placement]]``) before any node recorded one; each shard is opened to count its rows
+and measure its size. A SQLite shard whose file does not exist is shown as missing,
+never created.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from paycore.cluster.shardmap import SLOT_HASH_VERSION, SLOTS
+from paycore.cluster.slot_catalog import decode_map
 from paycore.cluster.topology import shard_map_of, shard_store
 from paycore.config import Settings, shard_specs
 from paycore.storage.usage import ShardUsage
@@ -35,12 +38,14 @@ class ShardStatus(msgspec.Struct, frozen=True):
 
 
 class ShardsReport(msgspec.Struct, frozen=True):
-    """The map's source and slot-hash version, and every shard's status."""
+    """The map's source (and version, 0 for the settings'), the slot-hash version, and
+    every shard's status."""
 
     map_source: str
     slot_hash_version: int
     slots: int
     shards: list[ShardStatus]
+    map_version: int = 0
 
 
 def _where(path: object, dsn: str | None) -> str:
@@ -55,6 +60,8 @@ async def shards_status(settings: Settings) -> ShardsReport:
     shard_map = shard_map_of(settings)
     specs = shard_specs(settings)
 
+    stored: list[tuple[int, str] | None] = [None]
+
     async def usage_of(index: int) -> ShardUsage | None:
         spec = specs[index]
         if spec.path is not None and not spec.path.exists():
@@ -62,11 +69,17 @@ async def shards_status(settings: Settings) -> ShardsReport:
         store = shard_store(spec, settings)
         await store.start()
         try:
+            if index == 0:  # the key shard keeps the cluster's map
+                stored[0] = await store.slot_maps.newest()
             return await store.usage()
         finally:
             await store.stop()
 
     usages = await asyncio.gather(*(usage_of(i) for i in range(len(specs))))
+    version = 0
+    if stored[0] is not None:
+        version, text = stored[0]
+        shard_map = decode_map(text)
     shards = []
     for spec, usage in zip(specs, usages, strict=True):
         ranges = [(r.first, r.last) for r in shard_map.ranges if r.shard == spec.name]
@@ -82,7 +95,11 @@ async def shards_status(settings: Settings) -> ShardsReport:
             )
         )
     return ShardsReport(
-        map_source="settings", slot_hash_version=SLOT_HASH_VERSION, slots=SLOTS, shards=shards
+        map_source="shards" if version else "settings",
+        slot_hash_version=SLOT_HASH_VERSION,
+        slots=SLOTS,
+        shards=shards,
+        map_version=version,
     )
 
 
@@ -101,7 +118,9 @@ def _size(count: int) -> str:
 
 def print_shards(report: ShardsReport, console: Console) -> None:
     table = Table(
-        title=f"{len(report.shards)} shard(s); slot map from the {report.map_source}, "
+        title=f"{len(report.shards)} shard(s); slot map from the {report.map_source}"
+        + (f" (version {report.map_version})" if report.map_version else "")
+        + ", "
         f"{report.slots} slots, slot hash v{report.slot_hash_version}",
         caption="; ".join(f"{s.name}: {s.where}" for s in report.shards),
     )

@@ -53,6 +53,7 @@ from paycore.storage.base import (
     PeekIdempotency,
     PurgeIdempotency,
     PurgeOutbox,
+    ReleaseTransferIds,
     ReserveTransferIds,
     SetOutboxStates,
     StoredResponse,
@@ -76,6 +77,13 @@ from paycore.storage.reconciliation import (
     apply_reconciliation_command,
 )
 from paycore.storage.saga_holds import load_saga_holds
+from paycore.storage.slot_fence import (
+    Ownership,
+    RecordSlotMap,
+    admit_owned,
+    apply_slot_map_command,
+)
+from paycore.storage.slot_moves import SlotMoveCommand, apply_slot_move_command
 from paycore.storage.store import Command
 from paycore.storage.tx import GroupClock, LedgerTx, WriteSession
 from paycore.storage.webhook_endpoints import EndpointCommand, apply_endpoint_command
@@ -91,7 +99,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def run_group(session: WriteSession, now: Callable[[], int], jobs: Sequence[Job]) -> None:
+def run_group(
+    session: WriteSession,
+    now: Callable[[], int],
+    jobs: Sequence[Job],
+    ownership: Ownership | None = None,
+) -> None:
     """Run ``jobs`` in one transaction; if that fails, each job in its own.
 
     Every job ends with an outcome or an error. Nothing is answered before the
@@ -103,6 +116,8 @@ def run_group(session: WriteSession, now: Callable[[], int], jobs: Sequence[Job]
             last = session.begin()
             try:
                 clock = GroupClock(now(), last)
+                if ownership is not None:
+                    jobs = admit_owned(session, session.store, ownership, jobs)
                 apply_group(session, clock, jobs)
                 session.commit(clock.last_timestamp)
             except BaseException:
@@ -118,7 +133,7 @@ def run_group(session: WriteSession, now: Callable[[], int], jobs: Sequence[Job]
             return
         if len(jobs) > 1:  # isolate the command that broke the group
             for job in jobs:
-                run_group(session, now, [job])
+                run_group(session, now, [job], ownership)
             return
         if not isinstance(exc, PaycoreError):
             log.error("unexpected error in a shard writer", exc_info=exc)
@@ -745,6 +760,10 @@ _HANDLERS: dict[type, _Handler] = {
     PurgeOutbox: _purge_outbox,
     ClaimOutbox: _claim_outbox,
     ReserveTransferIds: _reserve,
+    ReleaseTransferIds: lambda tx, clock, command: sum(
+        len(tx.run_sql("DELETE FROM transfer_ids WHERE id = ? AND shard = ? RETURNING id", e))
+        for e in command.entries
+    ),
     SetOutboxStates: _set_outbox_states,
     PeekIdempotency: _peek_idempotency,
     **dict.fromkeys(get_args(ChainCommand), _chain_command),
@@ -754,6 +773,8 @@ _HANDLERS: dict[type, _Handler] = {
     **dict.fromkeys(get_args(DeliveryCommand), apply_delivery_command),
     AdvanceStreamCursor: apply_stream_command,
     CreateFxQuote: lambda tx, clock, command: apply_fx_command(tx, command),
+    RecordSlotMap: lambda tx, clock, command: apply_slot_map_command(tx, clock.now, command),
+    **dict.fromkeys(get_args(SlotMoveCommand), apply_slot_move_command),
     **dict.fromkeys(
         get_args(ReconciliationCommand),
         lambda tx, clock, command: apply_reconciliation_command(tx, command),

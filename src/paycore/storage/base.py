@@ -12,7 +12,7 @@ Reads answer from committed state only.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -55,6 +55,7 @@ __all__ = [
     "PrepareChain",
     "PurgeIdempotency",
     "PurgeOutbox",
+    "ReleaseTransferIds",
     "ReserveTransferIds",
     "SetOutboxStates",
     "StaleChains",
@@ -175,6 +176,15 @@ class CreateTransfers(msgspec.Struct, frozen=True):
     # itself (an id stored or refused before answers as it did), and keeps it under the
     # id when it is a refusal one shard keeps, as its own rules would.
     refuse: tuple[tuple[int, ErrorCode, str], ...] = ()
+
+
+class ReleaseTransferIds(msgspec.Struct, frozen=True):
+    """Unbind ``(transfer id, shard)`` reservations (those bound to that very shard);
+    result: how many were. For ids a shard refused to write by its slot fence
+    (``paycore.storage.slot_fence``), so that the retry may be written where the account
+    lives now."""
+
+    entries: tuple[tuple[str, str], ...]
 
 
 class ReserveTransferIds(msgspec.Struct, frozen=True):
@@ -364,6 +374,7 @@ LedgerCommand = (
     | PeekIdempotency
     | PurgeOutbox
     | ReserveTransferIds
+    | ReleaseTransferIds
     | SetOutboxStates
     | PrepareChain
     | DecideChain
@@ -438,6 +449,14 @@ class ChainSnapshot(LedgerSnapshot, Protocol):
 
     def chain_head(self) -> tuple[int, bytes | None]:
         """The head kept in ``shard_meta``: (seq, hash; None while the chain is empty)."""
+
+
+class SqlSnapshot(LedgerSnapshot, Protocol):
+    """A snapshot of a SQL shard that runs any read (``?`` placeholders), streamed."""
+
+    shard: str
+
+    def rows(self, query: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]: ...
 
 
 class OutboxSnapshot(LedgerSnapshot, Protocol):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from paycore.errors import UnavailableError
+from paycore.storage.slot_fence import ROUTED_BY
 
 __all__ = ["GroupCommitWriter", "Job"]
 
@@ -33,6 +34,8 @@ class Job:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     weight: int = 1
+    # The slot map version the command was routed by (``paycore.storage.slot_fence``).
+    routed_by: int | None = field(default_factory=ROUTED_BY.get)
     outcome: Any = field(default=None)
     error: BaseException | None = field(default=None)
 

@@ -98,6 +98,8 @@ from paycore.storage.migrations import outdated_schema_error
 from paycore.storage.payments import PaymentReads
 from paycore.storage.reconciliation import ReconciliationReads
 from paycore.storage.saga_holds import save_saga_holds
+from paycore.storage.slot_fence import SlotMapReads
+from paycore.storage.slot_moves import MOVED_OPENINGS
 from paycore.storage.store import Command, SingleShard
 from paycore.storage.usage import (
     ShardBacklog,
@@ -580,6 +582,10 @@ class _PostgresTx:
         cur = self.conn.execute(_placeholders(query), params)
         return cur.fetchall() if cur.description is not None else []
 
+    def run_many(self, query: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self.conn.cursor() as cur:
+            cur.executemany(_placeholders(query), rows)  # pipelined by psycopg
+
 
 def _qualified(alias: str, columns: str) -> str:
     """``a, b`` as ``o.a, o.b``: a RETURNING list that a joined CTE's columns cannot shadow."""
@@ -634,6 +640,7 @@ class PostgresStore(SingleShard):
         self.keys = ApiKeyReads(self._fetch_rows)
         self.webhook_endpoints = WebhookEndpointReads(self._fetch_rows)
         self.fx_quotes = FxQuoteReads(self._fetch_rows)
+        self.slot_maps = SlotMapReads(self._fetch_rows)
         self.reconciliation = ReconciliationReads(self._fetch_rows)
         self.deliveries = DeliveryReads(self._fetch_rows)
         self.event_stream = EventStreamReads(self._fetch_rows)
@@ -724,7 +731,7 @@ class PostgresStore(SingleShard):
             for job in jobs:
                 job.error = exc
             return
-        run_group(session, self.clock, jobs)
+        run_group(session, self.clock, jobs, self.slot_ownership)
 
     # -- reads -------------------------------------------------------------------------
 
@@ -809,15 +816,24 @@ class PostgresStore(SingleShard):
             f"AND t.timestamp {cmp} %s ORDER BY t.timestamp {order} LIMIT %s)"
             for s in sides
         ]
+        moved = [  # history that moved in with the account (migration 0022)
+            f"(SELECT {T_COLUMNS}, t.metadata, t.status, t.resolved_by FROM moved_transfers t "
+            f"WHERE t.{s}_account_id = %s AND t.timestamp {cmp} %s "
+            f"ORDER BY t.timestamp {order} LIMIT %s)"
+            for s in sides
+        ]
         query = (
-            f"SELECT {T_COLUMNS}, m.metadata, p.status, p.resolved_by FROM ("
+            f"SELECT * FROM ((SELECT {T_COLUMNS}, m.metadata, p.status, p.resolved_by FROM ("
             + " UNION ALL ".join(parts)
             + ") t LEFT JOIN transfer_metadata m ON m.id = t.id "
-            f"LEFT JOIN pending_transfers p ON p.id = t.id ORDER BY t.timestamp {order} LIMIT %s"
+            "LEFT JOIN pending_transfers p ON p.id = t.id) UNION ALL "
+            + " UNION ALL ".join(moved)
+            + f") h ORDER BY h.timestamp {order} LIMIT %s"
         )
         params: list[Any] = []
-        for _ in sides:
-            params += [account_id, cursor, _limit(limit + 1)]
+        for _ in range(2):
+            for _ in sides:
+                params += [account_id, cursor, _limit(limit + 1)]
         params.append(_limit(limit + 1))
         views = [view_from_row(row) for row in await self._fetch(query, params)]
         more = len(views) > limit
@@ -919,6 +935,13 @@ class _Snapshot:
         self.shard = shard
         self._cursors: list[psycopg.ServerCursor[Any]] = []
 
+    def rows(self, query: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+        """Stream the rows of a query written with ``?`` placeholders."""
+        cursor = self.conn.cursor(name=f"rows_{len(self._cursors)}")
+        self._cursors.append(cursor)
+        cursor.execute(_placeholders(query), params)
+        yield from cursor
+
     @property
     def saga_history_since(self) -> int:
         """Up to this timestamp, a saga's steps were recorded as they were (schema 16)."""
@@ -958,9 +981,17 @@ class _Snapshot:
             cur.close()
 
     def accounts(self) -> Iterator[Account]:
-        # In id byte order, as SQLite yields them, so that an audit reads the same.
-        for row in self._rows(f'SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY id COLLATE "C"'):
+        # In id byte order, as SQLite yields them, so that an audit reads the same. Accounts
+        # that moved out stay in this shard's book, as they left (migration 0022).
+        for row in self._rows(
+            f"SELECT * FROM (SELECT {ACCOUNT_COLUMNS} FROM accounts UNION ALL "
+            f'SELECT {ACCOUNT_COLUMNS} FROM moved_accounts) a ORDER BY a.id COLLATE "C"'
+        ):
             yield account_from_row(row)
+
+    def moved_openings(self) -> dict[str, tuple[int, int, int]]:
+        """Per moved-in account: (debits, credits) its moved history posted, newest time."""
+        return {str(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in self.rows(MOVED_OPENINGS)}
 
     def transfers(self) -> Iterator[Transfer]:
         # Metadata only where a saga's note is (see the SQLite snapshot).

@@ -87,6 +87,8 @@ from paycore.storage.migrations import outdated_schema_error
 from paycore.storage.payments import PaymentReads
 from paycore.storage.reconciliation import ReconciliationReads
 from paycore.storage.saga_holds import save_saga_holds
+from paycore.storage.slot_fence import SlotMapReads
+from paycore.storage.slot_moves import MOVED_OPENINGS
 from paycore.storage.store import Command, SingleShard
 from paycore.storage.usage import (
     ShardBacklog,
@@ -482,6 +484,9 @@ class _SQLiteTx:
     def run_sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.conn.execute(query, params).fetchall()
 
+    def run_many(self, query: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.conn.executemany(query, rows)
+
 
 class SQLiteStore(SingleShard):
     """A ledger shard in one SQLite file (see the module docstring)."""
@@ -514,6 +519,7 @@ class SQLiteStore(SingleShard):
         self.keys = ApiKeyReads(self._fetch_rows)
         self.webhook_endpoints = WebhookEndpointReads(self._fetch_rows)
         self.fx_quotes = FxQuoteReads(self._fetch_rows)
+        self.slot_maps = SlotMapReads(self._fetch_rows)
         self.reconciliation = ReconciliationReads(self._fetch_rows)
         self.deliveries = DeliveryReads(self._fetch_rows)
         self.event_stream = EventStreamReads(self._fetch_rows)
@@ -580,7 +586,7 @@ class SQLiteStore(SingleShard):
     def _run_group(self, jobs: Sequence[Job]) -> None:
         """Writer thread: run ``jobs`` in one transaction (see ``apply.run_group``)."""
         assert self._session is not None
-        run_group(self._session, self.clock, jobs)
+        run_group(self._session, self.clock, jobs, self.slot_ownership)
 
     # -- reads ------------------------------------------------------------------------
 
@@ -652,15 +658,24 @@ class SQLiteStore(SingleShard):
             f"AND t.timestamp {cmp} ? ORDER BY t.timestamp {order} LIMIT ?)"
             for s in sides
         ]
+        moved = [  # history that moved in with the account (migration 0022)
+            f"SELECT * FROM (SELECT {T_COLUMNS}, t.metadata, t.status, t.resolved_by "
+            f"FROM moved_transfers t WHERE t.{s}_account_id = ? AND t.timestamp {cmp} ? "
+            f"ORDER BY t.timestamp {order} LIMIT ?)"
+            for s in sides
+        ]
         sql = (
-            f"SELECT {T_COLUMNS}, m.metadata, p.status, p.resolved_by FROM ("
+            f"SELECT * FROM (SELECT {T_COLUMNS}, m.metadata, p.status, p.resolved_by FROM ("
             + " UNION ALL ".join(parts)
             + ") t LEFT JOIN transfer_metadata m ON m.id = t.id "
-            f"LEFT JOIN pending_transfers p ON p.id = t.id ORDER BY t.timestamp {order} LIMIT ?"
+            "LEFT JOIN pending_transfers p ON p.id = t.id UNION ALL "
+            + " UNION ALL ".join(moved)
+            + f") ORDER BY timestamp {order} LIMIT ?"
         )
         params: list[Any] = []
-        for _ in sides:
-            params += [account_id, cursor, _clamp_ts(limit + 1)]
+        for _ in range(2):
+            for _ in sides:
+                params += [account_id, cursor, _clamp_ts(limit + 1)]
         params.append(_clamp_ts(limit + 1))
 
         def read(conn: sqlite3.Connection) -> TransferPage:
@@ -746,6 +761,10 @@ class _Snapshot:
         self.now = now
         self.shard = shard
 
+    def rows(self, query: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+        """Stream the rows of a query written with ``?`` placeholders."""
+        yield from self.conn.execute(query, params)
+
     @property
     def saga_history_since(self) -> int:
         """Up to this timestamp, a saga's steps were recorded as they were (schema 16)."""
@@ -768,8 +787,16 @@ class _Snapshot:
         return (0, None) if row is None else (int(row[0]), row[1])
 
     def accounts(self) -> Iterator[Account]:
-        for row in self.conn.execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts"):
+        # Accounts that moved out stay in this shard's book, as they left (migration 0022).
+        for row in self.conn.execute(
+            f"SELECT {ACCOUNT_COLUMNS} FROM accounts "
+            f"UNION ALL SELECT {ACCOUNT_COLUMNS} FROM moved_accounts ORDER BY id"
+        ):
             yield account_from_row(row)
+
+    def moved_openings(self) -> dict[str, tuple[int, int, int]]:
+        """Per moved-in account: (debits, credits) its moved history posted, newest time."""
+        return {str(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in self.rows(MOVED_OPENINGS)}
 
     def transfers(self) -> Iterator[Transfer]:
         # Metadata only where a saga's note is (the auditor reads it to replay balance

@@ -28,6 +28,8 @@ from paycore.storage.keys import ApiKeyReads, KeyCommand
 from paycore.storage.listing import AccountFilter, ListPage, ListReads, Page, TransferFilter
 from paycore.storage.payments import PaymentCommand, PaymentReads
 from paycore.storage.reconciliation import ReconciliationCommand, ReconciliationReads
+from paycore.storage.slot_fence import Ownership, SlotMapCommand, SlotMapReads
+from paycore.storage.slot_moves import SlotMoveCommand
 from paycore.storage.usage import ShardBacklog, ShardUsage
 from paycore.storage.webhook_endpoints import EndpointCommand, WebhookEndpointReads
 
@@ -45,6 +47,8 @@ Command = (
     | StreamCommand
     | FxQuoteCommand
     | ReconciliationCommand
+    | SlotMapCommand
+    | SlotMoveCommand
 )
 
 
@@ -145,6 +149,8 @@ class ShardStore(Store, Protocol):
     fx_quotes: FxQuoteReads
     reconciliation: ReconciliationReads
     lists: ListReads
+    slot_maps: SlotMapReads
+    slot_ownership: Ownership | None
 
     async def accounts_and_transfers(
         self, account_ids: list[str], transfer_ids: list[str]
@@ -171,6 +177,9 @@ class SingleShard:
     """The topology of a store that is one shard: itself, for everything."""
 
     name: str
+    # What a stored slot map means (``paycore.storage.slot_fence``): set by the cluster
+    # that routes to this shard; None (a store used alone) fences nothing.
+    slot_ownership: Ownership | None = None
 
     @property
     def shard_stores(self) -> Mapping[str, ShardStore]:

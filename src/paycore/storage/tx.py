@@ -106,6 +106,9 @@ class LedgerTx(Protocol):
     def run_sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement written with ``?`` placeholders; its rows (none for a write)."""
 
+    def run_many(self, query: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one writing statement (``?`` placeholders) once per row of ``rows``."""
+
 
 class WriteSession(LedgerTx, Protocol):
     """A ``LedgerTx`` that can open and close its own transaction."""

@@ -1,0 +1,115 @@
+"""``paycore shards move`` and ``paycore shards add``: moving slot ranges while serving.
+
+The protocol is ``paycore.cluster.slot_moves``; this module opens the settings' shards,
+runs one move (or resumes or aborts the unfinished one), and plans the moves that give
+a new shard its share of the slots. A shard is added by naming it in the settings
+(``[[shards]]`` with its ``dsn`` or ``path``) or, on the embedded layout, by creating the
+next file ``shard-<N>.sqlite3`` here; it gets slots only by moves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from paycore.cluster import slot_moves
+from paycore.cluster.router import ShardedStore
+from paycore.cluster.shardmap import SLOTS, ShardMap
+from paycore.cluster.topology import build_store
+from paycore.config import Settings, embedded_shard_count
+
+__all__ = [
+    "Move",
+    "balance_moves",
+    "create_embedded_shard",
+    "next_embedded_shard",
+    "run_moves",
+    "stored_map",
+]
+
+Move = tuple[int, int, str]  # (first slot, last slot, target shard)
+
+
+def balance_moves(shard_map: ShardMap, shards: list[str], new: str) -> list[Move]:
+    """The moves that give ``new`` an even share of the slots: each shard holding more
+    than its share gives the top of its slots (whole ranges first), in slot order."""
+    share = SLOTS // len(shards)
+    per_slot = [shard_map.shard_of_slot(s) for s in range(SLOTS)]
+    counts = {name: per_slot.count(name) for name in shards}
+    wanted = share - counts.get(new, 0)
+    moves: list[Move] = []
+    for donor in sorted(counts, key=lambda n: -counts[n]):
+        if donor == new or wanted <= 0:
+            continue
+        give = min(counts[donor] - share, wanted)
+        slots = [s for s in range(SLOTS) if per_slot[s] == donor][-give:] if give > 0 else []
+        wanted -= len(slots)
+        for first, last in _runs(slots):
+            moves.append((first, last, new))
+    return sorted(moves)
+
+
+def _runs(slots: list[int]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for slot in slots:
+        if runs and runs[-1][1] == slot - 1:
+            runs[-1] = (runs[-1][0], slot)
+        else:
+            runs.append((slot, slot))
+    return runs
+
+
+def next_embedded_shard(settings: Settings) -> str:
+    """The name of the next file of the embedded layout."""
+    return f"shard-{embedded_shard_count(settings)}"
+
+
+async def create_embedded_shard(settings: Settings) -> str:
+    """Create the next file of the embedded layout (migrated, empty); its name."""
+    from paycore.storage.sqlite import SQLiteStore  # noqa: PLC0415
+
+    name = next_embedded_shard(settings)
+    store = SQLiteStore(
+        Path(settings.data_dir) / f"{name}.sqlite3", name=name, synchronous=settings.synchronous
+    )
+    await store.start()
+    await store.stop()
+    return name
+
+
+async def run_moves(
+    settings: Settings,
+    moves: list[Move] | None = None,
+    *,
+    wait_seconds: float = 30.0,
+    abort: bool = False,
+    say: Callable[[str], None] = print,
+) -> list[slot_moves.MoveReport]:
+    """Open the shards of ``settings`` and run ``moves`` one by one (or abort the
+    unfinished move); a MoveBlocked stops at the move that cannot go."""
+    router: ShardedStore = build_store(settings)
+    await router.start()
+    try:
+        if abort:
+            say(await slot_moves.abort_move(router))
+            return []
+        reports = []
+        for first, last, target in moves or []:
+            reports.append(
+                await slot_moves.move_slots(
+                    router, first, last, target, wait_seconds=wait_seconds, say=say
+                )
+            )
+        return reports
+    finally:
+        await router.stop()
+
+
+async def stored_map(settings: Settings) -> tuple[ShardMap, list[str]]:
+    """The slot map the shards keep (adopted as a node would) and the shards' names."""
+    router = build_store(settings)
+    await router.start()
+    try:
+        return router.shard_map, list(router.shards)
+    finally:
+        await router.stop()

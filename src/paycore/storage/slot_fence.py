@@ -1,0 +1,168 @@
+"""The slot fence (migration 0022): a shard refuses, in a write's own transaction, any
+account that its newest slot map places on another shard.
+
+Nodes route by the map they read last; a slot range moved meanwhile
+(``paycore.cluster.slot_moves``) leaves a node that missed the switch routing to the old
+owner. The old owner learned of the move first (a newer version in its ``slot_maps``),
+so the write is refused there, before it changed anything: 503 ``store_unavailable``,
+retryable, and the node reads the map again. What a stored map means is the cluster's
+business (``paycore.cluster.slot_catalog`` gives an ``Ownership``); storage only reads
+the shard's newest version inside the transaction and asks it. A shard never told of a
+map (no row) admits every account, as before the migration.
+
+Which accounts a write names: the ids of new accounts, both sides of every transfer
+(a post or void also the accounts of its hold), a closed account and where its remainder
+goes, and every account of a payment's write or of a chain's legs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
+from typing import Any, Final
+
+import msgspec
+
+from paycore.errors import ErrorCode, PaycoreError, UnavailableError
+from paycore.ledger.model import AccountRequest, TransferRequest
+from paycore.storage.tx import LedgerTx
+
+__all__ = [
+    "NEWEST_MAP",
+    "ROUTED_BY",
+    "Ownership",
+    "RecordSlotMap",
+    "SlotFenced",
+    "SlotMapCommand",
+    "SlotMapReads",
+    "admit_owned",
+    "apply_slot_map_command",
+]
+
+# (shard, a stored map's text) -> whether that map places an account id on the shard.
+Ownership = Callable[[str, str], Callable[[str], bool]]
+
+NEWEST_MAP: Final = "SELECT version, shard_map FROM slot_maps ORDER BY version DESC LIMIT 1"
+# The slot map version the current request is routed by, set by the cluster's router for
+# the commands it sends; a job takes it when it is queued (``group_commit.Job``).
+ROUTED_BY: ContextVar[int | None] = ContextVar("paycore_routed_by", default=None)
+# Seconds a refused writer is told to wait: a move's switch takes well under one.
+RETRY_AFTER_SECONDS: Final = 1
+
+
+class SlotFenced(UnavailableError):
+    """A write refused by a shard's slot fence: it changed nothing there."""
+
+    def __init__(self, detail: str, shard: str) -> None:
+        super().__init__(detail, retry_after=RETRY_AFTER_SECONDS)
+        self.shard = shard
+
+
+class RecordSlotMap(msgspec.Struct, frozen=True):
+    """Record map ``version`` (its JSON text) on this shard; result: True when it was
+    new, False when this very version was recorded before. The same version with other
+    text is refused (409 ``conflict``): versions are never reused."""
+
+    version: int
+    shard_map: str
+
+
+SlotMapCommand = RecordSlotMap
+
+
+def apply_slot_map_command(tx: LedgerTx, now: int, command: SlotMapCommand) -> bool:
+    rows = tx.run_sql("SELECT shard_map FROM slot_maps WHERE version = ?", (command.version,))
+    if rows:
+        if str(rows[0][0]) != command.shard_map:
+            raise PaycoreError(
+                ErrorCode.INVALID_REQUEST,
+                f"slot map version {command.version} is recorded with another map",
+            )
+        return False
+    tx.run_sql(
+        "INSERT INTO slot_maps (version, shard_map, created_at) VALUES (?, ?, ?)",
+        (command.version, command.shard_map, now),
+    )
+    return True
+
+
+def admit_owned(tx: LedgerTx, shard: str, ownership: Ownership, jobs: Sequence[Any]) -> list[Any]:
+    """The jobs this shard may run: routed by its newest map version or a later one, or
+    naming only accounts that version places here. The others get a retryable 503 as
+    their error, having changed nothing.
+
+    A router with the shard's own map places every account as the shard does, and may
+    send it a request naming another shard's account on purpose (to be refused by the
+    ledger's rules, with the code one shard would give): trusted. A job routed by no
+    map (a worker's, on its own shard's rows) is checked like an older one."""
+    rows = tx.run_sql(NEWEST_MAP)
+    if not rows:
+        return list(jobs)
+    version, text = int(rows[0][0]), str(rows[0][1])
+    doubtful = [job for job in jobs if job.routed_by is None or job.routed_by < version]
+    if not doubtful:
+        return list(jobs)
+    owns = ownership(shard, text)
+    named = [_named_accounts(job.command) for job in doubtful]
+    holds = {p for _, pendings in named for p in pendings}
+    hold_accounts = _hold_accounts(tx, holds) if holds else {}
+    refused = set()
+    for job, (accounts, pendings) in zip(doubtful, named, strict=True):
+        touched = (*accounts, *(a for p in pendings for a in hold_accounts.get(p, ())))
+        elsewhere = next((a for a in touched if not owns(a)), None)
+        if elsewhere is not None:
+            job.error = SlotFenced(
+                f"account {elsewhere!r} has moved off shard {shard!r} (slot map version "
+                f"{version}); the request changed nothing and may be retried",
+                shard,
+            )
+            refused.add(id(job))
+    return [job for job in jobs if id(job) not in refused]
+
+
+def _hold_accounts(tx: LedgerTx, ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+    return {t.id: (t.debit_account_id, t.credit_account_id) for t in tx.transfers_by_ids(ids)}
+
+
+def _named_accounts(command: Any) -> tuple[list[str], list[str]]:
+    """(accounts the command names, holds whose accounts it touches)."""
+    accounts: list[str] = []
+    pendings: list[str] = []
+    names = ["account_id"]
+    if getattr(command, "remainder_hold", None) is None:  # else the remainder leaves by saga
+        names.append("transfer_balance_to")
+    for name in names:
+        value = getattr(command, name, None)
+        if isinstance(value, str):
+            accounts.append(value)
+    for name in ("requests", "transfers", "legs", "ensure_accounts", "accounts"):
+        for item in getattr(command, name, None) or ():
+            _add_item(item, accounts, pendings)
+    return accounts, pendings
+
+
+def _add_item(item: Any, accounts: list[str], pendings: list[str]) -> None:
+    if isinstance(item, TransferRequest):
+        accounts.extend(a for a in (item.debit_account_id, item.credit_account_id) if a)
+        if item.pending_id:
+            pendings.append(item.pending_id)
+    elif isinstance(item, AccountRequest):
+        accounts.append(item.id)
+    else:
+        account_id = getattr(item, "account_id", None)  # a payment's AccountCheck
+        if isinstance(account_id, str):
+            accounts.append(account_id)
+
+
+Fetch = Callable[[str, Sequence[Any]], Any]
+
+
+class SlotMapReads:
+    """The slot map versions one shard was told of, read through its read pool."""
+
+    def __init__(self, fetch: Fetch) -> None:
+        self._fetch = fetch
+
+    async def newest(self) -> tuple[int, str] | None:
+        rows = await self._fetch(NEWEST_MAP, ())
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None

@@ -1,0 +1,247 @@
+"""Moving slot ranges between shards (``paycore.cluster.slot_moves``): the accounts keep
+every answer (balances, history, idempotent replays, transfer ids), the old owner
+refuses a router that missed the switch, what cannot move yet rolls the move back, a
+move that dies at any step finishes when run again, and the audit stays clean."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from cluster_support import ClusterDatabases, counters, ids_on, move, open_accounts
+
+from paycore.cluster import slot_moves
+from paycore.cluster.router import ShardedStore
+from paycore.cluster.shardmap import slot_of
+from paycore.cluster.topology import build_store
+from paycore.errors import UnavailableError
+from paycore.ledger.model import TransferFlags, TransferRequest
+from paycore.ops.audit import audit_cluster
+from paycore.storage.base import CreateTransfers, Idempotency, StoredResponse
+
+SOURCE, TARGET = "shard-0", "shard-3"
+
+
+def _slot_range(ids: Sequence[str]) -> tuple[int, int]:
+    slots = [slot_of(i) for i in ids]
+    return min(slots), max(slots)
+
+
+async def _send(store: ShardedStore, *requests: TransferRequest) -> list[Any]:
+    results: list[Any] = await store.execute(CreateTransfers(tuple(requests)))
+    return results
+
+
+async def _history(store: ShardedStore, account_id: str) -> list[Any]:
+    page = await store.account_transfers(account_id, limit=100)
+    return list(page.data)
+
+
+async def _ledger(store: ShardedStore, accounts: list[str]) -> dict[str, Any]:
+    found = await store.get_accounts(accounts)
+    return {a: (counters(found[a]), await _history(store, a)) for a in accounts}
+
+
+@pytest.fixture
+async def moving(cluster: ShardedStore) -> dict[str, Any]:
+    """On the source: a bank and two wallets in one slot range (with history among them,
+    across shards and a resolved hold), and a stay-behind account outside the range."""
+    bank, w1, w2 = ids_on(cluster, SOURCE, 3, prefix="mv-")
+    lo, hi = _slot_range([bank, w1, w2])
+    stay = next(i for i in ids_on(cluster, SOURCE, 400, prefix="st-") if not lo <= slot_of(i) <= hi)
+    (far,) = ids_on(cluster, "shard-1", 1, prefix="far-")
+    await open_accounts(cluster, [bank, stay], no_overdraft=False)
+    await open_accounts(cluster, [w1, w2, far])
+    results = await _send(
+        cluster,
+        move("mv-t1", bank, w1, 500),
+        move("mv-t2", w1, w2, 120),
+        move("mv-t3", w1, far, 80),  # across shards
+        move("mv-t4", stay, w2, 30),  # with an account that does not move
+        move("mv-h1", w2, w1, 40, pending=True),
+    )
+    assert all(r.ok for r in results), results
+    post = TransferRequest(
+        "mv-p1", None, None, 25, None, pending_id="mv-h1", flags=TransferFlags(post_pending=True)
+    )
+    assert all(r.ok for r in await _send(cluster, post))
+    return {"accounts": [bank, w1, w2], "stay": stay, "far": far, "slots": (lo, hi)}
+
+
+async def test_a_move_keeps_every_answer_and_the_audit_clean(
+    cluster: ShardedStore, moving: dict[str, Any]
+) -> None:
+    accounts, (lo, hi) = moving["accounts"], moving["slots"]
+    everyone = [*accounts, moving["stay"], moving["far"]]
+    # An Idempotency-Key whose record lives in the moving slots, answered before the move.
+    key_in_range = next(k for k in (f"key-{i}" for i in range(10_000)) if lo <= slot_of(k) <= hi)
+    first = await cluster.execute_idempotent(
+        CreateTransfers((move("mv-k1", accounts[0], accounts[2], 7),)),
+        Idempotency(key_in_range, "fp", lambda r: StoredResponse(201, b"first"), 600),
+    )
+    assert first == (StoredResponse(201, b"first"), False)
+    before = await _ledger(cluster, everyone)
+
+    report = await slot_moves.move_slots(cluster, lo, hi, TARGET)
+
+    assert report.state == "done", report
+    assert report.accounts >= 3, report
+    assert all(cluster.shard_for(a) == TARGET for a in accounts)
+    assert cluster.shard_for(moving["stay"]) == SOURCE
+    assert await _ledger(cluster, everyone) == before  # balances and histories, unchanged
+    replay = await cluster.execute_idempotent(
+        CreateTransfers((move("mv-k1", accounts[0], accounts[2], 7),)),
+        Idempotency(key_in_range, "fp", lambda r: StoredResponse(201, b"again"), 600),
+    )
+    assert replay == (StoredResponse(201, b"first"), True)  # the key moved with its slot
+    # The moved accounts keep working, with the ones left behind and across shards.
+    after = await _send(
+        cluster,
+        move("mv-a1", accounts[1], moving["stay"], 10),
+        move("mv-a2", moving["far"], accounts[2], 5),
+        move("mv-a3", accounts[0], accounts[1], 50),
+    )
+    assert [r.ok for r in after] == [True, True, True], after
+    again = await _send(cluster, move("mv-t1", accounts[0], accounts[1], 500))
+    assert not again[0].ok  # a transfer id used before the move is still taken
+    audit = await audit_cluster(cluster.shards)
+    assert audit.ok, audit.violations
+
+
+async def test_a_router_that_missed_the_switch_is_refused_by_the_old_owner(
+    cluster_databases: ClusterDatabases, cluster: ShardedStore, moving: dict[str, Any]
+) -> None:
+    stale = build_store(cluster_databases.settings())
+    await stale.start()
+    try:
+        lo, hi = moving["slots"]
+        await slot_moves.move_slots(cluster, lo, hi, TARGET)
+        w1 = moving["accounts"][1]
+        assert stale.shard_for(w1) == SOURCE  # its map is the old one
+        with pytest.raises(UnavailableError, match="moved off shard"):
+            await _send(stale, move("stale-1", w1, moving["stay"], 1))
+        assert await stale.refresh_map()
+        assert [r.ok for r in await _send(stale, move("stale-1", w1, moving["stay"], 1))] == [True]
+        assert (await cluster.get_accounts([w1]))[w1].debits_posted == 120 + 80 + 1
+    finally:
+        await stale.stop()
+    audit = await audit_cluster(cluster.shards)
+    assert audit.ok, audit.violations
+
+
+async def test_a_pending_hold_rolls_the_move_back_and_nothing_changes(
+    cluster: ShardedStore, moving: dict[str, Any]
+) -> None:
+    accounts, (lo, hi) = moving["accounts"], moving["slots"]
+    assert all(
+        r.ok for r in await _send(cluster, move("mv-h2", accounts[1], accounts[2], 5, pending=True))
+    )
+    version = cluster.map_version
+    with pytest.raises(slot_moves.MoveBlocked, match="pending hold 'mv-h2'"):
+        await slot_moves.move_slots(cluster, lo, hi, TARGET)
+    assert cluster.shard_for(accounts[1]) == SOURCE
+    assert cluster.map_version > version
+    assert [r.ok for r in await _send(cluster, move("mv-b1", accounts[0], accounts[1], 1))] == [
+        True
+    ]
+    # Once the hold is resolved, the same slots move.
+    void = TransferRequest(
+        "mv-v2", None, None, 5, None, pending_id="mv-h2", flags=TransferFlags(void_pending=True)
+    )
+    assert [r.ok for r in await _send(cluster, void)] == [True]
+    assert (await slot_moves.move_slots(cluster, lo, hi, TARGET)).state == "done"
+    audit = await audit_cluster(cluster.shards)
+    assert audit.ok, audit.violations
+
+
+@pytest.mark.parametrize("dies_at", ["draining", "copying", "switching", "retiring"])
+async def test_a_move_that_dies_at_any_step_finishes_when_run_again(
+    cluster: ShardedStore, moving: dict[str, Any], monkeypatch: pytest.MonkeyPatch, dies_at: str
+) -> None:
+    accounts, (lo, hi) = moving["accounts"], moving["slots"]
+    before = await _ledger(cluster, accounts)
+    real = slot_moves._record
+
+    async def dying(router: ShardedStore, plan: Any, state: str, detail: str = "") -> None:
+        await real(router, plan, state, detail)
+        if state == dies_at:
+            raise RuntimeError(f"the mover died at {state}")
+
+    monkeypatch.setattr(slot_moves, "_record", dying)
+    with pytest.raises(RuntimeError, match="died"):
+        await slot_moves.move_slots(cluster, lo, hi, TARGET)
+    monkeypatch.setattr(slot_moves, "_record", real)
+    with pytest.raises(slot_moves.MoveBlocked, match="unfinished"):
+        await slot_moves.move_slots(cluster, 0, 0, "shard-2")  # another move waits
+    report = await slot_moves.move_slots(cluster, lo, hi, TARGET)
+    assert report.state == "done"
+    assert all(cluster.shard_for(a) == TARGET for a in accounts)
+    assert await _ledger(cluster, accounts) == before
+    audit = await audit_cluster(cluster.shards)
+    assert audit.ok, audit.violations
+
+
+async def test_an_aborted_move_leaves_the_slots_where_they_were(
+    cluster: ShardedStore, moving: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    accounts, (lo, hi) = moving["accounts"], moving["slots"]
+    before = await _ledger(cluster, accounts)
+    real = slot_moves._record
+
+    async def dying(router: ShardedStore, plan: Any, state: str, detail: str = "") -> None:
+        await real(router, plan, state, detail)
+        if state == "switching":
+            raise RuntimeError("the mover died after copying")
+
+    monkeypatch.setattr(slot_moves, "_record", dying)
+    with pytest.raises(RuntimeError):
+        await slot_moves.move_slots(cluster, lo, hi, TARGET)
+    monkeypatch.setattr(slot_moves, "_record", real)
+    with pytest.raises(slot_moves.MoveBlocked, match="switched already"):
+        await slot_moves.abort_move(cluster)
+    await slot_moves.move_slots(cluster, lo, hi, TARGET)  # finish it, then move back
+    back = await slot_moves.move_slots(cluster, lo, hi, SOURCE)
+    assert back.state == "done"
+    assert all(cluster.shard_for(a) == SOURCE for a in accounts)
+    assert await _ledger(cluster, accounts) == before
+    audit = await audit_cluster(cluster.shards)
+    assert audit.ok, audit.violations
+
+
+def test_a_move_must_name_slots_of_one_other_shard(cluster: ShardedStore) -> None:
+    plan = slot_moves.plan_move
+    shard_map, shards = cluster.shard_map, cluster.shards
+    with pytest.raises(ValueError, match="within 0-4095"):
+        plan(shard_map, 1, 4000, 4096, target=TARGET, shards=shards)
+    with pytest.raises(ValueError, match="several shards"):
+        plan(shard_map, 1, 1000, 1100, target=TARGET, shards=shards)
+    with pytest.raises(ValueError, match="already"):
+        plan(shard_map, 1, 3100, 3200, target=TARGET, shards=shards)
+    with pytest.raises(ValueError, match="not one of"):
+        plan(shard_map, 1, 0, 10, target="shard-9", shards=shards)
+    moved = plan(shard_map, 1, 0, 10, target=TARGET, shards=shards)
+    assert moved.version == 2
+    assert moved.after.shard_of_slot(10) == TARGET
+    assert moved.after.shard_of_slot(11) == SOURCE
+
+
+async def test_both_legs_of_a_cross_shard_transfer_can_move_to_one_shard(
+    cluster: ShardedStore,
+) -> None:
+    """A saga's legs share its id on their two shards: moving both accounts, one range
+    after the other, onto a third shard keeps both legs of the history."""
+    (a,) = ids_on(cluster, "shard-0", 1, prefix="leg-a-")
+    (b,) = ids_on(cluster, "shard-1", 1, prefix="leg-b-")
+    await open_accounts(cluster, [a], no_overdraft=False)
+    await open_accounts(cluster, [b])
+    assert [r.ok for r in await _send(cluster, move("leg-t", a, b, 9))] == [True]
+    before = await _ledger(cluster, [a, b])
+    for account in (a, b):
+        slot = slot_of(account)
+        await slot_moves.move_slots(cluster, slot, slot, "shard-2")
+    assert cluster.shard_for(a) == cluster.shard_for(b) == "shard-2"
+    assert await _ledger(cluster, [a, b]) == before
+    assert [r.ok for r in await _send(cluster, move("leg-u", a, b, 1))] == [True]
+    audit = await audit_cluster(cluster.shards)
+    assert audit.ok, audit.violations
