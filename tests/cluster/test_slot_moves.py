@@ -19,6 +19,7 @@ from paycore.errors import UnavailableError
 from paycore.ledger.model import TransferFlags, TransferRequest
 from paycore.ops.audit import audit_cluster
 from paycore.storage.base import CreateTransfers, Idempotency, StoredResponse
+from paycore.storage.listing import Page, TransferFilter
 
 SOURCE, TARGET = "shard-0", "shard-3"
 
@@ -38,9 +39,18 @@ async def _history(store: ShardedStore, account_id: str) -> list[Any]:
     return list(page.data)
 
 
+async def _listed(store: ShardedStore, account_id: str) -> list[Any]:
+    page = await store.list_transfers(TransferFilter("default", account_id), Page(100))
+    return list(page.items)
+
+
 async def _ledger(store: ShardedStore, accounts: list[str]) -> dict[str, Any]:
+    """Each account's counters, history page and GET /v1/transfers?account_id= rows."""
     found = await store.get_accounts(accounts)
-    return {a: (counters(found[a]), await _history(store, a)) for a in accounts}
+    return {
+        a: (counters(found[a]), await _history(store, a), await _listed(store, a))
+        for a in accounts
+    }
 
 
 @pytest.fixture
@@ -82,6 +92,7 @@ async def test_a_move_keeps_every_answer_and_the_audit_clean(
     )
     assert first == (StoredResponse(201, b"first"), False)
     before = await _ledger(cluster, everyone)
+    assert all(history and listed for _, history, listed in before.values()), before
 
     report = await slot_moves.move_slots(cluster, lo, hi, TARGET)
 

@@ -319,12 +319,19 @@ class ListReads:
                 f"{select} WHERE {where.sql()} ORDER BY {order} LIMIT ?", (*where.params, limit)
             )
         else:  # indexes transfers_by_debit and _by_credit: (account, timestamp)
+            # and the history that moved in with the account (migration 0022): ``p`` is
+            # the row itself there, which keeps its hold's final status.
+            moved = (
+                f"SELECT {T_COLUMNS}, t.metadata, p.status, p.resolved_by FROM moved_transfers t "
+                "JOIN moved_transfers p ON p.source = t.source AND p.id = t.id"
+            )
             sides = [
-                f"SELECT * FROM ({select} WHERE t.{side}_account_id = ? AND {where.sql()} "
-                f"ORDER BY {order} LIMIT ?) {side[0]}"
+                f"SELECT * FROM ({source} WHERE t.{side}_account_id = ? AND {where.sql()} "
+                f"ORDER BY {order} LIMIT ?) {side[0]}{alias}"
+                for alias, source in (("", select), ("m", moved))
                 for side in ("debit", "credit")
             ]
-            params = [f.account_id, *where.params, limit] * 2
+            params = [f.account_id, *where.params, limit] * 4
             merged_order = _order(page, "timestamp")
             rows = await self._fetch(
                 f"SELECT * FROM ({' UNION ALL '.join(sides)}) u ORDER BY {merged_order} LIMIT ?",
