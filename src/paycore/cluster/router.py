@@ -81,9 +81,9 @@ from paycore.cluster.reserved import (
 )
 from paycore.cluster.saga_drive import drive, mirror_expiries
 from paycore.cluster.settlement import Settlement, is_reserved
-from paycore.cluster.shardmap import ShardMap
+from paycore.cluster.shardmap import ShardMap, slot_of
 from paycore.cluster.split import Split, gather_all
-from paycore.errors import ErrorCode, IdempotencyError
+from paycore.errors import ErrorCode, IdempotencyError, UnavailableError
 from paycore.ledger.model import Account, BalanceRecord, TransferView
 from paycore.ledger.rules import AccountResult
 from paycore.storage.base import (
@@ -111,7 +111,7 @@ from paycore.storage.payments import (
     PurgePaymentEvents,
 )
 from paycore.storage.reconciliation import RecordReport, ResolveException
-from paycore.storage.slot_fence import ROUTED_BY, RecordSlotMap, SlotFenced
+from paycore.storage.slot_fence import ROUTED_BY, RecordSlotMap, SlotFenced, named_accounts
 from paycore.storage.store import Command, ShardStore
 from paycore.storage.webhook_endpoints import EndpointCommand
 
@@ -178,14 +178,16 @@ class ShardedStore:
         self._refresher: asyncio.Task[None] | None = None
         self._use_map(0, shard_map)
 
-    def _use_map(self, version: int, shard_map: ShardMap) -> None:
+    def _use_map(
+        self, version: int, shard_map: ShardMap, moving: tuple[tuple[int, int], ...] = ()
+    ) -> None:
         unknown = set(shard_map.shards) - set(self.shards)
         if unknown:
             raise ValueError(
                 f"slot map version {version} places slots on shards this node has no store "
                 f"for: {sorted(unknown)} (add them to the settings' [[shards]])"
             )
-        self.shard_map, self.map_version = shard_map, version
+        self.shard_map, self.map_version, self.moving = shard_map, version, moving
         # A request places each of its accounts about ten times (the cut, the plan, the
         # sagas): remembered until the map changes.
         self._placed = functools.lru_cache(maxsize=1 << 16)(
@@ -267,7 +269,7 @@ class ShardedStore:
                     "ledger; see paycore shards status)",
                     version,
                 )
-            self._use_map(version, shard_map)
+            self._use_map(version, shard_map, slot_catalog.decode_moving(text))
             return
         record = RecordSlotMap(1, slot_catalog.encode_map(self.shard_map))
         others = [s for name, s in self.shards.items() if name != self.key_shard]
@@ -280,8 +282,9 @@ class ShardedStore:
         stored = await self.key_store.slot_maps.newest()
         if stored is None or stored[0] <= self.map_version:
             return False
-        self._use_map(stored[0], slot_catalog.decode_map(stored[1]))
-        log.info("slot map version %d adopted", stored[0])
+        version, text = stored
+        self._use_map(version, slot_catalog.decode_map(text), slot_catalog.decode_moving(text))
+        log.info("slot map version %d adopted", version)
         return True
 
     async def _refresh_forever(self) -> None:
@@ -294,8 +297,23 @@ class ShardedStore:
 
     # -- writes ------------------------------------------------------------------------------
 
+    def _refuse_moving(self, command: Command) -> None:
+        """503 for a write naming an account of a slot range being moved: it waits until
+        the range is on its new shard (``paycore.cluster.slot_moves``)."""
+        for account_id in named_accounts(command):
+            slot = slot_of(account_id)
+            for first, last in self.moving:
+                if first <= slot <= last and placement.home_of(account_id) is None:
+                    raise UnavailableError(
+                        f"account {account_id!r} is in slots {first}-{last}, which are moving "
+                        "to another shard; retry in a moment",
+                        retry_after=1,
+                    )
+
     async def execute(self, command: Command) -> Any:
         ROUTED_BY.set(self.map_version)  # this task's commands: see storage.slot_fence
+        if self.moving:
+            self._refuse_moving(command)
         if isinstance(command, PaymentWrite | ClaimPaymentEvents | AckPaymentEvents):
             # The payments layer placed its rows: the command names their shard.
             return await self.shards[command.shard].execute(command)
@@ -340,6 +358,8 @@ class ShardedStore:
         self, command: Command, idempotency: Idempotency
     ) -> tuple[StoredResponse, bool]:
         ROUTED_BY.set(self.map_version)
+        if self.moving:
+            self._refuse_moving(command)
         if isinstance(command, _KEY_SHARD_COMMANDS):
             return await self._idempotent_on(self.key_shard, command, idempotency)
         if isinstance(command, EnqueueEvent | RedeliverEvent):

@@ -3,7 +3,9 @@
 Every shard keeps the versions it was told of; the key shard's newest is the cluster's
 map. A node reads it at start (``adopt``) and every ``REFRESH_SECONDS`` after that; the
 config's ``[[shards]] slots`` (or the even split of the embedded files) only seed
-version 1 of a new ledger. A shard's own newest version is its fence
+version 1 of a new ledger. While a range moves, the map names it ``moving``: routers
+then refuse new writes for its accounts (503, retryable). A shard's own newest version
+is its fence
 (``paycore.storage.slot_fence``): ``ownership`` tells it which accounts that version
 places on it, by the same rules the router places them with (``placement``).
 
@@ -14,7 +16,7 @@ shard or null], ...]}``, ranges in slot order, prefixes as configured.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import msgspec
@@ -23,7 +25,14 @@ from paycore.cluster import placement
 from paycore.cluster.namespaces import CLEARING_PREFIX, PSP_PREFIX
 from paycore.cluster.shardmap import PrefixRule, ShardMap, SlotRange
 
-__all__ = ["REFRESH_SECONDS", "decode_map", "encode_map", "ownership", "same_map"]
+__all__ = [
+    "REFRESH_SECONDS",
+    "decode_map",
+    "decode_moving",
+    "encode_map",
+    "ownership",
+    "same_map",
+]
 
 # How often a node looks for a newer map: a write routed by an older one is refused by
 # the shard (and retried by the client), so this bounds a stale node's refusals.
@@ -32,21 +41,30 @@ REFRESH_SECONDS: Final = 1.0
 _HOMED: Final = (CLEARING_PREFIX, PSP_PREFIX)
 
 
-class _Stored(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class _Stored(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     ranges: list[tuple[int, int, str]]
     prefixes: list[tuple[str, str | None]] = []
+    # Slot ranges being moved (``paycore.cluster.slot_moves``): still on their shard, but
+    # routers take no new write for them (a post or void of a hold still goes).
+    moving: list[tuple[int, int]] = []
 
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(_Stored)
 
 
-def encode_map(shard_map: ShardMap) -> str:
+def encode_map(shard_map: ShardMap, moving: Sequence[tuple[int, int]] = ()) -> str:
     stored = _Stored(
         [(r.first, r.last, r.shard) for r in shard_map.ranges],
         [(p.prefix, p.shard) for p in shard_map.prefixes],
+        list(moving),
     )
     return _encoder.encode(stored).decode()
+
+
+def decode_moving(text: str) -> tuple[tuple[int, int], ...]:
+    """The slot ranges a stored map says are moving."""
+    return tuple(_decoder.decode(text).moving)
 
 
 @functools.lru_cache(maxsize=32)

@@ -5,20 +5,25 @@ five steps; each is recorded in ``slot_moves`` on the key shard *before* it is t
 each can be taken again, so running the move again after a crash (of the mover, a node
 or a shard) resumes it; ``abort`` rolls back one that has not switched::
 
-    fencing    S records map version v+1 (the slots on T). From now on S refuses, in
-               each write's own transaction, what a router with an older map sends it
-               for those slots (503, retryable; ``paycore.storage.slot_fence``): the
-               slots' rows on S stop changing. Other slots are not touched.
-    draining   what is in flight on the slots ends: cross-shard sagas and linked chains
-               naming their accounts (they finish within seconds). A pending hold, or a
-               payment, refund or payout on their accounts, cannot move yet: the move is
-               rolled back (S records v+2, the old map) and says which.
-    copying    one snapshot of S: the accounts (as they are, balances included), their
+    fencing    S, then the key shard, record map version v+1: the slots still on S but
+               ``moving``. Every router adopts it within ``slot_catalog.REFRESH_SECONDS``
+               and from then on answers a new write naming their accounts with 503
+               (retryable); a post or void of a hold, and the steps of sagas under way,
+               still run on S. Other slots are not touched.
+    draining   once every router had the time to adopt v+1, what is in flight on the
+               slots ends: pending holds on their accounts, cross-shard sagas and linked
+               chains naming them. What has not ended within ``--wait`` seconds, or a
+               payment, refund or payout on their accounts (not moved yet), rolls the
+               move back (v+3, the old map) and is named.
+    copying    S records v+2 (the slots on T): from now on S refuses, in each write's own
+               transaction, what a router with an older map sends it for those slots
+               (``paycore.storage.slot_fence``), so their rows on S stop changing. Then
+               one snapshot of S: the accounts (as they are, balances included), their
                metadata and balance history, every transfer naming one of them (as
                ``moved_transfers``, with its place in S's hash chain), the Idempotency-Key
                records and transfer-id bindings of the slots. Imported on T in parts;
-               the last part records v+1 on T in the same transaction: T owns the slots.
-    switching  the key shard records v+1: every router adopts it within
+               the last part records v+2 on T in the same transaction: T owns the slots.
+    switching  the key shard records v+2: every router adopts it within
                ``slot_catalog.REFRESH_SECONDS``; until then, S refuses and clients retry.
     retiring   S moves the accounts from ``accounts`` to ``moved_accounts``; done.
 
@@ -60,6 +65,9 @@ __all__ = ["MoveBlocked", "MovePlan", "MoveReport", "abort_move", "move_slots", 
 
 # Rows per import command: one write transaction on the target each.
 PART_ROWS: Final = 2_000
+# How long draining lets routers adopt the fence (their refresh period, and some): one
+# that has not is still refused by the source once it records the switch's version.
+ADOPT_SECONDS: Final = slot_catalog.REFRESH_SECONDS * 1.5
 # How often draining looks again at what is in flight.
 _POLL_SECONDS: Final = 0.1
 FINISHED: Final = ("done", "rolled_back")
@@ -75,7 +83,7 @@ class MovePlan:
     last: int
     source: str
     target: str
-    version: int  # the map version the move records
+    version: int  # the map version of the switch (v+2; v+1 fences, v+3 rolls back)
     before: ShardMap
     after: ShardMap
 
@@ -114,7 +122,7 @@ def plan_move(
         raise ValueError(f"slots {first}-{last} are on {target} already")
     per_slot = [shard_map.shard_of_slot(s) for s in range(SLOTS)]
     per_slot[first : last + 1] = [target] * (last - first + 1)
-    return MovePlan(first, last, source, target, version + 1, shard_map,
+    return MovePlan(first, last, source, target, version + 2, shard_map,
                     ShardMap(_ranges(per_slot), shard_map.prefixes))  # fmt: skip
 
 
@@ -141,44 +149,31 @@ async def move_slots(
     target: str,
     *,
     wait_seconds: float = 30.0,
+    adopt_seconds: float | None = None,
     say: Callable[[str], None] = lambda _: None,
 ) -> MoveReport:
     """Move ``first..last`` to ``target`` (see the module docstring), or resume the
     unfinished move of that range; MoveBlocked when it cannot (rolled back)."""
-    await router.refresh_map()
-    open_move = await _unfinished(router)
-    if open_move is not None and (open_move.first_slot, open_move.last_slot, open_move.target) != (
-        first,
-        last,
-        target,
-    ):
-        raise MoveBlocked(
-            f"move {open_move.id} ({open_move.state}) is unfinished: run it again "
-            f"(--slots {open_move.first_slot}-{open_move.last_slot} --to {open_move.target}) "
-            "or abort it first"
-        )
     started = time.monotonic()
-    if open_move is None:
-        version = await newest_version(router)
-        plan = plan_move(
-            router.shard_map, version, first, last, target=target, shards=router.shards
-        )
-        state = "fencing"
-    else:
-        plan = _plan_of(router, open_move)
-        state = open_move.state
-        say(f"resuming move {plan.id} at {state}")
+    plan, state = await _plan_or_resume(router, first, last, target, say)
     report = MoveReport(plan)
     text = slot_catalog.encode_map(plan.after)
     source = router.shards[plan.source]
     if state == "fencing":
         await _record(router, plan, "fencing")
-        await source.execute(RecordSlotMap(plan.version, text))
-        say(f"fenced slots {plan.first}-{plan.last} on {plan.source} (map version {plan.version})")
+        fence = RecordSlotMap(
+            plan.version - 1, slot_catalog.encode_map(plan.before, [(plan.first, plan.last)])
+        )
+        for shard in dict.fromkeys((plan.source, router.key_shard)):
+            await router.shards[shard].execute(fence)
+        await router.refresh_map()
+        say(f"slots {plan.first}-{plan.last} moving: no new write on them (map version "
+            f"{plan.version - 1})")  # fmt: skip
         state = "draining"
     fenced_at = time.monotonic()
     if state == "draining":
         await _record(router, plan, "draining")
+        await asyncio.sleep(ADOPT_SECONDS if adopt_seconds is None else adopt_seconds)
         blockers = await _drain(router, plan, wait_seconds)
         if blockers:
             await abort_move(router, plan, reason="; ".join(blockers))
@@ -189,6 +184,7 @@ async def move_slots(
         state = "copying"
     if state == "copying":
         await _record(router, plan, "copying")
+        await source.execute(RecordSlotMap(plan.version, text))
         await _copy(router, plan, text, report)
         say(
             f"copied {report.accounts:,} accounts, {report.transfers:,} transfers of their "
@@ -203,16 +199,42 @@ async def move_slots(
         report.fenced_seconds = time.monotonic() - fenced_at
         say(f"switched: map version {plan.version} places slots {plan.first}-{plan.last} on "
             f"{plan.target}")  # fmt: skip
-        state = "retiring"
-    if state == "retiring":
-        await _record(router, plan, "retiring")
-        moved = await _read(source, lambda snap: _moving_accounts(snap, plan, router))
-        for part in _chunks(moved, PART_ROWS):
-            await source.execute(RetireMoved(plan.id, tuple(part), plan.target))
-    await _record(router, plan, "done")
+    await _retire(router, plan)
     report.state = "done"
     report.seconds = time.monotonic() - started
     return report
+
+
+async def _plan_or_resume(
+    router: ShardedStore, first: int, last: int, target: str, say: Callable[[str], None]
+) -> tuple[MovePlan, str]:
+    """The plan of a new move of ``first..last`` and its first step, or the unfinished
+    move of that range and where it stopped."""
+    await router.refresh_map()
+    row = await _unfinished(router)
+    if row is None:
+        version = await newest_version(router)
+        plan = plan_move(
+            router.shard_map, version, first, last, target=target, shards=router.shards
+        )
+        return plan, "fencing"
+    if (row.first_slot, row.last_slot, row.target) != (first, last, target):
+        raise MoveBlocked(
+            f"move {row.id} ({row.state}) is unfinished: run it again "
+            f"(--slots {row.first_slot}-{row.last_slot} --to {row.target}) or abort it first"
+        )
+    say(f"resuming move {row.id} at {row.state}")
+    return _plan_of(router, row), row.state
+
+
+async def _retire(router: ShardedStore, plan: MovePlan) -> None:
+    """The last step: the moved accounts leave the source's ``accounts``; done."""
+    await _record(router, plan, "retiring")
+    source = router.shards[plan.source]
+    moved = await _read(source, lambda snap: _moving_accounts(snap, plan, router))
+    for part in _chunks(moved, PART_ROWS):
+        await source.execute(RetireMoved(plan.id, tuple(part), plan.target))
+    await _record(router, plan, "done")
 
 
 async def abort_move(
@@ -229,6 +251,7 @@ async def abort_move(
             raise MoveBlocked(f"move {row.id} switched already: run it again to finish it")
         plan = _plan_of(router, row)
     back = RecordSlotMap(plan.version + 1, slot_catalog.encode_map(plan.before))
+    # (v+1 fenced the slots, v+2 would have switched them: v+3 is the old map again.)
     for name in dict.fromkeys((plan.source, plan.target, router.key_shard)):
         await router.shards[name].execute(back)
     await _drop_imported(router.shards[plan.target], plan, router)
@@ -260,7 +283,7 @@ async def _unfinished(router: ShardedStore) -> MoveRow | None:
 
 
 def _plan_of(router: ShardedStore, row: MoveRow) -> MovePlan:
-    version = int(row.id[1:].split(":", 1)[0])
+    version = int(row.id[1:].split(":", 1)[0])  # the switch's, v+2
     before = router.shard_map
     if before.shard_of_slot(row.first_slot) == row.target:  # switched: rebuild the old map
         per_slot = [before.shard_of_slot(s) for s in range(SLOTS)]
@@ -269,7 +292,7 @@ def _plan_of(router: ShardedStore, row: MoveRow) -> MovePlan:
         )
         before = ShardMap(_ranges(per_slot), before.prefixes)
     return plan_move(
-        before, version - 1, row.first_slot, row.last_slot, target=row.target, shards=router.shards
+        before, version - 2, row.first_slot, row.last_slot, target=row.target, shards=router.shards
     )
 
 
@@ -298,23 +321,28 @@ def _moving_accounts(snap: SqlSnapshot, plan: MovePlan, router: ShardedStore) ->
 
 
 async def _drain(router: ShardedStore, plan: MovePlan, wait_seconds: float) -> list[str]:
-    """Wait for sagas and chains naming the moving accounts to end; what still blocks."""
+    """Wait for the holds, sagas and chains naming the moving accounts to end (posts and
+    voids pass the fence: ``slot_fence``); what still blocks."""
     moves = _moves(plan, router)
     source = router.shards[plan.source]
 
     def stuck(snap: SqlSnapshot) -> list[str]:
         found = []
-        for row in snap.rows(
-            "SELECT t.id, t.debit_account_id, t.credit_account_id FROM pending_transfers p "
-            "JOIN transfers t ON t.id = p.id WHERE p.status = 'pending'"
-        ):
-            if moves(str(row[1])) or moves(str(row[2])):
-                found.append(f"pending hold {row[0]!r}")
         for table, columns in _PAYMENT_OWNERS:
             for row in snap.rows(f"SELECT id, {columns} FROM {table}"):
                 if any(isinstance(a, str) and moves(a) for a in row[1:]):
                     found.append(f"{table[:-1]} {row[0]!r}")
         return found
+
+    def holds(snap: SqlSnapshot) -> list[str]:
+        return [
+            f"pending hold {row[0]!r}"
+            for row in snap.rows(
+                "SELECT t.id, t.debit_account_id, t.credit_account_id FROM pending_transfers p "
+                "JOIN transfers t ON t.id = p.id WHERE p.status = 'pending'"
+            )
+            if moves(str(row[1])) or moves(str(row[2]))
+        ]
 
     def in_flight(snap: SqlSnapshot) -> list[str]:
         marks = ", ".join("?" * len(OPEN_STATES))
@@ -345,7 +373,7 @@ async def _drain(router: ShardedStore, plan: MovePlan, wait_seconds: float) -> l
     deadline = time.monotonic() + wait_seconds
     while True:
         flights = await asyncio.gather(*(_read(s, in_flight) for s in router.shards.values()))
-        waiting = [f for per_shard in flights for f in per_shard]
+        waiting = [*await _read(source, holds), *(f for per_shard in flights for f in per_shard)]
         if not waiting:
             return []
         if time.monotonic() >= deadline:

@@ -10,14 +10,15 @@ business (``paycore.cluster.slot_catalog`` gives an ``Ownership``); storage only
 the shard's newest version inside the transaction and asks it. A shard never told of a
 map (no row) admits every account, as before the migration.
 
-Which accounts a write names: the ids of new accounts, both sides of every transfer
-(a post or void also the accounts of its hold), a closed account and where its remainder
-goes, and every account of a payment's write or of a chain's legs.
+Which accounts a write names: the ids of new accounts, both sides of every transfer but
+a post or void (it goes to the shard storing its hold: see ``_add_item``), a closed
+account and where its remainder goes, and every account of a payment's write or of a
+chain's legs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import Any, Final
 
@@ -37,6 +38,7 @@ __all__ = [
     "SlotMapReads",
     "admit_owned",
     "apply_slot_map_command",
+    "named_accounts",
 ]
 
 # (shard, a stored map's text) -> whether that map places an account id on the shard.
@@ -103,13 +105,9 @@ def admit_owned(tx: LedgerTx, shard: str, ownership: Ownership, jobs: Sequence[A
     if not doubtful:
         return list(jobs)
     owns = ownership(shard, text)
-    named = [_named_accounts(job.command) for job in doubtful]
-    holds = {p for _, pendings in named for p in pendings}
-    hold_accounts = _hold_accounts(tx, holds) if holds else {}
     refused = set()
-    for job, (accounts, pendings) in zip(doubtful, named, strict=True):
-        touched = (*accounts, *(a for p in pendings for a in hold_accounts.get(p, ())))
-        elsewhere = next((a for a in touched if not owns(a)), None)
+    for job in doubtful:
+        elsewhere = next((a for a in named_accounts(job.command) if not owns(a)), None)
         if elsewhere is not None:
             job.error = SlotFenced(
                 f"account {elsewhere!r} has moved off shard {shard!r} (slot map version "
@@ -120,14 +118,9 @@ def admit_owned(tx: LedgerTx, shard: str, ownership: Ownership, jobs: Sequence[A
     return [job for job in jobs if id(job) not in refused]
 
 
-def _hold_accounts(tx: LedgerTx, ids: Iterable[str]) -> dict[str, tuple[str, str]]:
-    return {t.id: (t.debit_account_id, t.credit_account_id) for t in tx.transfers_by_ids(ids)}
-
-
-def _named_accounts(command: Any) -> tuple[list[str], list[str]]:
-    """(accounts the command names, holds whose accounts it touches)."""
+def named_accounts(command: Any) -> list[str]:
+    """The accounts a write names (see the module docstring)."""
     accounts: list[str] = []
-    pendings: list[str] = []
     names = ["account_id"]
     if getattr(command, "remainder_hold", None) is None:  # else the remainder leaves by saga
         names.append("transfer_balance_to")
@@ -137,21 +130,22 @@ def _named_accounts(command: Any) -> tuple[list[str], list[str]]:
             accounts.append(value)
     for name in ("requests", "transfers", "legs", "ensure_accounts", "accounts"):
         for item in getattr(command, name, None) or ():
-            _add_item(item, accounts, pendings)
-    return accounts, pendings
+            accounts.extend(_item_accounts(item))
+    return accounts
 
 
-def _add_item(item: Any, accounts: list[str], pendings: list[str]) -> None:
+def _item_accounts(item: Any) -> tuple[str, ...]:
     if isinstance(item, TransferRequest):
-        accounts.extend(a for a in (item.debit_account_id, item.credit_account_id) if a)
-        if item.pending_id:
-            pendings.append(item.pending_id)
-    elif isinstance(item, AccountRequest):
-        accounts.append(item.id)
-    else:
-        account_id = getattr(item, "account_id", None)  # a payment's AccountCheck
-        if isinstance(account_id, str):
-            accounts.append(account_id)
+        if item.pending_id and (item.flags.post_pending or item.flags.void_pending):
+            # A post or void goes where its hold is stored, whatever the map says: a
+            # move lets the holds on its slots end before it copies them (and none can
+            # be made there once fenced), so the hold is pending only while it is here.
+            return ()
+        return tuple(a for a in (item.debit_account_id, item.credit_account_id) if a)
+    if isinstance(item, AccountRequest):
+        return (item.id,)
+    account_id = getattr(item, "account_id", None)  # a payment's AccountCheck
+    return (account_id,) if isinstance(account_id, str) else ()
 
 
 Fetch = Callable[[str, Sequence[Any]], Any]
