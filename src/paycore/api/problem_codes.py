@@ -206,6 +206,7 @@ _TABLE: Final[dict[str, tuple[ErrorCode, ...]]] = {
         *_RESOLVE_PENDING,
         E.FX_CONVERSION_NOT_FOUND,
     ),
+    "GET /v1/fx/conversions": _READ,
     "GET /v1/fx/conversions/{conversion_id}": (*_READ, E.FX_CONVERSION_NOT_FOUND),
     # reconciliation: the operator's admin keys only (another tenant's: forbidden_scope)
     "POST /v1/reconciliation/reports": (
