@@ -53,7 +53,7 @@ from paycore.fx.conversion import (
     quote_id_of,
     void_legs,
 )
-from paycore.fx.quotes import new_quote_id, price
+from paycore.fx.quotes import check_usable, new_quote_id, price
 from paycore.fx.rates import RateSource
 from paycore.fx.rounding import rate_text
 from paycore.ledger.model import TransferStatus, TransferView
@@ -306,10 +306,9 @@ def _conversion_routes(
         quote = await book.own_quote(request, body.quote_id)
         # An expired quote is refused unless it was used in time: then this is a retry,
         # answered as the first time.
-        if clock() >= quote.expires_at and not await book.used(quote):
-            raise RequestError(
-                ErrorCode.FX_QUOTE_EXPIRED, f"FX quote {quote.id!r} expired; ask for a new one"
-            )
+        now = clock()
+        if now >= quote.expires_at:
+            check_usable(quote.id, quote.expires_at, now, used=await book.used(quote))
         ns = namespace_of(request)
         debit, credit = ns.account(body.debit_account_id), ns.account(body.credit_account_id)
         await book.check_owner(ns.tenant, debit, credit)
