@@ -37,6 +37,7 @@ MIGRATIONS = [
     "0019_fx_quotes.sql",
     "0020_reconciliation.sql",
     "0021_attempt_keys.sql",
+    "0023_fx_payments.sql",
 ]
 
 

@@ -9,6 +9,7 @@ from typing import Any, Final
 import msgspec
 
 from paycore.errors import ErrorCode, RequestError
+from paycore.fx.settlement import LockedRate
 from paycore.ledger.model import SYSTEM_TENANT, AccountRequest, TransferFlags, TransferRequest
 from paycore.payments.accounts import new_id
 from paycore.payments.flows.model import (
@@ -32,6 +33,7 @@ __all__ = [
     "events",
     "finished",
     "in_progress",
+    "locked_rate",
     "move",
     "payload",
     "psp_request",
@@ -129,6 +131,14 @@ def settle(transfer: str, hold_id: str, *, post: bool, **metadata: str) -> Trans
     """Post (``post``) or void a pending transfer ``hold_id``."""
     flags = TransferFlags(post_pending=True) if post else TransferFlags(void_pending=True)
     return TransferRequest(id=transfer, flags=flags, pending_id=hold_id, metadata=metadata)
+
+
+def locked_rate(row: PaymentRow) -> LockedRate:
+    """The rates a payment settled through a conversion locked at its authorization."""
+    assert row.settlement_currency is not None
+    assert row.fx_rate is not None
+    assert row.fx_mid_rate is not None
+    return LockedRate(row.currency, row.settlement_currency, row.fx_rate, row.fx_mid_rate)
 
 
 def psp_request(account_id: str, currency: str) -> tuple[AccountRequest, ...]:

@@ -1,0 +1,53 @@
+"""Card payments settled through a conversion: their ledger chains, booked apart from
+the payment's own transaction.
+
+A payment's rows live on its merchant's shard and are written there in one transaction
+(``PaymentWrite``); the FX accounts live wherever their ids place them. So the chain of
+a capture or a refund (``paycore.fx.settlement``) is booked first, as one linked chain
+across shards, then the payment's transaction records it. Both are idempotent by id: a
+request that dies in between leaves the payment processing, and the resolver, asking
+the processor again, books the same chain (already there: no second effect) and records
+it.
+"""
+
+from __future__ import annotations
+
+from paycore.errors import ErrorCode
+from paycore.fx.accounts import account_requests
+from paycore.ledger.model import TransferRequest
+from paycore.payments.accounts import psp_account_id
+from paycore.payments.flows.context import Context
+from paycore.payments.flows.rows import psp_request
+from paycore.storage.base import CreateAccounts, CreateTransfers
+from paycore.storage.payments import PaymentRow, PaymentWrite
+
+__all__ = ["book"]
+
+_E = ErrorCode
+
+
+async def book(
+    ctx: Context, shard: str, row: PaymentRow, items: tuple[TransferRequest, ...]
+) -> tuple[ErrorCode, str] | None:
+    """Book ``items`` (a chain of ``row``'s) as one: None when they are booked (now, or
+    before: a retry), else the chain's refusal (nothing moved). The processor's account
+    of the payment's shard and the FX accounts are created first when missing."""
+    assert row.processor is not None
+    assert row.settlement_currency is not None
+    psp = psp_account_id(shard, row.processor, row.currency)
+    made = await ctx.write(
+        PaymentWrite(shard=shard, ensure_accounts=psp_request(psp, row.currency))
+    )
+    if not made.ok:
+        return made.code or _E.INTERNAL_ERROR, made.detail
+    currencies = (row.currency, row.settlement_currency)
+    if not ctx.fx_accounts.issuperset(currencies):
+        await ctx.store.execute(CreateAccounts(account_requests(*currencies)))
+        ctx.fx_accounts.update(currencies)
+    results = await ctx.store.execute(CreateTransfers(items, internal=True))
+    failed = [r for r in results if r.code is not None]
+    if not failed:
+        return None
+    first = next((r for r in failed if r.code is not _E.LINKED_EVENT_FAILED), failed[0])
+    assert first.code is not None
+    return first.code, first.detail
