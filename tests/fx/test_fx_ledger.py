@@ -1,7 +1,8 @@
 """Conversions booked in the ledger's own rules (no database): over random sequences of
-conversions, held conversions captured in part or voided, every currency sums to zero,
-no customer gets more than the rate allows, the house never pays out more than the mid
-rate; and a quote past its expiry is refused unless it was used in time."""
+conversions, held conversions captured in part or voided, and a card payment's captures
+and refunds at its locked rate, every currency sums to zero, no customer gets more than
+the rate allows, the house never pays out more than the mid rate; and a quote past its
+expiry is refused unless it was used in time."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from hypothesis import strategies as st
 from paycore.errors import ErrorCode, RequestError
 from paycore.fx.accounts import account_requests
 from paycore.fx.conversion import capture_legs, captured_amounts, open_legs, void_legs
-from paycore.fx.quotes import check_usable, price
+from paycore.fx.quotes import check_usable, customer_rate, price
 from paycore.fx.rounding import minor_ratio, rate_text
+from paycore.fx.settlement import LockedRate, capture_chain, refund_chain, settle_chain
 from paycore.ledger.model import Account, AccountFlags, TransferRequest
 from paycore.ledger.rules import WorkingSet
 from paycore.storage.fx_quotes import FxQuoteRow
@@ -179,3 +181,76 @@ def test_a_quote_past_its_expiry_is_refused_unless_used_in_time(lifetime: int, o
     with pytest.raises(RequestError) as raised:
         check_usable("fxq_x", expires_at, now, used=False)
     assert raised.value.code is ErrorCode.FX_QUOTE_EXPIRED
+
+
+payment_ops = st.lists(
+    st.tuples(st.sampled_from(["capture", "refund", "refund_voided"]), st.integers(1, 10**9)),
+    max_size=10,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(pairs, rates, st.integers(0, 500), st.integers(1, 10**9), payment_ops)
+def test_a_payments_captures_and_refunds_conserve_every_currency(
+    pair: tuple[str, str],
+    mid: Fraction,
+    bps: int,
+    authorized: int,
+    ops: list[tuple[str, int]],
+) -> None:
+    """A card payment in ``pair[0]`` to a merchant in ``pair[1]``: random partial
+    captures and refunds (held, then posted or voided) at the locked rate keep each
+    currency at zero, never credit the merchant more than the rate gives nor debit it
+    less than the rate asks, and a payment refunded in full leaves it nothing."""
+    p, m = pair
+    locked = LockedRate(p, m, rate_text(customer_rate(mid, bps)), rate_text(mid))
+    accounts = [_account("psp", p), _account("merchant", m, no_overdraft=True)]
+    accounts += [_account(r.id, r.currency) for r in account_requests(p, m)]
+    books = _Books(WorkingSet(accounts, [], [], now=NOW, last_timestamp=1))
+    captured = refunded = credited = debited = 0
+    for n, (kind, amount) in enumerate(ops):
+        if kind == "capture":
+            part = min(amount, authorized - captured)
+            chain = _capture_chain(f"c{n}", locked, part)
+            if chain is None:
+                continue
+            assert books.book(chain)
+            captured, credited = captured + part, credited + (chain[1].amount or 0)
+        else:
+            part = min(amount, captured - refunded)
+            if part == 0:
+                continue
+            held = refund_chain(f"h{n}", locked, "psp", "merchant", part)
+            if books.book(held):  # else the merchant could not cover it: nothing moved
+                post = kind == "refund"
+                assert books.book(settle_chain(f"s{n}", f"h{n}", post=post))
+                if post:
+                    refunded, debited = refunded + part, debited + (held[0].amount or 0)
+        _check_conserved_in(books, p, m)
+        assert books.net("merchant") == (credited - debited, 0)
+        rate = minor_ratio(customer_rate(mid, bps), p, m)
+        assert credited <= captured * rate
+        assert debited >= refunded * rate
+    if refunded == captured:
+        assert books.net("merchant")[0] <= 0
+
+
+def _capture_chain(
+    chain_id: str, locked: LockedRate, part: int
+) -> tuple[TransferRequest, ...] | None:
+    """The chain capturing ``part``; None for nothing, or for what credits nothing."""
+    if part == 0:
+        return None
+    try:
+        return capture_chain(chain_id, locked, "psp", "merchant", part)
+    except RequestError as exc:
+        if exc.code is not ErrorCode.FX_AMOUNT_TOO_SMALL:
+            raise
+        return None
+
+
+def _check_conserved_in(books: _Books, *currencies: str) -> None:
+    for currency in currencies:
+        ids = [i for i, a in books.ws.accounts.items() if a.account.currency == currency]
+        assert sum(books.net(i)[0] for i in ids) == 0, currency
+        assert sum(books.net(i)[1] for i in ids) == 0, currency
