@@ -16,6 +16,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from api.support import ManualClock, assert_problem
+from backends import LedgerDatabase
 from paycore.api import create_app
 from paycore.cluster.router import ShardedStore
 from paycore.cluster.topology import build_store
@@ -31,7 +32,12 @@ from paycore.payments.testing import Behaviour, ScriptedConnector
 from paycore.reconciliation.service import drift
 from paycore.storage.base import CreateAccounts, CreateTransfers
 from paycore_client import models
-from payments.payment_support import card_json
+from payments.payment_support import (
+    assert_ledger_clean,
+    card_json,
+    open_world,
+    payment_client,
+)
 
 RATES = {"USD/EUR": "0.92", "USD/JPY": "151.5", "JPY/USD": "0.0066"}
 E = ErrorCode
@@ -300,3 +306,32 @@ async def test_a_lost_answer_is_settled_once_by_the_resolver(
     assert read["settlement"]["amount"] == 18_30  # 2000 * 0.9154 = 1830.8
     assert (await _nets(store, merchant))[merchant] == 18_30
     await _conserved(store)
+
+
+async def test_a_converted_payment_on_each_backend_replays_and_refunds(
+    database: LedgerDatabase, clock: ManualClock
+) -> None:
+    """On one SQLite or PostgreSQL store: the payment's locked rate and settlement are
+    kept (read back as answered), an Idempotency-Key replays the payment byte for byte
+    with the conversion booked once, and a keyed refund replays too."""
+    async with open_world(database.store(clock=clock), clock, "acq-a") as world:
+        world.service.use_fx(StaticRates(RATES), FxConfig(rates=RATES, spreads={"USD/EUR": 50}))
+        async with payment_client(world.service) as c:
+            body = _pay("eur", 50_00)
+            first = await c.post("/v1/payments", json=body, headers={"Idempotency-Key": "p1"})
+            again = await c.post("/v1/payments", json=body, headers={"Idempotency-Key": "p1"})
+            assert first.status_code == again.status_code == 201, first.text
+            assert again.content == first.content
+            paid = first.json()
+            assert paid["settlement"]["amount"] == 45_77  # 5000 * 0.9154 = 4577
+            read = await _ok(await c.get(f"/v1/payments/{paid['id']}"), 200)
+            assert read["settlement"] == paid["settlement"]
+            asked = {"payment_id": paid["id"], "amount": 10_00}
+            refund = await c.post("/v1/refunds", json=asked, headers={"Idempotency-Key": "r1"})
+            replay = await c.post("/v1/refunds", json=asked, headers={"Idempotency-Key": "r1"})
+            assert replay.content == refund.content
+            assert refund.json()["settlement"] == {"currency": "EUR", "amount": 9_16}
+        eur = await world.account("eur")
+        assert eur.credits_posted - eur.debits_posted == 45_77 - 9_16
+        assert world.processor("acq-a").charged() == 50_00 - 10_00
+        await assert_ledger_clean(world.store)
