@@ -18,6 +18,7 @@ from litestar.testing import AsyncTestClient
 from api.support import ManualClock, assert_problem
 from backends import LedgerDatabase
 from paycore.api import create_app
+from paycore.api.console.owners import made_by
 from paycore.cluster.router import ShardedStore
 from paycore.cluster.topology import build_store
 from paycore.config import FxConfig, Settings
@@ -335,3 +336,20 @@ async def test_a_converted_payment_on_each_backend_replays_and_refunds(
         assert eur.credits_posted - eur.debits_posted == 45_77 - 9_16
         assert world.processor("acq-a").charged() == 50_00 - 10_00
         await assert_ledger_clean(world.store)
+
+
+@pytest.mark.parametrize(
+    ("transfer_id", "owner"),
+    [
+        ("fx.pay_0123.c1.buy", ("payment", "pay_0123")),
+        ("fx.re_0123.h.sell", ("refund", "re_0123")),
+        ("pm.pay_0123.h1", ("payment", "pay_0123")),
+        ("fx.fxq_0123.sell", (None, None)),  # a conversion of a quote: a client's own
+        ("t1", (None, None)),
+    ],
+)
+def test_the_console_names_the_payment_or_refund_of_a_conversion_chain(
+    transfer_id: str, owner: tuple[str | None, str | None]
+) -> None:
+    """A settlement chain's transfers are attributed to their payment or refund."""
+    assert made_by(transfer_id) == owner

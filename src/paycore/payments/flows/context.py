@@ -88,6 +88,7 @@ class Context:
         self.fx_rates: RateSource | None = None
         self.fx_config = FxConfig()
         self.fx_accounts: set[str] = set()  # currencies whose FX accounts exist
+        self.psp_accounts: set[str] = set()  # processor accounts made for FX chains
 
     # -- placement and reads -----------------------------------------------------------------
 

@@ -35,11 +35,12 @@ async def book(
     assert row.processor is not None
     assert row.settlement_currency is not None
     psp = psp_account_id(shard, row.processor, row.currency)
-    made = await ctx.write(
-        PaymentWrite(shard=shard, ensure_accounts=psp_request(psp, row.currency))
-    )
-    if not made.ok:
-        return made.code or _E.INTERNAL_ERROR, made.detail
+    if psp not in ctx.psp_accounts:
+        request = psp_request(psp, row.currency)
+        made = await ctx.write(PaymentWrite(shard=shard, ensure_accounts=request))
+        if not made.ok:
+            return made.code or _E.INTERNAL_ERROR, made.detail
+        ctx.psp_accounts.add(psp)
     currencies = (row.currency, row.settlement_currency)
     if not ctx.fx_accounts.issuperset(currencies):
         await ctx.store.execute(CreateAccounts(account_requests(*currencies)))
