@@ -27,6 +27,7 @@ from paycore.fx import StaticRates, liquidity_account_id, revenue_account_id
 from paycore.ledger.model import AccountFlags, AccountRequest, TransferRequest
 from paycore.ops.audit import audit_cluster
 from paycore.payments.accounts import psp_account_id
+from paycore.payments.flows import fx as fx_flow
 from paycore.payments.processors.base import Operation
 from paycore.payments.service import PaymentService
 from paycore.payments.testing import Behaviour, ScriptedConnector
@@ -353,3 +354,37 @@ def test_the_console_names_the_payment_or_refund_of_a_conversion_chain(
 ) -> None:
     """A settlement chain's transfers are attributed to their payment or refund."""
     assert made_by(transfer_id) == owner
+
+
+async def test_a_refund_the_resolver_failed_while_its_request_stalled_is_not_sent(
+    client: AsyncTestClient[Any],
+    store: ShardedStore,
+    *,
+    acquirer: ScriptedConnector,
+    clock: ManualClock,
+    merchant: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A refund request stalls between recording the refund and holding the merchant's
+    money, long enough for the resolver to find nothing at the processor and fail it:
+    the request then releases its hold and never asks the processor to refund."""
+    paid = await _ok(await client.post("/v1/payments", json=_pay(merchant, 10_00)))
+    resolver = PaymentService(store, {"acq-a": acquirer}, clock=clock)
+    real = fx_flow.book
+
+    async def stalled(ctx: Any, shard: str, row: Any, items: Any) -> Any:
+        if items[0].id.endswith(".h.buy"):  # the refund's hold: the request stalls here
+            clock.advance(120)
+            report = await resolver.resolve_processing(older_than=60, limit=100, shards=None)
+            assert len(report.resolved) == 1, report
+        return await real(ctx, shard, row, items)
+
+    monkeypatch.setattr(fx_flow, "book", stalled)
+    asked = {"payment_id": paid["id"], "amount": 5_00}  # 4.58 EUR of the merchant's 9.15
+    refund = await _ok(await client.post("/v1/refunds", json=asked))
+    assert refund["status"] == "failed"
+    assert not [c for c in acquirer.calls if c[0] is Operation.REFUND]
+    assert acquirer.charged() == 10_00
+    found = await store.get_accounts([merchant])
+    assert (found[merchant].debits_pending, found[merchant].debits_posted) == (0, 0)
+    await _conserved(store)

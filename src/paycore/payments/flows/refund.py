@@ -174,6 +174,15 @@ async def _fx_refund(
         # The merchant's balance cannot cover it: the refund fails, nothing was sent.
         step = holds.fx_refund_refused(shard, pending, first, refusal[0], ctx.clock())
         return await work.finish(await work.commit(step), "refund", refund_id)
+    now_stored = await ctx.reads(shard).refund(refund_id)
+    if now_stored is None or now_stored.version != pending.version:
+        # Ended meanwhile (this request stalled past the resolver's patience, which
+        # found nothing held to void and failed it): release what was just held, and
+        # never ask the processor for a refund recorded as failed.
+        release = settle_chain(fx_chain_id(refund_id, "x"), hold, post=False,
+                               payment=row.id, refund=refund_id)  # fmt: skip
+        await fx.book(ctx, shard, row, release)
+        return await work.current("refund", refund_id)
     return await _send(work, shard, row, pending, first)
 
 
