@@ -32,7 +32,7 @@ from paycore.payments.processors.base import Operation
 from paycore.payments.service import PaymentService
 from paycore.payments.testing import Behaviour, ScriptedConnector
 from paycore.reconciliation.service import drift
-from paycore.storage.base import CreateAccounts, CreateTransfers
+from paycore.storage.base import CloseAccount, CreateAccounts, CreateTransfers
 from paycore_client import models
 from payments.payment_support import (
     assert_ledger_clean,
@@ -387,4 +387,31 @@ async def test_a_refund_the_resolver_failed_while_its_request_stalled_is_not_sen
     assert acquirer.charged() == 10_00
     found = await store.get_accounts([merchant])
     assert (found[merchant].debits_pending, found[merchant].debits_posted) == (0, 0)
+    await _conserved(store)
+
+
+async def test_a_charge_the_conversion_refuses_is_given_back(
+    client: AsyncTestClient[Any],
+    store: ShardedStore,
+    acquirer: ScriptedConnector,
+    merchant: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The merchant's account closes while the card is being charged: the conversion's
+    chain is refused (account_closed), the charge is refunded at the processor, the
+    payment fails with that reason and no currency moved."""
+    authorize = acquirer.authorize
+
+    async def closing(request: Any) -> Any:
+        closed = await store.execute(CloseAccount(merchant))
+        assert closed.ok, closed
+        return await authorize(request)
+
+    monkeypatch.setattr(acquirer, "authorize", closing)
+    paid = await _ok(await client.post("/v1/payments", json=_pay(merchant, 10_00)))
+    assert (paid["status"], paid["failure_code"]) == ("failed", "account_closed")
+    assert acquirer.charged() == 0
+    assert [op for op, _ in acquirer.calls if op is Operation.REFUND] == [Operation.REFUND]
+    nets = await _nets(store, merchant, liquidity_account_id("USD"), liquidity_account_id("EUR"))
+    assert set(nets.values()) == {0}
     await _conserved(store)
