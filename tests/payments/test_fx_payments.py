@@ -7,6 +7,7 @@ refunds change nothing; a payment in the merchant's currency shows no settlement
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,12 @@ async def test_partial_captures_and_refunds_reuse_the_locked_rate(
     assert read["amount_refunded"] == 30_00
     assert read["refunds"][0]["settlement"] == refund["settlement"]
     await _conserved(store)
+    # The webhooks' events carry the settlement as the answers show it.
+    shard = store.shards[store.shard_for(merchant)]
+    bodies = [json.loads(e.payload) for e in await shard.payments.events(limit=100)]
+    settled = {b["type"]: b["settlement"]["amount"] for b in bodies}
+    assert settled == {"payment.requires_capture": 0, "payment.captured": 36_61 + 54_92,
+                       "payment.succeeded": 36_61 + 54_92, "refund.succeeded": 27_47}  # fmt: skip
     # The processor's account moved in dollars as its report will: captures less refunds.
     [usd] = [d for d in await drift(store) if d.processor == "acq-a"]
     assert (usd.currency, usd.psp_balance, usd.drift) == ("USD", 100_00 - 30_00, 0)

@@ -159,7 +159,23 @@ def events(pairs: Sequence[tuple[str, Any]], now: int) -> tuple[EventRow, ...]:
 
 
 def payload(kind: str, row: Any) -> dict[str, Any]:
-    """An event's body: the object's public fields, never card data beyond brand/last4."""
+    """An event's body: the object's public fields, never card data beyond brand/last4;
+    a payment or refund settled through a conversion adds its ``settlement`` (as its
+    answers show it), one in the merchant's currency is as it always was."""
+    body = _payload(kind, row)
+    if isinstance(row, PaymentRow) and row.settlement_currency is not None:
+        body["settlement"] = {
+            "currency": row.settlement_currency,
+            "amount": row.settlement_amount,
+            "rate": row.fx_rate,
+            "mid_rate": row.fx_mid_rate,
+        }
+    if isinstance(row, RefundRow) and row.settlement_currency is not None:
+        body["settlement"] = {"currency": row.settlement_currency, "amount": row.settlement_amount}
+    return body
+
+
+def _payload(kind: str, row: Any) -> dict[str, Any]:
     if isinstance(row, PaymentRow):
         return {
             "type": kind,
