@@ -2,12 +2,16 @@
 the payment's own transaction.
 
 A payment's rows live on its merchant's shard and are written there in one transaction
-(``PaymentWrite``); the FX accounts live wherever their ids place them. So the chain of
-a capture or a refund (``paycore.fx.settlement``) is booked first, as one linked chain
-across shards, then the payment's transaction records it. Both are idempotent by id: a
-request that dies in between leaves the payment processing, and the resolver, asking
-the processor again, books the same chain (already there: no second effect) and records
-it.
+(``PaymentWrite``); the FX accounts live wherever their ids place them. So a chain
+(``paycore.fx.settlement``) is booked on its own, as one linked chain across shards,
+idempotent by its ids, next to the payment's transactions:
+
+- a capture the processor made: its chain first, then the payment records it; a request
+  that dies in between leaves the payment processing, and the resolver, asking the
+  processor again, books the same chain (already there: no second effect) and records it;
+- a refund: recorded first (pending), then its chain held, then the processor asked;
+  its answer posts or voids the chain, then the refund records it (the resolver does the
+  same for a refund left pending; a chain never held has nothing to void).
 """
 
 from __future__ import annotations
