@@ -227,6 +227,7 @@ def _requests(world: dict[str, str], ids: dict[str, str]) -> dict[tuple[str, str
             {"quote_id": quote, "debit_account_id": a1, "credit_account_id": ids["a4"]},
         ),
         ("GET", "/v1/fx/conversions/{conversion_id:str}"): (f"/v1/fx/conversions/{fxc}", None),
+        ("GET", "/v1/fx/conversions"): ("/v1/fx/conversions", None),
         ("POST", "/v1/fx/conversions/{conversion_id:str}/capture"): (
             f"/v1/fx/conversions/{fxc}/capture",
             None,
@@ -271,6 +272,7 @@ OWN_LISTS = {
     ("GET", "/v1/api_keys"),
     ("GET", "/v1/webhook_endpoints"),
     ("GET", "/v1/fx/quotes"),
+    ("GET", "/v1/fx/conversions"),
 }
 
 

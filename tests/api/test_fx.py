@@ -14,6 +14,7 @@ from litestar.testing import AsyncTestClient
 
 from api.support import Api, ManualClock, assert_problem
 from paycore.api import create_app
+from paycore.api.routes import fx as fx_routes
 from paycore.cluster.router import ShardedStore
 from paycore.cluster.topology import build_store
 from paycore.config import FxConfig, Settings
@@ -398,3 +399,72 @@ async def test_quotes_are_listed_oldest_first_a_page_at_a_time(
     assert [q["id"] for q in rest["data"]] == made[2:]
     assert rest["next_cursor"] is None
     assert_problem(await fx_api.client.get("/v1/fx/quotes?cursor=nope"), ErrorCode.INVALID_REQUEST)
+
+
+async def _convert(api: Api, quote: dict[str, Any], usd: str, eur: str, **more: Any) -> Any:
+    body = {"quote_id": quote["id"], "debit_account_id": usd, "credit_account_id": eur, **more}
+    response = await api.client.post("/v1/fx/conversions", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def test_conversions_are_listed_by_their_quotes_a_page_at_a_time(
+    fx_api: Api, store: ShardedStore, clock: ManualClock
+) -> None:
+    """``GET /v1/fx/conversions`` pages through the caller's conversions oldest first,
+    skipping quotes never used or refused, each as it stands now (a held one captured
+    since shows it); a bad limit or cursor is refused."""
+    usd, eur = await _wallets(fx_api, store)
+    made = []
+    for n, amount in enumerate((1_00, 2_00, 3_00, 4_00)):
+        quote = await _quote(fx_api, sell_currency="USD", buy_currency="EUR", sell_amount=amount)
+        clock.advance(1)
+        if n == 1:
+            continue  # never used
+        made.append(await _convert(fx_api, quote, usd, eur, pending=n == 2))
+    too_much = await _quote(fx_api, sell_currency="USD", buy_currency="EUR", sell_amount=10**6)
+    refused = await fx_api.client.post(
+        "/v1/fx/conversions",
+        json={"quote_id": too_much["id"], "debit_account_id": usd, "credit_account_id": eur},
+    )
+    assert_problem(refused, ErrorCode.INSUFFICIENT_FUNDS)
+    captured = await fx_api.client.post(f"/v1/fx/conversions/{made[1]['id']}/capture", json={})
+    assert captured.status_code == 201, captured.text
+    now = [(await fx_api.client.get(f"/v1/fx/conversions/{c['id']}")).json() for c in made]
+    assert now[1]["status"] == "posted"
+    first = (await fx_api.client.get("/v1/fx/conversions?limit=2")).json()
+    assert first["data"] == now[:2]
+    assert first["data"][0] == made[0]
+    rest = await fx_api.client.get(f"/v1/fx/conversions?limit=2&cursor={first['next_cursor']}")
+    assert rest.json() == {"data": [made[2]], "next_cursor": None}
+    every = (await fx_api.client.get("/v1/fx/conversions")).json()
+    assert [c["id"] for c in every["data"]] == [c["id"] for c in made]
+    for query in ("cursor=nope", "limit=0", "limit=100000", "limit=x"):
+        assert_problem(
+            await fx_api.client.get(f"/v1/fx/conversions?{query}"), ErrorCode.INVALID_REQUEST
+        )
+
+
+async def test_a_conversions_page_reads_a_bounded_number_of_quotes(
+    fx_api: Api, store: ShardedStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the quotes one page may read, a short (here empty) page is answered with a
+    cursor to go on from; following it finds the conversion behind the unused quotes."""
+    monkeypatch.setattr(fx_routes, "_SCAN_CHUNK", 2)
+    monkeypatch.setattr(fx_routes, "_SCAN_LIMIT", 4)
+    usd, eur = await _wallets(fx_api, store)
+    for _ in range(5):
+        await _quote(fx_api, sell_currency="USD", buy_currency="EUR", sell_amount=1_00)
+    quote = await _quote(fx_api, sell_currency="USD", buy_currency="EUR", sell_amount=1_00)
+    conversion = await _convert(fx_api, quote, usd, eur)
+    seen: list[dict[str, Any]] = []
+    pages, cursor = 0, ""
+    while True:
+        page = (await fx_api.client.get(f"/v1/fx/conversions?limit=1{cursor}")).json()
+        pages += 1
+        seen += page["data"]
+        if page["next_cursor"] is None:
+            break
+        cursor = f"&cursor={page['next_cursor']}"
+    assert seen == [conversion]
+    assert pages == 2

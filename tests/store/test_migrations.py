@@ -38,6 +38,7 @@ MIGRATIONS = [
     "0020_reconciliation.sql",
     "0021_attempt_keys.sql",
     "0022_slot_maps.sql",
+    "0023_fx_payments.sql",
 ]
 
 

@@ -105,6 +105,7 @@ def create_app(
 
     payment_service = payments if payments is not None else build_payment_service(store, settings)
     rate_source = fx_rates if fx_rates is not None else rate_source_for(settings.fx)
+    payment_service.use_fx(rate_source, settings.fx)
     # Made now (no connection yet: every backend connects lazily or in ``open``), so
     # that the handlers can be bound to it; opened by the lifespan.
     owned: LockServiceBase | None = None

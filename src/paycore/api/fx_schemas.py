@@ -16,6 +16,7 @@ __all__ = [
     "CaptureConversionIn",
     "ConversionIn",
     "ConversionOut",
+    "ConversionPageOut",
     "QuoteIn",
     "QuoteOut",
     "QuotePageOut",
@@ -119,6 +120,15 @@ class ConversionOut(msgspec.Struct, frozen=True):
     spread_amount: int
     rate: str
     transfer_ids: list[str]
+
+
+class ConversionPageOut(msgspec.Struct, frozen=True):
+    """The caller's conversions, by their quotes' creation (oldest first), each as it
+    stands now; pass ``next_cursor`` back for the next page (None: no more). A page may
+    hold fewer than ``limit`` when many unused quotes lie between conversions."""
+
+    data: list[ConversionOut]
+    next_cursor: str | None
 
 
 def quote_out(row: FxQuoteRow) -> QuoteOut:

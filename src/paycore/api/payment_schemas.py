@@ -55,6 +55,8 @@ __all__ = [
     "RefundIn",
     "RefundOut",
     "RefundPageOut",
+    "RefundSettlementOut",
+    "SettlementOut",
     "SourceOut",
     "decode_payment_body",
     "payment_out",
@@ -247,6 +249,28 @@ class AttemptOut(_Out, frozen=True):
     created_at: str
 
 
+class SettlementOut(_Out, frozen=True):
+    """A card payment in another currency than its merchant account's, settled through
+    a conversion at the rate locked when it was made: ``amount`` is what the merchant
+    account was credited so far, in its ``currency`` (each capture at ``rate``, rounded
+    down); ``rate`` (the customer's: ``mid_rate`` less the spread) and ``mid_rate`` are
+    exact decimals of major units of ``currency`` per unit of the payment's."""
+
+    currency: str
+    amount: int
+    rate: str
+    mid_rate: str
+
+
+class RefundSettlementOut(_Out, frozen=True):
+    """A refund of a payment settled through a conversion: what it debits (or, failed,
+    would have debited) the merchant account, in its ``currency``, at the payment's
+    locked rate rounded up."""
+
+    currency: str
+    amount: int
+
+
 class PaymentOut(_Out, frozen=True):
     """A payment intent: its status, the money it moved, and each processor attempt."""
 
@@ -273,6 +297,8 @@ class PaymentOut(_Out, frozen=True):
     # Shown by reads (``GET /v1/payments/{id}``, the list), oldest first; absent from
     # the answers of writes, which stay as they were before payments listed refunds.
     refunds: list[RefundOut] | msgspec.UnsetType = msgspec.UNSET
+    # Only on a payment settled through a conversion (absent: the merchant's currency).
+    settlement: SettlementOut | msgspec.UnsetType = msgspec.UNSET
 
 
 class RefundOut(_Out, frozen=True):
@@ -287,6 +313,8 @@ class RefundOut(_Out, frozen=True):
     attempts: list[AttemptOut]
     created_at: str
     updated_at: str
+    # Only on a refund of a payment settled through a conversion.
+    settlement: RefundSettlementOut | msgspec.UnsetType = msgspec.UNSET
 
 
 class PayoutOut(_Out, frozen=True):
@@ -388,6 +416,9 @@ def payment_out(
         created_at=rfc3339(p.created_at),
         updated_at=rfc3339(p.updated_at),
         refunds=msgspec.UNSET if refunds is None else [refund_out(r, ns) for r in refunds],
+        settlement=msgspec.UNSET if p.settlement_currency is None else SettlementOut(
+            p.settlement_currency, p.settlement_amount, p.fx_rate or "", p.fx_mid_rate or ""
+        ),
     )  # fmt: skip
 
 
@@ -405,6 +436,9 @@ def refund_out(view: RefundView, ns: Namespace = _DEFAULT) -> RefundOut:
         attempts=[_attempt_out(a, ns) for a in view.attempts],
         created_at=rfc3339(r.created_at),
         updated_at=rfc3339(r.updated_at),
+        settlement=msgspec.UNSET
+        if r.settlement_currency is None
+        else RefundSettlementOut(r.settlement_currency, r.settlement_amount),
     )
 
 

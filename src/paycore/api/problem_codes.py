@@ -120,7 +120,16 @@ _TABLE: Final[dict[str, tuple[ErrorCode, ...]]] = {
     "GET /v1/transfers/{transfer_id}": (*_READ, E.TRANSFER_NOT_FOUND),
     # payments, refunds, payouts
     "GET /v1/payments": (*_READ, E.ACCOUNT_NOT_FOUND),  # merchant_account_id
-    "POST /v1/payments": (*_WRITE, *_MOVES_MONEY, *_CARD, E.PROCESSOR_UNAVAILABLE),
+    "POST /v1/payments": (
+        *_WRITE,
+        *_MOVES_MONEY,
+        *_CARD,
+        E.PROCESSOR_UNAVAILABLE,
+        # a card payment in another currency than the merchant account's (its rate)
+        E.FX_PAIR_UNSUPPORTED,
+        E.FX_AMOUNT_TOO_SMALL,
+        E.FX_RATE_UNAVAILABLE,
+    ),
     "GET /v1/payments/{payment_id}": (*_READ, E.PAYMENT_NOT_FOUND),
     "POST /v1/payments/{payment_id}/capture": (
         *_WRITE,
@@ -130,6 +139,7 @@ _TABLE: Final[dict[str, tuple[ErrorCode, ...]]] = {
         E.AUTHORIZATION_EXPIRED,
         E.CAPTURE_DECLINED,
         E.PROCESSOR_UNAVAILABLE,
+        E.FX_AMOUNT_TOO_SMALL,  # a capture worth nothing in the merchant's currency
     ),
     "POST /v1/payments/{payment_id}/cancel": (
         *_WRITE,
@@ -206,6 +216,7 @@ _TABLE: Final[dict[str, tuple[ErrorCode, ...]]] = {
         *_RESOLVE_PENDING,
         E.FX_CONVERSION_NOT_FOUND,
     ),
+    "GET /v1/fx/conversions": _READ,
     "GET /v1/fx/conversions/{conversion_id}": (*_READ, E.FX_CONVERSION_NOT_FOUND),
     # reconciliation: the operator's admin keys only (another tenant's: forbidden_scope)
     "POST /v1/reconciliation/reports": (

@@ -14,6 +14,8 @@ prefix          what carries it                                              who
 ``fx:``         accounts ``fx:liquidity:<CUR>`` (the house's position in a     fx
                 currency) and ``fx:revenue:<CUR>`` (spreads earned)
 ``fx.``         transfers of currency conversions, ``fx.<quote id>.<leg>``    fx
+                (and of card payments settled through one, ``fx.<payment or
+                refund id>.<step>.<leg>``)
 ``recon:``      accounts ``recon:<role>:<processor>:<CUR>`` (role: ``bank``,  reconciliation
                 ``fees``, ``chargebacks``, ``suspense``)
 ``rc.``         transfers of settlement reports, ``rc.<batch hash>.<leg>``    reconciliation

@@ -2,8 +2,10 @@
 
 A quote (``quotes``) prices one exchange from a rate source (``rates``) with the
 rounding rule of ``rounding``; a conversion (``conversion``) books it as one linked
-chain of transfers through paycore's per-currency FX accounts (``accounts``).
-Everything here but ``rates.HttpRates`` is pure: no I/O.
+chain of transfers through paycore's per-currency FX accounts (``accounts``); a card
+payment in another currency than its merchant's settles its captures and refunds as such
+chains at the rate it locked (``settlement``). Everything here is pure (no I/O) but
+``rates.HttpRates`` and ``settlement.lock_rate``, which ask a rate source.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from paycore.errors import ErrorCode, RequestError
 from paycore.fx.rounding import buy_for, minor_ratio, sell_for
 from paycore.money import MAX_AMOUNT, is_currency
 
-__all__ = ["BPS", "Price", "customer_rate", "new_quote_id", "price"]
+__all__ = ["BPS", "Price", "check_usable", "customer_rate", "new_quote_id", "price"]
 
 BPS = 10_000
 
@@ -91,3 +91,13 @@ def price(
     if max(sell, at_mid) > MAX_AMOUNT:
         raise _invalid(f"the exchange exceeds the largest amount ({MAX_AMOUNT})")
     return Price(sell_currency, buy_currency, sell, buy, at_mid - buy, rate, mid_rate)
+
+
+def check_usable(quote_id: str, expires_at: int, now: int, *, used: bool) -> None:
+    """Refuse (``fx_quote_expired``) a quote whose lock ran out (``now`` at or past
+    ``expires_at``, ns) unless it was used in time: then a conversion of it is a retry,
+    answered as the first time."""
+    if now >= expires_at and not used:
+        raise RequestError(
+            ErrorCode.FX_QUOTE_EXPIRED, f"FX quote {quote_id!r} expired; ask for a new one"
+        )

@@ -8,7 +8,8 @@ shard. Client accounts never start with ``psp:``, client transfers never with ``
 
 Ids: ``pay_``, ``re_``, ``po_`` and ``evt_`` plus 24 random hex digits; the ledger
 transfers of payment ``pay_X`` are ``pm.pay_X.<step><n>``, so they are found from the
-payment and never collide with a client's.
+payment and never collide with a client's; a payment settled through a conversion books
+its captures and refunds as chains ``fx.<its id>.<step>.<leg>`` (``fx_chain_id``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import secrets
 from typing import Final
 
 from paycore.cluster.namespaces import (
+    FX_TRANSFER_PREFIX,
     PAYMENT_TRANSFER_PREFIX,
     PSP_PREFIX,
     parse_psp,
@@ -27,6 +29,7 @@ from paycore.cluster.namespaces import (
 __all__ = [
     "PAYMENT_TRANSFER_PREFIX",
     "PSP_PREFIX",
+    "fx_chain_id",
     "is_processor_name",
     "new_id",
     "parse_psp",
@@ -51,3 +54,10 @@ def transfer_id(owner_id: str, step: str) -> str:
     """The ledger transfer of step ``step`` (e.g. ``h1``: the hold of attempt 1) of the
     payment, refund or payout ``owner_id``."""
     return f"{PAYMENT_TRANSFER_PREFIX}{owner_id}.{step}"
+
+
+def fx_chain_id(owner_id: str, step: str) -> str:
+    """The chain (``<id>.<leg>`` each) settling step ``step`` of payment or refund
+    ``owner_id`` through a conversion (``paycore.fx.settlement``): ``fx.`` ids, which
+    the ledger lets paycore's own commands post and void across shards."""
+    return f"{FX_TRANSFER_PREFIX}{owner_id}.{step}"

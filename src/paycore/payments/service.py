@@ -40,7 +40,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from paycore.config import Settings
+from paycore.config import FxConfig, Settings
+from paycore.fx.rates import RateSource
 from paycore.logs import bind
 from paycore.payments.accounts import is_processor_name
 from paycore.payments.flows import capture as _capture
@@ -130,6 +131,13 @@ class PaymentService:
             saga_wait_seconds=saga_wait_seconds,
             conflict_retries=conflict_retries,
         )
+
+    def use_fx(self, rates: RateSource, config: FxConfig) -> None:
+        """Settle card payments in another currency than their merchant account's
+        through a conversion, at a rate locked from ``rates`` with ``config``'s spread
+        (``paycore.payments.flows.fx``); without this they are refused."""
+        self.context.fx_rates = rates
+        self.context.fx_config = config
 
     @property
     def store(self) -> Store:

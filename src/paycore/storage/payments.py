@@ -120,6 +120,13 @@ class PaymentRow(msgspec.Struct, frozen=True):
     version: int = 1
     created_at: int = 0
     updated_at: int = 0
+    # Settled through a conversion (migration 0023; None: in the merchant's currency):
+    # the merchant account's currency, what it was credited in it so far (captures), and
+    # the rates locked at the authorization (exact decimal text; paycore.fx.rounding).
+    settlement_currency: str | None = None
+    settlement_amount: int = 0
+    fx_rate: str | None = None
+    fx_mid_rate: str | None = None
 
 
 class AttemptRow(msgspec.Struct, frozen=True):
@@ -160,6 +167,10 @@ class RefundRow(msgspec.Struct, frozen=True):
     version: int = 1
     created_at: int = 0
     updated_at: int = 0
+    # A refund of a payment settled through a conversion (migration 0023): what it
+    # debits the merchant in its own currency at the payment's locked rate.
+    settlement_currency: str | None = None
+    settlement_amount: int = 0
 
 
 class PayoutRow(msgspec.Struct, frozen=True):
@@ -527,7 +538,7 @@ def _apply_write(tx: LedgerTx, clock: GroupClock, w: PaymentWrite) -> PaymentWri
     ws: WorkingSet | None = None
     created_accounts: list[Account] = []
     transfers: tuple[Transfer, ...] = ()
-    if w.transfers or w.expire_holds:
+    if w.transfers or w.expire_holds or w.ensure_accounts:
         ws, created_accounts = _working_set(tx, clock, w)
         if w.expire_holds:
             _expire(ws, w.expire_holds)

@@ -33,11 +33,13 @@ __all__ = [
     "NewApiKey",
     "NewWebhookEndpoint",
     "Payment",
+    "PaymentSettlement",
     "PaymentSource",
     "Payout",
     "QueuedEvent",
     "ReconciliationException",
     "Refund",
+    "RefundSettlement",
     "ReportImport",
     "RotatedApiKey",
     "SettlementReport",
@@ -178,6 +180,25 @@ class Attempt(_Model, frozen=True):
     created_at: str
 
 
+class PaymentSettlement(_Model, frozen=True):
+    """A card payment in another currency than its merchant account's, settled through
+    a conversion at the rate locked when it was made: ``amount`` is what the merchant
+    account was credited so far, in its ``currency``; ``rate`` (the customer's) and
+    ``mid_rate`` are exact decimal strings (never floats)."""
+
+    currency: str
+    amount: int
+    rate: str
+    mid_rate: str
+
+
+class RefundSettlement(_Model, frozen=True):
+    """What a refund of such a payment debits the merchant account, in its currency."""
+
+    currency: str
+    amount: int
+
+
 class Refund(_Model, frozen=True):
     id: str
     payment_id: str
@@ -190,6 +211,7 @@ class Refund(_Model, frozen=True):
     attempts: list[Attempt]
     created_at: str
     updated_at: str
+    settlement: RefundSettlement | None = None  # a payment settled through a conversion
 
 
 class Payment(_Model, frozen=True):
@@ -217,6 +239,7 @@ class Payment(_Model, frozen=True):
     created_at: str
     updated_at: str
     refunds: list[Refund] | None = None
+    settlement: PaymentSettlement | None = None  # None: in the merchant's currency
 
 
 class Payout(_Model, frozen=True):

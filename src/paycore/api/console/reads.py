@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from paycore.api.tenancy import Namespace
-from paycore.cluster.namespaces import PAYMENT_TRANSFER_PREFIX
+from paycore.cluster.namespaces import FX_TRANSFER_PREFIX, PAYMENT_TRANSFER_PREFIX
 from paycore.errors import PaycoreError
 from paycore.ledger.model import SYSTEM_TENANT, Account, TransferView
 from paycore.ledger.tenancy import id_prefix
@@ -196,12 +196,13 @@ async def readable_transfer(store: Store, ns: Namespace, client: str) -> Transfe
 async def owned_transfers(
     store: Store, owner_id: str, account_id: str, created_at: int
 ) -> list[TransferView]:
-    """The ledger transfers a payment, refund or payout made (``pm.<its id>.<step>``),
-    from ``account_id``'s transfers (the merchant's, the wallet's) since it began."""
-    prefix = f"{PAYMENT_TRANSFER_PREFIX}{owner_id}."
+    """The ledger transfers a payment, refund or payout made (``pm.<its id>.<step>``,
+    or ``fx.<its id>.<step>.<leg>`` settled through a conversion), from ``account_id``'s
+    transfers (the merchant's, the wallet's) since it began."""
+    prefixes = (f"{PAYMENT_TRANSFER_PREFIX}{owner_id}.", f"{FX_TRANSFER_PREFIX}{owner_id}.")
     since = max(0, created_at - 60 * _NS)
     page = await store.account_transfers(account_id, limit=500, cursor=since)
-    return [v for v in page.data if v.transfer.id.startswith(prefix)]
+    return [v for v in page.data if v.transfer.id.startswith(prefixes)]
 
 
 async def payment_transfers(store: Store, view: PaymentView) -> list[TransferView]:

@@ -3,14 +3,15 @@
 ``POST /v1/fx/quotes`` prices an exchange from the node's rate source and keeps the
 quote (on the key shard, tenant-scoped) until it expires; ``POST /v1/fx/conversions``
 books a quote as one linked chain (``paycore.fx.conversion``), at most once per quote;
-a held conversion is captured (in part, at the locked rate) or voided as one. Every
+a held conversion is captured (in part, at the locked rate) or voided as one;
+``GET /v1/fx/conversions`` lists the caller's (its used quotes, as they stand). Every
 POST honours an Idempotency-Key; a conversion is idempotent by its quote besides.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from fractions import Fraction
 from typing import Annotated, Any, Final
 
@@ -25,6 +26,7 @@ from paycore.api.fx_schemas import (
     CaptureConversionIn,
     ConversionIn,
     ConversionOut,
+    ConversionPageOut,
     QuoteIn,
     QuoteOut,
     QuotePageOut,
@@ -51,10 +53,10 @@ from paycore.fx.conversion import (
     quote_id_of,
     void_legs,
 )
-from paycore.fx.quotes import new_quote_id, price
+from paycore.fx.quotes import check_usable, new_quote_id, price
 from paycore.fx.rates import RateSource
 from paycore.fx.rounding import rate_text
-from paycore.ledger.model import TransferStatus
+from paycore.ledger.model import TransferStatus, TransferView
 from paycore.ledger.rules import TransferResult
 from paycore.storage.base import CreateAccounts, CreateTransfers, StoredResponse
 from paycore.storage.fx_quotes import CreateFxQuote, FxQuoteReads, FxQuoteRow
@@ -65,6 +67,9 @@ __all__ = ["fx_routes"]
 _JSON: Final = "application/json"
 _NS: Final = 1_000_000_000
 _DEFAULT_PAGE_SIZE: Final = 100
+# Quotes read per request of GET /v1/fx/conversions (in chunks) to find its conversions.
+_SCAN_CHUNK: Final = 200
+_SCAN_LIMIT: Final = 2_000
 Clock = Callable[[], int]
 
 
@@ -221,7 +226,7 @@ def fx_routes(
     book = _Book(store)
     return [
         *_quote_routes(book, writes, settings, rates, clock),
-        *_conversion_routes(book, writes, clock),
+        *_conversion_routes(book, writes, clock, settings.max_page_size),
     ]
 
 
@@ -274,7 +279,9 @@ def _quote_routes(
     return [create_quote, read_quote, list_quotes]
 
 
-def _conversion_routes(book: _Book, writes: WriteExecutor, clock: Clock) -> list[HTTPRouteHandler]:
+def _conversion_routes(
+    book: _Book, writes: WriteExecutor, clock: Clock, max_page: int
+) -> list[HTTPRouteHandler]:
     decode_conversion = msgspec.json.Decoder(ConversionIn)
     decode_capture = msgspec.json.Decoder(CaptureConversionIn)
     decode_void = msgspec.json.Decoder(VoidConversionIn)
@@ -299,10 +306,9 @@ def _conversion_routes(book: _Book, writes: WriteExecutor, clock: Clock) -> list
         quote = await book.own_quote(request, body.quote_id)
         # An expired quote is refused unless it was used in time: then this is a retry,
         # answered as the first time.
-        if clock() >= quote.expires_at and not await book.used(quote):
-            raise RequestError(
-                ErrorCode.FX_QUOTE_EXPIRED, f"FX quote {quote.id!r} expired; ask for a new one"
-            )
+        now = clock()
+        if now >= quote.expires_at:
+            check_usable(quote.id, quote.expires_at, now, used=await book.used(quote))
         ns = namespace_of(request)
         debit, credit = ns.account(body.debit_account_id), ns.account(body.credit_account_id)
         await book.check_owner(ns.tenant, debit, credit)
@@ -364,15 +370,82 @@ def _conversion_routes(book: _Book, writes: WriteExecutor, clock: Clock) -> list
         current = await _current(book.store, namespace_of(request), quote)
         return Response(encode(current), media_type=_JSON)
 
-    return [create_conversion, capture_conversion, void_conversion, read_conversion]
+    @get("/v1/fx/conversions", operation_class=documented({200: ConversionPageOut}), tags=["fx"])
+    async def list_conversions(
+        request: Request[Any, Any, Any],
+        limit: Annotated[int, QueryParameter(ge=1)] = _DEFAULT_PAGE_SIZE,
+        cursor: FromQuery[str | None] = None,
+    ) -> Response[bytes]:
+        """The caller's conversions by their quotes' creation, oldest first, each as it
+        stands now (a page may be short when many unused quotes lie between them)."""
+        if limit > max_page:
+            raise RequestError(ErrorCode.INVALID_REQUEST, f"limit must be in 1..{max_page}")
+        quotes, after = await _used_quotes(
+            book, tenant_of(request), decode_list_cursor(cursor), limit
+        )
+        page = ConversionPageOut(
+            data=await _currents(book.store, namespace_of(request), quotes),
+            next_cursor=encode_list_cursor(after),
+        )
+        return Response(encode(page), media_type=_JSON)
+
+    return [
+        create_conversion,
+        capture_conversion,
+        void_conversion,
+        read_conversion,
+        list_conversions,
+    ]
+
+
+async def _used_quotes(
+    book: _Book, tenant: str, after: tuple[int, str] | None, limit: int
+) -> tuple[list[FxQuoteRow], tuple[int, str] | None]:
+    """Up to ``limit`` of ``tenant``'s quotes after the key ``after`` that a conversion
+    used, and the key to go on from (None: there are no more).
+
+    A conversion is a used quote (it has no row of its own), so the quotes are read in
+    chunks and the unused ones skipped, at most ``_SCAN_LIMIT`` per page: past that, a
+    short page is answered with the key of the last quote read."""
+    reads = _quote_reads(book.store)
+    found: list[FxQuoteRow] = []
+    scanned = 0
+    while scanned < _SCAN_LIMIT:
+        rows = await reads.of_tenant(tenant, after=after, limit=_SCAN_CHUNK)
+        scanned += len(rows)
+        used = await book.store.get_transfers([leg_id(row.id, "sell") for row in rows])
+        for row in rows:
+            if leg_id(row.id, "sell") in used:
+                if len(found) == limit:
+                    return found, after  # one more exists: go on after the last read
+                found.append(row)
+            after = (row.created_at, row.id)
+        if len(rows) < _SCAN_CHUNK:
+            return found, None
+    return found, after
 
 
 async def _current(store: Store, ns: Namespace, quote: FxQuoteRow) -> ConversionOut:
     """A conversion as it stands: its legs' status, and what a capture booked."""
-    ids = [leg_id(quote.id, leg) for leg in LEGS]
+    return (await _currents(store, ns, [quote]))[0]
+
+
+async def _currents(store: Store, ns: Namespace, quotes: list[FxQuoteRow]) -> list[ConversionOut]:
+    """``_current`` of each of ``quotes`` (all used), in two reads for them all."""
+    ids = [leg_id(quote.id, leg) for quote in quotes for leg in LEGS]
     views = await store.get_transfers(ids)
-    sell, buy = views[ids[0]], views[ids[1]]
     posted = await store.get_transfers([f"{i}.post" for i in ids])
+    return [_conversion_out(ns, quote, views, posted) for quote in quotes]
+
+
+def _conversion_out(
+    ns: Namespace,
+    quote: FxQuoteRow,
+    views: Mapping[str, TransferView],
+    posted: Mapping[str, TransferView],
+) -> ConversionOut:
+    ids = [leg_id(quote.id, leg) for leg in LEGS]
+    sell, buy = views[ids[0]], views[ids[1]]
     amounts = [quote.sell_amount, quote.buy_amount, quote.spread_amount]
     for i, leg_id_ in enumerate(ids):
         if (view := posted.get(f"{leg_id_}.post")) is not None:

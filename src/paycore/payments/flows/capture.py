@@ -8,7 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 from paycore.errors import ErrorCode, PaycoreError, RequestError, key_in_use
-from paycore.payments.flows import outcomes
+from paycore.payments.flows import fx, outcomes
+from paycore.payments.flows.context import log
 from paycore.payments.flows.model import PaymentView, Reply
 from paycore.payments.flows.outcomes import (
     Step,
@@ -18,6 +19,7 @@ from paycore.payments.flows.rows import (
     attempt,
     bump,
     finished,
+    locked_rate,
 )
 from paycore.payments.flows.work import UnitOfWork, Written
 from paycore.payments.intents import CancelReason, PaymentStatus, PendingOp
@@ -53,6 +55,8 @@ async def capture(work: UnitOfWork, payment_id: str, amount: int | None, *, fina
             )
         if row.authorized_until is not None and now >= row.authorized_until:
             raise RequestError(_E.AUTHORIZATION_EXPIRED, "capture it before it expires")
+        if row.settlement_currency is not None:
+            locked_rate(row).captured(wanted)  # fx_amount_too_small before the processor
         return wanted, {
             "pending_amount": wanted,
             "pending_final": int(final or wanted == capturable),
@@ -159,6 +163,14 @@ async def record_capture(
     step = outcomes.captured(shard, row, all_attempts, result, now)
     if isinstance(step, PaycoreError):
         return await _back_to_capturable(work, shard, row, done, step)
+    if step.settlement is not None:
+        # Settled through a conversion: its chain first. The processor captured: a
+        # refusal (the merchant's account closed since) leaves the payment processing,
+        # logged, for the resolver to book again.
+        refusal = await fx.book(work.ctx, shard, row, step.settlement)
+        if refusal is not None:
+            log.error("payment %s: capture approved, the conversion refused: %s", row.id, refusal)
+            return await work.current("payment", row.id)
     written = await work.commit(step)
     if written.code is _E.PENDING_TRANSFER_EXPIRED:
         written = await work.commit(outcomes.captured_after_expiry(step, row, now))

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
+
 from paycore.errors import ErrorCode, PaycoreError, RequestError
+from paycore.fx.settlement import LockedRate, lock_rate
 from paycore.logs import bind
 from paycore.payments.accounts import new_id
 from paycore.payments.cards import brand_of, check_card, tokenize
+from paycore.payments.flows import fx
 from paycore.payments.flows.context import log
 from paycore.payments.flows.model import NewPayment, PaymentView, Reply, RouteLike
 from paycore.payments.flows.outcomes import (
@@ -45,6 +49,7 @@ __all__ = [
 ]
 
 _E = ErrorCode
+_UNRECORDED = "payment %s: the conversion was booked, recording the payment refused: %s"
 
 
 async def create_payment(work: UnitOfWork, new: NewPayment) -> Reply:
@@ -60,9 +65,10 @@ async def create_payment(work: UnitOfWork, new: NewPayment) -> Reply:
     # On this request's lines from here on (the metrics middleware unbinds it at its end).
     bind(payment=payment_id)
     resumed = seen is not None
+    locked: LockedRate | None = None
     try:
-        merchant = await ctx.open_account(new.merchant_account_id, new.currency, new.tenant)
         if new.wallet_account_id is not None:
+            await ctx.open_account(new.merchant_account_id, new.currency, new.tenant)
             if new.wallet_account_id == new.merchant_account_id:
                 raise RequestError(
                     _E.ACCOUNTS_MUST_BE_DIFFERENT, "the wallet pays the merchant: two accounts"
@@ -70,13 +76,23 @@ async def create_payment(work: UnitOfWork, new: NewPayment) -> Reply:
             await ctx.open_account(new.wallet_account_id, new.currency, new.tenant)
             return await wallet_payment(work, new, payment_id, resumed)
         assert new.card is not None
+        merchant = new.merchant_account_id
+        settlement = await ctx.settlement_currency(merchant, new.currency, new.tenant)
+        if settlement is not None:
+            assert ctx.fx_rates is not None
+            # The rate is locked now, for the authorization and every capture and refund.
+            locked = await lock_rate(
+                ctx.fx_rates, ctx.fx_config, new.currency, settlement, new.amount
+            )
         route = ctx.router.route(
             merchant=merchant, currency=new.currency, brand=brand_of(new.card.number)
         )
         candidates = ctx.candidates(route, new.currency, "payments")
     except PaycoreError as exc:
         return await work.refuse(exc, resumed=resumed)
-    return await _card_payment(work, new, payment_id, route, candidates, resumed=resumed)
+    return await _card_payment(
+        work, new, payment_id, route, candidates, resumed=resumed, locked=locked
+    )
 
 
 async def _card_payment(
@@ -87,6 +103,7 @@ async def _card_payment(
     candidates: list[str],
     *,
     resumed: bool,
+    locked: LockedRate | None = None,
 ) -> Reply:
     assert new.card is not None
     ctx, card = work.ctx, new.card
@@ -117,10 +134,16 @@ async def _card_payment(
         created_at=now,
         updated_at=now,
     )
+    settles_in = new.currency
+    if locked is not None:
+        settles_in = locked.settlement
+        row = msgspec.structs.replace(
+            row, settlement_currency=settles_in, fx_rate=locked.rate, fx_mid_rate=locked.mid_rate
+        )
     claim = await work.claim(
         resumed=resumed, kind="payment", object_id=payment_id, shard=shard, seq=0
     )
-    checks = (AccountCheck(new.merchant_account_id, new.currency),)
+    checks = (AccountCheck(new.merchant_account_id, settles_in),)
     write = PaymentWrite(shard=shard, payment=row, attempts=(current,), accounts=checks)
     started = await work.start(Step(write), claim)
     if started.state is Written.REFUSED:
@@ -201,17 +224,25 @@ async def record_authorization(
     step = authorization(
         shard, row, all_attempts, result, now, authorization_seconds=ctx.authorization_seconds
     )
-    written = await work.commit(step)
-    if written.state is Written.DONE:
-        return written.reply
-    if written.state is Written.CONFLICT:  # recorded by someone else meanwhile
-        return await work.current("payment", row.id)
+    refusal: tuple[ErrorCode, str] | None = None
+    if step.settlement is not None:
+        # Settled through a conversion: its chain first (fx), then the payment.
+        refusal = await fx.book(ctx, shard, row, step.settlement)
+    if refusal is None:
+        written = await work.commit(step)
+        if written.state is Written.DONE:
+            return written.reply
+        if written.state is Written.CONFLICT or step.settlement is not None:
+            # Recorded by someone else meanwhile; or (the chain booked) left processing
+            # for the resolver to record again.
+            return await work.finish(written, "payment", row.id, _UNRECORDED)
+        refusal = (written.code, written.detail)
     # The processor took the money but the ledger refuses it (the merchant's account
     # was closed in between): give it back at the processor, durably: the give-back
     # is recorded (the payment stays processing) before it is sent, and the resolver
     # sends it again until the processor has done it; only then does the payment fail.
-    log.warning("payment %s: ledger refused the approved authorization: %s", row.id, written.result)
-    giving, give = give_back(row, done, written.code, written.detail, now)
+    log.warning("payment %s: ledger refused the approved authorization: %s", row.id, refusal)
+    giving, give = give_back(row, done, *refusal, now)
     write = PaymentWrite(
         shard=shard, payment=giving, payment_version=row.version, attempts=(done, give)
     )

@@ -12,8 +12,10 @@ import msgspec
 
 from paycore.cluster.namespaces import is_reserved
 from paycore.cluster.router import gather_all
+from paycore.config import FxConfig
 from paycore.errors import ErrorCode, PaycoreError, RequestError
-from paycore.ledger.model import is_valid_id
+from paycore.fx.rates import RateSource
+from paycore.ledger.model import Account, is_valid_id
 from paycore.payments.flows.model import (
     PaymentRouter,
     PaymentView,
@@ -50,6 +52,11 @@ def not_found(kind: str, object_id: str) -> RequestError:
     return RequestError(code, f"{kind} {object_id!r} not found")
 
 
+def _check_open(account: Account) -> None:
+    if account.flags.closed:
+        raise RequestError(_E.ACCOUNT_CLOSED, f"account {account.id!r} is closed")
+
+
 class Context:
     """The store, the connectors (name -> connector, each already wrapped by resilience)
     and the router of one payment service, with its settings (see ``PaymentService``).
@@ -76,6 +83,12 @@ class Context:
         self.authorization_seconds = authorization_seconds
         self.saga_wait_seconds = saga_wait_seconds
         self.conflict_retries = conflict_retries
+        # Where a card payment in another currency than its merchant's locks its rate
+        # (``PaymentService.use_fx``); None: such a payment is refused (currency_mismatch).
+        self.fx_rates: RateSource | None = None
+        self.fx_config = FxConfig()
+        self.fx_accounts: set[str] = set()  # currencies whose FX accounts exist
+        self.psp_accounts: set[str] = set()  # processor accounts made for FX chains
 
     # -- placement and reads -----------------------------------------------------------------
 
@@ -130,6 +143,29 @@ class Context:
         return view
 
     async def open_account(self, account_id: str, currency: str, tenant: str | None = None) -> str:
+        found = await self._client_account(account_id, tenant)
+        if found.currency != currency:
+            raise RequestError(
+                _E.CURRENCY_MISMATCH, f"account {account_id!r} is {found.currency}, not {currency}"
+            )
+        _check_open(found)
+        return account_id
+
+    async def settlement_currency(
+        self, account_id: str, currency: str, tenant: str | None = None
+    ) -> str | None:
+        """The currency a card payment in ``currency`` settles in on merchant account
+        ``account_id``: None when it is the same, the account's when it differs and this
+        service converts (else ``currency_mismatch``); the checks of ``open_account``."""
+        found = await self._client_account(account_id, tenant)
+        if found.currency != currency and self.fx_rates is None:
+            raise RequestError(
+                _E.CURRENCY_MISMATCH, f"account {account_id!r} is {found.currency}, not {currency}"
+            )
+        _check_open(found)
+        return None if found.currency == currency else found.currency
+
+    async def _client_account(self, account_id: str, tenant: str | None) -> Account:
         if is_reserved(account_id):
             # Clearing and processor accounts have no limits: paying from one (or into
             # one) would move money nobody had.
@@ -141,13 +177,7 @@ class Context:
             # Another tenant's account is answered exactly as a missing one. Checked
             # before the write, soundly: an account's tenant never changes.
             raise RequestError(_E.ACCOUNT_NOT_FOUND, f"account {account_id!r} not found")
-        if found.currency != currency:
-            raise RequestError(
-                _E.CURRENCY_MISMATCH, f"account {account_id!r} is {found.currency}, not {currency}"
-            )
-        if found.flags.closed:
-            raise RequestError(_E.ACCOUNT_CLOSED, f"account {account_id!r} is closed")
-        return account_id
+        return found
 
     async def write(self, write: PaymentWrite) -> PaymentWriteResult:
         result: PaymentWriteResult = await self.store.execute(write)

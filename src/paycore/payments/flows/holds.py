@@ -16,6 +16,7 @@ from paycore.payments.processors.base import Outcome, ProcessorResult
 from paycore.storage.payments import AttemptRow, PaymentWrite, PayoutRow, RefundDelta, RefundRow
 
 __all__ = [
+    "fx_refund_refused",
     "paid_out",
     "payout_refused",
     "refund_refused",
@@ -75,6 +76,32 @@ def refund_refused(shard: str, refund: RefundRow, refusal: ErrorCode, now: int) 
         shard=shard, refund=failed, events=events([("refund.failed", failed)], now)
     )
     return Step(write, RefundView(failed, (), shard))
+
+
+def fx_refund_refused(
+    shard: str, refund: RefundRow, sent: AttemptRow, refusal: ErrorCode, now: int
+) -> Step:
+    """A refund settled through a conversion whose chain the ledger refused (the
+    merchant cannot cover it): recorded already, it fails; its attempt was never sent."""
+    failed = bump(
+        refund,
+        now,
+        status=RefundStatus(refund.status).to(RefundStatus.FAILED).value,
+        hold_id=None,
+        failure_code=refusal.value,
+    )
+    never = msgspec.structs.replace(
+        sent, outcome=Outcome.FAILED.value, error=f"not sent: {refusal.value}", updated_at=now
+    )
+    write = PaymentWrite(
+        shard=shard,
+        refund=failed,
+        refund_version=refund.version,
+        refund_delta=RefundDelta(refund.payment_id, pending=-refund.amount),
+        attempts=(never,),
+        events=events([("refund.failed", failed)], now),
+    )
+    return Step(write, RefundView(failed, (never,), shard))
 
 
 def paid_out(

@@ -16,13 +16,14 @@ from typing import Any, Final
 import msgspec
 
 from paycore.errors import ErrorCode, PaycoreError, RequestError
+from paycore.fx.settlement import capture_chain
 from paycore.ledger.model import (
     TransferFlags,
     TransferRequest,
     TransferStatus,
 )
 from paycore.ledger.rules import TransferResult
-from paycore.payments.accounts import psp_account_id, transfer_id
+from paycore.payments.accounts import fx_chain_id, psp_account_id, transfer_id
 from paycore.payments.flows.model import (
     PaymentView,
     ReplyOutcome,
@@ -34,6 +35,7 @@ from paycore.payments.flows.rows import (
     attempt,
     bump,
     events,
+    locked_rate,
     move,
     psp_request,
     settle,
@@ -88,6 +90,9 @@ class Step:
 
     write: PaymentWrite
     answer: ReplyOutcome | None = None
+    # A payment settled through a conversion: the chain to book (``flows.fx``) before
+    # ``write``, which cannot (the FX accounts live on any shard).
+    settlement: tuple[TransferRequest, ...] | None = None
 
 
 # -- outcomes --------------------------------------------------------------------------------
@@ -154,6 +159,15 @@ def authorization(
         "processor_reference": result.processor_reference,
         "authorization_reference": done.reference,
     }
+    if row.settlement_currency is not None:
+        return _fx_authorization(
+            shard,
+            row,
+            attempts,
+            now,
+            common=common,
+            authorization_seconds=authorization_seconds,
+        )
     if row.capture_method == CaptureMethod.MANUAL.value:
         transfer = TransferRequest(
             id=transfer_id(row.id, f"h{done.seq}"),
@@ -196,6 +210,56 @@ def authorization(
         transfers=(transfer,),
         ensure_accounts=psp_request(psp, row.currency),
     )
+
+
+def _fx_authorization(
+    shard: str,
+    row: PaymentRow,
+    attempts: tuple[AttemptRow, ...],
+    now: int,
+    *,
+    common: dict[str, Any],
+    authorization_seconds: int,
+) -> Step:
+    """An approved authorization of a payment settled through a conversion: captured
+    at once, its chain settles the whole amount; else nothing is booked until a capture
+    (the amount in the merchant's currency is known per capture)."""
+    status = PaymentStatus(row.status)
+    if row.capture_method == CaptureMethod.MANUAL.value:
+        new = bump(
+            row,
+            now,
+            status=status.to(PaymentStatus.REQUIRES_CAPTURE).value,
+            authorized_until=now + authorization_seconds * NS,
+            **common,
+            **CLEAR,
+        )
+        return _payment(shard, row, new, attempts, now=now,
+                        pairs=[("payment.requires_capture", new)])  # fmt: skip
+    chain_id = fx_chain_id(row.id, f"c{attempts[-1].seq}")
+    chain, credited = _fx_capture(row, chain_id, shard, row.amount)
+    new = bump(
+        row,
+        now,
+        status=status.to(PaymentStatus.SUCCEEDED).value,
+        amount_captured=row.amount,
+        settlement_amount=row.settlement_amount + credited,
+        **common,
+        **CLEAR,
+    )
+    step = _payment(shard, row, new, attempts, now=now, pairs=[("payment.succeeded", new)])
+    return Step(step.write, step.answer, chain)
+
+
+def _fx_capture(
+    row: PaymentRow, chain_id: str, shard: str, amount: int
+) -> tuple[tuple[TransferRequest, ...], int]:
+    """The chain settling a capture of ``amount`` of ``row``, and what it credits."""
+    psp = psp_account_id(shard, row.processor or "", row.currency)
+    chain = capture_chain(
+        chain_id, locked_rate(row), psp, row.merchant_account_id, amount, payment=row.id
+    )
+    return chain, chain[1].amount or 0
 
 
 def give_back(
@@ -256,6 +320,8 @@ def captured(
     psp = psp_account_id(shard, row.processor or "", row.currency)
     left = row.amount_authorized - row.amount_captured - amount
     keep = left > 0 and not row.pending_final
+    if row.settlement_currency is not None:
+        return _fx_captured(shard, row, attempts, now, keep=keep)
     assert row.hold_id is not None
     post = TransferRequest(
         id=transfer_id(row.id, f"p{done.seq}"),
@@ -293,6 +359,30 @@ def captured(
     if target is PaymentStatus.SUCCEEDED:
         pairs.append(("payment.succeeded", new))
     return _payment(shard, row, new, attempts, now=now, pairs=pairs, transfers=tuple(transfers))
+
+
+def _fx_captured(
+    shard: str, row: PaymentRow, attempts: tuple[AttemptRow, ...], now: int, *, keep: bool
+) -> Step:
+    """A capture of a payment settled through a conversion: its chain at the locked
+    rate (no hold to post: none was made), the rest capturable unless final."""
+    amount = row.pending_amount
+    chain_id = fx_chain_id(row.id, f"p{attempts[-1].seq}")
+    chain, credited = _fx_capture(row, chain_id, shard, amount)
+    target = PaymentStatus.REQUIRES_CAPTURE if keep else PaymentStatus.SUCCEEDED
+    new = bump(
+        row,
+        now,
+        status=PaymentStatus(row.status).to(target).value,
+        amount_captured=row.amount_captured + amount,
+        settlement_amount=row.settlement_amount + credited,
+        **CLEAR,
+    )
+    pairs = [("payment.captured", new)]
+    if target is PaymentStatus.SUCCEEDED:
+        pairs.append(("payment.succeeded", new))
+    step = _payment(shard, row, new, attempts, now=now, pairs=pairs)
+    return Step(step.write, step.answer, chain)
 
 
 def captured_after_expiry(step: Step, row: PaymentRow, now: int) -> Step:

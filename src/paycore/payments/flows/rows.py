@@ -9,6 +9,7 @@ from typing import Any, Final
 import msgspec
 
 from paycore.errors import ErrorCode, RequestError
+from paycore.fx.settlement import LockedRate
 from paycore.ledger.model import SYSTEM_TENANT, AccountRequest, TransferFlags, TransferRequest
 from paycore.payments.accounts import new_id
 from paycore.payments.flows.model import (
@@ -32,6 +33,7 @@ __all__ = [
     "events",
     "finished",
     "in_progress",
+    "locked_rate",
     "move",
     "payload",
     "psp_request",
@@ -131,6 +133,14 @@ def settle(transfer: str, hold_id: str, *, post: bool, **metadata: str) -> Trans
     return TransferRequest(id=transfer, flags=flags, pending_id=hold_id, metadata=metadata)
 
 
+def locked_rate(row: PaymentRow) -> LockedRate:
+    """The rates a payment settled through a conversion locked at its authorization."""
+    assert row.settlement_currency is not None
+    assert row.fx_rate is not None
+    assert row.fx_mid_rate is not None
+    return LockedRate(row.currency, row.settlement_currency, row.fx_rate, row.fx_mid_rate)
+
+
 def psp_request(account_id: str, currency: str) -> tuple[AccountRequest, ...]:
     return (AccountRequest(account_id, currency, metadata={"role": "psp"}, tenant=SYSTEM_TENANT),)
 
@@ -149,7 +159,23 @@ def events(pairs: Sequence[tuple[str, Any]], now: int) -> tuple[EventRow, ...]:
 
 
 def payload(kind: str, row: Any) -> dict[str, Any]:
-    """An event's body: the object's public fields, never card data beyond brand/last4."""
+    """An event's body: the object's public fields, never card data beyond brand/last4;
+    a payment or refund settled through a conversion adds its ``settlement`` (as its
+    answers show it), one in the merchant's currency is as it always was."""
+    body = _payload(kind, row)
+    if isinstance(row, PaymentRow) and row.settlement_currency is not None:
+        body["settlement"] = {
+            "currency": row.settlement_currency,
+            "amount": row.settlement_amount,
+            "rate": row.fx_rate,
+            "mid_rate": row.fx_mid_rate,
+        }
+    if isinstance(row, RefundRow) and row.settlement_currency is not None:
+        body["settlement"] = {"currency": row.settlement_currency, "amount": row.settlement_amount}
+    return body
+
+
+def _payload(kind: str, row: Any) -> dict[str, Any]:
     if isinstance(row, PaymentRow):
         return {
             "type": kind,
