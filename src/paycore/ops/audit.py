@@ -105,16 +105,6 @@ class ViolationKind(StrEnum):
     HISTORY_CHECKPOINT_MISMATCH = "history_checkpoint_mismatch"
 
 
-# The kinds that say the shard's history is not the one it wrote.
-CHAIN_KINDS = frozenset(
-    {
-        ViolationKind.HISTORY_CHAIN_BROKEN,
-        ViolationKind.HISTORY_CHAIN_HEAD_MISMATCH,
-        ViolationKind.HISTORY_CHECKPOINT_MISMATCH,
-    }
-)
-
-
 class Violation(msgspec.Struct, frozen=True, omit_defaults=True):
     """One broken promise, with the account or transfer it concerns (and, for the
     history chain, the shard and the record's position in its chain)."""
