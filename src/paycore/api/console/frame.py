@@ -19,8 +19,10 @@ from paycore.api.console.owners import made_by
 from paycore.api.console.sessions import LoginTokens, Session, Sessions
 from paycore.api.routes.ops import OPEN_AUTH_WARNING, WorkerStatus
 from paycore.api.schemas import rfc3339
+from paycore.api.tenancy import Namespace
 from paycore.api.traffic import RecentTraffic
 from paycore.config import Settings
+from paycore.ledger.model import TransferView
 from paycore.payments.service import PaymentService
 from paycore.storage.store import Store
 
@@ -41,6 +43,7 @@ __all__ = [
     "home",
     "secure_request",
     "to_login",
+    "transfer_rows",
 ]
 
 CONSOLE_PATH: Final = "/console"
@@ -199,3 +202,14 @@ def forbidden(request: Request[Any, Any, Any]) -> Template:
         status_code=403,
         headers=HEADERS,
     )
+
+
+def transfer_rows(
+    ns: Namespace, views: list[TransferView]
+) -> list[tuple[str, TransferView, str, str]]:
+    """What ``_transfers.html`` lists: (client id, view, debit, credit) as ``ns`` names them."""
+    return [
+        (ns.out(v.transfer.id), v, ns.out(v.transfer.debit_account_id),
+         ns.out(v.transfer.credit_account_id))
+        for v in views
+    ]  # fmt: skip

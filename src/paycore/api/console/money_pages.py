@@ -15,22 +15,12 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
 from paycore.api.console import reads
-from paycore.api.console.frame import CONSOLE_PATH, PUBLIC, Console, to_login
+from paycore.api.console.frame import CONSOLE_PATH, PUBLIC, Console, to_login, transfer_rows
 from paycore.api.payment_schemas import payout_out, refund_out
 from paycore.api.tenancy import Namespace
 from paycore.errors import RequestError
-from paycore.ledger.model import TransferView
 
 __all__ = ["money_routes"]
-
-
-def _rows(ns: Namespace, views: list[TransferView]) -> list[tuple[str, TransferView, str, str]]:
-    """What ``_transfers.html`` lists: (client id, view, debit, credit) as ``ns`` names them."""
-    return [
-        (ns.out(v.transfer.id), v, ns.out(v.transfer.debit_account_id),
-         ns.out(v.transfer.credit_account_id))
-        for v in views
-    ]  # fmt: skip
 
 
 def money_routes(c: Console) -> list[HTTPRouteHandler]:
@@ -54,7 +44,8 @@ def money_routes(c: Console) -> list[HTTPRouteHandler]:
         transfers = await reads.owned_transfers(c.store, r.id, merchant, r.created_at)
         return c.page(
             request, "refund.html", who,
-            r=refund_out(view, ns), merchant=ns.out(merchant), transfers=_rows(ns, transfers),
+            r=refund_out(view, ns), merchant=ns.out(merchant),
+            transfers=transfer_rows(ns, transfers),
         )  # fmt: skip
 
     @get(f"{CONSOLE_PATH}/payouts/{{payout_id:str}}", opt=PUBLIC, include_in_schema=False)
@@ -72,7 +63,11 @@ def money_routes(c: Console) -> list[HTTPRouteHandler]:
         p = view.payout
         transfers = await reads.owned_transfers(c.store, p.id, p.wallet_account_id, p.created_at)
         return c.page(
-            request, "payout.html", who, p=payout_out(view, ns), transfers=_rows(ns, transfers)
+            request,
+            "payout.html",
+            who,
+            p=payout_out(view, ns),
+            transfers=transfer_rows(ns, transfers),
         )
 
     return [refund, payout]

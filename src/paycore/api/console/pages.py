@@ -49,6 +49,7 @@ from paycore.api.console.frame import (
     home,
     secure_request,
     to_login,
+    transfer_rows,
 )
 from paycore.api.console.money_pages import money_routes
 from paycore.api.console.ops_pages import ops_routes
@@ -197,8 +198,7 @@ def _overview_routes(c: Console) -> list[HTTPRouteHandler]:
         return c.page(
             request, "payment.html", who,
             p=payment_out(view, ns, await refunds_of(c.payments, view)),
-            transfers=[(ns.out(v.transfer.id), v, ns.out(v.transfer.debit_account_id),
-                        ns.out(v.transfer.credit_account_id)) for v in transfers],
+            transfers=transfer_rows(ns, transfers),
         )  # fmt: skip
 
     @get(f"{CONSOLE_PATH}/stuck", opt=PUBLIC, include_in_schema=False)
@@ -280,8 +280,7 @@ def _ledger_routes(c: Console) -> list[HTTPRouteHandler]:
         return c.page(
             request, "account.html", who,
             account=found, client_id=ns.out(found.id), system=system,
-            transfers=[(ns.out(v.transfer.id), v, ns.out(v.transfer.debit_account_id),
-                        ns.out(v.transfer.credit_account_id)) for v in views],
+            transfers=transfer_rows(ns, views),
             next_cursor=listed.next_cursor, chart=Markup(chart),  # noqa: S704 - numbers only
         )  # fmt: skip
 
