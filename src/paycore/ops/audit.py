@@ -349,6 +349,13 @@ class _HistoryTrack:
 _FIELDS = ("debits_pending", "debits_posted", "credits_pending", "credits_posted")
 
 
+def _diffs(got: tuple[int, ...], want: tuple[int, ...]) -> str:
+    """The counters (``_FIELDS``) where ``got`` differs from the replay's ``want``."""
+    return ", ".join(
+        f"{name} {g} (replay {w})" for name, g, w in zip(_FIELDS, got, want, strict=True) if g != w
+    )
+
+
 class _Audit:
     def __init__(self, now: int, grace_ns: int, max_violations: int) -> None:
         self.now = now
@@ -774,14 +781,9 @@ class _Audit:
     def _history_mismatch(
         self, row: BalanceRecord, got: tuple[int, ...], want: tuple[int, ...]
     ) -> None:
-        diffs = ", ".join(
-            f"{name} {g} (replay {w})"
-            for name, g, w in zip(_FIELDS, got, want, strict=True)
-            if g != w
-        )
         self.flag(
             ViolationKind.HISTORY_MISMATCH,
-            f"balance row at {row.timestamp}: {diffs}",
+            f"balance row at {row.timestamp}: {_diffs(got, want)}",
             account_id=row.account_id,
         )
 
@@ -864,14 +866,9 @@ class _Audit:
             )
             want = self.replayed[account.id].as_tuple()
             if got != want:
-                diffs = ", ".join(
-                    f"{name} {g} (replay {w})"
-                    for name, g, w in zip(_FIELDS, got, want, strict=True)
-                    if g != w
-                )
                 self.flag(
                     ViolationKind.COUNTER_MISMATCH,
-                    diffs,
+                    _diffs(got, want),
                     account_id=account.id,
                     currency=account.currency,
                 )
