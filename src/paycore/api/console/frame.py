@@ -4,7 +4,8 @@ browser is (``Console.caller``), the page renderer and the redirects (see ``page
 from __future__ import annotations
 
 import time
-from typing import Any, Final
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -22,6 +23,7 @@ from paycore.api.schemas import rfc3339
 from paycore.api.tenancy import Namespace
 from paycore.api.traffic import RecentTraffic
 from paycore.config import Settings
+from paycore.errors import RequestError
 from paycore.ledger.model import TransferView
 from paycore.payments.service import PaymentService
 from paycore.storage.store import Store
@@ -45,6 +47,8 @@ __all__ = [
     "to_login",
     "transfer_rows",
 ]
+
+V = TypeVar("V")
 
 CONSOLE_PATH: Final = "/console"
 SESSION_COOKIE: Final = "paycore_console"
@@ -159,6 +163,17 @@ class Console:
             headers=HEADERS,
             cookies=cookies or [],
         )
+
+    async def owned(
+        self, kind: str, ident: str, tenant: str, read: Callable[[str], Awaitable[V]]
+    ) -> V | None:
+        """``read(ident)`` when ``tenant`` owns the ``kind`` (payment, refund, payout) of
+        that id; None when it is missing or another tenant's (one 404 for both)."""
+        try:
+            await self.payments.check_owner(kind, ident, tenant)
+            return await read(ident)
+        except RequestError:
+            return None
 
     def missing(self, request: Request[Any, Any, Any], who: Any, what: str, ident: str) -> Template:
         return self.page(request, "missing.html", who, status=404, what=what, ident=ident)

@@ -189,10 +189,8 @@ def _overview_routes(c: Console) -> list[HTTPRouteHandler]:
         if who is None:
             return to_login()
         ns = Namespace(who[0].tenant)
-        try:
-            await c.payments.check_owner("payment", payment_id, ns.tenant)
-            view = await c.payments.get_payment(payment_id)
-        except RequestError:
+        view = await c.owned("payment", payment_id, ns.tenant, c.payments.get_payment)
+        if view is None:
             return c.missing(request, who, "payment", payment_id)
         transfers = await reads.payment_transfers(c.store, view)
         return c.page(
