@@ -31,7 +31,7 @@ from rich.console import Console
 from paycore.tools.bench.inproc import audit_clean, open_store
 from paycore.tools.bench.over_http import free_port, load_scenario, serving
 from paycore.tools.bench.report import BenchReport
-from paycore.tools.loadgen import LoadResult, RawHttpClient, latency_summary
+from paycore.tools.loadgen import LoadResult, RawHttpClient
 
 __all__ = [
     "AMOUNT",
@@ -127,16 +127,14 @@ async def drive_payments(
     measured = time.perf_counter() - measure_from
     # Every answer counts in ``statuses`` (the warm-up's too, so that the merchant's
     # balance can be checked against them); the rate counts the measured part only.
-    return LoadResult(
-        client="raw",
-        clients=clients,
-        duration_s=measured,
-        requests=len(latencies),
+    return LoadResult.of(
+        "raw",
+        clients,
+        seconds=measured,
+        latencies=latencies,
         ok=measured_ok,
         statuses=statuses,
         errors=errors,
-        rate_per_s=measured_ok / measured if measured > 0 else 0.0,
-        **latency_summary(latencies),
     )
 
 
