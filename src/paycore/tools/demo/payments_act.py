@@ -57,7 +57,7 @@ from paycore.payments.service import PaymentService
 from paycore.resilience import BreakerEvent, EventKind
 from paycore.storage.store import Store
 from paycore.tools.demo.asgi_client import DEMO_TENANT, AsgiClient, Json, json_of
-from paycore.tools.demo.promises import OpStats, Promise
+from paycore.tools.demo.promises import OpStats, Promise, op_stats
 from paycore.tools.loadgen import HttpResponse, latency_summary
 
 __all__ = [
@@ -1191,16 +1191,7 @@ class PaymentsAct:
             replays=self.replays,
             transitions=self.transitions,
             timeline=self.timeline(),
-            operations=[
-                OpStats(
-                    name=kind,
-                    requests=len(lat_),
-                    outcomes=dict(self.outcomes[kind].most_common()),
-                    **latency_summary(lat_),
-                )
-                for kind, lat_ in sorted(self.latencies.items())
-                if kind != "setup"
-            ],
+            operations=op_stats(self.latencies, self.outcomes),
             latency=latency_summary(lat),
             verified=verified,
             seconds=dict(self.phases),

@@ -70,7 +70,7 @@ from paycore.tools.demo.payments_act import (
     print_report,
     scan_for_cards,
 )
-from paycore.tools.demo.promises import OpStats, Promise
+from paycore.tools.demo.promises import OpStats, Promise, op_stats
 from paycore.tools.demo.recon_act import ReconReport, print_recon, run_recon_act
 from paycore.tools.loadgen import HttpResponse, latency_summary
 
@@ -738,16 +738,7 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
         transfers=transfers,
         transfers_per_s=transfers / elapsed,
         latency=latency_summary(workload_latencies),
-        operations=[
-            OpStats(
-                name=kind,
-                requests=len(lat),
-                outcomes=dict(demo.outcomes[kind].most_common()),
-                **latency_summary(lat),
-            )
-            for kind, lat in sorted(demo.latencies.items())
-            if kind != "setup"
-        ],
+        operations=op_stats(demo.latencies, demo.outcomes),
         promises=promises,
         audit=audit,
         seconds_total=time.perf_counter() - started,
