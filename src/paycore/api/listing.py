@@ -13,9 +13,8 @@ strictly after that row, on every shard alike.
 from __future__ import annotations
 
 import base64
-import binascii
-from collections.abc import Iterable
-from typing import Any, Final
+from collections.abc import Callable, Iterable
+from typing import Any, Final, TypeVar
 
 from paycore.api.schemas import MAX_METADATA_KEY_LENGTH, MAX_METADATA_STRING_LENGTH, parse_rfc3339
 from paycore.config import Settings
@@ -27,40 +26,67 @@ __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MAX_METADATA_FILTERS",
     "ListQuery",
+    "bad_cursor",
+    "check_limit",
     "decode_list_cursor",
+    "decode_opaque_cursor",
     "encode_list_cursor",
+    "encode_opaque_cursor",
 ]
 
 DEFAULT_PAGE_SIZE: Final = 100  # as GET /v1/accounts/{id}/transfers (within max_page_size)
 MAX_METADATA_FILTERS: Final = 10
 _PAGE_PARAMS: Final = frozenset({"limit", "cursor", "order"})
 _MAX_CURSOR_LENGTH: Final = 256  # base64 of 19 digits, ":" and an id of up to 129 chars
+T = TypeVar("T")
+
+
+def encode_opaque_cursor(raw: bytes) -> str:
+    """``raw`` as an opaque cursor: URL-safe base64 without its padding."""
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_opaque_cursor(cursor: str, parse: Callable[[bytes], T]) -> T:
+    """What ``parse`` reads from the bytes of ``cursor``; 422 ``invalid_request`` for a
+    cursor this API did not hand out (too long, not base64, or ``parse`` raises
+    ValueError)."""
+    if len(cursor) > _MAX_CURSOR_LENGTH or not cursor.isascii():
+        raise bad_cursor()
+    try:
+        return parse(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except ValueError:  # binascii.Error and msgspec.DecodeError are ValueErrors
+        raise bad_cursor() from None
 
 
 def encode_list_cursor(key: Keyset | None) -> str | None:
-    if key is None:
-        return None
-    return base64.urlsafe_b64encode(f"{key[0]}:{key[1]}".encode()).decode().rstrip("=")
+    return None if key is None else encode_opaque_cursor(f"{key[0]}:{key[1]}".encode())
 
 
 def decode_list_cursor(cursor: str | None) -> Keyset | None:
-    if cursor is None:
-        return None
-    refused = RequestError(ErrorCode.INVALID_REQUEST, "cursor is not one this API handed out")
-    if len(cursor) > _MAX_CURSOR_LENGTH or not cursor.isascii():
-        raise refused
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-    except (binascii.Error, ValueError):
-        raise refused from None
-    time, _, row_id = text.partition(":")
+    return None if cursor is None else decode_opaque_cursor(cursor, _keyset)
+
+
+def _keyset(raw: bytes) -> Keyset:
+    time, _, row_id = raw.decode("ascii").partition(":")
     if not (time.isdigit() and len(time) <= 19 and int(time) <= MAX_TIME and is_valid_id(row_id)):
-        raise refused
+        raise ValueError(raw)
     return int(time), row_id
 
 
 def _refuse(detail: str) -> RequestError:
     return RequestError(ErrorCode.INVALID_REQUEST, detail)
+
+
+def bad_cursor() -> RequestError:
+    """422 ``invalid_request`` for a cursor this API did not hand out."""
+    return _refuse("cursor is not one this API handed out")
+
+
+def check_limit(limit: int, settings: Settings) -> int:
+    """``limit`` when a page may hold that many (1..``max_page_size``); else 422."""
+    if not 1 <= limit <= settings.max_page_size:
+        raise _refuse(f"limit must be in 1..{settings.max_page_size}")
+    return limit
 
 
 class ListQuery:
@@ -97,8 +123,7 @@ class ListQuery:
             if not (raw.isascii() and raw.isdigit() and len(raw) <= 7):
                 raise _refuse(f"limit must be an integer in 1..{settings.max_page_size}")
             limit = int(raw)
-        if not 1 <= limit <= settings.max_page_size:
-            raise _refuse(f"limit must be in 1..{settings.max_page_size}")
+        check_limit(limit, settings)
         order = self.choice("order", ("asc", "desc")) or "asc"
         return Page(limit, decode_list_cursor(self.text("cursor")), descending=order == "desc")
 

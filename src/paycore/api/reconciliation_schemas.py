@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Final
 
 import msgspec
 from msgspec import Meta
 
+from paycore.api.listing import decode_opaque_cursor, encode_opaque_cursor
 from paycore.api.schemas import rfc3339
-from paycore.errors import ErrorCode, RequestError
 from paycore.reconciliation import ImportResult
 from paycore.storage.reconciliation import ExceptionRow, ReportRow
 
@@ -160,23 +158,12 @@ def exception_out(row: ExceptionRow) -> ExceptionOut:
 # A report's page key is (imported_at, processor, batch_id): a batch id may be longer
 # than the list endpoints' cursors take, so these cursors are their own, as opaque.
 _ReportKey = tuple[int, str, str]
-_MAX_CURSOR_LENGTH: Final = 256
 _report_key = msgspec.json.Decoder(tuple[Annotated[int, Meta(ge=0)], str, str])
 
 
 def encode_report_cursor(row: ReportRow) -> str:
-    key = msgspec.json.encode((row.imported_at, row.processor, row.batch_id))
-    return base64.urlsafe_b64encode(key).decode().rstrip("=")
+    return encode_opaque_cursor(msgspec.json.encode((row.imported_at, row.processor, row.batch_id)))
 
 
 def decode_report_cursor(cursor: str | None) -> _ReportKey | None:
-    if cursor is None:
-        return None
-    refused = RequestError(ErrorCode.INVALID_REQUEST, "cursor is not one this API handed out")
-    if len(cursor) > _MAX_CURSOR_LENGTH or not cursor.isascii():
-        raise refused
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return _report_key.decode(raw)
-    except (binascii.Error, ValueError, msgspec.DecodeError):
-        raise refused from None
+    return None if cursor is None else decode_opaque_cursor(cursor, _report_key.decode)

@@ -241,16 +241,8 @@ class TransferIn(_Input, frozen=True):
         check_metadata(self.metadata)
 
     def to_request(self) -> TransferRequest:
-        return TransferRequest(
-            id=self.id,
-            debit_account_id=self.debit_account_id,
-            credit_account_id=self.credit_account_id,
-            amount=self.amount,
-            currency=self.currency,
-            code=self.code,
-            flags=TransferFlags(pending=self.pending, balancing=self.balancing),
-            timeout_seconds=self.timeout_seconds,
-            metadata=self.metadata,
+        return _transfer_request(
+            self, TransferFlags(pending=self.pending, balancing=self.balancing)
         )
 
 
@@ -277,24 +269,32 @@ class BatchTransferIn(_Input, frozen=True):
         check_metadata(self.metadata)
 
     def to_request(self) -> TransferRequest:
-        return TransferRequest(
-            id=self.id,
-            debit_account_id=self.debit_account_id,
-            credit_account_id=self.credit_account_id,
-            amount=self.amount,
-            currency=self.currency,
-            code=self.code,
-            flags=TransferFlags(
-                pending=self.pending,
-                post_pending=self.post_pending,
-                void_pending=self.void_pending,
-                linked=self.linked,
-                balancing=self.balancing,
-            ),
-            pending_id=self.pending_id,
-            timeout_seconds=self.timeout_seconds,
-            metadata=self.metadata,
+        flags = TransferFlags(
+            pending=self.pending,
+            post_pending=self.post_pending,
+            void_pending=self.void_pending,
+            linked=self.linked,
+            balancing=self.balancing,
         )
+        return _transfer_request(self, flags, self.pending_id)
+
+
+def _transfer_request(
+    body: TransferIn | BatchTransferIn, flags: TransferFlags, pending_id: str | None = None
+) -> TransferRequest:
+    """The ledger's request for a transfer body (single or batch item)."""
+    return TransferRequest(
+        id=body.id,
+        debit_account_id=body.debit_account_id,
+        credit_account_id=body.credit_account_id,
+        amount=body.amount,
+        currency=body.currency,
+        code=body.code,
+        flags=flags,
+        pending_id=pending_id,
+        timeout_seconds=body.timeout_seconds,
+        metadata=body.metadata,
+    )
 
 
 class EmptyIn(_Input, frozen=True):

@@ -628,24 +628,24 @@ def check_payments(ops: Ops, state: FinalState) -> list[Violation]:
                 f"({seen.refund_budget[pid]})",
                 payment_id=pid,
             )
-    for rid in seen.refunds:
-        refund = state.refunds.get(rid)
-        if refund is None:
-            flag(
-                ViolationKind.LOST_ACKNOWLEDGED,
-                f"refund {rid} acknowledged, missing",
-                refund_id=rid,
-            )
-        elif refund["status"] == "pending":
-            flag(ViolationKind.UNRESOLVED, f"refund {rid} still pending", refund_id=rid)
-    for po in seen.payouts:
-        payout = state.payouts.get(po)
-        if payout is None:
-            flag(
-                ViolationKind.LOST_ACKNOWLEDGED, f"payout {po} acknowledged, missing", payout_id=po
-            )
-        elif payout["status"] == "processing":
-            flag(ViolationKind.UNRESOLVED, f"payout {po} still processing", payout_id=po)
+    for kind, acknowledged, rows, open_status in (
+        ("refund", seen.refunds, state.refunds, "pending"),
+        ("payout", seen.payouts, state.payouts, "processing"),
+    ):
+        for oid in acknowledged:
+            row = rows.get(oid)
+            if row is None:
+                flag(
+                    ViolationKind.LOST_ACKNOWLEDGED,
+                    f"{kind} {oid} acknowledged, missing",
+                    **{f"{kind}_id": oid},
+                )
+            elif row["status"] == open_status:
+                flag(
+                    ViolationKind.UNRESOLVED,
+                    f"{kind} {oid} still {open_status}",
+                    **{f"{kind}_id": oid},
+                )
     # Money moved by payments (payouts) no client op can account for: a duplicate, or
     # the effect of a refused request.
     for key, known, budget in (

@@ -68,10 +68,6 @@ class TcpProxy:
         self._resumed.set()
         self.connections = 0  # accepted so far
 
-    @property
-    def address(self) -> tuple[str, int]:
-        return self.host, self.port
-
     async def start(self) -> TcpProxy:
         self._server = await asyncio.start_server(self._accept, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]

@@ -51,12 +51,6 @@ class LocalLockService(LockServiceBase):
         self._last_tokens: dict[str, int] = {}
         self._grants_since_sweep = 0
 
-    def holder(self, name: str) -> str | None:
-        """The owner holding ``name`` now, if any (for tests and operators)."""
-        with self._mutex:
-            grant = self._grants.get(name)
-            return grant.owner if grant and grant.expires_at > self._clock() else None
-
     async def _grant(self, name: str, owner: str, ttl: float) -> int | None:
         with self._mutex:
             now = self._clock()

@@ -105,16 +105,6 @@ class ViolationKind(StrEnum):
     HISTORY_CHECKPOINT_MISMATCH = "history_checkpoint_mismatch"
 
 
-# The kinds that say the shard's history is not the one it wrote.
-CHAIN_KINDS = frozenset(
-    {
-        ViolationKind.HISTORY_CHAIN_BROKEN,
-        ViolationKind.HISTORY_CHAIN_HEAD_MISMATCH,
-        ViolationKind.HISTORY_CHECKPOINT_MISMATCH,
-    }
-)
-
-
 class Violation(msgspec.Struct, frozen=True, omit_defaults=True):
     """One broken promise, with the account or transfer it concerns (and, for the
     history chain, the shard and the record's position in its chain)."""
@@ -360,6 +350,13 @@ class _HistoryTrack:
 
 
 _FIELDS = ("debits_pending", "debits_posted", "credits_pending", "credits_posted")
+
+
+def _diffs(got: tuple[int, ...], want: tuple[int, ...]) -> str:
+    """The counters (``_FIELDS``) where ``got`` differs from the replay's ``want``."""
+    return ", ".join(
+        f"{name} {g} (replay {w})" for name, g, w in zip(_FIELDS, got, want, strict=True) if g != w
+    )
 
 
 class _Audit:
@@ -807,14 +804,9 @@ class _Audit:
     def _history_mismatch(
         self, row: BalanceRecord, got: tuple[int, ...], want: tuple[int, ...]
     ) -> None:
-        diffs = ", ".join(
-            f"{name} {g} (replay {w})"
-            for name, g, w in zip(_FIELDS, got, want, strict=True)
-            if g != w
-        )
         self.flag(
             ViolationKind.HISTORY_MISMATCH,
-            f"balance row at {row.timestamp}: {diffs}",
+            f"balance row at {row.timestamp}: {_diffs(got, want)}",
             account_id=row.account_id,
         )
 
@@ -897,14 +889,9 @@ class _Audit:
             )
             want = self.replayed[account.id].as_tuple()
             if got != want:
-                diffs = ", ".join(
-                    f"{name} {g} (replay {w})"
-                    for name, g, w in zip(_FIELDS, got, want, strict=True)
-                    if g != w
-                )
                 self.flag(
                     ViolationKind.COUNTER_MISMATCH,
-                    diffs,
+                    _diffs(got, want),
                     account_id=account.id,
                     currency=account.currency,
                 )

@@ -9,7 +9,7 @@ what a read of its id shows (attempts; a payment's refunds), read once per shard
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from paycore.cluster.split import gather_all
@@ -28,6 +28,8 @@ from paycore.storage.payments import AttemptRow, PaymentRow, PayoutRow, RefundRo
 __all__ = ["PaymentWithRefunds", "list_payments", "list_payouts", "list_refunds", "refunds_of"]
 
 R = TypeVar("R", PaymentRow, RefundRow, PayoutRow)
+A = TypeVar("A", RefundRow, PayoutRow)  # a row with attempts of its own
+V = TypeVar("V")
 T = TypeVar("T")
 
 # A payment as ``GET /v1/payments/{id}`` shows it: with its refunds.
@@ -42,8 +44,7 @@ async def list_payments(
     service: PaymentService, f: PaymentFilter, page: Page
 ) -> ListPage[PaymentWithRefunds]:
     names = _shards(service, f.merchant_account_id)
-    parts = await gather_all(service.lists(s).payments(f, page) for s in names)
-    merged = merge_pages([_tagged(s, p) for s, p in zip(names, parts, strict=True)], page, _key)
+    merged = await _merged(names, lambda s: service.lists(s).payments(f, page), page)
     by_shard = _group(merged.items)
     found = await gather_all(_payments_on(service, s, rows) for s, rows in by_shard.items())
     views = {view[0].payment.id: view for part in found for view in part}
@@ -55,21 +56,34 @@ async def list_refunds(
 ) -> ListPage[RefundView]:
     # Every shard, even with payment_id: each reads one payment's few index entries.
     names = list(service.shards)
-    parts = await gather_all(service.lists(s).refunds(f, page) for s in names)
-    merged = merge_pages([_tagged(s, p) for s, p in zip(names, parts, strict=True)], page, _key)
-    attempts = await _attempts(service, merged.items)
-    views = [RefundView(row, tuple(attempts.get(row.id, ())), s) for s, row in merged.items]
-    return ListPage(views, merged.next_after)
+    merged = await _merged(names, lambda s: service.lists(s).refunds(f, page), page)
+    return await _with_attempts(service, merged, RefundView)
 
 
 async def list_payouts(
     service: PaymentService, f: PayoutFilter, page: Page
 ) -> ListPage[PayoutView]:
     names = _shards(service, f.wallet_account_id)
-    parts = await gather_all(service.lists(s).payouts(f, page) for s in names)
-    merged = merge_pages([_tagged(s, p) for s, p in zip(names, parts, strict=True)], page, _key)
+    merged = await _merged(names, lambda s: service.lists(s).payouts(f, page), page)
+    return await _with_attempts(service, merged, PayoutView)
+
+
+async def _merged(
+    names: list[str], read: Callable[[str], Awaitable[ListPage[R]]], page: Page
+) -> ListPage[tuple[str, R]]:
+    """The pages ``read`` from the shards ``names`` as one, each row tagged by its shard."""
+    parts = await gather_all(read(s) for s in names)
+    return merge_pages([_tagged(s, p) for s, p in zip(names, parts, strict=True)], page, _key)
+
+
+async def _with_attempts(
+    service: PaymentService,
+    merged: ListPage[tuple[str, A]],
+    view: Callable[[A, tuple[AttemptRow, ...], str], V],
+) -> ListPage[V]:
+    """Each refund or payout of ``merged`` with its attempts, as ``view`` shows it."""
     attempts = await _attempts(service, merged.items)
-    views = [PayoutView(row, tuple(attempts.get(row.id, ())), s) for s, row in merged.items]
+    views = [view(row, tuple(attempts.get(row.id, ())), s) for s, row in merged.items]
     return ListPage(views, merged.next_after)
 
 

@@ -37,6 +37,7 @@ from paycore.locks import LockBusy, LockService
 from paycore.payments.accounts import is_processor_name, parse_psp
 from paycore.reconciliation.book import account_requests, chain
 from paycore.reconciliation.match import (
+    Exception_,
     Expected,
     Outcome,
     Rules,
@@ -64,6 +65,7 @@ __all__ = [
     "import_lock_name",
     "import_report",
     "list_exceptions",
+    "open_exception",
     "resolution",
     "resolve_exception",
     "rules_for",
@@ -238,25 +240,29 @@ def _record(
         SettledRow(processor, m.reference, report.batch_id, m.amount) for m in outcome.matched
     )
     exceptions = tuple(
-        ExceptionRow(
-            exception_id(processor, report.batch_id, e),
-            processor,
-            report.batch_id,
-            e.reason.value,
-            e.reference,
-            e.line_no,
-            e.currency,
-            e.expected,
-            e.reported,
-            e.detail,
-            "open",
-            None,
-            now,
-            None,
-        )
-        for e in outcome.exceptions
+        open_exception(processor, report.batch_id, e, now) for e in outcome.exceptions
     )
     return RecordReport(row, settled, exceptions)
+
+
+def open_exception(processor: str, batch_id: str, e: Exception_, now: int) -> ExceptionRow:
+    """The row of an exception the match found in ``processor``'s batch: open since ``now``."""
+    return ExceptionRow(
+        exception_id(processor, batch_id, e),
+        processor,
+        batch_id,
+        e.reason.value,
+        e.reference,
+        e.line_no,
+        e.currency,
+        e.expected,
+        e.reported,
+        e.detail,
+        "open",
+        None,
+        now,
+        None,
+    )
 
 
 async def list_exceptions(

@@ -139,6 +139,31 @@ class LoadResult(msgspec.Struct):
     p99_ms: float
     max_ms: float
 
+    @classmethod
+    def of(
+        cls,
+        client: str,
+        clients: int,
+        *,
+        seconds: float,
+        latencies: Sequence[float],
+        ok: int,
+        statuses: dict[str, int],
+        errors: dict[str, int],
+    ) -> LoadResult:
+        """A run that had ``ok`` answers in ``seconds`` (its rate) from ``latencies``."""
+        return cls(
+            client=client,
+            clients=clients,
+            duration_s=seconds,
+            requests=len(latencies),
+            ok=ok,
+            statuses=statuses,
+            errors=errors,
+            rate_per_s=ok / seconds if seconds > 0 else 0.0,
+            **latency_summary(latencies),
+        )
+
 
 def latency_summary(latencies_s: Sequence[float]) -> dict[str, float]:
     """p50, p95, p99 and max, in milliseconds, of latencies given in seconds."""
@@ -274,16 +299,14 @@ async def run_load(
         await close()
     measured = time.perf_counter() - measure_from
     ok = sum(n for s, n in statuses.items() if s.startswith("2"))
-    return LoadResult(
-        client=client,
-        clients=clients,
-        duration_s=measured,
-        requests=len(latencies),
+    return LoadResult.of(
+        client,
+        clients,
+        seconds=measured,
+        latencies=latencies,
         ok=ok,
         statuses=statuses,
         errors=errors,
-        rate_per_s=ok / measured if measured > 0 else 0.0,
-        **latency_summary(latencies),
     )
 
 

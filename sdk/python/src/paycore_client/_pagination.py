@@ -15,20 +15,17 @@ __all__ = ["AsyncPage", "Page"]
 T = TypeVar("T")
 
 
-class Page(Generic[T]):
-    """One page of a list: ``data`` and ``next_cursor`` (None on the last page)."""
+class _PageBase(Generic[T]):
+    """What a page is without I/O: its items and where the next page starts."""
 
-    __slots__ = ("_fetch", "data", "next_cursor")
+    __slots__ = ("data", "next_cursor")
 
-    def __init__(
-        self, data: list[T], next_cursor: str | None, fetch: Callable[[str], Page[T]]
-    ) -> None:
+    def __init__(self, data: list[T], next_cursor: str | None) -> None:
         self.data = data
         self.next_cursor = next_cursor
-        self._fetch = fetch
 
     def __repr__(self) -> str:
-        return f"Page({len(self.data)} items, next_cursor={self.next_cursor!r})"
+        return f"{type(self).__name__}({len(self.data)} items, next_cursor={self.next_cursor!r})"
 
     def __iter__(self) -> Iterator[T]:
         """This page's items only; ``auto_paging_iter`` walks every page."""
@@ -40,6 +37,18 @@ class Page(Generic[T]):
     @property
     def has_more(self) -> bool:
         return self.next_cursor is not None
+
+
+class Page(_PageBase[T]):
+    """One page of a list: ``data`` and ``next_cursor`` (None on the last page)."""
+
+    __slots__ = ("_fetch",)
+
+    def __init__(
+        self, data: list[T], next_cursor: str | None, fetch: Callable[[str], Page[T]]
+    ) -> None:
+        super().__init__(data, next_cursor)
+        self._fetch = fetch
 
     def next_page(self) -> Page[T] | None:
         """The following page, fetched now; None after the last."""
@@ -53,10 +62,10 @@ class Page(Generic[T]):
             page = page.next_page()
 
 
-class AsyncPage(Generic[T]):
+class AsyncPage(_PageBase[T]):
     """``Page`` for ``AsyncPaycore``: ``await page.next_page()``, ``async for``."""
 
-    __slots__ = ("_fetch", "data", "next_cursor")
+    __slots__ = ("_fetch",)
 
     def __init__(
         self,
@@ -64,22 +73,8 @@ class AsyncPage(Generic[T]):
         next_cursor: str | None,
         fetch: Callable[[str], Awaitable[AsyncPage[T]]],
     ) -> None:
-        self.data = data
-        self.next_cursor = next_cursor
+        super().__init__(data, next_cursor)
         self._fetch = fetch
-
-    def __repr__(self) -> str:
-        return f"AsyncPage({len(self.data)} items, next_cursor={self.next_cursor!r})"
-
-    def __iter__(self) -> Iterator[T]:
-        return iter(self.data)
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    @property
-    def has_more(self) -> bool:
-        return self.next_cursor is not None
 
     async def next_page(self) -> AsyncPage[T] | None:
         return None if self.next_cursor is None else await self._fetch(self.next_cursor)

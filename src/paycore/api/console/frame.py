@@ -4,7 +4,8 @@ browser is (``Console.caller``), the page renderer and the redirects (see ``page
 from __future__ import annotations
 
 import time
-from typing import Any, Final
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -19,8 +20,11 @@ from paycore.api.console.owners import made_by
 from paycore.api.console.sessions import LoginTokens, Session, Sessions
 from paycore.api.routes.ops import OPEN_AUTH_WARNING, WorkerStatus
 from paycore.api.schemas import rfc3339
+from paycore.api.tenancy import Namespace
 from paycore.api.traffic import RecentTraffic
 from paycore.config import Settings
+from paycore.errors import RequestError
+from paycore.ledger.model import TransferView
 from paycore.payments.service import PaymentService
 from paycore.storage.store import Store
 
@@ -41,7 +45,10 @@ __all__ = [
     "home",
     "secure_request",
     "to_login",
+    "transfer_rows",
 ]
+
+V = TypeVar("V")
 
 CONSOLE_PATH: Final = "/console"
 SESSION_COOKIE: Final = "paycore_console"
@@ -157,6 +164,17 @@ class Console:
             cookies=cookies or [],
         )
 
+    async def owned(
+        self, kind: str, ident: str, tenant: str, read: Callable[[str], Awaitable[V]]
+    ) -> V | None:
+        """``read(ident)`` when ``tenant`` owns the ``kind`` (payment, refund, payout) of
+        that id; None when it is missing or another tenant's (one 404 for both)."""
+        try:
+            await self.payments.check_owner(kind, ident, tenant)
+            return await read(ident)
+        except RequestError:
+            return None
+
     def missing(self, request: Request[Any, Any, Any], who: Any, what: str, ident: str) -> Template:
         return self.page(request, "missing.html", who, status=404, what=what, ident=ident)
 
@@ -199,3 +217,14 @@ def forbidden(request: Request[Any, Any, Any]) -> Template:
         status_code=403,
         headers=HEADERS,
     )
+
+
+def transfer_rows(
+    ns: Namespace, views: list[TransferView]
+) -> list[tuple[str, TransferView, str, str]]:
+    """What ``_transfers.html`` lists: (client id, view, debit, credit) as ``ns`` names them."""
+    return [
+        (ns.out(v.transfer.id), v, ns.out(v.transfer.debit_account_id),
+         ns.out(v.transfer.credit_account_id))
+        for v in views
+    ]  # fmt: skip

@@ -15,22 +15,12 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
 from paycore.api.console import reads
-from paycore.api.console.frame import CONSOLE_PATH, PUBLIC, Console, to_login
+from paycore.api.console.frame import CONSOLE_PATH, PUBLIC, Console, to_login, transfer_rows
 from paycore.api.payment_schemas import payout_out, refund_out
 from paycore.api.tenancy import Namespace
-from paycore.errors import RequestError
-from paycore.ledger.model import TransferView
+from paycore.payments.service import PaymentView, RefundView
 
 __all__ = ["money_routes"]
-
-
-def _rows(ns: Namespace, views: list[TransferView]) -> list[tuple[str, TransferView, str, str]]:
-    """What ``_transfers.html`` lists: (client id, view, debit, credit) as ``ns`` names them."""
-    return [
-        (ns.out(v.transfer.id), v, ns.out(v.transfer.debit_account_id),
-         ns.out(v.transfer.credit_account_id))
-        for v in views
-    ]  # fmt: skip
 
 
 def money_routes(c: Console) -> list[HTTPRouteHandler]:
@@ -43,18 +33,22 @@ def money_routes(c: Console) -> list[HTTPRouteHandler]:
         if who is None:
             return to_login()
         ns = Namespace(who[0].tenant)
-        try:
-            await c.payments.check_owner("refund", refund_id, ns.tenant)
-            view = await c.payments.get_refund(refund_id)
-            parent = await c.payments.get_payment(view.refund.payment_id)
-        except RequestError:
+
+        async def read(ident: str) -> tuple[RefundView, PaymentView]:
+            view = await c.payments.get_refund(ident)
+            return view, await c.payments.get_payment(view.refund.payment_id)
+
+        found = await c.owned("refund", refund_id, ns.tenant, read)
+        if found is None:
             return c.missing(request, who, "refund", refund_id)
+        view, parent = found
         merchant = parent.payment.merchant_account_id
         r = view.refund
         transfers = await reads.owned_transfers(c.store, r.id, merchant, r.created_at)
         return c.page(
             request, "refund.html", who,
-            r=refund_out(view, ns), merchant=ns.out(merchant), transfers=_rows(ns, transfers),
+            r=refund_out(view, ns), merchant=ns.out(merchant),
+            transfers=transfer_rows(ns, transfers),
         )  # fmt: skip
 
     @get(f"{CONSOLE_PATH}/payouts/{{payout_id:str}}", opt=PUBLIC, include_in_schema=False)
@@ -64,15 +58,17 @@ def money_routes(c: Console) -> list[HTTPRouteHandler]:
         if who is None:
             return to_login()
         ns = Namespace(who[0].tenant)
-        try:
-            await c.payments.check_owner("payout", payout_id, ns.tenant)
-            view = await c.payments.get_payout(payout_id)
-        except RequestError:
+        view = await c.owned("payout", payout_id, ns.tenant, c.payments.get_payout)
+        if view is None:
             return c.missing(request, who, "payout", payout_id)
         p = view.payout
         transfers = await reads.owned_transfers(c.store, p.id, p.wallet_account_id, p.created_at)
         return c.page(
-            request, "payout.html", who, p=payout_out(view, ns), transfers=_rows(ns, transfers)
+            request,
+            "payout.html",
+            who,
+            p=payout_out(view, ns),
+            transfers=transfer_rows(ns, transfers),
         )
 
     return [refund, payout]

@@ -49,6 +49,7 @@ from paycore.api.console.frame import (
     home,
     secure_request,
     to_login,
+    transfer_rows,
 )
 from paycore.api.console.money_pages import money_routes
 from paycore.api.console.ops_pages import ops_routes
@@ -188,17 +189,14 @@ def _overview_routes(c: Console) -> list[HTTPRouteHandler]:
         if who is None:
             return to_login()
         ns = Namespace(who[0].tenant)
-        try:
-            await c.payments.check_owner("payment", payment_id, ns.tenant)
-            view = await c.payments.get_payment(payment_id)
-        except RequestError:
+        view = await c.owned("payment", payment_id, ns.tenant, c.payments.get_payment)
+        if view is None:
             return c.missing(request, who, "payment", payment_id)
         transfers = await reads.payment_transfers(c.store, view)
         return c.page(
             request, "payment.html", who,
             p=payment_out(view, ns, await refunds_of(c.payments, view)),
-            transfers=[(ns.out(v.transfer.id), v, ns.out(v.transfer.debit_account_id),
-                        ns.out(v.transfer.credit_account_id)) for v in transfers],
+            transfers=transfer_rows(ns, transfers),
         )  # fmt: skip
 
     @get(f"{CONSOLE_PATH}/stuck", opt=PUBLIC, include_in_schema=False)
@@ -280,8 +278,7 @@ def _ledger_routes(c: Console) -> list[HTTPRouteHandler]:
         return c.page(
             request, "account.html", who,
             account=found, client_id=ns.out(found.id), system=system,
-            transfers=[(ns.out(v.transfer.id), v, ns.out(v.transfer.debit_account_id),
-                        ns.out(v.transfer.credit_account_id)) for v in views],
+            transfers=transfer_rows(ns, views),
             next_cursor=listed.next_cursor, chart=Markup(chart),  # noqa: S704 - numbers only
         )  # fmt: skip
 

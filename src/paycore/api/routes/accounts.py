@@ -14,6 +14,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from paycore.api.auth import Principal, Scope, principal_of, tenant_of
 from paycore.api.bodies import read_json_body
 from paycore.api.idempotency import IDEMPOTENCY_HEADER, WriteExecutor
+from paycore.api.listing import DEFAULT_PAGE_SIZE, bad_cursor, check_limit
 from paycore.api.problems import problem
 from paycore.api.routes._docs import documented
 from paycore.api.schemas import (
@@ -41,7 +42,6 @@ from paycore.storage.store import Store
 __all__ = ["account_routes", "decode_cursor", "encode_cursor", "new_account_id"]
 
 _JSON = "application/json"
-DEFAULT_PAGE_SIZE = 100
 _MAX_TIMESTAMP = 2**63 - 1  # timestamps are signed 64-bit in both backends
 
 
@@ -76,16 +76,8 @@ def decode_cursor(cursor: str | None) -> int | None:
     # Length first: int() of thousands of digits is slow, and refused past 4300.
     valid = len(cursor) <= 19 and cursor.isascii() and cursor.isdigit()
     if not valid or int(cursor) > _MAX_TIMESTAMP:
-        raise RequestError(ErrorCode.INVALID_REQUEST, "cursor is not one this API handed out")
+        raise bad_cursor()
     return int(cursor)
-
-
-def check_limit(limit: int, settings: Settings) -> int:
-    if not 1 <= limit <= settings.max_page_size:
-        raise RequestError(
-            ErrorCode.INVALID_REQUEST, f"limit must be in 1..{settings.max_page_size}"
-        )
-    return limit
 
 
 def _account_response(result: AccountResult, created_status: int) -> StoredResponse:

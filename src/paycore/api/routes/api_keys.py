@@ -37,6 +37,7 @@ from paycore.api.key_schemas import (
     encode_key_cursor,
     new_api_key_out,
 )
+from paycore.api.listing import DEFAULT_PAGE_SIZE, bad_cursor, check_limit
 from paycore.api.problems import problem
 from paycore.api.routes._docs import documented
 from paycore.api.schemas import decode_body, encode
@@ -50,7 +51,6 @@ __all__ = ["api_key_routes"]
 
 _JSON = "application/json"
 _ADMIN: dict[str, Any] = {"scope": Scope.ADMIN}
-_DEFAULT_PAGE_SIZE = 100
 
 
 def _missing(key_id: str) -> RequestError:
@@ -107,22 +107,17 @@ def api_key_routes(
     async def list_api_keys(
         request: Request[Any, Any, Any],
         *,
-        limit: Annotated[int, QueryParameter(ge=1)] = _DEFAULT_PAGE_SIZE,
+        limit: Annotated[int, QueryParameter(ge=1)] = DEFAULT_PAGE_SIZE,
         cursor: FromQuery[str | None] = None,
     ) -> Response[bytes]:
         """The caller's tenant's keys, oldest first, revoked and expired ones included
         (see ``status``); never a secret. Follow ``next_cursor`` for more."""
-        if limit > settings.max_page_size:
-            raise RequestError(
-                ErrorCode.INVALID_REQUEST, f"limit must be in 1..{settings.max_page_size}"
-            )
+        check_limit(limit, settings)
         after = None
         if cursor is not None:
             after = decode_key_cursor(cursor)
             if after is None:
-                raise RequestError(
-                    ErrorCode.INVALID_REQUEST, "cursor is not one this API handed out"
-                )
+                raise bad_cursor()
         rows = await keys.reads.of_tenant(tenant_of(request), after=after, limit=limit + 1)
         now = time.time_ns()
         page = ApiKeyPageOut(

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -132,6 +132,19 @@ def transfer_routes(
         )
         return await writes.run(request, command, ns.transfers(render_batch), body)
 
+    async def resolve(
+        request: Request[Any, Any, Any],
+        transfer_id: str,
+        action: Literal["post", "void"],
+        body: PostPendingIn | VoidPendingIn,
+    ) -> Response[bytes]:
+        """Post or void the hold ``transfer_id`` with the body's own id (or one derived)."""
+        own_id = body.id or resolving_transfer_id(action, transfer_id)
+        ns = namespace_of(request)
+        item = ns.transfer_request(body.to_request(own_id, transfer_id))
+        command = CreateTransfers((item,), tenant=tenant_of(request))
+        return await writes.run(request, command, ns.transfers(render_transfer), body)
+
     @post(
         "/v1/transfers/{transfer_id:str}/post",
         operation_class=documented(
@@ -144,11 +157,7 @@ def transfer_routes(
     ) -> Response[bytes]:
         """Capture a hold, in full or (with ``amount``) in part; the rest is released."""
         body = decode_body(decode_post, await read_json_body(request), empty=b"{}")
-        own_id = body.id or resolving_transfer_id("post", transfer_id)
-        ns = namespace_of(request)
-        item = ns.transfer_request(body.to_request(own_id, transfer_id))
-        command = CreateTransfers((item,), tenant=tenant_of(request))
-        return await writes.run(request, command, ns.transfers(render_transfer), body)
+        return await resolve(request, transfer_id, "post", body)
 
     @post(
         "/v1/transfers/{transfer_id:str}/void",
@@ -162,11 +171,7 @@ def transfer_routes(
     ) -> Response[bytes]:
         """Release a hold in full."""
         body = decode_body(decode_void, await read_json_body(request), empty=b"{}")
-        own_id = body.id or resolving_transfer_id("void", transfer_id)
-        ns = namespace_of(request)
-        item = ns.transfer_request(body.to_request(own_id, transfer_id))
-        command = CreateTransfers((item,), tenant=tenant_of(request))
-        return await writes.run(request, command, ns.transfers(render_transfer), body)
+        return await resolve(request, transfer_id, "void", body)
 
     async def read(transfer_id: str, request: Request[Any, Any, Any]) -> Response[bytes]:
         ns = namespace_of(request)

@@ -22,9 +22,10 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from paycore.api.auth import Scope, tenant_of
 from paycore.api.bodies import read_json_body
 from paycore.api.idempotency import WriteExecutor
+from paycore.api.listing import DEFAULT_PAGE_SIZE, bad_cursor, check_limit
 from paycore.api.problems import problem
 from paycore.api.routes._docs import documented
-from paycore.api.routes.webhook_endpoints import EndpointBook, bad_request
+from paycore.api.routes.webhook_endpoints import EndpointBook
 from paycore.api.schemas import EmptyIn, decode_body, encode
 from paycore.api.webhook_schemas import DeliveryPageOut, QueuedEventOut, delivery_out
 from paycore.config import Settings
@@ -40,7 +41,6 @@ TEST_EVENT_TYPE: Final = "webhook_endpoint.test"
 _JSON = "application/json"
 _ADMIN: dict[str, Any] = {"scope": Scope.ADMIN}
 _TAGS = ["webhook endpoints"]
-_DEFAULT_PAGE_SIZE = 100
 
 
 def _delivery_missing(endpoint_id: str, delivery_id: str) -> str:
@@ -52,7 +52,7 @@ def _delivery_cursor(cursor: str | None) -> tuple[int, str] | None:
         return None
     updated, sep, event_id = cursor.partition(".")
     if not (sep and 1 <= len(updated) <= 19 and updated.isascii() and updated.isdigit()):
-        raise bad_request("cursor is not one this API handed out")
+        raise bad_cursor()
     return int(updated), event_id
 
 
@@ -108,14 +108,13 @@ def webhook_delivery_routes(
         request: Request[Any, Any, Any],
         endpoint_id: FromPath[str],
         *,
-        limit: Annotated[int, QueryParameter(ge=1)] = _DEFAULT_PAGE_SIZE,
+        limit: Annotated[int, QueryParameter(ge=1)] = DEFAULT_PAGE_SIZE,
         cursor: FromQuery[str | None] = None,
     ) -> Response[bytes]:
         """The endpoint's deliveries (one per event it was sent), latest change first,
         with status, attempts and the last response code; kept as long as their
         events (``event_retention_hours``). An event not attempted yet has none."""
-        if limit > settings.max_page_size:
-            raise bad_request(f"limit must be in 1..{settings.max_page_size}")
+        check_limit(limit, settings)
         before = _delivery_cursor(cursor)
         row = await own_endpoint(tenant_of(request), endpoint_id)
         found: list[DeliveryView] = []

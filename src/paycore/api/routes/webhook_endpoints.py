@@ -25,6 +25,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from paycore.api.auth import Scope, tenant_of
 from paycore.api.bodies import read_json_body
 from paycore.api.idempotency import WriteExecutor
+from paycore.api.listing import DEFAULT_PAGE_SIZE, bad_cursor, check_limit
 from paycore.api.problems import problem
 from paycore.api.routes._docs import documented
 from paycore.api.schemas import decode_body, encode
@@ -66,7 +67,6 @@ __all__ = [
 _JSON = "application/json"
 _ADMIN: dict[str, Any] = {"scope": Scope.ADMIN}
 _TAGS = ["webhook endpoints"]
-_DEFAULT_PAGE_SIZE = 100
 ENDPOINT_ID = re.compile(r"we_[0-9a-f]{24}")
 _NS = 1_000_000_000
 
@@ -165,14 +165,13 @@ def webhook_endpoint_routes(
     async def list_webhook_endpoints(
         request: Request[Any, Any, Any],
         *,
-        limit: Annotated[int, QueryParameter(ge=1)] = _DEFAULT_PAGE_SIZE,
+        limit: Annotated[int, QueryParameter(ge=1)] = DEFAULT_PAGE_SIZE,
         cursor: FromQuery[str | None] = None,
     ) -> Response[bytes]:
         """The tenant's endpoints made over HTTP, oldest first; never a secret."""
-        if limit > settings.max_page_size:
-            raise bad_request(f"limit must be in 1..{settings.max_page_size}")
+        check_limit(limit, settings)
         if cursor is not None and not ENDPOINT_ID.fullmatch(cursor):
-            raise bad_request("cursor is not one this API handed out")
+            raise bad_cursor()
         rows = await endpoint_reads().of_tenant(
             tenant_of(request), after=cursor or "", limit=limit + 1
         )

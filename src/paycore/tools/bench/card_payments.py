@@ -29,9 +29,9 @@ import msgspec
 from rich.console import Console
 
 from paycore.tools.bench.inproc import audit_clean, open_store
-from paycore.tools.bench.over_http import free_port, wait_ready
-from paycore.tools.bench.report import BenchReport, ScenarioResult
-from paycore.tools.loadgen import LoadResult, RawHttpClient, latency_summary
+from paycore.tools.bench.over_http import free_port, load_scenario, serving
+from paycore.tools.bench.report import BenchReport
+from paycore.tools.loadgen import LoadResult, RawHttpClient
 
 __all__ = [
     "AMOUNT",
@@ -127,16 +127,14 @@ async def drive_payments(
     measured = time.perf_counter() - measure_from
     # Every answer counts in ``statuses`` (the warm-up's too, so that the merchant's
     # balance can be checked against them); the rate counts the measured part only.
-    return LoadResult(
-        client="raw",
-        clients=clients,
-        duration_s=measured,
-        requests=len(latencies),
+    return LoadResult.of(
+        "raw",
+        clients,
+        seconds=measured,
+        latencies=latencies,
         ok=measured_ok,
         statuses=statuses,
         errors=errors,
-        rate_per_s=measured_ok / measured if measured > 0 else 0.0,
-        **latency_summary(latencies),
     )
 
 
@@ -171,23 +169,13 @@ def payments_part(
         "PAYCORE_RATE_LIMIT_PER_SECOND": "0",
     }
     log_path = data_dir.parent / "serve-payments.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(serve, stdout=log, stderr=subprocess.STDOUT, env=env)  # noqa: S603
-    try:
-        asyncio.run(wait_ready(url, server))
+    with serving(serve, env, log_path, url) as server:
         merchant = asyncio.run(open_merchant(url))
         status.update(f"payments: {o['clients']} clients for {o['duration']:g}s...")
         cpu_before = _cpu_seconds(server.pid)
         load = run_driver(url, merchant, clients=o["clients"], duration=o["duration"])
         cpu = _cpu_seconds(server.pid) - cpu_before
         held = asyncio.run(succeeded_total(url, merchant))
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
     succeeded = load.statuses.get("201 succeeded", 0)
     # CPU per payment is what a busy machine changes least (the rate moves with the load
     # generator and anything else running); it counts the warm-up's payments too.
@@ -195,23 +183,8 @@ def payments_part(
     # Anything but a success is an error here: the cards are good and the acquirers up.
     errors = sum(n for label, n in load.statuses.items() if label != "201 succeeded")
     errors += sum(load.errors.values())
-    result = ScenarioResult(
-        name="http-payments",
-        transfers=load.ok,
-        seconds=load.duration_s,
-        rate_per_s=load.rate_per_s,
-        p50_ms=load.p50_ms,
-        p95_ms=load.p95_ms,
-        p99_ms=load.p99_ms,
-        max_ms=load.max_ms,
-        latency_of="request",
-        errors=errors,
-        detail={
-            "clients": load.clients,
-            "statuses": load.statuses,
-            "exceptions": load.errors,
-            "server_cpu_ms_per_payment": round(cpu_ms, 3),
-        },
+    result = load_scenario(
+        "http-payments", load, errors=errors, server_cpu_ms_per_payment=round(cpu_ms, 3)
     )
     report.results.append(result)
     console.print(

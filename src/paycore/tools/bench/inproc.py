@@ -21,7 +21,7 @@ from paycore.ledger.model import AccountRequest, TransferRequest
 from paycore.ops.audit import ClusterAuditReport, audit_cluster
 from paycore.storage.base import CreateAccounts, CreateTransfers
 from paycore.tools.bench.report import BenchReport, ScenarioResult, trend
-from paycore.tools.bench.rss import read_rss
+from paycore.tools.bench.rss import read_rss, rss_since
 from paycore.tools.loadgen import latency_summary
 from paycore.workers.relay import RelayWorker
 
@@ -36,6 +36,7 @@ __all__ = [
     "create_accounts",
     "inproc_part",
     "inproc_scenario",
+    "inproc_scenarios",
     "open_store",
 ]
 
@@ -256,6 +257,23 @@ async def inproc_scenario(
     )
 
 
+def inproc_scenarios(
+    store: ShardedStore, o: dict[str, Any], prefix: str
+) -> tuple[list[tuple[str, str]], Placement | None, str | None]:
+    """The in-process rows to run on ``store`` (``prefix``-uniform and -hot; over several
+    shards with accounts to pair, -local and -cross too), the placement they use, and why
+    no -cross row runs (None when one does)."""
+    scenarios = [(f"{prefix}-uniform", "uniform"), (f"{prefix}-hot", "hot")]
+    if len(store.shards) <= 1:
+        return scenarios, None, "one shard: no transfer crosses shards (give 2 or more shards)"
+    # Within one shard and across two: what a saga costs beside a local transfer.
+    placement = Placement(store, o["accounts"])
+    if not (placement.local_debits and placement.cross_debits):
+        return scenarios, placement, "too few accounts to pair per shard"
+    scenarios += [(f"{prefix}-local", "local"), (f"{prefix}-cross", "cross")]
+    return scenarios, placement, None
+
+
 async def inproc_part(
     data_dir: Path, o: dict[str, Any], report: BenchReport, console: Console
 ) -> None:
@@ -263,13 +281,7 @@ async def inproc_part(
     await store.start()
     try:
         rss_before = read_rss(os.getpid())
-        scenarios = [("inproc-uniform", "uniform"), ("inproc-hot", "hot")]
-        placement = None
-        if len(store.shards) > 1:
-            # Within one shard and across two: what a saga costs beside a local transfer.
-            placement = Placement(store, o["accounts"])
-            if placement.local_debits and placement.cross_debits:
-                scenarios += [("inproc-local", "local"), ("inproc-cross", "cross")]
+        scenarios, placement, _ = inproc_scenarios(store, o, "inproc")
         for name, mode in scenarios:
             result = await inproc_scenario(store, name, o, mode=mode, placement=placement)
             report.results.append(result)
@@ -278,12 +290,7 @@ async def inproc_part(
                 f"[bold]{result.rate_per_s:,.0f}/s[/], batch p50 {result.p50_ms:.0f} ms, "
                 f"p99 {result.p99_ms:.0f} ms" + trend(result)
             )
-        rss = read_rss(os.getpid())
-        report.inproc_rss_mb = {
-            "before_mb": rss_before.get("VmRSS", 0.0),
-            "rss_mb": rss.get("VmRSS", 0.0),
-            "peak_mb": rss.get("VmHWM", 0.0),
-        }
+        report.inproc_rss_mb = rss_since(rss_before)
         if o["audit"]:
             report.audits["inproc"] = await audit_clean(store, console, "in-process")
     finally:

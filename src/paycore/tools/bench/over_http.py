@@ -4,11 +4,13 @@ its own process, the server's peak RSS sampled meanwhile."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +97,7 @@ def serve_and_load(
     # The load generator is one caller asking thousands of times a second: measure the
     # ledger, not the per-caller rate limit.
     env = {**env, "PAYCORE_RATE_LIMIT_PER_SECOND": "0"}
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(serve, stdout=log, stderr=subprocess.STDOUT, env=env)  # noqa: S603
-    try:
-        asyncio.run(wait_ready(url, server))
+    with serving(serve, env, log_path, url) as server:
         with RssSampler(server.pid) as rss:
             for name, hot in scenarios:
                 status.update(f"{name}: {o['clients']} clients for {o['duration']:g}s...")
@@ -111,6 +110,22 @@ def serve_and_load(
                     + (f", [red]{result.errors} errors[/]" if result.errors else "")
                 )
         report.server_rss_mb = {"peak_sampled_mb": rss.peak, "peak_mb": rss.hwm}
+    if server.returncode not in (0, -15):
+        console.print(f"[red]paycore serve exited with {server.returncode}[/]; see {log_path}")
+        console.print(log_path.read_text(errors="replace")[-2000:])
+
+
+@contextlib.contextmanager
+def serving(
+    serve: list[str], env: dict[str, str], log_path: Path, url: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The ``paycore serve`` command ``serve`` running, its output in ``log_path``, once it
+    answers at ``url``; stopped at the end (SIGTERM, SIGKILL after 15 s)."""
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(serve, stdout=log, stderr=subprocess.STDOUT, env=env)  # noqa: S603
+    try:
+        asyncio.run(wait_ready(url, server))
+        yield server
     finally:
         server.terminate()
         try:
@@ -118,9 +133,6 @@ def serve_and_load(
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-    if server.returncode not in (0, -15):
-        console.print(f"[red]paycore serve exited with {server.returncode}[/]; see {log_path}")
-        console.print(log_path.read_text(errors="replace")[-2000:])
 
 
 async def _audit_dir(data_dir: Path, o: dict[str, Any], console: Console) -> bool:
@@ -145,7 +157,12 @@ def _load(url: str, name: str, o: dict[str, Any], *, hot: bool) -> ScenarioResul
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed: {done.stderr.decode(errors='replace')}")
     load = msgspec.json.decode(done.stdout.splitlines()[-1], type=LoadResult)
-    errors = load.requests - load.ok + sum(load.errors.values())
+    return load_scenario(name, load, errors=load.requests - load.ok + sum(load.errors.values()))
+
+
+def load_scenario(name: str, load: LoadResult, *, errors: int, **detail: Any) -> ScenarioResult:
+    """The row of a load generator's run: its requests' rate and latency, ``errors``, and
+    its clients, statuses and exceptions followed by ``detail``."""
     return ScenarioResult(
         name=name,
         transfers=load.ok,
@@ -157,5 +174,10 @@ def _load(url: str, name: str, o: dict[str, Any], *, hot: bool) -> ScenarioResul
         max_ms=load.max_ms,
         latency_of="request",
         errors=errors,
-        detail={"clients": load.clients, "statuses": load.statuses, "exceptions": load.errors},
+        detail={
+            "clients": load.clients,
+            "statuses": load.statuses,
+            "exceptions": load.errors,
+            **detail,
+        },
     )

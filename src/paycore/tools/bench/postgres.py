@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from paycore.tools.bench.inproc import (
     account_id,
     audit_clean,
     inproc_scenario,
+    inproc_scenarios,
 )
 from paycore.tools.bench.options import UsageError, command_line
 from paycore.tools.bench.over_http import serve_and_load
@@ -36,11 +36,12 @@ from paycore.tools.bench.pgbench import pgbench_part
 from paycore.tools.bench.report import (
     BenchReport,
     finish_report,
+    fresh_dir,
     machine_environment,
     print_inproc,
     skip_row,
 )
-from paycore.tools.bench.rss import read_rss
+from paycore.tools.bench.rss import read_rss, rss_since
 
 __all__ = ["ensure_accounts", "run_postgres", "settings_toml"]
 
@@ -83,33 +84,16 @@ async def _pg_inproc_part(
         status.update(f"creating {o['accounts']:,} accounts...")
         created = await ensure_accounts(store, target, key, o["accounts"])
         console.print(f"created {o['accounts']:,} accounts + {HOT_ACCOUNT!r} in {created:.1f}s")
-        scenarios = [("pg-inproc-uniform", "uniform"), ("pg-inproc-hot", "hot")]
-        placement = None
-        if len(store.shards) > 1:
-            placement = Placement(store, o["accounts"])
-            if placement.local_debits and placement.cross_debits:
-                scenarios += [("pg-inproc-local", "local"), ("pg-inproc-cross", "cross")]
-            else:
-                skip_row(report, console, "pg-inproc-cross", "too few accounts to pair per shard")
-        else:
-            skip_row(
-                report,
-                console,
-                "pg-inproc-cross",
-                "one shard: no transfer crosses shards (give 2 or more shards)",
-            )
+        scenarios, placement, no_cross = inproc_scenarios(store, o, "pg-inproc")
+        if no_cross is not None:
+            skip_row(report, console, "pg-inproc-cross", no_cross)
         rss_before = read_rss(os.getpid())
         for name, mode in scenarios:
             status.update(f"{name}: in-process batches...")
             result = await inproc_scenario(store, name, o, mode=mode, placement=placement)
             report.results.append(result)
             print_inproc(console, result)
-        rss = read_rss(os.getpid())
-        report.inproc_rss_mb = {
-            "before_mb": rss_before.get("VmRSS", 0.0),
-            "rss_mb": rss.get("VmRSS", 0.0),
-            "peak_mb": rss.get("VmHWM", 0.0),
-        }
+        report.inproc_rss_mb = rss_since(rss_before)
         if o["audit"]:
             status.update("auditing...")
             report.audits["pg-inproc"] = await audit_clean(store, console, "PostgreSQL in-process")
@@ -255,24 +239,11 @@ def run_postgres(args: argparse.Namespace, o: dict[str, Any], console: Console) 
 
     command = command_line(o, args)
     console.print(f"[bold]paycore bench[/] (PostgreSQL)  reproduce with: [cyan]{command}[/]")
-    if args.data_dir is not None and args.data_dir.exists() and any(args.data_dir.iterdir()):
-        console.print(f"[red]{args.data_dir} is not empty; the bench needs a fresh directory[/]")
+    work_dir = fresh_dir(args.data_dir, console)
+    if work_dir is None:
         return 2
-    work_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="paycore-bench-"))
-    work_dir.mkdir(parents=True, exist_ok=True)
     shown = {**o, "pgbench_dsn": redact_dsn(o["pgbench_dsn"]) if o["pgbench_dsn"] else None}
-    report = BenchReport(
-        command=command,
-        environment=machine_environment(),
-        options=shown,
-        results=[],
-        server_rss_mb={},
-        inproc_rss_mb={},
-        targets=[],
-        audits={},
-        ok=True,
-        backend="postgres",
-    )
+    report = BenchReport(command, machine_environment(), shown, backend="postgres")
     target: PgTarget | None = None
     only = o["only"]
     try:

@@ -37,9 +37,10 @@ from paycore.payments.processors.simulator.settlement import (
     settlement_report,
 )
 from paycore.reconciliation.book import chain
-from paycore.reconciliation.match import Expected, Outcome, Rules, exception_id, match_report
+from paycore.reconciliation.match import Expected, Outcome, Rules, match_report
 from paycore.reconciliation.parse import parse_report
-from paycore.storage.reconciliation import ExceptionRow, RecordReport, ReportRow, SettledRow
+from paycore.reconciliation.service import open_exception
+from paycore.storage.reconciliation import RecordReport, ReportRow, SettledRow
 
 __all__ = ["main"]
 
@@ -83,25 +84,7 @@ def _record(processor: str, batch: str, outcome: Outcome, text: str) -> RecordRe
     digest = hashlib.sha256(text.encode()).hexdigest()
     row = ReportRow(processor, batch, digest, DAY.isoformat(), DAY.isoformat(), 0, 0, 0, 0)
     settled = tuple(SettledRow(processor, m.reference, batch, m.amount) for m in outcome.matched)
-    exceptions = tuple(
-        ExceptionRow(
-            exception_id(processor, batch, e),
-            processor,
-            batch,
-            e.reason.value,
-            e.reference,
-            e.line_no,
-            e.currency,
-            e.expected,
-            e.reported,
-            e.detail,
-            "open",
-            None,
-            0,
-            None,
-        )
-        for e in outcome.exceptions
-    )
+    exceptions = tuple(open_exception(processor, batch, e, 0) for e in outcome.exceptions)
     return RecordReport(row, settled, exceptions)
 
 

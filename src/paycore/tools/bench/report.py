@@ -7,6 +7,8 @@ import argparse
 import os
 import platform
 import sqlite3
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -98,16 +100,27 @@ class BenchReport(msgspec.Struct):
     command: str
     environment: dict[str, Any]
     options: dict[str, Any]
-    results: list[ScenarioResult]
-    server_rss_mb: dict[str, float]
-    inproc_rss_mb: dict[str, float]
-    targets: list[TargetCheck]
-    audits: dict[str, bool]
-    ok: bool
+    results: list[ScenarioResult] = msgspec.field(default_factory=list)
+    server_rss_mb: dict[str, float] = msgspec.field(default_factory=dict)
+    inproc_rss_mb: dict[str, float] = msgspec.field(default_factory=dict)
+    targets: list[TargetCheck] = msgspec.field(default_factory=list)
+    audits: dict[str, bool] = msgspec.field(default_factory=dict)
+    ok: bool = True
     backend: str = "sqlite"
     # PostgreSQL runs: the server(s) and the settings measured under, pgbench's command.
     postgres: dict[str, Any] = msgspec.field(default_factory=dict)
     skipped: dict[str, str] = msgspec.field(default_factory=dict)  # row -> why
+
+
+def fresh_dir(data_dir: Path | None, console: Console) -> Path | None:
+    """Where the bench works: ``data_dir`` (made if missing) or a new temporary folder;
+    None, said on ``console``, when ``data_dir`` is not empty."""
+    if data_dir is not None and data_dir.exists() and any(data_dir.iterdir()):
+        console.print(f"[red]{data_dir} is not empty; the bench needs a fresh directory[/]")
+        return None
+    work_dir = data_dir or Path(tempfile.mkdtemp(prefix="paycore-bench-"))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return work_dir
 
 
 def trend(result: ScenarioResult) -> str:
@@ -183,6 +196,30 @@ def _below(
     return TargetCheck(name, wanted, shown, measured < goal, what=what, goal_ratio=ratio)
 
 
+def _rate(name: str, what: str, goal: int, row: ScenarioResult) -> TargetCheck:
+    """``row`` ran at ``goal`` per second or more."""
+    return _at_least(
+        name,
+        what,
+        goal=goal,
+        measured=row.rate_per_s,
+        shown=f"{row.rate_per_s:,.0f}/s",
+        wanted=f">= {goal:,}/s",
+    )
+
+
+def _hot_share(name: str, what: str, ratio: float) -> TargetCheck:
+    """A hot rate at ``ratio`` of the uniform one, ``TARGET_HOT_RATIO`` or more."""
+    return _at_least(
+        name,
+        what,
+        goal=TARGET_HOT_RATIO,
+        measured=ratio,
+        shown=f"{ratio:.0%}",
+        wanted=f">= {TARGET_HOT_RATIO:.0%}",
+    )
+
+
 def _targets(report: BenchReport) -> list[TargetCheck]:
     by_name = {r.name: r for r in report.results}
     checks: list[TargetCheck] = []
@@ -190,38 +227,28 @@ def _targets(report: BenchReport) -> list[TargetCheck]:
     uni, hot = by_name.get("inproc-uniform"), by_name.get("inproc-hot")
     if uni is not None:
         checks.append(
-            _at_least(
-                "in-process rate",
-                f"SQLite, in-process {batch}, uniform",
-                goal=TARGET_INPROC_PER_S,
-                measured=uni.rate_per_s,
-                shown=f"{uni.rate_per_s:,.0f}/s",
-                wanted=f">= {TARGET_INPROC_PER_S:,}/s",
+            _rate(
+                "in-process rate", f"SQLite, in-process {batch}, uniform", TARGET_INPROC_PER_S, uni
             )
         )
     if uni is not None and hot is not None:
         ratio = hot.rate_per_s / uni.rate_per_s
         checks.append(
-            _at_least(
+            _hot_share(
                 "in-process hot / uniform",
                 "SQLite, every transfer credits one merchant vs uniform",
-                goal=TARGET_HOT_RATIO,
-                measured=ratio,
-                shown=f"{ratio:.0%}",
-                wanted=f">= {TARGET_HOT_RATIO:.0%}",
+                ratio,
             )
         )
     huni, hhot = by_name.get("http-uniform"), by_name.get("http-hot")
     clients = f"{report.options['clients']} clients"
     if huni is not None:
         checks.append(
-            _at_least(
+            _rate(
                 "HTTP rate",
                 f"SQLite, single POST /v1/transfers, {clients}",
-                goal=TARGET_HTTP_PER_S,
-                measured=huni.rate_per_s,
-                shown=f"{huni.rate_per_s:,.0f}/s",
-                wanted=f">= {TARGET_HTTP_PER_S:,}/s",
+                TARGET_HTTP_PER_S,
+                huni,
             )
         )
         checks.append(
@@ -237,24 +264,17 @@ def _targets(report: BenchReport) -> list[TargetCheck]:
     if huni is not None and hhot is not None:
         ratio = hhot.rate_per_s / huni.rate_per_s if huni.rate_per_s else 0.0
         checks.append(
-            _at_least(
-                "HTTP hot / uniform",
-                "SQLite, HTTP, one merchant credited vs uniform",
-                goal=TARGET_HOT_RATIO,
-                measured=ratio,
-                shown=f"{ratio:.0%}",
-                wanted=f">= {TARGET_HOT_RATIO:.0%}",
+            _hot_share(
+                "HTTP hot / uniform", "SQLite, HTTP, one merchant credited vs uniform", ratio
             )
         )
     if (pay := by_name.get("http-payments")) is not None:
         checks.append(
-            _at_least(
+            _rate(
                 "card payments",
                 f"embedded default, POST /v1/payments (card, automatic capture), {clients}",
-                goal=TARGET_PAYMENTS_PER_S,
-                measured=pay.rate_per_s,
-                shown=f"{pay.rate_per_s:,.0f}/s",
-                wanted=f">= {TARGET_PAYMENTS_PER_S:,}/s",
+                TARGET_PAYMENTS_PER_S,
+                pay,
             )
         )
     checks += _pg_targets(report, by_name)

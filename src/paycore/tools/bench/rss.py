@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from pathlib import Path
 
-__all__ = ["RssSampler", "read_rss"]
+__all__ = ["RssSampler", "read_rss", "rss_since"]
 
 
 def read_rss(pid: int) -> dict[str, float]:
@@ -18,6 +19,16 @@ def read_rss(pid: int) -> dict[str, float]:
             if key in ("VmRSS", "VmHWM"):
                 found[key] = int(value.split()[0]) / 1024  # kB -> MB
     return found
+
+
+def rss_since(before: dict[str, float]) -> dict[str, float]:
+    """This process's RSS in MB: ``before`` (a ``read_rss`` of it), now, and its peak."""
+    rss = read_rss(os.getpid())
+    return {
+        "before_mb": before.get("VmRSS", 0.0),
+        "rss_mb": rss.get("VmRSS", 0.0),
+        "peak_mb": rss.get("VmHWM", 0.0),
+    }
 
 
 class RssSampler:

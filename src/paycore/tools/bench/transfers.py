@@ -53,9 +53,7 @@ import argparse
 import asyncio
 import shutil
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from rich.console import Console
 
@@ -70,7 +68,12 @@ from paycore.tools.bench.options import (
 )
 from paycore.tools.bench.over_http import http_part
 from paycore.tools.bench.postgres import run_postgres
-from paycore.tools.bench.report import BenchReport, finish_report, machine_environment
+from paycore.tools.bench.report import (
+    BenchReport,
+    finish_report,
+    fresh_dir,
+    machine_environment,
+)
 
 __all__ = ["main", "run_bench"]
 
@@ -87,22 +90,10 @@ def run_bench(args: argparse.Namespace, console: Console) -> int:
         return run_postgres(args, o, console)
     command = command_line(o, args)
     console.print(f"[bold]paycore bench[/]  reproduce with: [cyan]{command}[/]")
-    if args.data_dir is not None and args.data_dir.exists() and any(args.data_dir.iterdir()):
-        console.print(f"[red]{args.data_dir} is not empty; the bench needs a fresh directory[/]")
+    data_dir = fresh_dir(args.data_dir, console)
+    if data_dir is None:
         return 2
-    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="paycore-bench-"))
-    data_dir.mkdir(parents=True, exist_ok=True)
-    report = BenchReport(
-        command=command,
-        environment=machine_environment(),
-        options=o,
-        results=[],
-        server_rss_mb={},
-        inproc_rss_mb={},
-        targets=[],
-        audits={},
-        ok=True,
-    )
+    report = BenchReport(command, machine_environment(), o)
     try:
         if o["only"] == "payments":
             with console.status("payments: starting paycore serve...") as status:

@@ -5,11 +5,23 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
+
 from paycore.tools.loadgen import HttpResponse
 
-__all__ = ["DEMO_TENANT", "AsgiClient"]
+__all__ = ["DEMO_TENANT", "AsgiClient", "Json", "json_of"]
 
 Json = dict[str, Any]
+_decode = msgspec.json.Decoder(Json)
+
+
+def json_of(response: HttpResponse) -> Json:
+    """The response's JSON object; {} for an empty body or one that is not JSON."""
+    try:
+        return _decode.decode(response.body) if response.body else {}
+    except msgspec.DecodeError:
+        return {}
+
 
 # The tenant of the demo's API key (its accounts, transfers and payments).
 DEMO_TENANT = "demo"

@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from paycore.money import format_minor
-from paycore.tools.demo.asgi_client import AsgiClient
+from paycore.tools.demo.asgi_client import AsgiClient, Json, json_of
 from paycore.tools.demo.promises import Promise
 from paycore.tools.loadgen import HttpResponse
 
@@ -43,10 +43,7 @@ __all__ = ["CrossShardAct", "CrossShardReport", "print_act"]
 LABELS: Final = ("A", "B", "E", "C")  # by shard, in this order; E starts empty
 FUNDED: Final = 10_000  # A, B and C: 100.00 each
 
-Json = dict[str, Any]
 Counters = list[int]  # debits_pending, debits_posted, credits_pending, credits_posted
-
-_decode = msgspec.json.Decoder(dict[str, Any])
 
 
 class Book(Protocol):
@@ -105,15 +102,8 @@ class _Counters:
         self._get(credit)[2] -= amount
 
 
-def _json(response: HttpResponse) -> Json:
-    try:
-        return _decode.decode(response.body) if response.body else {}
-    except msgspec.DecodeError:
-        return {}
-
-
 def _problem(response: HttpResponse) -> str:
-    return f"{response.status} {_json(response).get('code', '?')}"
+    return f"{response.status} {json_of(response).get('code', '?')}"
 
 
 def _amount(minor: int) -> str:
@@ -182,7 +172,7 @@ class CrossShardAct:
         )
         balances: dict[str, Counters] = {}
         for w, response in zip(self.wallets, responses, strict=True):
-            b = _json(response).get("balance", {})
+            b = json_of(response).get("balance", {})
             balances[w.label] = [
                 b.get(k, -1)
                 for k in ("debits_pending", "debits_posted", "credits_pending", "credits_posted")
@@ -207,7 +197,7 @@ class CrossShardAct:
     def _answer(self, response: HttpResponse, debit: str, credit: str) -> str:
         """``201 pending 40.00``; the accounts and metadata too when they are not the
         client's own (a post or void answers with the hold's two accounts, as on one shard)."""
-        t = _json(response)
+        t = json_of(response)
         if response.status >= 300 or "status" not in t:
             return _problem(response)
         text = f"{response.status} {t['status']} {_amount(int(t.get('amount', 0)))}"
@@ -258,7 +248,7 @@ class CrossShardAct:
             for w in funded
         ]
         response = await self._call("POST", "/v1/transfers/batch", {"transfers": items})
-        results = _json(response).get("results", [])
+        results = json_of(response).get("results", [])
         answers = [self._item(r) for r in results] or [_problem(response)]
         for w in funded:
             self.contract.posted(self.funding, w.id, FUNDED)
@@ -273,15 +263,7 @@ class CrossShardAct:
         a, b = self.ids["A"], self.ids["B"]
         # A hold, then a capture of part of it: the rest is released on both sides.
         hold, part = 4_000, 2_500
-        body = self._transfer("act-hold-1", "A", "B", hold, pending=True, timeout_seconds=60)
-        response = await self._call("POST", "/v1/transfers", body)
-        answer = self._answer(response, "A", "B")
-        self.contract.held(a, b, hold)
-        if response.status == 201:
-            self.book.held(a, b, hold)
-        await self._step(
-            [f"hold A → B {_amount(hold)}"], [answer], [f"201 pending {_amount(hold)}"]
-        )
+        await self._hold("act-hold-1", hold)
         response = await self._call("POST", "/v1/transfers/act-hold-1/post", {"amount": part})
         answer = self._answer(response, "A", "B")
         self.contract.released(a, b, hold)
@@ -296,7 +278,18 @@ class CrossShardAct:
         )
         # Another hold, voided: released on both sides, nothing posted.
         hold = 1_000
-        body = self._transfer("act-hold-2", "A", "B", hold, pending=True, timeout_seconds=60)
+        await self._hold("act-hold-2", hold)
+        response = await self._call("POST", "/v1/transfers/act-hold-2/void")
+        answer = self._answer(response, "A", "B")
+        self.contract.released(a, b, hold)
+        if response.status == 201:
+            self.book.released(a, b, hold)
+        await self._step(["void it"], [answer], [f"201 voided {_amount(hold)}"])
+
+    async def _hold(self, transfer_id: str, hold: int) -> None:
+        """Hold ``hold`` from A to B as ``transfer_id`` (pending for 60 s)."""
+        a, b = self.ids["A"], self.ids["B"]
+        body = self._transfer(transfer_id, "A", "B", hold, pending=True, timeout_seconds=60)
         response = await self._call("POST", "/v1/transfers", body)
         answer = self._answer(response, "A", "B")
         self.contract.held(a, b, hold)
@@ -305,12 +298,6 @@ class CrossShardAct:
         await self._step(
             [f"hold A → B {_amount(hold)}"], [answer], [f"201 pending {_amount(hold)}"]
         )
-        response = await self._call("POST", "/v1/transfers/act-hold-2/void")
-        answer = self._answer(response, "A", "B")
-        self.contract.released(a, b, hold)
-        if response.status == 201:
-            self.book.released(a, b, hold)
-        await self._step(["void it"], [answer], [f"201 voided {_amount(hold)}"])
 
     async def _chain(
         self, prefix: str, legs: list[tuple[str, str, int]], expected: list[str]
@@ -320,7 +307,7 @@ class CrossShardAct:
             for i, (debit, credit, amount) in enumerate(legs, start=1)
         ]
         response = await self._call("POST", "/v1/transfers/batch", {"transfers": items})
-        results = _json(response).get("results", [])
+        results = json_of(response).get("results", [])
         answers = [self._item(r) for r in results] or [_problem(response)]
         for (debit, credit, amount), want in zip(legs, expected, strict=True):
             if want == "posted":

@@ -56,8 +56,8 @@ from paycore.payments.resilient import ResilientConnector
 from paycore.payments.service import PaymentService
 from paycore.resilience import BreakerEvent, EventKind
 from paycore.storage.store import Store
-from paycore.tools.demo.asgi_client import DEMO_TENANT, AsgiClient
-from paycore.tools.demo.promises import OpStats, Promise
+from paycore.tools.demo.asgi_client import DEMO_TENANT, AsgiClient, Json, json_of
+from paycore.tools.demo.promises import OpStats, Promise, op_stats
 from paycore.tools.loadgen import HttpResponse, latency_summary
 
 __all__ = [
@@ -117,21 +117,12 @@ CALL_TIMEOUT: Final = 1.0  # seconds per attempt (the resilience timeout)
 RESOLVE_AFTER: Final = 3.0  # the resolver's older_than: above two attempts and a backoff
 
 
-Json = dict[str, Any]
-_decode = msgspec.json.Decoder(dict[str, Any])
 _encode = msgspec.json.Encoder().encode
-
-
-def _json(response: HttpResponse) -> Json:
-    try:
-        return _decode.decode(response.body) if response.body else {}
-    except msgspec.DecodeError:
-        return {}
 
 
 def _label(response: HttpResponse) -> str:
     label = str(response.status)
-    body = _json(response)
+    body = json_of(response)
     if response.status >= 400:
         label += f" {body.get('code', '?')}"
     elif "status" in body:
@@ -464,7 +455,7 @@ class PaymentsAct:
         self.latencies[kind].append(time.perf_counter() - t0)
         self.requests += 1
         self.outcomes[kind][_label(response)] += 1
-        unavailable = response.status == 503 and _json(response).get("code") == (
+        unavailable = response.status == 503 and json_of(response).get("code") == (
             "processor_unavailable"
         )
         self.p_errors.check(
@@ -618,7 +609,7 @@ class PaymentsAct:
         started = self.now()
         response = await self.call(kind, "POST", "/v1/payments", body, headers)
         ended = self.now()
-        p = _json(response)
+        p = json_of(response)
         if response.status != 201:
             self.p_states.check(False, f"{kind} payment -> {_label(response)}")
             return None
@@ -746,7 +737,7 @@ class PaymentsAct:
                 refused += 1
                 self.deferred_total += refused == 1
                 return False
-            p = _json(response)
+            p = json_of(response)
             ok = response.status == 200
             if ok and op == "capture" and "amount" in body:
                 ok = p["amount_captured"] >= body["amount"]
@@ -785,7 +776,7 @@ class PaymentsAct:
         body = {"payment_id": pay.id, "amount": amount}
         response = await self.call("refund", "POST", "/v1/refunds", body,
                                    {"Idempotency-Key": f"demo-{self.seed}-{tag}"})  # fmt: skip
-        r = _json(response)
+        r = json_of(response)
         if response.status == 201:
             pay.refunds.append(r["id"])
             self.refunds[r["id"]] = (pay.id, amount)
@@ -804,7 +795,7 @@ class PaymentsAct:
             response = await self.refund(pay, amount, tag)
         finally:
             pay.refund_reserved -= amount
-        status = _json(response).get("status")
+        status = json_of(response).get("status")
         if status in ("succeeded", "pending"):
             pay.refundable -= amount
         self.p_states.check(
@@ -830,7 +821,7 @@ class PaymentsAct:
         self.races += 1
         taken = 0
         for response in (first, second):
-            r = _json(response)
+            r = json_of(response)
             if response.status == 201 and r.get("status") in ("succeeded", "pending"):
                 taken += each
             else:
@@ -854,7 +845,7 @@ class PaymentsAct:
                 "destination": f"GB00DEMO{rnd.randrange(10**10):010d}"}  # fmt: skip
         response = await self.call("payout", "POST", "/v1/payouts", body,
                                    {"Idempotency-Key": f"demo-{self.seed}-{tag}"})  # fmt: skip
-        p = _json(response)
+        p = json_of(response)
         if response.status != 201:
             self.wallet_funds[wallet] += amount
             self.p_states.check(False, f"payout from {wallet}: {_label(response)}")
@@ -889,7 +880,7 @@ class PaymentsAct:
         while pending and time.monotonic() < deadline:
             answers = await asyncio.gather(*(self.call("read", "GET", path) for path in pending))
             for path, response in zip(list(pending), answers, strict=True):
-                if _json(response).get("status") not in ("processing", "pending"):
+                if json_of(response).get("status") not in ("processing", "pending"):
                     pending.remove(path)
                     progress.advance(task)
             if pending:
@@ -911,7 +902,7 @@ class PaymentsAct:
                 response = await self.call("read", "GET", path)
             if response.status != 200:
                 raise RuntimeError(f"GET {path}: {_label(response)}")
-            return _json(response)
+            return json_of(response)
 
         pays = list(self.pays.values())
         finals = await asyncio.gather(*(get(f"/v1/payments/{p.id}") for p in pays))
@@ -1200,16 +1191,7 @@ class PaymentsAct:
             replays=self.replays,
             transitions=self.transitions,
             timeline=self.timeline(),
-            operations=[
-                OpStats(
-                    name=kind,
-                    requests=len(lat_),
-                    outcomes=dict(self.outcomes[kind].most_common()),
-                    **latency_summary(lat_),
-                )
-                for kind, lat_ in sorted(self.latencies.items())
-                if kind != "setup"
-            ],
+            operations=op_stats(self.latencies, self.outcomes),
             latency=latency_summary(lat),
             verified=verified,
             seconds=dict(self.phases),

@@ -3,9 +3,13 @@ and ``OpStats`` (one operation's requests, outcomes and latency), shared by ever
 
 from __future__ import annotations
 
+from collections import Counter
+
 import msgspec
 
-__all__ = ["OpStats", "Promise"]
+from paycore.tools.loadgen import latency_summary
+
+__all__ = ["OpStats", "Promise", "op_stats"]
 
 
 class Promise(msgspec.Struct):
@@ -32,3 +36,18 @@ class OpStats(msgspec.Struct):
     p95_ms: float
     p99_ms: float
     max_ms: float
+
+
+def op_stats(latencies: dict[str, list[float]], outcomes: dict[str, Counter[str]]) -> list[OpStats]:
+    """Each kind of request but the setup's, by name: how many, their outcomes (most
+    common first) and latencies."""
+    return [
+        OpStats(
+            name=kind,
+            requests=len(lat),
+            outcomes=dict(outcomes[kind].most_common()),
+            **latency_summary(lat),
+        )
+        for kind, lat in sorted(latencies.items())
+        if kind != "setup"
+    ]

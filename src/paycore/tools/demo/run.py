@@ -41,7 +41,7 @@ import logging
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ from paycore.ledger.tenancy import internal_account_id
 from paycore.money import format_minor
 from paycore.ops.audit import ClusterAuditReport, audit_cluster, print_cluster_report
 from paycore.storage.store import Store
-from paycore.tools.demo.asgi_client import DEMO_TENANT, AsgiClient
+from paycore.tools.demo.asgi_client import DEMO_TENANT, AsgiClient, Json, json_of
 from paycore.tools.demo.cross_shard_act import CrossShardAct, CrossShardReport, print_act
 from paycore.tools.demo.fx_act import run_fx_act
 from paycore.tools.demo.payments_act import (
@@ -70,7 +70,7 @@ from paycore.tools.demo.payments_act import (
     print_report,
     scan_for_cards,
 )
-from paycore.tools.demo.promises import OpStats, Promise
+from paycore.tools.demo.promises import OpStats, Promise, op_stats
 from paycore.tools.demo.recon_act import ReconReport, print_recon, run_recon_act
 from paycore.tools.loadgen import HttpResponse, latency_summary
 
@@ -98,8 +98,6 @@ _MIX: dict[str, int] = {
     "read": 9,
     "invalid": 3,
 }
-
-Json = dict[str, Any]
 
 
 class DemoOptions(msgspec.Struct, kw_only=True):
@@ -178,21 +176,13 @@ class _Expiring(msgspec.Struct):
     due: float  # monotonic time after which the hold must have expired
 
 
-_decode = msgspec.json.Decoder(dict[str, Any])
 _encode = msgspec.json.Encoder().encode
-
-
-def _json(response: HttpResponse) -> Json:
-    try:
-        return _decode.decode(response.body) if response.body else {}
-    except msgspec.DecodeError:
-        return {}
 
 
 def _label(response: HttpResponse) -> str:
     label = str(response.status)
     if response.status >= 400:
-        label += f" {_json(response).get('code', '?')}"
+        label += f" {json_of(response).get('code', '?')}"
     if response.headers.get("idempotent-replayed") == "true":
         label += " (replayed)"
     return label
@@ -261,7 +251,7 @@ class _Demo:
         """Book a new transfer (201, not a replay) in the model; its body when it was one."""
         if response.status != 201 or response.headers.get("idempotent-replayed") == "true":
             return None
-        t = _json(response)
+        t = json_of(response)
         self.transfers += 1
         debit, credit, amount = t["debit_account_id"], t["credit_account_id"], t["amount"]
         if self.shard_for(debit) != self.shard_for(credit):
@@ -292,7 +282,7 @@ class _Demo:
         """A 201, or a refusal with one of the ``allowed`` codes; else a broken promise."""
         if response.status in (200, 201):
             return True
-        code = _json(response).get("code")
+        code = json_of(response).get("code")
         ok = code in allowed
         self.p_errors.check(ok, f"unexpected {response.status} {code}")
         return ok
@@ -337,7 +327,7 @@ class _Demo:
         for start in range(0, len(funding), 8189):
             chunk = funding[start : start + 8189]
             response = await self.call("setup", "POST", "/v1/transfers/batch", {"transfers": chunk})
-            results = _json(response).get("results", [])
+            results = json_of(response).get("results", [])
             if response.status != 200 or any("error" in r for r in results):
                 raise RuntimeError(f"funding failed: {response.body[:300]!r}")
             for item, result in zip(chunk, results, strict=True):
@@ -448,7 +438,7 @@ class _Demo:
             )
             if first.headers.get("idempotent-replayed") == "true":
                 first, second = second, first
-            in_use = _json(second).get("code") == "idempotency_key_in_use"
+            in_use = json_of(second).get("code") == "idempotency_key_in_use"
             if in_use:  # the second came while the first ran: retry it now
                 second = await self.call("idempotent", "POST", "/v1/transfers", body, headers)
         else:
@@ -458,7 +448,7 @@ class _Demo:
         self.expect_refusal(first, {"insufficient_funds"})
         self.acknowledge(first)
         if style == "changed":
-            code = _json(second).get("code")
+            code = json_of(second).get("code")
             self.p_idem.check(
                 second.status == 409 and code == "idempotency_key_reused",
                 f"{key}: changed body -> {_label(second)}",
@@ -476,18 +466,18 @@ class _Demo:
         body = self.transfer_body(f"retry-{tag}", a, b, rnd.randrange(100, 3_000))
         first = await self.call("id_retry", "POST", "/v1/transfers", body)
         self.expect_refusal(first, {"insufficient_funds"})
-        if _json(first).get("code") == "insufficient_funds":
+        if json_of(first).get("code") == "insufficient_funds":
             # The id keeps its refusal, whatever the wallet holds by now.
             again = await self.call("id_retry", "POST", "/v1/transfers", body)
             self.p_idem.check(
-                (again.status, _json(again)) == (first.status, _json(first)),
+                (again.status, json_of(again)) == (first.status, json_of(first)),
                 f"{body['id']}: refused, same id again -> {_label(again)}",
             )
             return
         if self.acknowledge(first) is None:
             return
         again = await self.call("id_retry", "POST", "/v1/transfers", body)
-        original, repeated = _json(first), _json(again)
+        original, repeated = json_of(first), json_of(again)
         self.p_idem.check(
             again.status == 200 and repeated.get("timestamp") == original["timestamp"],
             f"{body['id']}: same id again -> {_label(again)}",
@@ -496,7 +486,7 @@ class _Demo:
             "id_retry", "POST", "/v1/transfers", dict(body, amount=body["amount"] + 1)
         )
         self.p_idem.check(
-            _json(changed).get("code") == "transfer_exists_with_different_fields",
+            json_of(changed).get("code") == "transfer_exists_with_different_fields",
             f"{body['id']}: same id, other amount -> {_label(changed)}",
         )
 
@@ -509,7 +499,7 @@ class _Demo:
         body = self.transfer_body(f"over-{tag}", a, b, OVERDRAFT, **extra)
         response = await self.call("overdraft", "POST", "/v1/transfers", body)
         self.p_overdraft.check(
-            response.status == 409 and _json(response).get("code") == "insufficient_funds",
+            response.status == 409 and json_of(response).get("code") == "insufficient_funds",
             f"{body['id']} ({'hold' if pending else 'transfer'}) -> {_label(response)}",
         )
         self.acknowledge(response)  # a broken promise must still be booked to be audited
@@ -517,7 +507,7 @@ class _Demo:
     async def op_read(self, rnd: random.Random, tag: str) -> None:
         wallet = rnd.choice(self.wallets)
         response = await self.call("read", "GET", f"/v1/accounts/{wallet}")
-        available = _json(response).get("balance", {}).get("available")
+        available = json_of(response).get("balance", {}).get("available")
         self.p_balance.check(
             response.status == 200 and isinstance(available, int) and available >= 0,
             f"{wallet}: {_label(response)} available={available}",
@@ -541,7 +531,7 @@ class _Demo:
         response = await self.call("invalid", "POST", "/v1/transfers", body)
         problem = response.headers.get("content-type", "").startswith("application/problem+json")
         self.p_errors.check(
-            response.status == status and problem and _json(response).get("code") == code,
+            response.status == status and problem and json_of(response).get("code") == code,
             f"expected {status} {code}, got {_label(response)}",
         )
         self.acknowledge(response)
@@ -586,7 +576,7 @@ class _Demo:
                 *(self.call("hold_expire", "GET", f"/v1/transfers/{e.hold_id}") for e in due)
             )
             for e, response in zip(due, statuses, strict=True):
-                status = _json(response).get("status")
+                status = json_of(response).get("status")
                 if status == "expired":
                     self.model.released(e.debit, e.credit, e.amount)
                     pending.remove(e)
@@ -605,7 +595,7 @@ class _Demo:
         for e in self.expiring[:20]:  # capturing an expired hold must be refused
             response = await self.call("hold_expire", "POST", f"/v1/transfers/{e.hold_id}/post")
             self.p_holds.check(
-                _json(response).get("code") == "pending_transfer_expired",
+                json_of(response).get("code") == "pending_transfer_expired",
                 f"{e.hold_id}: post after expiry -> {_label(response)}",
             )
 
@@ -635,7 +625,7 @@ class _Demo:
                 *(self.call("settle", "GET", f"/v1/transfers/{i}") for i in pending[:256])
             )
             for transfer_id, response in zip(pending[:256], responses, strict=True):
-                status = _json(response).get("status")
+                status = json_of(response).get("status")
                 if status != "in_flight":
                     self.p_cross.check(status == "posted", f"{transfer_id}: settled as {status}")
                     pending.remove(transfer_id)
@@ -748,16 +738,7 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
         transfers=transfers,
         transfers_per_s=transfers / elapsed,
         latency=latency_summary(workload_latencies),
-        operations=[
-            OpStats(
-                name=kind,
-                requests=len(lat),
-                outcomes=dict(demo.outcomes[kind].most_common()),
-                **latency_summary(lat),
-            )
-            for kind, lat in sorted(demo.latencies.items())
-            if kind != "setup"
-        ],
+        operations=op_stats(demo.latencies, demo.outcomes),
         promises=promises,
         audit=audit,
         seconds_total=time.perf_counter() - started,
@@ -836,70 +817,63 @@ async def _payments_act(
     """The payments act on a new node over the same data directory, configured with the
     simulated processors; then the audit of everything, and the scan for card numbers
     once that node has stopped (its databases closed)."""
-    # The node's warnings (timeouts, retries, breaker changes) are the story: the act
-    # prints it as a timeline instead.
-    quiet = ("paycore.payments", "paycore.workers", "stamina")
-    levels = {name: logging.getLogger(name).level for name in quiet}
-    for name in quiet:
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        return await _run_payments_act(
-            options, settings, seed=seed, fleet=fleet, p_audit=p_audit, console=console
-        )
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
-
-
-async def _run_payments_act(
-    options: DemoOptions,
-    settings: Settings,
-    *,
-    seed: int,
-    fleet: Fleet,
-    p_audit: Promise,
-    console: Console,
-) -> tuple[PaymentsReport, ClusterAuditReport, ReconReport, list[Promise]]:
     from paycore.api.app import create_app  # noqa: PLC0415
     from paycore.payments.service import build_payment_service  # noqa: PLC0415
 
-    lap = _Laps()
-    with console.status("starting three simulated processors (paycore acquirer-sim)..."):
-        urls = await fleet.ready()
-    lap("processors_ready")
-    duration = options.payments_duration
-    settings = payment_settings(settings, urls, duration=duration, seed=seed)
-    store = build_store(settings)
-    service = build_payment_service(store, settings)
-    app = create_app(store, settings, payments=service)
-    async with AsgiClient(app) as client:
-        await client.use_key(store)
-        act = PaymentsAct(
-            client, service, fleet, duration=duration, clients=options.payment_clients, seed=seed
+    # The node's warnings (timeouts, retries, breaker changes) are the story: the act
+    # prints it as a timeline instead.
+    with _quiet("paycore.payments", "paycore.workers", "stamina"):
+        lap = _Laps()
+        with console.status("starting three simulated processors (paycore acquirer-sim)..."):
+            urls = await fleet.ready()
+        lap("processors_ready")
+        duration = options.payments_duration
+        settings = payment_settings(settings, urls, duration=duration, seed=seed)
+        store = build_store(settings)
+        service = build_payment_service(store, settings)
+        app = create_app(store, settings, payments=service)
+        async with AsgiClient(app) as client:
+            await client.use_key(store)
+            act = PaymentsAct(
+                client,
+                service,
+                fleet,
+                duration=duration,
+                clients=options.payment_clients,
+                seed=seed,
+            )
+            await act.setup()
+            lap("setup")
+            with _progress(console) as progress:
+                await act.run(progress)
+                elapsed = lap("workload")
+                await act.settle(progress)
+                lap("settle")
+            with console.status("checking every payment against the ledger and the processors..."):
+                verified = await act.verify(store)
+            act.judge_outage()
+            lap("verify")
+            with console.status("reconciling the day's settlement reports..."):
+                recon, recon_promises = await _recon_act(client, store, fleet, urls, seed)
+            lap("reconcile")
+            audit = await _audit(store, p_audit, console)
+            lap("audit")
+        p_cards = Promise("no card number in the data directory (databases, WAL, logs)")
+        numbers = card_numbers(act)
+        files, found = scan_for_cards(Path(settings.data_dir), numbers)
+        p_cards.checks, p_cards.broken, p_cards.examples = (
+            files * len(numbers),
+            len(found),
+            found[:5],
         )
-        await act.setup()
-        lap("setup")
-        with _progress(console) as progress:
-            await act.run(progress)
-            elapsed = lap("workload")
-            await act.settle(progress)
-            lap("settle")
-        with console.status("checking every payment against the ledger and the processors..."):
-            verified = await act.verify(store)
-        act.judge_outage()
-        lap("verify")
-        with console.status("reconciling the day's settlement reports..."):
-            recon, recon_promises = await _recon_act(client, store, fleet, urls, seed)
-        lap("reconcile")
-        audit = await _audit(store, p_audit, console)
-        lap("audit")
-    p_cards = Promise("no card number in the data directory (databases, WAL, logs)")
-    numbers = card_numbers(act)
-    files, found = scan_for_cards(Path(settings.data_dir), numbers)
-    p_cards.checks, p_cards.broken, p_cards.examples = files * len(numbers), len(found), found[:5]
-    lap("card_scan")
-    act.phases = lap.laps
-    return act.report(elapsed, verified), audit, recon, [*act.promises(), *recon_promises, p_cards]
+        lap("card_scan")
+        act.phases = lap.laps
+        return (
+            act.report(elapsed, verified),
+            audit,
+            recon,
+            [*act.promises(), *recon_promises, p_cards],
+        )
 
 
 async def _recon_act(
@@ -930,6 +904,19 @@ async def _recon_act(
         p_fx=promises[2],
     )
     return report, promises
+
+
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """Only the errors of the loggers ``names`` while the block runs."""
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 class _Laps:

@@ -22,7 +22,7 @@ import msgspec
 
 from paycore.tools.local_cluster.layout import ClusterLayout
 from paycore.tools.local_cluster.patroni import ShardStatus, shard_status
-from paycore.tools.local_cluster.runtime import postmaster_pid, start_time
+from paycore.tools.local_cluster.runtime import pid_exists, postmaster_pid, start_time
 from paycore.tools.local_cluster.spec import ClusterSpec, PortPlan, port_free
 from paycore.tools.local_cluster.toolbox import Toolbox, ToolMissingError
 
@@ -318,12 +318,8 @@ def process_alive(pid: object, started: object = None) -> bool:
         return False
     if isinstance(started, int) and start_time(pid) != started:
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_exists(pid):
         return False
-    except PermissionError:
-        return True
     # A zombie child of a dead supervisor would still answer; /proc tells.
     with contextlib.suppress(OSError):
         if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):

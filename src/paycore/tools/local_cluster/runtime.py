@@ -410,7 +410,7 @@ class ClusterRuntime:
                 changed = True
         if changed:
             self._write_state()
-        if self.watch_pid is not None and not _exists(self.watch_pid):
+        if self.watch_pid is not None and not pid_exists(self.watch_pid):
             print(f"process {self.watch_pid} is gone: stopping the cluster", file=sys.stderr)
             self._stopping = True
 
@@ -586,13 +586,7 @@ def postmaster_pid(member_dir: Path) -> int | None:
         return None
     if b"postgres" not in command:
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
+    return pid if pid_exists(pid) else None
 
 
 def _signal(pid: int, signum: int) -> None:
@@ -600,7 +594,8 @@ def _signal(pid: int, signum: int) -> None:
         os.kill(pid, signum)
 
 
-def _exists(pid: int) -> bool:
+def pid_exists(pid: int) -> bool:
+    """A process ``pid`` runs (one of another user's too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

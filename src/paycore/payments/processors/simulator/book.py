@@ -214,38 +214,13 @@ class AcquirerBook:
             day=self._today(),
             auto_captured=request.capture and decline is None,
         )
-        record.answer = Answer(402 if decline else 200, self._describe(record), hang=record.hangs)
-        self._records[record.reference] = record
-        return record.answer
+        return self._keep(record, 402 if decline else 200)
 
     def capture(self, authorization: str, raw: bytes) -> Answer:
         request = self._decode(raw, CaptureIn)
         if isinstance(request, Answer):
             return request
-        fingerprint = self._fingerprint("capture", authorization.encode(), _JSON.encode(request))
-        known = self._replay(request.capture_reference, fingerprint)
-        if known is not None:
-            return known
-        parent = self._authorization(authorization)
-        if parent is None:
-            return self._not_found(authorization)
-        refusal: str | None = None
-        if parent.declined is not None:
-            refusal = "authorization_declined"
-        elif parent.voided:
-            refusal = "authorization_voided"
-        elif parent.captured + request.amount > parent.amount:
-            refusal = "amount_exceeds_authorized"
-        else:
-            parent.captured += request.amount
-        return self._child(
-            "capture",
-            request.capture_reference,
-            fingerprint,
-            request.amount,
-            parent=parent,
-            refusal=refusal,
-        )
+        return self._child("capture", authorization, request.capture_reference, request)
 
     def void(self, authorization: str) -> Answer:
         parent = self._authorization(authorization)
@@ -265,28 +240,7 @@ class AcquirerBook:
         request = self._decode(raw, RefundIn)
         if isinstance(request, Answer):
             return request
-        fingerprint = self._fingerprint("refund", authorization.encode(), _JSON.encode(request))
-        known = self._replay(request.refund_reference, fingerprint)
-        if known is not None:
-            return known
-        parent = self._authorization(authorization)
-        if parent is None:
-            return self._not_found(authorization)
-        refusal: str | None = None
-        if parent.declined is not None:
-            refusal = "authorization_declined"
-        elif parent.refunded + request.amount > parent.captured:
-            refusal = "amount_exceeds_captured"
-        else:
-            parent.refunded += request.amount
-        return self._child(
-            "refund",
-            request.refund_reference,
-            fingerprint,
-            request.amount,
-            parent=parent,
-            refusal=refusal,
-        )
+        return self._child("refund", authorization, request.refund_reference, request)
 
     def payout(self, raw: bytes) -> Answer:
         request = self._decode(raw, PayoutIn)
@@ -310,11 +264,7 @@ class AcquirerBook:
             declined="account_closed" if behaviour is CardBehaviour.DO_NOT_HONOR else None,
             hangs=behaviour is CardBehaviour.TIMEOUT,
         )
-        record.answer = Answer(
-            402 if record.declined else 200, self._describe(record), hang=record.hangs
-        )
-        self._records[record.reference] = record
-        return record.answer
+        return self._keep(record, 402 if record.declined else 200)
 
     def settled(self, day: date) -> list[SettledItem]:
         """What the acquirer settles for ``day``: every approved capture (an authorization
@@ -380,28 +330,51 @@ class AcquirerBook:
 
     def _child(
         self,
-        kind: str,
+        kind: Literal["capture", "refund"],
+        authorization: str,
         reference: str,
-        fingerprint: bytes,
-        amount: int,
-        *,
-        parent: _Record,
-        refusal: str | None,
+        request: CaptureIn | RefundIn,
     ) -> Answer:
+        """A capture or refund of ``authorization``: replayed, refused or recorded."""
+        fingerprint = self._fingerprint(kind, authorization.encode(), _JSON.encode(request))
+        known = self._replay(reference, fingerprint)
+        if known is not None:
+            return known
+        parent = self._authorization(authorization)
+        if parent is None:
+            return self._not_found(authorization)
+        refusal: str | None = None
+        if parent.declined is not None:
+            refusal = "authorization_declined"
+        elif kind == "capture":
+            if parent.voided:
+                refusal = "authorization_voided"
+            elif parent.captured + request.amount > parent.amount:
+                refusal = "amount_exceeds_authorized"
+            else:
+                parent.captured += request.amount
+        elif parent.refunded + request.amount > parent.captured:
+            refusal = "amount_exceeds_captured"
+        else:
+            parent.refunded += request.amount
         record = _Record(
             kind=kind,
             reference=reference,
             fingerprint=fingerprint,
             id=self._new_id("ca" if kind == "capture" else "re"),
-            amount=amount,
+            amount=request.amount,
             currency=parent.currency,
             answer=_PLACEHOLDER,
             declined=refusal,
             parent=parent.reference,
             day=self._today(),
         )
-        record.answer = Answer(422 if refusal else 200, self._describe(record))
-        self._records[reference] = record
+        return self._keep(record, 422 if refusal else 200)
+
+    def _keep(self, record: _Record, status: int) -> Answer:
+        """Record ``record`` with its answer (one that hangs if the record hangs)."""
+        record.answer = Answer(status, self._describe(record), hang=record.hangs)
+        self._records[record.reference] = record
         return record.answer
 
     def _refused(self, record: _Record, code: str) -> Answer:
