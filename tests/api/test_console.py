@@ -220,6 +220,10 @@ async def test_every_page_renders_for_a_ledger_with_a_payment_and_a_cross_shard_
         "/console/transfers/xs1": [world.a, world.b, "posted"],
         f"/console/payments/{world.payment}": ["authorize", "Ledger transfers", "succeeded"],
         "/console/stuck?older_than=0": ["Stuck payments"],
+        # Not ASCII digits: the default bound ('²' was a 500, Arabic-Indic digits read).
+        "/console/stuck?older_than=%C2%B2": ["Stuck payments"],
+        "/console/stuck?older_than=%D9%A3": ["Stuck payments"],
+        "/console/sagas?older_than=%C2%B2": ["sagas"],
     }
     for path, expected in pages.items():
         r = await keyed.get(path)

@@ -19,14 +19,15 @@ from paycore.api.console import ops_reads
 from paycore.api.console.frame import CONSOLE_PATH, PAGE_SIZE, PUBLIC, Console, to_login
 from paycore.api.tenancy import Namespace
 
-__all__ = ["ops_routes"]
+__all__ = ["bound_seconds", "ops_routes"]
 
 _SAGA_DEFAULT: Final = 60
 _SAGA_MAX: Final = 30 * 86400
 
 
-def _seconds(text: str, default: int, most: int) -> int:
-    """A bound in seconds from a form field: digits only, else ``default``."""
+def bound_seconds(text: str, default: int, most: int) -> int:
+    """A bound in seconds from a form field: ASCII digits only (``str.isdigit`` also takes
+    '²' or Arabic-Indic digits, which ``int`` then refuses or reads), else ``default``."""
     if text.isascii() and text.isdigit() and len(text) <= 8:
         return min(int(text), most)
     return default
@@ -58,7 +59,7 @@ def ops_routes(c: Console) -> list[HTTPRouteHandler]:
         who = await c.caller(request)
         if who is None:
             return to_login()
-        seconds = _seconds(older_than, _SAGA_DEFAULT, _SAGA_MAX)
+        seconds = bound_seconds(older_than, _SAGA_DEFAULT, _SAGA_MAX)
         ns = Namespace(who[0].tenant)
         found, truncated = await ops_reads.stuck_sagas(c.store, ns, seconds, time.time_ns())
         return c.page(

@@ -52,7 +52,7 @@ from paycore.api.console.frame import (
     transfer_rows,
 )
 from paycore.api.console.money_pages import money_routes
-from paycore.api.console.ops_pages import ops_routes
+from paycore.api.console.ops_pages import bound_seconds, ops_routes
 from paycore.api.console.owners import made_by
 from paycore.api.console.sessions import Sessions
 from paycore.api.console.traffic_rows import traffic_rows
@@ -207,9 +207,7 @@ def _overview_routes(c: Console) -> list[HTTPRouteHandler]:
         who = await c.caller(request)
         if who is None:
             return to_login()
-        seconds = _STUCK_DEFAULT
-        if older_than.isdigit() and len(older_than) <= 8:
-            seconds = min(int(older_than), _STUCK_MAX)
+        seconds = bound_seconds(older_than, _STUCK_DEFAULT, _STUCK_MAX)
         found = await reads.stuck_payments(c.payments, who[0].tenant, seconds)
         ns = Namespace(who[0].tenant)
         now = time.time_ns()
