@@ -20,6 +20,11 @@ from paycore.cluster.topology import build_store
 from paycore.errors import UnavailableError
 from paycore.ledger.model import TransferFlags, TransferRequest
 from paycore.ops.audit import audit_cluster
+from paycore.payments.flows.model import PaymentView, RefundView
+from paycore.payments.intents import CaptureMethod
+from paycore.payments.processors.base import CardDetails
+from paycore.payments.service import NewPayment, PaymentService
+from paycore.payments.testing import ScriptedConnector
 from paycore.storage.base import CreateTransfers, Idempotency, StoredResponse
 from paycore.storage.listing import Page, TransferFilter
 
@@ -359,5 +364,41 @@ async def test_slots_moving_back_and_forth_under_load_lose_and_double_nothing(
     stored = await cluster.get_transfers([*acknowledged, *refused])
     assert set(acknowledged) <= set(stored)
     assert not set(stored) & refused
+    audit = await audit_cluster(cluster.shards)
+    assert audit.ok, audit.violations
+
+
+async def test_a_move_carries_the_payments_refunds_and_attempts_of_its_accounts(
+    cluster: ShardedStore,
+) -> None:
+    """A merchant's card payment (captured, refunded in part) moves with the merchant:
+    read back the same from its new shard, refunded again there, and the psp: accounts
+    and the audit agree."""
+
+    (merchant,) = ids_on(cluster, SOURCE, 1, prefix="pm-m-")
+    await open_accounts(cluster, [merchant], no_overdraft=False)
+    service = PaymentService(cluster, {"acq-a": ScriptedConnector("acq-a")})
+    card = CardDetails("4242424242424242", 12, 2030, "123")
+    paid = await service.create_payment(
+        NewPayment(1_000, "USD", merchant, capture=CaptureMethod.AUTOMATIC, card=card)
+    )
+    assert isinstance(paid.outcome, PaymentView), paid.outcome
+    payment_id = paid.outcome.payment.id
+    assert isinstance((await service.refund(payment_id, 300)).outcome, RefundView)
+    before = await service.get_payment(payment_id)
+    assert before.shard == SOURCE
+    slot = slot_of(merchant)
+    report = await slot_moves.move_slots(cluster, slot, slot, TARGET)
+    assert report.payments == 2  # the payment and its refund
+    after = await service.get_payment(payment_id)
+    assert after.shard == TARGET
+    assert (after.payment, after.attempts) == (before.payment, before.attempts)
+    for shard in cluster.shards.values():  # stored once, on the target
+        assert (await shard.payments.payment(payment_id) is not None) == (shard.name == TARGET)
+    assert isinstance((await service.refund(payment_id, 200)).outcome, RefundView)
+    final = await service.get_payment(payment_id)
+    assert final.payment.amount_refunded == 500
+    found = await cluster.get_accounts([merchant])
+    assert found[merchant].credits_posted - found[merchant].debits_posted == 500
     audit = await audit_cluster(cluster.shards)
     assert audit.ok, audit.violations

@@ -12,8 +12,7 @@ or a shard) resumes it; ``abort`` rolls back one that has not switched::
                still run on S. Other slots are not touched.
     draining   once every router had the time to adopt v+1, what is in flight on the
                slots ends: pending holds on their accounts, cross-shard sagas and linked
-               chains naming them. What has not ended within ``--wait`` seconds, or a
-               payment, refund or payout on their accounts (not moved yet), rolls the
+               chains naming them. What has not ended within ``--wait`` seconds rolls the
                move back (v+3, the old map) and is named.
     copying    S records v+2 (the slots on T): from now on S refuses, in each write's own
                transaction, what a router with an older map sends it for those slots
@@ -21,11 +20,13 @@ or a shard) resumes it; ``abort`` rolls back one that has not switched::
                one snapshot of S: the accounts (as they are, balances included), their
                metadata and balance history, every transfer naming one of them (as
                ``moved_transfers``, with its place in S's hash chain), the Idempotency-Key
-               records and transfer-id bindings of the slots. Imported on T in parts;
+               records and transfer-id bindings of the slots, the payments, refunds,
+               payouts and attempts of the accounts. Imported on T in parts;
                the last part records v+2 on T in the same transaction: T owns the slots.
     switching  the key shard records v+2: every router adopts it within
                ``slot_catalog.REFRESH_SECONDS``; until then, S refuses and clients retry.
-    retiring   S moves the accounts from ``accounts`` to ``moved_accounts``; done.
+    retiring   S moves the accounts from ``accounts`` to ``moved_accounts`` and deletes
+               the payment rows that moved; done.
 
 The longest write pause on the moving slots is from fencing to switching (plus a
 router's refresh); the other slots never pause. docs/resharding.md has the rest: what a
@@ -100,6 +101,7 @@ class MoveReport:
     transfers: int = 0
     keys: int = 0
     bindings: int = 0
+    payments: int = 0  # payments, refunds and payouts
     fenced_seconds: float = 0.0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -156,6 +158,11 @@ async def move_slots(
     unfinished move of that range; MoveBlocked when it cannot (rolled back)."""
     started = time.monotonic()
     plan, state = await _plan_or_resume(router, first, last, target, say)
+    if type(router.shards[plan.source]) is not type(router.shards[plan.target]):
+        raise ValueError(  # rows are copied column for column
+            f"{plan.source} and {plan.target} are shards of different kinds (SQLite, "
+            "PostgreSQL): slots move between shards of one kind"
+        )
     report = MoveReport(plan)
     text = slot_catalog.encode_map(plan.after)
     source = router.shards[plan.source]
@@ -231,9 +238,23 @@ async def _retire(router: ShardedStore, plan: MovePlan) -> None:
     """The last step: the moved accounts leave the source's ``accounts``; done."""
     await _record(router, plan, "retiring")
     source = router.shards[plan.source]
-    moved = await _read(source, lambda snap: _moving_accounts(snap, plan, router))
-    for part in _chunks(moved, PART_ROWS):
+    moves = _moves(plan, router)
+
+    def read(snap: SqlSnapshot) -> tuple[list[str], list[str]]:
+        accounts = [str(r[0]) for r in snap.rows("SELECT id FROM accounts") if moves(str(r[0]))]
+        payments = [
+            str(row[0])
+            for table, rows in _payment_rows(snap, moves)
+            if table != "payment_attempts"
+            for row in rows
+        ]
+        return accounts, payments
+
+    accounts, payments = await _read(source, read)
+    for part in _chunks(accounts, PART_ROWS):
         await source.execute(RetireMoved(plan.id, tuple(part), plan.target))
+    for part in _chunks(payments, PART_ROWS):
+        await source.execute(RetireMoved(plan.id, (), plan.target, tuple(part)))
     await _record(router, plan, "done")
 
 
@@ -315,24 +336,11 @@ def _in_slots(plan: MovePlan) -> Callable[[str], bool]:
     return lambda key: plan.first <= slot_of(key) <= plan.last
 
 
-def _moving_accounts(snap: SqlSnapshot, plan: MovePlan, router: ShardedStore) -> list[str]:
-    moves = _moves(plan, router)
-    return [str(r[0]) for r in snap.rows("SELECT id FROM accounts") if moves(str(r[0]))]
-
-
 async def _drain(router: ShardedStore, plan: MovePlan, wait_seconds: float) -> list[str]:
     """Wait for the holds, sagas and chains naming the moving accounts to end (posts and
     voids pass the fence: ``slot_fence``); what still blocks."""
     moves = _moves(plan, router)
     source = router.shards[plan.source]
-
-    def stuck(snap: SqlSnapshot) -> list[str]:
-        found = []
-        for table, columns in _PAYMENT_OWNERS:
-            for row in snap.rows(f"SELECT id, {columns} FROM {table}"):
-                if any(isinstance(a, str) and moves(a) for a in row[1:]):
-                    found.append(f"{table[:-1]} {row[0]!r}")
-        return found
 
     def holds(snap: SqlSnapshot) -> list[str]:
         return [
@@ -367,9 +375,6 @@ async def _drain(router: ShardedStore, plan: MovePlan, wait_seconds: float) -> l
         ]
         return found
 
-    blocked = await _read(source, stuck)
-    if blocked:
-        return _first(blocked)
     deadline = time.monotonic() + wait_seconds
     while True:
         flights = await asyncio.gather(*(_read(s, in_flight) for s in router.shards.values()))
@@ -381,11 +386,19 @@ async def _drain(router: ShardedStore, plan: MovePlan, wait_seconds: float) -> l
         await asyncio.sleep(_POLL_SECONDS)
 
 
-# Payment rows and the accounts that place them (a move of these comes later).
-_PAYMENT_OWNERS: Final = (
-    ("payments", "merchant_account_id, source_account_id"),
-    ("payouts", "wallet_account_id"),
-)
+def _payment_rows(
+    snap: SqlSnapshot, moves: Callable[[str], bool]
+) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """The payment rows of the moving accounts, per table (every column, in order): a
+    payment by its merchant, a payout by its wallet, refunds and attempts by parent."""
+    payments = [r for r in snap.rows("SELECT * FROM payments") if moves(str(r[1]))]
+    ids = {r[0] for r in payments}
+    refunds = [r for r in snap.rows("SELECT * FROM refunds") if r[1] in ids]
+    payouts = [r for r in snap.rows("SELECT * FROM payouts") if moves(str(r[1]))]
+    parents = ids | {r[0] for r in refunds} | {r[0] for r in payouts}
+    attempts = [r for r in snap.rows("SELECT * FROM payment_attempts") if r[0] in parents]
+    return [("payments", payments), ("refunds", refunds), ("payouts", payouts),
+            ("payment_attempts", attempts)]  # fmt: skip
 
 
 def _first(items: list[str], why: str = "") -> list[str]:
@@ -397,10 +410,10 @@ async def _copy(router: ShardedStore, plan: MovePlan, text: str, report: MoveRep
     source, dest = router.shards[plan.source], router.shards[plan.target]
     moves, in_slots = _moves(plan, router), _in_slots(plan)
 
-    def read(snap: SqlSnapshot) -> dict[str, list[tuple[Any, ...]]]:
+    def read(snap: SqlSnapshot) -> dict[str, Any]:
         accounts = [r for r in snap.rows(f"SELECT {ACCOUNT_COLUMNS} FROM accounts") if moves(r[0])]
         ids = {r[0] for r in accounts}
-        rows: dict[str, list[tuple[Any, ...]]] = {"accounts": accounts}
+        rows: dict[str, Any] = {"accounts": accounts}
         rows["metadata"] = [
             r for r in snap.rows("SELECT id, metadata FROM account_metadata") if r[0] in ids
         ]
@@ -431,6 +444,7 @@ async def _copy(router: ShardedStore, plan: MovePlan, text: str, report: MoveRep
             for r in snap.rows("SELECT id, shard FROM transfer_ids")
             if in_slots(str(r[0]))
         ]
+        rows["payment_rows"] = _payment_rows(snap, moves)
         rows["idempotency"] = [
             r
             for r in snap.rows(
@@ -446,6 +460,10 @@ async def _copy(router: ShardedStore, plan: MovePlan, text: str, report: MoveRep
     report.keys, report.bindings = len(rows["idempotency"]), len(rows["bindings"])
     newest = max((r[9] for r in rows["transfers"]), default=0)
     parts: list[ImportMoved] = []
+    for table, items in rows.pop("payment_rows"):
+        report.payments += len(items) if table != "payment_attempts" else 0
+        for chunk in _chunks(items, PART_ROWS):
+            parts.append(ImportMoved(plan.id, payment_rows=((table, tuple(chunk)),)))
     for kind, items in rows.items():
         for chunk in _chunks(items, PART_ROWS):
             parts.append(

@@ -26,6 +26,7 @@ import msgspec
 
 from paycore.errors import ErrorCode, PaycoreError, UnavailableError
 from paycore.ledger.model import AccountRequest, TransferRequest
+from paycore.storage.payments import PaymentWrite
 from paycore.storage.tx import LedgerTx
 
 __all__ = [
@@ -101,7 +102,7 @@ def admit_owned(tx: LedgerTx, shard: str, ownership: Ownership, jobs: Sequence[A
     if not rows:
         return list(jobs)
     version, text = int(rows[0][0]), str(rows[0][1])
-    doubtful = [job for job in jobs if job.routed_by is None or job.routed_by < version]
+    doubtful = [job for job in jobs if _doubtful(job, version)]
     if not doubtful:
         return list(jobs)
     owns = ownership(shard, text)
@@ -116,6 +117,13 @@ def admit_owned(tx: LedgerTx, shard: str, ownership: Ownership, jobs: Sequence[A
             )
             refused.add(id(job))
     return [job for job in jobs if id(job) not in refused]
+
+
+def _doubtful(job: Any, version: int) -> bool:
+    """Whether to check the job's accounts: routed by an older map or none, or a write
+    placed by its caller (a payment's, on the shard where its row was found, perhaps
+    before a move switched; never sent on purpose where its accounts are not)."""
+    return isinstance(job.command, PaymentWrite) or job.routed_by is None or job.routed_by < version
 
 
 def named_accounts(command: Any) -> list[str]:

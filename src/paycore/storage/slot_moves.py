@@ -3,13 +3,15 @@
 
 * ``ImportMoved`` (target): accounts as they left the source (balances included), their
   metadata and balance history, their history as ``moved_transfers`` rows, the
-  Idempotency-Key records and transfer-id bindings of the moving slots; the target's
+  Idempotency-Key records and transfer-id bindings of the moving slots, the payments,
+  refunds, payouts and attempts of its accounts; the target's
   clock is moved past the newest timestamp imported, so that what it writes for these
   accounts later comes after their history. The last part also records the new map,
   in the same transaction: from then on the target owns the slots. Every insert skips
   a row that exists, so a part may be imported again after a crash.
 * ``RetireMoved`` (source): the accounts leave ``accounts`` for ``moved_accounts`` (their
-  row as it left, for the source's audit: its transfers still name them).
+  row as it left, for the source's audit: its transfers still name them); the payment
+  rows that moved are deleted (every read finds them on the target).
 * ``RecordMove`` (key shard): the move's row in ``slot_moves``, each step before it is taken.
 """
 
@@ -27,6 +29,7 @@ from paycore.storage.tx import GroupClock, LedgerTx
 __all__ = [
     "MOVED_OPENINGS",
     "MOVED_TRANSFER_COLUMNS",
+    "PAYMENT_TABLES",
     "DropImported",
     "ImportMoved",
     "MoveRow",
@@ -57,17 +60,21 @@ class ImportMoved(msgspec.Struct, frozen=True):
     transfers: tuple[tuple[Any, ...], ...] = ()  # MOVED_TRANSFER_COLUMNS
     idempotency: tuple[tuple[Any, ...], ...] = ()  # idempotency columns
     bindings: tuple[tuple[str, str], ...] = ()  # (transfer id, shard holding it)
+    # Payment rows (``PAYMENT_TABLES``), every column in the table's order.
+    payment_rows: tuple[tuple[str, tuple[tuple[Any, ...], ...]], ...] = ()
     newest_timestamp: int = 0
     switch: RecordSlotMap | None = None
 
 
 class RetireMoved(msgspec.Struct, frozen=True):
-    """Move ``ids`` from ``accounts`` (and their metadata) to ``moved_accounts``; result:
-    how many were still in ``accounts``."""
+    """Move ``ids`` from ``accounts`` (and their metadata) to ``moved_accounts``, and
+    delete the payment rows that moved (``payments``: payment, refund and payout ids);
+    result: how many accounts were still in ``accounts``."""
 
     move_id: str
     ids: tuple[str, ...]
     target: str
+    payments: tuple[str, ...] = ()
 
 
 class MoveRow(msgspec.Struct, frozen=True):
@@ -111,6 +118,16 @@ MOVED_OPENINGS: Final = (
     "WHERE (h.flags & 5) = 0 AND h.account IN "
     "(SELECT id FROM accounts UNION ALL SELECT id FROM moved_accounts) GROUP BY h.account"
 )
+# The payment rows that live with an account (on its shard) and move with it: a payment
+# with its merchant, a payout with its wallet, refunds and attempts with their parent.
+# Their events already queued for webhooks stay on the source and are delivered there.
+PAYMENT_TABLES: Final = ("payments", "refunds", "payouts", "payment_attempts")
+_PAYMENT_KEYS: Final = {
+    "payments": "id",
+    "refunds": "id",
+    "payouts": "id",
+    "payment_attempts": "parent_id",
+}
 _DROP_ACCOUNT: Final = (
     "DELETE FROM accounts WHERE id = ?",
     "DELETE FROM account_metadata WHERE id = ?",
@@ -161,6 +178,12 @@ def _import(tx: LedgerTx, clock: GroupClock, c: ImportMoved) -> int:
     n += _insert(
         tx, "transfer_ids", "id, shard, reserved_at", [(i, s, clock.now) for i, s in c.bindings]
     )
+    for table, rows in c.payment_rows:
+        if table not in PAYMENT_TABLES or not rows:
+            continue
+        marks = ", ".join("?" * len(rows[0]))
+        tx.run_many(f"INSERT INTO {table} VALUES ({marks}) ON CONFLICT DO NOTHING", rows)
+        n += len(rows)
     clock.last_timestamp = max(clock.last_timestamp, c.newest_timestamp)
     if c.switch is not None:
         apply_slot_map_command(tx, clock.now, c.switch)
@@ -181,4 +204,6 @@ def _retire(tx: LedgerTx, clock: GroupClock, c: RetireMoved) -> int:
         tx.run_sql("DELETE FROM accounts WHERE id = ?", (account_id,))
         tx.run_sql("DELETE FROM account_metadata WHERE id = ?", (account_id,))
         retired += 1
+    for table, key in _PAYMENT_KEYS.items():
+        tx.run_many(f"DELETE FROM {table} WHERE {key} = ?", [(i,) for i in c.payments])
     return retired
