@@ -67,6 +67,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     common(status)
     status.add_argument("--json", action="store_true", help="print JSON only")
+    add_shard = sub.add_parser(
+        "add-shard",
+        help="start one more shard and move it its share of the slots",
+        description="Start a new replicated shard (a Patroni group on free ports) in the "
+        "running cluster, migrate it, restart the API nodes one at a time so that they "
+        "know it (nginx sends the requests to the others meanwhile), then move it an even "
+        "share of the slots while the cluster serves (as 'paycore shards add'; "
+        "docs/resharding.md). Exits 0 when done, 1 when a step failed.",
+    )
+    common(add_shard)
+    add_shard.add_argument("--wait", type=float, default=30.0, help="see 'shards move' (30)")
     drill = sub.add_parser(
         "drill",
         help="failure drills under write load: kill a primary, an API node, Redis",
@@ -146,11 +157,36 @@ def run(args: argparse.Namespace) -> int:
         else:
             _print_status(report, console)
         return 0 if report["status"] == "running" else 1
+    if args.cluster_command == "add-shard":
+        return _add_shard(cluster, args, console)
     if args.cluster_command == "drill":
         return _drill(cluster, args, console)
     if args.cluster_command == "bench":
         return _bench(cluster, args, console)
     raise AssertionError(args.cluster_command)
+
+
+def _add_shard(cluster: LocalCluster, args: argparse.Namespace, console: Console) -> int:
+    """Start the shard, then balance the slots onto it."""
+    import asyncio  # noqa: PLC0415
+
+    from paycore.cluster.slot_moves import MoveBlocked  # noqa: PLC0415
+    from paycore.config import load_settings  # noqa: PLC0415
+    from paycore.ops.resharding import balance_moves, run_moves, stored_map  # noqa: PLC0415
+
+    try:
+        index = cluster.add_shard(progress=lambda m: console.print(f"  {m}"))
+        name = f"s{index}"
+        console.print(f"shard {name} started; the API nodes know it")
+        settings = load_settings(cluster.layout.node_config, env={})
+        shard_map, names = asyncio.run(stored_map(settings))
+        moves = balance_moves(shard_map, sorted({*names, name}), name)
+        asyncio.run(run_moves(settings, moves, wait_seconds=args.wait, say=console.print))
+    except (ClusterStartError, MoveBlocked, ValueError) as error:
+        Console(stderr=True).print(f"[red]{error}[/]")
+        return 1
+    console.print(f"[green]{name} holds {sum(m[1] - m[0] + 1 for m in moves):,} slots[/]")
+    return 0
 
 
 def _down(cluster: LocalCluster, args: argparse.Namespace, console: Console) -> int:

@@ -49,7 +49,7 @@ class LocalCluster:
         root = self.layout.root
         if self.layout.exists():
             spec, ports = self.layout.load_spec(), self.layout.load_ports()
-            busy = [p for p in PortPlan.from_base(spec, ports.etcd_client).all() if not _free(p)]
+            busy = [p for p in ports.all() if not _free(p)]
             if busy:
                 raise ClusterStartError(
                     f"ports of this cluster are in use by other processes: {busy}"
@@ -170,6 +170,49 @@ class LocalCluster:
                     )
             time.sleep(0.3)
         raise ClusterStartError(f"not running after {timeout:g} s; logs in {self.layout.logs}")
+
+    def add_shard(
+        self, *, timeout: float = 300.0, progress: Callable[[str], None] | None = None
+    ) -> int:
+        """Start one more shard (a Patroni group of ``postgres_per_shard`` members on free
+        ports) in the running cluster: the spec and port plan grow, the supervisor starts
+        it, migrates it and restarts the API nodes one at a time so that they know it
+        (``ClusterRuntime._add_shards``). Returns its index (``s<index>`` in the nodes'
+        settings); it holds no slot until ``paycore shards add`` moves it its share."""
+        state = self.state()
+        if state is None or state.get("status") != "running" or not supervisor_alive(state):
+            raise ClusterStartError(f"no running cluster in {self.layout.root}")
+        spec, ports = self.layout.load_spec(), self.layout.load_ports()
+        grown = msgspec.structs.replace(spec, shards=spec.shards + 1)
+        taken = set(ports.all())
+        fresh = [p for p in range(max(taken) + 1, 65000) if p not in taken and _free(p)]
+        n = spec.postgres_per_shard
+        if len(fresh) < 2 * n:
+            raise ClusterStartError("no free ports for the new shard")
+        ports = msgspec.structs.replace(
+            ports,
+            postgres=(*ports.postgres, tuple(fresh[:n])),
+            patroni_rest=(*ports.patroni_rest, tuple(fresh[n : 2 * n])),
+        )
+        self.layout.ports_file.write_bytes(msgspec.json.encode(ports))
+        self.layout.spec_file.write_bytes(msgspec.json.encode(grown))
+        os.kill(int(state["supervisor_pid"]), signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            now = self.state() or {}
+            if progress is not None and now.get("status") != last:
+                last = str(now.get("status"))
+                progress(last)
+            if now.get("shards") == grown.shards and now.get("status") == "running":
+                return grown.shards - 1
+            reason = str(now.get("reason") or "")
+            if reason.startswith("add-shard failed") or not supervisor_alive(now):
+                raise ClusterStartError(reason or "the supervisor died")
+        raise ClusterStartError(
+            f"shard not started after {timeout:g} s; logs in {self.layout.logs}"
+        )
 
     def holds_cluster(self) -> bool:
         """The directory is a cluster's (made by ``up``), not just any directory."""
