@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from cluster_support import ClusterDatabases, counters, ids_on, move, open_accounts
 
-from paycore.cluster import slot_moves
+from paycore.cluster import slot_catalog, slot_moves
 from paycore.cluster.router import ShardedStore
 from paycore.cluster.shardmap import slot_of
 from paycore.cluster.topology import build_store
@@ -32,9 +32,13 @@ SOURCE, TARGET = "shard-0", "shard-3"
 
 
 @pytest.fixture(autouse=True)
-def _one_router(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A test with one router need not wait for others to adopt a fence."""
-    if "under_load" not in request.node.name:
+def _quick_maps(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test with one router need not wait for others to adopt a fence; with two, they
+    look for a new map every 0.2 s (the move waits 0.3 s for them)."""
+    if "under_load" in request.node.name:
+        monkeypatch.setattr(slot_catalog, "REFRESH_SECONDS", 0.2)
+        monkeypatch.setattr(slot_moves, "ADOPT_SECONDS", 0.3)
+    else:
         monkeypatch.setattr(slot_moves, "ADOPT_SECONDS", 0.0)
 
 
