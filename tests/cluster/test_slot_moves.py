@@ -17,7 +17,7 @@ from paycore.cluster import slot_catalog, slot_moves
 from paycore.cluster.router import ShardedStore
 from paycore.cluster.shardmap import slot_of
 from paycore.cluster.topology import build_store
-from paycore.errors import UnavailableError
+from paycore.errors import ErrorCode, UnavailableError
 from paycore.ledger.model import TransferFlags, TransferRequest
 from paycore.ops.audit import audit_cluster
 from paycore.payments.flows.model import PaymentView, RefundView
@@ -321,6 +321,7 @@ async def test_slots_moving_back_and_forth_under_load_lose_and_double_nothing(
             if i % 5 == 0:  # a hold, posted at once
                 (held,) = await until_answered(node, move(tid, debit, credit, 3, pending=True))
                 if not held.ok:
+                    assert held.code is ErrorCode.INSUFFICIENT_FUNDS, held  # the only refusal
                     refused.add(tid)
                     continue
                 post = TransferRequest(
@@ -336,6 +337,7 @@ async def test_slots_moving_back_and_forth_under_load_lose_and_double_nothing(
                 assert result.transfer is not None
                 acknowledged[tid] = (debit, credit, result.transfer.amount)
             else:
+                assert result.code is ErrorCode.INSUFFICIENT_FUNDS, result  # the only refusal
                 refused.add(tid)
 
     async def mover() -> int:

@@ -67,6 +67,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
+import msgspec
+
 from paycore.cluster import placement, read_views, saga_plan, slot_catalog
 from paycore.cluster.batch_cuts import chains_across, run_segments
 from paycore.cluster.close_across import close_across
@@ -256,9 +258,10 @@ class ShardedStore:
     # -- the slot map (paycore.cluster.slot_catalog) ------------------------------------------
 
     async def adopt_stored_map(self) -> None:
-        """Use the key shard's newest slot map; a ledger that has none records this
-        router's (the settings') as version 1 on every shard, the key shard last."""
-        stored = await self.key_store.slot_maps.newest()
+        """Use the cluster's slot map (the key shard's ``slot_catalog``); a ledger that has
+        none records this router's (the settings') as version 1: every shard's fence, then
+        the catalog."""
+        stored = await self.key_store.slot_maps.newest(catalog=True)
         if stored is not None:
             version, text = stored
             shard_map = slot_catalog.decode_map(text)
@@ -272,14 +275,13 @@ class ShardedStore:
             self._use_map(version, shard_map, slot_catalog.decode_moving(text))
             return
         record = RecordSlotMap(1, slot_catalog.encode_map(self.shard_map))
-        others = [s for name, s in self.shards.items() if name != self.key_shard]
-        await gather_all(s.execute(record) for s in others)
-        await self.key_store.execute(record)
+        await gather_all(s.execute(record) for s in self.shards.values())
+        await self.key_store.execute(msgspec.structs.replace(record, catalog=True))
         self._use_map(1, self.shard_map)
 
     async def refresh_map(self) -> bool:
         """Adopt the key shard's newest map if it is newer than this router's."""
-        stored = await self.key_store.slot_maps.newest()
+        stored = await self.key_store.slot_maps.newest(catalog=True)
         if stored is None or stored[0] <= self.map_version:
             return False
         version, text = stored

@@ -5,9 +5,10 @@ five steps; each is recorded in ``slot_moves`` on the key shard *before* it is t
 each can be taken again, so running the move again after a crash (of the mover, a node
 or a shard) resumes it; ``abort`` rolls back one that has not switched::
 
-    fencing    S, then the key shard, record map version v+1: the slots still on S but
-               ``moving``. Every router adopts it within ``slot_catalog.REFRESH_SECONDS``
-               and from then on answers a new write naming their accounts with 503
+    fencing    S (its fence), then the key shard (the cluster's map, ``slot_catalog``),
+               record map version v+1: the slots still on S but ``moving``. Every
+               router adopts it within ``slot_catalog.REFRESH_SECONDS`` and from then
+               on answers a new write naming their accounts with 503
                (retryable); a post or void of a hold, and the steps of sagas under way,
                still run on S. Other slots are not touched.
     draining   once every router had the time to adopt v+1, what is in flight on the
@@ -23,8 +24,9 @@ or a shard) resumes it; ``abort`` rolls back one that has not switched::
                records and transfer-id bindings of the slots, the payments, refunds,
                payouts and attempts of the accounts. Imported on T in parts;
                the last part records v+2 on T in the same transaction: T owns the slots.
-    switching  the key shard records v+2: every router adopts it within
-               ``slot_catalog.REFRESH_SECONDS``; until then, S refuses and clients retry.
+    switching  the key shard records v+2 as the cluster's map: every router adopts
+               it within ``slot_catalog.REFRESH_SECONDS``; until then, S refuses and
+               clients retry.
     retiring   S moves the accounts from ``accounts`` to ``moved_accounts`` and deletes
                the payment rows that moved; done.
 
@@ -140,7 +142,10 @@ def _ranges(per_slot: Sequence[str]) -> list[SlotRange]:
 
 async def newest_version(router: ShardedStore) -> int:
     """The newest map version any shard recorded (a new one must exceed it)."""
-    newest = await asyncio.gather(*(s.slot_maps.newest() for s in router.shards.values()))
+    newest = await asyncio.gather(
+        router.key_store.slot_maps.newest(catalog=True),
+        *(s.slot_maps.newest() for s in router.shards.values()),
+    )
     return max((n[0] for n in newest if n is not None), default=0)
 
 
@@ -171,8 +176,8 @@ async def move_slots(
         fence = RecordSlotMap(
             plan.version - 1, slot_catalog.encode_map(plan.before, [(plan.first, plan.last)])
         )
-        for shard in dict.fromkeys((plan.source, router.key_shard)):
-            await router.shards[shard].execute(fence)
+        await router.shards[plan.source].execute(fence)
+        await router.key_store.execute(msgspec.structs.replace(fence, catalog=True))
         await router.refresh_map()
         say(f"slots {plan.first}-{plan.last} moving: no new write on them (map version "
             f"{plan.version - 1})")  # fmt: skip
@@ -201,7 +206,7 @@ async def move_slots(
         state = "switching"
     if state == "switching":
         await _record(router, plan, "switching")
-        await router.key_store.execute(RecordSlotMap(plan.version, text))
+        await router.key_store.execute(RecordSlotMap(plan.version, text, catalog=True))
         await router.refresh_map()
         report.fenced_seconds = time.monotonic() - fenced_at
         say(f"switched: map version {plan.version} places slots {plan.first}-{plan.last} on "
@@ -273,8 +278,9 @@ async def abort_move(
         plan = _plan_of(router, row)
     back = RecordSlotMap(plan.version + 1, slot_catalog.encode_map(plan.before))
     # (v+1 fenced the slots, v+2 would have switched them: v+3 is the old map again.)
-    for name in dict.fromkeys((plan.source, plan.target, router.key_shard)):
+    for name in (plan.source, plan.target):
         await router.shards[name].execute(back)
+    await router.key_store.execute(msgspec.structs.replace(back, catalog=True))
     await _drop_imported(router.shards[plan.target], plan, router)
     await _record(router, plan, "rolled_back", reason)
     await router.refresh_map()

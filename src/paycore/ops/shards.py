@@ -70,7 +70,7 @@ async def shards_status(settings: Settings) -> ShardsReport:
         await store.start()
         try:
             if index == 0:  # the key shard keeps the cluster's map
-                stored[0] = await store.slot_maps.newest()
+                stored[0] = await store.slot_maps.newest(catalog=True)
             return await store.usage()
         finally:
             await store.stop()

@@ -62,19 +62,22 @@ class SlotFenced(UnavailableError):
 
 
 class RecordSlotMap(msgspec.Struct, frozen=True):
-    """Record map ``version`` (its JSON text) on this shard; result: True when it was
-    new, False when this very version was recorded before. The same version with other
-    text is refused (409 ``conflict``): versions are never reused."""
+    """Record map ``version`` (its JSON text) as this shard's fence (``slot_maps``), or,
+    with ``catalog``, as the cluster's map (``slot_catalog``, on the key shard); result:
+    True when it was new, False when this very version was recorded before. The same
+    version with other text is refused: versions are never reused."""
 
     version: int
     shard_map: str
+    catalog: bool = False
 
 
 SlotMapCommand = RecordSlotMap
 
 
 def apply_slot_map_command(tx: LedgerTx, now: int, command: SlotMapCommand) -> bool:
-    rows = tx.run_sql("SELECT shard_map FROM slot_maps WHERE version = ?", (command.version,))
+    table = "slot_catalog" if command.catalog else "slot_maps"
+    rows = tx.run_sql(f"SELECT shard_map FROM {table} WHERE version = ?", (command.version,))
     if rows:
         if str(rows[0][0]) != command.shard_map:
             raise PaycoreError(
@@ -83,7 +86,7 @@ def apply_slot_map_command(tx: LedgerTx, now: int, command: SlotMapCommand) -> b
             )
         return False
     tx.run_sql(
-        "INSERT INTO slot_maps (version, shard_map, created_at) VALUES (?, ?, ?)",
+        f"INSERT INTO {table} (version, shard_map, created_at) VALUES (?, ?, ?)",
         (command.version, command.shard_map, now),
     )
     return True
@@ -165,6 +168,8 @@ class SlotMapReads:
     def __init__(self, fetch: Fetch) -> None:
         self._fetch = fetch
 
-    async def newest(self) -> tuple[int, str] | None:
-        rows = await self._fetch(NEWEST_MAP, ())
+    async def newest(self, *, catalog: bool = False) -> tuple[int, str] | None:
+        """This shard's fence, or (``catalog``) the cluster's map it keeps."""
+        query = NEWEST_MAP.replace("slot_maps", "slot_catalog") if catalog else NEWEST_MAP
+        rows = await self._fetch(query, ())
         return (int(rows[0][0]), str(rows[0][1])) if rows else None

@@ -63,6 +63,7 @@ class _Writer:
         self.store, self.name, self.pair = store, name, pair
         self.longest = 0.0
         self.done: list[float] = []  # when each transfer was answered
+        self.refused: list[float] = []  # when a 503 came
 
     async def run(self, stop: asyncio.Event) -> None:
         i = 0
@@ -76,6 +77,7 @@ class _Writer:
                     await self.store.execute(CreateTransfers((request,)))
                     break
                 except UnavailableError:
+                    self.refused.append(time.monotonic())
                     await asyncio.sleep(0.01)
             now = time.monotonic()
             self.longest = max(self.longest, now - started)
@@ -113,7 +115,13 @@ async def _measure(two: Settings, add_third: Callable[[], Awaitable[Settings]], 
         tasks = [asyncio.create_task(w.run(stop)) for w in writers]
         await asyncio.sleep(2.0)
         started = time.monotonic()
-        report = await slot_moves.move_slots(store, first, last, "shard-2", say=print)
+        report = await slot_moves.move_slots(
+            store,
+            first,
+            last,
+            "shard-2",
+            say=lambda m: print(f"{time.monotonic() - started:6.2f} s  {m}"),
+        )
         ended = time.monotonic()
         await asyncio.sleep(1.0)
         stop.set()
@@ -124,8 +132,14 @@ async def _measure(two: Settings, add_third: Callable[[], Awaitable[Settings]], 
             f"moving slots closed to new writes for {report.fenced_seconds:.2f} s"
         )
         for w in writers:
+            window = (
+                f"503s from {w.refused[0] - started:.2f} s to {w.refused[-1] - started:.2f} s "
+                "into the move"
+                if w.refused
+                else "no 503"
+            )
             print(
-                f"  writer on {w.name} slots: longest wait {w.longest * 1000:,.0f} ms; "
+                f"  writer on {w.name} slots: {window}; longest wait {w.longest * 1000:,.0f} ms; "
                 f"{w.rate(started - 2.0, started):,.0f}/s before, "
                 f"{w.rate(started, ended):,.0f}/s during the move"
             )

@@ -6,6 +6,14 @@ CREATE TABLE slot_maps (
     created_at bigint NOT NULL
 );
 
+-- The cluster's map, kept on the key shard apart from its own fence: a move switches the
+-- cluster (this table) only once the target owns the slots, whichever shard keeps it.
+CREATE TABLE slot_catalog (
+    version    bigint PRIMARY KEY,
+    shard_map  text NOT NULL,
+    created_at bigint NOT NULL
+);
+
 CREATE TABLE slot_moves (
     id         text COLLATE "C" PRIMARY KEY,
     first_slot integer NOT NULL,

@@ -1,7 +1,7 @@
 -- Schema v22: the slot map, versioned and kept in the shards (paycore.cluster.slot_catalog,
 -- docs/resharding.md). Every shard keeps the versions it was told of; the key shard's
--- newest is the cluster's map, which nodes read at start and again when a shard refuses
--- them. A shard's own newest version is its fence: in a write's own transaction it
+-- catalog (slot_catalog, below) is the cluster's map, which nodes read at start and every
+-- second after. A shard's own newest version is its fence: in a write's own transaction it
 -- refuses an account that version places on another shard (paycore.storage.slot_fence),
 -- so a node routing by an older map can never write to a slot's old owner.
 -- ``shard_map``: JSON {"ranges": [[first, last, shard], ...], "prefixes": [[prefix, shard
@@ -9,6 +9,14 @@
 CREATE TABLE slot_maps (
     version    INTEGER PRIMARY KEY,
     shard_map  TEXT    NOT NULL,
+    created_at INTEGER NOT NULL
+);
+
+-- The cluster's map, kept on the key shard apart from its own fence: a move switches the
+-- cluster (this table) only once the target owns the slots, whichever shard keeps it.
+CREATE TABLE slot_catalog (
+    version    INTEGER PRIMARY KEY,
+    shard_map  TEXT NOT NULL,
     created_at INTEGER NOT NULL
 );
 
