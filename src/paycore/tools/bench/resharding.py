@@ -18,7 +18,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 
 from paycore.cluster import slot_moves
 from paycore.cluster.router import ShardedStore
@@ -167,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         from paycore.tools.local_postgres import LocalPostgres  # noqa: PLC0415
 
-        with LocalPostgres(Path(tmp) / "pg") as pg:
+        with LocalPostgres() as pg:
             shards = tuple(
                 ShardConfig(name=f"shard-{i}", backend="postgres", dsn=pg.create_database(f"r{i}"))
                 for i in range(3)

@@ -115,9 +115,11 @@ http {{
             # key lives in the shared database, so a retry of a request that took effect
             # replays its answer, and a node that finds the key still running elsewhere
             # answers 409 idempotency_key_in_use instead of running it twice. A 5xx is an
-            # answer and is not retried: the client decides, with the same key.
+            # answer and is not retried: the client decides, with the same key. Three
+            # tries: a node that restarts (cluster add-shard restarts each in turn) leaves
+            # closed keep-alive connections that cost a try each.
             proxy_next_upstream error timeout non_idempotent;
-            proxy_next_upstream_tries 2;
+            proxy_next_upstream_tries 3;
             proxy_next_upstream_timeout 65s;
         }}
     }}
