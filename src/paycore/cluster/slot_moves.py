@@ -256,7 +256,8 @@ async def _retire(router: ShardedStore, plan: MovePlan) -> None:
         return accounts, payments
 
     accounts, payments = await _read(source, read)
-    for part in _chunks(accounts, PART_ROWS):
+    # Smaller parts: each holds the source's writer, which serves the other slots.
+    for part in _chunks(accounts, PART_ROWS // 4):
         await source.execute(RetireMoved(plan.id, tuple(part), plan.target))
     for part in _chunks(payments, PART_ROWS):
         await source.execute(RetireMoved(plan.id, (), plan.target, tuple(part)))

@@ -69,7 +69,7 @@ class ImportMoved(msgspec.Struct, frozen=True):
 class RetireMoved(msgspec.Struct, frozen=True):
     """Move ``ids`` from ``accounts`` (and their metadata) to ``moved_accounts``, and
     delete the payment rows that moved (``payments``: payment, refund and payout ids);
-    result: how many accounts were still in ``accounts``."""
+    result: how many accounts were named. Statements are pipelined, one per table."""
 
     move_id: str
     ids: tuple[str, ...]
@@ -191,19 +191,14 @@ def _import(tx: LedgerTx, clock: GroupClock, c: ImportMoved) -> int:
 
 
 def _retire(tx: LedgerTx, clock: GroupClock, c: RetireMoved) -> int:
-    retired = 0
-    for account_id in c.ids:
-        rows = tx.run_sql(f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?", (account_id,))
-        if not rows:
-            continue
-        tx.run_sql(
-            f"INSERT INTO moved_accounts ({ACCOUNT_COLUMNS}, target, move_id, moved_at) "
-            f"VALUES ({', '.join('?' * 14)}) ON CONFLICT DO NOTHING",
-            (*rows[0], c.target, c.move_id, clock.now),
-        )
-        tx.run_sql("DELETE FROM accounts WHERE id = ?", (account_id,))
-        tx.run_sql("DELETE FROM account_metadata WHERE id = ?", (account_id,))
-        retired += 1
+    ids = [(account_id,) for account_id in c.ids]
+    tx.run_many(
+        f"INSERT INTO moved_accounts ({ACCOUNT_COLUMNS}, target, move_id, moved_at) "
+        f"SELECT {ACCOUNT_COLUMNS}, ?, ?, ? FROM accounts WHERE id = ? ON CONFLICT DO NOTHING",
+        [(c.target, c.move_id, clock.now, account_id) for account_id in c.ids],
+    )
+    tx.run_many("DELETE FROM accounts WHERE id = ?", ids)
+    tx.run_many("DELETE FROM account_metadata WHERE id = ?", ids)
     for table, key in _PAYMENT_KEYS.items():
         tx.run_many(f"DELETE FROM {table} WHERE {key} = ?", [(i,) for i in c.payments])
-    return retired
+    return len(ids)
