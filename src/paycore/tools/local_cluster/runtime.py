@@ -329,6 +329,12 @@ class ClusterRuntime:
         self._wait("synchronous standbys", self._sync_ready, 120)
         for process in [p for p in self.processes if p.kind == "api"]:
             self._restart(process)
+            # nginx counted the restart as failed tries and sends the node nothing for
+            # fail_timeout: the next node stops only once this one takes requests again.
+            settle = time.monotonic() + self.spec.fail_timeout_seconds + 1.0
+            while time.monotonic() < settle:
+                self._tend()
+                time.sleep(_TICK)
         self.shards_started = self.spec.shards
         self.status = "running"
         self._write_state()
