@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from paycore.locks import Lease, LocalLockService, LockLost
+from paycore.locks import HeldLease, Lease, LocalLockService, LockLost, LockUnavailable
 
 
 async def test_tokens_grow_across_a_restart() -> None:
@@ -132,3 +132,33 @@ def test_local_locks_match_a_model(steps: list[Step]) -> None:
                     loop.run_until_complete(locks.extend(lease, ttl))
     finally:
         loop.close()
+
+
+async def test_release_ends_renewal_even_when_the_backend_turns_the_cancel_into_an_error() -> None:
+    """A backend client may answer the renewal task's cancellation with an error of its
+    own (redis-py did, mid-command): the renewal took it for a failed renewal and went on,
+    and ``release`` waited for it for ever (a keyed request that never answered; met
+    once in CI). ``release`` must return at once."""
+    locks = LocalLockService()
+    lease = await locks.acquire("renewed", 5)
+    assert lease is not None
+    in_extend = asyncio.Event()
+
+    class SwallowsCancel:
+        async def acquire(self, name: str, ttl: float, *, wait: float = 0.0) -> Lease | None:
+            return await locks.acquire(name, ttl, wait=wait)
+
+        async def release(self, lease: Lease) -> bool:
+            return await locks.release(lease)
+
+        async def extend(self, lease: Lease, ttl: float) -> Lease:
+            in_extend.set()
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                raise LockUnavailable("renewed", "connection closed mid-command") from None
+            raise AssertionError("unreachable")
+
+    held = HeldLease(SwallowsCancel(), lease, 5, renew_every=0.01).start()
+    await asyncio.wait_for(in_extend.wait(), 5)
+    assert await asyncio.wait_for(held.release(), 5)  # hung for ever before

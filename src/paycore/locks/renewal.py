@@ -128,9 +128,14 @@ class HeldLease:
     async def _renew(self) -> None:
         next_at = time.monotonic() + self.renew_every
         retry_every = max(self.ttl / 10, 0.001)
-        while True:
+        me = asyncio.current_task()
+        # ``release`` cancels this task; a backend client may turn that cancellation into
+        # an error of its own (seen: redis-py during a command), which the loop below
+        # would take for a failed renewal and go on, leaving ``release`` waiting for
+        # ever. So the loop also stops on the released flag and on a pending cancel.
+        while not self._released and not (me is not None and me.cancelling()):
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            if self.lost:
+            if self.lost or self._released:
                 return
             try:
                 # Bounded by what is left of the lease: past that it is lost whatever the
