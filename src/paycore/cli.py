@@ -878,11 +878,11 @@ def _shards_move(args: argparse.Namespace) -> int:
 
 
 def _shards_add(args: argparse.Namespace) -> int:
-    from paycore.cluster.slot_moves import MoveBlocked  # noqa: PLC0415
     from paycore.ops.resharding import (  # noqa: PLC0415
+        balance,
         balance_moves,
         create_embedded_shard,
-        run_moves,
+        next_embedded_shard,
         stored_map,
     )
 
@@ -893,29 +893,23 @@ def _shards_add(args: argparse.Namespace) -> int:
         if name is None:
             if settings.shards:
                 raise ValueError("--name: the [[shards]] name of the new shard")
-            name = (
-                "the next embedded file"
-                if args.plan
-                else asyncio.run(create_embedded_shard(settings))
-            )
+            name = next_embedded_shard(settings)
         shard_map, names = asyncio.run(stored_map(settings))
-        if name not in names and not args.plan:
-            raise ValueError(f"shard {name!r} is not in the settings' [[shards]]")
-        moves = balance_moves(shard_map, sorted({*names, name}), name)
-        for first, last, target in moves:
-            console.print(
-                f"move slots {first}-{last} ({shard_map.shard_of_slot(first)}) -> {target}"
-            )
-        if args.plan or not moves:
+        if args.plan:  # the moves as planned now (a pending hold may change them)
+            for first, last, target in balance_moves(shard_map, sorted({*names, name}), name):
+                console.print(
+                    f"move slots {first}-{last} ({shard_map.shard_of_slot(first)}) -> {target}"
+                )
             return 0
-        asyncio.run(run_moves(settings, moves, wait_seconds=args.wait, say=console.print))
-    except MoveBlocked as exc:
-        console.print(f"[red]stopped:[/red] {exc}")
-        return 1
+        if args.name is None:
+            asyncio.run(create_embedded_shard(settings))
+        elif name not in names:
+            raise ValueError(f"shard {name!r} is not in the settings' [[shards]]")
+        held = asyncio.run(balance(settings, name, wait_seconds=args.wait, say=console.print))
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2
-    console.print(f"{name} holds {sum(m[1] - m[0] + 1 for m in moves):,} slots")
+    console.print(f"{name} holds {held:,} slots")
     return 0
 
 

@@ -17,6 +17,7 @@ from collections import Counter
 import httpx
 import pytest
 
+from paycore.cluster.shardmap import slot_of
 from paycore.tools.local_cluster.control import LocalCluster
 
 pytestmark = pytest.mark.slow
@@ -74,6 +75,30 @@ def test_add_shard_under_load_balances_the_slots_and_loses_nothing(
             timeout=10,
         )
         assert made.status_code in (200, 201), made.text
+    # A hold that stays pending (as an authorized card payment's would) between accounts
+    # in the slots a plain balance would move (the top third of each shard's): those
+    # slots stay where they are, others move instead.
+    pinned = {
+        "s0": next(f"rs-h{i}" for i in range(10**6) if 1400 <= slot_of(f"rs-h{i}") <= 2000),
+        "s1": next(f"rs-h{i}" for i in range(10**6) if 3500 <= slot_of(f"rs-h{i}") <= 4000),
+    }
+    for account_id in pinned.values():
+        made = httpx.post(
+            f"{ha_cluster.url}/v1/accounts",
+            json={"id": account_id, "currency": "USD"},
+            headers=ha_cluster.headers,
+            timeout=10,
+        )
+        assert made.status_code in (200, 201), made.text
+    held = httpx.post(
+        f"{ha_cluster.url}/v1/transfers",
+        json={"id": f"rs-hold-{uuid.uuid4().hex[:8]}", "debit_account_id": pinned["s0"],
+              "credit_account_id": pinned["s1"], "amount": 5, "currency": "USD",
+              "pending": True, "timeout_seconds": 3600},
+        headers=ha_cluster.headers,
+        timeout=10,
+    )  # fmt: skip
+    assert held.status_code == 201, held.text
     statuses: Counter[int] = Counter()
     acked: dict[str, tuple[str, str, int]] = {}
 
@@ -108,6 +133,10 @@ def test_add_shard_under_load_balances_the_slots_and_loses_nothing(
     counts = {s["name"]: s["slot_count"] for s in report["shards"]}
     assert sorted(counts) == ["s0", "s1", "s2"], counts
     assert max(counts.values()) - min(counts.values()) <= 2, counts
+    for shard, account_id in pinned.items():  # the held accounts did not move
+        ranges = next(x["slots"] for x in report["shards"] if x["name"] == shard)
+        slot = slot_of(account_id)
+        assert any(lo <= slot <= hi for lo, hi in ranges), (account_id, slot, ranges)
     # Every acknowledged transfer is stored, once, with its amount.
     for transfer_id, (_, _, amount) in list(acked.items())[:200]:
         got = httpx.get(

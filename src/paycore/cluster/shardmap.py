@@ -92,6 +92,13 @@ class ShardMap:
         bounds = [SLOTS * i // n for i in range(n + 1)]
         return cls(SlotRange(bounds[i], bounds[i + 1] - 1, s) for i, s in enumerate(shards))
 
+    def slot_for(self, account_id: str) -> int | None:
+        """The slot that places ``account_id`` (None: a prefix rule pins it to a shard)."""
+        for rule in self.prefixes:
+            if account_id.startswith(rule.prefix):
+                return None if rule.shard is not None else slot_of(rule.prefix)
+        return slot_of(account_id)
+
     def shard_of_slot(self, slot: int) -> str:
         return self._slot_to_shard[slot]
 

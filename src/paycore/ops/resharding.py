@@ -9,18 +9,24 @@ next file ``shard-<N>.sqlite3`` here; it gets slots only by moves.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import cast
 
 from paycore.cluster import slot_moves
+from paycore.cluster.placement import home_of
 from paycore.cluster.router import ShardedStore
 from paycore.cluster.shardmap import SLOTS, ShardMap
 from paycore.cluster.topology import build_store
 from paycore.config import Settings, embedded_shard_count
+from paycore.storage.base import SqlSnapshot
 
 __all__ = [
     "Move",
+    "balance",
     "balance_moves",
+    "busy_slots",
     "create_embedded_shard",
     "next_embedded_shard",
     "run_moves",
@@ -30,9 +36,12 @@ __all__ = [
 Move = tuple[int, int, str]  # (first slot, last slot, target shard)
 
 
-def balance_moves(shard_map: ShardMap, shards: list[str], new: str) -> list[Move]:
+def balance_moves(
+    shard_map: ShardMap, shards: list[str], new: str, busy: Collection[int] = ()
+) -> list[Move]:
     """The moves that give ``new`` an even share of the slots: each shard holding more
-    than its share gives the top of its slots (whole ranges first), in slot order."""
+    than its share gives the top of its slots, in slot order, but for ``busy`` ones (a
+    pending hold there would make the move wait: they stay, others go instead)."""
     share = SLOTS // len(shards)
     per_slot = [shard_map.shard_of_slot(s) for s in range(SLOTS)]
     counts = {name: per_slot.count(name) for name in shards}
@@ -42,7 +51,8 @@ def balance_moves(shard_map: ShardMap, shards: list[str], new: str) -> list[Move
         if donor == new or wanted <= 0:
             continue
         give = min(counts[donor] - share, wanted)
-        slots = [s for s in range(SLOTS) if per_slot[s] == donor][-give:] if give > 0 else []
+        free = [s for s in range(SLOTS) if per_slot[s] == donor and s not in busy]
+        slots = free[-give:] if give > 0 else []
         wanted -= len(slots)
         for first, last in _runs(slots):
             moves.append((first, last, new))
@@ -101,6 +111,58 @@ async def run_moves(
                 )
             )
         return reports
+    finally:
+        await router.stop()
+
+
+async def busy_slots(router: ShardedStore) -> set[int]:
+    """The slots of accounts with a pending hold: a move of them waits for the hold."""
+
+    def read(snap: SqlSnapshot) -> list[str]:
+        return [
+            str(a)
+            for row in snap.rows(
+                "SELECT t.debit_account_id, t.credit_account_id FROM pending_transfers p "
+                "JOIN transfers t ON t.id = p.id WHERE p.status = 'pending'"
+            )
+            for a in row
+        ]
+
+    held = await asyncio.gather(
+        *(
+            s.with_snapshot(lambda snap: read(cast(SqlSnapshot, snap)))
+            for s in router.shards.values()
+        )
+    )
+    slots = {
+        router.shard_map.slot_for(a) for accounts in held for a in accounts if home_of(a) is None
+    }
+    return {s for s in slots if s is not None}
+
+
+async def balance(
+    settings: Settings, new: str, *, wait_seconds: float = 30.0, say: Callable[[str], None] = print
+) -> int:
+    """Move ``new`` its share of the slots, around the slots of pending holds; a move a
+    new hold blocked is planned again (three times). Returns the slots ``new`` holds."""
+    router: ShardedStore = build_store(settings)
+    await router.start()
+    try:
+        for _ in range(3):
+            moves = balance_moves(
+                router.shard_map, sorted(router.shards), new, await busy_slots(router)
+            )
+            try:
+                for first, last, target in moves:
+                    say(f"move slots {first}-{last} ({router.shard_map.shard_of_slot(first)}) "
+                        f"-> {target}")  # fmt: skip
+                    await slot_moves.move_slots(
+                        router, first, last, target, wait_seconds=wait_seconds, say=say
+                    )
+                break
+            except slot_moves.MoveBlocked as blocked:
+                say(f"{blocked}; planning again around it")
+        return sum(1 for s in range(SLOTS) if router.shard_map.shard_of_slot(s) == new)
     finally:
         await router.stop()
 

@@ -167,25 +167,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _add_shard(cluster: LocalCluster, args: argparse.Namespace, console: Console) -> int:
-    """Start the shard, then balance the slots onto it."""
+    """Start the shard, then balance the slots onto it (around pending holds)."""
     import asyncio  # noqa: PLC0415
 
-    from paycore.cluster.slot_moves import MoveBlocked  # noqa: PLC0415
     from paycore.config import load_settings  # noqa: PLC0415
-    from paycore.ops.resharding import balance_moves, run_moves, stored_map  # noqa: PLC0415
+    from paycore.ops.resharding import balance  # noqa: PLC0415
 
     try:
         index = cluster.add_shard(progress=lambda m: console.print(f"  {m}"))
         name = f"s{index}"
         console.print(f"shard {name} started; the API nodes know it")
         settings = load_settings(cluster.layout.node_config, env={})
-        shard_map, names = asyncio.run(stored_map(settings))
-        moves = balance_moves(shard_map, sorted({*names, name}), name)
-        asyncio.run(run_moves(settings, moves, wait_seconds=args.wait, say=console.print))
-    except (ClusterStartError, MoveBlocked, ValueError) as error:
+        held = asyncio.run(balance(settings, name, wait_seconds=args.wait, say=console.print))
+    except (ClusterStartError, ValueError) as error:
         Console(stderr=True).print(f"[red]{error}[/]")
         return 1
-    console.print(f"[green]{name} holds {sum(m[1] - m[0] + 1 for m in moves):,} slots[/]")
+    console.print(f"[green]{name} holds {held:,} slots[/]")
     return 0
 
 
