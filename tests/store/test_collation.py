@@ -69,6 +69,8 @@ C_COLUMNS = {
     ("moved_accounts", "tenant"),
     ("moved_accounts", "target"),
     ("moved_accounts", "move_id"),
+    ("moved_in", "account_id"),
+    ("moved_in", "source"),
     ("reconciliation_reports", "processor"),  # 0020
     ("reconciliation_reports", "batch_id"),
     ("reconciliation_settled", "processor"),

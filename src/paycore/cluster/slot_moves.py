@@ -452,6 +452,14 @@ async def _copy(router: ShardedStore, plan: MovePlan, text: str, report: MoveRep
             if in_slots(str(r[0]))
         ]
         rows["payment_rows"] = _payment_rows(snap, moves)
+        until: dict[str, int] = dict.fromkeys(ids, 0)
+        for r in rows["balances"]:
+            until[r[0]] = max(until[r[0]], int(r[1]))
+        for r in rows["transfers"]:
+            for account in (r[1], r[2]):
+                if account in until:
+                    until[account] = max(until[account], int(r[9]))
+        rows["moved_in"] = [(a, snap.shard, t) for a, t in until.items()]
         rows["idempotency"] = [
             r
             for r in snap.rows(
@@ -465,7 +473,7 @@ async def _copy(router: ShardedStore, plan: MovePlan, text: str, report: MoveRep
     rows = await _read(source, read)
     report.accounts, report.transfers = len(rows["accounts"]), len(rows["transfers"])
     report.keys, report.bindings = len(rows["idempotency"]), len(rows["bindings"])
-    newest = max((r[9] for r in rows["transfers"]), default=0)
+    newest = max((t for _, _, t in rows["moved_in"]), default=0)
     parts: list[ImportMoved] = []
     for table, items in rows.pop("payment_rows"):
         report.payments += len(items) if table != "payment_attempts" else 0

@@ -507,6 +507,9 @@ class _Audit:
                 continue
             counters = self.replayed[account_id]
             counters.dpo, counters.cpo = debits, credits
+            track = self.history.get(account_id)
+            if track is not None:  # its balance rows here go on from the same opening
+                track.counters.dpo, track.counters.cpo = debits, credits
             self.openings[account_id] = (debits, credits, until)
 
     def own_balance_rows(self, rows: Iterator[BalanceRecord]) -> Iterator[BalanceRecord]:

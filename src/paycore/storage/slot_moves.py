@@ -60,6 +60,8 @@ class ImportMoved(msgspec.Struct, frozen=True):
     transfers: tuple[tuple[Any, ...], ...] = ()  # MOVED_TRANSFER_COLUMNS
     idempotency: tuple[tuple[Any, ...], ...] = ()  # idempotency columns
     bindings: tuple[tuple[str, str], ...] = ()  # (transfer id, shard holding it)
+    # (account id, source, newest timestamp of its history and balance rows copied)
+    moved_in: tuple[tuple[str, str, int], ...] = ()
     # Payment rows (``PAYMENT_TABLES``), every column in the table's order.
     payment_rows: tuple[tuple[str, tuple[tuple[Any, ...], ...]], ...] = ()
     newest_timestamp: int = 0
@@ -111,12 +113,12 @@ SlotMoveCommand = ImportMoved | RetireMoved | RecordMove | DropImported
 # the newest timestamp of that history. Holds in it are resolved (a move waits for
 # them), so only plain transfers and posts count: flags 1 pending, 4 void.
 MOVED_OPENINGS: Final = (
-    "SELECT h.account, SUM(h.dpo), SUM(h.cpo), MAX(h.timestamp) FROM ("
-    "SELECT debit_account_id AS account, amount AS dpo, 0 AS cpo, timestamp, flags "
-    "FROM moved_transfers UNION ALL "
-    "SELECT credit_account_id, 0, amount, timestamp, flags FROM moved_transfers) h "
-    "WHERE (h.flags & 5) = 0 AND h.account IN "
-    "(SELECT id FROM accounts UNION ALL SELECT id FROM moved_accounts) GROUP BY h.account"
+    "SELECT i.account_id, COALESCE(SUM(h.dpo), 0), COALESCE(SUM(h.cpo), 0), MAX(i.until) "
+    "FROM moved_in i LEFT JOIN ("
+    "SELECT debit_account_id AS account, amount AS dpo, 0 AS cpo, flags FROM moved_transfers "
+    "UNION ALL SELECT credit_account_id, 0, amount, flags FROM moved_transfers"
+    ") h ON h.account = i.account_id AND (h.flags & 5) = 0 "
+    "GROUP BY i.account_id"
 )
 # The payment rows that live with an account (on its shard) and move with it: a payment
 # with its merchant, a payout with its wallet, refunds and attempts with their parent.
@@ -133,6 +135,7 @@ _DROP_ACCOUNT: Final = (
     "DELETE FROM account_metadata WHERE id = ?",
     "DELETE FROM account_balances WHERE account_id = ?",
     "DELETE FROM moved_transfers WHERE debit_account_id = ? OR credit_account_id = ?",
+    "DELETE FROM moved_in WHERE account_id = ?",
 )
 _INSERT_SKIP: Final = "INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT DO NOTHING"
 
@@ -170,6 +173,11 @@ def apply_slot_move_command(tx: LedgerTx, clock: GroupClock, command: SlotMoveCo
 def _import(tx: LedgerTx, clock: GroupClock, c: ImportMoved) -> int:
     # An account moving back where it lived before lives here again.
     tx.run_many("DELETE FROM moved_accounts WHERE id = ?", [(a[0],) for a in c.accounts])
+    tx.run_many(
+        "INSERT INTO moved_in (account_id, source, until) VALUES (?, ?, ?) ON CONFLICT "
+        "(account_id) DO UPDATE SET source = excluded.source, until = excluded.until",
+        c.moved_in,
+    )
     n = _insert(tx, "accounts", ACCOUNT_COLUMNS, c.accounts)
     n += _insert(tx, "account_metadata", "id, metadata", c.metadata)
     n += _insert(tx, "account_balances", _BALANCE_COLUMNS, c.balances)

@@ -64,3 +64,11 @@ CREATE TABLE moved_accounts (
     move_id         text COLLATE "C" NOT NULL,
     moved_at        bigint  NOT NULL
 );
+
+-- Accounts that moved in: where from, and the newest time of what came with them (their
+-- history and balance rows): the audit checks this shard's own balance rows after it.
+CREATE TABLE moved_in (
+    account_id text COLLATE "C" PRIMARY KEY,
+    source     text COLLATE "C" NOT NULL,
+    until      bigint NOT NULL
+);

@@ -79,3 +79,11 @@ CREATE TABLE moved_accounts (
     move_id         TEXT    NOT NULL,
     moved_at        INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- Accounts that moved in: where from, and the newest time of what came with them (their
+-- history and balance rows): the audit checks this shard's own balance rows after it.
+CREATE TABLE moved_in (
+    account_id TEXT PRIMARY KEY,
+    source     TEXT NOT NULL,
+    until      INTEGER NOT NULL
+) WITHOUT ROWID;
