@@ -183,23 +183,30 @@ async def test_a_pending_hold_rolls_the_move_back_and_nothing_changes(
     assert audit.ok, audit.violations
 
 
-@pytest.mark.parametrize("dies_at", ["draining", "copying", "switching", "retiring"])
-async def test_a_move_that_dies_at_any_step_finishes_when_run_again(
-    cluster: ShardedStore, moving: dict[str, Any], monkeypatch: pytest.MonkeyPatch, dies_at: str
+async def _die_at(
+    cluster: ShardedStore, monkeypatch: pytest.MonkeyPatch, lo: int, hi: int, step: str
 ) -> None:
-    accounts, (lo, hi) = moving["accounts"], moving["slots"]
-    before = await _ledger(cluster, accounts)
+    """Move ``lo..hi`` to the target with a mover that dies once it recorded ``step``."""
     real = slot_moves._record
 
     async def dying(router: ShardedStore, plan: Any, state: str, detail: str = "") -> None:
         await real(router, plan, state, detail)
-        if state == dies_at:
+        if state == step:
             raise RuntimeError(f"the mover died at {state}")
 
     monkeypatch.setattr(slot_moves, "_record", dying)
     with pytest.raises(RuntimeError, match="died"):
         await slot_moves.move_slots(cluster, lo, hi, TARGET)
     monkeypatch.setattr(slot_moves, "_record", real)
+
+
+@pytest.mark.parametrize("dies_at", ["draining", "copying", "switching", "retiring"])
+async def test_a_move_that_dies_at_any_step_finishes_when_run_again(
+    cluster: ShardedStore, moving: dict[str, Any], monkeypatch: pytest.MonkeyPatch, dies_at: str
+) -> None:
+    accounts, (lo, hi) = moving["accounts"], moving["slots"]
+    before = await _ledger(cluster, accounts)
+    await _die_at(cluster, monkeypatch, lo, hi, dies_at)
     with pytest.raises(slot_moves.MoveBlocked, match="unfinished"):
         await slot_moves.move_slots(cluster, 0, 0, "shard-2")  # another move waits
     report = await slot_moves.move_slots(cluster, lo, hi, TARGET)
@@ -215,17 +222,7 @@ async def test_an_aborted_move_leaves_the_slots_where_they_were(
 ) -> None:
     accounts, (lo, hi) = moving["accounts"], moving["slots"]
     before = await _ledger(cluster, accounts)
-    real = slot_moves._record
-
-    async def dying(router: ShardedStore, plan: Any, state: str, detail: str = "") -> None:
-        await real(router, plan, state, detail)
-        if state == "switching":
-            raise RuntimeError("the mover died after copying")
-
-    monkeypatch.setattr(slot_moves, "_record", dying)
-    with pytest.raises(RuntimeError):
-        await slot_moves.move_slots(cluster, lo, hi, TARGET)
-    monkeypatch.setattr(slot_moves, "_record", real)
+    await _die_at(cluster, monkeypatch, lo, hi, "switching")  # after copying
     with pytest.raises(slot_moves.MoveBlocked, match="switched already"):
         await slot_moves.abort_move(cluster)
     await slot_moves.move_slots(cluster, lo, hi, TARGET)  # finish it, then move back

@@ -346,19 +346,28 @@ def captured(
         )
         transfers.append(hold)
         hold_id = hold.id
+    new, pairs = _after_capture(row, now, amount, keep=keep, hold_id=hold_id)
+    return _payment(shard, row, new, attempts, now=now, pairs=pairs, transfers=tuple(transfers))
+
+
+def _after_capture(
+    row: PaymentRow, now: int, amount: int, *, keep: bool, **fields: Any
+) -> tuple[PaymentRow, list[tuple[str, PaymentRow]]]:
+    """The payment once ``amount`` more is captured (``fields`` changed too), still
+    capturable if ``keep``; its events: captured, and succeeded when final."""
     target = PaymentStatus.REQUIRES_CAPTURE if keep else PaymentStatus.SUCCEEDED
     new = bump(
         row,
         now,
         status=PaymentStatus(row.status).to(target).value,
         amount_captured=row.amount_captured + amount,
-        hold_id=hold_id,
+        **fields,
         **CLEAR,
     )
     pairs = [("payment.captured", new)]
     if target is PaymentStatus.SUCCEEDED:
         pairs.append(("payment.succeeded", new))
-    return _payment(shard, row, new, attempts, now=now, pairs=pairs, transfers=tuple(transfers))
+    return new, pairs
 
 
 def _fx_captured(
@@ -369,18 +378,9 @@ def _fx_captured(
     amount = row.pending_amount
     chain_id = fx_chain_id(row.id, f"p{attempts[-1].seq}")
     chain, credited = _fx_capture(row, chain_id, shard, amount)
-    target = PaymentStatus.REQUIRES_CAPTURE if keep else PaymentStatus.SUCCEEDED
-    new = bump(
-        row,
-        now,
-        status=PaymentStatus(row.status).to(target).value,
-        amount_captured=row.amount_captured + amount,
-        settlement_amount=row.settlement_amount + credited,
-        **CLEAR,
+    new, pairs = _after_capture(
+        row, now, amount, keep=keep, settlement_amount=row.settlement_amount + credited
     )
-    pairs = [("payment.captured", new)]
-    if target is PaymentStatus.SUCCEEDED:
-        pairs.append(("payment.succeeded", new))
     step = _payment(shard, row, new, attempts, now=now, pairs=pairs)
     return Step(step.write, step.answer, chain)
 
