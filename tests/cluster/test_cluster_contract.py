@@ -142,6 +142,19 @@ async def test_hold_across_shards_is_pending_on_both_accounts_at_once(
     assert await status(cluster, "h1") is S.PENDING
 
 
+async def test_the_same_cross_shard_item_twice_in_one_batch_answers_settled_both_times(
+    cluster: ShardedStore, wallets: dict[str, list[str]]
+) -> None:
+    """A batch naming one cross-shard hold and one transfer twice answers each copy as the
+    first, settled (``pending``/``posted``), never ``in_flight``, and moves the money once."""
+    a, b = wallets["shard-0"][1], wallets["shard-1"][1]
+    twice_hold, twice_move = hold("h2", a, b, 200, 5), move("m2", a, b, 30)
+    results = await send(cluster, twice_hold, twice_hold, twice_move, twice_move)
+    assert answers(results) == ["pending", "pending", "posted", "posted"]
+    assert [r.exists for r in results] == [False, True, False, True]
+    assert await balances(cluster, a, b) == [(200, 30, 0, FUNDS), (0, 0, 200, FUNDS + 30)]
+
+
 async def test_partial_post_across_shards_moves_that_amount_and_releases_the_rest(
     cluster: ShardedStore, wallets: dict[str, list[str]]
 ) -> None:

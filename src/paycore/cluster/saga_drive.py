@@ -79,15 +79,24 @@ async def drive(store: Router, split: Split, merged: list[Any]) -> list[Any]:
         if result.ok and not result.exists:
             rows.setdefault(source, []).append(_resolving_row(hold.transfer))
             waiting[i] = (source, hold.transfer.id)
-    if retried:
-        await _answer_retries(store, split, merged, retried)
-    if not rows:
-        return merged
-    if not store.drive_sagas:
+    if rows and store.drive_sagas:
+        await _settle_own(store, rows, waiting, merged)
+    elif rows:
         for source in rows:
             for listener in store.saga_listeners:
                 listener(source)
-        return merged
+    if retried:  # after this command's own sagas: the same id twice in one batch
+        await _answer_retries(store, split, merged, retried)
+    return merged
+
+
+async def _settle_own(
+    store: Router,
+    rows: dict[str, list[OutboxRow]],
+    waiting: dict[int, tuple[str, str]],
+    merged: list[Any],
+) -> None:
+    """Steps 2 and 3 of the sagas this command wrote; each item answers what it reached."""
     sources = list(rows)
     outcomes = await gather_outcomes(
         store.driver.settle(source, rows[source]) for source in sources
@@ -114,7 +123,6 @@ async def drive(store: Router, split: Split, merged: list[Any]) -> list[Any]:
     for source in late:
         for listener in store.saga_listeners:
             listener(source)
-    return merged
 
 
 async def mirror_expiries(store: Router, expired: Mapping[str, list[str]]) -> None:
