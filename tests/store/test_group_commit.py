@@ -12,7 +12,7 @@ from backends import AnyStore
 from paycore.errors import ErrorCode, UnavailableError
 from paycore.ledger.model import AccountFlags, AccountRequest, TransferFlags, TransferRequest
 from paycore.storage.base import CreateAccounts, CreateTransfers
-from paycore.storage.group_commit import GroupCommitWriter, Job
+from paycore.storage.group_commit import GroupCommitWriter, Job, WriterThread
 from paycore.storage.store import Command
 from store.support import audit, read_state
 
@@ -121,10 +121,10 @@ class Recorder:
 
 
 async def _blocked_writer(
-    recorder: Recorder, **limits: int
+    recorder: Recorder, max_jobs: int = 512, max_weight: int = 16_384
 ) -> tuple[GroupCommitWriter, asyncio.Task[object]]:
     """A started writer busy with a first job until ``recorder.gate`` is set."""
-    writer = GroupCommitWriter("test", recorder, **limits)
+    writer = GroupCommitWriter("test", recorder, max_jobs=max_jobs, max_weight=max_weight)
     writer.start()
     first = asyncio.create_task(writer.submit(-1))
     await asyncio.sleep(0.05)  # the writer has taken job -1 and waits on the gate
@@ -202,3 +202,100 @@ async def test_a_writer_that_never_started_refuses_jobs() -> None:
     with pytest.raises(UnavailableError, match="not running"):
         await writer.submit(1)
     writer.stop()  # stopping a writer that never ran is a no-op
+
+
+# -- shards sharing one writer thread, and a sync after the commit -----------------------------
+
+
+async def test_writers_sharing_a_thread_run_their_own_groups_in_order() -> None:
+    """Two writers on one thread each run their own jobs, in order, in groups of their own."""
+    gate = threading.Event()
+    thread = WriterThread("shared")
+    left, right = Recorder(gate), Recorder()
+    a = GroupCommitWriter("a", left, thread=thread)
+    b = GroupCommitWriter("b", right, thread=thread)
+    a.start()
+    b.start()
+    first = asyncio.create_task(a.submit(-1))
+    await asyncio.sleep(0.05)  # the thread waits in a's first group
+    waiting = [asyncio.create_task((a if i % 2 else b).submit(i)) for i in range(8)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert await asyncio.gather(first, *waiting) == [-2] + [i * 2 for i in range(8)]
+    await asyncio.to_thread(a.stop)
+    await asyncio.to_thread(b.stop)
+    assert left.groups == [[-1], [1, 3, 5, 7]]
+    assert right.groups == [[0, 2, 4, 6]]
+
+
+async def test_a_writer_stopping_on_a_shared_thread_leaves_the_other_running() -> None:
+    """Stopping one writer runs its queued jobs; the other keeps the thread; both can restart."""
+    thread = WriterThread("shared")
+    left, right = Recorder(), Recorder()
+    a = GroupCommitWriter("a", left, thread=thread)
+    b = GroupCommitWriter("b", right, thread=thread)
+    a.start()
+    b.start()
+    queued = [asyncio.create_task(a.submit(i)) for i in range(3)]
+    await asyncio.sleep(0)  # queued before the stop
+    await asyncio.to_thread(a.stop)
+    assert await asyncio.gather(*queued) == [0, 2, 4]
+    with pytest.raises(UnavailableError, match="not running"):
+        await a.submit(9)
+    assert await b.submit(5) == 10
+    await asyncio.to_thread(b.stop)  # the last writer ends the thread
+    a.start()
+    assert await a.submit(6) == 12
+    await asyncio.to_thread(a.stop)
+
+
+async def test_callers_are_answered_only_after_the_sync_that_follows_their_commit() -> None:
+    """With a sync, an answer waits for it; one sync may cover the groups committed before it."""
+    synced = threading.Event()
+    committed: list[list[int]] = []
+    seen_at_sync: list[int] = []
+
+    def run(jobs: Sequence[Job]) -> None:
+        committed.append([j.command for j in jobs])
+        for job in jobs:
+            job.outcome = job.command
+
+    def sync() -> None:  # what a sync covers is what was committed when it began
+        seen_at_sync.append(sum(len(g) for g in committed))
+        synced.wait(5)
+
+    writer = GroupCommitWriter("s", run, sync=sync)
+    writer.start()
+    answer = asyncio.create_task(writer.submit(1))
+    await asyncio.sleep(0.05)
+    assert committed == [[1]]
+    assert not answer.done()  # committed, not yet durable: no answer
+    later = [asyncio.create_task(writer.submit(i)) for i in (2, 3)]
+    await asyncio.sleep(0.05)
+    synced.set()
+    assert await asyncio.gather(answer, *later) == [1, 2, 3]
+    await asyncio.to_thread(writer.stop)
+    assert seen_at_sync[0] == 1
+    assert seen_at_sync[-1] == 3
+
+
+async def test_a_failed_sync_fails_its_callers_and_every_later_write() -> None:
+    """After a failed fsync nothing is acknowledged again: the callers and later submits get 503."""
+
+    def run(jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            job.outcome = job.command
+
+    def sync() -> None:
+        raise OSError(5, "Input/output error")
+
+    writer = GroupCommitWriter("s", run, sync=sync)
+    writer.start()
+    try:
+        with pytest.raises(UnavailableError, match="durable") as failed:
+            await writer.submit(1)
+        assert failed.value.code is ErrorCode.STORE_UNAVAILABLE
+        with pytest.raises(UnavailableError, match="durable"):
+            await writer.submit(2)
+    finally:
+        await asyncio.to_thread(writer.stop)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from paycore.cluster.router import DRIVE_LEASE_SECONDS, ShardedStore
 from paycore.cluster.shardmap import PrefixRule, ShardMap, SlotRange
 from paycore.config import Settings, ShardSpec, shard_specs
+from paycore.storage.group_commit import WriterThread
 from paycore.storage.store import ShardStore
 
 __all__ = ["build_store", "shard_map_of", "shard_store"]
@@ -21,9 +22,14 @@ def shard_map_of(settings: Settings) -> ShardMap:
 
 
 def shard_store(
-    spec: ShardSpec, settings: Settings, *, clock: Callable[[], int] = time.time_ns
+    spec: ShardSpec,
+    settings: Settings,
+    *,
+    clock: Callable[[], int] = time.time_ns,
+    sqlite_writer: WriterThread | None = None,
 ) -> ShardStore:
-    """The store of one shard: SQLite file or PostgreSQL database."""
+    """The store of one shard: SQLite file or PostgreSQL database (a SQLite shard runs
+    its writes on ``sqlite_writer`` when given, else on a thread of its own)."""
     if spec.backend == "postgres":
         from paycore.storage.postgres import PostgresStore  # noqa: PLC0415 - optional server
 
@@ -44,6 +50,7 @@ def shard_store(
         synchronous=settings.synchronous,
         clock=clock,
         migrate=settings.migrate_on_start,
+        writer_thread=sqlite_writer,
     )
 
 
@@ -51,7 +58,11 @@ def build_store(settings: Settings, *, clock: Callable[[], int] = time.time_ns) 
     """The router over every shard of ``settings`` (the embedded SQLite shards when none
     is configured)."""
     specs = shard_specs(settings)
-    shards = {spec.name: shard_store(spec, settings, clock=clock) for spec in specs}
+    sqlite_writer = WriterThread("sqlite")
+    shards = {
+        spec.name: shard_store(spec, settings, clock=clock, sqlite_writer=sqlite_writer)
+        for spec in specs
+    }
     return ShardedStore(
         shards,
         shard_map_of(settings),

@@ -73,7 +73,7 @@ from paycore.storage.codec import (
 from paycore.storage.deliveries import DeliveryReads
 from paycore.storage.event_stream import EventStreamReads
 from paycore.storage.fx_quotes import FxQuoteReads
-from paycore.storage.group_commit import GroupCommitWriter, Job
+from paycore.storage.group_commit import GroupCommitWriter, Job, WriterThread
 from paycore.storage.keys import ApiKeyReads
 from paycore.storage.listing import (
     AccountFilter,
@@ -500,6 +500,7 @@ class SQLiteStore(SingleShard):
         clock: Callable[[], int] = time.time_ns,
         max_group_jobs: int = 512,
         migrate: bool = True,
+        writer_thread: WriterThread | None = None,
     ) -> None:
         if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA"}:
             raise ValueError("synchronous must be FULL, EXTRA or NORMAL")
@@ -510,7 +511,18 @@ class SQLiteStore(SingleShard):
         # False: start() only checks the schema is current (``paycore migrate`` applies it).
         self._migrate = migrate
         self._session: _SQLiteTx | None = None
-        self._writer = GroupCommitWriter(name, self._run_group, max_jobs=max_group_jobs)
+        # The embedded shards of one process share a writer thread (``group_commit``); a
+        # shared thread commits without fsync and this shard's own sync thread makes the
+        # WAL durable before the callers are answered: the same promise as FULL.
+        self._deferred_sync = writer_thread is not None and self.synchronous == "FULL"
+        self._wal_fd: int | None = None
+        self._writer = GroupCommitWriter(
+            name,
+            self._run_group,
+            max_jobs=max_group_jobs,
+            thread=writer_thread,
+            sync=self._sync_wal if self._deferred_sync else None,
+        )
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -542,7 +554,7 @@ class SQLiteStore(SingleShard):
         except OSError as exc:
             raise UnavailableError(f"shard {self.name}: cannot create {self.path}") from exc
         with map_sqlite_errors(self.name):
-            conn = _connect(self.path, self.synchronous)
+            conn = _connect(self.path, "NORMAL" if self._deferred_sync else self.synchronous)
             if self._migrate:
                 migrate(conn)
             elif missing := pending_migrations(conn):
@@ -559,6 +571,9 @@ class SQLiteStore(SingleShard):
 
     async def stop(self) -> None:
         await asyncio.to_thread(self._writer.stop)
+        if self._wal_fd is not None:
+            os.close(self._wal_fd)
+            self._wal_fd = None
         if self._session is not None:
             with contextlib.suppress(sqlite3.Error):  # leave a small file behind
                 self._session.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -582,6 +597,13 @@ class SQLiteStore(SingleShard):
             command, idempotency, command_weight(command)
         )
         return outcome
+
+    def _sync_wal(self) -> None:
+        """Sync thread: make every commit so far durable (``synchronous=FULL`` syncs the
+        WAL after each commit; this syncs it once after several)."""
+        if self._wal_fd is None:
+            self._wal_fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+        os.fdatasync(self._wal_fd)
 
     def _run_group(self, jobs: Sequence[Job]) -> None:
         """Writer thread: run ``jobs`` in one transaction (see ``apply.run_group``)."""
