@@ -15,7 +15,6 @@ from paycore.payments.flows.model import RefundView, Reply
 from paycore.payments.flows.outcomes import (
     REQUEST_CODES,
     Step,
-    unknown,
 )
 from paycore.payments.flows.rows import (
     attempt,
@@ -192,7 +191,7 @@ async def record_refund(
     now = work.ctx.clock()
     done = finished(sent, result, now)
     if result.outcome is Outcome.AMBIGUOUS:
-        return (await work.commit(unknown(RefundView(refund, (done,), shard), done))).reply
+        return await work.record_unknown(RefundView(refund, (done,), shard), done)
     step: Step | None = holds.refunded(shard, refund, done, result, now)
     if refund.settlement_currency is not None:
         assert step is not None
