@@ -6,11 +6,8 @@ databases; the child reads the topology from a config file the test writes."""
 from __future__ import annotations
 
 import asyncio
-import queue
 import random
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -19,6 +16,7 @@ from cluster_crash_child import RELAY_KNOBS, accounts_by_shard
 from cluster_support import ClusterDatabases
 
 from config_files import write_config
+from crash import run_and_kill
 from paycore.cluster.topology import build_store
 from paycore.config import Settings, load_settings
 from paycore.ledger.model import TransferStatus
@@ -30,50 +28,14 @@ ROUNDS = 6
 LINE_TIMEOUT = 30.0
 
 
-def _lines(stream: object, sink: queue.Queue[str | None]) -> None:
-    for line in stream:  # type: ignore[attr-defined]
-        sink.put(line.rstrip("\n"))
-    sink.put(None)
-
-
 def _run_and_kill(config: Path, round_no: int, rng: random.Random) -> set[str]:
     """Start the child, SIGKILL it at a random moment; returns the acknowledged ids."""
-    lines: queue.Queue[str | None] = queue.Queue()
-    acked: set[str] = set()
-
-    def take(line: str) -> None:
-        if line.startswith("ack "):
-            acked.add(line.split()[1])
-        else:
-            assert line == "ready", line
-
-    with subprocess.Popen(
-        [sys.executable, str(CHILD), str(config), str(round_no)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
-        reader = threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True)
-        reader.start()
-        try:
-            if round_no == 2:  # by the clock, possibly while it starts
-                time.sleep(rng.uniform(0.2, 1.0))
-            else:
-                wanted = rng.randint(5, 120)
-                while len(acked) < wanted:
-                    line = lines.get(timeout=LINE_TIMEOUT)
-                    if line is None:
-                        proc.wait(timeout=LINE_TIMEOUT)
-                        pytest.fail(f"the child died on its own: {proc.stderr.read()}")  # type: ignore[union-attr]
-                    take(line)
-                time.sleep(rng.uniform(0.0, 0.05))  # land inside a saga step
-        finally:
-            proc.kill()
-            proc.wait(timeout=LINE_TIMEOUT)
-            reader.join(timeout=LINE_TIMEOUT)
-        stderr = proc.stderr.read() if proc.stderr else ""
-    while (line := lines.get_nowait()) is not None:
-        take(line)
+    if round_no == 2:  # by the clock, possibly while it starts
+        acks, settle = None, rng.uniform(0.2, 1.0)
+    else:  # after some transfers, inside a saga step
+        acks, settle = rng.randint(5, 120), rng.uniform(0.0, 0.05)
+    argv = [sys.executable, str(CHILD), str(config), str(round_no)]
+    acked, stderr = run_and_kill(argv, acks=acks, settle=settle, timeout=LINE_TIMEOUT)
     assert "Traceback" not in stderr, stderr
     return acked
 

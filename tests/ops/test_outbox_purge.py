@@ -28,9 +28,9 @@ from paycore.storage.base import (
     CreateAccounts,
     CreateTransfers,
     OutboxRow,
-    OutboxSnapshot,
     OutboxWrite,
     PurgeOutbox,
+    ShardSnapshot,
 )
 from paycore.workers import MaintenanceWorker
 from paycore.workers.relay import RelayWorker
@@ -80,7 +80,7 @@ async def _finish(store: AnyStore, transfer_id: str, state: SagaState) -> None:
 
 
 async def _outbox(store: AnyStore) -> dict[str, str]:
-    def read(snapshot: OutboxSnapshot) -> dict[str, str]:
+    def read(snapshot: ShardSnapshot) -> dict[str, str]:
         return {row.transfer_id: row.state for row in snapshot.outbox()}
 
     return await store.with_snapshot(read)  # type: ignore[arg-type]

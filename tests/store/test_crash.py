@@ -4,17 +4,14 @@ batch, leaves no partial batch, and leaves a ledger that balances and replays ex
 from __future__ import annotations
 
 import asyncio
-import queue
 import random
 import sqlite3
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
+from crash import run_and_kill
 from paycore.storage.sqlite import SQLiteStore
 from store.crash_child import batch_key, make_batch
 from store.support import LedgerState, audit, read_state
@@ -24,51 +21,15 @@ ROUNDS = 8
 LINE_TIMEOUT = 20.0
 
 
-def _lines(stream: object, sink: queue.Queue[str | None]) -> None:
-    for line in stream:  # type: ignore[attr-defined]
-        sink.put(line.rstrip("\n"))
-    sink.put(None)
-
-
 def _run_and_kill(db: Path, round_no: int, rng: random.Random) -> tuple[set[int], str]:
     """Start the child, SIGKILL it at a random moment; returns the acknowledged batches."""
-    lines: queue.Queue[str | None] = queue.Queue()
-    acked: set[int] = set()
-
-    def take(line: str) -> None:
-        if line.startswith("ack "):
-            acked.add(int(line.split()[1]))
-        else:
-            assert line == "ready", line
-
-    with subprocess.Popen(
-        [sys.executable, str(CHILD), str(db), str(round_no)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
-        reader = threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True)
-        reader.start()
-        try:
-            if round_no in (3, 7):  # kill it by the clock: while it starts, or while it runs
-                time.sleep(rng.uniform(0.0, 0.3) if round_no == 3 else rng.uniform(0.3, 0.8))
-            else:
-                wanted = rng.randint(1, 25)
-                while len(acked) < wanted:
-                    line = lines.get(timeout=LINE_TIMEOUT)
-                    if line is None:
-                        proc.wait(timeout=LINE_TIMEOUT)
-                        pytest.fail(f"the child died on its own: {proc.stderr.read()}")  # type: ignore[union-attr]
-                    take(line)
-                time.sleep(rng.uniform(0.0, 0.03))  # land anywhere inside the next commit
-        finally:
-            proc.kill()  # SIGKILL: no cleanup, no flush, no atexit
-            proc.wait(timeout=LINE_TIMEOUT)
-            reader.join(timeout=LINE_TIMEOUT)
-        stderr = proc.stderr.read() if proc.stderr else ""
-    while (line := lines.get_nowait()) is not None:
-        take(line)  # printed before the kill: acknowledged as well
-    return acked, stderr
+    if round_no in (3, 7):  # kill it by the clock: while it starts, or while it runs
+        acks, settle = None, rng.uniform(0.0, 0.3) if round_no == 3 else rng.uniform(0.3, 0.8)
+    else:  # after some batches, anywhere inside the next commit
+        acks, settle = rng.randint(1, 25), rng.uniform(0.0, 0.03)
+    argv = [sys.executable, str(CHILD), str(db), str(round_no)]
+    acked, stderr = run_and_kill(argv, acks=acks, settle=settle, timeout=LINE_TIMEOUT)
+    return {int(a) for a in acked}, stderr
 
 
 async def _reopen(db: Path) -> LedgerState:

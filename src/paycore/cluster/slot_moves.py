@@ -49,7 +49,7 @@ from paycore.cluster import placement, slot_catalog
 from paycore.cluster.router import ShardedStore
 from paycore.cluster.settlement import OPEN_STATES
 from paycore.cluster.shardmap import SLOTS, ShardMap, SlotRange, slot_of
-from paycore.storage.base import SqlSnapshot
+from paycore.storage.base import ShardSnapshot
 from paycore.storage.codec import ACCOUNT_COLUMNS
 from paycore.storage.slot_fence import RecordSlotMap
 from paycore.storage.slot_moves import (
@@ -245,7 +245,7 @@ async def _retire(router: ShardedStore, plan: MovePlan) -> None:
     source = router.shards[plan.source]
     moves = _moves(plan, router)
 
-    def read(snap: SqlSnapshot) -> tuple[list[str], list[str]]:
+    def read(snap: ShardSnapshot) -> tuple[list[str], list[str]]:
         accounts = [str(r[0]) for r in snap.rows("SELECT id FROM accounts") if moves(str(r[0]))]
         payments = [
             str(row[0])
@@ -297,7 +297,7 @@ async def _record(router: ShardedStore, plan: MovePlan, state: str, detail: str 
 
 
 async def _unfinished(router: ShardedStore) -> MoveRow | None:
-    def read(snap: SqlSnapshot) -> MoveRow | None:
+    def read(snap: ShardSnapshot) -> MoveRow | None:
         rows = list(
             snap.rows(
                 "SELECT id, first_slot, last_slot, source, target, state, detail FROM slot_moves "
@@ -349,7 +349,7 @@ async def _drain(router: ShardedStore, plan: MovePlan, wait_seconds: float) -> l
     moves = _moves(plan, router)
     source = router.shards[plan.source]
 
-    def holds(snap: SqlSnapshot) -> list[str]:
+    def holds(snap: ShardSnapshot) -> list[str]:
         return [
             f"pending hold {row[0]!r}"
             for row in snap.rows(
@@ -359,7 +359,7 @@ async def _drain(router: ShardedStore, plan: MovePlan, wait_seconds: float) -> l
             if moves(str(row[1])) or moves(str(row[2]))
         ]
 
-    def in_flight(snap: SqlSnapshot) -> list[str]:
+    def in_flight(snap: ShardSnapshot) -> list[str]:
         marks = ", ".join("?" * len(OPEN_STATES))
         found = [
             f"cross-shard transfer {r[0]!r} on {snap.shard}"
@@ -394,7 +394,7 @@ async def _drain(router: ShardedStore, plan: MovePlan, wait_seconds: float) -> l
 
 
 def _payment_rows(
-    snap: SqlSnapshot, moves: Callable[[str], bool]
+    snap: ShardSnapshot, moves: Callable[[str], bool]
 ) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """The payment rows of the moving accounts, per table (every column, in order): a
     payment by its merchant, a payout by its wallet, refunds and attempts by parent."""
@@ -417,7 +417,7 @@ async def _copy(router: ShardedStore, plan: MovePlan, text: str, report: MoveRep
     source, dest = router.shards[plan.source], router.shards[plan.target]
     moves, in_slots = _moves(plan, router), _in_slots(plan)
 
-    def read(snap: SqlSnapshot) -> dict[str, Any]:
+    def read(snap: ShardSnapshot) -> dict[str, Any]:
         accounts = [r for r in snap.rows(f"SELECT {ACCOUNT_COLUMNS} FROM accounts") if moves(r[0])]
         ids = {r[0] for r in accounts}
         rows: dict[str, Any] = {"accounts": accounts}
@@ -496,7 +496,7 @@ async def _drop_imported(dest: ShardStore, plan: MovePlan, router: ShardedStore)
     the source: the target never held such rows)."""
     moves, in_slots = _moves(plan, router), _in_slots(plan)
 
-    def read(snap: SqlSnapshot) -> tuple[list[str], list[str], list[str]]:
+    def read(snap: ShardSnapshot) -> tuple[list[str], list[str], list[str]]:
         accounts = [str(r[0]) for r in snap.rows("SELECT id FROM accounts") if moves(str(r[0]))]
         keys = [str(r[0]) for r in snap.rows("SELECT key FROM idempotency") if moves(str(r[0]))]
         ids = [str(r[0]) for r in snap.rows("SELECT id FROM transfer_ids") if in_slots(str(r[0]))]
@@ -506,9 +506,9 @@ async def _drop_imported(dest: ShardStore, plan: MovePlan, router: ShardedStore)
     await dest.execute(DropImported(tuple(accounts), tuple(keys), tuple(ids)))
 
 
-async def _read(store: ShardStore, reader: Callable[[SqlSnapshot], T]) -> T:
+async def _read(store: ShardStore, reader: Callable[[ShardSnapshot], T]) -> T:
     """``reader`` over one snapshot of a shard (both kinds of shard are SQL ones)."""
-    return await store.with_snapshot(lambda snap: reader(cast(SqlSnapshot, snap)))
+    return await store.with_snapshot(lambda snap: reader(cast(ShardSnapshot, snap)))
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

@@ -56,6 +56,7 @@ import msgspec
 from paycore.ledger.model import Account, BalanceRecord, PendingStatus, Transfer
 from paycore.ledger.saga_history import is_posted_saga_hold
 from paycore.money import format_minor
+from paycore.storage.base import ShardSnapshot
 from paycore.storage.chain import ChainHead, chain_link, genesis_hash
 
 if TYPE_CHECKING:
@@ -198,19 +199,19 @@ def check_snapshot(
 ) -> AuditReport:
     """Check every promise on ``snapshot``; see the module docstring for the list."""
     audit = _Audit(snapshot.now, int(grace_seconds * _NS), max_violations)
-    # The SQL stores' snapshots say since when sagas are recorded as one transfer.
-    audit.saga_history_since = getattr(snapshot, "saga_history_since", 0)
+    # A SQL shard's snapshot also says since when sagas are recorded as one transfer,
+    # which accounts a slot move brought in (migration 0022), and keeps a hash chain; the
+    # tests' in-memory snapshots have none of these.
+    shard = snapshot if isinstance(snapshot, ShardSnapshot) else None
+    if shard is not None:
+        audit.saga_history_since = shard.saga_history_since
     audit.load_accounts(snapshot.accounts())
-    openings = getattr(snapshot, "moved_openings", None)  # SQL shards (migration 0022)
-    if openings is not None:
-        audit.open_moved_in(openings())
+    if shard is not None:
+        audit.open_moved_in(shard.moved_openings())
     audit.load_pendings(snapshot.pendings())
     audit.replay(snapshot.transfers(), audit.own_balance_rows(snapshot.balance_history()))
-    records = getattr(snapshot, "chain_records", None)
-    if records is not None:  # a ChainSnapshot (the SQL stores'); test fakes may have none
-        shard: str = getattr(snapshot, "shard")  # noqa: B009 - present with chain_records
-        head: tuple[int, bytes | None] = getattr(snapshot, "chain_head")()  # noqa: B009
-        audit.check_chain(shard, records(), head, checkpoint)
+    if shard is not None:
+        audit.check_chain(shard.shard, shard.chain_records(), shard.chain_head(), checkpoint)
     return audit.report()
 
 
@@ -1056,15 +1057,15 @@ async def audit_cluster(
     anchors = checkpoints or {}
 
     def reader(snapshot: LedgerSnapshot) -> _ShardRead:
+        shard = snapshot if isinstance(snapshot, ShardSnapshot) else None
         report = check_snapshot(
             snapshot,
             grace_seconds=grace_seconds,
             max_violations=max_violations,
-            checkpoint=anchors.get(getattr(snapshot, "shard", "")),
+            checkpoint=None if shard is None else anchors.get(shard.shard),
         )
         clearing = [a for a in snapshot.accounts() if parse_clearing(a.id) is not None]
-        outbox = getattr(snapshot, "outbox", None)
-        rows = [r for r in outbox() if r.state in LIVE_STATES] if outbox is not None else []
+        rows = [] if shard is None else [r for r in shard.outbox() if r.state in LIVE_STATES]
         # The client's transfers: a saga's credit leg (debiting a clearing account)
         # repeats its id on the target shard by design, and step 3's ids are internal.
         ids = {

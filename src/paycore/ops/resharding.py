@@ -20,7 +20,7 @@ from paycore.cluster.router import ShardedStore
 from paycore.cluster.shardmap import SLOTS, ShardMap
 from paycore.cluster.topology import build_store
 from paycore.config import Settings, embedded_shard_count
-from paycore.storage.base import SqlSnapshot
+from paycore.storage.base import ShardSnapshot
 
 __all__ = [
     "Move",
@@ -118,7 +118,7 @@ async def run_moves(
 async def busy_slots(router: ShardedStore) -> set[int]:
     """The slots of accounts with a pending hold: a move of them waits for the hold."""
 
-    def read(snap: SqlSnapshot) -> list[str]:
+    def read(snap: ShardSnapshot) -> list[str]:
         return [
             str(a)
             for row in snap.rows(
@@ -130,7 +130,7 @@ async def busy_slots(router: ShardedStore) -> set[int]:
 
     held = await asyncio.gather(
         *(
-            s.with_snapshot(lambda snap: read(cast(SqlSnapshot, snap)))
+            s.with_snapshot(lambda snap: read(cast(ShardSnapshot, snap)))
             for s in router.shards.values()
         )
     )

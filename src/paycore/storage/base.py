@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
@@ -35,7 +35,6 @@ __all__ = [
     "ChainOutcome",
     "ChainRecord",
     "ChainRefusals",
-    "ChainSnapshot",
     "ClaimOutbox",
     "CloseAccount",
     "CreateAccounts",
@@ -49,7 +48,6 @@ __all__ = [
     "LedgerCommand",
     "LedgerSnapshot",
     "OutboxRow",
-    "OutboxSnapshot",
     "OutboxWrite",
     "PeekIdempotency",
     "PrepareChain",
@@ -58,6 +56,7 @@ __all__ = [
     "ReleaseTransferIds",
     "ReserveTransferIds",
     "SetOutboxStates",
+    "ShardSnapshot",
     "StaleChains",
     "StoredResponse",
     "TransferPage",
@@ -424,7 +423,8 @@ class TransferPage(msgspec.Struct, frozen=True):
 
 
 class LedgerSnapshot(Protocol):
-    """One consistent read view of a shard, for the auditor."""
+    """One consistent read view of a shard, for the auditor (the SQL stores hand a
+    ``ShardSnapshot``; the audit's tests, plain lists)."""
 
     now: int
 
@@ -439,10 +439,16 @@ class LedgerSnapshot(Protocol):
 ChainRecord = tuple[Transfer, int | None, bytes | None]
 
 
-class ChainSnapshot(LedgerSnapshot, Protocol):
-    """A snapshot of a shard whose history is hash-chained (the SQL stores' snapshots)."""
+@runtime_checkable
+class ShardSnapshot(LedgerSnapshot, Protocol):
+    """A snapshot of one SQL shard (what both SQL stores' snapshots are): its hash-chained
+    history, its outbox, the accounts it took in by a slot move, and any read."""
 
     shard: str
+
+    @property
+    def saga_history_since(self) -> int:
+        """Up to this timestamp, a saga's steps were recorded as they were (schema 16)."""
 
     def chain_records(self) -> Iterator[ChainRecord]:
         """Every transfer row in timestamp order (the chain's order), streamed."""
@@ -450,16 +456,10 @@ class ChainSnapshot(LedgerSnapshot, Protocol):
     def chain_head(self) -> tuple[int, bytes | None]:
         """The head kept in ``shard_meta``: (seq, hash; None while the chain is empty)."""
 
-
-class SqlSnapshot(LedgerSnapshot, Protocol):
-    """A snapshot of a SQL shard that runs any read (``?`` placeholders), streamed."""
-
-    shard: str
-
-    def rows(self, query: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]: ...
-
-
-class OutboxSnapshot(LedgerSnapshot, Protocol):
-    """A snapshot that also reads the outbox (the cross-shard auditor needs both)."""
+    def moved_openings(self) -> dict[str, tuple[int, int, int]]:
+        """Per moved-in account: (debits, credits) its moved history posted, newest time."""
 
     def outbox(self) -> Iterator[OutboxRow]: ...
+
+    def rows(self, query: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+        """Any read, written with ``?`` placeholders, streamed."""

@@ -54,7 +54,6 @@ from paycore.ledger.rules import WorkingSet
 from paycore.redaction import redact_dsn, redact_text
 from paycore.storage.apply import backfill_chain, command_weight, run_group
 from paycore.storage.base import (
-    ChainRecord,
     Idempotency,
     LedgerSnapshot,
     OutboxRow,
@@ -99,7 +98,7 @@ from paycore.storage.payments import PaymentReads
 from paycore.storage.reconciliation import ReconciliationReads
 from paycore.storage.saga_holds import save_saga_holds
 from paycore.storage.slot_fence import SlotMapReads
-from paycore.storage.slot_moves import MOVED_OPENINGS
+from paycore.storage.snapshot import SnapshotReads
 from paycore.storage.store import Command, SingleShard
 from paycore.storage.usage import (
     ShardBacklog,
@@ -926,8 +925,10 @@ class PostgresStore(SingleShard):
         return self._writer.groups, self._writer.jobs
 
 
-class _Snapshot:
+class _Snapshot(SnapshotReads):
     """Server-side cursors inside one REPEATABLE READ transaction: constant memory."""
+
+    conn: psycopg.Connection[Any]
 
     def __init__(self, conn: psycopg.Connection[Any], now: int, shard: str) -> None:
         self.conn = conn
@@ -942,32 +943,7 @@ class _Snapshot:
         cursor.execute(_placeholders(query), params)
         yield from cursor
 
-    @property
-    def saga_history_since(self) -> int:
-        """Up to this timestamp, a saga's steps were recorded as they were (schema 16)."""
-        row = self.conn.execute(
-            "SELECT value FROM shard_meta WHERE key = 'saga_history_since'"
-        ).fetchone()
-        return 0 if row is None else int(row[0])
-
-    def chain_records(self) -> Iterator[ChainRecord]:
-        query = (
-            f"SELECT {T_COLUMNS}, m.metadata, t.chain_seq, t.chain_hash FROM transfers t "
-            "LEFT JOIN transfer_metadata m ON m.id = t.id ORDER BY t.timestamp"
-        )
-        for row in self._rows(query):
-            digest = None if row[12] is None else bytes(row[12])
-            yield transfer_from_row(row, row[10]), row[11], digest
-
-    def chain_head(self) -> tuple[int, bytes | None]:
-        row = self.conn.execute(
-            "SELECT value, digest FROM shard_meta WHERE key = 'chain_head'"
-        ).fetchone()
-        if row is None:
-            return 0, None
-        return int(row[0]), None if row[1] is None else bytes(row[1])
-
-    def _rows(self, query: str) -> Iterator[tuple[Any, ...]]:
+    def _stream(self, query: str) -> Iterator[tuple[Any, ...]]:
         with self.conn.cursor(name=f"snapshot_{len(self._cursors)}") as cur:
             self._cursors.append(cur)
             cur.itersize = 10_000
@@ -983,15 +959,11 @@ class _Snapshot:
     def accounts(self) -> Iterator[Account]:
         # In id byte order, as SQLite yields them, so that an audit reads the same. Accounts
         # that moved out stay in this shard's book, as they left (migration 0022).
-        for row in self._rows(
+        for row in self._stream(
             f"SELECT * FROM (SELECT {ACCOUNT_COLUMNS} FROM accounts UNION ALL "
             f'SELECT {ACCOUNT_COLUMNS} FROM moved_accounts) a ORDER BY a.id COLLATE "C"'
         ):
             yield account_from_row(row)
-
-    def moved_openings(self) -> dict[str, tuple[int, int, int]]:
-        """Per moved-in account: (debits, credits) its moved history posted, newest time."""
-        return {str(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in self.rows(MOVED_OPENINGS)}
 
     def transfers(self) -> Iterator[Transfer]:
         # Metadata only where a saga's note is (see the SQLite snapshot).
@@ -1000,22 +972,18 @@ class _Snapshot:
             f"'{SAGA_NOTE_PATTERN}' THEN m.metadata END "
             "FROM transfers t LEFT JOIN transfer_metadata m ON m.id = t.id ORDER BY t.timestamp"
         )
-        for row in self._rows(query):
+        for row in self._stream(query):
             yield transfer_from_row(row, row[10])
 
     def pendings(self) -> Iterator[tuple[str, PendingStatus, str | None]]:
         query = 'SELECT id, status, resolved_by FROM pending_transfers ORDER BY id COLLATE "C"'
-        for row in self._rows(query):
+        for row in self._stream(query):
             yield row[0], PendingStatus(row[1]), row[2]
 
     def balance_history(self) -> Iterator[BalanceRecord]:
         query = 'SELECT * FROM account_balances ORDER BY timestamp, account_id COLLATE "C"'
-        for row in self._rows(query):
+        for row in self._stream(query):
             yield BalanceRecord(*row)
-
-    def outbox(self) -> Iterator[OutboxRow]:
-        for row in self._rows(f"SELECT {OUTBOX_COLUMNS} FROM outbox"):
-            yield OutboxRow(*row)
 
 
 def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:

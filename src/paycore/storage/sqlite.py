@@ -43,7 +43,6 @@ from paycore.ledger.rules import (
 )
 from paycore.storage.apply import backfill_chain, command_weight, run_group
 from paycore.storage.base import (
-    ChainRecord,
     Idempotency,
     LedgerSnapshot,
     OutboxRow,
@@ -88,7 +87,7 @@ from paycore.storage.payments import PaymentReads
 from paycore.storage.reconciliation import ReconciliationReads
 from paycore.storage.saga_holds import save_saga_holds
 from paycore.storage.slot_fence import SlotMapReads
-from paycore.storage.slot_moves import MOVED_OPENINGS
+from paycore.storage.snapshot import SnapshotReads
 from paycore.storage.store import Command, SingleShard
 from paycore.storage.usage import (
     ShardBacklog,
@@ -777,7 +776,9 @@ class SQLiteStore(SingleShard):
         return self._writer.groups, self._writer.jobs
 
 
-class _Snapshot:
+class _Snapshot(SnapshotReads):
+    conn: sqlite3.Connection
+
     def __init__(self, conn: sqlite3.Connection, now: int, shard: str) -> None:
         self.conn = conn
         self.now = now
@@ -787,26 +788,8 @@ class _Snapshot:
         """Stream the rows of a query written with ``?`` placeholders."""
         yield from self.conn.execute(query, params)
 
-    @property
-    def saga_history_since(self) -> int:
-        """Up to this timestamp, a saga's steps were recorded as they were (schema 16)."""
-        row = self.conn.execute(
-            "SELECT value FROM shard_meta WHERE key = 'saga_history_since'"
-        ).fetchone()
-        return 0 if row is None else int(row[0])
-
-    def chain_records(self) -> Iterator[ChainRecord]:
-        for row in self.conn.execute(
-            f"SELECT {T_COLUMNS}, m.metadata, t.chain_seq, t.chain_hash FROM transfers t "
-            "LEFT JOIN transfer_metadata m ON m.id = t.id ORDER BY t.timestamp"
-        ):
-            yield transfer_from_row(row, row[10]), row[11], row[12]
-
-    def chain_head(self) -> tuple[int, bytes | None]:
-        row = self.conn.execute(
-            "SELECT value, digest FROM shard_meta WHERE key = 'chain_head'"
-        ).fetchone()
-        return (0, None) if row is None else (int(row[0]), row[1])
+    def _stream(self, query: str) -> Iterator[tuple[Any, ...]]:
+        yield from self.conn.execute(query)
 
     def accounts(self) -> Iterator[Account]:
         # Accounts that moved out stay in this shard's book, as they left (migration 0022).
@@ -815,10 +798,6 @@ class _Snapshot:
             f"UNION ALL SELECT {ACCOUNT_COLUMNS} FROM moved_accounts ORDER BY id"
         ):
             yield account_from_row(row)
-
-    def moved_openings(self) -> dict[str, tuple[int, int, int]]:
-        """Per moved-in account: (debits, credits) its moved history posted, newest time."""
-        return {str(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in self.rows(MOVED_OPENINGS)}
 
     def transfers(self) -> Iterator[Transfer]:
         # Metadata only where a saga's note is (the auditor reads it to replay balance
@@ -838,10 +817,6 @@ class _Snapshot:
     def balance_history(self) -> Iterator[BalanceRecord]:
         for row in self.conn.execute("SELECT * FROM account_balances ORDER BY timestamp"):
             yield BalanceRecord(*row)
-
-    def outbox(self) -> Iterator[OutboxRow]:
-        for row in self.conn.execute(f"SELECT {OUTBOX_COLUMNS} FROM outbox"):
-            yield OutboxRow(*row)
 
 
 _MAX_TS = 2**63 - 1

@@ -13,12 +13,11 @@ from paycore.payments.flows.context import log
 from paycore.payments.flows.model import PaymentView, Reply
 from paycore.payments.flows.outcomes import (
     Step,
-    unknown,
 )
 from paycore.payments.flows.rows import (
     attempt,
     bump,
-    finished,
+    finished_last,
     locked_rate,
 )
 from paycore.payments.flows.work import UnitOfWork, Written
@@ -156,10 +155,9 @@ async def record_capture(
     result: ProcessorResult,
 ) -> Reply:
     now = work.ctx.clock()
-    done = finished(attempts[-1], result, now)
-    all_attempts = (*attempts[:-1], done)
+    done, all_attempts = finished_last(attempts, result, now)
     if result.outcome is Outcome.AMBIGUOUS:
-        return (await work.commit(unknown(PaymentView(row, all_attempts, shard), done))).reply
+        return await work.record_unknown(PaymentView(row, all_attempts, shard), done)
     step = outcomes.captured(shard, row, all_attempts, result, now)
     if isinstance(step, PaycoreError):
         return await _back_to_capturable(work, shard, row, done, step)
@@ -200,10 +198,9 @@ async def record_void(
     result: ProcessorResult,
 ) -> Reply:
     now = work.ctx.clock()
-    done = finished(attempts[-1], result, now)
-    all_attempts = (*attempts[:-1], done)
+    done, all_attempts = finished_last(attempts, result, now)
     if result.outcome is Outcome.AMBIGUOUS:
-        return (await work.commit(unknown(PaymentView(row, all_attempts, shard), done))).reply
+        return await work.record_unknown(PaymentView(row, all_attempts, shard), done)
     if result.outcome is Outcome.FAILED:
         refusal = PaycoreError(_E.PROCESSOR_UNAVAILABLE, result.error or "")
         return await _back_to_capturable(work, shard, row, done, refusal)

@@ -20,14 +20,15 @@ from paycore.payments.flows.outcomes import (
     authorization,
     give_back,
     given_back,
-    unknown,
 )
 from paycore.payments.flows.rows import (
     NS,
     attempt,
     bump,
     check_amount,
+    fallback,
     finished,
+    finished_last,
     routed,
 )
 from paycore.payments.flows.wallet import wallet_payment
@@ -191,19 +192,20 @@ async def _next_processor(
     reference) before calling it, so a crash never leaves a call unrecorded."""
     now = work.ctx.clock()
     done = finished(attempts[-1], failed, now)
-    seq = row.attempt_count + 1
-    name = candidates[index]
-    following = attempt(row.id, seq, Operation.AUTHORIZE, name, amount=row.amount, now=now)
-    following = routed(following, route, candidates, index)
-    moved = bump(row, now, processor=name, pending_reference=following.reference, attempt_count=seq)
+    following = fallback(
+        row, Operation.AUTHORIZE, route=route, candidates=candidates, index=index, now=now
+    )
+    moved = bump(
+        row,
+        now,
+        processor=following.processor,
+        pending_reference=following.reference,
+        attempt_count=following.seq,
+    )
     write = PaymentWrite(
         shard=shard, payment=moved, payment_version=row.version, attempts=(done, following)
     )
-    if (await work.commit(Step(write))).state is not Written.DONE:
-        return None
-    attempts[-1] = done
-    attempts.append(following)
-    return moved, following
+    return (moved, following) if await work.move_on(write, attempts) else None
 
 
 async def record_authorization(
@@ -216,11 +218,9 @@ async def record_authorization(
     """Record an authorization's outcome (tx2); also the resolver's way to end one."""
     ctx = work.ctx
     now = ctx.clock()
-    done = finished(attempts[-1], result, now)
-    all_attempts = (*attempts[:-1], done)
+    done, all_attempts = finished_last(attempts, result, now)
     if result.outcome is Outcome.AMBIGUOUS:
-        view = PaymentView(row, all_attempts, shard)
-        return (await work.commit(unknown(view, done))).reply
+        return await work.record_unknown(PaymentView(row, all_attempts, shard), done)
     step = authorization(
         shard, row, all_attempts, result, now, authorization_seconds=ctx.authorization_seconds
     )
@@ -278,6 +278,5 @@ async def record_give_back(
     """The give-back's answer: done, the payment fails (with the ledger's reason);
     not done, it stays processing for the resolver (the card is still charged)."""
     now = work.ctx.clock()
-    done = finished(attempts[-1], result, now)
-    step = given_back(shard, row, (*attempts[:-1], done), result, now)
+    step = given_back(shard, row, finished_last(attempts, result, now)[1], result, now)
     return await work.finish(await work.commit(step), "payment", row.id)

@@ -12,13 +12,14 @@ from paycore.payments.flows.model import NewPayout, PayoutView, Reply, RouteLike
 from paycore.payments.flows.outcomes import (
     REQUEST_CODES,
     Step,
-    unknown,
 )
 from paycore.payments.flows.rows import (
     attempt,
     bump,
     check_amount,
+    fallback,
     finished,
+    finished_last,
     psp_request,
     routed,
     settle,
@@ -138,10 +139,10 @@ async def _next_processor(
     next processor, in one transaction, before calling it."""
     now = work.ctx.clock()
     done = finished(attempts[-1], failed, now)
-    seq = row.attempt_count + 1
-    name = candidates[index]
-    following = attempt(row.id, seq, Operation.PAYOUT, name, amount=row.amount, now=now)
-    following = routed(following, route, candidates, index)
+    following = fallback(
+        row, Operation.PAYOUT, route=route, candidates=candidates, index=index, now=now
+    )
+    seq, name = following.seq, following.processor
     hold = _hold(row.id, seq, shard, name, new)
     assert row.hold_id is not None
     release = settle(transfer_id(row.id, f"v{seq - 1}"), row.hold_id, post=False, payout=row.id)
@@ -154,11 +155,7 @@ async def _next_processor(
         ensure_accounts=psp_request(hold.credit_account_id or "", row.currency),
         attempts=(done, following),
     )
-    if (await work.commit(Step(write))).state is not Written.DONE:
-        return None
-    attempts[-1] = done
-    attempts.append(following)
-    return moved, following
+    return (moved, following) if await work.move_on(write, attempts) else None
 
 
 async def record_payout(
@@ -169,10 +166,9 @@ async def record_payout(
     result: ProcessorResult,
 ) -> Reply:
     now = work.ctx.clock()
-    done = finished(attempts[-1], result, now)
-    all_attempts = (*attempts[:-1], done)
+    done, all_attempts = finished_last(attempts, result, now)
     if result.outcome is Outcome.AMBIGUOUS:
-        return (await work.commit(unknown(PayoutView(row, all_attempts, shard), done))).reply
+        return await work.record_unknown(PayoutView(row, all_attempts, shard), done)
     written = await work.commit(holds.paid_out(shard, row, all_attempts, result, now))
     complaint = "payout %s: recording the outcome refused: %s"
     return await work.finish(written, "payout", row.id, complaint)

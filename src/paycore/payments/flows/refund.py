@@ -15,7 +15,6 @@ from paycore.payments.flows.model import RefundView, Reply
 from paycore.payments.flows.outcomes import (
     REQUEST_CODES,
     Step,
-    unknown,
 )
 from paycore.payments.flows.rows import (
     attempt,
@@ -73,19 +72,7 @@ async def refund(work: UnitOfWork, payment_id: str, amount: int | None) -> Reply
         flags=TransferFlags(pending=True),
         metadata={"payment": row.id, "refund": refund_id},
     )
-    pending = RefundRow(
-        id=refund_id,
-        payment_id=row.id,
-        amount=amount,
-        currency=row.currency,
-        status=RefundStatus.PENDING.value,
-        processor=row.processor,
-        hold_id=hold.id,
-        attempt_count=1,
-        idempotency_key=None if work.keyed is None else work.keyed.key,
-        created_at=now,
-        updated_at=now,
-    )
+    pending = _pending(work, row, first, hold.id, now)
     claim = await work.claim(
         resumed=resumed, kind="refund", object_id=refund_id, shard=shard, seq=0
     )
@@ -105,6 +92,36 @@ async def refund(work: UnitOfWork, payment_id: str, amount: int | None) -> Reply
         # The merchant's balance cannot cover it: the refund exists, failed.
         return await work.record_refused(holds.refund_refused(shard, pending, code, now), claim)
     return await _send(work, shard, row, pending, first)
+
+
+def _pending(
+    work: UnitOfWork,
+    row: PaymentRow,
+    first: AttemptRow,
+    hold_id: str,
+    now: int,
+    *,
+    settlement_currency: str | None = None,
+    settlement_amount: int = 0,
+) -> RefundRow:
+    """The refund of ``row`` that ``first`` starts: pending while ``hold_id`` holds the
+    merchant's money (``settlement_*``: what a converted payment's refund debits the
+    merchant in its own currency)."""
+    return RefundRow(
+        id=first.parent_id,
+        payment_id=row.id,
+        amount=first.amount,
+        currency=row.currency,
+        status=RefundStatus.PENDING.value,
+        processor=row.processor,
+        hold_id=hold_id,
+        attempt_count=1,
+        idempotency_key=None if work.keyed is None else work.keyed.key,
+        created_at=now,
+        updated_at=now,
+        settlement_currency=settlement_currency,
+        settlement_amount=settlement_amount,
+    )
 
 
 async def _send(
@@ -142,18 +159,12 @@ async def _fx_refund(
     hold = fx_chain_id(refund_id, "h")
     chain = refund_chain(hold, locked_rate(row), psp, row.merchant_account_id, amount,
                          payment=row.id, refund=refund_id)  # fmt: skip
-    pending = RefundRow(
-        id=refund_id,
-        payment_id=row.id,
-        amount=amount,
-        currency=row.currency,
-        status=RefundStatus.PENDING.value,
-        processor=row.processor,
-        hold_id=hold,
-        attempt_count=1,
-        idempotency_key=None if work.keyed is None else work.keyed.key,
-        created_at=now,
-        updated_at=now,
+    pending = _pending(
+        work,
+        row,
+        first,
+        hold,
+        now,
         settlement_currency=row.settlement_currency,
         settlement_amount=chain[0].amount or 0,
     )
@@ -192,7 +203,7 @@ async def record_refund(
     now = work.ctx.clock()
     done = finished(sent, result, now)
     if result.outcome is Outcome.AMBIGUOUS:
-        return (await work.commit(unknown(RefundView(refund, (done,), shard), done))).reply
+        return await work.record_unknown(RefundView(refund, (done,), shard), done)
     step: Step | None = holds.refunded(shard, refund, done, result, now)
     if refund.settlement_currency is not None:
         assert step is not None

@@ -29,9 +29,9 @@ from paycore.payments.intents import (
     PendingOp,
     RefundStatus,
 )
-from paycore.payments.processors.base import Operation, Outcome
+from paycore.payments.processors.base import Operation, Outcome, ProcessorResult
 from paycore.storage.base import Fence
-from paycore.storage.payments import PaymentRow, PayoutRow, RefundRow
+from paycore.storage.payments import AttemptRow, PaymentRow, PayoutRow, RefundRow
 
 __all__ = [
     "expire_authorizations",
@@ -203,30 +203,35 @@ async def _resolve_payment(work: UnitOfWork, shard: str, row: PaymentRow) -> boo
     return False
 
 
-async def _resolve_refund(work: UnitOfWork, shard: str, refund: RefundRow) -> bool:
-    attempts = await work.ctx.reads(shard).attempts(refund.id)
+async def _asked(
+    work: UnitOfWork, shard: str, parent: RefundRow | PayoutRow, approved: str
+) -> tuple[list[AttemptRow], ProcessorResult] | None:
+    """The attempts of a refund or payout and what its processor now says of the last
+    one (``approved``: the state that means it was done); None: nothing to ask, or no
+    answer."""
+    attempts = await work.ctx.reads(shard).attempts(parent.id)
     if not attempts:
-        return False
+        return None
     attempt = attempts[-1]
-    state = await work.ctx.status(refund.processor, attempt.reference)
+    state = await work.ctx.status(parent.processor, attempt.reference)
     if state is None:
-        return False
-    result = status_result(attempt, state, approved=frozenset({"refunded"}))
-    await record_refund(work, shard, refund, attempt, result)
-    return True
+        return None
+    return [*attempts], status_result(attempt, state, approved=frozenset({approved}))
+
+
+async def _resolve_refund(work: UnitOfWork, shard: str, refund: RefundRow) -> bool:
+    asked = await _asked(work, shard, refund, "refunded")
+    if asked is not None:
+        attempts, result = asked
+        await record_refund(work, shard, refund, attempts[-1], result)
+    return asked is not None
 
 
 async def _resolve_payout(work: UnitOfWork, shard: str, payout: PayoutRow) -> bool:
-    attempts = await work.ctx.reads(shard).attempts(payout.id)
-    if not attempts:
-        return False
-    attempt = attempts[-1]
-    state = await work.ctx.status(payout.processor, attempt.reference)
-    if state is None:
-        return False
-    result = status_result(attempt, state, approved=frozenset({"paid_out"}))
-    await record_payout(work, shard, payout, [*attempts], result)
-    return True
+    asked = await _asked(work, shard, payout, "paid_out")
+    if asked is not None:
+        await record_payout(work, shard, payout, *asked)
+    return asked is not None
 
 
 async def expire_authorizations(

@@ -31,7 +31,9 @@ __all__ = [
     "check_amount",
     "check_refundable",
     "events",
+    "fallback",
     "finished",
+    "finished_last",
     "in_progress",
     "locked_rate",
     "move",
@@ -103,6 +105,22 @@ def routed(
     return msgspec.structs.replace(attempt, routing=_json.encode(decision).decode())
 
 
+def fallback(
+    row: PaymentRow | PayoutRow,
+    operation: Operation,
+    *,
+    route: RouteLike,
+    candidates: Sequence[str],
+    index: int,
+    now: int,
+) -> AttemptRow:
+    """The next attempt of ``row`` (its ``seq`` one past the row's count), at the
+    ``index``-th candidate of ``route``, after the one before it failed."""
+    name = candidates[index]
+    following = attempt(row.id, row.attempt_count + 1, operation, name, amount=row.amount, now=now)
+    return routed(following, route, candidates, index)
+
+
 def finished(attempt: AttemptRow, result: ProcessorResult, now: int) -> AttemptRow:
     return msgspec.structs.replace(
         attempt,
@@ -113,6 +131,14 @@ def finished(attempt: AttemptRow, result: ProcessorResult, now: int) -> AttemptR
         latency_ms=round(result.latency_ms, 3),
         updated_at=now,
     )
+
+
+def finished_last(
+    attempts: Sequence[AttemptRow], result: ProcessorResult, now: int
+) -> tuple[AttemptRow, tuple[AttemptRow, ...]]:
+    """The last of ``attempts`` ended with ``result``: it, and the attempts with it ended."""
+    done = finished(attempts[-1], result, now)
+    return done, (*attempts[:-1], done)
 
 
 def move(transfer: str, psp: str, row: PaymentRow, amount: int) -> TransferRequest:

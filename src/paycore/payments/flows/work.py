@@ -20,9 +20,10 @@ import msgspec
 
 from paycore.errors import ErrorCode, IdempotencyError, PaycoreError, RequestError, key_in_use
 from paycore.payments.flows.context import Context, log
-from paycore.payments.flows.model import Reply, ReplyOutcome
+from paycore.payments.flows.model import Reply, ReplyOutcome, View
 from paycore.payments.flows.outcomes import (
     Step,
+    unknown,
 )
 from paycore.payments.flows.rows import (
     in_progress,
@@ -148,6 +149,20 @@ class UnitOfWork:
         if complaint is not None and committed.state is not Written.CONFLICT:
             log.error(complaint, object_id, committed.result)
         return await self.current(kind, object_id)
+
+    async def record_unknown(self, view: View, done: AttemptRow) -> Reply:
+        """An AMBIGUOUS answer to ``done``: recorded, the work stays in flight (the
+        resolver asks the processor again)."""
+        return (await self.commit(unknown(view, done))).reply
+
+    async def move_on(self, write: PaymentWrite, attempts: list[AttemptRow]) -> bool:
+        """Record a failed attempt and the next one (``write.attempts``: both) before the
+        next call, so a crash never leaves a call unrecorded; ``attempts`` then ends with
+        them. False: someone else recorded an end meanwhile."""
+        if (await self.commit(Step(write))).state is not Written.DONE:
+            return False
+        attempts[-1:] = write.attempts
+        return True
 
     async def current(self, kind: str, object_id: str) -> Reply:
         """Someone else moved the work on: answer with what it is now."""
