@@ -507,6 +507,17 @@ def _add_events_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--idle", type=float, default=None, help="stop when nothing came for this many seconds"
     )
     tail.set_defaults(handler=_events)
+    text = "print the JSON Schema of every event (version 1; docs/events.schema.json)"
+    schema = actions.add_parser("schema", help=text, description=text + ".")
+    schema.set_defaults(handler=_events_schema)
+
+
+def _events_schema(args: argparse.Namespace) -> int:
+    del args
+    from paycore.events.json_schema import event_json_schema  # noqa: PLC0415
+
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(event_json_schema())).decode() + "\n")
+    return 0
 
 
 def _add_chaos(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

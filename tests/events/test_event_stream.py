@@ -24,6 +24,7 @@ from fix_nats import NatsServer
 from paycore.cli import main
 from paycore.cluster.topology import build_store
 from paycore.config import EventStreamConfig, Settings, load_settings
+from paycore.events.json_schema import validate_event
 from paycore.events.publisher import MSG_ID_HEADER, EventPublisher
 from paycore.events.schema import Event, payment_event, subject_of, transfer_event
 from paycore.events.tail import tail
@@ -123,7 +124,7 @@ async def expected(store: Store) -> list[Event]:
 
 async def stream_messages(url: str) -> list[tuple[int, str, str, dict[str, Any]]]:
     """Every message of the stream, in stream order: (stream seq, subject, Nats-Msg-Id,
-    the event)."""
+    the event), each checked against the events' schema."""
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
@@ -133,6 +134,7 @@ async def stream_messages(url: str) -> list[tuple[int, str, str, dict[str, Any]]
             sub = await js.subscribe("paycore.>", stream=STREAM, ordered_consumer=True)
             for _ in range(total):
                 msg = await sub.next_msg(timeout=10)
+                validate_event(msg.data)  # every message as docs/events.schema.json says
                 headers = msg.headers or {}
                 out.append(
                     (
