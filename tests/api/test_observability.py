@@ -259,7 +259,7 @@ def test_the_rule_tests_feed_series_as_paycore_exports_them() -> None:
     """Every input series of the rule tests is one a rule names, and its label values are
     ones paycore exports (breaker states, payment statuses, webhook outcomes, event
     logs, job names): a test that passes on series paycore never sends proves nothing."""
-    known = {
+    known: dict[str, set[str]] = {
         "state": {s.value for s in BreakerState},
         "status": {s.value for s in PaymentStatus},
         "outcome": {"delivered", "retried", "failed"},
