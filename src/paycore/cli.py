@@ -582,7 +582,12 @@ def _demo(args: argparse.Namespace) -> int:
         payment_clients=args.payment_clients,
     )
     status = asyncio.run(run_demo(options, _console()))
-    if not args.serve or status == 2:  # 2: nothing was made to serve
+    if status != 2 and not args.serve:  # 2: nothing was made to serve
+        sys.stdout.write(
+            "to browse a demo's ledger in the web console, run it with --serve: it ends by "
+            "printing the console's URL and an admin key, and serves until Ctrl-C\n"
+        )
+    if not args.serve or status == 2:
         return status
     return _serve_demo(data_dir, args.port)
 
