@@ -507,6 +507,17 @@ def _add_events_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--idle", type=float, default=None, help="stop when nothing came for this many seconds"
     )
     tail.set_defaults(handler=_events)
+    text = "print the JSON Schema of every event (version 1; docs/events.schema.json)"
+    schema = actions.add_parser("schema", help=text, description=text + ".")
+    schema.set_defaults(handler=_events_schema)
+
+
+def _events_schema(args: argparse.Namespace) -> int:
+    del args
+    from paycore.events.json_schema import event_json_schema  # noqa: PLC0415
+
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(event_json_schema())).decode() + "\n")
+    return 0
 
 
 def _add_chaos(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -571,7 +582,12 @@ def _demo(args: argparse.Namespace) -> int:
         payment_clients=args.payment_clients,
     )
     status = asyncio.run(run_demo(options, _console()))
-    if not args.serve or status == 2:  # 2: nothing was made to serve
+    if status != 2 and not args.serve:  # 2: nothing was made to serve
+        sys.stdout.write(
+            "to browse a demo's ledger in the web console, run it with --serve: it ends by "
+            "printing the console's URL and an admin key, and serves until Ctrl-C\n"
+        )
+    if not args.serve or status == 2:
         return status
     return _serve_demo(data_dir, args.port)
 

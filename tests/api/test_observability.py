@@ -29,11 +29,15 @@ from paycore.errors import UnavailableError
 from paycore.locks import LocalLockService
 from paycore.ops.audit import AuditReport
 from paycore.ops.audit_metrics import audit_metrics_text
+from paycore.payments.intents import PaymentStatus
+from paycore.resilience.breaker import State as BreakerState
+from paycore.storage.event_stream import LOGS
 from paycore.tools.local_cluster.toolbox import default_tools_dir
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 RULES: Final = ROOT / "deploy" / "prometheus" / "paycore-alerts.yml"
 DASHBOARD: Final = ROOT / "deploy" / "grafana" / "paycore.json"
+RULE_TESTS: Final = ROOT / "deploy" / "prometheus" / "paycore-alerts.test.yml"
 _NAME: Final = re.compile(r"\b(?:paycore|pg)_[a-z0-9_]+\b")
 # Named by the rules yet exported by something else than the app, with the reason.
 NOT_FROM_THE_APP: Final = {
@@ -225,6 +229,51 @@ def test_promtool_accepts_the_alert_rules(promtool: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"SUCCESS: {len(_rules())} rules found" in done.stdout
+
+
+def test_promtool_unit_tests_fire_every_alert_and_only_when_due(promtool: Path) -> None:
+    """``promtool test rules`` passes deploy/prometheus/paycore-alerts.test.yml, which
+    has, for every alert, a case where it fires (labels, timing, rendered annotations)
+    and one where it must not (yet)."""
+    done = subprocess.run(
+        [str(promtool), "test", "rules", RULE_TESTS.name],
+        cwd=RULE_TESTS.parent, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    cases = [case for test in _rule_tests() for case in test["alert_rule_test"]]
+    names = {rule["alert"] for rule in _rules()}
+    assert {case["alertname"] for case in cases if case["exp_alerts"]} == names
+    assert {case["alertname"] for case in cases if not case["exp_alerts"]} == names
+
+
+def _rule_tests() -> list[dict[str, Any]]:
+    tests: list[dict[str, Any]] = yaml.safe_load(RULE_TESTS.read_text())["tests"]
+    return tests
+
+
+_SERIES: Final = re.compile(r"^([a-z_:][a-z0-9_:]*)\{(.*)\}$")
+_LABEL: Final = re.compile(r'([a-z_]+)="([^"]*)"')
+
+
+def test_the_rule_tests_feed_series_as_paycore_exports_them() -> None:
+    """Every input series of the rule tests is one a rule names, and its label values are
+    ones paycore exports (breaker states, payment statuses, webhook outcomes, event
+    logs, job names): a test that passes on series paycore never sends proves nothing."""
+    known: dict[str, set[str]] = {
+        "state": {s.value for s in BreakerState},
+        "status": {s.value for s in PaymentStatus},
+        "outcome": {"delivered", "retried", "failed"},
+        "log": set(LOGS),
+        "job": {"relay", "maintenance", "payments", "webhooks", "events"},
+    }
+    named = _names_in([rule["expr"] for rule in _rules()])
+    for test in _rule_tests():
+        for series in test["input_series"]:
+            found = _SERIES.match(series["series"])
+            assert found, series
+            assert found[1] in named, series
+            for label, value in _LABEL.findall(found[2]):
+                assert value in known.get(label, {value}), series
 
 
 def test_promtool_parses_every_dashboard_query(promtool: Path, tmp_path: Path) -> None:

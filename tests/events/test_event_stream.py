@@ -24,6 +24,7 @@ from fix_nats import NatsServer
 from paycore.cli import main
 from paycore.cluster.topology import build_store
 from paycore.config import EventStreamConfig, Settings, load_settings
+from paycore.events.json_schema import validate_event
 from paycore.events.publisher import MSG_ID_HEADER, EventPublisher
 from paycore.events.schema import Event, payment_event, subject_of, transfer_event
 from paycore.events.tail import tail
@@ -123,7 +124,7 @@ async def expected(store: Store) -> list[Event]:
 
 async def stream_messages(url: str) -> list[tuple[int, str, str, dict[str, Any]]]:
     """Every message of the stream, in stream order: (stream seq, subject, Nats-Msg-Id,
-    the event)."""
+    the event), each checked against the events' schema."""
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
@@ -133,6 +134,7 @@ async def stream_messages(url: str) -> list[tuple[int, str, str, dict[str, Any]]
             sub = await js.subscribe("paycore.>", stream=STREAM, ordered_consumer=True)
             for _ in range(total):
                 msg = await sub.next_msg(timeout=10)
+                validate_event(msg.data)  # every message as docs/events.schema.json says
                 headers = msg.headers or {}
                 out.append(
                     (
@@ -489,3 +491,31 @@ def test_events_tail_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -
     assert main(["events", "tail", "--count", "0"]) == 2
     assert main(["events"]) == 2
     assert "at least 1" in capsys.readouterr().err
+
+
+async def test_the_consumer_in_the_docs_applies_every_ledger_event_once_in_order(
+    world: World, nats_server: NatsServer
+) -> None:
+    """The Python consumer docs/events.md shows, run as written (its URL aside), applies
+    the ledger's events in order and skips an id it has seen."""
+    publisher = EventPublisher(shard_of(world), world.store.name, stream_config(nats_server))
+    try:
+        await drain(publisher)
+    finally:
+        await publisher.aclose()
+    doc = (ROOT / "docs" / "events.md").read_text()
+    source = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(source.replace("nats://127.0.0.1:4222", nats_server.url), namespace)
+    ledger = [as_json(e) for e in await expected(world.store) if e.type.startswith("transfer.")]
+    applied: list[dict[str, Any]] = []
+    seen = {ledger[0]["id"]}  # applied before: acked, not applied again
+    task = asyncio.create_task(namespace["consume"](applied.append, seen))
+    try:
+        await wait_for(lambda: len(applied) == len(ledger) - 1)
+        await asyncio.sleep(0.2)  # nothing more comes
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert applied == ledger[1:]
+    assert seen == {e["id"] for e in ledger}

@@ -156,6 +156,7 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     assert status == 0, out
     assert "every promise held" in out
+    assert "run it with --serve" in out  # where the console is
     result = json.loads(out_json.read_text())
     assert result["ok"] is True
     assert result["transfers"] > 0
