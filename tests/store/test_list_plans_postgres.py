@@ -14,6 +14,8 @@ first page, after a cursor in the middle, and descending from there:
   bitmap included) are at most twice those on the small one, plus a page: the cost of a
   page does not grow with the ledger (a scan of a table or of a filter's every row
   would meet ten times as many);
+* ``GET /v1/accounts/{id}/transfers`` (its own query) walks the account's side indexes
+  the same way;
 * the same holds for the generic plan PostgreSQL may cache for a prepared statement
   (psycopg prepares a query it has run five times on a connection): no big table is
   scanned whatever the parameters turn out to be.
@@ -45,6 +47,7 @@ from paycore.storage.listing import (
     RefundFilter,
     TransferFilter,
 )
+from paycore.storage.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
 
@@ -297,6 +300,20 @@ def _show(plan: dict[str, Any]) -> str:
     return "\n".join(lines(plan["Plan"], 0))
 
 
+def _check_page(large: dict[str, Any], small: dict[str, Any], indexes: set[str]) -> None:
+    """The large ledger's plan walks one of ``indexes``, scans no big table and sorts at
+    most the sides' short pages; it meets about as many rows as the small one's."""
+    shown = _show(large)
+    assert _indexes(large) & indexes, shown
+    assert not _scans_of_big_tables(large), shown
+    for node in _nodes(large["Plan"]):
+        if node["Node Type"] in ("Sort", "Incremental Sort"):
+            sorted_rows = sum(c["Actual Rows"] * c["Actual Loops"] for c in node["Plans"])
+            assert sorted_rows <= 4 * (LIMIT + 1), shown
+    large_rows, small_rows = _rows_read(large), _rows_read(small)
+    assert large_rows <= 2 * small_rows + LIMIT, (large_rows, small_rows, shown, _show(small))
+
+
 @pytest.mark.parametrize("which", PAGES)
 @pytest.mark.parametrize(("listing", "f", "indexes"), LISTINGS, ids=IDS)
 async def test_a_page_walks_an_index_and_costs_the_same_on_a_ledger_ten_times_larger(
@@ -305,17 +322,48 @@ async def test_a_page_walks_an_index_and_costs_the_same_on_a_ledger_ten_times_la
     """On the large ledger the plan walks the listing's index, scans no big table and
     sorts at most the sides' short pages; it meets about as many rows as on the small
     one."""
-    plan = await _explain(ledger.large, listing, f, _page(which, listing, LARGE))
-    shown = _show(plan)
-    assert _indexes(plan) & indexes, shown
-    assert not _scans_of_big_tables(plan), shown
-    for node in _nodes(plan["Plan"]):
-        if node["Node Type"] in ("Sort", "Incremental Sort"):
-            sorted_rows = sum(c["Actual Rows"] * c["Actual Loops"] for c in node["Plans"])
-            assert sorted_rows <= 4 * (LIMIT + 1), shown
+    large = await _explain(ledger.large, listing, f, _page(which, listing, LARGE))
     small = await _explain(ledger.small, listing, f, _page(which, listing, SMALL))
-    large_rows, small_rows = _rows_read(plan), _rows_read(small)
-    assert large_rows <= 2 * small_rows + LIMIT, (large_rows, small_rows, shown, _show(small))
+    _check_page(large, small, indexes)
+
+
+async def _explain_account_transfers(
+    dsn: str, account_id: str, which: str, size: int, side: str
+) -> Any:
+    """The plan of ``GET /v1/accounts/{id}/transfers`` (``PostgresStore.account_transfers``,
+    its own query) at a page, run with ANALYZE and BUFFERS."""
+    plans: list[Any] = []
+    store = PostgresStore(dsn, migrate=False)  # never started: only its query is wanted
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(postgres_module._PLANNER_SETTINGS)
+
+        async def explain(query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+            row = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query, params)
+            found = row.fetchone()
+            assert found is not None
+            plans.append(json.loads(found[0]) if isinstance(found[0], str) else found[0])
+            return []
+
+        store._fetch = explain  # type: ignore[method-assign]
+        cursor = None if which == "first" else _middle("transfers", size)[0]
+        await store.account_transfers(
+            account_id, limit=LIMIT, cursor=cursor, descending=which == "middle_desc", side=side
+        )
+    assert len(plans) == 1, plans
+    return plans[0][0]
+
+
+@pytest.mark.parametrize("which", PAGES)
+@pytest.mark.parametrize("side", ["both", "debits"])
+@pytest.mark.parametrize("account_id", ["hot", "acct-1"])
+async def test_an_accounts_own_transfers_walk_its_indexes(
+    ledger: Ledger, account_id: str, side: str, which: str
+) -> None:
+    """An account's transfers page (busy or quiet account, both sides or one) walks the
+    account's side indexes from the cursor, as the listings do."""
+    large = await _explain_account_transfers(ledger.large, account_id, which, LARGE, side)
+    small = await _explain_account_transfers(ledger.small, account_id, which, SMALL, side)
+    _check_page(large, small, {"transfers_by_debit", "transfers_by_credit"})
 
 
 @pytest.mark.parametrize(("listing", "f", "indexes"), LISTINGS, ids=IDS)
