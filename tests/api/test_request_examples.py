@@ -77,3 +77,73 @@ def test_a_wrong_example_would_be_caught() -> None:
             "currency": "USD"}  # fmt: skip
     with pytest.raises(msgspec.ValidationError):
         decoder.decode(msgspec.json.encode(body))
+
+
+def _example(operation: str, name: str, **changes: Any) -> dict[str, Any]:
+    """The body of one example, with ``changes`` (ids known only when the test runs)."""
+    return {**REQUEST_EXAMPLES[operation][name][1], **changes}
+
+
+async def test_the_ledger_and_payment_examples_work_as_a_story(
+    client: AsyncTestClient[Any],
+) -> None:
+    """Sent in order to a fresh ledger (with bank and shop made first, and holds to post
+    or void where an example names one), every account, transfer, batch, hold, payment,
+    refund and payout example is accepted: the examples are calls that work."""
+
+    async def send(path: str, body: dict[str, Any], *, ok: int | tuple[int, ...]) -> Any:
+        response = await client.post(path, json=body)
+        assert response.status_code in ((ok,) if isinstance(ok, int) else ok), (
+            path,
+            body,
+            response.text,
+        )
+        return response.json()
+
+    for account in ("bank", "shop"):
+        await send("/v1/accounts", {"id": account, "currency": "USD"}, ok=201)
+    for name in REQUEST_EXAMPLES["POST /v1/accounts"]:
+        await send("/v1/accounts", _example("POST /v1/accounts", name), ok=201)
+    for name in REQUEST_EXAMPLES["POST /v1/transfers"]:
+        await send("/v1/transfers", _example("POST /v1/transfers", name), ok=201)
+    topup = {"debit_account_id": "bank", "credit_account_id": "alice", "currency": "USD"}
+    await send("/v1/transfers", {"id": "topup-9", "amount": 100_000, **topup}, ok=201)
+
+    hold = {"debit_account_id": "alice", "credit_account_id": "shop", "amount": 2500,
+            "currency": "USD", "pending": True}  # fmt: skip
+    for name in REQUEST_EXAMPLES["POST /v1/transfers/{transfer_id}/post"]:
+        await send("/v1/transfers", {**hold, "id": f"post-{name}"}, ok=201)
+        body = _example("POST /v1/transfers/{transfer_id}/post", name)
+        posted = await send(f"/v1/transfers/post-{name}/post", body, ok=(200, 201))
+        assert posted["status"] == "posted"
+    await send("/v1/transfers/order-7/post", _example(
+        "POST /v1/transfers/{transfer_id}/post", "partial"), ok=(200, 201))  # fmt: skip
+    for name in REQUEST_EXAMPLES["POST /v1/transfers/{transfer_id}/void"]:
+        await send("/v1/transfers", {**hold, "id": f"void-{name}"}, ok=201)
+        body = _example("POST /v1/transfers/{transfer_id}/void", name)
+        await send(f"/v1/transfers/void-{name}/void", body, ok=(200, 201))
+    await send("/v1/transfers", {**hold, "id": "order-8"}, ok=201)
+    for name in REQUEST_EXAMPLES["POST /v1/transfers/batch"]:
+        batch = await send("/v1/transfers/batch", _example("POST /v1/transfers/batch", name),
+                           ok=200)  # fmt: skip
+        assert all("error" not in result for result in batch["results"]), batch
+
+    payments = "POST /v1/payments"
+    card = await send("/v1/payments", _example(payments, "card_manual"), ok=201)
+    assert card["status"] == "requires_capture", card
+    for name in REQUEST_EXAMPLES["POST /v1/payments/{payment_id}/capture"]:
+        payment = await send("/v1/payments", _example(payments, "card_manual"), ok=201)
+        body = _example("POST /v1/payments/{payment_id}/capture", name)
+        captured = await send(f"/v1/payments/{payment['id']}/capture", body, ok=200)
+        assert captured["status"] == "succeeded", captured
+    body = _example("POST /v1/payments/{payment_id}/cancel", "cancel")
+    canceled = await send(f"/v1/payments/{card['id']}/cancel", body, ok=200)
+    assert canceled["status"] == "canceled", canceled
+    wallet = await send("/v1/payments", _example(payments, "wallet"), ok=201)
+    assert wallet["status"] == "succeeded", wallet
+    for name in REQUEST_EXAMPLES["POST /v1/refunds"]:  # a card payment's, captured at once
+        paid = await send("/v1/payments", _example(payments, "card_manual", capture="automatic"),
+                          ok=201)  # fmt: skip
+        body = _example("POST /v1/refunds", name, payment_id=paid["id"])
+        await send("/v1/refunds", body, ok=201)
+    await send("/v1/payouts", _example("POST /v1/payouts", "payout"), ok=201)

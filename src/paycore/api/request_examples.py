@@ -8,9 +8,11 @@ realistic call. Money is integer minor units.
 
 Tests (``tests/api/test_request_examples.py``) hold the table to the document: its
 operations are exactly those with a request body, and each example decodes, strictly,
-into the body type the operation's handler decodes. The ids are those of one story: accounts
-``bank``, ``alice`` and ``shop`` in USD, a hold ``order-7`` captured in part, a card
-payment and its refund, a payout from ``alice``'s wallet.
+into the body type the operation's handler decodes. The ids are those of one story,
+which a test also sends to a fresh ledger, where every account, transfer, batch, hold,
+payment, refund and payout example is accepted: accounts ``bank``, ``alice`` and ``shop``
+in USD, a hold ``order-7`` captured in part, a card payment captured and refunded, a
+payout from ``alice``'s wallet.
 """
 
 from __future__ import annotations
