@@ -23,7 +23,13 @@ from litestar.openapi.spec import Operation
 from paycore.api.problems import PROBLEM_CONTENT_TYPE
 from paycore.api.schemas import Problem
 
-__all__ = ["IDEMPOTENCY_KEY_PARAMETER", "documented", "problem_schema_ref", "schema_components"]
+__all__ = [
+    "IDEMPOTENCY_KEY_PARAMETER",
+    "documented",
+    "documented_types",
+    "problem_schema_ref",
+    "schema_components",
+]
 
 IDEMPOTENCY_KEY_PARAMETER: Final = "IdempotencyKey"
 """The name of the ``Idempotency-Key`` header in ``components.parameters``."""
@@ -50,6 +56,12 @@ def _generate(
 def schema_components() -> dict[str, Any]:
     """The JSON schemas of every documented type, by component name (msgspec's)."""
     return _generate(tuple(_documented))[1]
+
+
+def documented_types() -> dict[str, type[msgspec.Struct]]:
+    """Each documented type by the ``$ref`` that points at its schema."""
+    refs = _generate(tuple(_documented))[0]
+    return {ref["$ref"]: struct_type for struct_type, ref in refs.items()}
 
 
 def _ref(struct_type: type[msgspec.Struct]) -> dict[str, Any]:

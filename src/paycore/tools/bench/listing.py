@@ -8,6 +8,8 @@ ASGI, API keys off), the first, a middle and the last page of:
 * ``GET /v1/transfers`` (every transfer of the tenant),
 * ``GET /v1/transfers?account_id=hot`` (an account on one side of every tenth transfer),
 * ``GET /v1/accounts`` (``--accounts`` accounts),
+* ``GET /v1/accounts?metadata[team]=a`` (a third of them: each has ``{"team": ...}``,
+  a, b or c by turns),
 
 each ``--repeat`` times, and prints the median and the 90th percentile per page and the
 ratio large/small. The lists use keyset pagination over an index led by their filters
@@ -61,6 +63,8 @@ from paycore.tools.local_postgres import LocalPostgres
 __all__ = ["main"]
 
 _HOT = "hot"
+_TEAMS = ("a", "b", "c")
+_TEAM_A = (("team", "a"),)
 _CURRENCY = "USD"
 _BATCH = 8189
 _TENANT = "default"  # open mode: the ids are kept as sent
@@ -99,8 +103,10 @@ def _key_of(transfer: Any) -> Keyset:
     return transfer.timestamp, transfer.id
 
 
-async def _account_ends(store: ShardedStore, limit: int) -> tuple[Keyset, Keyset | None]:
-    f = AccountFilter(tenant=_TENANT)
+async def _account_ends(
+    store: ShardedStore, limit: int, metadata: tuple[tuple[str, str], ...] = ()
+) -> tuple[Keyset, Keyset | None]:
+    f = AccountFilter(tenant=_TENANT, metadata=metadata)
     first = await store.list_accounts(f, Page(limit=1))
     tail = await store.list_accounts(f, Page(limit=limit + 1, descending=True))
     return (first.items[0].timestamp, first.items[0].id), tail.next_after
@@ -114,6 +120,11 @@ _LISTINGS = (
         lambda store, limit: _transfer_ends(store, limit, _HOT),
     ),
     _Listing("accounts", "/v1/accounts", _account_ends),
+    _Listing(
+        "accounts?metadata",
+        "/v1/accounts?metadata%5Bteam%5D=a",
+        lambda store, limit: _account_ends(store, limit, _TEAM_A),
+    ),
 )
 
 
@@ -143,7 +154,14 @@ async def _load(settings: Settings, o: _Options, transfers: int) -> float:
         ids = [_HOT, *(_account(i) for i in range(o.accounts))]
         for start in range(0, len(ids), _BATCH):
             chunk = ids[start : start + _BATCH]
-            await store.execute(CreateAccounts(tuple(AccountRequest(i, _CURRENCY) for i in chunk)))
+            await store.execute(
+                CreateAccounts(
+                    tuple(
+                        AccountRequest(i, _CURRENCY, metadata={"team": _TEAMS[(start + k) % 3]})
+                        for k, i in enumerate(chunk)
+                    )
+                )
+            )
         began = time.perf_counter()
         pending: list[asyncio.Task[Any]] = []
         for batch in _batches(transfers, o.accounts, o.seed):
@@ -243,6 +261,10 @@ async def _explain(dsn: str, o: _Options, store: ShardedStore) -> None:
             lambda k: reads.transfers(TransferFilter(owner="", account_id=_HOT), _page(o, k)),
         ),
         ("GET /v1/accounts", lambda k: reads.accounts(AccountFilter(tenant=_TENANT), _page(o, k))),
+        (
+            "GET /v1/accounts?metadata[team]=a",
+            lambda k: reads.accounts(AccountFilter(tenant=_TENANT, metadata=_TEAM_A), _page(o, k)),
+        ),
     ]
     for (title, run), listing in zip(cases, _LISTINGS, strict=True):
         _, last = await listing.first_and_last(store, o.limit)
