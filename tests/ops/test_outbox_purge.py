@@ -83,7 +83,7 @@ async def _outbox(store: AnyStore) -> dict[str, str]:
     def read(snapshot: ShardSnapshot) -> dict[str, str]:
         return {row.transfer_id: row.state for row in snapshot.outbox()}
 
-    return await store.with_snapshot(read)  # type: ignore[arg-type]
+    return await store.with_snapshot(read)
 
 
 async def test_only_finished_rows_past_their_retention_are_purged(

@@ -41,7 +41,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, TypeVar
 
 import msgspec
 
@@ -508,7 +508,7 @@ async def _drop_imported(dest: ShardStore, plan: MovePlan, router: ShardedStore)
 
 async def _read(store: ShardStore, reader: Callable[[ShardSnapshot], T]) -> T:
     """``reader`` over one snapshot of a shard (both kinds of shard are SQL ones)."""
-    return await store.with_snapshot(lambda snap: reader(cast(ShardSnapshot, snap)))
+    return await store.with_snapshot(reader)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import cast
 
 from paycore.cluster import slot_moves
 from paycore.cluster.placement import home_of
@@ -128,12 +127,7 @@ async def busy_slots(router: ShardedStore) -> set[int]:
             for a in row
         ]
 
-    held = await asyncio.gather(
-        *(
-            s.with_snapshot(lambda snap: read(cast(ShardSnapshot, snap)))
-            for s in router.shards.values()
-        )
-    )
+    held = await asyncio.gather(*(s.with_snapshot(read) for s in router.shards.values()))
     slots = {
         router.shard_map.slot_for(a) for accounts in held for a in accounts if home_of(a) is None
     }

@@ -25,36 +25,18 @@ What the outcomes mean here (see ``processors.base``):
 - a rejection (``circuit_open``, ``bulkhead_full``) is FAILED and is not retried here:
   the router's next processor is the better try (``available()`` says which).
 
-Metrics (Prometheus, on the registry given, the global one by default; one set of
-instruments per registry shared by every connector on it)::
-
-    paycore_processor_calls_total{processor,operation,outcome}   each attempt that ran
-    paycore_processor_rejected_calls_total{processor,operation,reason}  circuit_open|bulkhead_full
-    paycore_processor_retries_total{processor,operation}
-    paycore_processor_call_duration_seconds{processor,operation} histogram, per attempt
-    paycore_processor_breaker_transitions_total{processor,from_state,to_state}
-    paycore_processor_breaker_state{processor,state}      1 for the current state, else 0
-    paycore_processor_breaker_failure_rate{processor}     percent; -1 below minimum calls
-    paycore_processor_breaker_slow_call_rate{processor}   percent; -1 below minimum calls
-    paycore_processor_breaker_buffered_calls{processor}
-    paycore_processor_bulkhead_in_flight{processor}
-
-The gauges are read from the breakers when scraped (like ``api.metrics``' store
-collector), so a scrape also performs a due OPEN -> HALF_OPEN transition.
+Its settings are ``paycore.payments.resilient_config``, its metrics
+``paycore.payments.resilient_metrics`` (both names importable from here too).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final
 
-import msgspec
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from paycore.payments.processors.base import (
     AuthorizeRequest,
@@ -64,12 +46,12 @@ from paycore.payments.processors.base import (
     ProcessorConnector,
     ProcessorResult,
 )
+from paycore.payments.resilient_config import ResilienceConfig
+from paycore.payments.resilient_metrics import ProcessorMetrics
 from paycore.resilience import (
-    BreakerConfig,
     BreakerEvent,
     BreakerSnapshot,
     Bulkhead,
-    BulkheadConfig,
     BulkheadFull,
     CallNotPermitted,
     CallTimeout,
@@ -77,79 +59,19 @@ from paycore.resilience import (
     Clock,
     EventKind,
     Policy,
-    RetryConfig,
     State,
     Verdict,
-    with_defaults,
 )
 
-__all__ = [
-    "ProcessorMetrics",
-    "ResilienceConfig",
-    "ResilientConnector",
-    "availability",
-]
+__all__ = ["ProcessorMetrics", "ResilienceConfig", "ResilientConnector", "availability"]
 
 log = logging.getLogger(__name__)
+
 
 CIRCUIT_OPEN: Final = "circuit_open"
 BULKHEAD_FULL: Final = "bulkhead_full"
 TIMEOUT: Final = "timeout"
 REJECTIONS: Final = frozenset({CIRCUIT_OPEN, BULKHEAD_FULL})
-
-_LATENCY_BUCKETS: Final = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-)  # fmt: skip
-
-
-def _payment_breaker() -> BreakerConfig:
-    return BreakerConfig(
-        failure_rate_threshold=50.0,
-        slow_call_rate_threshold=80.0,
-        slow_call_duration=3.0,
-        window_size=20,
-        minimum_calls=10,
-        wait_in_open=5.0,
-        permitted_calls_in_half_open=3,
-    )
-
-
-def _payment_bulkhead() -> BulkheadConfig:
-    return BulkheadConfig(max_concurrent=64, max_wait=0.0)
-
-
-def _payment_retry() -> RetryConfig:
-    return RetryConfig(attempts=2, deadline=5.0, wait_initial=0.05, wait_max=0.5, wait_jitter=0.05)
-
-
-class ResilienceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """How one processor is guarded; ``from_table`` reads a ``[processors.resilience]``
-    table (docs/payments.md lists every setting and its default)."""
-
-    timeout: float = 8.0  # seconds per attempt, unless the operation has its own
-    operation_timeouts: dict[Operation, float] = msgspec.field(default_factory=dict)
-    breaker: BreakerConfig = msgspec.field(default_factory=_payment_breaker)
-    bulkhead: BulkheadConfig = msgspec.field(default_factory=_payment_bulkhead)
-    retry: RetryConfig = msgspec.field(default_factory=_payment_retry)
-    # Operations whose FAILED outcome is retried with the same reference. All of them
-    # are idempotent by reference (see processors.base); remove one to never repeat it.
-    retry_operations: frozenset[Operation] = frozenset(Operation)
-
-    def __post_init__(self) -> None:
-        for where, seconds in [("timeout", self.timeout), *self.operation_timeouts.items()]:
-            if not seconds > 0:
-                raise ValueError(f"{where}: a timeout must be above 0 seconds")
-
-    def timeout_for(self, operation: Operation) -> float:
-        return self.operation_timeouts.get(operation, self.timeout)
-
-    @classmethod
-    def from_table(cls, table: Mapping[str, Any]) -> ResilienceConfig:
-        """A config table over these defaults: a key it leaves out, at any depth, keeps
-        the default above. (``msgspec.convert`` would fill a partial ``breaker`` table
-        from ``BreakerConfig``'s bare defaults, ``minimum_calls = 100``: a breaker that
-        never opens in a short outage.)"""
-        return with_defaults(cls(), table)
 
 
 def _verdict(result: ProcessorResult) -> Verdict:
@@ -346,119 +268,3 @@ def availability(connectors: Mapping[str, ResilientConnector]) -> Callable[[str]
         return connector is not None and connector.available()
 
     return available
-
-
-class _BreakerCollector(Collector):
-    """Reads each watched connector's breaker and bulkhead when scraped."""
-
-    def __init__(self, connectors: Mapping[str, ResilientConnector]) -> None:
-        self._connectors = connectors
-
-    def collect(self) -> Iterator[Any]:
-        state = GaugeMetricFamily(
-            "paycore_processor_breaker_state",
-            "Circuit breaker state per processor: 1 for the current state, 0 for the others",
-            labels=["processor", "state"],
-        )
-        failure_rate = GaugeMetricFamily(
-            "paycore_processor_breaker_failure_rate",
-            "Failed calls in the breaker's window, percent; -1 below the minimum calls",
-            labels=["processor"],
-        )
-        slow_rate = GaugeMetricFamily(
-            "paycore_processor_breaker_slow_call_rate",
-            "Slow calls in the breaker's window, percent; -1 below the minimum calls",
-            labels=["processor"],
-        )
-        buffered = GaugeMetricFamily(
-            "paycore_processor_breaker_buffered_calls",
-            "Calls in the breaker's window",
-            labels=["processor"],
-        )
-        in_flight = GaugeMetricFamily(
-            "paycore_processor_bulkhead_in_flight",
-            "Calls to the processor in flight",
-            labels=["processor"],
-        )
-        for name, connector in sorted(self._connectors.items()):
-            snapshot = connector.snapshot()
-            for each in State:
-                state.add_metric([name, each.value], 1.0 if snapshot.state is each else 0.0)
-            failure_rate.add_metric(
-                [name], -1.0 if snapshot.failure_rate is None else snapshot.failure_rate
-            )
-            slow_rate.add_metric(
-                [name], -1.0 if snapshot.slow_call_rate is None else snapshot.slow_call_rate
-            )
-            buffered.add_metric([name], snapshot.buffered_calls)
-            in_flight.add_metric([name], connector.bulkhead.in_flight)
-        yield from (state, failure_rate, slow_rate, buffered, in_flight)
-
-
-_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, ProcessorMetrics] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-class ProcessorMetrics:
-    """The processor instruments of one registry; ``ProcessorMetrics.on(registry)``."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._calls = Counter(
-            "paycore_processor_calls",
-            "Calls that reached a processor (or may have), by operation and outcome",
-            ["processor", "operation", "outcome"],
-            registry=registry,
-        )
-        self._rejected = Counter(
-            "paycore_processor_rejected_calls",
-            "Calls refused before reaching the processor: circuit_open or bulkhead_full",
-            ["processor", "operation", "reason"],
-            registry=registry,
-        )
-        self._retries = Counter(
-            "paycore_processor_retries",
-            "Attempts repeated after a FAILED outcome, same reference",
-            ["processor", "operation"],
-            registry=registry,
-        )
-        self._latency = Histogram(
-            "paycore_processor_call_duration_seconds",
-            "Time of one attempt at a processor, timeouts included",
-            ["processor", "operation"],
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self._transitions = Counter(
-            "paycore_processor_breaker_transitions",
-            "Circuit breaker state changes per processor",
-            ["processor", "from_state", "to_state"],
-            registry=registry,
-        )
-        self._connectors: dict[str, ResilientConnector] = {}
-        registry.register(_BreakerCollector(self._connectors))
-
-    @classmethod
-    def on(cls, registry: CollectorRegistry) -> ProcessorMetrics:
-        """The instruments on ``registry``, made and registered the first time."""
-        metrics = _BY_REGISTRY.get(registry)
-        if metrics is None:
-            metrics = _BY_REGISTRY[registry] = cls(registry)
-        return metrics
-
-    def watch(self, connector: ResilientConnector) -> None:
-        """Export ``connector``'s breaker gauges (a newer one of the same name replaces it)."""
-        self._connectors[connector.name] = connector
-
-    def observe(self, processor: str, operation: Operation, outcome: str, seconds: float) -> None:
-        self._calls.labels(processor, operation.value, outcome).inc()
-        self._latency.labels(processor, operation.value).observe(seconds)
-
-    def rejected(self, processor: str, operation: Operation, reason: str) -> None:
-        self._rejected.labels(processor, operation.value, reason).inc()
-
-    def retried(self, processor: str, operation: Operation) -> None:
-        self._retries.labels(processor, operation.value).inc()
-
-    def transition(self, processor: str, previous: State, state: State) -> None:
-        self._transitions.labels(processor, previous.value, state.value).inc()

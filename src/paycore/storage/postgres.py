@@ -55,8 +55,8 @@ from paycore.redaction import redact_dsn, redact_text
 from paycore.storage.apply import backfill_chain, command_weight, run_group
 from paycore.storage.base import (
     Idempotency,
-    LedgerSnapshot,
     OutboxRow,
+    ShardSnapshot,
     StoredResponse,
     TransferPage,
     check_page_arguments,
@@ -884,7 +884,7 @@ class PostgresStore(SingleShard):
     async def ping(self) -> None:
         await self._fetch("SELECT 1", ())
 
-    async def with_snapshot(self, reader: Callable[[LedgerSnapshot], T]) -> T:
+    async def with_snapshot(self, reader: Callable[[ShardSnapshot], T]) -> T:
         def run() -> T:
             with map_postgres_errors(self.name):
                 conn = self._snapshot_connection()

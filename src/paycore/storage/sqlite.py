@@ -44,8 +44,8 @@ from paycore.ledger.rules import (
 from paycore.storage.apply import backfill_chain, command_weight, run_group
 from paycore.storage.base import (
     Idempotency,
-    LedgerSnapshot,
     OutboxRow,
+    ShardSnapshot,
     StoredResponse,
     TransferPage,
     check_page_arguments,
@@ -756,7 +756,7 @@ class SQLiteStore(SingleShard):
         if self._session is None:
             raise UnavailableError(f"shard {self.name} is not started")
 
-    async def with_snapshot(self, reader: Callable[[LedgerSnapshot], T]) -> T:
+    async def with_snapshot(self, reader: Callable[[ShardSnapshot], T]) -> T:
         def run() -> T:
             with map_sqlite_errors(self.name):
                 conn = _connect(self.path, self.synchronous, readonly=True)

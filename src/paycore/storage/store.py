@@ -18,6 +18,7 @@ from paycore.storage.base import (
     LedgerCommand,
     LedgerSnapshot,
     OutboxRow,
+    ShardSnapshot,
     StoredResponse,
     TransferPage,
 )
@@ -171,6 +172,10 @@ class ShardStore(Store, Protocol):
     ) -> list[OutboxRow]:
         """The cross-shard transfers started here whose saga (outbox row) is in one of
         ``states`` and began before ``created_before`` (ns), oldest first; index seeks."""
+
+    async def with_snapshot(self, reader: Callable[[ShardSnapshot], T]) -> T:
+        """Run ``reader`` (in a worker thread) over one consistent snapshot of this SQL
+        shard (a ``ShardSnapshot``: its rows, history and outbox, not only the ledger's)."""
 
 
 class SingleShard:

@@ -70,8 +70,9 @@ as a definite failure), or a hang and then 503 (``"hang"``: a black hole). /admi
 and /healthz are never down, slow or faulty.
 
 Modules: ``cards`` (the tables, validation), ``book`` (records and rules, pure),
-``config`` (behaviour, flags), ``app`` (Litestar app, ``serve``), ``process``
-(``SimulatorProcess``: run one as a child process, for tests and the demo), ``bench``
+``messages`` (the request and answer bodies), ``config`` (behaviour, flags), ``app``
+(Litestar app, ``serve``), ``process`` (``SimulatorProcess``: run one as a child
+process, for tests and the demo), ``bench``
 (``python -m paycore.tools.bench.acquirer_sim --url URL``: authorizations/s).
 
 The simulator never logs a card number: answers and log lines carry the last four

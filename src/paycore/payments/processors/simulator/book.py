@@ -33,10 +33,9 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Annotated, Final, Literal, TypeVar
+from typing import Final, Literal, TypeVar
 
 import msgspec
-from msgspec import Meta
 
 from paycore.payments.processors.simulator.cards import (
     CardBehaviour,
@@ -44,7 +43,18 @@ from paycore.payments.processors.simulator.cards import (
     card_behaviour,
     card_decline,
     destination_behaviour,
-    mask,
+)
+from paycore.payments.processors.simulator.messages import (
+    Answer,
+    AuthorizeIn,
+    CaptureIn,
+    CardIn,
+    CardOut,
+    ErrorOut,
+    OperationOut,
+    PayoutIn,
+    RefundIn,
+    SelectiveMode,
 )
 from paycore.payments.processors.simulator.settlement import SettledItem
 
@@ -60,87 +70,8 @@ __all__ = [
     "SelectiveMode",
 ]
 
-Reference = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
-Amount = Annotated[int, Meta(gt=0, le=10**15)]
-Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}$")]
-Destination = Annotated[str, Meta(pattern=r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{4,30}$")]
-SelectiveMode = Literal["approve", "error", "decline", "timeout"]
 _JSON: Final = msgspec.json.Encoder()
 _T = TypeVar("_T")
-
-
-class CardIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    number: str
-    exp_month: int
-    exp_year: int
-    cvc: str
-
-    def __repr__(self) -> str:
-        return f"CardIn({mask(self.number)})"
-
-    __str__ = __repr__
-
-
-class AuthorizeIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    reference: Reference
-    amount: Amount
-    currency: Currency
-    card: CardIn
-    capture: bool = False
-
-
-class CaptureIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    capture_reference: Reference
-    amount: Amount
-
-
-class RefundIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    refund_reference: Reference
-    amount: Amount
-
-
-class PayoutIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    reference: Reference
-    amount: Amount
-    currency: Currency
-    destination: Destination
-
-
-class CardOut(msgspec.Struct, frozen=True):
-    last4: str
-    brand: str
-
-
-class OperationOut(msgspec.Struct, frozen=True, omit_defaults=True):
-    """The body of every answer about an operation (and of a status lookup)."""
-
-    processor: str
-    reference: str
-    kind: str  # authorization | capture | refund | payout
-    status: str  # authorized captured voided refunded paid_out declined not_found
-    id: str | None = None  # the processor's own id of the operation
-    amount: int | None = None
-    currency: str | None = None
-    decline_code: str | None = None
-    authorization: str | None = None  # for captures and refunds: the authorization's reference
-    captured_amount: int | None = None  # authorizations only
-    refunded_amount: int | None = None  # authorizations only
-    voided: bool = False  # authorizations only: the uncaptured remainder was released
-    card: CardOut | None = None
-
-
-class ErrorOut(msgspec.Struct, frozen=True, omit_defaults=True):
-    processor: str
-    error: str
-    message: str = ""
-    reference: str | None = None
-    status: str | None = None  # "not_found" on a status lookup
-
-
-class Answer(msgspec.Struct, frozen=True):
-    status_code: int
-    body: bytes
-    hang: bool = False  # answer only after hang_seconds (the operation is done already)
 
 
 @dataclass(slots=True)
