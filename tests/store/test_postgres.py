@@ -210,6 +210,18 @@ async def test_two_stores_starting_on_an_empty_database_both_serve(postgres_dsn:
     assert [name for (name,) in recorded] == _migration_names()
 
 
+async def test_ping_names_the_server_that_answered(
+    postgres_dsn: str, postgres_server: PostgresServer
+) -> None:
+    """A shard's ping says which server answered (the primary a multi-host DSN found)."""
+    store = PostgresStore(postgres_dsn)
+    await store.start()
+    try:
+        assert await store.ping() == f"127.0.0.1:{postgres_server.port}"
+    finally:
+        await store.stop()
+
+
 async def test_an_unreachable_server_is_unavailable(postgres_server: PostgresServer) -> None:
     """Starting on a database that does not exist answers UnavailableError, not a raw error."""
     store = PostgresStore(postgres_server.dsn("no_such_database"))

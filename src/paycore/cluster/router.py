@@ -619,8 +619,9 @@ class ShardedStore:
             return await self.shards[self._first].list_transfers(f, page)
         return await read_views.list_transfers(self.shards, self.shard_for, f, page)
 
-    async def ping(self) -> None:
+    async def ping(self) -> str | None:
         await gather_all(s.ping() for s in self.shards.values())
+        return None
 
     async def with_snapshot(self, reader: Callable[[LedgerSnapshot], T]) -> T:
         if not self.single:

@@ -881,8 +881,11 @@ class PostgresStore(SingleShard):
             self._fetch_rows, states, created_before=created_before, limit=limit
         )
 
-    async def ping(self) -> None:
-        await self._fetch("SELECT 1", ())
+    async def ping(self) -> str | None:
+        ((host, port),) = await self._fetch(
+            "SELECT host(inet_server_addr()), inet_server_port()", ()
+        )
+        return "local socket" if host is None else f"{host}:{port}"
 
     async def with_snapshot(self, reader: Callable[[ShardSnapshot], T]) -> T:
         def run() -> T:

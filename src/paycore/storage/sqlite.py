@@ -751,10 +751,11 @@ class SQLiteStore(SingleShard):
             self._fetch_rows, states, created_before=created_before, limit=limit
         )
 
-    async def ping(self) -> None:
+    async def ping(self) -> str | None:
         self._read(lambda c: c.execute("SELECT 1").fetchone())
         if self._session is None:
             raise UnavailableError(f"shard {self.name} is not started")
+        return None  # a file of this process: nowhere else to tell
 
     async def with_snapshot(self, reader: Callable[[ShardSnapshot], T]) -> T:
         def run() -> T:

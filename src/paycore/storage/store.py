@@ -106,8 +106,10 @@ class Store(Protocol):
     async def list_transfers(self, f: TransferFilter, page: Page) -> ListPage[TransferView]:
         """A page of the transfers ``f`` selects, by (timestamp, id), as a client sees them."""
 
-    async def ping(self) -> None:
-        """Raise ``UnavailableError`` when the store cannot serve."""
+    async def ping(self) -> str | None:
+        """Raise ``UnavailableError`` when the store cannot serve; else where it answered
+        from when that is worth telling: a PostgreSQL shard's server (``host:port``, the
+        primary a multi-host DSN found), for the console's shard table."""
 
     async def with_snapshot(self, reader: Callable[[LedgerSnapshot], T]) -> T:
         """Run ``reader`` (in a worker thread) over one consistent snapshot."""

@@ -66,6 +66,8 @@ class ShardHealth:
     name: str
     ok: bool
     detail: str | None = None
+    # Where it answered from: a PostgreSQL shard's server (its primary), else None.
+    server: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,12 +118,12 @@ async def currency_totals(store: Store, tenant: str) -> tuple[list[CurrencyTotal
 async def _ping(name: str, shard: Store) -> ShardHealth:
     try:
         async with asyncio.timeout(_PING_SECONDS):
-            await shard.ping()
+            server = await shard.ping()
     except PaycoreError as exc:
         return ShardHealth(name, ok=False, detail=redact_text(exc.detail))
     except TimeoutError:
         return ShardHealth(name, ok=False, detail=f"no answer within {_PING_SECONDS:g} s")
-    return ShardHealth(name, ok=True)
+    return ShardHealth(name, ok=True, server=server)
 
 
 async def shard_health(store: Store) -> list[ShardHealth]:

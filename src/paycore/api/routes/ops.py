@@ -56,7 +56,7 @@ def lock_backend_kind(locks: LockService) -> str:
     return _KINDS.get(name, name)
 
 
-async def _check(probe: Awaitable[None]) -> PaycoreError | str | None:
+async def _check(probe: Awaitable[object]) -> PaycoreError | str | None:
     """None if ``probe`` answered in time; the error (or why not) otherwise."""
     try:
         async with asyncio.timeout(_CHECK_SECONDS):
