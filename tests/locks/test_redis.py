@@ -74,6 +74,10 @@ async def test_redis_restart_mid_run(own_redis: RedisServer) -> None:
     with pytest.raises(LockUnavailable):
         await services[2].ping()
     await _eventually(lambda: not any(r.is_leader for r in runners), within=2)
+    # A step that passed its lease check just before the loss may still write (with its
+    # term's token: fencing, not the lease, keeps a later term safe); a term ends once its
+    # job has stopped, and from then on nothing may be written.
+    await _eventually(lambda: all(r.elected_at is None for r in runners), within=2)
     done_while_down = len(store.written)
     await asyncio.sleep(0.5)
     assert len(store.written) == done_while_down, "work was done without a lock"
