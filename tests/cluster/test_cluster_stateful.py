@@ -86,11 +86,16 @@ T = TypeVar("T")
 # (round trips to four databases at every step); spread over the shards it costs more
 # per write, so these leave room under 60 s and 90 s. HYPOTHESIS_PROFILE=long: x10.
 EXAMPLES = {"sqlite": 30, "postgres": 15}
+# All accounts on one shard: the routing around the single-shard path that the store's own
+# state machine covers (tests/store/test_store_stateful.py); a third as many examples,
+# to keep the suite within its CI time.
+ONE_SHARD_EXAMPLES = {"sqlite": 10, "postgres": 5}
 STEPS = 50
 _DEFAULT = settings.default
 assert _DEFAULT is not None  # the profile tests/conftest.py loads
 if _DEFAULT.max_examples > 100:  # the "long" profile
     EXAMPLES = {k: v * 10 for k, v in EXAMPLES.items()}
+    ONE_SHARD_EXAMPLES = {k: v * 10 for k, v in ONE_SHARD_EXAMPLES.items()}
 # Shrinking a failing run takes Hypothesis minutes here (every step reads the whole
 # cluster), so it is off unless CLUSTER_MODEL_SHRINK=1: a red run then ends at once and
 # prints its steps unshrunk (the examples are derandomized: the same ones every run).
@@ -861,7 +866,7 @@ def test_the_cluster_matches_the_reference_model(
         machine,  # type: ignore[arg-type]  # a factory, as documented (annotated: a class)
         settings=settings(
             settings.default,
-            max_examples=EXAMPLES[backend],
+            max_examples=(EXAMPLES if placement == "spread" else ONE_SHARD_EXAMPLES)[backend],
             stateful_step_count=STEPS,
             phases=PHASES,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
