@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -289,7 +290,25 @@ def _add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="serve WITHOUT API keys (every request acts for tenant 'default' with every "
         "scope): a developer's machine only",
     )
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="N worker processes on the same host:port, each a full node (its own store "
+        "connections, lock client, elections, metrics and console sessions); uvicorn's "
+        "supervisor restarts one that dies (1: one process). N > 1 is refused, exit 2, "
+        "unless every shard is PostgreSQL, locks_url is Redis or PostgreSQL (not 'local') "
+        "and payments go to processors over HTTP (not the embedded simulated acquirers)",
+    )
     serve.set_defaults(handler=_serve)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _add_keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -660,6 +679,8 @@ def _serve(args: argparse.Namespace) -> int:
         auth="open" if args.open else None,
     )
     console = _console()
+    if args.workers > 1:
+        return _serve_workers(args, settings, console)
     store = build_store(settings)
     app = create_app(store, settings, auditor=_console_auditor())
     shards = ", ".join(f"{spec.name}={spec.path or 'postgres'}" for spec in shard_specs(settings))
@@ -688,6 +709,67 @@ def _serve(args: argparse.Namespace) -> int:
         # On SIGTERM, requests still running after this are cut off, so that a node
         # always stops (a load balancer has already stopped sending it work); their
         # clients retry with the same key elsewhere.
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _serve_workers(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """``serve --workers N`` (N > 1): refused where the workers would not share one state
+    (``paycore.ops.serve.worker_refusals``), else N uvicorn worker processes, each building
+    its node from the same config file and overrides (``paycore.ops.serve``)."""
+    import uvicorn  # noqa: PLC0415
+
+    from paycore.config import shard_specs  # noqa: PLC0415
+    from paycore.ops.serve import WORKER_ENV, WORKER_FACTORY, WorkerSpec, worker_refusals  # noqa: PLC0415
+
+    refusals = worker_refusals(settings)
+    if refusals:
+        sys.stderr.write(
+            f"paycore serve: --workers {args.workers} refused: {'; '.join(refusals)}\n"
+        )
+        return 2
+    overrides = {"data_dir": args.data_dir, "host": args.host, "port": args.port}
+    overrides["auth"] = "open" if args.open else None
+    spec = WorkerSpec(
+        config=None if args.config is None else str(args.config.resolve()),
+        overrides={k: v for k, v in overrides.items() if v is not None},
+        log_level=args.log_level,
+        log_format=args.log_format,
+        access_log=args.access_log,
+    )
+    # Inherited by the spawned workers; it names the config file, never a secret.
+    os.environ[WORKER_ENV] = msgspec.json.encode(spec).decode()
+    shards = ", ".join(f"{spec.name}=postgres" for spec in shard_specs(settings))
+    console.print(
+        f"[bold]paycore[/] serving http://{settings.host}:{settings.port} with "
+        f"{args.workers} worker processes  shards: {shards}  "
+        f"docs=http://{settings.host}:{settings.port}/docs  "
+        f"console=http://{settings.host}:{settings.port}/console"
+    )
+    if settings.auth == "open":
+        console.print(
+            "[bold red]WARNING: auth is OPEN: no API key is checked, every request acts "
+            "for tenant 'default' with every scope. Never expose this server.[/]"
+        )
+    else:
+        console.print("API keys required (Authorization: Bearer ...): see `paycore keys create`")
+    console.print(
+        "[yellow]the console's sessions live in one worker process: a browser whose next "
+        "connection reaches another worker must log in again; /metrics answers for the "
+        "worker that takes the scrape[/]"
+    )
+    uvicorn.run(
+        WORKER_FACTORY,
+        factory=True,
+        workers=args.workers,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=args.log_level,
+        log_config=None,
+        access_log=False,
         timeout_graceful_shutdown=10,
     )
     return 0
