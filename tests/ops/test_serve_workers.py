@@ -30,6 +30,7 @@ from paycore.cli import main
 from paycore.config import Settings, ShardConfig
 from paycore.locks.testing import RedisServer
 from paycore.ops.serve import worker_refusals
+from paycore.tools.bench.workers import connection_owner, wait_workers
 
 if TYPE_CHECKING:
     from fix_postgres import PostgresServer
@@ -126,58 +127,6 @@ def _free_port() -> int:
         return port
 
 
-def _workers_of(parent: int) -> list[int]:
-    """The worker processes uvicorn spawned under ``parent`` (its resource tracker, if
-    any, left out)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == parent and b"spawn_main" in cmdline:
-            found.append(int(entry.name))
-    return sorted(found)
-
-
-def _socket_inodes(pid: int) -> set[int]:
-    inodes = set()
-    fds = Path(f"/proc/{pid}/fd")
-    for fd in fds.iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(int(target[8:-1]))
-    return inodes
-
-
-def _server_inode(server_port: int, client_port: int) -> int | None:
-    """The inode of the server's end of the TCP connection from ``client_port``."""
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local, remote, inode = fields[1], fields[2], int(fields[9])
-        if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == (
-            client_port
-        ):
-            return inode
-    return None
-
-
-def _owner(workers: list[int], server_port: int, conn: http.client.HTTPConnection) -> int:
-    """The worker whose end of ``conn`` it is (``conn`` has answered once already)."""
-    assert conn.sock is not None
-    inode = _server_inode(server_port, conn.sock.getsockname()[1])
-    assert inode is not None
-    (owner,) = [pid for pid in workers if inode in _socket_inodes(pid)]
-    return owner
-
-
 def _call(
     conn: http.client.HTTPConnection,
     method: str,
@@ -207,21 +156,10 @@ class _Served:
         return conn
 
 
-def _wait_up(served: _Served, within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        assert served.process.poll() is None, served.log.read_text()[-3000:]
-        served.workers = _workers_of(served.process.pid)
-        listening = [pid for pid in served.workers if _socket_inodes(pid)]
-        if len(listening) == 2:
-            try:
-                served.connect().close()
-            except OSError:
-                pass
-            else:
-                return
-        time.sleep(0.1)
-    raise AssertionError("serve --workers 2 did not come up:\n" + served.log.read_text()[-3000:])
+def _owner(served: _Served, conn: http.client.HTTPConnection) -> int:
+    owner = connection_owner(served.workers, conn)
+    assert owner is not None
+    return owner
 
 
 @pytest.fixture
@@ -252,7 +190,10 @@ def served(
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     served = _Served(process, port, config, env, log)
     try:
-        _wait_up(served)
+        try:
+            served.workers = wait_workers(process.pid, 2, port)
+        except RuntimeError as exc:
+            raise AssertionError(f"{exc}:\n{log.read_text()[-3000:]}") from None
         yield served
     finally:
         process.send_signal(signal.SIGTERM)
@@ -282,7 +223,7 @@ def _pairs(served: _Served, n: int) -> list[tuple[http.client.HTTPConnection, ..
         if all(len(conns) >= n for conns in by_worker.values()):
             break
         conn = served.connect()
-        by_worker[_owner(served.workers, served.port, conn)].append(conn)
+        by_worker[_owner(served, conn)].append(conn)
     first, second = by_worker.values()
     for extra in first[n:] + second[n:]:
         extra.close()
@@ -338,7 +279,7 @@ def test_two_workers_serve_one_ledger_with_one_order_one_effect_and_one_leader(
 
     def client(index: int, conns: tuple[http.client.HTTPConnection, ...]) -> None:
         rng = random.Random(index)
-        owners = [_owner(served.workers, served.port, c) for c in conns]
+        owners = [_owner(served, c) for c in conns]
         try:
             for i in range(40):
                 payer, payee = rng.sample(users, 2)
@@ -400,6 +341,10 @@ def test_two_workers_serve_one_ledger_with_one_order_one_effect_and_one_leader(
         assert time.monotonic() < deadline, leaders
         time.sleep(0.2)
     assert set(_SHARDS) <= {shard for _, shard in leaders}
+    log = served.log.read_text()
+    for pid in served.workers:  # a start-up line per worker; no access line from uvicorn
+        assert f"worker process {pid} serves" in log
+    assert "uvicorn.access" not in log
     for pair in pairs:
         for conn in pair:
             conn.close()

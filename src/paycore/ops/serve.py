@@ -124,6 +124,9 @@ def worker_app() -> Litestar:
     parent's (a spawned process starts with none)."""
     spec = msgspec.json.decode(os.environ[WORKER_ENV], type=WorkerSpec)
     logs.configure(spec.log_level, spec.log_format, access_log=spec.access_log)
+    # As with one process, where uvicorn's own access_log=False comes after ``logs``:
+    # uvicorn writes no access line (paycore writes its own, with the request id).
+    logging.getLogger("uvicorn.access").propagate = False
     settings = serve_settings(spec.config, spec.overrides)
     app = node_app(settings)
     log.info(
