@@ -272,7 +272,12 @@ def _add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "default, one SQLite shard in ./paycore-data (PAYCORE_EMBEDDED_SHARDS=N for N), "
         "in-process locks and two simulated "
         "acquirers. API keys are required (see `paycore keys create`) unless --open. "
-        "SIGTERM stops it; requests still running 10 s later are cut off.",
+        "SIGTERM stops it; requests still running 10 s later are cut off. "
+        "--workers N runs N such nodes as processes on one port (uvicorn's supervisor; "
+        "the kernel gives each connection to one of them), for a machine with several "
+        "cores: only over PostgreSQL shards with Redis or PostgreSQL locks and processors "
+        "over HTTP (else refused, exit 2, saying why); each worker keeps its own console "
+        "sessions and /metrics.",
     )
     serve.add_argument("--config", type=Path, help="TOML settings file")
     serve.add_argument("--data-dir", help="override the data directory")
@@ -719,6 +724,8 @@ def _serve_workers(args: argparse.Namespace, settings: Settings, console: Consol
     (``paycore.ops.serve.worker_refusals``), else N uvicorn worker processes, each building
     its node from the same config file and overrides (``paycore.ops.serve``)."""
     import uvicorn  # noqa: PLC0415
+    from uvicorn.config import STARTUP_FAILURE  # noqa: PLC0415
+    from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
 
     from paycore.config import shard_specs  # noqa: PLC0415
     from paycore.ops.serve import WORKER_ENV, WORKER_FACTORY, WorkerSpec, worker_refusals  # noqa: PLC0415
@@ -759,7 +766,7 @@ def _serve_workers(args: argparse.Namespace, settings: Settings, console: Consol
         "connection reaches another worker must log in again; /metrics answers for the "
         "worker that takes the scrape[/]"
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         WORKER_FACTORY,
         factory=True,
         workers=args.workers,
@@ -772,6 +779,15 @@ def _serve_workers(args: argparse.Namespace, settings: Settings, console: Consol
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+    # What ``uvicorn.run`` does with workers > 1, keeping the supervisor to read how its
+    # workers ended: one that could not start (a shard or the lock service unreachable,
+    # a bad setting) stops them all, and the command exits 3 as one process would.
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    failed = [p.pid for p in supervisor.processes if p.exitcode == STARTUP_FAILURE]
+    if failed:
+        sys.stderr.write(f"paycore serve: worker process {failed[0]} failed to start\n")
+        return STARTUP_FAILURE
     return 0
 
 

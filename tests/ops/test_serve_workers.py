@@ -117,6 +117,24 @@ def test_workers_must_be_at_least_one(capsys: pytest.CaptureFixture[str]) -> Non
     assert "must be at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_a_worker_that_cannot_start_stops_the_node_with_exit_status_3(tmp_path: Path) -> None:
+    """A shard that cannot be reached fails each worker's start-up: the supervisor stops
+    and the command exits 3, as one process does, naming the worker."""
+    config = tmp_path / "paycore.toml"
+    config.write_text(
+        'locks_url = "redis://127.0.0.1:1/0"\n[[shards]]\nname = "s0"\nbackend = "postgres"\n'
+        'dsn = "host=127.0.0.1 port=1 dbname=x connect_timeout=2"\n'
+    )
+    command = [
+        sys.executable, "-m", "paycore.cli", "serve", "--config", str(config), "--workers", "2",
+        "--port", str(_free_port()), "--log-level", "warning",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "failed to start" in done.stderr.splitlines()[-1]
+
+
 # -- two workers over PostgreSQL and Redis -----------------------------------------------
 
 
