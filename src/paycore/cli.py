@@ -302,7 +302,8 @@ def _add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="N",
         help="N worker processes on the same host:port, each a full node (its own store "
         "connections, lock client, elections, metrics and console sessions); uvicorn's "
-        "supervisor restarts one that dies (1: one process). N > 1 is refused, exit 2, "
+        "supervisor restarts one that dies, and one that cannot start stops them all "
+        "(exit 3); 1: one process. N > 1 is refused, exit 2, "
         "unless every shard is PostgreSQL, locks_url is Redis or PostgreSQL (not 'local') "
         "and payments go to processors over HTTP (not the embedded simulated acquirers)",
     )
@@ -747,7 +748,7 @@ def _serve_workers(args: argparse.Namespace, settings: Settings, console: Consol
     )
     # Inherited by the spawned workers; it names the config file, never a secret.
     os.environ[WORKER_ENV] = msgspec.json.encode(spec).decode()
-    shards = ", ".join(f"{spec.name}=postgres" for spec in shard_specs(settings))
+    shards = ", ".join(f"{shard.name}=postgres" for shard in shard_specs(settings))
     console.print(
         f"[bold]paycore[/] serving http://{settings.host}:{settings.port} with "
         f"{args.workers} worker processes  shards: {shards}  "

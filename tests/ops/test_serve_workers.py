@@ -260,15 +260,29 @@ def _leaders(answers: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
     return count
 
 
+def _one_leader_each(conns: tuple[http.client.HTTPConnection, ...]) -> dict[tuple[str, str], int]:
+    """Each job's leaders among the workers behind ``conns`` (one connection per worker),
+    once each job has exactly one; never two at once meanwhile."""
+    deadline = time.monotonic() + 30
+    while True:
+        leaders = _leaders([json.loads(_call(c, "GET", "/readyz")[2]) for c in conns])
+        if leaders and all(n == 1 for n in leaders.values()):
+            return leaders
+        assert all(n <= 1 for n in leaders.values()), leaders
+        assert time.monotonic() < deadline, leaders
+        time.sleep(0.2)
+
+
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_two_workers_serve_one_ledger_with_one_order_one_effect_and_one_leader(
+def test_two_workers_serve_one_ledger_with_one_effect_and_one_leader_per_job(
     served: _Served,
 ) -> None:
     """Both worker processes answer concurrent transfers on two PostgreSQL shards; a
     retry under the same Idempotency-Key sent to the other worker replays the first
     answer; balances equal the acknowledged transfers, the audit is clean, and each
-    background job (per shard) has exactly one leader across the two workers."""
+    background job (per shard) has exactly one leader across the two workers, again
+    after one worker is SIGKILLed and the supervisor replaces it."""
     pairs = _pairs(served, 3)
     setup = pairs[0][0]
     users = [f"u{i}" for i in range(8)]
@@ -349,15 +363,7 @@ def test_two_workers_serve_one_ledger_with_one_order_one_effect_and_one_leader(
     assert audit.returncode == 0, audit.stdout + audit.stderr
 
     # Each job on each shard: one leader among the two workers, once elections settled.
-    deadline = time.monotonic() + 20
-    while True:
-        answers = [json.loads(_call(c, "GET", "/readyz")[2]) for c in pairs[0]]
-        leaders = _leaders(answers)
-        if leaders and all(n == 1 for n in leaders.values()):
-            break
-        assert all(n <= 1 for n in leaders.values()), leaders  # never two at once
-        assert time.monotonic() < deadline, leaders
-        time.sleep(0.2)
+    leaders = _one_leader_each(pairs[0])
     assert set(_SHARDS) <= {shard for _, shard in leaders}
     log = served.log.read_text()
     for pid in served.workers:  # a start-up line per worker; no access line from uvicorn
@@ -366,3 +372,15 @@ def test_two_workers_serve_one_ledger_with_one_order_one_effect_and_one_leader(
     for pair in pairs:
         for conn in pair:
             conn.close()
+
+    # A worker killed: the supervisor starts another; the jobs it led move, one leader each.
+    killed = served.workers[0]
+    os.kill(killed, signal.SIGKILL)
+    served.workers = wait_workers(served.process.pid, 2, served.port)
+    assert killed not in served.workers
+    fresh = _pairs(served, 1)[0]
+    assert set(_SHARDS) <= {shard for _, shard in _one_leader_each(fresh)}
+    status, _, body = _call(fresh[1], "GET", f"/v1/accounts/{users[0]}")
+    assert status == 200, body
+    for conn in fresh:
+        conn.close()
