@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -271,7 +272,12 @@ def _add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "default, one SQLite shard in ./paycore-data (PAYCORE_EMBEDDED_SHARDS=N for N), "
         "in-process locks and two simulated "
         "acquirers. API keys are required (see `paycore keys create`) unless --open. "
-        "SIGTERM stops it; requests still running 10 s later are cut off.",
+        "SIGTERM stops it; requests still running 10 s later are cut off. "
+        "--workers N runs N such nodes as processes on one port (uvicorn's supervisor; "
+        "the kernel gives each connection to one of them), for a machine with several "
+        "cores: only over PostgreSQL shards with Redis or PostgreSQL locks and processors "
+        "over HTTP (else refused, exit 2, saying why); each worker keeps its own console "
+        "sessions and /metrics.",
     )
     serve.add_argument("--config", type=Path, help="TOML settings file")
     serve.add_argument("--data-dir", help="override the data directory")
@@ -289,7 +295,26 @@ def _add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="serve WITHOUT API keys (every request acts for tenant 'default' with every "
         "scope): a developer's machine only",
     )
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="N worker processes on the same host:port, each a full node (its own store "
+        "connections, lock client, elections, metrics and console sessions); uvicorn's "
+        "supervisor restarts one that dies, and one that cannot start stops them all "
+        "(exit 3); 1: one process. N > 1 is refused, exit 2, "
+        "unless every shard is PostgreSQL, locks_url is Redis or PostgreSQL (not 'local') "
+        "and payments go to processors over HTTP (not the embedded simulated acquirers)",
+    )
     serve.set_defaults(handler=_serve)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _add_keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -660,6 +685,8 @@ def _serve(args: argparse.Namespace) -> int:
         auth="open" if args.open else None,
     )
     console = _console()
+    if args.workers > 1:
+        return _serve_workers(args, settings, console)
     store = build_store(settings)
     app = create_app(store, settings, auditor=_console_auditor())
     shards = ", ".join(f"{spec.name}={spec.path or 'postgres'}" for spec in shard_specs(settings))
@@ -690,6 +717,78 @@ def _serve(args: argparse.Namespace) -> int:
         # clients retry with the same key elsewhere.
         timeout_graceful_shutdown=10,
     )
+    return 0
+
+
+def _serve_workers(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """``serve --workers N`` (N > 1): refused where the workers would not share one state
+    (``paycore.ops.serve.worker_refusals``), else N uvicorn worker processes, each building
+    its node from the same config file and overrides (``paycore.ops.serve``)."""
+    import uvicorn  # noqa: PLC0415
+    from uvicorn.config import STARTUP_FAILURE  # noqa: PLC0415
+    from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
+
+    from paycore.config import shard_specs  # noqa: PLC0415
+    from paycore.ops.serve import WORKER_ENV, WORKER_FACTORY, WorkerSpec, worker_refusals  # noqa: PLC0415
+
+    refusals = worker_refusals(settings)
+    if refusals:
+        sys.stderr.write(
+            f"paycore serve: --workers {args.workers} refused: {'; '.join(refusals)}\n"
+        )
+        return 2
+    overrides = {"data_dir": args.data_dir, "host": args.host, "port": args.port}
+    overrides["auth"] = "open" if args.open else None
+    spec = WorkerSpec(
+        config=None if args.config is None else str(args.config.resolve()),
+        overrides={k: v for k, v in overrides.items() if v is not None},
+        log_level=args.log_level,
+        log_format=args.log_format,
+        access_log=args.access_log,
+    )
+    # Inherited by the spawned workers; it names the config file, never a secret.
+    os.environ[WORKER_ENV] = msgspec.json.encode(spec).decode()
+    shards = ", ".join(f"{shard.name}=postgres" for shard in shard_specs(settings))
+    console.print(
+        f"[bold]paycore[/] serving http://{settings.host}:{settings.port} with "
+        f"{args.workers} worker processes  shards: {shards}  "
+        f"docs=http://{settings.host}:{settings.port}/docs  "
+        f"console=http://{settings.host}:{settings.port}/console"
+    )
+    if settings.auth == "open":
+        console.print(
+            "[bold red]WARNING: auth is OPEN: no API key is checked, every request acts "
+            "for tenant 'default' with every scope. Never expose this server.[/]"
+        )
+    else:
+        console.print("API keys required (Authorization: Bearer ...): see `paycore keys create`")
+    console.print(
+        "[yellow]the console's sessions live in one worker process: a browser whose next "
+        "connection reaches another worker must log in again; /metrics answers for the "
+        "worker that takes the scrape[/]"
+    )
+    config = uvicorn.Config(
+        WORKER_FACTORY,
+        factory=True,
+        workers=args.workers,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=args.log_level,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    # What ``uvicorn.run`` does with workers > 1, keeping the supervisor to read how its
+    # workers ended: one that could not start (a shard or the lock service unreachable,
+    # a bad setting) stops them all, and the command exits 3 as one process would.
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    failed = [p.pid for p in supervisor.processes if p.exitcode == STARTUP_FAILURE]
+    if failed:
+        sys.stderr.write(f"paycore serve: worker process {failed[0]} failed to start\n")
+        return STARTUP_FAILURE
     return 0
 
 

@@ -206,6 +206,8 @@ def test_local_postgres_starts_serves_and_cleans_up() -> None:
         (["--only", "pgbench"], "only with --config or --local-postgres"),
         (["--local-postgres", "2", "--accounts-sweep", "ten"], "--accounts-sweep"),
         (["--local-postgres", "0"], "--local-postgres N"),
+        (["--workers", "2"], "--workers: only with --config or --local-postgres"),
+        (["--local-postgres", "2", "--workers", "0"], "--workers N"),
     ],
 )
 def test_bench_option_mistakes_exit_2(
@@ -270,3 +272,14 @@ def test_resolved_options_reproduce_the_run() -> None:
     command = command_line(options, args)
     again = parser.parse_args(command.split()[2:])
     assert resolve_options(again) == options
+
+
+def test_the_workers_option_is_in_the_printed_command() -> None:
+    """``--workers 2`` resolves, and the printed command carries it back."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--local-postgres", "2", "--quick", "--workers", "2"])
+    options = resolve_options(args)
+    command = command_line(options, args)
+    assert "--workers 2" in command
+    assert resolve_options(parser.parse_args(command.split()[2:])) == options

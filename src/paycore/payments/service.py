@@ -88,6 +88,7 @@ __all__ = [
     "build_payment_service",
     "expire_authorizations",
     "resolve_processing",
+    "uses_embedded_processors",
 ]
 
 # The in-process simulated acquirers of the embedded default (no [[processors]]).
@@ -300,7 +301,7 @@ def build_payment_service(store: Store, settings: Settings, **service: Any) -> P
         inner = SimulatorConnector(spec.name, spec.url, timeout=spec.timeout_seconds)
         config = ResilienceConfig.from_table(spec.resilience)
         connectors[spec.name] = ResilientConnector(inner, config)
-    if not connectors and not settings.shards and settings.embedded_processors:
+    if not connectors and uses_embedded_processors(settings):
         # The embedded default (no config): simulated acquirers in this process, our own
         # simulator reached through the same HTTP connector over an in-memory transport,
         # so card payments work on a fresh machine with no server at all.
@@ -323,6 +324,14 @@ def build_payment_service(store: Store, settings: Settings, **service: Any) -> P
         }
         router = Router(load_routing(table, known=connectors), available=availability(connectors))
     return PaymentService(store, connectors, router, **service)
+
+
+def uses_embedded_processors(settings: Settings) -> bool:
+    """Whether a node of ``settings`` sends payments to the simulated acquirers inside its
+    own process (``EMBEDDED_PROCESSORS``, the embedded default): no ``[[processors]]``, no
+    ``[[shards]]`` and ``embedded_processors`` left on. Their state (authorizations,
+    captures) lives in that process alone."""
+    return not settings.processors and not settings.shards and settings.embedded_processors
 
 
 async def resolve_processing(

@@ -93,6 +93,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --local-postgres: fsync, synchronous_commit and full_page_writes off "
         "(NOT durable; labelled in the report; pgbench runs under the same settings)",
     )
+    pg.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="the HTTP part's server runs `paycore serve --workers N` (1); with N > 1 its "
+        "locks_url is, unless the config sets one, the first shard's database (N workers "
+        "refuse in-process locks)",
+    )
     pg.add_argument("--no-pgbench", action="store_true", help="skip the pgbench row")
     pg.add_argument(
         "--pgbench-clients", type=int, default=16, help="pgbench clients (-c, 16; -j 2)"
@@ -156,6 +165,7 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
         "only": args.only,
         "audit": not args.no_audit,
         "seed": args.seed,
+        "workers": args.workers,
     }
 
 
@@ -217,6 +227,8 @@ def command_line(o: dict[str, Any], args: argparse.Namespace) -> str:
         if o["sweep"]:
             parts += ["--sweep-transfers", str(o["sweep_transfers"])]
         parts += ["--seed", str(o["seed"])]
+        if o["workers"] != 1:
+            parts += ["--workers", str(o["workers"])]
     else:
         parts += [
             "--synchronous", o["synchronous"], "--seed", str(o["seed"]),
@@ -248,6 +260,7 @@ def check_options(args: argparse.Namespace, o: dict[str, Any]) -> None:
                 ("--pgbench-dsn", args.pgbench_dsn is not None),
                 ("--accounts-sweep", args.accounts_sweep is not None),
                 ("--sweep-transfers", args.sweep_transfers is not None),
+                ("--workers", args.workers != 1),
             )
             if given
         ]
@@ -265,5 +278,7 @@ def check_options(args: argparse.Namespace, o: dict[str, Any]) -> None:
         raise UsageError("--create-databases goes with --config (--local-postgres makes its own)")
     if o["local_postgres"] is not None and not 1 <= o["local_postgres"] <= 64:
         raise UsageError("--local-postgres N: N shard databases, 1 to 64")
+    if o["workers"] < 1:
+        raise UsageError("--workers N: N worker processes, at least 1")
     if o["pgbench_clients"] < 1 or o["pgbench_scale"] < 1:
         raise UsageError("--pgbench-clients and --pgbench-scale must be at least 1")

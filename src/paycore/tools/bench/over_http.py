@@ -20,6 +20,7 @@ from rich.console import Console
 from paycore.tools.bench.inproc import HOT_ACCOUNT, audit_clean, open_store
 from paycore.tools.bench.report import BenchReport, ScenarioResult
 from paycore.tools.bench.rss import RssSampler
+from paycore.tools.bench.workers import wait_workers
 from paycore.tools.loadgen import LoadResult, RawHttpClient
 
 __all__ = ["http_part", "serve_and_load"]
@@ -82,9 +83,12 @@ def serve_and_load(
     env: dict[str, str],
     log_path: Path,
     scenarios: tuple[tuple[str, bool], ...],
+    workers: int = 1,
 ) -> None:
-    """Start ``paycore serve`` (``where``: its ``--data-dir`` or ``--config``), drive each
-    scenario at it from the load generator's process, sample its RSS, stop it."""
+    """Start ``paycore serve`` (``where``: its ``--data-dir`` or ``--config``; ``workers``
+    processes, each answering before the load starts), drive each scenario at it from the
+    load generator's process, sample its RSS (with several workers: the first worker's),
+    stop it."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     # --open: the load generator carries no API key; the server listens on 127.0.0.1
@@ -94,11 +98,17 @@ def serve_and_load(
         sys.executable, "-m", "paycore.cli", "serve", *where, "--open",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
     ]  # fmt: skip
+    if workers > 1:
+        serve += ["--workers", str(workers)]
     # The load generator is one caller asking thousands of times a second: measure the
     # ledger, not the per-caller rate limit.
     env = {**env, "PAYCORE_RATE_LIMIT_PER_SECOND": "0"}
     with serving(serve, env, log_path, url) as server:
-        with RssSampler(server.pid) as rss:
+        measured = server.pid
+        if workers > 1:
+            measured = wait_workers(server.pid, workers, port)[0]
+            console.print(f"paycore serve: {workers} worker processes answer; RSS of one of them")
+        with RssSampler(measured) as rss:
             for name, hot in scenarios:
                 status.update(f"{name}: {o['clients']} clients for {o['duration']:g}s...")
                 result = _load(url, name, o, hot=hot)

@@ -156,6 +156,9 @@ def _pg_http_part(
     work_dir: Path,
 ) -> None:
     settings, key = target.ledger("http")
+    if o["workers"] > 1 and settings.locks_url == "local":
+        # N workers refuse in-process locks: a lock table in the first shard's database.
+        settings = msgspec.structs.replace(settings, locks_url=str(settings.shards[0].dsn))
     status.update(f"HTTP: creating {o['accounts']:,} accounts...")
     asyncio.run(_prepare_ledger(settings, target, key, o["accounts"]))
     config = work_dir / "serve.toml"
@@ -171,6 +174,7 @@ def _pg_http_part(
         env=dict(os.environ),
         log_path=work_dir / "serve.log",
         scenarios=(("pg-http-uniform", False), ("pg-http-hot", True)),
+        workers=o["workers"],
     )
     if o["audit"]:
         status.update("auditing...")
