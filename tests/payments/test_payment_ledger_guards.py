@@ -1,7 +1,11 @@
-"""Second review of the payments (issue 4): each test reproduces one finding and is marked
-``xfail(strict=True)`` until it is fixed (the mark then turns the fix into a failure, so
-remove it with the fix). Embedded SQLite, the real API app (``create_app``) over a
-``ShardedStore`` where the finding is about what a client can reach."""
+"""What keeps a payment's money right when a client or a processor does the unexpected:
+the payments' own ledger holds cannot be posted or voided by a client, processor accounts
+cannot pay, a give-back is recorded before it is tried, a failed processor call is
+retried rather than replayed, a retried payment replays its first answer, one
+Idempotency-Key is one capture across nodes, amounts are bounded, and payments a
+processor cannot answer for do not starve the others. Each test began as a review
+finding (issue 4). Embedded SQLite, the real API app (``create_app``) over a
+``ShardedStore`` where what matters is what a client can reach."""
 
 from __future__ import annotations
 
@@ -97,7 +101,7 @@ async def _created(response: Any, status: int = 201) -> dict[str, Any]:
 # -- CRITICAL: a client resolves the payments' own ledger holds through /v1/transfers ---------
 
 
-async def test_client_voids_a_payout_hold_and_the_wallet_is_paid_out_twice(
+async def test_a_client_cannot_void_a_payouts_hold_and_be_paid_out_twice(
     app: App, clock: ManualClock
 ) -> None:
     """A payout whose answer was lost (done at the processor) holds the wallet's money as
@@ -118,7 +122,7 @@ async def test_client_voids_a_payout_hold_and_the_wallet_is_paid_out_twice(
     assert acq.paid_out() <= 10_000, (acq.paid_out(), second["status"])
 
 
-async def test_client_posts_an_authorization_hold_and_the_merchant_keeps_uncharged_money(
+async def test_a_client_cannot_post_an_authorizations_hold_to_keep_uncharged_money(
     app: App,
 ) -> None:
     """A manual-capture authorization holds ``psp -> merchant`` as ``pm.<pay>.h1``. A batch
@@ -139,7 +143,7 @@ async def test_client_posts_an_authorization_hold_and_the_merchant_keeps_uncharg
 # -- CRITICAL: psp: (system) accounts accepted as a payment's source or a payout's wallet ---
 
 
-async def test_a_payout_from_a_processor_account_pays_out_money_nobody_had(app: App) -> None:
+async def test_a_payout_cannot_take_a_processor_account_as_its_wallet(app: App) -> None:
     """``psp:`` accounts have no limits; ``POST /v1/payouts`` takes one as the wallet (only
     existence, currency and closed are checked), holds it to the first processor's
     ``psp`` account, and the processor pays 1,000,000 to the client's bank account."""
@@ -154,7 +158,7 @@ async def test_a_payout_from_a_processor_account_pays_out_money_nobody_had(app: 
     assert response.status_code == 422, response.text
 
 
-async def test_a_wallet_payment_from_a_processor_account_credits_the_merchant(app: App) -> None:
+async def test_a_wallet_payment_cannot_come_from_a_processor_account(app: App) -> None:
     """The same hole for payments: ``source: {wallet_account_id: "psp:..."}`` moves
     500,000 from the processor's account to the client's merchant account, posted."""
     await _created(await app.client.post("/v1/payments", json=pay(100)))
@@ -167,7 +171,7 @@ async def test_a_wallet_payment_from_a_processor_account_credits_the_merchant(ap
 # -- HIGH: a give-back that fails is forgotten: the card stays charged -------------------------
 
 
-async def test_a_failed_give_back_leaves_the_card_charged_for_good(
+async def test_a_failed_give_back_is_recorded_and_retried_until_the_card_is_refunded(
     clock: ManualClock, tmp_path: Path
 ) -> None:
     """Review finding (fixed): the merchant's account closes while the authorization is
