@@ -192,8 +192,10 @@ class _Syncer:
             if self.failed is None:
                 try:
                     self._sync()
-                except OSError as exc:
-                    log.critical("shard %s: fsync failed, refusing writes: %s", self._name, exc)
+                except Exception:  # an I/O error, or a bug: neither may strand the callers
+                    log.critical(
+                        "shard %s: fsync failed, refusing writes", self._name, exc_info=True
+                    )
                     self.failed = UnavailableError(
                         f"shard {self._name} could not make its writes durable; restart it"
                     )
