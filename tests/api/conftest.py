@@ -65,6 +65,15 @@ async def client(open_client: ClientFactory) -> AsyncIterator[AsyncTestClient[An
 
 
 @pytest.fixture
+async def document(client: AsyncTestClient[Any]) -> dict[str, Any]:
+    """The OpenAPI document the app serves at /docs/openapi.json."""
+    response = await client.get("/docs/openapi.json")
+    assert response.status_code == 200
+    schema: dict[str, Any] = response.json()
+    return schema
+
+
+@pytest.fixture
 def api(client: AsyncTestClient[Any]) -> Api:
     return Api(client)
 

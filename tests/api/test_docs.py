@@ -72,14 +72,6 @@ async def keyed_client(open_client: ClientFactory) -> Any:
         yield client
 
 
-@pytest.fixture
-async def document(client: AsyncTestClient[Any]) -> dict[str, Any]:
-    response = await client.get("/docs/openapi.json")
-    assert response.status_code == 200
-    schema: dict[str, Any] = response.json()
-    return schema
-
-
 def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     return [
         (method, path, operation)

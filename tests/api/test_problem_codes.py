@@ -21,14 +21,6 @@ from paycore.errors import ERROR_SPECS, ErrorCode
 PROBLEM = "application/problem+json"
 
 
-@pytest.fixture
-async def document(client: AsyncTestClient[Any]) -> dict[str, Any]:
-    response = await client.get("/docs/openapi.json")
-    assert response.status_code == 200
-    schema: dict[str, Any] = response.json()
-    return schema
-
-
 def _operations(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         f"{method.upper()} {path}": operation

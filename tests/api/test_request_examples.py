@@ -16,14 +16,6 @@ from paycore.api.routes._docs import documented_types
 JSON = "application/json"
 
 
-@pytest.fixture
-async def document(client: AsyncTestClient[Any]) -> dict[str, Any]:
-    response = await client.get("/docs/openapi.json")
-    assert response.status_code == 200
-    schema: dict[str, Any] = response.json()
-    return schema
-
-
 def _bodies(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The request body of each operation that has one, by ``"METHOD /path"``."""
     return {
