@@ -85,6 +85,42 @@ def test_migrate_returns_what_it_applied(tmp_path: Path) -> None:
         conn.close()
 
 
+def _schema_and_rows(
+    path: Path,
+) -> tuple[set[tuple[str, ...]], dict[str, list[tuple[object, ...]]]]:
+    with sqlite3.connect(path) as conn:
+        objects = set(
+            conn.execute(
+                "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+            )
+        )
+        tables = [o[1] for o in objects if o[0] == "table" and o[1] != "schema_migrations"]
+        columns = {t: list(conn.execute(f'PRAGMA table_info("{t}")')) for t in tables}
+        rows = {t: sorted(conn.execute(f'SELECT * FROM "{t}"')) for t in tables}
+        objects |= {("columns", t, repr(c)) for t, c in columns.items()}
+    return objects, rows
+
+
+def test_a_new_file_gets_the_schema_the_migrations_build_one_by_one(tmp_path: Path) -> None:
+    """A new file takes the latest schema in one transaction; it is the schema (tables,
+    columns, indexes, seeded rows) that applying each migration in turn leaves."""
+    stepwise = tmp_path / "stepwise.sqlite3"
+    with sqlite3.connect(stepwise, isolation_level=None) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+            "name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+        )
+        conn.execute("CREATE TABLE early_marker (x INTEGER)")  # not new: one by one
+        assert migrate(conn) == MIGRATIONS
+        conn.execute("DROP TABLE early_marker")
+    fresh = tmp_path / "fresh.sqlite3"
+    with sqlite3.connect(fresh, isolation_level=None) as conn:
+        assert migrate(conn) == MIGRATIONS
+        assert migrate(conn) == []
+    assert _schema_and_rows(fresh) == _schema_and_rows(stepwise)
+    assert _recorded(fresh) == _recorded(stepwise)
+
+
 def test_a_failing_migration_leaves_no_trace(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

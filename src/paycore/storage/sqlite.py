@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import sqlite3
@@ -167,22 +168,43 @@ def _connect(path: Path, synchronous: str, *, readonly: bool = False) -> sqlite3
 
 
 def _migrations() -> list[tuple[int, str, str]]:
+    return list(_migration_files())
+
+
+@functools.cache
+def _migration_files() -> tuple[tuple[int, str, str], ...]:
     folder = resources.files("paycore.storage.migrations") / "sqlite"
     found = []
     for entry in folder.iterdir():
         if entry.name.endswith(".sql"):
             version = int(entry.name.split("_", 1)[0])
             found.append((version, entry.name, entry.read_text()))
-    return sorted(found)
+    return tuple(sorted(found))
+
+
+_MIGRATIONS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations "
+    "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+)
 
 
 def migrate(conn: sqlite3.Connection) -> list[str]:
-    """Apply the migrations this file lacks, each in its own transaction."""
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations "
-        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
-    )
+    """Apply the migrations this file lacks, each in its own transaction.
+
+    A new file gets the schema they build in ONE transaction instead: a new shard would
+    otherwise replay every CREATE and ALTER of its history (hundreds of statements, most
+    of a new store's start-up), where the end result is known.
+    """
+    conn.execute(_MIGRATIONS_TABLE)
     done = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
+    if not done and _is_new(conn):
+        applied = _create_latest(conn, tuple(_migrations()))
+        if applied is not None:
+            return applied
+    return _apply_each(conn, done)
+
+
+def _apply_each(conn: sqlite3.Connection, done: set[int]) -> list[str]:
     applied = []
     for version, name, sql in _migrations():
         if version in done:
@@ -206,6 +228,81 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
             raise
         applied.append(name)
     return applied
+
+
+def _is_new(conn: sqlite3.Connection) -> bool:
+    """Nothing but the (empty) migrations table: a file no migration has touched."""
+    (count,) = conn.execute(
+        "SELECT count(*) FROM sqlite_master WHERE name NOT IN ('schema_migrations') "
+        "AND name NOT LIKE 'sqlite_%'"
+    ).fetchone()
+    return bool(count == 0)
+
+
+class _LatestSchema(msgspec.Struct, frozen=True):
+    """What every migration applied in turn leaves in an empty file: its schema, in an
+    order that creates tables before their indexes, and the rows migrations seed."""
+
+    statements: tuple[str, ...]
+    rows: tuple[tuple[str, tuple[tuple[Any, ...], ...]], ...]
+
+
+_OBJECT_ORDER = {"table": 0, "index": 1, "view": 2, "trigger": 3}
+
+
+@functools.cache
+def _latest_schema(migrations: tuple[tuple[int, str, str], ...]) -> _LatestSchema:
+    """Built once per process (and per list of migrations) in memory, by applying them."""
+    memory = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        memory.execute(_MIGRATIONS_TABLE)
+        for _version, _name, sql in migrations:
+            memory.execute("BEGIN")
+            for statement in _split_sql(sql):
+                memory.execute(statement)
+            memory.execute("COMMIT")
+        objects = memory.execute(
+            "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL "
+            "AND name != 'schema_migrations' AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
+        ).fetchall()
+        objects.sort(key=lambda o: _OBJECT_ORDER[o[0]])  # stable: creation order within
+        rows = []
+        for kind, name, _sql in objects:
+            if kind == "table":
+                found = tuple(memory.execute(f'SELECT * FROM "{name}"').fetchall())
+                if found:
+                    rows.append((name, found))
+        return _LatestSchema(tuple(sql for _, _, sql in objects), tuple(rows))
+    finally:
+        memory.close()
+
+
+def _create_latest(
+    conn: sqlite3.Connection, migrations: tuple[tuple[int, str, str], ...]
+) -> list[str] | None:
+    """Give a new file the latest schema in one transaction; None when another process
+    began migrating it first (the caller then goes on migration by migration)."""
+    latest = _latest_schema(migrations)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if not _is_new(conn) or conn.execute("SELECT 1 FROM schema_migrations").fetchone():
+            conn.execute("ROLLBACK")
+            return None
+        for statement in latest.statements:
+            conn.execute(statement)
+        for table, rows in latest.rows:
+            marks = ", ".join("?" * len(rows[0]))
+            conn.executemany(f'INSERT INTO "{table}" VALUES ({marks})', rows)
+        now = time.time_ns()
+        conn.executemany(
+            "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+            [(version, name, now) for version, name, _ in migrations],
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return [name for _, name, _ in migrations]
 
 
 def pending_migrations(conn: sqlite3.Connection) -> list[str]:
