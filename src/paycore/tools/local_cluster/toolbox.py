@@ -17,6 +17,7 @@ place every user can read (``/var/tmp/paycore-tools`` as root).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -135,6 +136,15 @@ def install_tools(tools_dir: Path | None = None, *, say: Callable[[str], None] =
     target.mkdir(parents=True, exist_ok=True)
     # Readable by the postgres user (Patroni's venv runs as that user under root).
     target.chmod(0o755)
+    # Two installs at once (two test workers, two terminals) take turns: the second finds
+    # what the first fetched instead of unpacking over it.
+    with (target / ".install.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _install_missing(box, target, say)
+    return target
+
+
+def _install_missing(box: Toolbox, target: Path, say: Callable[[str], None]) -> None:
     wanted = [
         pkg
         for pkg, program in (
@@ -179,7 +189,6 @@ def install_tools(tools_dir: Path | None = None, *, say: Callable[[str], None] =
     problems = box.missing()
     if problems:
         raise ToolMissingError("; ".join(problems))
-    return target
 
 
 def _found(box: Toolbox, name: str) -> bool:
