@@ -5,6 +5,7 @@ outcomes, job leaders, event-stream lag), read when scraped."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import re
 import shutil
@@ -202,15 +203,20 @@ def _promtool() -> Path | None:
         return None
     debs = default_tools_dir() / "promtool" / "debs"
     debs.mkdir(parents=True, exist_ok=True)
-    try:
-        subprocess.run(
-            [apt_get, "download", "prometheus"], cwd=debs, check=True, capture_output=True,
-            timeout=120,
-        )  # fmt: skip
-        for deb in debs.glob("prometheus_*.deb"):
-            subprocess.run([dpkg_deb, "-x", str(deb), str(root)], check=True, timeout=120)
-    except (subprocess.SubprocessError, OSError):
-        return None
+    # One fetch at a time (test workers, the cluster tools' install): the same lock.
+    with (default_tools_dir() / ".install.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if binary.is_file():
+            return binary
+        try:
+            subprocess.run(
+                [apt_get, "download", "prometheus"], cwd=debs, check=True, capture_output=True,
+                timeout=120,
+            )  # fmt: skip
+            for deb in debs.glob("prometheus_*.deb"):
+                subprocess.run([dpkg_deb, "-x", str(deb), str(root)], check=True, timeout=120)
+        except (subprocess.SubprocessError, OSError):
+            return None
     return binary if binary.is_file() else None
 
 
