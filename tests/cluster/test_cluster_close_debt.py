@@ -370,6 +370,7 @@ async def test_two_closes_at_once_from_payers_on_two_shards_pay_the_debt_once(
     assert await pair.send(move("fund-other", pair.roles["bank"], other, 1_000))
     answers = await asyncio.gather(pair.close("B"), pair.close("other"), return_exceptions=True)
     for answer in answers:
+        assert isinstance(answer, UnavailableError | AccountResult), answer
         assert isinstance(answer, UnavailableError) or answer.ok, answer
     closers = [a for a in answers if isinstance(a, AccountResult) and not a.exists]
     assert len(closers) <= 1, answers

@@ -46,6 +46,13 @@ still be rejected; the hold is then voided (compensated) and the transfer shows 
 ``voided``. A's existence, currency, closed flag and limits are checked by the ledger
 rules in step 1 itself.
 
+A close with ``transfer_balance_to`` across shards rides on a saga
+(``paycore.cluster.close_across``): a positive remainder on step 1 (a closing hold, whose
+void reopens the account); a debt on step 2, whose outbox row carries
+``OUTBOX_CLOSES_CREDIT``: its credit leg pays the account's whole debt and closes it in
+one transaction, refused (and the payer's hold voided) unless the account still owes
+exactly that, with no holds.
+
 Every saga transfer carries ``metadata["paycore:xs"]`` (its role, the real accounts and
 the client's timestamp), so that reads can show the client's view: ``T`` from A to B,
 with one timestamp (step 1's) on both shards. The client's own metadata is kept beside it.

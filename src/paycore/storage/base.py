@@ -226,7 +226,8 @@ class CloseAccount(msgspec.Struct, frozen=True):
     tenant: str | None = None
     transfer_balance_to: str | None = None
     # Set by the cluster's router when ``transfer_balance_to`` lives on another shard: a
-    # positive remainder leaves as step 1 of a saga (``paycore.cluster.close_across``),
+    # positive remainder leaves as step 1 of a saga (``paycore.cluster.close_across``; a
+    # debt is paid by a saga from the target's shard, not by this command),
     # this hold of the whole balance to the clearing account (its amount filled in here)
     # written with ``remainder_row`` in the closing transaction; voiding it (the target
     # refused the credit) reopens the account.
