@@ -302,6 +302,7 @@ class ClusterMachine(RuleBasedStateMachine):
         self.step = 0
         self.acked: dict[str, tuple[int, int]] = {}
         self.chained: set[str] = set()  # transfers made by an item of a linked chain
+        self.reordered: set[str] = set()  # see expire_pending
         self.high_water = self.clock.now  # the latest the clock has shown
 
     def teardown(self) -> None:
@@ -616,9 +617,21 @@ class ClusterMachine(RuleBasedStateMachine):
         assert len(expired) == len(set(expired)), expired
         # Only the client's transfers are compared: how a cross-shard hold is carried
         # out (and so whether helpers expire with it) is the implementation's business.
-        assert {i for i in expired if i in self.model.transfers} == self.model.expire(
-            self.clock.now
-        )
+        released = self.model.expire(self.clock.now)
+        assert {i for i in expired if i in self.model.transfers} == released
+        # An account's shard writes the expiries of its own holds in the pass, and the
+        # release of its legs of holds from other shards after them (README: a shard's
+        # history is in its write order): an account with one of those among several
+        # expiries of a pass may show them in another order than the model's.
+        touching: dict[str, list[str]] = {}
+        for hold_id in released:
+            t = self.model.transfers[hold_id]
+            for account_id in (t.debit, t.credit):
+                touching.setdefault(account_id, []).append(t.debit)
+        for account_id, sources in touching.items():
+            home = self.store.shard_for(account_id)
+            if len(sources) > 1 and any(self.store.shard_for(d) != home for d in sources):
+                self.reordered.add(account_id)
 
     @rule(
         role=st.sampled_from([*BASE, *EXTRA, GHOST]),
@@ -799,7 +812,12 @@ class ClusterMachine(RuleBasedStateMachine):
             # after), so its rows follow the model's only where that order is the batch's.
             mine = [t.id for t in model.transfers.values() if account_id in (t.debit, t.credit)]
             in_shard = sorted(mine, key=lambda i: self._own_stamp(account_id, i) or 0)
-            if self.one_shard or in_shard == sorted(mine, key=lambda i: self.acked.get(i, (0, 0))):
+            if account_id in self.reordered:  # the same rows and end, maybe another order
+                assert got_history[-1:] == changes[-1:], f"{account_id}: balance history"
+                assert len(got_history) == len(changes), f"{account_id}: balance history"
+            elif self.one_shard or in_shard == sorted(
+                mine, key=lambda i: self.acked.get(i, (0, 0))
+            ):
                 assert got_history == changes, f"{account_id}: balance history"
             stamps = {h.timestamp for h in records}
             for t in model.transfers.values():
