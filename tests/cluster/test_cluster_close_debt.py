@@ -23,7 +23,7 @@ from cluster_support import counters, ids_on, move
 from paycore.cluster.close_across import debt_transfer_id
 from paycore.cluster.router import ShardedStore
 from paycore.cluster.settlement import OPEN_STATES, closes_credit, credit_leg
-from paycore.errors import UnavailableError
+from paycore.errors import ErrorCode, UnavailableError
 from paycore.ledger.model import DEFAULT_TENANT, AccountFlags, AccountRequest, TransferStatus
 from paycore.ledger.rules import AccountResult
 from paycore.ops.audit import audit_cluster
@@ -414,4 +414,48 @@ async def test_a_balance_that_turned_into_a_debt_before_step_1_is_paid_as_a_debt
     found = await cluster.get_accounts([pair.a, pair.b])
     assert found[pair.a].flags.closed
     assert (found[pair.a].balance, found[pair.b].balance) == (0, 1_000 - DEBT)
+    assert (await audit_cluster(cluster.shards, stuck_seconds=3600)).ok
+
+
+async def test_a_chain_in_progress_on_the_debtor_refuses_the_close_as_on_one_shard(
+    relay_path: ShardedStore,
+) -> None:
+    """A linked chain across shards prepared with the debtor's money refuses its close
+    (account_has_pending_transfers), as on one shard, before anything is held; one
+    prepared after step 1 makes step 2 refuse the credit: the payer's hold is voided,
+    nothing moved, and once the chain is finished the close goes through."""
+    from paycore.storage.base import FinishChain, PrepareChain
+
+    cluster = relay_path
+    one, across = await both(cluster, "chain")
+    for pair, chain in ((one, "chain.one"), (across, "chain.across")):
+        home = cluster.shard_for(pair.a)
+        leg = move(f"{chain}-leg", pair.a, pair.roles["lender"], 5)
+        (prepared,) = await cluster.shards[home].execute(PrepareChain(chain, "shard-3", (leg,)))
+        assert prepared.ok, prepared
+    answers = [await one.close(), await across.close()]
+    assert answers[0].code is ErrorCode.ACCOUNT_HAS_PENDING_TRANSFERS, answers[0]
+    assert across.answer(answers[1]) == one.answer(answers[0])
+    home = cluster.shard_for(across.a)
+    await cluster.shards[home].execute(FinishChain("chain.across", False))
+    with pytest.raises(UnavailableError):  # step 1 only: B's money held
+        await across.close()
+    leg = move("chain.again-leg", across.a, across.roles["lender"], 5)
+    (prepared,) = await cluster.shards[home].execute(PrepareChain("chain.again", "shard-3", (leg,)))
+    assert prepared.ok, prepared
+    # The payer's shard's sagas only (a relay pass over A's shard would abort the chain,
+    # whose coordinator never decides).
+    assert await cluster.driver.run_shard(cluster.shard_for(across.b)) == 1
+    found = await cluster.get_accounts([across.a, across.b])
+    assert not found[across.a].flags.closed
+    assert (found[across.a].balance, counters(found[across.b])) == (-DEBT, (0, 0, 0, 1_000))
+    voided = await cluster.get_transfer(debt_transfer_id(found[across.a], across.b, 0))
+    assert voided is not None
+    assert voided.status is TransferStatus.VOIDED
+    await cluster.shards[home].execute(FinishChain("chain.again", False))
+    cluster.drive_sagas = True
+    closed = await across.close()
+    assert closed.ok, closed
+    found = await cluster.get_accounts([across.a, across.b])
+    assert (found[across.a].flags.closed, found[across.b].balance) == (True, 1_000 - DEBT)
     assert (await audit_cluster(cluster.shards, stuck_seconds=3600)).ok
