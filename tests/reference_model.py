@@ -206,8 +206,10 @@ class LedgerModel:
                 account_id, account.currency, 0, AccountFlags(), None, 0,
                 debits_posted=account.dpo, credits_posted=account.cpo,
             )  # fmt: skip
+            refusals = dict(self.refusals)
             (moved,) = self.apply_batch([remainder_transfer(counters, to)], now)
-            if not moved.ok:
+            if not moved.ok:  # the close keeps no refusal under the remainder's id
+                self.refusals = refusals
                 return Outcome(account_id, moved.code)
         account.closed = True
         return Outcome(account_id)

@@ -69,7 +69,6 @@ class ErrorCode(StrEnum):
     # sharding: a cross-shard hold whose second leg a fault interrupted (see
     # paycore.cluster.settlement); the recovery finishes it within a bounded time
     TRANSFER_IN_FLIGHT = "transfer_in_flight"
-    CROSS_SHARD_CLOSE_UNSUPPORTED = "cross_shard_close_unsupported"
     # idempotency
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     IDEMPOTENCY_KEY_IN_USE = "idempotency_key_in_use"
@@ -176,9 +175,6 @@ ERROR_SPECS: Final[dict[ErrorCode, ErrorSpec]] = {
         409,
         "The hold is still being set up across shards after a fault; retry shortly",
         retryable=True,
-    ),
-    _E.CROSS_SHARD_CLOSE_UNSUPPORTED: ErrorSpec(
-        422, "A debt is paid by an account on the closed account's shard only"
     ),
     _E.IDEMPOTENCY_KEY_REUSED: ErrorSpec(
         409, "The Idempotency-Key was used with a different request"

@@ -168,6 +168,54 @@ async def test_close_with_transfer_balance_to_moves_the_remainder_and_closes(api
     assert (await api.client.get("/v1/accounts/savings")).json()["balance"]["available"] == 25
 
 
+async def _close_a_debt(shards: int, funds: int) -> list[tuple[int, Any]]:
+    """Over HTTP, on 2 embedded shards: ``d`` (on shard-0) owes 40 and closes, ``p`` (on
+    shard-0 or shard-1) paying its debt from ``funds``; then the same close again. Each
+    answer's status and body, ids and timestamps aside."""
+    import tempfile
+
+    from paycore.api import create_app
+    from paycore.cluster.topology import build_store
+    from paycore.config import Settings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data_dir=tmp, embedded_shards=2, auth="open")
+        store = build_store(settings)
+        d, lender = [f"d{i}" for i in range(99) if store.shard_for(f"d{i}") == "shard-0"][:2]
+        payer_shard = "shard-1" if shards == 2 else "shard-0"
+        p = next(f"p{i}" for i in range(99) if store.shard_for(f"p{i}") == payer_shard)
+        async with AsyncTestClient(app=create_app(store, settings, start_workers=False)) as c:
+            api = Api(c)
+            for account in (d, lender):
+                await api.account(account)
+            await api.account(p, flags={"no_overdraft": True})
+            await api.ok_transfer("debt", d, lender, 40)
+            if funds:
+                await api.ok_transfer("fund", lender, p, funds)
+            out = []
+            for _ in range(2):
+                response = await c.post(f"/v1/accounts/{d}/close", json={"transfer_balance_to": p})
+                body = response.json()
+                for key in ("id", "timestamp", "created_at", "instance"):
+                    body.pop(key, None)
+                if "detail" in body:
+                    body["detail"] = body["detail"].replace(p, "P")
+                out.append((response.status_code, body))
+            balance = (await c.get(f"/v1/accounts/{p}")).json()["balance"]
+            out.append((200, balance))
+            return out
+
+
+@pytest.mark.parametrize("funds", [100, 10])
+async def test_a_debt_paid_from_another_shard_answers_as_on_one_shard(funds: int) -> None:
+    """A close whose debt an account on another shard pays answers exactly as when both
+    live on one shard: 200 with the closed account (then 200 again, nothing moved), or
+    the payer's insufficient_funds with nothing changed."""
+    across, one = await _close_a_debt(2, funds), await _close_a_debt(1, funds)
+    assert across == one
+    assert [status for status, _ in one[:2]] == ([200, 200] if funds == 100 else [409, 409])
+
+
 async def test_close_with_a_target_that_cannot_take_it_changes_nothing(api: Api) -> None:
     await api.account("bank")
     await api.account("w", flags={"no_overdraft": True})

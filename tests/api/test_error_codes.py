@@ -132,14 +132,6 @@ async def account_has_balance(w: World) -> httpx.Response:
     return await w.client.post("/v1/accounts/b/close")
 
 
-async def cross_shard_close_unsupported(w: World) -> httpx.Response:
-    """A debt paid by an account on another shard (a balance moves across shards only the
-    other way: see ``paycore.cluster.close_across``)."""
-    return await _on_two_shards(
-        {"transfer_balance_to": "{b}"}, path="/v1/accounts/{a}/close", debt=5
-    )
-
-
 async def transfer_not_found(w: World) -> httpx.Response:
     return await w.client.get("/v1/transfers/ghost")
 
@@ -290,12 +282,10 @@ async def _on_two_shards(
     batch: bool = False,
     then: str | None = None,
     path: str | None = None,
-    debt: int = 0,
 ) -> httpx.Response:
     """POST ``body`` (``{a}``/``{b}``: accounts on two shards) to an app over 2 SQLite shards,
     at ``path`` (which may name ``{a}``) or at the transfer routes; with ``then``, leave its
-    sagas after step 1 (a node that died) and POST ``{}`` there; with ``debt``, ``{a}``
-    first pays ``{b}`` that much it does not have."""
+    sagas after step 1 (a node that died) and POST ``{}`` there."""
     import tempfile
 
     from paycore.api import create_app
@@ -310,10 +300,6 @@ async def _on_two_shards(
         async with AsyncTestClient(app=create_app(store, settings, start_workers=False)) as c:
             for account in (a, b):
                 await c.post("/v1/accounts", json={"id": account, "currency": "USD"})
-            if debt:
-                lent = {"id": "lent", "debit_account_id": a, "credit_account_id": b,
-                        "amount": debt, "currency": "USD"}  # fmt: skip
-                assert (await c.post("/v1/transfers", json=lent)).status_code == 201
             raw = msgspec.json.encode(body).decode().replace("{a}", a).replace("{b}", b)
             path = (path or ("/v1/transfers/batch" if batch else "/v1/transfers")).format(a=a)
             store.drive_sagas = then is None
@@ -632,7 +618,6 @@ SCENARIOS: dict[ErrorCode, tuple[dict[str, Any], Scenario]] = {
     E.LINKED_EVENT_FAILED: ({}, linked_event_failed),
     E.LINKED_EVENT_CHAIN_OPEN: ({}, linked_event_chain_open),
     E.TRANSFER_IN_FLIGHT: ({}, transfer_in_flight),
-    E.CROSS_SHARD_CLOSE_UNSUPPORTED: ({}, cross_shard_close_unsupported),
     E.IDEMPOTENCY_KEY_REUSED: ({}, idempotency_key_reused),
     E.IDEMPOTENCY_KEY_IN_USE: ({}, idempotency_key_in_use),
     E.INVALID_CARD_NUMBER: ({}, invalid_card_number),

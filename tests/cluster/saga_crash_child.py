@@ -47,12 +47,14 @@ from paycore.workers.relay import RelayWorker
 USD = "USD"
 LEASE_SECONDS = 0.5  # relay_lease_seconds: the dead request's rows and chains free soon
 EXPIRY_SECONDS = 1
-SHARD_OF = {"bank": 0, "A": 0, "B": 1, "C": 2}  # index into the store's shard names
+# index into the store's shard names; ``D`` owes (it may go negative), on B's shard
+SHARD_OF = {"bank": 0, "A": 0, "B": 1, "C": 2, "D": 1}
 
 
 def placed(store: ShardedStore) -> dict[str, str]:
     """The scenario's accounts by role (``bank`` funds ``A`` on its own shard; ``B`` and
-    ``C`` live on two other shards): the same fixed ids in the child and the parent."""
+    ``C`` live on two other shards, ``D`` beside ``B``): the same fixed ids in the child
+    and the parent."""
     names = list(store.shards)
     found: dict[str, str] = {}
     i = 0
@@ -71,10 +73,10 @@ def shard_of(store: ShardedStore, role: str) -> str:
 
 
 def account_requests(ids: dict[str, str]) -> tuple[AccountRequest, ...]:
-    """The bank may go negative; every wallet is no-overdraft (B starts empty)."""
+    """The bank and D may go negative; every wallet is no-overdraft (B starts empty)."""
     return tuple(
-        AccountRequest(ids[role], USD, flags=AccountFlags(no_overdraft=role != "bank"))
-        for role in ("bank", "A", "B", "C")
+        AccountRequest(ids[role], USD, flags=AccountFlags(no_overdraft=role not in ("bank", "D")))
+        for role in ("bank", "A", "B", "C", "D")
     )
 
 
@@ -120,6 +122,10 @@ def batches(ids: dict[str, str]) -> dict[str, Any]:
         ),
         # A's whole balance to B, on another shard, and A closed (cluster.close_across).
         "close": CloseAccount(a, transfer_balance_to=b),
+        # D owes B (its shard); A, on another shard, pays D's debt and D closes: step 1 is
+        # A's hold (A's shard), step 2 credits and closes D (B's), step 3 posts A's hold.
+        "lend": (TransferRequest("lend", ids["D"], b, 400, USD),),
+        "close_debt": CloseAccount(ids["D"], transfer_balance_to=a),
     }
 
 
@@ -138,6 +144,7 @@ SCENARIOS = {
     "chain": Scenario(("fund",), "chain"),
     "chain_post": Scenario(("fund", "hold"), "chain_post"),
     "close": Scenario(("fund",), "close"),
+    "close_debt": Scenario(("fund", "lend"), "close_debt"),
 }
 
 Predicate = Callable[[Any, Any], bool]  # (command, result) -> kill now
@@ -197,7 +204,8 @@ KILL_POINTS: dict[str, KillPoint] = {
         lambda c, _: isinstance(c, CloseAccount) and c.remainder_hold is not None,
         command="CloseAccount",
     ),
-    # step 2: the target's credit (or pending) leg, its refusal kept for good
+    # step 2: the target's credit (or pending) leg, its refusal kept for good (for a debt
+    # paid across shards: the debtor credited and closed)
     "step2": KillPoint("B", lambda c, _: _creates(c) and c.refusals_key is not None),
     # a client's hold: its row held_pending -> open on the source
     "open": KillPoint("A", lambda c, _: isinstance(c, SetOutboxStates), command="SetOutboxStates"),

@@ -2,8 +2,8 @@
 same shard moves it and closes in one transaction; on another shard the close rides on
 step 1 of the remainder's saga (``paycore.cluster.close_across``) and answers as one
 shard would: closed with the money moved, or the target's refusal with nothing changed.
-A reserved target is refused; a debt is paid across shards only by a transfer first.
-The same through ``execute_idempotent``."""
+A reserved target is refused; a debt is paid from another shard the same way
+(test_cluster_close_debt.py). The same through ``execute_idempotent``."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ async def test_a_target_on_another_shard_that_cannot_take_it_changes_nothing(
     cluster: ShardedStore, wallets: dict[str, list[str]]
 ) -> None:
     """B missing, closed, or of another currency: the answer one shard gives, nothing moved,
-    A open; a debt across shards is refused."""
+    A open; the same for a debt, which another shard's account then pays."""
     a, b = wallets["shard-1"][0], wallets["shard-3"][0]
     far = next(f"nob{i}" for i in range(99) if cluster.shard_for(f"nob{i}") != "shard-1")
     missing = await cluster.execute(CloseAccount(a, transfer_balance_to=far))
@@ -101,8 +101,13 @@ async def test_a_target_on_another_shard_that_cannot_take_it_changes_nothing(
     await open_accounts(cluster, [debtor], no_overdraft=False)
     (lent,) = await cluster.execute(CreateTransfers((move("lend", debtor, a, 5),)))
     assert lent.ok
-    owes = await cluster.execute(CloseAccount(debtor, transfer_balance_to=wallets["shard-0"][1]))
-    assert owes.code is ErrorCode.CROSS_SHARD_CLOSE_UNSUPPORTED, owes
+    owes = await cluster.execute(CloseAccount(debtor, transfer_balance_to=b))
+    assert owes.code is ErrorCode.ACCOUNT_CLOSED, owes  # b is closed: nothing paid
+    paid = await cluster.execute(CloseAccount(debtor, transfer_balance_to=wallets["shard-0"][1]))
+    assert paid.ok, paid  # a debt paid from another shard: tests/cluster/test_cluster_close_debt.py
+    found = await cluster.get_accounts([debtor, wallets["shard-0"][1]])
+    assert (found[debtor].flags.closed, found[debtor].balance) == (True, 0)
+    assert found[wallets["shard-0"][1]].balance == 30_000 - 5  # it took b's 20,000 above
     assert (await audit_cluster(cluster.shards)).ok
 
 

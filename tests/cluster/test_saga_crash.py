@@ -53,8 +53,11 @@ from paycore.workers.relay import RelayWorker
 
 CHILD = Path(__file__).with_name("saga_crash_child.py")
 CHILD_TIMEOUT = 60.0
-ROLES = ("bank", "A", "B", "C")
-TRANSFER_IDS = ("fund", "hold", "post", "void", "pay", "c1", "c2", "c3", "cp1", "cp2")
+ROLES = ("bank", "A", "B", "C", "D")
+TRANSFER_IDS = ("fund", "hold", "post", "void", "pay", "c1", "c2", "c3", "cp1", "cp2", "lend")
+# A close's transfer (``close_`` and 40 hex digits): derived from the account alone on one
+# shard, from the account, its payer and an attempt for a debt paid across shards.
+CLOSE_ID = "close_"
 
 # A chain killed at these points was decided (committed): it must take effect whole.
 CHAIN_DECIDED = frozenset({"decide", "finish_B", "chain_step3", "decide_B", "finish_A", "step3_B"})
@@ -69,6 +72,7 @@ AFTERWARDS = {
     "chain": ("chain", "chain"),
     "chain_post": ("chain_post", "chain_post"),
     "close": ("close", "close"),
+    "close_debt": ("close_debt", "close_debt"),
 }
 # Kill points after which the operation's last step had committed: nothing is left to
 # the relay. After the others, a saga or a chain must be open (the kill landed mid-way).
@@ -154,16 +158,28 @@ def _answer(result: Any) -> Any:
 
 
 async def _ledger_view(store: Store | ShardedStore, ids: dict[str, str]) -> dict[str, Any]:
-    """Balances, transfers and listings, as a client reads them."""
+    """Balances, transfers and listings, as a client reads them (a close's transfer by
+    what it shows, its id aside)."""
     accounts = await store.get_accounts([ids[r] for r in ROLES])
     listings = {}
+    closes = {}
     for role in ROLES:
         page = await store.account_transfers(ids[role], limit=100)
-        listings[role] = sorted((v.transfer.id, v.status) for v in page.data)
+        listings[role] = sorted(
+            (CLOSE_ID if v.transfer.id.startswith(CLOSE_ID) else v.transfer.id, v.status)
+            for v in page.data
+        )
+        # A close's transfer as listed and as read by its id, the id aside.
+        closes[role] = [
+            (_shown(v), _shown(await store.get_transfer(v.transfer.id)))
+            for v in page.data
+            if v.transfer.id.startswith(CLOSE_ID)
+        ]
     return {
         "balances": {r: counters(accounts[ids[r]]) for r in ROLES},
         "transfers": {i: _shown(await store.get_transfer(i)) for i in TRANSFER_IDS},
         "listings": listings,
+        "closes": closes,
     }
 
 
@@ -183,6 +199,7 @@ async def _check_cluster(
     assert seen["balances"] == expected["balances"]
     assert seen["transfers"] == expected["transfers"]
     assert seen["listings"] == expected["listings"]
+    assert seen["closes"] == expected["closes"]
     # All or nothing: a transfer lives on the shards of its accounts, and only there.
     for transfer_id, view in expected["transfers"].items():
         wanted = set() if view is None else {store.shard_for(view[1]), store.shard_for(view[2])}
@@ -317,6 +334,17 @@ def test_killed_chain_posting_cross_shard_hold_is_all_or_nothing(
 ) -> None:
     """A chain posting a cross-shard hold, then spending it, is all or nothing when killed."""
     _crash_and_recover(cluster_databases, tmp_path, "chain_post", point)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["step1", "step2", "step3"])
+def test_killed_close_paying_a_debt_across_shards_pays_it_and_closes_once(
+    cluster_databases: ClusterDatabases, tmp_path: Path, point: str
+) -> None:
+    """A close whose debt an account on another shard pays, killed after any step (the
+    payer's hold; the debtor credited and closed; the hold posted): the debt is paid and
+    the account closed, once, as one shard shows it; a repeated close answers it closed."""
+    _crash_and_recover(cluster_databases, tmp_path, "close_debt", point)
 
 
 @pytest.mark.slow

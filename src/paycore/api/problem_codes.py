@@ -107,7 +107,6 @@ _TABLE: Final[dict[str, tuple[ErrorCode, ...]]] = {
         E.ACCOUNTS_MUST_BE_DIFFERENT,
         E.ACCOUNT_HAS_PENDING_TRANSFERS,
         E.ACCOUNT_HAS_BALANCE,
-        E.CROSS_SHARD_CLOSE_UNSUPPORTED,
     ),
     "GET /v1/accounts/{account_id}/transfers": (*_READ, E.ACCOUNT_NOT_FOUND),
     "GET /v1/accounts/{account_id}/balances": (*_READ, E.ACCOUNT_NOT_FOUND),

@@ -46,6 +46,13 @@ still be rejected; the hold is then voided (compensated) and the transfer shows 
 ``voided``. A's existence, currency, closed flag and limits are checked by the ledger
 rules in step 1 itself.
 
+A close with ``transfer_balance_to`` across shards rides on a saga
+(``paycore.cluster.close_across``): a positive remainder on step 1 (a closing hold, whose
+void reopens the account); a debt on step 2, whose outbox row carries
+``OUTBOX_CLOSES_CREDIT``: its credit leg pays the account's whole debt and closes it in
+one transaction, refused (and the payer's hold voided) unless the account still owes
+exactly that, with no holds.
+
 Every saga transfer carries ``metadata["paycore:xs"]`` (its role, the real accounts and
 the client's timestamp), so that reads can show the client's view: ``T`` from A to B,
 with one timestamp (step 1's) on both shards. The client's own metadata is kept beside it.
@@ -61,7 +68,7 @@ from typing import Any, Final
 
 import msgspec
 
-from paycore.cluster.concurrently import gather_outcomes
+from paycore.cluster.concurrently import gather_all, gather_outcomes
 from paycore.cluster.namespaces import (
     CLEARING_PREFIX,
     PAYMENT_TRANSFER_PREFIX,
@@ -85,6 +92,7 @@ from paycore.ledger.model import (
 )
 from paycore.ledger.rules import TransferResult
 from paycore.storage.base import (
+    OUTBOX_CLOSES_CREDIT,
     ChainOutcome,
     ClaimOutbox,
     CreateAccounts,
@@ -119,6 +127,7 @@ __all__ = [
     "advance",
     "clearing_account_id",
     "client_view_accounts",
+    "closes_credit",
     "credit_leg",
     "hold_request",
     "is_bookkeeping",
@@ -233,13 +242,21 @@ def saga_info(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def hold_request(
-    r: TransferRequest, source: str, target: str, currency: str, *, closing: bool = False
+    r: TransferRequest,
+    source: str,
+    target: str,
+    currency: str,
+    *,
+    closing: bool = False,
+    closes_credit: bool = False,
 ) -> tuple[TransferRequest, OutboxRow]:
     """Step 1 for client request ``r``: the hold and (to write with it) the outbox row.
 
     A client's hold keeps its own timeout; a transfer's hold never expires by itself.
     ``closing``: the remainder of an account closed in the same transaction, which a
-    void of the hold reopens (``paycore.cluster.close_across``)."""
+    void of the hold reopens (``paycore.cluster.close_across``). ``closes_credit``: the
+    payment of the credit account's whole debt, which step 2 closes with the credit
+    (the row's ``OUTBOX_CLOSES_CREDIT`` bit, ``paycore.cluster.close_across``)."""
     assert r.debit_account_id is not None
     assert r.credit_account_id is not None
     client_hold = r.flags.pending
@@ -274,9 +291,8 @@ def hold_request(
         code=r.code,
         metadata=encode_metadata(r.metadata),
         state=(SagaState.HELD_PENDING if client_hold else SagaState.HELD).value,
-        flags=transfer_flags_bits(
-            TransferFlags(linked=r.flags.linked, balancing=r.flags.balancing)
-        ),
+        flags=transfer_flags_bits(TransferFlags(linked=r.flags.linked, balancing=r.flags.balancing))
+        | (OUTBOX_CLOSES_CREDIT if closes_credit else 0),
         timeout_seconds=r.timeout_seconds if client_hold else 0,
     )
     return hold, row
@@ -312,6 +328,11 @@ def _client_metadata(row: OutboxRow) -> dict[str, Any] | None:
     return decode_metadata(row.metadata)
 
 
+def closes_credit(row: OutboxRow) -> bool:
+    """Step 2 of ``row`` pays its credit account's whole debt and closes it."""
+    return bool(row.flags & OUTBOX_CLOSES_CREDIT)
+
+
 def credit_leg(row: OutboxRow, source: str) -> TransferRequest:
     """Step 2: debit the target's clearing account for ``source``, credit B (a pending leg
     for a client's hold)."""
@@ -327,6 +348,8 @@ def credit_leg(row: OutboxRow, source: str) -> TransferRequest:
         info["pending"] = True
         if row.timeout_seconds:  # shown on B's side; only the source's hold expires
             info["timeout_seconds"] = row.timeout_seconds
+    if closes_credit(row):
+        info["closes"] = True  # B pays its debt and closes with it (``close_across``)
     kept = transfer_flags_from_bits(row.flags)
     return TransferRequest(
         id=row.transfer_id,
@@ -697,15 +720,31 @@ class Settlement:
     async def _credit(
         self, source: str, target: str, rows: Sequence[OutboxRow], fence: Fence | None
     ) -> list[SagaState]:
-        """Step 2 for ``rows`` in one command on ``target``; refusals are kept for good
-        under ``saga:<source>:<transfer id>``, so a retry never turns one into a credit."""
+        """Step 2 for ``rows`` in one command on ``target`` (a leg that closes its account in
+        one of its own); refusals are kept for good under ``saga:<source>:<transfer id>``,
+        so a retry never turns one into a credit."""
         store = self.shards.get(target)
         if store is None:
             raise UnavailableError(f"sagas from {source}: unknown shard {target}")
-        legs = tuple(credit_leg(row, source) for row in rows)
-        results: list[TransferResult] = await store.execute(
-            CreateTransfers(legs, refusals_key=f"saga:{source}:", fence=fence)
+        # A leg that closes its account is a command of its own, whose checks see the
+        # account as the legs before it left it (``CreateTransfers.closes_credit_account``).
+        groups = [[i for i, row in enumerate(rows) if not closes_credit(row)]]
+        groups = [g for g in groups if g] + [[i] for i, r in enumerate(rows) if closes_credit(r)]
+        answers = await gather_all(
+            store.execute(
+                CreateTransfers(
+                    tuple(credit_leg(rows[i], source) for i in group),
+                    refusals_key=f"saga:{source}:",
+                    fence=fence,
+                    closes_credit_account=closes_credit(rows[group[0]]),
+                )
+            )
+            for group in groups
         )
+        by_row: dict[int, TransferResult] = {}
+        for group, answer in zip(groups, answers, strict=True):
+            by_row.update(zip(group, answer, strict=True))
+        results = [by_row[i] for i in range(len(rows))]
         states = []
         for row, result in zip(rows, results, strict=True):
             if result.ok:

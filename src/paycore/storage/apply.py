@@ -262,7 +262,13 @@ def _apply_transfer_run(
         if not _replayed(tx, clock, job, answered):
             ws.foreign_ids = foreign if job.command.guard_ids else {}
             ws.decided = {i: (code, detail) for i, code, detail in job.command.refuse}
-            results = _apply_transfers(tx, clock, ws, job.command)
+            kept = len(ws.new_refusals)
+            if job.command.closes_credit_account:
+                results = _credit_and_close(tx, clock, ws, job.command)
+            else:
+                results = _apply_transfers(tx, clock, ws, job.command)
+            if not job.command.keep_refusals:
+                _forget_refusals(ws, kept)
             if job.command.outbox:
                 _write_outbox(tx, clock, job.command, results)
             if job.command.settlement:
@@ -271,6 +277,60 @@ def _apply_transfer_run(
     _hand_over_resolved_holds(tx, clock, ws.changed_pendings.values(), ws.settled_holds)
     tx.write(ws)
     clock.last_timestamp = ws.last_timestamp
+
+
+def _credit_and_close(
+    tx: LedgerTx, clock: GroupClock, ws: WorkingSet, command: CreateTransfers
+) -> list[TransferResult]:
+    """Step 2 of a debt paid from another shard (``paycore.cluster.close_across``): the
+    credit leg pays the whole debt of its credit account, which closes in this same
+    transaction. Refused unless the account, as it stands now, could be closed by that
+    credit: open, no holds, no chain moving its money, and owing exactly the amount (the
+    account missing or closed is refused by the rules themselves, as ever). The refusal
+    is kept for good under ``refusals_key``, so the payer's hold is voided on its
+    strength; a retry of a leg written before answers ``exists``, the account closed."""
+    assert command.refusals_key is not None
+    (r,) = command.requests
+    credited = ws.accounts.get(r.credit_account_id or "")
+    if credited is not None and r.id not in ws.transfers:
+        account = credited.to_account()  # as this transaction's earlier items left it
+        why: tuple[ErrorCode, str] | None = None
+        if account.flags.closed:
+            pass  # the rules answer account_closed
+        elif (
+            account.debits_pending
+            or account.credits_pending
+            or credited.reserved
+            or account_has_chain(tx, account.id)
+        ):
+            why = (
+                ErrorCode.ACCOUNT_HAS_PENDING_TRANSFERS,
+                f"account {account.id!r} has holds or a chain in progress: not closed",
+            )
+        elif account.balance + (r.amount or 0) != 0:
+            why = (
+                ErrorCode.ACCOUNT_HAS_BALANCE,
+                f"account {account.id!r} stands at {account.balance} {account.currency}, "
+                f"not -{r.amount}: its debt changed, not closed",
+            )
+        if why is not None:
+            ws.decided = {0: why}
+    results = _apply_transfers(tx, clock, ws, command)
+    (result,) = results
+    if result.ok and not result.exists and credited is not None:
+        account = credited.account
+        credited.account = msgspec.structs.replace(
+            account, flags=msgspec.structs.replace(account.flags, closed=True)
+        )
+        tx.set_account_flags(credited.account)
+    return results
+
+
+def _forget_refusals(ws: WorkingSet, since: int) -> None:
+    """Drop the refusals a command's items added to ``ws`` (``keep_refusals`` false)."""
+    for refusal in ws.new_refusals[since:]:
+        ws.refusals.pop((refusal.tenant, refusal.id), None)
+    del ws.new_refusals[since:]
 
 
 def _load_working_set(
@@ -500,12 +560,13 @@ def _close_with_remainder_hold(
     that credits the target (``paycore.cluster.close_across``)."""
     assert command.remainder_hold is not None
     assert command.remainder_row is not None
-    if account.balance < 0:  # the router refuses debts first; they may change since
+    if account.balance < 0:
+        # It owes now (the router read a positive balance): the debt is paid from the
+        # target's shard instead; this answer makes the router plan the close again.
         return AccountResult(
             id=account.id,
-            code=ErrorCode.CROSS_SHARD_CLOSE_UNSUPPORTED,
-            detail=f"account {account.id!r} owes {-account.balance} {account.currency}: "
-            "a debt is paid from an account on its own shard; move the money first",
+            code=ErrorCode.ACCOUNT_HAS_BALANCE,
+            detail=f"account {account.id!r} owes {-account.balance} {account.currency} now",
         )
     request = msgspec.structs.replace(command.remainder_hold, amount=account.balance)
     ws = _load_working_set(tx, clock, [request])

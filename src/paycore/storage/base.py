@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
@@ -31,6 +31,7 @@ from paycore.ledger.model import (
 
 __all__ = [
     "FINISHED_OUTBOX_STATES",
+    "OUTBOX_CLOSES_CREDIT",
     "PAGE_SIDES",
     "ChainOutcome",
     "ChainRecord",
@@ -121,9 +122,17 @@ class OutboxRow(msgspec.Struct, frozen=True):
     claimed_by: str | None = None
     claimed_until: int = 0
     attempts: int = 0
-    # The client's flags the credit leg repeats (``transfer_flags_bits``: linked, balancing).
+    # The client's flags the credit leg repeats (``transfer_flags_bits``: linked, balancing),
+    # and ``OUTBOX_CLOSES_CREDIT``: step 2 closes the credit account (a debt paid across
+    # shards, ``paycore.cluster.close_across``).
     flags: int = 0
     timeout_seconds: int = 0  # a client's hold's timeout, which its credit leg shows
+
+
+# A bit of ``OutboxRow.flags`` above the transfer flags' five: the row's credit leg (step 2)
+# pays the whole debt of its credit account and closes it in the same transaction
+# (``CreateTransfers.closes_credit_account``). Stored in the same integer column.
+OUTBOX_CLOSES_CREDIT: Final = 1 << 5
 
 
 class OutboxWrite(msgspec.Struct, frozen=True):
@@ -175,6 +184,14 @@ class CreateTransfers(msgspec.Struct, frozen=True):
     # itself (an id stored or refused before answers as it did), and keeps it under the
     # id when it is a refusal one shard keeps, as its own rules would.
     refuse: tuple[tuple[int, ErrorCode, str], ...] = ()
+    # Set by the settlement's step 2 of a debt paid across shards (one item, with
+    # ``refusals_key``): the item credits an account that owes exactly its amount and
+    # closes it in the same transaction; refused (for good) unless the account is open,
+    # has no holds and no chain in progress, and stands at zero after the credit.
+    closes_credit_account: bool = False
+    # False (step 1 of a debt paid across shards): a refused item leaves nothing behind,
+    # no refusal kept under its id, as one shard's close keeps none for its remainder.
+    keep_refusals: bool = True
 
 
 class ReleaseTransferIds(msgspec.Struct, frozen=True):
@@ -209,7 +226,8 @@ class CloseAccount(msgspec.Struct, frozen=True):
     tenant: str | None = None
     transfer_balance_to: str | None = None
     # Set by the cluster's router when ``transfer_balance_to`` lives on another shard: a
-    # positive remainder leaves as step 1 of a saga (``paycore.cluster.close_across``),
+    # positive remainder leaves as step 1 of a saga (``paycore.cluster.close_across``; a
+    # debt is paid by a saga from the target's shard, not by this command),
     # this hold of the whole balance to the clearing account (its amount filled in here)
     # written with ``remainder_row`` in the closing transaction; voiding it (the target
     # refused the credit) reopens the account.

@@ -160,7 +160,6 @@ CODE_FAMILIES: Final[Mapping[str, type[APIError]]] = {
     "currency_mismatch": _INVALID,
     "timeout_reserved_for_pending_transfer": _INVALID,
     "linked_event_chain_open": _INVALID,
-    "cross_shard_close_unsupported": _INVALID,
     "invalid_card_number": _INVALID,
     "invalid_expiry_date": _INVALID,
     "card_expired": _INVALID,

@@ -90,7 +90,8 @@ class AccountListParams(_CreatedRange, total=False):
 
 
 class CloseAccountParams(TypedDict, total=False):
-    transfer_balance_to: str  # an account (same currency, same shard) that takes the balance
+    # an account (same currency, any shard) that takes the balance, or pays the debt
+    transfer_balance_to: str
 
 
 class AccountTransfersParams(_PageParams, total=False):

@@ -58,9 +58,9 @@ def new_account_id(tenant: str | None = None, idempotency_key: str | None = None
 
 class CloseIn(EmptyIn, frozen=True):  # EmptyIn: a strict request body, no fields of its own
     """Body of ``POST /v1/accounts/{id}/close`` (absent: ``{}``). ``transfer_balance_to``:
-    an account of the same currency that takes the posted balance (or pays the debt:
-    only from the closed account's own shard) with the close; without it an account
-    with a balance is not closed (409 ``account_has_balance``)."""
+    an account of the same currency, on any shard, that takes the posted balance (or
+    pays the debt) with the close; without it an account with a balance is not closed
+    (409 ``account_has_balance``)."""
 
     transfer_balance_to: Id | None = None
 
