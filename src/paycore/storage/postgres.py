@@ -32,7 +32,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from importlib import resources
 from typing import Any, TypeVar
 
 import msgspec
@@ -52,9 +51,8 @@ from paycore.ledger.model import (
 from paycore.ledger.refusals import Refusal
 from paycore.ledger.rules import WorkingSet
 from paycore.redaction import redact_dsn, redact_text
-from paycore.storage.apply import backfill_chain, command_weight, run_group
+from paycore.storage.apply import backfill_chain, run_group
 from paycore.storage.base import (
-    Idempotency,
     OutboxRow,
     ShardSnapshot,
     StoredResponse,
@@ -80,34 +78,14 @@ from paycore.storage.codec import (
     transfer_row,
     view_from_row,
 )
-from paycore.storage.deliveries import DeliveryReads
-from paycore.storage.event_stream import EventStreamReads
-from paycore.storage.fx_quotes import FxQuoteReads
 from paycore.storage.group_commit import GroupCommitWriter, Job
-from paycore.storage.keys import ApiKeyReads
 from paycore.storage.listing import (
-    AccountFilter,
     Dialect,
-    ListPage,
-    ListReads,
-    Page,
-    TransferFilter,
 )
-from paycore.storage.migrations import outdated_schema_error
-from paycore.storage.payments import PaymentReads
-from paycore.storage.reconciliation import ReconciliationReads
+from paycore.storage.migrations import migration_scripts, outdated_schema_error
 from paycore.storage.saga_holds import save_saga_holds
-from paycore.storage.slot_fence import SlotMapReads
 from paycore.storage.snapshot import SnapshotReads
-from paycore.storage.store import Command, SingleShard
-from paycore.storage.usage import (
-    ShardBacklog,
-    ShardUsage,
-    count_rows,
-    read_backlog,
-    read_open_sagas,
-)
-from paycore.storage.webhook_endpoints import WebhookEndpointReads
+from paycore.storage.sql_shard import SqlShard
 
 __all__ = [
     "PostgresStore",
@@ -198,12 +176,7 @@ def map_postgres_errors(store: str) -> Iterator[None]:
 
 
 def _migrations() -> list[tuple[int, str, str]]:
-    folder = resources.files("paycore.storage.migrations") / "postgres"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("_", 1)[0]), entry.name, entry.read_text()))
-    return sorted(found)
+    return migration_scripts("postgres")
 
 
 def migrate_postgres(dsn: str) -> list[str]:
@@ -596,7 +569,7 @@ def _placeholders(query: str) -> str:
     return query.replace("?", "%s")
 
 
-class PostgresStore(SingleShard):
+class PostgresStore(SqlShard):
     """A ledger shard in one PostgreSQL database (see the module docstring)."""
 
     def __init__(
@@ -634,17 +607,7 @@ class PostgresStore(SingleShard):
         # server fork and a login (~6 ms here), and an auditor may take many snapshots.
         self._idle_snapshot: psycopg.Connection[Any] | None = None
         self._snapshot_lock = threading.Lock()
-        # Payment rows (paycore.storage.payments), read through the pool.
-        self.payments = PaymentReads(self._fetch_rows)
-        self.keys = ApiKeyReads(self._fetch_rows)
-        self.webhook_endpoints = WebhookEndpointReads(self._fetch_rows)
-        self.fx_quotes = FxQuoteReads(self._fetch_rows)
-        self.slot_maps = SlotMapReads(self._fetch_rows)
-        self.reconciliation = ReconciliationReads(self._fetch_rows)
-        self.deliveries = DeliveryReads(self._fetch_rows)
-        self.event_stream = EventStreamReads(self._fetch_rows)
-        # The list endpoints' reads (paycore.storage.listing), payments' included.
-        self.lists = ListReads(self._fetch_rows, Dialect.POSTGRES)
+        self._attach_reads(Dialect.POSTGRES)
 
     def _new_pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]:
         # No check on checkout (a round trip per read): a read that meets a connection
@@ -694,17 +657,6 @@ class PostgresStore(SingleShard):
             idle.close()
 
     # -- writes ------------------------------------------------------------------------
-
-    async def execute(self, command: Command) -> Any:
-        return await self._writer.submit(command, None, command_weight(command))
-
-    async def execute_idempotent(
-        self, command: Command, idempotency: Idempotency
-    ) -> tuple[StoredResponse, bool]:
-        outcome: tuple[StoredResponse, bool] = await self._writer.submit(
-            command, idempotency, command_weight(command)
-        )
-        return outcome
 
     def _connect_writer(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self.dsn, autocommit=True, **connect_options(self.dsn))
@@ -839,12 +791,6 @@ class PostgresStore(SingleShard):
         views = views[:limit]
         return TransferPage(views, views[-1].transfer.timestamp if more else None)
 
-    async def list_accounts(self, f: AccountFilter, page: Page) -> ListPage[Account]:
-        return await self.lists.accounts(f, page)
-
-    async def list_transfers(self, f: TransferFilter, page: Page) -> ListPage[TransferView]:
-        return await self.lists.transfers(f, page)
-
     async def balance_history(
         self, account_id: str, *, at: int | None = None, limit: int = 100, cursor: int | None = None
     ) -> list[BalanceRecord]:
@@ -866,20 +812,9 @@ class PostgresStore(SingleShard):
             )
         return [BalanceRecord(*row) for row in rows]
 
-    async def usage(self) -> ShardUsage:
-        accounts, transfers, open_sagas = await count_rows(self._fetch_rows)
+    async def _bytes_held(self) -> int:
         rows = await self._fetch("SELECT pg_database_size(current_database())", ())
-        return ShardUsage(accounts, transfers, open_sagas, int(rows[0][0]))
-
-    async def backlog(self, *, stream: bool = False) -> ShardBacklog:
-        return await read_backlog(self._fetch_rows, self.clock(), stream=stream)
-
-    async def open_sagas(
-        self, states: Sequence[str], *, created_before: int, limit: int
-    ) -> list[OutboxRow]:
-        return await read_open_sagas(
-            self._fetch_rows, states, created_before=created_before, limit=limit
-        )
+        return int(rows[0][0])
 
     async def ping(self) -> str | None:
         ((host, port),) = await self._fetch(
@@ -922,10 +857,6 @@ class PostgresStore(SingleShard):
             else:
                 return conn
         return psycopg.connect(self.dsn, autocommit=True, **connect_options(self.dsn))
-
-    @property
-    def writer_stats(self) -> tuple[int, int]:
-        return self._writer.groups, self._writer.jobs
 
 
 class _Snapshot(SnapshotReads):

@@ -23,7 +23,6 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,9 +40,8 @@ from paycore.ledger.refusals import Refusal
 from paycore.ledger.rules import (
     WorkingSet,
 )
-from paycore.storage.apply import backfill_chain, command_weight, run_group
+from paycore.storage.apply import backfill_chain, run_group
 from paycore.storage.base import (
-    Idempotency,
     OutboxRow,
     ShardSnapshot,
     StoredResponse,
@@ -69,34 +67,14 @@ from paycore.storage.codec import (
     transfer_row,
     view_from_row,
 )
-from paycore.storage.deliveries import DeliveryReads
-from paycore.storage.event_stream import EventStreamReads
-from paycore.storage.fx_quotes import FxQuoteReads
 from paycore.storage.group_commit import GroupCommitWriter, Job, WriterThread
-from paycore.storage.keys import ApiKeyReads
 from paycore.storage.listing import (
-    AccountFilter,
     Dialect,
-    ListPage,
-    ListReads,
-    Page,
-    TransferFilter,
 )
-from paycore.storage.migrations import outdated_schema_error
-from paycore.storage.payments import PaymentReads
-from paycore.storage.reconciliation import ReconciliationReads
+from paycore.storage.migrations import migration_scripts, outdated_schema_error
 from paycore.storage.saga_holds import save_saga_holds
-from paycore.storage.slot_fence import SlotMapReads
 from paycore.storage.snapshot import SnapshotReads
-from paycore.storage.store import Command, SingleShard
-from paycore.storage.usage import (
-    ShardBacklog,
-    ShardUsage,
-    count_rows,
-    read_backlog,
-    read_open_sagas,
-)
-from paycore.storage.webhook_endpoints import WebhookEndpointReads
+from paycore.storage.sql_shard import SqlShard
 
 __all__ = [
     "SQLiteStore",
@@ -167,13 +145,7 @@ def _connect(path: Path, synchronous: str, *, readonly: bool = False) -> sqlite3
 
 
 def _migrations() -> list[tuple[int, str, str]]:
-    folder = resources.files("paycore.storage.migrations") / "sqlite"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            version = int(entry.name.split("_", 1)[0])
-            found.append((version, entry.name, entry.read_text()))
-    return sorted(found)
+    return migration_scripts("sqlite")
 
 
 def migrate(conn: sqlite3.Connection) -> list[str]:
@@ -487,7 +459,7 @@ class _SQLiteTx:
         self.conn.executemany(query, rows)
 
 
-class SQLiteStore(SingleShard):
+class SQLiteStore(SqlShard):
     """A ledger shard in one SQLite file (see the module docstring)."""
 
     def __init__(
@@ -525,17 +497,7 @@ class SQLiteStore(SingleShard):
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        # Payment rows (paycore.storage.payments), read like everything else.
-        self.payments = PaymentReads(self._fetch_rows)
-        self.keys = ApiKeyReads(self._fetch_rows)
-        self.webhook_endpoints = WebhookEndpointReads(self._fetch_rows)
-        self.fx_quotes = FxQuoteReads(self._fetch_rows)
-        self.slot_maps = SlotMapReads(self._fetch_rows)
-        self.reconciliation = ReconciliationReads(self._fetch_rows)
-        self.deliveries = DeliveryReads(self._fetch_rows)
-        self.event_stream = EventStreamReads(self._fetch_rows)
-        # The list endpoints' reads (paycore.storage.listing), payments' included.
-        self.lists = ListReads(self._fetch_rows, Dialect.SQLITE)
+        self._attach_reads(Dialect.SQLITE)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -585,17 +547,6 @@ class SQLiteStore(SingleShard):
         self._local = threading.local()
 
     # -- writes -------------------------------------------------------------------
-
-    async def execute(self, command: Command) -> Any:
-        return await self._writer.submit(command, None, command_weight(command))
-
-    async def execute_idempotent(
-        self, command: Command, idempotency: Idempotency
-    ) -> tuple[StoredResponse, bool]:
-        outcome: tuple[StoredResponse, bool] = await self._writer.submit(
-            command, idempotency, command_weight(command)
-        )
-        return outcome
 
     def _sync_wal(self) -> None:
         """Sync thread: make every commit so far durable (``synchronous=FULL`` syncs the
@@ -707,12 +658,6 @@ class SQLiteStore(SingleShard):
 
         return self._read(read)
 
-    async def list_accounts(self, f: AccountFilter, page: Page) -> ListPage[Account]:
-        return await self.lists.accounts(f, page)
-
-    async def list_transfers(self, f: TransferFilter, page: Page) -> ListPage[TransferView]:
-        return await self.lists.transfers(f, page)
-
     async def balance_history(
         self, account_id: str, *, at: int | None = None, limit: int = 100, cursor: int | None = None
     ) -> list[BalanceRecord]:
@@ -735,21 +680,9 @@ class SQLiteStore(SingleShard):
 
         return self._read(read)
 
-    async def usage(self) -> ShardUsage:
-        accounts, transfers, open_sagas = await count_rows(self._fetch_rows)
+    async def _bytes_held(self) -> int:
         files = (self.path, Path(f"{self.path}-wal"))
-        size = sum(f.stat().st_size for f in files if f.exists())
-        return ShardUsage(accounts, transfers, open_sagas, size)
-
-    async def backlog(self, *, stream: bool = False) -> ShardBacklog:
-        return await read_backlog(self._fetch_rows, self.clock(), stream=stream)
-
-    async def open_sagas(
-        self, states: Sequence[str], *, created_before: int, limit: int
-    ) -> list[OutboxRow]:
-        return await read_open_sagas(
-            self._fetch_rows, states, created_before=created_before, limit=limit
-        )
+        return sum(f.stat().st_size for f in files if f.exists())
 
     async def ping(self) -> str | None:
         self._read(lambda c: c.execute("SELECT 1").fetchone())
@@ -768,13 +701,6 @@ class SQLiteStore(SingleShard):
                     conn.close()
 
         return await asyncio.to_thread(run)
-
-    # -- stats --------------------------------------------------------------------------
-
-    @property
-    def writer_stats(self) -> tuple[int, int]:
-        """(transactions committed, commands run) by the writer so far."""
-        return self._writer.groups, self._writer.jobs
 
 
 class _Snapshot(SnapshotReads):

@@ -7,10 +7,11 @@ same schema; a version that needs nothing on one dialect is a file of comments t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib import resources
 
 from paycore.errors import UnavailableError
 
-__all__ = ["outdated_schema_error"]
+__all__ = ["migration_scripts", "outdated_schema_error"]
 
 
 def outdated_schema_error(store: str, missing: Sequence[str]) -> UnavailableError:
@@ -19,3 +20,13 @@ def outdated_schema_error(store: str, missing: Sequence[str]) -> UnavailableErro
         f"shard {store}: the schema lacks migration(s) {', '.join(missing)}; "
         "apply them with `paycore migrate` (migrate_on_start is false)"
     )
+
+
+def migration_scripts(dialect: str) -> list[tuple[int, str, str]]:
+    """``(version, file name, SQL)`` of every migration of ``dialect``'s folder, in order."""
+    folder = resources.files(__name__) / dialect
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.name, entry.read_text()))
+    return sorted(found)
