@@ -56,8 +56,6 @@ from paycore.storage.base import (
     OutboxRow,
     ShardSnapshot,
     StoredResponse,
-    TransferPage,
-    check_page_arguments,
 )
 from paycore.storage.chain import ChainLinker
 from paycore.storage.codec import (
@@ -80,12 +78,13 @@ from paycore.storage.codec import (
 )
 from paycore.storage.group_commit import GroupCommitWriter, Job
 from paycore.storage.listing import (
+    MAX_TIME,
     Dialect,
 )
 from paycore.storage.migrations import migration_scripts, outdated_schema_error
 from paycore.storage.saga_holds import save_saga_holds
 from paycore.storage.snapshot import SnapshotReads
-from paycore.storage.sql_shard import SqlShard
+from paycore.storage.sql_shard import SqlShard, SqlTx
 
 __all__ = [
     "PostgresStore",
@@ -97,8 +96,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_MAX_TS = 2**63 - 1
-
 
 def _storable(ids: Iterable[str]) -> list[str]:
     """The ids a row may have: text with a NUL byte cannot be stored (nor sent) in
@@ -108,7 +105,7 @@ def _storable(ids: Iterable[str]) -> list[str]:
 
 def _limit(limit: int) -> int:
     """A LIMIT (positive: callers check it) that PostgreSQL takes: past bigint is clamped."""
-    return min(limit, _MAX_TS)
+    return min(limit, MAX_TIME)
 
 
 # Our reads and writes look up a batch of ids (``= ANY(...)``, ``unnest``) by primary
@@ -216,7 +213,7 @@ def pending_migrations_postgres(dsn: str) -> list[str]:
     return [name for version, name, _ in _migrations() if version not in done]
 
 
-class _PostgresTx:
+class _PostgresTx(SqlTx):
     """``LedgerTx`` on one synchronous connection (the writer's)."""
 
     def __init__(self, connect: Callable[[], psycopg.Connection[Any]], store: str) -> None:
@@ -243,16 +240,12 @@ class _PostgresTx:
         self.conn.execute("BEGIN")
         # Both rows locked, in key order, by every writer: the turn and the chain's head
         # come in one round trip, each the newest committed version (FOR UPDATE rereads).
-        meta = {
-            key: (value, digest)
-            for key, value, digest in self.conn.execute(
+        return self._turn(
+            self.conn.execute(
                 "SELECT key, value, digest FROM shard_meta "
                 "WHERE key IN ('last_timestamp', 'chain_head') ORDER BY key FOR UPDATE"
             )
-        }
-        seq, digest = meta["chain_head"]
-        self.chain = ChainLinker(self.store, int(seq), digest)
-        return int(meta["last_timestamp"][0])
+        )
 
     def commit(self, last_timestamp: int) -> None:
         if self.chain.moved:  # one statement for both rows: no extra round trip
@@ -327,12 +320,6 @@ class _PostgresTx:
                 "INSERT INTO account_metadata SELECT * FROM unnest(%b::text[], %b::text[])",
                 ([a.id for a in with_meta], [encode_metadata(a.metadata) for a in with_meta]),
             )
-
-    def set_account_flags(self, account: Account) -> None:
-        self.conn.execute(
-            "UPDATE accounts SET flags = %s WHERE id = %s",
-            (account_flags_bits(account.flags), account.id),
-        )
 
     def due_holds(self, now: int, limit: int) -> list[Transfer]:
         rows = self.conn.execute(
@@ -468,14 +455,6 @@ class _PostgresTx:
             "SELECT token FROM fencing_tokens WHERE name = %s FOR UPDATE", (name,)
         ).fetchone()
         return None if found is None else int(found[0])
-
-    def set_fence_token(self, name: str, token: int, now: int) -> None:
-        self.conn.execute(
-            "INSERT INTO fencing_tokens (name, token, updated_at) VALUES (%s, %s, %s) "
-            "ON CONFLICT (name) DO UPDATE SET token = excluded.token, "
-            "updated_at = excluded.updated_at",
-            (name, token, now),
-        )
 
     # -- transfer-id reservations (migration 0003) -----------------------------------------
 
@@ -744,73 +723,26 @@ class PostgresStore(SqlShard):
         )
         return accounts, transfers
 
-    async def account_transfers(
-        self,
-        account_id: str,
-        *,
-        limit: int,
-        cursor: int | None = None,
-        descending: bool = False,
-        side: str = "both",
-    ) -> TransferPage:
-        check_page_arguments(limit, side)
-        if not _storable([account_id]):
-            return TransferPage([], None)
-        order = "DESC" if descending else "ASC"
-        if cursor is None:
-            cursor = _MAX_TS if descending else -1
-        cursor = max(-1, min(cursor, _MAX_TS))
-        cmp = "<" if descending else ">"
-        sides = {"both": ("debit", "credit"), "debits": ("debit",), "credits": ("credit",)}[side]
+    def _account_history_sql(self, sides: Sequence[str], cmp: str, order: str) -> str:
         parts = [
-            f"(SELECT {T_COLUMNS} FROM transfers t WHERE t.{s}_account_id = %s "
-            f"AND t.timestamp {cmp} %s ORDER BY t.timestamp {order} LIMIT %s)"
+            f"(SELECT {T_COLUMNS} FROM transfers t WHERE t.{s}_account_id = ? "
+            f"AND t.timestamp {cmp} ? ORDER BY t.timestamp {order} LIMIT ?)"
             for s in sides
         ]
         moved = [  # history that moved in with the account (migration 0022)
             f"(SELECT {T_COLUMNS}, t.metadata, t.status, t.resolved_by FROM moved_transfers t "
-            f"WHERE t.{s}_account_id = %s AND t.timestamp {cmp} %s "
-            f"ORDER BY t.timestamp {order} LIMIT %s)"
+            f"WHERE t.{s}_account_id = ? AND t.timestamp {cmp} ? "
+            f"ORDER BY t.timestamp {order} LIMIT ?)"
             for s in sides
         ]
-        query = (
+        return (
             f"SELECT * FROM ((SELECT {T_COLUMNS}, m.metadata, p.status, p.resolved_by FROM ("
             + " UNION ALL ".join(parts)
             + ") t LEFT JOIN transfer_metadata m ON m.id = t.id "
             "LEFT JOIN pending_transfers p ON p.id = t.id) UNION ALL "
             + " UNION ALL ".join(moved)
-            + f") h ORDER BY h.timestamp {order} LIMIT %s"
+            + f") h ORDER BY h.timestamp {order} LIMIT ?"
         )
-        params: list[Any] = []
-        for _ in range(2):
-            for _ in sides:
-                params += [account_id, cursor, _limit(limit + 1)]
-        params.append(_limit(limit + 1))
-        views = [view_from_row(row) for row in await self._fetch(query, params)]
-        more = len(views) > limit
-        views = views[:limit]
-        return TransferPage(views, views[-1].transfer.timestamp if more else None)
-
-    async def balance_history(
-        self, account_id: str, *, at: int | None = None, limit: int = 100, cursor: int | None = None
-    ) -> list[BalanceRecord]:
-        check_page_arguments(limit, "both")
-        if not _storable([account_id]):
-            return []
-        if at is not None:
-            rows = await self._fetch(
-                "SELECT * FROM account_balances WHERE account_id = %s AND timestamp <= %s "
-                "ORDER BY timestamp DESC LIMIT 1",
-                (account_id, max(-1, min(at, _MAX_TS))),
-            )
-        else:
-            after = -1 if cursor is None else max(-1, min(cursor, _MAX_TS))
-            rows = await self._fetch(
-                "SELECT * FROM account_balances WHERE account_id = %s AND timestamp > %s "
-                "ORDER BY timestamp LIMIT %s",
-                (account_id, after, _limit(limit)),
-            )
-        return [BalanceRecord(*row) for row in rows]
 
     async def _bytes_held(self) -> int:
         rows = await self._fetch("SELECT pg_database_size(current_database())", ())

@@ -1,25 +1,36 @@
 """What the SQLite and the PostgreSQL store share: one shard of the same SQL tables.
 
-Each store writes through its own ``GroupCommitWriter`` and reads every table other than
-the ledger's through one ``_fetch_rows(query, params)`` (SQL written with ``?``); the
-commands, the read helpers built on ``_fetch_rows`` and the backlog and usage reads are
-the same on both, and live here once.
+Each store writes through its own ``GroupCommitWriter`` and reads through one
+``_fetch_rows(query, params)`` (SQL written with ``?``). What does not depend on the
+database lives here once: ``SqlShard`` (running commands, the read helpers built on
+``_fetch_rows``, an account's history and balance pages, usage and backlog reads) and
+``SqlTx`` (the write transaction's turn and the statements both dialects write alike).
+Each store adds its connections and the SQL that differs between dialects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from paycore.ledger.model import Account, TransferView
+from paycore.ledger.model import Account, BalanceRecord, TransferView
 from paycore.storage.apply import command_weight
-from paycore.storage.base import Idempotency, OutboxRow, StoredResponse
+from paycore.storage.base import (
+    Idempotency,
+    OutboxRow,
+    StoredResponse,
+    TransferPage,
+    check_page_arguments,
+)
+from paycore.storage.chain import ChainLinker
+from paycore.storage.codec import account_flags_bits, view_from_row
 from paycore.storage.deliveries import DeliveryReads
 from paycore.storage.event_stream import EventStreamReads
 from paycore.storage.fx_quotes import FxQuoteReads
 from paycore.storage.group_commit import GroupCommitWriter
 from paycore.storage.keys import ApiKeyReads
 from paycore.storage.listing import (
+    MAX_TIME,
     AccountFilter,
     Dialect,
     ListPage,
@@ -40,7 +51,45 @@ from paycore.storage.usage import (
 )
 from paycore.storage.webhook_endpoints import WebhookEndpointReads
 
-__all__ = ["SqlShard"]
+__all__ = ["SqlShard", "SqlTx"]
+
+
+def _clamp_ts(value: int) -> int:
+    """Keep caller-given timestamps inside bigint so a wild cursor reads nothing, not 500."""
+    return max(-1, min(value, MAX_TIME))
+
+
+class SqlTx:
+    """What the stores' write transactions (``LedgerTx``) share: reading the write turn,
+    and the statements both dialects write alike, run by ``run_sql`` (SQL with ``?``)."""
+
+    store: str
+    chain: ChainLinker
+
+    def run_sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _turn(self, meta: Iterable[tuple[str, Any, bytes | None]]) -> int:
+        """The turn's ``shard_meta`` rows (key, value, digest) read: the chain's head
+        loaded, the shard's last timestamp returned."""
+        found = {key: (value, digest) for key, value, digest in meta}
+        seq, digest = found["chain_head"]
+        self.chain = ChainLinker(self.store, int(seq), digest)
+        return int(found["last_timestamp"][0])
+
+    def set_account_flags(self, account: Account) -> None:
+        self.run_sql(
+            "UPDATE accounts SET flags = ? WHERE id = ?",
+            (account_flags_bits(account.flags), account.id),
+        )
+
+    def set_fence_token(self, name: str, token: int, now: int) -> None:
+        self.run_sql(
+            "INSERT INTO fencing_tokens (name, token, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET token = excluded.token, "
+            "updated_at = excluded.updated_at",
+            (name, token, now),
+        )
 
 
 class SqlShard(SingleShard):
@@ -77,6 +126,12 @@ class SqlShard(SingleShard):
         """The rows of a query written with ``?`` placeholders, committed data only."""
         raise NotImplementedError
 
+    def _account_history_sql(self, sides: Sequence[str], cmp: str, order: str) -> str:
+        """``account_transfers``' query (``?`` placeholders): per side in ``sides``, the
+        newest (``order``) ``limit + 1`` transfers after the cursor (``cmp``), stored and
+        moved in (migration 0022); each side's three parameters, then the limit."""
+        raise NotImplementedError
+
     # -- writes ------------------------------------------------------------------------
 
     async def execute(self, command: Command) -> Any:
@@ -105,6 +160,52 @@ class SqlShard(SingleShard):
     async def _bytes_held(self) -> int:
         """What the shard's data takes on disk."""
         raise NotImplementedError
+
+    async def account_transfers(
+        self,
+        account_id: str,
+        *,
+        limit: int,
+        cursor: int | None = None,
+        descending: bool = False,
+        side: str = "both",
+    ) -> TransferPage:
+        check_page_arguments(limit, side)
+        order = "DESC" if descending else "ASC"
+        if cursor is None:
+            cursor = MAX_TIME if descending else -1
+        cursor = _clamp_ts(cursor)
+        cmp = "<" if descending else ">"
+        sides = {"both": ("debit", "credit"), "debits": ("debit",), "credits": ("credit",)}[side]
+        params: list[Any] = []
+        for _ in range(2):
+            for _ in sides:
+                params += [account_id, cursor, _clamp_ts(limit + 1)]
+        params.append(_clamp_ts(limit + 1))
+        rows = await self._fetch_rows(self._account_history_sql(sides, cmp, order), params)
+        views = [view_from_row(row) for row in rows]
+        more = len(views) > limit
+        views = views[:limit]
+        return TransferPage(views, views[-1].transfer.timestamp if more else None)
+
+    async def balance_history(
+        self, account_id: str, *, at: int | None = None, limit: int = 100, cursor: int | None = None
+    ) -> list[BalanceRecord]:
+        check_page_arguments(limit, "both")
+        if at is not None:
+            rows = await self._fetch_rows(
+                "SELECT * FROM account_balances WHERE account_id = ? AND timestamp <= ? "
+                "ORDER BY timestamp DESC LIMIT 1",
+                (account_id, _clamp_ts(at)),
+            )
+        else:
+            after = -1 if cursor is None else _clamp_ts(cursor)
+            rows = await self._fetch_rows(
+                "SELECT * FROM account_balances WHERE account_id = ? AND timestamp > ? "
+                "ORDER BY timestamp LIMIT ?",
+                (account_id, after, _clamp_ts(limit)),
+            )
+        return [BalanceRecord(*row) for row in rows]
 
     async def backlog(self, *, stream: bool = False) -> ShardBacklog:
         return await read_backlog(self._fetch_rows, self.clock(), stream=stream)

@@ -45,8 +45,6 @@ from paycore.storage.base import (
     OutboxRow,
     ShardSnapshot,
     StoredResponse,
-    TransferPage,
-    check_page_arguments,
 )
 from paycore.storage.chain import ChainLinker
 from paycore.storage.codec import (
@@ -74,7 +72,7 @@ from paycore.storage.listing import (
 from paycore.storage.migrations import migration_scripts, outdated_schema_error
 from paycore.storage.saga_holds import save_saga_holds
 from paycore.storage.snapshot import SnapshotReads
-from paycore.storage.sql_shard import SqlShard
+from paycore.storage.sql_shard import SqlShard, SqlTx
 
 __all__ = [
     "SQLiteStore",
@@ -196,7 +194,7 @@ def _split_sql(script: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-class _SQLiteTx:
+class _SQLiteTx(SqlTx):
     """``LedgerTx`` and ``WriteSession`` on the writer's connection."""
 
     def __init__(self, conn: sqlite3.Connection, store: str) -> None:
@@ -208,16 +206,12 @@ class _SQLiteTx:
 
     def begin(self) -> int:
         self.conn.execute("BEGIN IMMEDIATE")  # the file's one write lock, taken up front
-        meta = {
-            key: (value, digest)
-            for key, value, digest in self.conn.execute(
+        return self._turn(
+            self.conn.execute(
                 "SELECT key, value, digest FROM shard_meta "
                 "WHERE key IN ('last_timestamp', 'chain_head')"
             )
-        }
-        seq, digest = meta["chain_head"]
-        self.chain = ChainLinker(self.store, int(seq), digest)
-        return int(meta["last_timestamp"][0])
+        )
 
     def commit(self, last_timestamp: int) -> None:
         self.conn.execute(
@@ -273,12 +267,6 @@ class _SQLiteTx:
         self.conn.executemany(
             "INSERT INTO account_metadata VALUES (?, ?)",
             [(a.id, encode_metadata(a.metadata)) for a in accounts if a.metadata is not None],
-        )
-
-    def set_account_flags(self, account: Account) -> None:
-        self.conn.execute(
-            "UPDATE accounts SET flags = ? WHERE id = ?",
-            (account_flags_bits(account.flags), account.id),
         )
 
     def due_holds(self, now: int, limit: int) -> list[Transfer]:
@@ -385,14 +373,6 @@ class _SQLiteTx:
         row = self.conn.execute("SELECT token FROM fencing_tokens WHERE name = ?", (name,))
         found = row.fetchone()
         return None if found is None else int(found[0])
-
-    def set_fence_token(self, name: str, token: int, now: int) -> None:
-        self.conn.execute(
-            "INSERT INTO fencing_tokens (name, token, updated_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET token = excluded.token, "
-            "updated_at = excluded.updated_at",
-            (name, token, now),
-        )
 
     # -- transfer-id reservations (migration 0003) -----------------------------------------
 
@@ -609,22 +589,7 @@ class SQLiteStore(SqlShard):
 
         return self._read(read)
 
-    async def account_transfers(
-        self,
-        account_id: str,
-        *,
-        limit: int,
-        cursor: int | None = None,
-        descending: bool = False,
-        side: str = "both",
-    ) -> TransferPage:
-        check_page_arguments(limit, side)
-        order = "DESC" if descending else "ASC"
-        if cursor is None:
-            cursor = _MAX_TS if descending else -1
-        cursor = _clamp_ts(cursor)
-        cmp = "<" if descending else ">"
-        sides = {"both": ("debit", "credit"), "debits": ("debit",), "credits": ("credit",)}[side]
+    def _account_history_sql(self, sides: Sequence[str], cmp: str, order: str) -> str:
         parts = [
             f"SELECT * FROM (SELECT {T_COLUMNS} FROM transfers t WHERE t.{s}_account_id = ? "
             f"AND t.timestamp {cmp} ? ORDER BY t.timestamp {order} LIMIT ?)"
@@ -636,7 +601,7 @@ class SQLiteStore(SqlShard):
             f"ORDER BY t.timestamp {order} LIMIT ?)"
             for s in sides
         ]
-        sql = (
+        return (
             f"SELECT * FROM (SELECT {T_COLUMNS}, m.metadata, p.status, p.resolved_by FROM ("
             + " UNION ALL ".join(parts)
             + ") t LEFT JOIN transfer_metadata m ON m.id = t.id "
@@ -644,41 +609,6 @@ class SQLiteStore(SqlShard):
             + " UNION ALL ".join(moved)
             + f") ORDER BY timestamp {order} LIMIT ?"
         )
-        params: list[Any] = []
-        for _ in range(2):
-            for _ in sides:
-                params += [account_id, cursor, _clamp_ts(limit + 1)]
-        params.append(_clamp_ts(limit + 1))
-
-        def read(conn: sqlite3.Connection) -> TransferPage:
-            views = [view_from_row(row) for row in conn.execute(sql, params)]
-            more = len(views) > limit
-            views = views[:limit]
-            return TransferPage(views, views[-1].transfer.timestamp if more else None)
-
-        return self._read(read)
-
-    async def balance_history(
-        self, account_id: str, *, at: int | None = None, limit: int = 100, cursor: int | None = None
-    ) -> list[BalanceRecord]:
-        check_page_arguments(limit, "both")
-
-        def read(conn: sqlite3.Connection) -> list[BalanceRecord]:
-            if at is not None:
-                rows = conn.execute(
-                    "SELECT * FROM account_balances WHERE account_id = ? AND timestamp <= ? "
-                    "ORDER BY timestamp DESC LIMIT 1",
-                    (account_id, _clamp_ts(at)),
-                ).fetchall()
-            else:
-                rows = conn.execute(
-                    "SELECT * FROM account_balances WHERE account_id = ? AND timestamp > ? "
-                    "ORDER BY timestamp LIMIT ?",
-                    (account_id, -1 if cursor is None else _clamp_ts(cursor), _clamp_ts(limit)),
-                ).fetchall()
-            return [BalanceRecord(*row) for row in rows]
-
-        return self._read(read)
 
     async def _bytes_held(self) -> int:
         files = (self.path, Path(f"{self.path}-wal"))
@@ -744,14 +674,6 @@ class _Snapshot(SnapshotReads):
     def balance_history(self) -> Iterator[BalanceRecord]:
         for row in self.conn.execute("SELECT * FROM account_balances ORDER BY timestamp"):
             yield BalanceRecord(*row)
-
-
-_MAX_TS = 2**63 - 1
-
-
-def _clamp_ts(value: int) -> int:
-    """Keep caller-given timestamps inside bigint so a wild cursor reads nothing, not 500."""
-    return max(-1, min(value, _MAX_TS))
 
 
 def _q(n: int) -> str:
