@@ -12,7 +12,7 @@ Reads answer from committed state only.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -42,6 +42,7 @@ __all__ = [
     "DecideChain",
     "ExpirePending",
     "Fence",
+    "Fetch",
     "FinishChain",
     "Idempotency",
     "KeepChainRefusals",
@@ -405,6 +406,10 @@ class Idempotency:
     render: Callable[[Any], StoredResponse]
     retention_seconds: int = 72 * 3600
 
+
+# How a shard's read helpers read its committed rows: SQL written with ``?``
+# placeholders and its parameters in, the rows out (each store's ``_fetch_rows``).
+Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
 
 PAGE_SIDES = ("both", "debits", "credits")
 

@@ -9,10 +9,12 @@ changed: whether it was used is told by its conversion's transfers (``paycore.fx
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import msgspec
+
+from paycore.storage.base import Fetch
 
 __all__ = ["CreateFxQuote", "FxQuoteCommand", "FxQuoteReads", "FxQuoteRow", "apply_fx_command"]
 
@@ -56,9 +58,6 @@ def apply_fx_command(tx: _Sql, command: FxQuoteCommand) -> FxQuoteRow:
     """Run an FX command in the writer's transaction."""
     tx.run_sql(_INSERT, msgspec.structs.astuple(command.row))
     return command.row
-
-
-Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
 
 
 class FxQuoteReads:

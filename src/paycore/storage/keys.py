@@ -17,10 +17,11 @@ SQL is written once for both backends (``?`` placeholders, as ``paycore.storage.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
+
+from paycore.storage.base import Fetch
 
 if TYPE_CHECKING:
     from paycore.storage.tx import GroupClock, LedgerTx
@@ -172,9 +173,6 @@ def apply_key_command(
         return KeyChange(_revoke(tx, row, command.revoke_at, command.new.id), command.new)
     found = _get(tx, command.id)
     return None if found is None else _revoke(tx, found, command.at, command.replaced_by)
-
-
-Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
 
 
 class ApiKeyReads:

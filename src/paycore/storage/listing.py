@@ -25,7 +25,7 @@ substitutes them); only the functions that differ come from the ``Dialect``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final, Generic, TypeVar
@@ -33,6 +33,7 @@ from typing import Any, Final, Generic, TypeVar
 import msgspec
 
 from paycore.ledger.model import Account, TransferView
+from paycore.storage.base import Fetch
 from paycore.storage.codec import A_COLUMNS, T_COLUMNS, account_from_row, view_from_row
 from paycore.storage.payments import (
     ATTEMPT_COLUMNS,
@@ -68,7 +69,6 @@ __all__ = [
 
 T = TypeVar("T")
 Keyset = tuple[int, str]  # (time in ns, id): a row's place in a listing
-Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
 
 MAX_TIME: Final = 2**63 - 1  # times are signed 64-bit in both backends
 # The owner of paycore's own transfers (``xs.``, ``pm.``): no tenant prefix ends in ".".
