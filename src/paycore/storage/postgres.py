@@ -797,9 +797,7 @@ class _Snapshot(SnapshotReads):
     conn: psycopg.Connection[Any]
 
     def __init__(self, conn: psycopg.Connection[Any], now: int, shard: str) -> None:
-        self.conn = conn
-        self.now = now
-        self.shard = shard
+        super().__init__(conn, now, shard)
         self._cursors: list[psycopg.ServerCursor[Any]] = []
 
     def rows(self, query: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:

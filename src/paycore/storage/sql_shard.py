@@ -128,8 +128,9 @@ class SqlShard(SingleShard):
 
     def _account_history_sql(self, sides: Sequence[str], cmp: str, order: str) -> str:
         """``account_transfers``' query (``?`` placeholders): per side in ``sides``, the
-        newest (``order``) ``limit + 1`` transfers after the cursor (``cmp``), stored and
-        moved in (migration 0022); each side's three parameters, then the limit."""
+        first ``limit + 1`` transfers past the cursor (``cmp``) in ``order``, the stored
+        ones, then the moved-in ones (migration 0022), each taking (account, cursor,
+        limit + 1); the whole limited to ``limit + 1`` (the last parameter)."""
         raise NotImplementedError
 
     # -- writes ------------------------------------------------------------------------

@@ -636,11 +636,6 @@ class SQLiteStore(SqlShard):
 class _Snapshot(SnapshotReads):
     conn: sqlite3.Connection
 
-    def __init__(self, conn: sqlite3.Connection, now: int, shard: str) -> None:
-        self.conn = conn
-        self.now = now
-        self.shard = shard
-
     def rows(self, query: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
         """Stream the rows of a query written with ``?`` placeholders."""
         yield from self.conn.execute(query, params)
