@@ -131,24 +131,32 @@ _RFC3339_NS = Annotated[
 ]
 
 
-class TransferEvent(_Strict, frozen=True, forbid_unknown_fields=True):
-    """A transfer of a shard's ledger log; ``id`` is ``<shard>:transfer:<seq>``."""
-
-    version: Literal[1]
-    id: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9_-]+:transfer:[0-9]+$")]
-    type: Literal["transfer.pending", "transfer.posted", "transfer.voided"]
-    shard: str
-    seq: Annotated[int, msgspec.Meta(ge=1, description="chain_seq: 1, 2, ... no gaps")]
-    occurred_at: _RFC3339_NS
-    tenant: str
-    data: TransferObject
-
-
-class PaymentEvent(_Strict, frozen=True, forbid_unknown_fields=True):
-    """A payment's change; ``id`` is its webhook's ``evt_...`` id."""
+class _Event(_Strict, frozen=True, forbid_unknown_fields=True):
+    """The envelope of every event; each kind narrows its ``type`` and ``data`` (a
+    field narrowed in a kind keeps its place here, so the field order is this one)."""
 
     version: Literal[1]
     id: _ID
+    type: str
+    shard: str
+    seq: Annotated[int, msgspec.Meta(ge=1)]
+    occurred_at: _RFC3339_NS
+    tenant: str
+    data: Any
+
+
+class TransferEvent(_Event, frozen=True, forbid_unknown_fields=True):
+    """A transfer of a shard's ledger log; ``id`` is ``<shard>:transfer:<seq>``."""
+
+    id: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9_-]+:transfer:[0-9]+$")]
+    type: Literal["transfer.pending", "transfer.posted", "transfer.voided"]
+    seq: Annotated[int, msgspec.Meta(ge=1, description="chain_seq: 1, 2, ... no gaps")]
+    data: TransferObject
+
+
+class PaymentEvent(_Event, frozen=True, forbid_unknown_fields=True):
+    """A payment's change; ``id`` is its webhook's ``evt_...`` id."""
+
     type: Literal[
         "payment.requires_capture",
         "payment.captured",
@@ -156,36 +164,20 @@ class PaymentEvent(_Strict, frozen=True, forbid_unknown_fields=True):
         "payment.failed",
         "payment.canceled",
     ]
-    shard: str
-    seq: Annotated[int, msgspec.Meta(ge=1)]
-    occurred_at: _RFC3339_NS
-    tenant: str
     data: PaymentObject
 
 
-class RefundEvent(_Strict, frozen=True, forbid_unknown_fields=True):
+class RefundEvent(_Event, frozen=True, forbid_unknown_fields=True):
     """A refund's change."""
 
-    version: Literal[1]
-    id: _ID
     type: Literal["refund.succeeded", "refund.failed"]
-    shard: str
-    seq: Annotated[int, msgspec.Meta(ge=1)]
-    occurred_at: _RFC3339_NS
-    tenant: str
     data: RefundObject
 
 
-class PayoutEvent(_Strict, frozen=True, forbid_unknown_fields=True):
+class PayoutEvent(_Event, frozen=True, forbid_unknown_fields=True):
     """A payout's change."""
 
-    version: Literal[1]
-    id: _ID
     type: Literal["payout.paid", "payout.failed"]
-    shard: str
-    seq: Annotated[int, msgspec.Meta(ge=1)]
-    occurred_at: _RFC3339_NS
-    tenant: str
     data: PayoutObject
 
 
