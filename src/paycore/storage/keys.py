@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from paycore.storage.base import Fetch
+from paycore.storage.base import Fetch, tenant_rows
 
 if TYPE_CHECKING:
     from paycore.storage.tx import GroupClock, LedgerTx
@@ -193,10 +193,5 @@ class ApiKeyReads:
         self, tenant: str, *, after: tuple[int, str] | None = None, limit: int = 100
     ) -> list[ApiKeyRow]:
         """``tenant``'s keys by (created_at, id), from after the key ``after`` names."""
-        since, last_id = after if after is not None else (-1, "")
-        rows = await self._fetch(
-            f"{_SELECT} WHERE tenant = ? AND (created_at > ? OR (created_at = ? AND id > ?)) "
-            "ORDER BY created_at, id LIMIT ?",
-            (tenant, since, since, last_id, limit),
-        )
+        rows = await tenant_rows(self._fetch, _SELECT, tenant, after, limit)
         return [ApiKeyRow(*r) for r in rows]
