@@ -64,7 +64,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -395,17 +395,9 @@ class ShardedStore:
             target = self.shard_for(command.account_id)
             if target == home and not self._closes_across(command):
                 return await self.shards[home].execute_idempotent(command, idempotency)
-            seen = await self._seen(home, idempotency)
-            if seen is not None:
-                return seen, True
-            closed = await self._close(command)  # closing is idempotent
-            record = Idempotency(
-                idempotency.key,
-                idempotency.fingerprint,
-                lambda _: idempotency.render(closed),
-                idempotency.retention_seconds,
+            return await self._answer_once(  # closing is idempotent
+                home, idempotency, lambda: self._close(command), CreateAccounts(())
             )
-            return await self.shards[home].execute_idempotent(CreateAccounts(()), record)
         if not isinstance(command, CreateTransfers | CreateAccounts):
             raise TypeError(f"{type(command).__name__} is not run under an Idempotency-Key")
         segments = (
@@ -414,36 +406,21 @@ class ShardedStore:
             else None
         )
         if segments is not None:
-            seen = await self._seen(home, idempotency)
-            if seen is not None:
-                return seen, True
             assert isinstance(command, CreateTransfers)
-            done = await run_segments(self, command, segments)
-            record = Idempotency(
-                idempotency.key,
-                idempotency.fingerprint,
-                lambda _: idempotency.render(done),
-                idempotency.retention_seconds,
+            return await self._answer_once(
+                home, idempotency, lambda: run_segments(self, command, segments), type(command)(())
             )
-            return await self.shards[home].execute_idempotent(type(command)(()), record)
         split, parts = await split_command(self, command)
         if split.sagas or split.resolves:
             # Steps run after step 1: the answer is known once they did, so the record
             # is written then (a crash before it: a retry repeats no effect, every item
             # being idempotent by its transfer id).
-            seen = await self._seen(home, idempotency)
-            if seen is not None:
-                return seen, True
-            final = await drive(
-                self, split, split.merge(await self._run_parts(command, split, parts))
-            )
-            record = Idempotency(
-                idempotency.key,
-                idempotency.fingerprint,
-                lambda _: idempotency.render(final),
-                idempotency.retention_seconds,
-            )
-            return await self.shards[home].execute_idempotent(type(command)(()), record)
+            async def steps() -> Any:
+                return await drive(
+                    self, split, split.merge(await self._run_parts(command, split, parts))
+                )
+
+            return await self._answer_once(home, idempotency, steps, type(command)(()))
         others = {s: c for s, c in parts.items() if s != home}
         if others:
             seen = await self._seen(home, idempotency)
@@ -495,17 +472,31 @@ class ShardedStore:
         home = target if self.single else self.shard_for(idempotency.key)
         if target == home:
             return await self.shards[home].execute_idempotent(command, idempotency)
+        return await self._answer_once(
+            home, idempotency, lambda: self.shards[target].execute(command), CreateAccounts(())
+        )
+
+    async def _answer_once(
+        self,
+        home: str,
+        idempotency: Idempotency,
+        work: Callable[[], Awaitable[Any]],
+        empty: Command,
+    ) -> tuple[StoredResponse, bool]:
+        """Run ``work`` (commands of other shards than the key's, ``home``) unless the key
+        has an answer already (replayed), then record its result's answer under the key:
+        ``empty`` (a command that does nothing) carries the record on ``home``."""
         seen = await self._seen(home, idempotency)
         if seen is not None:
             return seen, True
-        result = await self.shards[target].execute(command)
+        result = await work()
         record = Idempotency(
             idempotency.key,
             idempotency.fingerprint,
             lambda _: idempotency.render(result),
             idempotency.retention_seconds,
         )
-        return await self.shards[home].execute_idempotent(CreateAccounts(()), record)
+        return await self.shards[home].execute_idempotent(empty, record)
 
     async def _seen(self, home: str, idempotency: Idempotency) -> StoredResponse | None:
         """The stored answer under this key on its shard; 409 when the body differs."""

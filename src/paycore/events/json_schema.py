@@ -25,6 +25,16 @@ __all__ = ["EVENT_TYPES_BY_KIND", "event_json_schema", "validate_event"]
 _ID = Annotated[str, msgspec.Meta(min_length=1)]
 _CURRENCY = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")]
 _MINOR_UNITS = Annotated[int, msgspec.Meta(ge=0, description="integer minor units")]
+# The event types of each kind: an event's ``type`` and its object's are the same one.
+_PaymentType = Literal[
+    "payment.requires_capture",
+    "payment.captured",
+    "payment.succeeded",
+    "payment.failed",
+    "payment.canceled",
+]
+_RefundType = Literal["refund.succeeded", "refund.failed"]
+_PayoutType = Literal["payout.paid", "payout.failed"]
 
 
 class _Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -74,13 +84,7 @@ class RefundSettlement(_Strict, frozen=True, forbid_unknown_fields=True):
 class PaymentObject(_Strict, frozen=True, forbid_unknown_fields=True):
     """A payment as its webhook carries it (``docs/payments.md``)."""
 
-    type: Literal[
-        "payment.requires_capture",
-        "payment.captured",
-        "payment.succeeded",
-        "payment.failed",
-        "payment.canceled",
-    ]
+    type: _PaymentType
     object: Literal["payment"]
     id: _ID
     status: PaymentStatus
@@ -98,7 +102,7 @@ class PaymentObject(_Strict, frozen=True, forbid_unknown_fields=True):
 class RefundObject(_Strict, frozen=True, forbid_unknown_fields=True):
     """A refund as its webhook carries it."""
 
-    type: Literal["refund.succeeded", "refund.failed"]
+    type: _RefundType
     object: Literal["refund"]
     id: _ID
     payment_id: _ID
@@ -112,7 +116,7 @@ class RefundObject(_Strict, frozen=True, forbid_unknown_fields=True):
 class PayoutObject(_Strict, frozen=True, forbid_unknown_fields=True):
     """A payout as its webhook carries it."""
 
-    type: Literal["payout.paid", "payout.failed"]
+    type: _PayoutType
     object: Literal["payout"]
     id: _ID
     status: PayoutStatus
@@ -131,61 +135,47 @@ _RFC3339_NS = Annotated[
 ]
 
 
-class TransferEvent(_Strict, frozen=True, forbid_unknown_fields=True):
-    """A transfer of a shard's ledger log; ``id`` is ``<shard>:transfer:<seq>``."""
+class _Event(_Strict, frozen=True, forbid_unknown_fields=True):
+    """The envelope of every event; each kind narrows its ``type`` and ``data`` (a
+    field narrowed in a kind keeps its place here, so the field order is this one)."""
 
     version: Literal[1]
-    id: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9_-]+:transfer:[0-9]+$")]
-    type: Literal["transfer.pending", "transfer.posted", "transfer.voided"]
+    id: _ID
+    type: str
     shard: str
-    seq: Annotated[int, msgspec.Meta(ge=1, description="chain_seq: 1, 2, ... no gaps")]
+    seq: Annotated[int, msgspec.Meta(ge=1)]
     occurred_at: _RFC3339_NS
     tenant: str
+    data: Any
+
+
+class TransferEvent(_Event, frozen=True, forbid_unknown_fields=True):
+    """A transfer of a shard's ledger log; ``id`` is ``<shard>:transfer:<seq>``."""
+
+    id: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9_-]+:transfer:[0-9]+$")]
+    type: Literal["transfer.pending", "transfer.posted", "transfer.voided"]
+    seq: Annotated[int, msgspec.Meta(ge=1, description="chain_seq: 1, 2, ... no gaps")]
     data: TransferObject
 
 
-class PaymentEvent(_Strict, frozen=True, forbid_unknown_fields=True):
+class PaymentEvent(_Event, frozen=True, forbid_unknown_fields=True):
     """A payment's change; ``id`` is its webhook's ``evt_...`` id."""
 
-    version: Literal[1]
-    id: _ID
-    type: Literal[
-        "payment.requires_capture",
-        "payment.captured",
-        "payment.succeeded",
-        "payment.failed",
-        "payment.canceled",
-    ]
-    shard: str
-    seq: Annotated[int, msgspec.Meta(ge=1)]
-    occurred_at: _RFC3339_NS
-    tenant: str
+    type: _PaymentType
     data: PaymentObject
 
 
-class RefundEvent(_Strict, frozen=True, forbid_unknown_fields=True):
+class RefundEvent(_Event, frozen=True, forbid_unknown_fields=True):
     """A refund's change."""
 
-    version: Literal[1]
-    id: _ID
-    type: Literal["refund.succeeded", "refund.failed"]
-    shard: str
-    seq: Annotated[int, msgspec.Meta(ge=1)]
-    occurred_at: _RFC3339_NS
-    tenant: str
+    type: _RefundType
     data: RefundObject
 
 
-class PayoutEvent(_Strict, frozen=True, forbid_unknown_fields=True):
+class PayoutEvent(_Event, frozen=True, forbid_unknown_fields=True):
     """A payout's change."""
 
-    version: Literal[1]
-    id: _ID
-    type: Literal["payout.paid", "payout.failed"]
-    shard: str
-    seq: Annotated[int, msgspec.Meta(ge=1)]
-    occurred_at: _RFC3339_NS
-    tenant: str
+    type: _PayoutType
     data: PayoutObject
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "captured_amounts",
     "conversion_id",
     "leg_id",
+    "linked",
     "open_legs",
     "quote_id_of",
     "void_legs",
@@ -61,7 +62,7 @@ def quote_id_of(conversion: str) -> str | None:
     return _QUOTE_PREFIX + conversion.removeprefix(_CONVERSION_PREFIX)
 
 
-def _linked(items: list[TransferRequest]) -> tuple[TransferRequest, ...]:
+def linked(items: list[TransferRequest]) -> tuple[TransferRequest, ...]:
     """Every item but the last carries ``linked``: the chain closes on the last."""
     last = len(items) - 1
     return tuple(
@@ -99,7 +100,7 @@ def open_legs(
                 quote.spread_amount, buy, flags=flags, timeout_seconds=timeout,
             )
         )  # fmt: skip
-    return _linked(items)
+    return linked(items)
 
 
 def captured_amounts(quote: FxQuoteRow, sell_amount: int | None) -> tuple[int, int, int]:
@@ -146,13 +147,13 @@ def capture_legs(quote: FxQuoteRow, sell_amount: int | None) -> tuple[TransferRe
                 amount=p if p > 0 else None, flags=spread,
             )
         )  # fmt: skip
-    return _linked(items)
+    return linked(items)
 
 
 def void_legs(quote: FxQuoteRow) -> tuple[TransferRequest, ...]:
     """The chain releasing every hold of a held conversion."""
     legs = LEGS if quote.spread_amount > 0 else LEGS[:2]
-    return _linked(
+    return linked(
         [
             TransferRequest(
                 leg_id(quote.id, f"{leg}.void"),

@@ -30,11 +30,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from msgspec.structs import replace
-
 from paycore.config import FxConfig
 from paycore.errors import ErrorCode, RequestError
 from paycore.fx.accounts import liquidity_account_id, revenue_account_id
+from paycore.fx.conversion import linked
 from paycore.fx.quotes import price
 from paycore.fx.rates import RateSource
 from paycore.fx.rounding import buy_for, minor_ratio, rate_text
@@ -93,14 +92,6 @@ async def lock_rate(
     return LockedRate(presentment, settlement, rate_text(priced.rate), rate_text(priced.mid_rate))
 
 
-def _linked(items: list[TransferRequest]) -> tuple[TransferRequest, ...]:
-    last = len(items) - 1
-    return tuple(
-        item if i == last else replace(item, flags=replace(item.flags, linked=True))
-        for i, item in enumerate(items)
-    )
-
-
 def capture_chain(
     chain_id: str, locked: LockedRate, psp: str, merchant: str, amount: int, **metadata: str
 ) -> tuple[TransferRequest, ...]:
@@ -118,7 +109,7 @@ def capture_chain(
             TransferRequest(f"{chain_id}.spread", liquidity_account_id(m),
                             revenue_account_id(m), spread, m, metadata=metadata)
         )  # fmt: skip
-    return _linked(items)
+    return linked(items)
 
 
 def refund_chain(
@@ -128,7 +119,7 @@ def refund_chain(
     with ``settle_chain``."""
     p, m = locked.presentment, locked.settlement
     held = TransferFlags(pending=True)
-    return _linked(
+    return linked(
         [
             TransferRequest(
                 f"{chain_id}.buy",
@@ -157,7 +148,7 @@ def settle_chain(
 ) -> tuple[TransferRequest, ...]:
     """Post (``post``) or void, as one, the holds of ``refund_chain(held_id, ...)``."""
     flags = TransferFlags(post_pending=True) if post else TransferFlags(void_pending=True)
-    return _linked(
+    return linked(
         [
             TransferRequest(
                 f"{chain_id}.{leg}", pending_id=f"{held_id}.{leg}", flags=flags, metadata=metadata

@@ -27,8 +27,9 @@ a silent no-op. Pure: no I/O, tested without a database.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Final
+from typing import Final, TypeVar
 
 from paycore.errors import ErrorCode, RequestError
 
@@ -58,6 +59,16 @@ class IllegalTransition(RequestError):
         self.wanted = wanted
 
 
+S = TypeVar("S", bound=StrEnum)
+
+
+def _move(kind: str, transitions: Mapping[S, frozenset[S]], current: S, wanted: S) -> S:
+    """``wanted``, if ``transitions`` has the edge from ``current``; else ``IllegalTransition``."""
+    if wanted not in transitions[current]:
+        raise IllegalTransition(kind, current.value, wanted.value)
+    return wanted
+
+
 class PaymentStatus(StrEnum):
     """The states of a payment intent (see the module docstring).
 
@@ -76,10 +87,7 @@ class PaymentStatus(StrEnum):
     CANCELED = "canceled"
 
     def to(self, wanted: PaymentStatus) -> PaymentStatus:
-        """``wanted``, if the table has the edge; else ``IllegalTransition``."""
-        if wanted not in PAYMENT_TRANSITIONS[self]:
-            raise IllegalTransition("payment", self.value, wanted.value)
-        return wanted
+        return _move("payment", PAYMENT_TRANSITIONS, self, wanted)
 
     @property
     def final(self) -> bool:
@@ -105,9 +113,7 @@ class RefundStatus(StrEnum):
     FAILED = "failed"
 
     def to(self, wanted: RefundStatus) -> RefundStatus:
-        if wanted not in REFUND_TRANSITIONS[self]:
-            raise IllegalTransition("refund", self.value, wanted.value)
-        return wanted
+        return _move("refund", REFUND_TRANSITIONS, self, wanted)
 
 
 REFUND_TRANSITIONS: Final[dict[RefundStatus, frozenset[RefundStatus]]] = {
@@ -123,9 +129,7 @@ class PayoutStatus(StrEnum):
     FAILED = "failed"
 
     def to(self, wanted: PayoutStatus) -> PayoutStatus:
-        if wanted not in PAYOUT_TRANSITIONS[self]:
-            raise IllegalTransition("payout", self.value, wanted.value)
-        return wanted
+        return _move("payout", PAYOUT_TRANSITIONS, self, wanted)
 
 
 PAYOUT_TRANSITIONS: Final[dict[PayoutStatus, frozenset[PayoutStatus]]] = {

@@ -12,7 +12,7 @@ Reads answer from committed state only.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
@@ -43,6 +43,7 @@ __all__ = [
     "DecideChain",
     "ExpirePending",
     "Fence",
+    "Fetch",
     "FinishChain",
     "Idempotency",
     "KeepChainRefusals",
@@ -63,6 +64,7 @@ __all__ = [
     "TransferPage",
     "check_limit",
     "check_page_arguments",
+    "tenant_rows",
 ]
 
 T = TypeVar("T")
@@ -422,6 +424,24 @@ class Idempotency:
     fingerprint: str
     render: Callable[[Any], StoredResponse]
     retention_seconds: int = 72 * 3600
+
+
+# How a shard's read helpers read its committed rows: SQL written with ``?``
+# placeholders and its parameters in, the rows out (each store's ``_fetch_rows``).
+Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
+
+
+async def tenant_rows(
+    fetch: Fetch, select: str, tenant: str, after: tuple[int, str] | None, limit: int
+) -> list[tuple[Any, ...]]:
+    """A page of ``select``'s rows (a table with ``tenant``, ``created_at`` and ``id``)
+    that are ``tenant``'s, by (created_at, id), from after the key ``after``."""
+    since, last_id = after if after is not None else (-1, "")
+    return await fetch(
+        f"{select} WHERE tenant = ? AND (created_at > ? OR (created_at = ? AND id > ?)) "
+        "ORDER BY created_at, id LIMIT ?",
+        (tenant, since, since, last_id, limit),
+    )
 
 
 PAGE_SIDES = ("both", "debits", "credits")

@@ -10,11 +10,11 @@ a test event, or an event redelivered.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
+from paycore.storage.base import Fetch
 from paycore.storage.payments import DELIVERY_COLUMNS, EVENT_COLUMNS, EventRow, WebhookDeliveryRow
 
 if TYPE_CHECKING:
@@ -104,7 +104,6 @@ class FailingDelivery(msgspec.Struct, frozen=True):
     next_retry_at: int | None
 
 
-Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
 _D_COLUMNS = ", ".join(f"d.{c}" for c in DELIVERY_COLUMNS)
 
 

@@ -16,13 +16,12 @@ job's write.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import msgspec
 
 from paycore.ledger.model import Transfer
-from paycore.storage.base import Fence
+from paycore.storage.base import Fence, Fetch
 from paycore.storage.codec import T_COLUMNS, transfer_from_row
 from paycore.storage.payments import EVENT_COLUMNS, EventRow
 
@@ -99,7 +98,6 @@ def apply_stream_command(tx: LedgerTx, clock: GroupClock, command: StreamCommand
     return StreamCursor(command.log, command.seq, command.timestamp)
 
 
-Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
 _E_COLUMNS = ", ".join(EVENT_COLUMNS)
 
 

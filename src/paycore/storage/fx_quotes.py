@@ -9,10 +9,12 @@ changed: whether it was used is told by its conversion's transfers (``paycore.fx
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import msgspec
+
+from paycore.storage.base import Fetch, tenant_rows
 
 __all__ = ["CreateFxQuote", "FxQuoteCommand", "FxQuoteReads", "FxQuoteRow", "apply_fx_command"]
 
@@ -58,9 +60,6 @@ def apply_fx_command(tx: _Sql, command: FxQuoteCommand) -> FxQuoteRow:
     return command.row
 
 
-Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
-
-
 class FxQuoteReads:
     """Committed quotes of one shard, read through its ``fetch`` (read pool)."""
 
@@ -75,10 +74,5 @@ class FxQuoteReads:
         self, tenant: str, *, after: tuple[int, str] | None = None, limit: int = 100
     ) -> list[FxQuoteRow]:
         """``tenant``'s quotes by (created_at, id), after the key ``after``."""
-        at, last = after if after is not None else (-1, "")
-        rows = await self._fetch(
-            f"{_SELECT} WHERE tenant = ? AND (created_at > ? OR (created_at = ? AND id > ?)) "
-            "ORDER BY created_at, id LIMIT ?",
-            (tenant, at, at, last, limit),
-        )
+        rows = await tenant_rows(self._fetch, _SELECT, tenant, after, limit)
         return [FxQuoteRow(*r) for r in rows]

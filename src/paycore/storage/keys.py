@@ -17,10 +17,11 @@ SQL is written once for both backends (``?`` placeholders, as ``paycore.storage.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
+
+from paycore.storage.base import Fetch, tenant_rows
 
 if TYPE_CHECKING:
     from paycore.storage.tx import GroupClock, LedgerTx
@@ -174,9 +175,6 @@ def apply_key_command(
     return None if found is None else _revoke(tx, found, command.at, command.replaced_by)
 
 
-Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
-
-
 class ApiKeyReads:
     """Committed key rows of one shard, read through its ``fetch`` (read pool)."""
 
@@ -195,10 +193,5 @@ class ApiKeyReads:
         self, tenant: str, *, after: tuple[int, str] | None = None, limit: int = 100
     ) -> list[ApiKeyRow]:
         """``tenant``'s keys by (created_at, id), from after the key ``after`` names."""
-        since, last_id = after if after is not None else (-1, "")
-        rows = await self._fetch(
-            f"{_SELECT} WHERE tenant = ? AND (created_at > ? OR (created_at = ? AND id > ?)) "
-            "ORDER BY created_at, id LIMIT ?",
-            (tenant, since, since, last_id, limit),
-        )
+        rows = await tenant_rows(self._fetch, _SELECT, tenant, after, limit)
         return [ApiKeyRow(*r) for r in rows]

@@ -25,7 +25,7 @@ substitutes them); only the functions that differ come from the ``Dialect``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final, Generic, TypeVar
@@ -33,6 +33,7 @@ from typing import Any, Final, Generic, TypeVar
 import msgspec
 
 from paycore.ledger.model import Account, TransferView
+from paycore.storage.base import Fetch
 from paycore.storage.codec import A_COLUMNS, T_COLUMNS, account_from_row, view_from_row
 from paycore.storage.payments import (
     ATTEMPT_COLUMNS,
@@ -68,7 +69,6 @@ __all__ = [
 
 T = TypeVar("T")
 Keyset = tuple[int, str]  # (time in ns, id): a row's place in a listing
-Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
 
 MAX_TIME: Final = 2**63 - 1  # times are signed 64-bit in both backends
 # The owner of paycore's own transfers (``xs.``, ``pm.``): no tenant prefix ends in ".".
@@ -418,35 +418,43 @@ class ListReads:
 
     async def attempts_of(self, parent_ids: Sequence[str]) -> dict[str, list[AttemptRow]]:
         """The processor attempts of each of ``parent_ids`` (a page's), in one read."""
-        if not parent_ids:
-            return {}
-        marks = ", ".join("?" * len(parent_ids))
-        rows = await self._fetch(
-            f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM payment_attempts "
-            f"WHERE parent_id IN ({marks}) ORDER BY parent_id, seq",
-            tuple(parent_ids),
-        )
-        found: dict[str, list[AttemptRow]] = {}
-        for r in rows:
-            attempt = AttemptRow(*r)
-            found.setdefault(attempt.parent_id, []).append(attempt)
-        return found
+        return await self._children(
+            AttemptRow, "payment_attempts", ATTEMPT_COLUMNS, parent_ids,
+            parent="parent_id", order="parent_id, seq",
+        )  # fmt: skip
 
     async def refunds_of(self, payment_ids: Sequence[str]) -> dict[str, list[RefundRow]]:
         """The refunds of each of ``payment_ids``, oldest first (as ``refunds_of`` of
         ``PaymentReads``), in one read."""
-        if not payment_ids:
+        return await self._children(
+            RefundRow, "refunds", REFUND_COLUMNS, payment_ids,
+            parent="payment_id", order="created_at, id",
+        )  # fmt: skip
+
+    async def _children(
+        self,
+        cls: type[T],
+        table: str,
+        columns: Sequence[str],
+        parent_ids: Sequence[str],
+        *,
+        parent: str,
+        order: str,
+    ) -> dict[str, list[T]]:
+        """The rows of ``table`` whose ``parent`` column is one of ``parent_ids``, read in
+        ``order``, by parent."""
+        if not parent_ids:
             return {}
-        marks = ", ".join("?" * len(payment_ids))
+        marks = ", ".join("?" * len(parent_ids))
         rows = await self._fetch(
-            f"SELECT {', '.join(REFUND_COLUMNS)} FROM refunds "
-            f"WHERE payment_id IN ({marks}) ORDER BY created_at, id",
-            tuple(payment_ids),
+            f"SELECT {', '.join(columns)} FROM {table} "
+            f"WHERE {parent} IN ({marks}) ORDER BY {order}",
+            tuple(parent_ids),
         )
-        found: dict[str, list[RefundRow]] = {}
+        found: dict[str, list[T]] = {}
         for r in rows:
-            refund = RefundRow(*r)
-            found.setdefault(refund.payment_id, []).append(refund)
+            child = cls(*r)
+            found.setdefault(getattr(child, parent), []).append(child)
         return found
 
 

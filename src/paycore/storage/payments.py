@@ -39,7 +39,7 @@ bulk work stays in the ledger's own statements.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import msgspec
@@ -47,7 +47,7 @@ import msgspec
 from paycore.errors import ErrorCode
 from paycore.ledger.model import Account, AccountRequest, PendingStatus, Transfer, TransferRequest
 from paycore.ledger.rules import WorkingSet, new_account
-from paycore.storage.base import Fence, StoredResponse, check_limit
+from paycore.storage.base import Fence, Fetch, StoredResponse, check_limit
 from paycore.storage.saga_holds import load_saga_holds
 
 if TYPE_CHECKING:
@@ -753,8 +753,6 @@ def _expire(ws: WorkingSet, hold_ids: Iterable[str]) -> None:
 
 # -- reads ---------------------------------------------------------------------------------
 
-Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
-
 
 class PaymentReads:
     """Committed payment rows of one shard, read through its ``fetch`` (read pool)."""
@@ -796,7 +794,8 @@ class PaymentReads:
     ) -> list[PaymentRow]:
         """Payments in ``status`` last changed at or before ``updated_before``, oldest first,
         from after ``after`` = (updated_at, id) of the previous page's last row."""
-        rows = await self._rows_in(
+        return await self._rows_in(
+            PaymentRow,
             "payments",
             PAYMENT_COLUMNS,
             status=status,
@@ -804,10 +803,10 @@ class PaymentReads:
             limit=limit,
             after=after,
         )
-        return [_row(PaymentRow, r) for r in rows]
 
     async def _rows_in(
         self,
+        cls: type[R],
         table: str,
         columns: Sequence[str],
         *,
@@ -815,7 +814,7 @@ class PaymentReads:
         before: int,
         limit: int,
         after: tuple[int, str] | None,
-    ) -> list[tuple[Any, ...]]:
+    ) -> list[R]:
         # Keyset pages over (updated_at, id): a pass of the resolver reaches every open
         # row, however many at the head of the line cannot be resolved now.
         where = "status = ? AND updated_at <= ?"
@@ -823,11 +822,12 @@ class PaymentReads:
         if after is not None:
             where += " AND (updated_at, id) > (?, ?)"
             params += [after[0], after[1]]
-        return await self._fetch(
+        rows = await self._fetch(
             f"SELECT {', '.join(columns)} FROM {table} WHERE {where} "
             "ORDER BY updated_at, id LIMIT ?",
             (*params, limit),
         )
+        return [_row(cls, r) for r in rows]
 
     async def authorizations_due(self, now: int, limit: int) -> list[PaymentRow]:
         """``requires_capture`` payments whose authorization ended at or before ``now``."""
@@ -841,7 +841,8 @@ class PaymentReads:
     async def refunds_in(
         self, status: str, updated_before: int, limit: int, after: tuple[int, str] | None = None
     ) -> list[RefundRow]:
-        rows = await self._rows_in(
+        return await self._rows_in(
+            RefundRow,
             "refunds",
             REFUND_COLUMNS,
             status=status,
@@ -849,12 +850,12 @@ class PaymentReads:
             limit=limit,
             after=after,
         )
-        return [_row(RefundRow, r) for r in rows]
 
     async def payouts_in(
         self, status: str, updated_before: int, limit: int, after: tuple[int, str] | None = None
     ) -> list[PayoutRow]:
-        rows = await self._rows_in(
+        return await self._rows_in(
+            PayoutRow,
             "payouts",
             PAYOUT_COLUMNS,
             status=status,
@@ -862,7 +863,6 @@ class PaymentReads:
             limit=limit,
             after=after,
         )
-        return [_row(PayoutRow, r) for r in rows]
 
     async def events(self, *, after: int = -1, limit: int = 100) -> list[EventRow]:
         """Events in shard order, from after timestamp ``after``."""

@@ -32,7 +32,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from importlib import resources
 from typing import Any, TypeVar
 
 import msgspec
@@ -52,14 +51,11 @@ from paycore.ledger.model import (
 from paycore.ledger.refusals import Refusal
 from paycore.ledger.rules import WorkingSet
 from paycore.redaction import redact_dsn, redact_text
-from paycore.storage.apply import backfill_chain, command_weight, run_group
+from paycore.storage.apply import backfill_chain, run_group
 from paycore.storage.base import (
-    Idempotency,
     OutboxRow,
     ShardSnapshot,
     StoredResponse,
-    TransferPage,
-    check_page_arguments,
 )
 from paycore.storage.chain import ChainLinker
 from paycore.storage.codec import (
@@ -80,34 +76,15 @@ from paycore.storage.codec import (
     transfer_row,
     view_from_row,
 )
-from paycore.storage.deliveries import DeliveryReads
-from paycore.storage.event_stream import EventStreamReads
-from paycore.storage.fx_quotes import FxQuoteReads
 from paycore.storage.group_commit import GroupCommitWriter, Job
-from paycore.storage.keys import ApiKeyReads
 from paycore.storage.listing import (
-    AccountFilter,
+    MAX_TIME,
     Dialect,
-    ListPage,
-    ListReads,
-    Page,
-    TransferFilter,
 )
-from paycore.storage.migrations import outdated_schema_error
-from paycore.storage.payments import PaymentReads
-from paycore.storage.reconciliation import ReconciliationReads
+from paycore.storage.migrations import migration_scripts, outdated_schema_error
 from paycore.storage.saga_holds import save_saga_holds
-from paycore.storage.slot_fence import SlotMapReads
 from paycore.storage.snapshot import SnapshotReads
-from paycore.storage.store import Command, SingleShard
-from paycore.storage.usage import (
-    ShardBacklog,
-    ShardUsage,
-    count_rows,
-    read_backlog,
-    read_open_sagas,
-)
-from paycore.storage.webhook_endpoints import WebhookEndpointReads
+from paycore.storage.sql_shard import SqlShard, SqlTx
 
 __all__ = [
     "PostgresStore",
@@ -119,8 +96,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_MAX_TS = 2**63 - 1
-
 
 def _storable(ids: Iterable[str]) -> list[str]:
     """The ids a row may have: text with a NUL byte cannot be stored (nor sent) in
@@ -130,7 +105,7 @@ def _storable(ids: Iterable[str]) -> list[str]:
 
 def _limit(limit: int) -> int:
     """A LIMIT (positive: callers check it) that PostgreSQL takes: past bigint is clamped."""
-    return min(limit, _MAX_TS)
+    return min(limit, MAX_TIME)
 
 
 # Our reads and writes look up a batch of ids (``= ANY(...)``, ``unnest``) by primary
@@ -198,12 +173,7 @@ def map_postgres_errors(store: str) -> Iterator[None]:
 
 
 def _migrations() -> list[tuple[int, str, str]]:
-    folder = resources.files("paycore.storage.migrations") / "postgres"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("_", 1)[0]), entry.name, entry.read_text()))
-    return sorted(found)
+    return migration_scripts("postgres")
 
 
 def migrate_postgres(dsn: str) -> list[str]:
@@ -243,7 +213,7 @@ def pending_migrations_postgres(dsn: str) -> list[str]:
     return [name for version, name, _ in _migrations() if version not in done]
 
 
-class _PostgresTx:
+class _PostgresTx(SqlTx):
     """``LedgerTx`` on one synchronous connection (the writer's)."""
 
     def __init__(self, connect: Callable[[], psycopg.Connection[Any]], store: str) -> None:
@@ -270,16 +240,12 @@ class _PostgresTx:
         self.conn.execute("BEGIN")
         # Both rows locked, in key order, by every writer: the turn and the chain's head
         # come in one round trip, each the newest committed version (FOR UPDATE rereads).
-        meta = {
-            key: (value, digest)
-            for key, value, digest in self.conn.execute(
+        return self._turn(
+            self.conn.execute(
                 "SELECT key, value, digest FROM shard_meta "
                 "WHERE key IN ('last_timestamp', 'chain_head') ORDER BY key FOR UPDATE"
             )
-        }
-        seq, digest = meta["chain_head"]
-        self.chain = ChainLinker(self.store, int(seq), digest)
-        return int(meta["last_timestamp"][0])
+        )
 
     def commit(self, last_timestamp: int) -> None:
         if self.chain.moved:  # one statement for both rows: no extra round trip
@@ -354,12 +320,6 @@ class _PostgresTx:
                 "INSERT INTO account_metadata SELECT * FROM unnest(%b::text[], %b::text[])",
                 ([a.id for a in with_meta], [encode_metadata(a.metadata) for a in with_meta]),
             )
-
-    def set_account_flags(self, account: Account) -> None:
-        self.conn.execute(
-            "UPDATE accounts SET flags = %s WHERE id = %s",
-            (account_flags_bits(account.flags), account.id),
-        )
 
     def due_holds(self, now: int, limit: int) -> list[Transfer]:
         rows = self.conn.execute(
@@ -496,14 +456,6 @@ class _PostgresTx:
         ).fetchone()
         return None if found is None else int(found[0])
 
-    def set_fence_token(self, name: str, token: int, now: int) -> None:
-        self.conn.execute(
-            "INSERT INTO fencing_tokens (name, token, updated_at) VALUES (%s, %s, %s) "
-            "ON CONFLICT (name) DO UPDATE SET token = excluded.token, "
-            "updated_at = excluded.updated_at",
-            (name, token, now),
-        )
-
     # -- transfer-id reservations (migration 0003) -----------------------------------------
 
     def reserved_ids(self, ids: Iterable[str]) -> dict[str, str]:
@@ -596,7 +548,7 @@ def _placeholders(query: str) -> str:
     return query.replace("?", "%s")
 
 
-class PostgresStore(SingleShard):
+class PostgresStore(SqlShard):
     """A ledger shard in one PostgreSQL database (see the module docstring)."""
 
     def __init__(
@@ -634,17 +586,7 @@ class PostgresStore(SingleShard):
         # server fork and a login (~6 ms here), and an auditor may take many snapshots.
         self._idle_snapshot: psycopg.Connection[Any] | None = None
         self._snapshot_lock = threading.Lock()
-        # Payment rows (paycore.storage.payments), read through the pool.
-        self.payments = PaymentReads(self._fetch_rows)
-        self.keys = ApiKeyReads(self._fetch_rows)
-        self.webhook_endpoints = WebhookEndpointReads(self._fetch_rows)
-        self.fx_quotes = FxQuoteReads(self._fetch_rows)
-        self.slot_maps = SlotMapReads(self._fetch_rows)
-        self.reconciliation = ReconciliationReads(self._fetch_rows)
-        self.deliveries = DeliveryReads(self._fetch_rows)
-        self.event_stream = EventStreamReads(self._fetch_rows)
-        # The list endpoints' reads (paycore.storage.listing), payments' included.
-        self.lists = ListReads(self._fetch_rows, Dialect.POSTGRES)
+        self._attach_reads(Dialect.POSTGRES)
 
     def _new_pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]:
         # No check on checkout (a round trip per read): a read that meets a connection
@@ -694,17 +636,6 @@ class PostgresStore(SingleShard):
             idle.close()
 
     # -- writes ------------------------------------------------------------------------
-
-    async def execute(self, command: Command) -> Any:
-        return await self._writer.submit(command, None, command_weight(command))
-
-    async def execute_idempotent(
-        self, command: Command, idempotency: Idempotency
-    ) -> tuple[StoredResponse, bool]:
-        outcome: tuple[StoredResponse, bool] = await self._writer.submit(
-            command, idempotency, command_weight(command)
-        )
-        return outcome
 
     def _connect_writer(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self.dsn, autocommit=True, **connect_options(self.dsn))
@@ -792,94 +723,30 @@ class PostgresStore(SingleShard):
         )
         return accounts, transfers
 
-    async def account_transfers(
-        self,
-        account_id: str,
-        *,
-        limit: int,
-        cursor: int | None = None,
-        descending: bool = False,
-        side: str = "both",
-    ) -> TransferPage:
-        check_page_arguments(limit, side)
-        if not _storable([account_id]):
-            return TransferPage([], None)
-        order = "DESC" if descending else "ASC"
-        if cursor is None:
-            cursor = _MAX_TS if descending else -1
-        cursor = max(-1, min(cursor, _MAX_TS))
-        cmp = "<" if descending else ">"
-        sides = {"both": ("debit", "credit"), "debits": ("debit",), "credits": ("credit",)}[side]
+    def _account_history_sql(self, sides: Sequence[str], cmp: str, order: str) -> str:
         parts = [
-            f"(SELECT {T_COLUMNS} FROM transfers t WHERE t.{s}_account_id = %s "
-            f"AND t.timestamp {cmp} %s ORDER BY t.timestamp {order} LIMIT %s)"
+            f"(SELECT {T_COLUMNS} FROM transfers t WHERE t.{s}_account_id = ? "
+            f"AND t.timestamp {cmp} ? ORDER BY t.timestamp {order} LIMIT ?)"
             for s in sides
         ]
         moved = [  # history that moved in with the account (migration 0022)
             f"(SELECT {T_COLUMNS}, t.metadata, t.status, t.resolved_by FROM moved_transfers t "
-            f"WHERE t.{s}_account_id = %s AND t.timestamp {cmp} %s "
-            f"ORDER BY t.timestamp {order} LIMIT %s)"
+            f"WHERE t.{s}_account_id = ? AND t.timestamp {cmp} ? "
+            f"ORDER BY t.timestamp {order} LIMIT ?)"
             for s in sides
         ]
-        query = (
+        return (
             f"SELECT * FROM ((SELECT {T_COLUMNS}, m.metadata, p.status, p.resolved_by FROM ("
             + " UNION ALL ".join(parts)
             + ") t LEFT JOIN transfer_metadata m ON m.id = t.id "
             "LEFT JOIN pending_transfers p ON p.id = t.id) UNION ALL "
             + " UNION ALL ".join(moved)
-            + f") h ORDER BY h.timestamp {order} LIMIT %s"
+            + f") h ORDER BY h.timestamp {order} LIMIT ?"
         )
-        params: list[Any] = []
-        for _ in range(2):
-            for _ in sides:
-                params += [account_id, cursor, _limit(limit + 1)]
-        params.append(_limit(limit + 1))
-        views = [view_from_row(row) for row in await self._fetch(query, params)]
-        more = len(views) > limit
-        views = views[:limit]
-        return TransferPage(views, views[-1].transfer.timestamp if more else None)
 
-    async def list_accounts(self, f: AccountFilter, page: Page) -> ListPage[Account]:
-        return await self.lists.accounts(f, page)
-
-    async def list_transfers(self, f: TransferFilter, page: Page) -> ListPage[TransferView]:
-        return await self.lists.transfers(f, page)
-
-    async def balance_history(
-        self, account_id: str, *, at: int | None = None, limit: int = 100, cursor: int | None = None
-    ) -> list[BalanceRecord]:
-        check_page_arguments(limit, "both")
-        if not _storable([account_id]):
-            return []
-        if at is not None:
-            rows = await self._fetch(
-                "SELECT * FROM account_balances WHERE account_id = %s AND timestamp <= %s "
-                "ORDER BY timestamp DESC LIMIT 1",
-                (account_id, max(-1, min(at, _MAX_TS))),
-            )
-        else:
-            after = -1 if cursor is None else max(-1, min(cursor, _MAX_TS))
-            rows = await self._fetch(
-                "SELECT * FROM account_balances WHERE account_id = %s AND timestamp > %s "
-                "ORDER BY timestamp LIMIT %s",
-                (account_id, after, _limit(limit)),
-            )
-        return [BalanceRecord(*row) for row in rows]
-
-    async def usage(self) -> ShardUsage:
-        accounts, transfers, open_sagas = await count_rows(self._fetch_rows)
+    async def _bytes_held(self) -> int:
         rows = await self._fetch("SELECT pg_database_size(current_database())", ())
-        return ShardUsage(accounts, transfers, open_sagas, int(rows[0][0]))
-
-    async def backlog(self, *, stream: bool = False) -> ShardBacklog:
-        return await read_backlog(self._fetch_rows, self.clock(), stream=stream)
-
-    async def open_sagas(
-        self, states: Sequence[str], *, created_before: int, limit: int
-    ) -> list[OutboxRow]:
-        return await read_open_sagas(
-            self._fetch_rows, states, created_before=created_before, limit=limit
-        )
+        return int(rows[0][0])
 
     async def ping(self) -> str | None:
         ((host, port),) = await self._fetch(
@@ -923,10 +790,6 @@ class PostgresStore(SingleShard):
                 return conn
         return psycopg.connect(self.dsn, autocommit=True, **connect_options(self.dsn))
 
-    @property
-    def writer_stats(self) -> tuple[int, int]:
-        return self._writer.groups, self._writer.jobs
-
 
 class _Snapshot(SnapshotReads):
     """Server-side cursors inside one REPEATABLE READ transaction: constant memory."""
@@ -934,9 +797,7 @@ class _Snapshot(SnapshotReads):
     conn: psycopg.Connection[Any]
 
     def __init__(self, conn: psycopg.Connection[Any], now: int, shard: str) -> None:
-        self.conn = conn
-        self.now = now
-        self.shard = shard
+        super().__init__(conn, now, shard)
         self._cursors: list[psycopg.ServerCursor[Any]] = []
 
     def rows(self, query: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:

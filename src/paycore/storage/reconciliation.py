@@ -14,10 +14,12 @@ reference; ``psp_balances`` the posted counters of its ``psp:`` accounts.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import msgspec
+
+from paycore.storage.base import Fetch
 
 __all__ = [
     "ExceptionRow",
@@ -172,9 +174,6 @@ def apply_reconciliation_command(tx: _Sql, command: ReconciliationCommand) -> An
                     (report.imported_at, f"settled in {report.batch_id}", exception_id),
                 )
     return True
-
-
-Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
 
 
 class ReconciliationReads:

@@ -26,6 +26,7 @@ import msgspec
 
 from paycore.errors import ErrorCode, PaycoreError, UnavailableError
 from paycore.ledger.model import AccountRequest, TransferRequest
+from paycore.storage.base import Fetch
 from paycore.storage.payments import PaymentWrite
 from paycore.storage.tx import LedgerTx
 
@@ -157,9 +158,6 @@ def _item_accounts(item: Any) -> tuple[str, ...]:
         return (item.id,)
     account_id = getattr(item, "account_id", None)  # a payment's AccountCheck
     return (account_id,) if isinstance(account_id, str) else ()
-
-
-Fetch = Callable[[str, Sequence[Any]], Any]
 
 
 class SlotMapReads:

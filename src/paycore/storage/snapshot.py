@@ -33,6 +33,11 @@ class SnapshotReads:
     now: int
     shard: str
 
+    def __init__(self, conn: Any, now: int, shard: str) -> None:
+        self.conn = conn  # inside one read transaction, the snapshot's
+        self.now = now
+        self.shard = shard
+
     def _stream(self, query: str) -> Iterator[tuple[Any, ...]]:
         raise NotImplementedError
 

@@ -24,7 +24,6 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,14 +41,11 @@ from paycore.ledger.refusals import Refusal
 from paycore.ledger.rules import (
     WorkingSet,
 )
-from paycore.storage.apply import backfill_chain, command_weight, run_group
+from paycore.storage.apply import backfill_chain, run_group
 from paycore.storage.base import (
-    Idempotency,
     OutboxRow,
     ShardSnapshot,
     StoredResponse,
-    TransferPage,
-    check_page_arguments,
 )
 from paycore.storage.chain import ChainLinker
 from paycore.storage.codec import (
@@ -70,34 +66,14 @@ from paycore.storage.codec import (
     transfer_row,
     view_from_row,
 )
-from paycore.storage.deliveries import DeliveryReads
-from paycore.storage.event_stream import EventStreamReads
-from paycore.storage.fx_quotes import FxQuoteReads
 from paycore.storage.group_commit import GroupCommitWriter, Job, WriterThread
-from paycore.storage.keys import ApiKeyReads
 from paycore.storage.listing import (
-    AccountFilter,
     Dialect,
-    ListPage,
-    ListReads,
-    Page,
-    TransferFilter,
 )
-from paycore.storage.migrations import outdated_schema_error
-from paycore.storage.payments import PaymentReads
-from paycore.storage.reconciliation import ReconciliationReads
+from paycore.storage.migrations import migration_scripts, outdated_schema_error
 from paycore.storage.saga_holds import save_saga_holds
-from paycore.storage.slot_fence import SlotMapReads
 from paycore.storage.snapshot import SnapshotReads
-from paycore.storage.store import Command, SingleShard
-from paycore.storage.usage import (
-    ShardBacklog,
-    ShardUsage,
-    count_rows,
-    read_backlog,
-    read_open_sagas,
-)
-from paycore.storage.webhook_endpoints import WebhookEndpointReads
+from paycore.storage.sql_shard import SqlShard, SqlTx
 
 __all__ = [
     "SQLiteStore",
@@ -168,18 +144,7 @@ def _connect(path: Path, synchronous: str, *, readonly: bool = False) -> sqlite3
 
 
 def _migrations() -> list[tuple[int, str, str]]:
-    return list(_migration_files())
-
-
-@functools.cache
-def _migration_files() -> tuple[tuple[int, str, str], ...]:
-    folder = resources.files("paycore.storage.migrations") / "sqlite"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            version = int(entry.name.split("_", 1)[0])
-            found.append((version, entry.name, entry.read_text()))
-    return tuple(sorted(found))
+    return migration_scripts("sqlite")
 
 
 _MIGRATIONS_TABLE = (
@@ -321,7 +286,7 @@ def _split_sql(script: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-class _SQLiteTx:
+class _SQLiteTx(SqlTx):
     """``LedgerTx`` and ``WriteSession`` on the writer's connection."""
 
     def __init__(self, conn: sqlite3.Connection, store: str) -> None:
@@ -333,16 +298,12 @@ class _SQLiteTx:
 
     def begin(self) -> int:
         self.conn.execute("BEGIN IMMEDIATE")  # the file's one write lock, taken up front
-        meta = {
-            key: (value, digest)
-            for key, value, digest in self.conn.execute(
+        return self._turn(
+            self.conn.execute(
                 "SELECT key, value, digest FROM shard_meta "
                 "WHERE key IN ('last_timestamp', 'chain_head')"
             )
-        }
-        seq, digest = meta["chain_head"]
-        self.chain = ChainLinker(self.store, int(seq), digest)
-        return int(meta["last_timestamp"][0])
+        )
 
     def commit(self, last_timestamp: int) -> None:
         self.conn.execute(
@@ -398,12 +359,6 @@ class _SQLiteTx:
         self.conn.executemany(
             "INSERT INTO account_metadata VALUES (?, ?)",
             [(a.id, encode_metadata(a.metadata)) for a in accounts if a.metadata is not None],
-        )
-
-    def set_account_flags(self, account: Account) -> None:
-        self.conn.execute(
-            "UPDATE accounts SET flags = ? WHERE id = ?",
-            (account_flags_bits(account.flags), account.id),
         )
 
     def due_holds(self, now: int, limit: int) -> list[Transfer]:
@@ -511,14 +466,6 @@ class _SQLiteTx:
         found = row.fetchone()
         return None if found is None else int(found[0])
 
-    def set_fence_token(self, name: str, token: int, now: int) -> None:
-        self.conn.execute(
-            "INSERT INTO fencing_tokens (name, token, updated_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET token = excluded.token, "
-            "updated_at = excluded.updated_at",
-            (name, token, now),
-        )
-
     # -- transfer-id reservations (migration 0003) -----------------------------------------
 
     def reserved_ids(self, ids: Iterable[str]) -> dict[str, str]:
@@ -584,7 +531,7 @@ class _SQLiteTx:
         self.conn.executemany(query, rows)
 
 
-class SQLiteStore(SingleShard):
+class SQLiteStore(SqlShard):
     """A ledger shard in one SQLite file (see the module docstring)."""
 
     def __init__(
@@ -622,17 +569,7 @@ class SQLiteStore(SingleShard):
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        # Payment rows (paycore.storage.payments), read like everything else.
-        self.payments = PaymentReads(self._fetch_rows)
-        self.keys = ApiKeyReads(self._fetch_rows)
-        self.webhook_endpoints = WebhookEndpointReads(self._fetch_rows)
-        self.fx_quotes = FxQuoteReads(self._fetch_rows)
-        self.slot_maps = SlotMapReads(self._fetch_rows)
-        self.reconciliation = ReconciliationReads(self._fetch_rows)
-        self.deliveries = DeliveryReads(self._fetch_rows)
-        self.event_stream = EventStreamReads(self._fetch_rows)
-        # The list endpoints' reads (paycore.storage.listing), payments' included.
-        self.lists = ListReads(self._fetch_rows, Dialect.SQLITE)
+        self._attach_reads(Dialect.SQLITE)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -682,17 +619,6 @@ class SQLiteStore(SingleShard):
         self._local = threading.local()
 
     # -- writes -------------------------------------------------------------------
-
-    async def execute(self, command: Command) -> Any:
-        return await self._writer.submit(command, None, command_weight(command))
-
-    async def execute_idempotent(
-        self, command: Command, idempotency: Idempotency
-    ) -> tuple[StoredResponse, bool]:
-        outcome: tuple[StoredResponse, bool] = await self._writer.submit(
-            command, idempotency, command_weight(command)
-        )
-        return outcome
 
     def _sync_wal(self) -> None:
         """Sync thread: make every commit so far durable (``synchronous=FULL`` syncs the
@@ -755,22 +681,7 @@ class SQLiteStore(SingleShard):
 
         return self._read(read)
 
-    async def account_transfers(
-        self,
-        account_id: str,
-        *,
-        limit: int,
-        cursor: int | None = None,
-        descending: bool = False,
-        side: str = "both",
-    ) -> TransferPage:
-        check_page_arguments(limit, side)
-        order = "DESC" if descending else "ASC"
-        if cursor is None:
-            cursor = _MAX_TS if descending else -1
-        cursor = _clamp_ts(cursor)
-        cmp = "<" if descending else ">"
-        sides = {"both": ("debit", "credit"), "debits": ("debit",), "credits": ("credit",)}[side]
+    def _account_history_sql(self, sides: Sequence[str], cmp: str, order: str) -> str:
         parts = [
             f"SELECT * FROM (SELECT {T_COLUMNS} FROM transfers t WHERE t.{s}_account_id = ? "
             f"AND t.timestamp {cmp} ? ORDER BY t.timestamp {order} LIMIT ?)"
@@ -782,7 +693,7 @@ class SQLiteStore(SingleShard):
             f"ORDER BY t.timestamp {order} LIMIT ?)"
             for s in sides
         ]
-        sql = (
+        return (
             f"SELECT * FROM (SELECT {T_COLUMNS}, m.metadata, p.status, p.resolved_by FROM ("
             + " UNION ALL ".join(parts)
             + ") t LEFT JOIN transfer_metadata m ON m.id = t.id "
@@ -790,63 +701,10 @@ class SQLiteStore(SingleShard):
             + " UNION ALL ".join(moved)
             + f") ORDER BY timestamp {order} LIMIT ?"
         )
-        params: list[Any] = []
-        for _ in range(2):
-            for _ in sides:
-                params += [account_id, cursor, _clamp_ts(limit + 1)]
-        params.append(_clamp_ts(limit + 1))
 
-        def read(conn: sqlite3.Connection) -> TransferPage:
-            views = [view_from_row(row) for row in conn.execute(sql, params)]
-            more = len(views) > limit
-            views = views[:limit]
-            return TransferPage(views, views[-1].transfer.timestamp if more else None)
-
-        return self._read(read)
-
-    async def list_accounts(self, f: AccountFilter, page: Page) -> ListPage[Account]:
-        return await self.lists.accounts(f, page)
-
-    async def list_transfers(self, f: TransferFilter, page: Page) -> ListPage[TransferView]:
-        return await self.lists.transfers(f, page)
-
-    async def balance_history(
-        self, account_id: str, *, at: int | None = None, limit: int = 100, cursor: int | None = None
-    ) -> list[BalanceRecord]:
-        check_page_arguments(limit, "both")
-
-        def read(conn: sqlite3.Connection) -> list[BalanceRecord]:
-            if at is not None:
-                rows = conn.execute(
-                    "SELECT * FROM account_balances WHERE account_id = ? AND timestamp <= ? "
-                    "ORDER BY timestamp DESC LIMIT 1",
-                    (account_id, _clamp_ts(at)),
-                ).fetchall()
-            else:
-                rows = conn.execute(
-                    "SELECT * FROM account_balances WHERE account_id = ? AND timestamp > ? "
-                    "ORDER BY timestamp LIMIT ?",
-                    (account_id, -1 if cursor is None else _clamp_ts(cursor), _clamp_ts(limit)),
-                ).fetchall()
-            return [BalanceRecord(*row) for row in rows]
-
-        return self._read(read)
-
-    async def usage(self) -> ShardUsage:
-        accounts, transfers, open_sagas = await count_rows(self._fetch_rows)
+    async def _bytes_held(self) -> int:
         files = (self.path, Path(f"{self.path}-wal"))
-        size = sum(f.stat().st_size for f in files if f.exists())
-        return ShardUsage(accounts, transfers, open_sagas, size)
-
-    async def backlog(self, *, stream: bool = False) -> ShardBacklog:
-        return await read_backlog(self._fetch_rows, self.clock(), stream=stream)
-
-    async def open_sagas(
-        self, states: Sequence[str], *, created_before: int, limit: int
-    ) -> list[OutboxRow]:
-        return await read_open_sagas(
-            self._fetch_rows, states, created_before=created_before, limit=limit
-        )
+        return sum(f.stat().st_size for f in files if f.exists())
 
     async def ping(self) -> str | None:
         self._read(lambda c: c.execute("SELECT 1").fetchone())
@@ -866,21 +724,9 @@ class SQLiteStore(SingleShard):
 
         return await asyncio.to_thread(run)
 
-    # -- stats --------------------------------------------------------------------------
-
-    @property
-    def writer_stats(self) -> tuple[int, int]:
-        """(transactions committed, commands run) by the writer so far."""
-        return self._writer.groups, self._writer.jobs
-
 
 class _Snapshot(SnapshotReads):
     conn: sqlite3.Connection
-
-    def __init__(self, conn: sqlite3.Connection, now: int, shard: str) -> None:
-        self.conn = conn
-        self.now = now
-        self.shard = shard
 
     def rows(self, query: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
         """Stream the rows of a query written with ``?`` placeholders."""
@@ -915,14 +761,6 @@ class _Snapshot(SnapshotReads):
     def balance_history(self) -> Iterator[BalanceRecord]:
         for row in self.conn.execute("SELECT * FROM account_balances ORDER BY timestamp"):
             yield BalanceRecord(*row)
-
-
-_MAX_TS = 2**63 - 1
-
-
-def _clamp_ts(value: int) -> int:
-    """Keep caller-given timestamps inside bigint so a wild cursor reads nothing, not 500."""
-    return max(-1, min(value, _MAX_TS))
 
 
 def _q(n: int) -> str:

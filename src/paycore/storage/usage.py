@@ -8,12 +8,12 @@ a scrape every few seconds costs little however long the ledger grows.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Final
 
 import msgspec
 
-from paycore.storage.base import FINISHED_OUTBOX_STATES, OutboxRow
+from paycore.storage.base import FINISHED_OUTBOX_STATES, Fetch, OutboxRow
 from paycore.storage.codec import OUTBOX_COLUMNS
 
 __all__ = [
@@ -28,8 +28,6 @@ __all__ = [
     "read_backlog",
     "read_open_sagas",
 ]
-
-Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
 
 
 class ShardUsage(msgspec.Struct, frozen=True):

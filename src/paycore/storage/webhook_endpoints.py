@@ -13,10 +13,11 @@ Endpoints of the config file (``[[webhooks]]``) are not here: they stay in the f
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
+
+from paycore.storage.base import Fetch
 
 if TYPE_CHECKING:
     from paycore.storage.tx import GroupClock, LedgerTx
@@ -114,9 +115,6 @@ def apply_endpoint_command(
         (row.secret_version, row.previous_secret_until, row.id),
     )
     return row
-
-
-Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
 
 
 class WebhookEndpointReads:

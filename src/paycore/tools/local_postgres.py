@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -35,6 +34,8 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+
+from paycore.locks.testing import free_port
 
 __all__ = [
     "DURABLE_SETTINGS",
@@ -134,13 +135,6 @@ def find_tool(name: str, bindir: Path | None = None) -> Path | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def admin_dsn(dsn: str, dbname: str = "postgres") -> str:
     """The DSN of another database (by default the maintenance one) on ``dsn``'s server,
     with the same host(s), port, user and credentials."""
@@ -224,7 +218,7 @@ class LocalPostgres:
         self.bindir = found
         self._own_root = root is None
         self.root = root
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.fast = fast
         self.keep = keep
         self.settings: dict[str, str] = {
