@@ -78,22 +78,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "postgres: runs against the test PostgreSQL server")
 
 
-# Folders whose tests share one costly session fixture (an HA cluster, a browser, a
-# served node): with pytest-xdist each folder runs on one worker, so it is built once.
-_ONE_WORKER_FOLDERS = frozenset({"ha", "browser", "sdk"})
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``-n``, ``--dist loadgroup``) a module's tests stay on one
-    worker (its module-scoped fixtures are built once), and so do the folders above."""
-    tests = Path(__file__).parent
-    for item in items:
-        relative = item.path.relative_to(tests)
-        top = relative.parts[0]
-        group = top if top in _ONE_WORKER_FOLDERS else relative.as_posix()
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def backend(request: pytest.FixtureRequest) -> str:
     """The ledger backend of this run: ``sqlite`` or ``postgres``."""
