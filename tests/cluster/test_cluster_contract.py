@@ -155,6 +155,28 @@ async def test_the_same_cross_shard_item_twice_in_one_batch_answers_settled_both
     assert await balances(cluster, a, b) == [(200, 30, 0, FUNDS), (0, 0, 200, FUNDS + 30)]
 
 
+async def test_a_repeat_without_amount_in_the_same_batch_shows_the_clients_transfer(
+    cluster: ShardedStore, wallets: dict[str, list[str]]
+) -> None:
+    """A cross-shard transfer, then its id again without an amount in the same batch (a
+    resend that leaves the amount to the stored one): the second answers ``exists`` with
+    the client's transfer (A to B, settled), as one shard does; never the saga's hold
+    to the clearing account."""
+    a, b = wallets["shard-0"][0], wallets["shard-1"][0]
+    first = move("m5", a, b, 30)
+    resend = msgspec.structs.replace(first, amount=None)
+    results = await send(cluster, first, resend)
+    assert answers(results) == ["posted", "posted"]
+    assert [r.exists for r in results] == [False, True]
+    assert not any(r.in_flight for r in results)
+    shown = results[1].transfer
+    assert shown is not None
+    assert (shown.debit_account_id, shown.credit_account_id, shown.amount) == (a, b, 30)
+    assert results[0].transfer is not None
+    assert shown.timestamp == results[0].transfer.timestamp
+    assert await balances(cluster, a, b) == [(0, 30, 0, FUNDS), (0, 0, 0, FUNDS + 30)]
+
+
 async def test_partial_post_across_shards_moves_that_amount_and_releases_the_rest(
     cluster: ShardedStore, wallets: dict[str, list[str]]
 ) -> None:

@@ -74,6 +74,12 @@ async def drive(store: Router, split: Split, merged: list[Any]) -> list[Any]:
         )
         rows.setdefault(source, []).append(row)
         waiting[i] = (source, row.transfer_id)
+    for i in sorted(split.decided):
+        # Refused up front unless its id was taken: an "exists" answer is a repeat of a
+        # saga (maybe this batch's own), answered as one once the sagas have settled.
+        result = merged[i]
+        if result.ok and result.exists and result.transfer is not None:
+            retried.append(i)
     for i, (source, hold) in split.resolves.items():
         result = merged[i]
         if result.ok and not result.exists:

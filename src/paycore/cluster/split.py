@@ -59,7 +59,10 @@ class Split:
             merged[index] = result
         for shard, indices in self.parts.items():
             for index, result in zip(indices, answers[shard], strict=True):
-                shown = index in self.sagas or index in self.resolves
+                # A refused cross-shard item (``decided``) is sent as step 1 would be, so
+                # the shard may answer it with a saga's stored hold (the same id created
+                # earlier, or by this batch): shown as the client's transfer too.
+                shown = index in self.sagas or index in self.resolves or index in self.decided
                 merged[index] = present_result(result) if shown else result
         return merged
 
