@@ -73,7 +73,19 @@ class RawHttpClient:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> HttpResponse:
-        return await asyncio.wait_for(self._request(method, path, body, headers), self.timeout)
+        try:
+            return await asyncio.wait_for(self._request(method, path, body, headers), self.timeout)
+        except BaseException:
+            # A request cut short (a timeout, a cancel, a bad answer) may leave its answer
+            # on the kept-alive connection, where the next request would read it as its
+            # own: the connection is dropped (closed now, not awaited: we may be cancelled).
+            self._drop()
+            raise
+
+    def _drop(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            writer.close()
 
     async def _request(
         self, method: str, path: str, body: bytes | None, headers: dict[str, str] | None
