@@ -137,6 +137,46 @@ async def test_a_target_refusing_after_step_1_reopens_the_account(
     assert (await audit_cluster(cluster.shards)).ok
 
 
+@pytest.mark.parametrize("elsewhere", [True, False], ids=["other-shard", "same-shard"])
+async def test_an_account_reopened_by_a_refused_remainder_closes_again(
+    relay_path: ShardedStore, wallets: dict[str, list[str]], elsewhere: bool
+) -> None:
+    """The close's first hold was voided (its target closed meanwhile) and the account
+    reopened; a later close to another target moves the balance and closes it, under the
+    next attempt's id (the voided hold keeps the first one), as if the first close had
+    never been asked."""
+    cluster = relay_path
+    a, b = wallets["shard-2"][0], wallets["shard-1"][0]
+    c = wallets["shard-3"][0] if elsewhere else wallets["shard-2"][1]
+    with pytest.raises(UnavailableError):
+        await cluster.execute(CloseAccount(a, transfer_balance_to=b))
+    assert (await cluster.execute(CloseAccount(b, transfer_balance_to=wallets["shard-1"][1]))).ok
+    await RelayWorker(cluster, lease_seconds=0.001).drain()
+    reopened = (await cluster.get_accounts([a]))[a]
+    assert not reopened.flags.closed
+    first = remainder_transfer(reopened, b).id
+    assert await _status(cluster, first) is TransferStatus.VOIDED
+    try:
+        answer = await cluster.execute(CloseAccount(a, transfer_balance_to=c))
+    except UnavailableError:  # across shards the relay path finishes the saga
+        await RelayWorker(cluster, lease_seconds=0.001).drain()
+        answer = await cluster.execute(CloseAccount(a, transfer_balance_to=c))
+    assert answer.ok, answer
+    found = await cluster.get_accounts([a, c])
+    assert found[a].flags.closed
+    assert found[a].balance == 0
+    assert found[c].balance == 20_000
+    second = remainder_transfer(reopened, c, attempt=1).id
+    assert await _status(cluster, second) is TransferStatus.POSTED
+    assert await _status(cluster, first) is TransferStatus.VOIDED
+    assert (await audit_cluster(cluster.shards)).ok
+
+
+async def _status(cluster: ShardedStore, transfer_id: str) -> TransferStatus | None:
+    view = await cluster.get_transfer(transfer_id)
+    return None if view is None else view.status
+
+
 async def test_an_idempotent_close_with_a_target_moves_the_balance_once(
     cluster: ShardedStore, wallets: dict[str, list[str]]
 ) -> None:

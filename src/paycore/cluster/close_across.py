@@ -53,8 +53,9 @@ from paycore.cluster.settlement import SagaState, hold_request, saga_info
 from paycore.errors import ErrorCode, UnavailableError
 from paycore.ledger.model import Account, Transfer, TransferRequest, TransferStatus
 from paycore.ledger.rules import AccountResult
+from paycore.ledger.saga_history import is_closing_hold
 from paycore.ledger.tenancy import id_prefix
-from paycore.storage.apply import remainder_transfer
+from paycore.storage.apply import free_remainder, remainder_transfer
 from paycore.storage.base import CloseAccount, CreateTransfers, OutboxRow, OutboxWrite
 
 __all__ = ["close_across", "debt_transfer_id"]
@@ -98,9 +99,19 @@ async def _close_once(store: Router, command: CloseAccount) -> AccountResult | N
         plain = msgspec.structs.replace(command, transfer_balance_to=None)
         result: AccountResult = await store.shards[source].execute(plain)
         return None if result.code is _E.ACCOUNT_HAS_BALANCE else result
-    request = remainder_transfer(a, to)
     if a.balance < 0:
-        return await _pay_debt(store, command, a, found, request)
+        return await _pay_debt(store, command, a, found, remainder_transfer(a, to))
+    # The first attempt's id unless an earlier close's hold (voided: A reopened) has it.
+    stored: dict[str, Transfer] = {}
+    attempt = 0
+    while True:
+        probe = [remainder_transfer(a, to, n).id for n in range(attempt, attempt + _PROBE)]
+        found_now = await store.shards[source].get_transfers(probe)
+        stored.update({i: v.transfer for i, v in found_now.items()})
+        if any(i not in stored for i in probe):
+            break
+        attempt += _PROBE
+    request = free_remainder(a, to, lambda ids: {i: stored[i] for i in ids if i in stored})
     refusal = one_shard_refusal(request, found, command.tenant, store.clock_ns())
     if refusal is not None and refusal.code is not None:
         detail = f"transfer_balance_to {to!r}: {refusal.detail or refusal.code.value}"
@@ -251,7 +262,11 @@ async def _refuse_while_in_flight(store: Router, closed: Account, to: str) -> No
         closed.id, limit=1, descending=True
     )
     last = page.data[0].transfer if page.data else None
-    if last is not None and (saga_info(last.metadata) or {}).get("closes"):
+    # A closed account's last transfer is what closed it: a debt's credit leg, or the
+    # hold of its remainder (of a later attempt than the first, when one was refused).
+    if last is not None and (
+        (saga_info(last.metadata) or {}).get("closes") or is_closing_hold(last)
+    ):
         ids.append(last.id)
     views = await store.get_transfers(ids)
     if any(v.status is TransferStatus.IN_FLIGHT for v in views.values()):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, get_args
 
 import msgspec
@@ -535,7 +535,9 @@ def _close(tx: LedgerTx, clock: GroupClock, command: CloseAccount) -> AccountRes
     if result.code is ErrorCode.ACCOUNT_HAS_BALANCE and account is not None and to is not None:
         if command.remainder_hold is not None:
             return _close_with_remainder_hold(tx, clock, command, account)
-        request = remainder_transfer(account, to)
+        request = free_remainder(
+            account, to, lambda ids: {t.id: t for t in tx.transfers_by_ids(ids)}
+        )
         ws = _load_working_set(tx, clock, [request])
         ws.foreign_ids = tx.reserved_ids([request.id])  # an id bound to another shard: refused
         (moved,) = ws.apply_transfers([request], tenant=command.tenant)
@@ -620,13 +622,19 @@ def _reopen_closed_by_voids(
             tx.set_account_flags(state.account)
 
 
-def remainder_transfer(account: Account, to: str) -> TransferRequest:
+def remainder_transfer(account: Account, to: str, attempt: int = 0) -> TransferRequest:
     """The transfer that leaves ``account``'s posted balance at zero, ``to`` on the other
     side (a debt is paid by ``to``). Its id is derived from the account, which closes at
     most once: ``close_`` and 40 hex digits, in the account's tenant's namespace (the
-    tenant reads it as its own; another tenant's ``close_...`` is another id)."""
+    tenant reads it as its own; another tenant's ``close_...`` is another id).
+
+    ``attempt`` > 0: a close whose remainder went to another shard and was refused there
+    voided its hold and reopened the account, and that hold keeps attempt 0's id for
+    good; the next close takes the next attempt's id (``free_remainder``)."""
     balance = account.balance
     seed = f"{account.tenant}\x00{account.id}".encode()
+    if attempt:
+        seed += f"\x00{attempt}".encode()
     return TransferRequest(
         id=id_prefix(account.tenant) + "close_" + hashlib.sha256(seed).hexdigest()[:40],
         debit_account_id=account.id if balance > 0 else to,
@@ -634,6 +642,23 @@ def remainder_transfer(account: Account, to: str) -> TransferRequest:
         amount=abs(balance),
         currency=account.currency,
     )
+
+
+def free_remainder(
+    account: Account, to: str, stored: Callable[[list[str]], Mapping[str, Transfer]]
+) -> TransferRequest:
+    """``remainder_transfer`` of the first attempt whose id no earlier closing hold of
+    ``account`` holds (such a hold was voided: the account is open again). ``stored``
+    reads transfers by id on the account's shard."""
+    attempt = 0
+    while True:
+        request = remainder_transfer(account, to, attempt)
+        earlier = stored([request.id]).get(request.id)
+        if earlier is None or not (
+            is_closing_hold(earlier) and earlier.debit_account_id == account.id
+        ):
+            return request  # free, or a client's transfer: refused as it always was
+        attempt += 1
 
 
 def _reserve(tx: LedgerTx, clock: GroupClock, command: ReserveTransferIds) -> list[str]:
