@@ -27,6 +27,7 @@ from typing import Any
 
 import msgspec
 from rich.console import Console
+from rich.markup import escape
 
 from paycore.tools.bench.report import (
     BenchReport,
@@ -71,7 +72,7 @@ def finish_run(report: BenchReport, args: argparse.Namespace, console: Console) 
         try:
             write_report(report, args.report, console)
         except OSError as exc:
-            console.print(f"[red]--report {args.report}: {exc}[/]")
+            console.print(f"[red]{escape(f'--report {args.report}: {exc}')}[/]")
             return status or 1
     return status
 
@@ -109,11 +110,14 @@ def write_report(report: BenchReport, directory: Path, console: Console) -> list
     json_path.write_bytes(msgspec.json.format(msgspec.json.encode(report)) + b"\n")
     written += [md, *(directory / name for name in charts or ()), json_path]
     if unreadable:
-        console.print(f"[yellow]{unreadable}[/]")
+        console.print(f"[yellow]{escape(unreadable)}[/]")
     if charts is None:
-        console.print(f"[yellow]--report: no charts drawn ({CHARTS_HINT}); markdown only[/]")
+        console.print(
+            f"[yellow]{escape(f'--report: no charts drawn ({CHARTS_HINT}); markdown only')}[/]"
+        )
     against = "" if previous is None else f", compared with the run of {_when(previous)}"
-    console.print(f"wrote {md}" + (f" and {len(charts)} chart(s)" if charts else "") + against)
+    charts_drawn = f" and {len(charts)} chart(s)" if charts else ""
+    console.print(escape(f"wrote {md}{charts_drawn}{against}"))
     return written
 
 
@@ -553,14 +557,11 @@ def _latency(plt: Any, report: BenchReport, previous: BenchReport | None) -> Any
     old = _by_name(previous)
     names = [r.name for r in rows]
     series: list[tuple[str, Sequence[float | None], str, float]] = []
-    for label, get, colour in (
-        ("p50", lambda r: r.p50_ms, "tab:blue"),
-        ("p99", lambda r: r.p99_ms, "tab:orange"),
-    ):
+    for label, field, colour in (("p50", "p50_ms", "tab:blue"), ("p99", "p99_ms", "tab:orange")):
         if previous is not None:
-            values = [get(old[n]) if n in old else None for n in names]
+            values = [float(getattr(old[n], field)) if n in old else None for n in names]
             series.append((f"previous {label}", values, colour, 0.35))
-        series.append((label, [get(r) for r in rows], colour, 1.0))
+        series.append((label, [float(getattr(r, field)) for r in rows], colour, 1.0))
     fig, ax = plt.subplots(figsize=(max(6.0, 2.2 * len(rows)), 4.8))
     _bars(ax, names, series, "{:.1f}")
     ax.set_title("latency per HTTP request")
@@ -586,8 +587,9 @@ def _ledger_growth(plt: Any, report: BenchReport, previous: BenchReport | None) 
             ax.set_title("cost per transfer as the ledger grows")
             ax.set_xlabel("transfers written in the scenario (end of each tenth of the batches)")
         else:
-            for i, (rows, label, is_old) in enumerate(
-                ((sweep, "this run", False), (_sweep_rows(previous), "previous", True))
+            for rows, label, is_old in (
+                (sweep, "this run", False),
+                (_sweep_rows(previous), "previous", True),
             ):
                 if not rows:
                     continue
@@ -597,7 +599,7 @@ def _ledger_growth(plt: Any, report: BenchReport, previous: BenchReport | None) 
                     marker="o",
                     linestyle="--" if is_old else "-",
                     alpha=0.4 if is_old else 1.0,
-                    color=colours(i),
+                    color=colours(0),
                     label=label,
                 )
             ax.set_xscale("log")
