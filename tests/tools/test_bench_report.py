@@ -171,6 +171,7 @@ def test_the_table_holds_each_scenarios_numbers(tmp_path: Path) -> None:
         ["http-hot", "request", "35,000", "10.00", "3,500", "15.5", "48.0", "0"],
     ]
     assert "paycore bench --transfers 491340" in md
+    assert ": no errors, audits clean." in md
     assert "2 CPUs (Test CPU), Linux-test, Python 3.11.7, SQLite 3.40.1" in md
     assert "1.50 / 1.25 / 1.00 at the start, 2.00 / 1.50 / 1.00 at the end" in md
     assert "none in this directory" in md
@@ -306,7 +307,10 @@ def test_a_run_without_rows_renders() -> None:
     empty = BenchReport("paycore bench --only pgbench", {}, {}, backend="postgres")
     md = render_markdown(empty, None, charts=[])
     assert "No scenario ran." in md
+    assert "no errors, not audited." in md
     assert "None: no scenario to draw." in md
+    empty.audits = {"pg-inproc": True, "pg-http": False}
+    assert "no errors, **audit violations**." in render_markdown(empty, None)
 
 
 # -- the rate per tenth of the batches ---------------------------------------------------
@@ -369,7 +373,7 @@ def test_finish_run_writes_the_report_and_keeps_the_exit_status(tmp_path: Path) 
     console, out = _quiet()
     assert finish_run(report, args, console) == 1  # an error in a row
     md = (tmp_path / "r" / REPORT_MD).read_text()
-    assert "**errors or audit violations**" in md
+    assert "**3 errors**, audits clean." in md
     assert re.search(r"\| inproc-uniform \| batch \|.*\| 3 \|", md)
     assert (tmp_path / "run.json").read_bytes() == (tmp_path / "r" / REPORT_JSON).read_bytes()
     assert "HTTP rate" in out.getvalue()  # finish_report printed the targets

@@ -209,7 +209,14 @@ def _load(env: dict[str, Any]) -> str:
 
 
 def _header(report: BenchReport, previous: BenchReport | None, notes: Sequence[str]) -> list[str]:
-    state = "no errors, audits clean" if report.ok else "**errors or audit violations**"
+    errors = sum(r.errors for r in report.results)
+    state = f"**{errors:,} errors**" if errors else "no errors"
+    if not report.audits:
+        state += ", not audited"
+    elif all(report.audits.values()):
+        state += ", audits clean"
+    else:
+        state += ", **audit violations**"
     lines = [
         f"Finished {_when(report)}: {state}.",
         "",
