@@ -366,6 +366,16 @@ def test_a_bad_report_dir_stops_the_bench_before_it_runs(
     assert "reproduce" not in out
 
 
+def test_json_inside_the_report_dir_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It would be read back as the previous run: the run compared with itself."""
+    monkeypatch.setenv("COLUMNS", "500")
+    argv = ["bench", "--report", str(tmp_path), "--json", str(tmp_path / "report.json")]
+    assert main(argv) == 2
+    assert "whose files the report rewrites" in capsys.readouterr().out
+
+
 def test_finish_run_writes_the_report_and_keeps_the_exit_status(tmp_path: Path) -> None:
     report = _sqlite()
     report.results[0].errors = 3

@@ -288,6 +288,11 @@ def check_report_dir(path: Path) -> None:
 def check_options(args: argparse.Namespace, o: dict[str, Any]) -> None:
     if args.report is not None:
         check_report_dir(args.report)
+        if args.json is not None and args.json.absolute().parent == args.report.absolute():
+            raise UsageError(
+                f"--json {args.json}: not inside --report {args.report}, whose files the "
+                "report rewrites (it writes the same JSON as report.json there)"
+            )
     if o["backend"] == "sqlite":
         pg_only = [
             flag
