@@ -219,7 +219,8 @@ def _parser() -> argparse.ArgumentParser:
         help="measure transfers/s and latency in-process and over HTTP",
         description="Benchmarks (a) in-process batches, (b) HTTP single transfers from a "
         "separate load-generator process against a `paycore serve` subprocess, (c) a "
-        "hot-account variant of both, (d) the server's peak RSS; compares with targets.",
+        "hot-account variant of both, (d) the server's peak RSS; compares with targets. "
+        "--report DIR writes a markdown table and PNG charts beside DIR's previous report.",
     )
     add_arguments(bench)
     bench.set_defaults(handler=_bench)

@@ -245,6 +245,7 @@ async def inproc_scenario(
         t_end, n_end = finished[-1]
         detail["rate_first_10pct"] = n_first / (t_first - start)
         detail["rate_last_10pct"] = (n_end - n_late) / (t_end - t_late)
+        detail.update(decile_rates(finished, start))
     return ScenarioResult(
         name=name,
         transfers=counted,
@@ -255,6 +256,21 @@ async def inproc_scenario(
         detail=detail,
         **latency_summary(latencies),
     )
+
+
+def decile_rates(finished: list[tuple[float, int]], start: float) -> dict[str, list[float]]:
+    """The rate in each tenth of the batches (by completion) and the transfers written
+    by the end of it: how the cost per transfer moves as the ledger grows. ``finished``
+    holds (completion time, cumulative transfers), 20 batches or more."""
+    rates: list[float] = []
+    written: list[float] = []
+    t_prev, n_prev = start, 0
+    for k in range(1, 11):
+        t_k, n_k = finished[round(k * len(finished) / 10) - 1]
+        rates.append((n_k - n_prev) / (t_k - t_prev) if t_k > t_prev else 0.0)
+        written.append(float(n_k))
+        t_prev, n_prev = t_k, n_k
+    return {"rate_per_decile": rates, "transfers_at_decile": written}
 
 
 def inproc_scenarios(

@@ -4,13 +4,21 @@ that reproduces a run."""
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 from pathlib import Path
 from typing import Any
 
 from paycore.config import EMBEDDED_SHARDS
 
-__all__ = ["UsageError", "add_arguments", "check_options", "command_line", "resolve_options"]
+__all__ = [
+    "UsageError",
+    "add_arguments",
+    "check_options",
+    "check_report_dir",
+    "command_line",
+    "resolve_options",
+]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +66,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="default: a temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     parser.add_argument("--json", type=Path, help="write the report as JSON to this file")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="DIR",
+        help="write DIR/report.md (the results as a markdown table), PNG charts "
+        "(throughput, p50/p99, cost per transfer as the ledger grows; they need matplotlib, "
+        "pip install 'paycore[bench]': without it the markdown only, saying so) and "
+        "DIR/report.json; a report already in DIR is shown beside the new numbers "
+        "(DIR is made if missing)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument(
         "--seed", type=int, default=1, help="seed of the accounts' and amounts' draws (1)"
@@ -240,6 +258,8 @@ def command_line(o: dict[str, Any], args: argparse.Namespace) -> str:
         parts.append("--no-audit")
     if args.json:
         parts += ["--json", str(args.json)]
+    if args.report:
+        parts += ["--report", str(args.report)]
     return shlex.join(parts)
 
 
@@ -247,7 +267,32 @@ class UsageError(Exception):
     """A bad combination of options or an unusable environment: exit status 2."""
 
 
+def check_report_dir(path: Path) -> None:
+    """``--report DIR`` can be written: a directory, or one that can be made (checked
+    before the run, so that a long run does not fail at its end)."""
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"--report {path}: exists and is not a directory")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise UsageError(f"--report {path}: the directory is not writable")
+        return
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"--report {path}: cannot be made, {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--report {path}: cannot be made, {parent} is not writable")
+
+
 def check_options(args: argparse.Namespace, o: dict[str, Any]) -> None:
+    if args.report is not None:
+        check_report_dir(args.report)
+        if args.json is not None and args.json.absolute().parent == args.report.absolute():
+            raise UsageError(
+                f"--json {args.json}: not inside --report {args.report}, whose files the "
+                "report rewrites (it writes the same JSON as report.json there)"
+            )
     if o["backend"] == "sqlite":
         pg_only = [
             flag

@@ -35,12 +35,12 @@ from paycore.tools.bench.pg_target import PgTarget, describe_servers, open_targe
 from paycore.tools.bench.pgbench import pgbench_part
 from paycore.tools.bench.report import (
     BenchReport,
-    finish_report,
     fresh_dir,
     machine_environment,
     print_inproc,
     skip_row,
 )
+from paycore.tools.bench.report_dir import finish_run
 from paycore.tools.bench.rss import read_rss, rss_since
 
 __all__ = ["ensure_accounts", "run_postgres", "settings_toml"]
@@ -273,4 +273,4 @@ def run_postgres(args: argparse.Namespace, o: dict[str, Any], console: Console) 
             target.close(keep=bool(args.keep), console=console)
         if args.data_dir is None and not args.keep:
             shutil.rmtree(work_dir, ignore_errors=True)
-    return finish_report(report, args, console)
+    return finish_run(report, args, console)

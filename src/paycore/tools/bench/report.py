@@ -8,6 +8,7 @@ import os
 import platform
 import sqlite3
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,7 @@ class BenchReport(msgspec.Struct):
     # PostgreSQL runs: the server(s) and the settings measured under, pgbench's command.
     postgres: dict[str, Any] = msgspec.field(default_factory=dict)
     skipped: dict[str, str] = msgspec.field(default_factory=dict)  # row -> why
+    finished: str = ""  # when the run ended, ISO 8601 UTC (reports written before: "")
 
 
 def fresh_dir(data_dir: Path | None, console: Console) -> Path | None:
@@ -161,6 +163,8 @@ def print_inproc(console: Console, result: ScenarioResult) -> None:
 
 def finish_report(report: BenchReport, args: argparse.Namespace, console: Console) -> int:
     report.targets = _targets(report)
+    report.finished = datetime.now(UTC).isoformat(timespec="seconds")
+    report.environment["load_average_end"] = _load_average()
     report.ok = not any(r.errors for r in report.results) and all(report.audits.values())
     _print(report, console)
     if args.json:
@@ -174,12 +178,34 @@ def finish_report(report: BenchReport, args: argparse.Namespace, console: Consol
 
 
 def machine_environment() -> dict[str, Any]:
+    """The machine and, as the run starts, its load (1, 5 and 15 minute load averages;
+    ``finish_report`` adds them at the end): a run on a busy machine says so."""
     return {
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
         "platform": platform.platform(),
+        "load_average_start": _load_average(),
     }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def _load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # not every platform has one
+        return []
 
 
 def _at_least(

@@ -70,10 +70,10 @@ from paycore.tools.bench.over_http import http_part
 from paycore.tools.bench.postgres import run_postgres
 from paycore.tools.bench.report import (
     BenchReport,
-    finish_report,
     fresh_dir,
     machine_environment,
 )
+from paycore.tools.bench.report_dir import finish_run
 
 __all__ = ["main", "run_bench"]
 
@@ -98,7 +98,7 @@ def run_bench(args: argparse.Namespace, console: Console) -> int:
         if o["only"] == "payments":
             with console.status("payments: starting paycore serve...") as status:
                 payments_part(data_dir / "payments", o, report, console, status)
-            return finish_report(report, args, console)
+            return finish_run(report, args, console)
         with console.status("creating accounts...") as status:
             t0 = time.perf_counter()
             # Each part starts from the same ledger: the accounts and no transfer yet.
@@ -122,7 +122,7 @@ def run_bench(args: argparse.Namespace, console: Console) -> int:
     finally:
         if args.data_dir is None and not args.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
-    return finish_report(report, args, console)
+    return finish_run(report, args, console)
 
 
 def main(argv: list[str] | None = None) -> int:
