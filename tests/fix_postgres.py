@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -35,6 +34,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from paycore.locks.testing import free_port
 from paycore.storage.postgres import migrate_postgres
 
 _TEMPLATE = "paycore_ledger_template"
@@ -65,13 +65,6 @@ def _bindir() -> Path | None:
         if (candidate / "initdb").exists():
             return candidate
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class _Template:
@@ -124,7 +117,7 @@ class PostgresServer:
         self.bindir = bindir
         self.root = root
         self.data = root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.as_postgres = os.geteuid() == 0
         self._template: _Template | None = None
         self._free: list[str] = []

@@ -14,7 +14,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ import pytest
 
 from paycore.cli import main
 from paycore.config import Settings, ShardConfig
-from paycore.locks.testing import RedisServer
+from paycore.locks.testing import RedisServer, free_port
 from paycore.ops.serve import worker_refusals
 from paycore.tools.bench.workers import connection_owner, wait_workers
 
@@ -128,7 +127,7 @@ def test_a_worker_that_cannot_start_stops_the_node_with_exit_status_3(tmp_path: 
     )
     command = [
         sys.executable, "-m", "paycore.cli", "serve", "--config", str(config), "--workers", "2",
-        "--port", str(_free_port()), "--log-level", "warning",
+        "--port", str(free_port()), "--log-level", "warning",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 3, done.stderr[-2000:]
@@ -136,13 +135,6 @@ def test_a_worker_that_cannot_start_stops_the_node_with_exit_status_3(tmp_path: 
 
 
 # -- two workers over PostgreSQL and Redis -----------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _call(
@@ -197,7 +189,7 @@ def served(
         f'locks_url = "{own_redis.url}"\nleader_ttl_seconds = 2.0\n'
         f"rate_limit_per_second = 0\n{shards}"
     )
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "serve.log"
     command = [

@@ -13,7 +13,6 @@ import logging
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ import httpx
 import pytest
 
 from fix_postgres import PostgresServer
+from paycore.locks.testing import free_port
 from paycore.payments.cards import luhn_valid
 from payments.fix_acquirer import AcquirerFactory
 
@@ -77,13 +77,6 @@ def receiver() -> Iterator[tuple[str, list[bytes]]]:
     server.server_close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _toml(value: object) -> str:
     return f'"{value}"' if isinstance(value, str) else str(value).lower()
 
@@ -130,7 +123,7 @@ def test_no_card_number_in_databases_logs_or_webhooks(
     rng = random.Random(8)
     good = APPROVED + _random_cards(25, rng)
     every = good + DECLINED + ERROR + INVALID
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "serve.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as log:

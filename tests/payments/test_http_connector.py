@@ -18,6 +18,7 @@ import httpx
 import msgspec
 import pytest
 
+from paycore.locks.testing import free_port
 from paycore.payments.processors.base import (
     AuthorizeRequest,
     CardDetails,
@@ -185,16 +186,9 @@ async def test_requests_carry_only_what_the_processor_needs() -> None:
     assert all(NUMBER.encode() not in request.content for request in seen[1:])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 async def test_connection_refused_is_failed_at_once() -> None:
     """Nobody listening: FAILED (nothing was sent), without waiting for any timeout."""
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     async with SimulatorConnector("acq-gone", url, timeout=5, connect_timeout=5) as connector:
         result = await connector.authorize(authorize_request())
     assert result.outcome is Outcome.FAILED

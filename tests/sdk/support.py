@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -10,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from paycore.locks.testing import free_port
 
 __all__ = ["SHARDS", "LiveServer", "create_key", "free_port", "paycore_command", "wait_until_up"]
 
@@ -25,13 +26,6 @@ class LiveServer:
     log: Path
     admin_key: str  # tenant "acme", scope admin (the admin API)
     operator_key: str  # tenant "default", scope admin (the operator's: reconciliation)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def paycore_command(*args: str) -> list[str]:

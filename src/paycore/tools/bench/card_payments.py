@@ -28,8 +28,9 @@ from typing import Any
 import msgspec
 from rich.console import Console
 
+from paycore.locks.testing import free_port
 from paycore.tools.bench.inproc import audit_clean, open_store
-from paycore.tools.bench.over_http import free_port, load_scenario, serving
+from paycore.tools.bench.over_http import load_scenario, serving
 from paycore.tools.bench.report import BenchReport
 from paycore.tools.loadgen import LoadResult, RawHttpClient
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 import msgspec
 from rich.console import Console
 
+from paycore.locks.testing import free_port
 from paycore.tools.bench.inproc import HOT_ACCOUNT, audit_clean, open_store
 from paycore.tools.bench.report import BenchReport, ScenarioResult
 from paycore.tools.bench.rss import RssSampler
@@ -24,13 +24,6 @@ from paycore.tools.bench.workers import wait_workers
 from paycore.tools.loadgen import LoadResult, RawHttpClient
 
 __all__ = ["http_part", "serve_and_load"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def wait_ready(url: str, server: subprocess.Popen[bytes], within: float = 30.0) -> None:
