@@ -10,6 +10,7 @@ Each store adds its connections and the SQL that differs between dialects.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -59,13 +60,14 @@ def _clamp_ts(value: int) -> int:
     return max(-1, min(value, MAX_TIME))
 
 
-class SqlTx:
+class SqlTx(abc.ABC):
     """What the stores' write transactions (``LedgerTx``) share: reading the write turn,
     and the statements both dialects write alike, run by ``run_sql`` (SQL with ``?``)."""
 
     store: str
     chain: ChainLinker
 
+    @abc.abstractmethod
     def run_sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
@@ -92,7 +94,7 @@ class SqlTx:
         )
 
 
-class SqlShard(SingleShard):
+class SqlShard(SingleShard, abc.ABC):
     """The part of a SQL shard's store that does not depend on its database."""
 
     clock: Callable[[], int]
@@ -122,10 +124,12 @@ class SqlShard(SingleShard):
         # The list endpoints' reads (paycore.storage.listing), payments' included.
         self.lists = ListReads(self._fetch_rows, dialect)
 
+    @abc.abstractmethod
     async def _fetch_rows(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """The rows of a query written with ``?`` placeholders, committed data only."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _account_history_sql(self, sides: Sequence[str], cmp: str, order: str) -> str:
         """``account_transfers``' query (``?`` placeholders): per side in ``sides``, the
         first ``limit + 1`` transfers past the cursor (``cmp``) in ``order``, the stored
@@ -158,6 +162,7 @@ class SqlShard(SingleShard):
         accounts, transfers, open_sagas = await count_rows(self._fetch_rows)
         return ShardUsage(accounts, transfers, open_sagas, await self._bytes_held())
 
+    @abc.abstractmethod
     async def _bytes_held(self) -> int:
         """What the shard's data takes on disk."""
         raise NotImplementedError

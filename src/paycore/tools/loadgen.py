@@ -60,9 +60,9 @@ class RawHttpClient:
         return cls(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
 
     async def close(self) -> None:
-        writer, self._writer, self._reader = self._writer, None, None
+        writer = self._writer
+        self._drop()
         if writer is not None:
-            writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
